@@ -1,0 +1,131 @@
+"""Loading the central registry from a TOML file, with errors that name file, line and reason.
+
+With no file, the built-in demo registry (``adapters/default_registry.toml``) is used.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from domain.errors import ConfigError
+from domain.registry import Registry, build_registry
+
+DEFAULT_REGISTRY = Path(__file__).with_name("default_registry.toml")
+
+
+class ConfigFileError(ConfigError):
+    """An invalid configuration file; the message reads ``FILE:LINE: reason``."""
+
+    def __init__(self, source: str, line: int | None, reason: str, where: tuple[str, ...] = ()):
+        at = f" (at {'.'.join(where)})" if where else ""
+        super().__init__(f"{source}:{line if line is not None else '?'}: {reason}{at}", where)
+        self.source = source
+        self.line = line
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    registry: Registry
+    ledger_section: Mapping[str, Any]
+    source: str
+
+
+def load_config(path: Path | None) -> LoadedConfig:
+    """Read, parse and check the registry file (the built-in one when ``path`` is None)."""
+    file = path or DEFAULT_REGISTRY
+    source = str(file) if path else "<built-in registry>"
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigFileError(source, None, f"cannot read the file: {error.strerror}") from None
+    return parse_config(text, source)
+
+
+def parse_config(text: str, source: str) -> LoadedConfig:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        line = _decode_error_line(str(error))
+        raise ConfigFileError(source, line, f"not valid TOML: {error}") from None
+    try:
+        registry = build_registry(data, adapter_check=check_adapter_settings)
+        ledger = data.get("ledger", {})
+        if not isinstance(ledger, dict):
+            raise ConfigError("expected a table", ("ledger",))
+    except ConfigError as error:
+        line = locate_key_line(text, error.where)
+        raise ConfigFileError(source, line, error.reason, error.where) from None
+    return LoadedConfig(registry=registry, ledger_section=ledger, source=source)
+
+
+def check_adapter_settings(adapter: str, settings: dict[str, Any], where: tuple[str, ...]) -> None:
+    """Refuse an unknown adapter or settings its executor would refuse at run time."""
+    from adapters.executors import executors_by_name
+
+    executors = executors_by_name()
+    executor = executors.get(adapter)
+    if executor is None:
+        raise ConfigError(
+            f"unknown adapter {adapter!r} (known: {', '.join(sorted(executors))})",
+            (*where[:-1], "adapter"),
+        )
+    try:
+        executor.check_settings(settings)
+    except ConfigError as error:
+        raise ConfigError(error.reason, (*where, *error.where)) from None
+
+
+def _decode_error_line(message: str) -> int | None:
+    match = re.search(r"line (\d+)", message)
+    return int(match.group(1)) if match else None
+
+
+# -- finding the line of a key path -----------------------------------------------------
+
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+_KEY = re.compile(r"^\s*((?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*'))*)\s*=")
+
+
+def _split_dotted(text: str) -> tuple[str, ...]:
+    parts = re.findall(r"\"([^\"]*)\"|'([^']*)'|([A-Za-z0-9_-]+)", text)
+    return tuple(a or b or c for a, b, c in parts)
+
+
+def locate_key_line(text: str, where: tuple[str, ...]) -> int | None:
+    """The 1-based line that best matches ``where``: the deepest key or table header on it."""
+    best_line, best_depth = None, 0
+    table: tuple[str, ...] = ()
+    array_counts: dict[tuple[str, ...], int] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        header = _HEADER.match(line)
+        if header:
+            table = _split_dotted(header.group(2))
+            if header.group(1) == "[[":
+                index = array_counts.get(table, -1) + 1
+                array_counts[table] = index
+                table = (*table, str(index))
+            path = table
+        else:
+            key = _KEY.match(line)
+            if not key:
+                continue
+            path = (*table, *_split_dotted(key.group(1)))
+        depth = _common_prefix(path, where)
+        if depth == len(path) and depth > best_depth:
+            best_line, best_depth = number, depth
+    return best_line
+
+
+def _common_prefix(a: tuple[str, ...], b: tuple[str, ...]) -> int:
+    count = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        count += 1
+    return count

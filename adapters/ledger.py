@@ -1,0 +1,103 @@
+"""The Python API of the ledger: enqueue one task or a whole DAG atomically, cancel, retry,
+and read a task and its history. Application code that shares the database uses this."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from uuid import UUID, uuid4
+
+from eventsourcing.persistence import IntegrityError
+
+from adapters.config_file import check_adapter_settings
+from adapters.postgres.event_store import EventStore, RecordedEvent
+from domain.errors import InvalidTransition, TaskNotFound, UnknownDependency
+from domain.registry import Registry
+from domain.submission import (
+    Requester,
+    SubmissionContext,
+    TaskRequest,
+    external_dependencies,
+    plan_tasks,
+)
+from domain.task import Task, TaskState
+
+SYSTEM = Requester(principal="system", role="admin")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Ledger:
+    def __init__(
+        self,
+        store: EventStore,
+        registry: Registry,
+        clock: Callable[[], datetime] = utc_now,
+        new_id: Callable[[], UUID] = uuid4,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.clock = clock
+        self.new_id = new_id
+
+    # -- enqueueing ---------------------------------------------------------------------
+
+    def enqueue(self, request: TaskRequest, requester: Requester = SYSTEM) -> Task:
+        """Validate and store one task; returns it (its ``id`` names it from now on)."""
+        return self.enqueue_graph([request], requester)[0]
+
+    def enqueue_graph(self, requests: Sequence[TaskRequest], requester: Requester = SYSTEM) -> list[Task]:
+        """Store all tasks in one transaction, or none: refs name tasks of the same call."""
+        context = SubmissionContext(
+            registry=self.registry,
+            requester=requester,
+            now=self.clock(),
+            new_id=self.new_id,
+            adapter_check=check_adapter_settings,
+        )
+        graph_id = self.new_id() if len(requests) > 1 else None
+        tasks = plan_tasks(context, requests, self._stored_states(requests), graph_id)
+        self.store.save(*tasks)
+        return tasks
+
+    def _stored_states(self, requests: Sequence[TaskRequest]) -> dict[UUID, TaskState]:
+        states = {}
+        for task_id in external_dependencies(requests):
+            try:
+                states[task_id] = self.store.load(task_id).state
+            except TaskNotFound:
+                raise UnknownDependency(f"unknown dependency: no task {task_id}") from None
+        return states
+
+    # -- changing a task ----------------------------------------------------------------
+
+    def cancel(self, task_id: UUID, by: str = SYSTEM.principal, reason: str = "") -> Task:
+        return self._change(task_id, lambda task: task.cancel(by=by, reason=reason))
+
+    def retry(self, task_id: UUID, by: str = SYSTEM.principal) -> Task:
+        return self._change(task_id, lambda task: task.retry_manually(self.clock(), by=by))
+
+    def _change(self, task_id: UUID, change: Callable[[Task], None]) -> Task:
+        """Load, change, save; on a concurrent write, reload and decide again."""
+        for _ in range(5):
+            task = self.store.load(task_id)
+            change(task)
+            try:
+                self.store.save(task)
+            except IntegrityError:
+                continue
+            return task
+        raise InvalidTransition(f"task {task_id} keeps changing; try again")
+
+    # -- reading ------------------------------------------------------------------------
+
+    def task(self, task_id: UUID) -> Task:
+        return self.store.load(task_id)
+
+    def history(self, task_id: UUID) -> list[RecordedEvent]:
+        events = self.store.history(task_id)
+        if not events:
+            raise TaskNotFound(f"no task {task_id}")
+        return events

@@ -1,0 +1,1 @@
+"""PostgreSQL: the event store, schema creation, projection runners and the embedded server."""

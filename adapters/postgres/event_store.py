@@ -1,0 +1,153 @@
+"""The event store: the eventsourcing library's Postgres persistence, opened for the ledger.
+
+Tasks are saved through ``eventsourcing.Application`` (one transaction per save, any number
+of aggregates). For processes that must write read models and new events atomically (the
+dependency cascade), ``append_in`` appends events inside a transaction the caller owns, with
+the library's own table lock, NOTIFY and insert statements.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from eventsourcing.application import Application
+from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder
+from psycopg import sql
+from psycopg.rows import DictRow
+
+from domain.errors import TaskNotFound
+from domain.task import Task
+
+APPLICATION_NAME = "Ledger"
+EVENTS_TABLE = "ledger_events"
+
+
+class LedgerApplication(Application):
+    """The ledger's eventsourcing application: one events table, ``ledger_events``."""
+
+    name = APPLICATION_NAME
+
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    """A stored event with its position in the global log."""
+
+    position: int
+    event: DomainEventProtocol[UUID]
+
+
+def eventsourcing_env(database_url: str, schema: str, *, create_table: bool, pool_size: int) -> dict[str, str]:
+    """The library's settings for a database URL (any libpq URL or key=value string)."""
+    params = psycopg.conninfo.conninfo_to_dict(database_url)
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": str(params.get("dbname") or params.get("user") or "postgres"),
+        "POSTGRES_HOST": str(params.get("host") or "127.0.0.1"),
+        "POSTGRES_PORT": str(params.get("port") or "5432"),
+        "POSTGRES_USER": str(params.get("user") or "postgres"),
+        "POSTGRES_PASSWORD": str(params.get("password") or ""),
+        "POSTGRES_SCHEMA": schema,
+        "POSTGRES_POOL_SIZE": str(pool_size),
+        "POSTGRES_MAX_OVERFLOW": "20",
+        "POSTGRES_LOCK_TIMEOUT": "10",
+        "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "30",
+        "CREATE_TABLE": "y" if create_table else "n",
+    }
+
+
+class EventStore:
+    """Reads and writes of the ledger's events."""
+
+    def __init__(self, database_url: str, schema: str, *, create_table: bool = False, pool_size: int = 5):
+        self.database_url = database_url
+        self.schema = schema
+        self.app = LedgerApplication(
+            env=eventsourcing_env(database_url, schema, create_table=create_table, pool_size=pool_size)
+        )
+        recorder = self.app.recorder
+        assert isinstance(recorder, PostgresApplicationRecorder)
+        self.recorder = recorder
+        self.table = sql.Identifier(schema, EVENTS_TABLE)
+
+    def close(self) -> None:
+        self.app.close()
+
+    # -- writing ------------------------------------------------------------------------
+
+    def save(self, *tasks: Task) -> None:
+        """Append the pending events of ``tasks`` in one transaction (all or nothing)."""
+        self.app.save(*tasks)
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg.Cursor[DictRow]]:
+        """A transaction on a pooled connection; library errors are the library's types."""
+        with self.recorder.datastore.get_connection() as conn, conn.transaction():
+            yield conn.cursor()
+
+    def append_in(self, cursor: psycopg.Cursor[DictRow], tasks: Iterable[Task]) -> list[int]:
+        """Append the tasks' pending events inside the caller's transaction; return positions."""
+        events = [event for task in tasks for event in task.collect_events()]
+        if not events:
+            return []
+        stored = [self.app.mapper.to_stored_event(event) for event in events]
+        self.recorder._insert_stored_events(cursor, stored)  # noqa: SLF001 - lock, NOTIFY, insert
+        return [row["notification_id"] for row in cursor.fetchall()]
+
+    # -- reading ------------------------------------------------------------------------
+
+    def load(self, task_id: UUID) -> Task:
+        from eventsourcing.application import AggregateNotFoundError
+
+        try:
+            task = self.app.repository.get(task_id)
+        except AggregateNotFoundError:
+            raise TaskNotFound(f"no task {task_id}") from None
+        assert isinstance(task, Task)
+        return task
+
+    def latest_versions(self, task_ids: Sequence[UUID]) -> dict[UUID, int]:
+        if not task_ids:
+            return {}
+        query = sql.SQL(
+            "SELECT originator_id, max(originator_version) AS version FROM {} "
+            "WHERE originator_id = ANY(%s) GROUP BY originator_id"
+        ).format(self.table)
+        with self.recorder.datastore.get_connection() as conn:
+            rows = conn.execute(query, (list(task_ids),)).fetchall()
+        return {row["originator_id"]: row["version"] for row in rows}
+
+    def head_position(self) -> int:
+        return self.recorder.max_notification_id() or 0
+
+    def read(self, after: int, limit: int, until: int | None = None) -> list[RecordedEvent]:
+        """Events with ``after < position <= until``, in log order, at most ``limit``."""
+        notifications = self.recorder.select_notifications(
+            after, limit, stop=until, inclusive_of_start=False
+        )
+        return [RecordedEvent(n.id, self.app.mapper.to_domain_event(n)) for n in notifications]
+
+    def history(self, task_id: UUID) -> list[RecordedEvent]:
+        """All events of one task, oldest first, with their log positions."""
+        query = sql.SQL(
+            "SELECT notification_id, originator_id, originator_version, topic, state "
+            "FROM {} WHERE originator_id = %s ORDER BY originator_version"
+        ).format(self.table)
+        with self.recorder.datastore.get_connection() as conn:
+            rows = conn.execute(query, (task_id,)).fetchall()
+        return [RecordedEvent(row["notification_id"], self._decode(row)) for row in rows]
+
+    def _decode(self, row: dict[str, Any]) -> DomainEventProtocol[UUID]:
+        stored = StoredEvent(
+            originator_id=row["originator_id"],
+            originator_version=row["originator_version"],
+            topic=row["topic"],
+            state=bytes(row["state"]),
+        )
+        return self.app.mapper.to_domain_event(stored)

@@ -1,0 +1,177 @@
+"""Runs one projection over the event log with exactly-once tracking.
+
+Each batch of events is applied in one transaction that also moves the projection's
+recorded position (``projection_positions``), after checking under a row lock that the
+position is still the one the batch started from. A reactor (e.g. the dependency cascade)
+may append new events in that same transaction. The library's table lock on every save
+makes log positions commit in order, so reading ``position > last`` never skips an event
+that commits later with a smaller position.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import psycopg
+from eventsourcing.persistence import IntegrityError
+from psycopg import sql
+
+from adapters.postgres.event_store import EVENTS_TABLE, EventStore
+from domain.task import Task
+from projections.base import Projection, drop_tables
+
+POSITIONS_TABLE = "projection_positions"
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]  # (position reached, head position)
+
+
+class Reactor(Protocol):
+    def react(self, changes: Sequence[Any]) -> list[Task]: ...
+
+
+class ProjectionBusy(RuntimeError):
+    """Another process is running this projection right now."""
+
+
+class ProjectionRunner:
+    def __init__(
+        self,
+        store: EventStore,
+        projection: Projection,
+        reactor: Reactor | None = None,
+        batch_size: int = 500,
+    ) -> None:
+        self.store = store
+        self.projection = projection
+        self.reactor = reactor
+        self.batch_size = batch_size
+        self.positions = sql.Identifier(store.schema, POSITIONS_TABLE)
+
+    # -- position -----------------------------------------------------------------------
+
+    def position(self) -> int:
+        with self.store.transaction() as cursor:
+            return self._locked_position(cursor, lock=False)
+
+    def _locked_position(self, cursor: psycopg.Cursor[Any], lock: bool = True) -> int:
+        cursor.execute(
+            sql.SQL("INSERT INTO {} (name, position) VALUES (%s, 0) ON CONFLICT DO NOTHING").format(
+                self.positions
+            ),
+            (self.projection.name,),
+        )
+        cursor.execute(
+            sql.SQL("SELECT position FROM {} WHERE name = %s" + (" FOR UPDATE" if lock else "")).format(
+                self.positions
+            ),
+            (self.projection.name,),
+        )
+        row = cursor.fetchone()
+        assert row is not None
+        return int(row["position"])
+
+    # -- catching up --------------------------------------------------------------------
+
+    def run_batch(self, until: int | None = None) -> int:
+        """Apply the next batch of events; return how many were applied (0: up to date)."""
+        start = self.position()
+        events = self.store.read(start, self.batch_size, until)
+        if not events:
+            return 0
+        for attempt in range(5):
+            try:
+                return self._apply_batch(start, events)
+            except IntegrityError:
+                # A reactor's append met a concurrent write; the batch is rolled back whole.
+                log.info("projection %s: batch conflict, retrying (%d)", self.projection.name, attempt)
+        raise RuntimeError(f"projection {self.projection.name}: batch kept conflicting")
+
+    def _apply_batch(self, start: int, events: Sequence[Any]) -> int:
+        with self.store.transaction() as cursor:
+            if self._locked_position(cursor) != start:
+                return 0  # another runner moved on; re-read next time
+            changes: list[Any] = []
+            for recorded in events:
+                changes.extend(self.projection.apply(cursor, recorded.event, recorded.position))
+            if self.reactor is not None and changes:
+                self.store.append_in(cursor, self.reactor.react(changes))
+            cursor.execute(
+                sql.SQL("UPDATE {} SET position = %s WHERE name = %s").format(self.positions),
+                (events[-1].position, self.projection.name),
+            )
+        return len(events)
+
+    def catch_up(self, until: int | None = None, progress: Progress | None = None) -> int:
+        """Apply events until the head of the log (or ``until``); return how many."""
+        total = 0
+        head = until if until is not None else self.store.head_position()
+        while True:
+            applied = self.run_batch(until)
+            if applied == 0:
+                return total
+            total += applied
+            if progress is not None:
+                progress(self.position(), max(head, self.position()))
+
+    # -- rebuild ------------------------------------------------------------------------
+
+    def rebuild(self, progress: Progress | None = None) -> int:
+        """Drop the tables, recreate them and replay the whole log."""
+        with self.exclusive(wait_seconds=10):
+            with self.store.transaction() as cursor:
+                self._locked_position(cursor)
+                drop_tables(cursor, self.store.schema, self.projection.tables)
+                self.projection.create(cursor)
+                cursor.execute(
+                    sql.SQL("UPDATE {} SET position = 0 WHERE name = %s").format(self.positions),
+                    (self.projection.name,),
+                )
+            return self.catch_up(progress=progress)
+
+    # -- running live -------------------------------------------------------------------
+
+    def exclusive(self, wait_seconds: float = 0) -> _AdvisoryLock:
+        return _AdvisoryLock(self.store.database_url, f"{self.store.schema}.{self.projection.name}", wait_seconds)
+
+    def run(self, stop: threading.Event, fallback_poll: float = 0.5) -> None:
+        """Follow the log until ``stop`` is set: woken by NOTIFY, polling as a fallback."""
+        with self.exclusive(wait_seconds=float("inf")) as lock:
+            channel = sql.Identifier(EVENTS_TABLE)
+            lock.connection.execute(sql.SQL("LISTEN {}").format(channel))
+            while not stop.is_set():
+                self.catch_up()
+                for _ in lock.connection.notifies(timeout=fallback_poll, stop_after=1):
+                    pass
+
+
+class _AdvisoryLock:
+    """A session-level advisory lock held on a dedicated connection (also used to LISTEN)."""
+
+    def __init__(self, database_url: str, key: str, wait_seconds: float) -> None:
+        self.database_url = database_url
+        self.key = key
+        self.wait_seconds = wait_seconds
+        self.connection: psycopg.Connection[Any]
+
+    def __enter__(self) -> _AdvisoryLock:
+        self.connection = psycopg.connect(self.database_url, autocommit=True)
+        deadline = self.wait_seconds
+        waited = 0.0
+        while True:
+            row = self.connection.execute(
+                "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (self.key,)
+            ).fetchone()
+            if row and row[0]:
+                return self
+            if waited >= deadline:
+                self.connection.close()
+                raise ProjectionBusy(f"{self.key} is being run by another process")
+            threading.Event().wait(0.2)
+            waited += 0.2
+
+    def __exit__(self, *exc: object) -> None:
+        self.connection.close()

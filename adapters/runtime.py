@@ -1,0 +1,64 @@
+"""The composition root: settings -> database -> schema -> event store -> ledger + projections.
+
+Everything real is wired here once; the CLI (and later the HTTP server and workers) start
+from ``open_runtime``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from adapters.ledger import Ledger, utc_now
+from adapters.postgres.embedded import start_embedded_postgres
+from adapters.postgres.event_store import EventStore
+from adapters.postgres.projection_runner import ProjectionRunner
+from adapters.postgres.schema import create_schema
+from adapters.settings import Settings, load_settings
+from processors.dependency_cascade import DependencyCascade
+from projections.base import Projection
+from projections.readiness import ReadinessGraph
+from projections.task_view import TaskView
+
+
+def all_projections(schema: str) -> list[Projection]:
+    return [TaskView(schema), ReadinessGraph(schema)]
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    database_url: str
+    store: EventStore
+    ledger: Ledger
+    runners: dict[str, ProjectionRunner]
+
+    def catch_up(self) -> None:
+        """Bring every projection up to the head of the log (readiness last: it appends)."""
+        for runner in self.runners.values():
+            runner.catch_up()
+        # The cascade may have appended events the other projections have not seen yet.
+        for runner in self.runners.values():
+            runner.catch_up()
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def resolve_database_url(settings: Settings) -> str:
+    return settings.database_url or start_embedded_postgres()
+
+
+def open_runtime(config_path: str | Path | None = None, *, pool_size: int = 5) -> Runtime:
+    settings = load_settings(config_path)
+    database_url = resolve_database_url(settings)
+    projections = all_projections(settings.schema)
+    create_schema(database_url, settings.schema, projections)
+    store = EventStore(database_url, settings.schema, pool_size=pool_size)
+    cascade = DependencyCascade(store, clock=utc_now)
+    runners = {
+        p.name: ProjectionRunner(store, p, reactor=cascade if p.name == "readiness" else None)
+        for p in projections
+    }
+    ledger = Ledger(store, settings.config.registry)
+    return Runtime(settings, database_url, store, ledger, runners)

@@ -1,0 +1,61 @@
+"""The domain's own error hierarchy; the HTTP layer and the CLI map these to codes in one place."""
+
+from __future__ import annotations
+
+
+class LedgerError(Exception):
+    """Base of every error the ledger raises on purpose.
+
+    ``code`` is a stable machine-readable name; the message is for people.
+    """
+
+    code = "ledger_error"
+
+
+class InvalidTransition(LedgerError):
+    """A task was asked to move to a state its life cycle does not allow."""
+
+    code = "invalid_transition"
+
+
+class InvalidSubmission(LedgerError):
+    """A task or graph submission is refused; nothing was stored."""
+
+    code = "invalid_submission"
+
+
+class UnknownTaskType(InvalidSubmission):
+    code = "unknown_task_type"
+
+
+class SchemaViolation(InvalidSubmission):
+    code = "schema_violation"
+
+
+class UnknownDependency(InvalidSubmission):
+    code = "unknown_dependency"
+
+
+class DependencyCycle(InvalidSubmission):
+    code = "dependency_cycle"
+
+
+class TaskNotFound(LedgerError):
+    code = "task_not_found"
+
+
+class ConfigError(LedgerError):
+    """The registry (configuration) is invalid. ``where`` names the offending key path."""
+
+    code = "config_error"
+
+    def __init__(self, message: str, where: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.reason = message
+        self.where = where
+
+
+class Forbidden(LedgerError):
+    """The principal's role does not allow this action."""
+
+    code = "forbidden"

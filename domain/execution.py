@@ -1,0 +1,44 @@
+"""What an adapter is given (``Execution``) and the one result type every adapter returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from domain.timeouts import Timeouts
+
+
+@dataclass(frozen=True)
+class Execution:
+    """One attempt of one task, as handed to an adapter."""
+
+    task_id: UUID
+    attempt: int
+    type_name: str
+    args: dict[str, Any]
+    settings: dict[str, Any]
+    timeouts: Timeouts
+
+
+@dataclass(frozen=True)
+class Success:
+    """The attempt finished well. ``result`` is JSON-able; ``details`` holds facts such as
+    ``exit_code`` or ``http_status`` that the learning dataset records."""
+
+    result: Any
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """The attempt finished badly. ``error_class`` is a short stable name (``ExitCode``,
+    ``HttpStatus``, ``LuaError``, ``SandboxViolation``, ...) that retry policies match on."""
+
+    error_class: str
+    message: str
+    retryable: bool = True
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+ExecutionResult = Success | Failure

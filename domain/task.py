@@ -1,0 +1,326 @@
+"""The Task aggregate: one request to run a task type, and its life cycle as events.
+
+Every state change is an event method below; public methods check the transition first and
+raise ``InvalidTransition`` rather than record an event the life cycle does not allow.
+
+States: blocked -> (unblocked) -> ready | scheduled -> running -> succeeded | failed;
+failed -> (retry scheduled) -> scheduled; any non-terminal -> cancelled; blocked -> skipped.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.errors import InvalidTransition
+from domain.timeouts import TimeoutKind
+
+
+class TaskState(str, Enum):
+    BLOCKED = "blocked"
+    SCHEDULED = "scheduled"
+    READY = "ready"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset(
+    {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED, TaskState.SKIPPED}
+)
+_CANCELLABLE = frozenset(
+    {TaskState.BLOCKED, TaskState.SCHEDULED, TaskState.READY, TaskState.RUNNING}
+)
+_WAITING = frozenset({TaskState.BLOCKED, TaskState.SCHEDULED, TaskState.READY})
+# Kinds after which the task is over, whatever its retry policy says.
+FINAL_TIMEOUT_KINDS = frozenset({TimeoutKind.SCHEDULE_TO_START, TimeoutKind.SCHEDULE_TO_CLOSE})
+
+
+class Task(Aggregate):
+    """A task and its attempts. Created by ``TaskEnqueued``."""
+
+    class TaskEnqueued(Aggregate.Created):
+        type_name: str
+        adapter: str
+        args: dict[str, Any]
+        queue: str
+        priority: int
+        depends_on: list[UUID]
+        run_at: datetime | None
+        lane: str | None
+        idempotency_key: str | None
+        principal: str
+        role: str
+        tags: list[str]
+        timeouts: dict[str, float | None]
+        retry: dict[str, Any]
+        initial_state: str
+        graph_id: UUID | None
+        ref: str | None
+        adapter_settings: dict[str, Any] | None
+
+    @event(TaskEnqueued)
+    def __init__(  # noqa: PLR0913 - the event's fields, one parameter each
+        self,
+        id: UUID,  # noqa: A002 - the library's name for the aggregate id
+        type_name: str,
+        adapter: str,
+        args: dict[str, Any],
+        queue: str,
+        priority: int,
+        depends_on: list[UUID],
+        run_at: datetime | None,
+        lane: str | None,
+        idempotency_key: str | None,
+        principal: str,
+        role: str,
+        tags: list[str],
+        timeouts: dict[str, float | None],
+        retry: dict[str, Any],
+        initial_state: str,
+        graph_id: UUID | None,
+        ref: str | None,
+        adapter_settings: dict[str, Any] | None,
+    ) -> None:
+        self.type_name = type_name
+        self.adapter = adapter
+        self.args = args
+        self.queue = queue
+        self.priority = priority
+        self.depends_on = list(depends_on)
+        self.run_at = run_at
+        self.lane = lane
+        self.idempotency_key = idempotency_key
+        self.principal = principal
+        self.role = role
+        self.tags = list(tags)
+        self.timeouts = dict(timeouts)
+        self.retry = dict(retry)
+        self.graph_id = graph_id
+        self.ref = ref
+        self.adapter_settings = adapter_settings
+        self.state = TaskState(initial_state)
+        self.max_attempts = int(retry.get("max_attempts", 1))
+        self.attempts = 0
+        self.worker: str | None = None
+        self.lease_expires_at: datetime | None = None
+        self.result: Any = None
+        self.error: dict[str, Any] | None = None
+        self.timeout_kind: str | None = None
+
+    # -- dependencies -------------------------------------------------------------------
+
+    class TaskUnblocked(Aggregate.Event):
+        state: str
+
+    def unblock(self, now: datetime) -> None:
+        """All dependencies succeeded: become ready, or scheduled if ``run_at`` is later."""
+        self._require({TaskState.BLOCKED}, "unblock")
+        due = self.run_at is None or self.run_at <= now
+        self._unblocked(state=(TaskState.READY if due else TaskState.SCHEDULED).value)
+
+    @event(TaskUnblocked)
+    def _unblocked(self, state: str) -> None:
+        self.state = TaskState(state)
+
+    class TaskSkipped(Aggregate.Event):
+        reason: str
+        dependency: UUID
+
+    def skip(self, reason: str, dependency: UUID) -> None:
+        """A dependency ended other than succeeded, so this task will never run."""
+        self._require({TaskState.BLOCKED}, "skip")
+        self._skipped(reason=reason, dependency=dependency)
+
+    @event(TaskSkipped)
+    def _skipped(self, reason: str, dependency: UUID) -> None:
+        self.state = TaskState.SKIPPED
+
+    # -- attempts -----------------------------------------------------------------------
+
+    def is_due(self, now: datetime) -> bool:
+        """True when the task may be started now."""
+        if self.state is TaskState.READY:
+            return True
+        return self.state is TaskState.SCHEDULED and (self.run_at is None or self.run_at <= now)
+
+    class TaskStarted(Aggregate.Event):
+        attempt: int
+        worker: str
+        lease_expires_at: datetime
+
+    def start(self, worker: str, lease_expires_at: datetime, now: datetime) -> int:
+        """Claim the next attempt for ``worker``; returns the attempt number."""
+        if not self.is_due(now):
+            raise InvalidTransition(
+                f"task {self.id} cannot start: it is {self.state.value}"
+                + (" and not yet due" if self.state is TaskState.SCHEDULED else "")
+            )
+        attempt = self.attempts + 1
+        self._started(attempt=attempt, worker=worker, lease_expires_at=lease_expires_at)
+        return attempt
+
+    @event(TaskStarted)
+    def _started(self, attempt: int, worker: str, lease_expires_at: datetime) -> None:
+        self.state = TaskState.RUNNING
+        self.attempts = attempt
+        self.worker = worker
+        self.lease_expires_at = lease_expires_at
+
+    class TaskHeartbeat(Aggregate.Event):
+        attempt: int
+        lease_expires_at: datetime
+
+    def heartbeat(self, attempt: int, lease_expires_at: datetime) -> None:
+        self._require_current(attempt, "heartbeat")
+        self._heartbeat(attempt=attempt, lease_expires_at=lease_expires_at)
+
+    @event(TaskHeartbeat)
+    def _heartbeat(self, attempt: int, lease_expires_at: datetime) -> None:
+        self.lease_expires_at = lease_expires_at
+
+    class TaskSucceeded(Aggregate.Event):
+        attempt: int
+        result: Any
+        details: dict[str, Any]
+
+    def succeed(self, attempt: int, result: Any, details: dict[str, Any] | None = None) -> None:
+        self._require_current(attempt, "succeed")
+        self._succeeded(attempt=attempt, result=result, details=details or {})
+
+    @event(TaskSucceeded)
+    def _succeeded(self, attempt: int, result: Any, details: dict[str, Any]) -> None:
+        self.state = TaskState.SUCCEEDED
+        self.result = result
+        self.error = None
+        self.lease_expires_at = None
+
+    class TaskFailed(Aggregate.Event):
+        attempt: int
+        error_class: str
+        message: str
+        retryable: bool
+        details: dict[str, Any]
+
+    def fail(  # noqa: PLR0913
+        self,
+        attempt: int,
+        error_class: str,
+        message: str,
+        retryable: bool = True,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        self._require_current(attempt, "fail")
+        self._failed(
+            attempt=attempt,
+            error_class=error_class,
+            message=message,
+            retryable=retryable,
+            details=details or {},
+        )
+
+    @event(TaskFailed)
+    def _failed(
+        self, attempt: int, error_class: str, message: str, retryable: bool, details: dict[str, Any]
+    ) -> None:
+        self.state = TaskState.FAILED
+        self.error = {"class": error_class, "message": message, "retryable": retryable}
+        self.lease_expires_at = None
+
+    class TaskTimedOut(Aggregate.Event):
+        kind: str
+        attempt: int | None
+
+    def time_out(self, kind: TimeoutKind) -> None:
+        """Record that a timeout of ``kind`` fired; the task is failed unless retried."""
+        if kind in (TimeoutKind.START_TO_CLOSE, TimeoutKind.HEARTBEAT):
+            self._require({TaskState.RUNNING}, f"time out ({kind.value})")
+            attempt: int | None = self.attempts
+        elif kind is TimeoutKind.SCHEDULE_TO_START:
+            self._require(_WAITING - {TaskState.BLOCKED}, f"time out ({kind.value})")
+            attempt = None
+        else:
+            self._require(_CANCELLABLE, f"time out ({kind.value})")
+            attempt = self.attempts if self.state is TaskState.RUNNING else None
+        self._timed_out(kind=kind.value, attempt=attempt)
+
+    @event(TaskTimedOut)
+    def _timed_out(self, kind: str, attempt: int | None) -> None:
+        self.state = TaskState.FAILED
+        self.timeout_kind = kind
+        self.error = {"class": "Timeout", "message": f"{kind} timeout", "retryable": True}
+        self.lease_expires_at = None
+
+    class TaskRetryScheduled(Aggregate.Event):
+        retry_at: datetime
+        manual: bool
+        by: str | None
+
+    def schedule_retry(self, retry_at: datetime) -> None:
+        """Automatic retry after a failed attempt, within the attempts budget."""
+        self._require({TaskState.FAILED}, "retry")
+        if self.timeout_kind in {k.value for k in FINAL_TIMEOUT_KINDS}:
+            raise InvalidTransition(f"task {self.id} timed out ({self.timeout_kind}); it is over")
+        if self.attempts >= self.max_attempts:
+            raise InvalidTransition(
+                f"task {self.id} has used all {self.max_attempts} attempts"
+            )
+        self._retry_scheduled(retry_at=retry_at, manual=False, by=None)
+
+    def retry_manually(self, retry_at: datetime, by: str) -> None:
+        """A person asks to run a failed, cancelled or skipped task again (one more attempt)."""
+        self._require(
+            {TaskState.FAILED, TaskState.CANCELLED, TaskState.SKIPPED}, "retry"
+        )
+        self._retry_scheduled(retry_at=retry_at, manual=True, by=by)
+
+    @event(TaskRetryScheduled)
+    def _retry_scheduled(self, retry_at: datetime, manual: bool, by: str | None) -> None:
+        self.state = TaskState.SCHEDULED
+        self.run_at = retry_at
+        self.timeout_kind = None
+        if manual:
+            self.max_attempts = max(self.max_attempts, self.attempts + 1)
+
+    class TaskCancelled(Aggregate.Event):
+        by: str
+        reason: str
+
+    def cancel(self, by: str, reason: str = "") -> None:
+        self._require(_CANCELLABLE, "cancel")
+        self._cancelled(by=by, reason=reason)
+
+    @event(TaskCancelled)
+    def _cancelled(self, by: str, reason: str) -> None:
+        self.state = TaskState.CANCELLED
+        self.lease_expires_at = None
+
+    # -- guards -------------------------------------------------------------------------
+
+    def _require(self, allowed: set[TaskState] | frozenset[TaskState], action: str) -> None:
+        if self.state not in allowed:
+            raise InvalidTransition(f"cannot {action} task {self.id}: it is {self.state.value}")
+
+    def _require_current(self, attempt: int, action: str) -> None:
+        self._require({TaskState.RUNNING}, action)
+        if attempt != self.attempts:
+            raise InvalidTransition(
+                f"cannot {action} attempt {attempt} of task {self.id}: "
+                f"the current attempt is {self.attempts}"
+            )
+
+
+def event_name(topic_or_class: str | type) -> str:
+    """The short name of an event (``TaskStarted``) from its class or stored topic."""
+    name = topic_or_class if isinstance(topic_or_class, str) else topic_or_class.__qualname__
+    return name.rsplit(".", 1)[-1].rsplit(":", 1)[-1]

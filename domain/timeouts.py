@@ -1,0 +1,72 @@
+"""One timeout policy for every adapter: the four kinds and how they are resolved.
+
+Resolution order, per kind: task override, else task type, else queue, else global default.
+``start_to_close`` is always finite; the others may be ``None`` (no limit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from enum import Enum
+from typing import Any
+
+from domain.durations import parse_duration
+from domain.errors import ConfigError
+
+
+class TimeoutKind(str, Enum):
+    SCHEDULE_TO_START = "schedule_to_start"
+    START_TO_CLOSE = "start_to_close"
+    HEARTBEAT = "heartbeat"
+    SCHEDULE_TO_CLOSE = "schedule_to_close"
+
+
+@dataclass(frozen=True)
+class TimeoutOverrides:
+    """Timeouts set at one level (task, type, queue); ``None`` means "not set here"."""
+
+    schedule_to_start: float | None = None
+    start_to_close: float | None = None
+    heartbeat: float | None = None
+    schedule_to_close: float | None = None
+
+    @classmethod
+    def from_mapping(cls, data: Any, where: tuple[str, ...] = ()) -> TimeoutOverrides:
+        if data is None:
+            return cls()
+        if not isinstance(data, dict):
+            raise ConfigError("timeouts must be a table of durations", where)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown timeout {unknown[0]!r} (known: {', '.join(sorted(known))})",
+                (*where, unknown[0]),
+            )
+        return cls(**{k: parse_duration(v, (*where, k)) for k, v in data.items()})
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Resolved timeouts of one task, in seconds."""
+
+    start_to_close: float
+    schedule_to_start: float | None = None
+    heartbeat: float | None = None
+    schedule_to_close: float | None = None
+
+    def as_dict(self) -> dict[str, float | None]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Timeouts:
+        return cls(**{f.name: data.get(f.name) for f in fields(cls)})
+
+
+def resolve_timeouts(*levels: TimeoutOverrides, default: Timeouts) -> Timeouts:
+    """Resolve each kind from the most specific level that sets it, else ``default``."""
+    resolved = default
+    for level in reversed(levels):
+        values = {f.name: getattr(level, f.name) for f in fields(level)}
+        resolved = replace(resolved, **{k: v for k, v in values.items() if v is not None})
+    return resolved

@@ -1,0 +1,56 @@
+"""Dependency cascade: unblock a task whose dependencies all succeeded, skip a task one of
+whose dependencies ended other than succeeded (transitively, as each skip is an event too).
+
+It acts on the readiness graph's changes inside the graph's own transaction, so each change
+becomes exactly one event. A change is acted on only if the task (and, for a skip, the
+dependency) is still at the version the graph saw: when the store has moved on — a retry
+followed the failure, or the graph is being rebuilt from history — nothing is appended.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Protocol
+from uuid import UUID
+
+from domain.task import Task, TaskState
+from projections.readiness import Doomed, ReadinessChange, Unblocked
+
+
+class TaskStore(Protocol):
+    def latest_versions(self, task_ids: Sequence[UUID]) -> dict[UUID, int]: ...
+
+    def load(self, task_id: UUID) -> Task: ...
+
+
+class DependencyCascade:
+    def __init__(self, store: TaskStore, clock: Callable[[], datetime]) -> None:
+        self.store = store
+        self.clock = clock
+
+    def react(self, changes: Sequence[ReadinessChange]) -> list[Task]:
+        """Tasks with new pending events (unblocked or skipped) for ``changes``."""
+        if not changes:
+            return []
+        ids = {c.task_id for c in changes} | {c.dependency for c in changes if isinstance(c, Doomed)}
+        latest = self.store.latest_versions(sorted(ids))
+        decided: dict[UUID, Task] = {}
+        now = self.clock()
+        for change in changes:
+            if change.task_id in decided or latest.get(change.task_id) != change.version:
+                continue
+            if isinstance(change, Doomed) and latest.get(change.dependency) != change.dependency_version:
+                continue
+            task = self.store.load(change.task_id)
+            if task.state is not TaskState.BLOCKED:
+                continue
+            if isinstance(change, Unblocked):
+                task.unblock(now)
+            else:
+                task.skip(
+                    reason=f"dependency {change.dependency} ended {change.dependency_state}",
+                    dependency=change.dependency,
+                )
+            decided[change.task_id] = task
+        return list(decided.values())

@@ -1,0 +1,1 @@
+"""Read models folded from the event log: each projection owns its tables and an ``apply``."""

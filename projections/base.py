@@ -1,0 +1,40 @@
+"""The projection contract: tables it owns, how to create and drop them, how to apply an event.
+
+The runner (in ``adapters.postgres``) feeds events in log order, a batch per transaction,
+and records the position read in that same transaction: a crash never double-counts or skips.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+from uuid import UUID
+
+import psycopg
+from eventsourcing.domain import DomainEventProtocol
+from psycopg import sql
+
+from domain.task import event_name
+
+Cursor = psycopg.Cursor[Any]
+Event = DomainEventProtocol[UUID]
+
+
+class Projection(Protocol):
+    name: str
+    tables: tuple[str, ...]
+
+    def create(self, cursor: Cursor) -> None:
+        """Create the tables if they do not exist."""
+
+    def apply(self, cursor: Cursor, event: Event, position: int) -> list[Any]:
+        """Fold one event into the tables; return changes a reactor may act on."""
+
+
+def kind(event: Event) -> str:
+    """The event's short name, e.g. ``TaskStarted``."""
+    return event_name(type(event))
+
+
+def drop_tables(cursor: Cursor, schema: str, tables: tuple[str, ...]) -> None:
+    for table in tables:
+        cursor.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(sql.Identifier(schema, table)))

@@ -1,0 +1,187 @@
+"""Readiness graph: nodes and edges of dependent tasks, pending-dependency counts, ready sets.
+
+Every update touches only the rows of the task an event is about and the edges out of it:
+a success decrements the pending count of its direct dependents in one statement; nothing
+ever scans all tasks. ``apply`` returns the changes a reactor may turn into events
+(``Unblocked`` when a blocked task's last dependency succeeded, ``Doomed`` when a
+dependency ended other than succeeded); each carries the versions it was decided at, so a
+reactor can tell whether the store has moved on since (as it has during a rebuild).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from psycopg import sql
+
+from projections.base import Cursor, Event, kind
+
+NODES = "readiness_nodes"
+EDGES = "readiness_edges"
+
+_CREATE = """
+CREATE TABLE IF NOT EXISTS {nodes} (
+    task_id uuid PRIMARY KEY,
+    queue text NOT NULL,
+    priority integer NOT NULL,
+    lane text,
+    state text NOT NULL,
+    pending integer NOT NULL,
+    depth integer NOT NULL,
+    run_at timestamptz,
+    graph_id uuid,
+    version integer NOT NULL,
+    enqueued_position bigint NOT NULL
+);
+CREATE INDEX IF NOT EXISTS readiness_ready_idx ON {nodes} (queue, priority DESC, enqueued_position)
+    WHERE state IN ('ready', 'scheduled');
+CREATE TABLE IF NOT EXISTS {edges} (
+    parent uuid NOT NULL,
+    child uuid NOT NULL,
+    PRIMARY KEY (parent, child)
+);
+CREATE INDEX IF NOT EXISTS readiness_edges_child_idx ON {edges} (child);
+"""
+
+_BAD_ENDINGS = {"TaskFailed", "TaskTimedOut", "TaskCancelled", "TaskSkipped"}
+_STATE_AFTER = {
+    "TaskStarted": "running",
+    "TaskHeartbeat": "running",
+    "TaskSucceeded": "succeeded",
+    "TaskFailed": "failed",
+    "TaskTimedOut": "failed",
+    "TaskRetryScheduled": "scheduled",
+    "TaskCancelled": "cancelled",
+    "TaskSkipped": "skipped",
+}
+BAD_STATES = ("failed", "cancelled", "skipped")
+
+
+@dataclass(frozen=True)
+class Unblocked:
+    """``task_id`` (seen at ``version``) has no pending dependency left."""
+
+    task_id: UUID
+    version: int
+
+
+@dataclass(frozen=True)
+class Doomed:
+    """``task_id`` (at ``version``) waits on ``dependency``, which ended badly at ``dependency_version``."""
+
+    task_id: UUID
+    version: int
+    dependency: UUID
+    dependency_version: int
+    dependency_state: str
+
+
+ReadinessChange = Unblocked | Doomed
+
+
+class ReadinessGraph:
+    name = "readiness"
+    tables = (NODES, EDGES)
+
+    def __init__(self, schema: str) -> None:
+        self.nodes = sql.Identifier(schema, NODES)
+        self.edges = sql.Identifier(schema, EDGES)
+
+    def create(self, cursor: Cursor) -> None:
+        cursor.execute(sql.SQL(_CREATE).format(nodes=self.nodes, edges=self.edges))
+
+    def apply(self, cursor: Cursor, event: Event, position: int) -> list[Any]:
+        name = kind(event)
+        if name == "TaskEnqueued":
+            return self._enqueued(cursor, event, position)
+        state = event.state if name == "TaskUnblocked" else _STATE_AFTER[name]  # type: ignore[attr-defined]
+        run_at = event.retry_at if name == "TaskRetryScheduled" else None  # type: ignore[attr-defined]
+        cursor.execute(
+            sql.SQL(
+                "UPDATE {} SET state = %s, version = %s, run_at = coalesce(%s, run_at) "
+                "WHERE task_id = %s"
+            ).format(self.nodes),
+            (state, event.originator_version, run_at, event.originator_id),
+        )
+        if name == "TaskSucceeded":
+            return self._release_dependents(cursor, event.originator_id)
+        if name in _BAD_ENDINGS:
+            return self._doom_dependents(cursor, event, state)
+        return []
+
+    def _enqueued(self, cursor: Cursor, event: Any, position: int) -> list[ReadinessChange]:
+        deps = list(event.depends_on)
+        rows = []
+        if deps:
+            cursor.execute(
+                sql.SQL("SELECT task_id, state, version, depth FROM {} WHERE task_id = ANY(%s)").format(
+                    self.nodes
+                ),
+                (deps,),
+            )
+            rows = cursor.fetchall()
+        succeeded = sum(1 for r in rows if r["state"] == "succeeded")
+        pending = len(deps) - succeeded
+        depth = 1 + max((r["depth"] for r in rows), default=-1)
+        cursor.execute(
+            sql.SQL(
+                "INSERT INTO {} (task_id, queue, priority, lane, state, pending, depth, run_at, "
+                "graph_id, version, enqueued_position) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            ).format(self.nodes),
+            (
+                event.originator_id, event.queue, event.priority, event.lane,
+                event.initial_state, pending, depth, event.run_at, event.graph_id,
+                event.originator_version, position,
+            ),
+        )
+        if deps:
+            cursor.execute(
+                sql.SQL(
+                    "INSERT INTO {} (parent, child) SELECT unnest(%s::uuid[]), %s"
+                ).format(self.edges),
+                (deps, event.originator_id),
+            )
+        if event.initial_state != "blocked":
+            return []
+        doomed = [
+            Doomed(event.originator_id, event.originator_version, r["task_id"],
+                   r["version"], r["state"])
+            for r in rows
+            if r["state"] in BAD_STATES
+        ]
+        if doomed:
+            return list(doomed)
+        return [Unblocked(event.originator_id, event.originator_version)] if pending == 0 else []
+
+    def _release_dependents(self, cursor: Cursor, task_id: UUID) -> list[ReadinessChange]:
+        cursor.execute(
+            sql.SQL(
+                "UPDATE {nodes} AS n SET pending = n.pending - 1 FROM {edges} AS e "
+                "WHERE e.parent = %s AND n.task_id = e.child "
+                "RETURNING n.task_id, n.pending, n.state, n.version"
+            ).format(nodes=self.nodes, edges=self.edges),
+            (task_id,),
+        )
+        return [
+            Unblocked(r["task_id"], r["version"])
+            for r in cursor.fetchall()
+            if r["pending"] == 0 and r["state"] == "blocked"
+        ]
+
+    def _doom_dependents(self, cursor: Cursor, event: Any, state: str) -> list[ReadinessChange]:
+        cursor.execute(
+            sql.SQL(
+                "SELECT n.task_id, n.version FROM {edges} AS e JOIN {nodes} AS n "
+                "ON n.task_id = e.child WHERE e.parent = %s AND n.state = 'blocked'"
+            ).format(nodes=self.nodes, edges=self.edges),
+            (event.originator_id,),
+        )
+        return [
+            Doomed(r["task_id"], r["version"], event.originator_id,
+                   event.originator_version, state)
+            for r in cursor.fetchall()
+        ]
+

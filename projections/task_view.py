@@ -1,0 +1,142 @@
+"""Task view: one row per task with its current state, attempts, result, error and times."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from projections.base import Cursor, Event, kind
+
+TABLE = "task_view"
+
+_CREATE = """
+CREATE TABLE IF NOT EXISTS {table} (
+    task_id uuid PRIMARY KEY,
+    type_name text NOT NULL,
+    adapter text NOT NULL,
+    queue text NOT NULL,
+    priority integer NOT NULL,
+    lane text,
+    state text NOT NULL,
+    principal text NOT NULL,
+    role text NOT NULL,
+    tags text[] NOT NULL,
+    args jsonb NOT NULL,
+    result jsonb,
+    error jsonb,
+    attempts integer NOT NULL DEFAULT 0,
+    max_attempts integer NOT NULL,
+    worker text,
+    timeout_kind text,
+    depends_on uuid[] NOT NULL,
+    graph_id uuid,
+    ref text,
+    idempotency_key text,
+    timeouts jsonb NOT NULL,
+    run_at timestamptz,
+    enqueued_at timestamptz NOT NULL,
+    started_at timestamptz,
+    finished_at timestamptz,
+    lease_expires_at timestamptz,
+    updated_at timestamptz NOT NULL,
+    version integer NOT NULL,
+    position bigint NOT NULL
+);
+CREATE INDEX IF NOT EXISTS task_view_state_idx ON {table} (state, queue);
+CREATE INDEX IF NOT EXISTS task_view_type_idx ON {table} (type_name, position);
+CREATE INDEX IF NOT EXISTS task_view_position_idx ON {table} (position);
+CREATE INDEX IF NOT EXISTS task_view_lane_idx ON {table} (lane) WHERE lane IS NOT NULL;
+"""
+
+# Per event kind: the columns it sets besides state/version/position/updated_at.
+_TERMINAL = {"TaskSucceeded", "TaskFailed", "TaskTimedOut", "TaskCancelled", "TaskSkipped"}
+
+
+class TaskView:
+    name = "task_view"
+    tables = (TABLE,)
+
+    def __init__(self, schema: str) -> None:
+        self.table = sql.Identifier(schema, TABLE)
+
+    def create(self, cursor: Cursor) -> None:
+        cursor.execute(sql.SQL(_CREATE).format(table=self.table))
+
+    def apply(self, cursor: Cursor, event: Event, position: int) -> list[Any]:
+        name = kind(event)
+        if name == "TaskEnqueued":
+            self._insert(cursor, event, position)
+        else:
+            self._update(cursor, event, position, name)
+        return []
+
+    def _insert(self, cursor: Cursor, event: Any, position: int) -> None:
+        cursor.execute(
+            sql.SQL(
+                "INSERT INTO {} (task_id, type_name, adapter, queue, priority, lane, state, "
+                "principal, role, tags, args, max_attempts, depends_on, graph_id, ref, "
+                "idempotency_key, timeouts, run_at, enqueued_at, updated_at, version, position) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+                "%s, %s, %s, %s, %s)"
+            ).format(self.table),
+            (
+                event.originator_id, event.type_name, event.adapter, event.queue,
+                event.priority, event.lane, event.initial_state, event.principal, event.role,
+                list(event.tags), Jsonb(event.args), int(event.retry.get("max_attempts", 1)),
+                list(event.depends_on), event.graph_id, event.ref, event.idempotency_key,
+                Jsonb(event.timeouts), event.run_at, event.timestamp, event.timestamp,
+                event.originator_version, position,
+            ),
+        )
+
+    def _update(self, cursor: Cursor, event: Any, position: int, name: str) -> None:
+        state, columns = _changes(event, name)
+        if name in _TERMINAL:
+            columns["finished_at"] = event.timestamp
+        assignments = [sql.SQL("{} = %s").format(sql.Identifier(c)) for c in columns]
+        if name == "TaskRetryScheduled" and event.manual:
+            assignments.append(sql.SQL("max_attempts = greatest(max_attempts, attempts + 1)"))
+        query = sql.SQL(
+            "UPDATE {} SET state = %s, version = %s, position = %s, updated_at = %s{} "
+            "WHERE task_id = %s"
+        ).format(
+            self.table,
+            sql.SQL("").join(sql.SQL(", ") + a for a in assignments),
+        )
+        cursor.execute(
+            query,
+            (state, event.originator_version, position, event.timestamp, *columns.values(),
+             event.originator_id),
+        )
+
+
+def _changes(event: Any, name: str) -> tuple[str, dict[str, Any]]:
+    """The new state and the other columns one event sets."""
+    if name == "TaskUnblocked":
+        return event.state, {}
+    if name == "TaskStarted":
+        return "running", {
+            "attempts": event.attempt, "worker": event.worker, "started_at": event.timestamp,
+            "lease_expires_at": event.lease_expires_at, "finished_at": None, "error": None,
+        }
+    if name == "TaskHeartbeat":
+        return "running", {"lease_expires_at": event.lease_expires_at}
+    if name == "TaskSucceeded":
+        return "succeeded", {"result": Jsonb(event.result), "error": None, "lease_expires_at": None}
+    if name == "TaskFailed":
+        error = {"class": event.error_class, "message": event.message, "retryable": event.retryable}
+        return "failed", {"error": Jsonb(error), "lease_expires_at": None}
+    if name == "TaskTimedOut":
+        error = {"class": "Timeout", "message": f"{event.kind} timeout", "retryable": True}
+        return "failed", {"error": Jsonb(error), "timeout_kind": event.kind, "lease_expires_at": None}
+    if name == "TaskRetryScheduled":
+        return "scheduled", {"run_at": event.retry_at, "timeout_kind": None, "finished_at": None}
+    if name == "TaskCancelled":
+        error = {"class": "Cancelled", "message": event.reason or "cancelled", "by": event.by}
+        return "cancelled", {"error": Jsonb(error), "lease_expires_at": None}
+    if name == "TaskSkipped":
+        error = {"class": "Skipped", "message": event.reason, "dependency": str(event.dependency)}
+        return "skipped", {"error": Jsonb(error)}
+    raise ValueError(f"the task view does not know the event {name}")
