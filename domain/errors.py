@@ -59,3 +59,9 @@ class Forbidden(LedgerError):
     """The principal's role does not allow this action."""
 
     code = "forbidden"
+
+
+class InvalidQuery(LedgerError):
+    """A read request with a bad filter, limit or cursor."""
+
+    code = "invalid_query"

@@ -1,0 +1,219 @@
+"""``ledger``: the command line of the Execution Ledger.
+
+Every command opens the same runtime (settings, database, event store) as the service.
+Errors the user can cause are printed as one line, ``error: ...``, with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from uuid import UUID
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from adapters.cli import render
+from adapters.cli.arguments import load_graph_file, parse_args_option, parse_run_at
+from adapters.ledger import utc_now
+from adapters.postgres.projection_runner import ProjectionBusy
+from adapters.postgres.task_queries import TaskFilter, get_task_row, list_tasks
+from adapters.runtime import Runtime, open_runtime
+from domain.errors import InvalidSubmission, LedgerError
+from domain.submission import TaskRequest
+
+warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+
+DESCRIPTION = """\
+The Execution Ledger: every enqueue, start, result and timeout is an event in PostgreSQL.
+
+The database is LEDGER_DATABASE_URL (or [ledger] database_url in the config file); with
+neither, an embedded PostgreSQL is started in your user data directory. The registry of
+task types is the TOML file given by --config or LEDGER_CONFIG (a built-in demo registry
+otherwise).
+"""
+
+EPILOG = """\
+examples:
+  ledger enqueue add -a a=1 -a b=2
+  ledger enqueue --graph dag.json
+  ledger tasks --state failed
+  ledger show 0b9c...            ledger history 0b9c...
+  ledger projections rebuild readiness
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ledger", description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", type=Path, help="the registry file (TOML); default: LEDGER_CONFIG")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    enqueue = commands.add_parser("enqueue", help="enqueue a task, or a DAG from a JSON file")
+    enqueue.add_argument("type", nargs="?", help="task type name (see the registry)")
+    enqueue.add_argument("--args", dest="args_json", help="arguments as a JSON object")
+    enqueue.add_argument("-a", dest="pairs", action="append", default=[], metavar="KEY=VALUE",
+                         help="one argument; VALUE is read as JSON when it parses (repeatable)")
+    enqueue.add_argument("--depends-on", action="append", default=[], metavar="TASK_ID")
+    enqueue.add_argument("--queue")
+    enqueue.add_argument("--priority", type=int, help="higher runs first (default: the type's)")
+    enqueue.add_argument("--lane", help="concurrency key, e.g. agent:42")
+    enqueue.add_argument("--run-at", help="ISO 8601 time with zone")
+    enqueue.add_argument("--delay", help="run after this long, e.g. 30s, 5m")
+    enqueue.add_argument("--tag", action="append", default=[])
+    enqueue.add_argument("--idempotency-key")
+    enqueue.add_argument("--graph", type=Path, help='JSON file {"tasks": [{"ref", "type", "args", "depends_on"}]}')
+
+    tasks = commands.add_parser("tasks", help="list tasks, newest first")
+    tasks.add_argument("--state")
+    tasks.add_argument("--type", dest="type_name")
+    tasks.add_argument("--queue")
+    tasks.add_argument("--lane")
+    tasks.add_argument("--tag")
+    tasks.add_argument("--limit", type=int, default=50)
+    tasks.add_argument("--cursor", help="continue after a previous page")
+    tasks.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    show = commands.add_parser("show", help="one task: state, attempts, result, error")
+    show.add_argument("task_id", type=_uuid)
+    show.add_argument("--json", action="store_true")
+
+    history = commands.add_parser("history", help="a task's events, in order, with log positions")
+    history.add_argument("task_id", type=_uuid)
+    history.add_argument("--json", action="store_true")
+
+    projections = commands.add_parser("projections", help="status and rebuild of read models")
+    actions = projections.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser("status", help="each projection's position against the head of the log")
+    rebuild = actions.add_parser("rebuild", help="drop a projection's tables and replay the log")
+    rebuild.add_argument("name", help="projection name, or 'all'")
+    return parser
+
+
+def _uuid(text: str) -> UUID:
+    try:
+        return UUID(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a task id: {text!r}") from None
+
+
+# -- commands ---------------------------------------------------------------------------
+
+
+def cmd_enqueue(rt: Runtime, options: argparse.Namespace) -> None:
+    if options.graph:
+        if options.type:
+            raise InvalidSubmission("give a task type or --graph, not both")
+        tasks = rt.ledger.enqueue_graph(load_graph_file(options.graph))
+        render.console.print(f"enqueued {len(tasks)} tasks atomically")
+        for task in tasks:
+            render.console.print(f"  {task.ref or '-':<16} {task.id}  {task.type_name}  {task.state.value}")
+        return
+    if not options.type:
+        raise InvalidSubmission("name a task type (ledger enqueue TYPE) or give --graph FILE")
+    request = TaskRequest(
+        type_name=options.type,
+        args=parse_args_option(options.args_json, options.pairs),
+        depends_on=tuple(options.depends_on),
+        run_at=parse_run_at(options.run_at, options.delay, utc_now()),
+        queue=options.queue,
+        priority=options.priority,
+        lane=options.lane,
+        idempotency_key=options.idempotency_key,
+        tags=tuple(options.tag),
+    )
+    task = rt.ledger.enqueue(request)
+    render.console.print(f"{task.id}  {task.type_name}  {task.state.value}")
+
+
+def cmd_tasks(rt: Runtime, options: argparse.Namespace) -> None:
+    rt.catch_up()
+    page = list_tasks(
+        rt.store,
+        TaskFilter(options.state, options.type_name, options.queue, options.lane, options.tag),
+        limit=options.limit,
+        cursor=options.cursor,
+    )
+    if options.json:
+        print(render.to_json({"tasks": page.rows, "next_cursor": page.next_cursor}))
+        return
+    render.console.print(render.task_table(page.rows))
+    if page.next_cursor:
+        render.console.print(f"more: ledger tasks --cursor {page.next_cursor}")
+
+
+def cmd_show(rt: Runtime, options: argparse.Namespace) -> None:
+    rt.ledger.task(options.task_id)  # refuses an unknown id from the log itself
+    rt.catch_up()
+    row = get_task_row(rt.store, options.task_id)
+    if options.json:
+        print(render.to_json(row))
+    else:
+        render.console.print(render.task_details(row))
+
+
+def cmd_history(rt: Runtime, options: argparse.Namespace) -> None:
+    events = rt.ledger.history(options.task_id)
+    if options.json:
+        print(render.to_json([
+            {"position": e.position, "version": e.event.originator_version,
+             "event": type(e.event).__name__, "time": e.event.timestamp,
+             "data": render.event_data(e)}
+            for e in events
+        ]))
+    else:
+        render.console.print(render.history_table(events))
+
+
+def cmd_projections(rt: Runtime, options: argparse.Namespace) -> None:
+    if options.action == "status":
+        head = rt.store.head_position()
+        for name, runner in rt.runners.items():
+            render.console.print(f"{name:<12} position {runner.position():>10}  head {head:>10}")
+        return
+    names = list(rt.runners) if options.name == "all" else [options.name]
+    for name in names:
+        runner = rt.runners.get(name)
+        if runner is None:
+            raise InvalidSubmission(f"unknown projection {name!r} (known: {', '.join(rt.runners)}, all)")
+        with Progress(
+            TextColumn(f"rebuilding {name}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=render.console, transient=False,
+        ) as bar:
+            job = bar.add_task(name, total=rt.store.head_position() or 1)
+            count = runner.rebuild(progress=lambda done, head: bar.update(job, completed=done, total=head))
+        render.console.print(f"{name}: replayed {count} events")
+
+
+COMMANDS = {
+    "enqueue": cmd_enqueue,
+    "tasks": cmd_tasks,
+    "show": cmd_show,
+    "history": cmd_history,
+    "projections": cmd_projections,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = build_parser().parse_args(argv)
+    try:
+        rt = open_runtime(options.config)
+    except LedgerError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        COMMANDS[options.command](rt, options)
+    except (LedgerError, ProjectionBusy) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        rt.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""The event store on a real PostgreSQL: atomic saves, optimistic concurrency, history."""
+
+from __future__ import annotations
+
+import threading
+from uuid import UUID, uuid4
+
+import pytest
+from eventsourcing.persistence import IntegrityError
+
+from adapters.runtime import Runtime
+from domain.errors import TaskNotFound, UnknownTaskType
+from domain.submission import TaskRequest
+from domain.task import TaskState
+from tests.helpers import now
+
+
+def test_a_dag_is_stored_all_or_nothing_when_one_task_cannot_be_saved(runtime: Runtime) -> None:
+    existing = runtime.ledger.enqueue(TaskRequest("echo", {"n": 0}))
+    head = runtime.store.head_position()
+    ids = iter([uuid4(), uuid4(), existing.id])  # the third collides with a stored task
+    runtime.ledger.new_id = lambda: next(ids)
+    with pytest.raises(IntegrityError):
+        runtime.ledger.enqueue_graph(
+            [TaskRequest("echo", {"n": i}, ref=f"t{i}") for i in range(2)]
+        )
+    assert runtime.store.head_position() == head
+
+
+def test_a_refused_graph_stores_nothing(runtime: Runtime) -> None:
+    head = runtime.store.head_position()
+    with pytest.raises(UnknownTaskType):
+        runtime.ledger.enqueue_graph(
+            [TaskRequest("echo", ref="a"), TaskRequest("no-such-type", ref="b", depends_on=("a",))]
+        )
+    assert runtime.store.head_position() == head
+
+
+def test_two_writers_appending_the_same_version_exactly_one_wins(runtime: Runtime) -> None:
+    task_id = runtime.ledger.enqueue(TaskRequest("echo")).id
+    copies = [runtime.store.load(task_id) for _ in range(2)]
+    for index, copy in enumerate(copies):
+        copy.start(f"worker-{index}", now(), now())
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def save(task: object) -> None:
+        barrier.wait()
+        try:
+            runtime.store.save(task)  # type: ignore[arg-type]
+            outcomes.append("saved")
+        except IntegrityError:
+            outcomes.append("conflict")
+
+    threads = [threading.Thread(target=save, args=(c,)) for c in copies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["conflict", "saved"]
+    stored = runtime.store.load(task_id)
+    assert stored.state is TaskState.RUNNING and stored.attempts == 1
+    starts = [e for e in runtime.store.history(task_id) if type(e.event).__name__ == "TaskStarted"]
+    assert len(starts) == 1
+
+
+def test_history_lists_a_tasks_events_in_order_with_increasing_positions(runtime: Runtime) -> None:
+    task = runtime.ledger.enqueue(TaskRequest("echo"))
+    runtime.ledger.cancel(task.id, by="alice", reason="not needed")
+    history = runtime.ledger.history(task.id)
+    assert [type(e.event).__name__ for e in history] == ["TaskEnqueued", "TaskCancelled"]
+    assert history[0].position < history[1].position
+    assert history[1].event.by == "alice"  # type: ignore[attr-defined]
+
+
+def test_loading_an_unknown_task_says_so(runtime: Runtime) -> None:
+    missing = UUID(int=7)
+    with pytest.raises(TaskNotFound, match=str(missing)):
+        runtime.ledger.task(missing)
+    with pytest.raises(TaskNotFound):
+        runtime.ledger.history(missing)
+
+
+def test_depending_on_an_unknown_task_id_is_refused_and_changes_nothing(runtime: Runtime) -> None:
+    from domain.errors import UnknownDependency
+
+    head = runtime.store.head_position()
+    with pytest.raises(UnknownDependency, match="no task"):
+        runtime.ledger.enqueue(TaskRequest("echo", depends_on=(str(uuid4()),)))
+    assert runtime.store.head_position() == head
+
+
+def test_a_reopened_store_reads_what_another_one_wrote(runtime: Runtime) -> None:
+    from adapters.postgres.event_store import EventStore
+
+    task = runtime.ledger.enqueue(TaskRequest("add", {"a": 1, "b": 2}))
+    other = EventStore(runtime.database_url, runtime.settings.schema, pool_size=1)
+    try:
+        loaded = other.load(task.id)
+    finally:
+        other.close()
+    assert loaded.args == {"a": 1, "b": 2}
+    assert loaded.state is TaskState.READY

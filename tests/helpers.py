@@ -1,0 +1,36 @@
+"""Small helpers shared by tests: play a worker's part on a task without running a worker."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from adapters.postgres.event_store import EventStore
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def start(store: EventStore, task_id: UUID, worker: str = "test-worker") -> int:
+    task = store.load(task_id)
+    attempt = task.start(worker, now() + timedelta(seconds=30), now())
+    store.save(task)
+    return attempt
+
+
+def succeed(store: EventStore, task_id: UUID, result: Any = None) -> None:
+    attempt = start(store, task_id)
+    task = store.load(task_id)
+    task.succeed(attempt, result if result is not None else {"ok": True})
+    store.save(task)
+
+
+def fail(store: EventStore, task_id: UUID, retry: bool = False) -> None:
+    attempt = start(store, task_id)
+    task = store.load(task_id)
+    task.fail(attempt, "RuntimeError", "boom")
+    if retry:
+        task.schedule_retry(now() + timedelta(seconds=60))
+    store.save(task)
