@@ -6,7 +6,8 @@ Settings of a task type whose adapter is ``shell``:
   child's ``PATH``. The other elements may hold templates such as ``"{args.path}"`` or
   ``"{args[name]}"``; each filled element is exactly one argument, whatever it contains. No
   shell is involved unless the task type itself names one (``["sh", "-c", "...", "sh",
-  "{args.x}"]`` passes ``x`` as ``$1``, still never as shell text).
+  "{args.x}"]`` passes ``x`` as ``$1``, still never as shell text). Literal braces are
+  written ``{{`` and ``}}``.
 - ``cwd``: working directory; by default a fresh temporary directory, removed afterwards.
 - ``env``: extra environment variables. The child sees only ``PATH=/usr/bin:/bin``,
   ``HOME`` (the working directory), ``LANG=C.UTF-8`` and these.
@@ -28,6 +29,7 @@ when stdout parses as JSON. Failures: ``ExitCode`` and ``Signal`` (retryable),
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -104,11 +106,15 @@ class ShellExecutor(Executor[ShellSettings]):
             argv = [settings.argv[0], *(fill(item, execution.args) for item in settings.argv[1:])]
         except ArgumentError as exc:
             return Failure("BadArguments", str(exc), retryable=False)
-        with tempfile.TemporaryDirectory(prefix="ledger-shell-") as scratch:
+        with tempfile.TemporaryDirectory(
+            prefix="ledger-shell-", ignore_cleanup_errors=True
+        ) as scratch:
             cwd = settings.cwd or scratch
             env = {"PATH": BASE_PATH, "HOME": cwd, "LANG": "C.UTF-8", **settings.env}
+            loop = asyncio.get_running_loop()
             try:
-                process = await asyncio.create_subprocess_exec(
+                transport, output = await loop.subprocess_exec(
+                    lambda: CommandOutput(settings.max_output_bytes, loop),
                     *argv,
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE,
@@ -128,56 +134,80 @@ class ShellExecutor(Executor[ShellSettings]):
                 )
             except (OSError, subprocess.SubprocessError) as exc:
                 return Failure("SpawnError", str(exc))
-            return await _finish(process, argv[0], settings.max_output_bytes)
+            group = transport.get_pid()
+            try:  # shielded: cancelling this task must not cancel the protocol's futures
+                await asyncio.shield(output.exited)
+                _kill_group(group)  # background children the command left behind
+                await asyncio.shield(output.closed)
+            finally:
+                if transport.get_returncode() is None:  # cancelled while the command runs
+                    _kill_group(group)
+                    await output.exited
+                transport.close()
+        return _result(argv[0], transport.get_returncode(), output)
+
+
+class CommandOutput(asyncio.SubprocessProtocol):
+    """Keeps the first ``cap`` bytes of stdout and stderr (reading and dropping the rest) and
+    tells when the command has exited and when its pipes are closed."""
+
+    def __init__(self, cap: int, loop: asyncio.AbstractEventLoop) -> None:
+        self.cap = cap
+        self.kept = {1: bytearray(), 2: bytearray()}
+        self.truncated = {1: False, 2: False}
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        room = self.cap - len(self.kept[fd])
+        self.truncated[fd] = self.truncated[fd] or len(data) > room
+        self.kept[fd] += data[:room]
+
+    def process_exited(self) -> None:
+        self.exited.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed.set_result(None)
+
+    def text(self, fd: int) -> str:
+        return self.kept[fd].decode("utf-8", errors="replace")
 
 
 def _limiter(limits: tuple[tuple[int, int], ...]) -> Callable[[], None]:
-    """A ``preexec_fn`` that lowers soft and hard limits (so the command cannot raise them)."""
+    """A ``preexec_fn`` that lowers soft and hard limits (so the command cannot raise them).
+    The CPU hard limit is one second above the soft one, so SIGXCPU comes before SIGKILL.
+    Between fork and exec it only calls ``setrlimit``, which takes no lock."""
     ceilings = []
     for limit, value in limits:
         _soft, hard = resource.getrlimit(limit)
-        ceilings.append((limit, value if hard == resource.RLIM_INFINITY else min(value, hard)))
+        ceiling = value + 1 if limit == resource.RLIMIT_CPU else value
+        if hard != resource.RLIM_INFINITY:
+            value, ceiling = min(value, hard), min(ceiling, hard)
+        ceilings.append((limit, value, ceiling))
 
     def apply_limits() -> None:
-        for limit, value in ceilings:
-            resource.setrlimit(limit, (value, value))
+        for limit, soft, hard in ceilings:
+            resource.setrlimit(limit, (soft, hard))
 
     return apply_limits
 
 
-async def _finish(
-    process: asyncio.subprocess.Process, command: str, max_output_bytes: int
-) -> Success | Failure:
-    assert process.stdout is not None and process.stderr is not None
-    stdout_reader = asyncio.ensure_future(_read_capped(process.stdout, max_output_bytes))
-    stderr_reader = asyncio.ensure_future(_read_capped(process.stderr, max_output_bytes))
-    try:
-        exit_code = await process.wait()
-        _kill_group(process.pid)  # background children left behind by the command
-        stdout, stdout_truncated = await stdout_reader
-        stderr, stderr_truncated = await stderr_reader
-    finally:
-        if process.returncode is None:  # cancelled while the command runs
-            _kill_group(process.pid)
-            await process.wait()
-        stdout_reader.cancel()
-        stderr_reader.cancel()
+def _result(command: str, exit_code: int | None, output: CommandOutput) -> Success | Failure:
+    stdout, stderr = output.text(1), output.text(2)
     if exit_code == 0:
         result: dict[str, Any] = {
             "stdout": stdout,
             "stderr": stderr,
             "exit_code": 0,
-            "stdout_truncated": stdout_truncated,
-            "stderr_truncated": stderr_truncated,
+            "stdout_truncated": output.truncated[1],
+            "stderr_truncated": output.truncated[2],
         }
-        if not stdout_truncated:
-            try:
+        if not output.truncated[1]:
+            with contextlib.suppress(ValueError):
                 result["json"] = json.loads(stdout)
-            except ValueError:
-                pass
         return Success(result, details={"exit_code": 0})
     tail = stderr[-STDERR_TAIL_CHARS:]
-    if exit_code < 0:
+    if exit_code is not None and exit_code < 0:
         name = _signal_name(-exit_code)
         return Failure(
             "Signal", f"{command} was killed by {name}", details={"signal": name, "stderr": tail}
@@ -189,17 +219,6 @@ async def _finish(
     )
 
 
-async def _read_capped(stream: asyncio.StreamReader, cap: int) -> tuple[str, bool]:
-    """Read ``stream`` to its end, keeping the first ``cap`` bytes; say if any were dropped."""
-    kept = bytearray()
-    truncated = False
-    while chunk := await stream.read(64 * 1024):
-        room = cap - len(kept)
-        truncated = truncated or len(chunk) > room
-        kept += chunk[:room]
-    return kept.decode("utf-8", errors="replace"), truncated
-
-
 def _signal_name(number: int) -> str:
     try:
         return signal.Signals(number).name
@@ -208,7 +227,5 @@ def _signal_name(number: int) -> str:
 
 
 def _kill_group(group_id: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(group_id, signal.SIGKILL)
-    except ProcessLookupError:
-        pass

@@ -1,0 +1,40 @@
+"""Executor adapters: run one execution of a task and return ``Success`` or ``Failure``.
+
+``executors_by_name`` builds the four executors (shell, lua, http, python) for the wiring.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from adapters.executors.base import Executor
+from adapters.executors.http import HttpExecutor
+from adapters.executors.lua import LuaExecutor
+from adapters.executors.python import PythonExecutor
+from adapters.executors.shell import ShellExecutor
+
+__all__ = [
+    "Executor",
+    "HttpExecutor",
+    "LuaExecutor",
+    "PythonExecutor",
+    "ShellExecutor",
+    "executors_by_name",
+]
+
+
+def executors_by_name(sandbox_settings: dict[str, Any] | None = None) -> dict[str, Executor[Any]]:
+    """The executors by adapter name.
+
+    ``sandbox_settings`` maps an adapter name to deployment-wide default settings, e.g.
+    ``{"shell": {"memory_bytes": 512 * 2**20}, "http": {"max_response_bytes": 65536}}``;
+    a task type's own settings override them key by key.
+    """
+    defaults = sandbox_settings or {}
+    executors: list[Executor[Any]] = [
+        ShellExecutor(defaults.get("shell")),
+        LuaExecutor(defaults.get("lua")),
+        HttpExecutor(defaults.get("http")),
+        PythonExecutor(defaults.get("python")),
+    ]
+    return {executor.name: executor for executor in executors}

@@ -1,0 +1,31 @@
+"""Demo callables for the ``python`` executor (``adapters.executors.builtin_tasks:echo`` ...).
+
+Each takes the task's args as one dict and returns a JSON-able value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+
+def echo(args: dict[str, Any]) -> dict[str, Any]:
+    """Return the args unchanged."""
+    return args
+
+
+def add(args: dict[str, Any]) -> dict[str, Any]:
+    """Return ``{"sum": a + b}``."""
+    return {"sum": args["a"] + args["b"]}
+
+
+async def sleep(args: dict[str, Any]) -> dict[str, Any]:
+    """Sleep ``seconds`` (default 1), then return ``{"slept": seconds}``."""
+    seconds = float(args.get("seconds", 1))
+    await asyncio.sleep(seconds)
+    return {"slept": seconds}
+
+
+def fail(args: dict[str, Any]) -> None:
+    """Raise ``RuntimeError(message)``: a task that always fails."""
+    raise RuntimeError(args.get("message", "failed on purpose"))

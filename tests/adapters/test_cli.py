@@ -1,0 +1,114 @@
+"""The ``ledger`` command line against a real PostgreSQL: what a user types and sees."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from adapters.cli.main import main
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.usefixtures("ledger_env")
+class TestLedgerCommand:
+    def test_enqueue_then_show_and_history(self, capsys: pytest.CaptureFixture[str]) -> None:
+        code, out, _ = run(capsys, "enqueue", "add", "-a", "a=1", "-a", "b=2", "--tag", "cli")
+        assert code == 0 and "ready" in out
+        task_id = out.split()[0]
+        code, out, _ = run(capsys, "show", task_id, "--json")
+        shown = json.loads(out)
+        assert (shown["state"], shown["args"], shown["tags"]) == ("ready", {"a": 1, "b": 2}, ["cli"])
+        code, out, _ = run(capsys, "history", task_id, "--json")
+        assert [e["event"] for e in json.loads(out)] == ["TaskEnqueued"]
+
+    def test_tasks_lists_with_filters(self, capsys: pytest.CaptureFixture[str]) -> None:
+        run(capsys, "enqueue", "echo", "--args", '{"x": 1}')
+        run(capsys, "enqueue", "hello", "-a", "name=ada")
+        code, out, _ = run(capsys, "tasks", "--type", "hello", "--json")
+        listed = json.loads(out)["tasks"]
+        assert code == 0 and [t["type_name"] for t in listed] == ["hello"]
+        code, out, _ = run(capsys, "tasks")
+        assert "echo" in out and "hello" in out
+
+    def test_enqueue_a_graph_from_a_file(self, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+        graph = tmp_path / "dag.json"
+        graph.write_text(json.dumps({"tasks": [
+            {"ref": "a", "type": "echo"},
+            {"ref": "b", "type": "add", "args": {"a": 1, "b": 2}, "depends_on": ["a"]},
+        ]}))
+        code, out, _ = run(capsys, "enqueue", "--graph", str(graph))
+        assert code == 0 and "enqueued 2 tasks atomically" in out and "blocked" in out
+
+    def test_a_cyclic_graph_is_refused_and_nothing_is_stored(self, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+        graph = tmp_path / "dag.json"
+        graph.write_text(json.dumps({"tasks": [
+            {"ref": "a", "type": "echo", "depends_on": ["b"]},
+            {"ref": "b", "type": "echo", "depends_on": ["a"]},
+        ]}))
+        code, _, err = run(capsys, "enqueue", "--graph", str(graph))
+        assert code == 2 and "dependency cycle: a -> b -> a" in err
+        code, out, _ = run(capsys, "tasks", "--json")
+        assert json.loads(out)["tasks"] == []
+
+    @pytest.mark.parametrize(
+        ("argv", "message"),
+        [
+            (["enqueue", "nope"], "unknown task type 'nope'"),
+            (["enqueue", "add", "-a", "a=1"], "'b' is a required property"),
+            (["enqueue", "echo", "--args", "{not json"], "--args is not valid JSON"),
+            (["enqueue", "echo", "--args", "[1]"], "--args must be a JSON object"),
+            (["enqueue", "echo", "--delay", "soon"], "--delay: cannot read duration"),
+            (["enqueue", "echo", "--run-at", "2030-01-01T00:00:00"], "--run-at needs a time zone"),
+            (["enqueue", "echo", "--depends-on", "x"], "neither a ref in this submission nor a task id"),
+            (["enqueue"], "name a task type"),
+            (["show", "00000000-0000-0000-0000-000000000007"], "no task 00000000"),
+            (["tasks", "--limit", "0"], "limit must be between"),
+            (["tasks", "--cursor", "@@@"], "invalid cursor"),
+            (["projections", "rebuild", "nope"], "unknown projection 'nope'"),
+        ],
+    )
+    def test_bad_input_gets_a_clear_error_and_exit_status_2(
+        self, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+    ) -> None:
+        code, _, err = run(capsys, *argv)
+        assert code == 2
+        assert message in err
+
+    def test_a_malformed_task_id_is_a_usage_error(self, capsys: pytest.CaptureFixture[str]) -> None:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["show", "not-a-uuid"])
+        assert exit_info.value.code == 2
+        assert "not a task id" in capsys.readouterr().err
+
+    def test_rebuild_all_projections_reports_the_events_replayed(self, capsys: pytest.CaptureFixture[str]) -> None:
+        run(capsys, "enqueue", "echo")
+        code, out, _ = run(capsys, "projections", "rebuild", "all")
+        assert code == 0
+        assert "task_view: replayed 1 events" in out and "readiness: replayed 1 events" in out
+        code, out, _ = run(capsys, "projections", "status")
+        assert "task_view" in out and "position          1" in out
+
+
+def test_an_invalid_config_file_fails_at_start_with_file_and_line(
+    ledger_env: None, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    config = tmp_path / "ledger.toml"
+    config.write_text('[task_types.x]\nadapter = "python"\nqueue = "a b"\n')
+    code, _, err = run(capsys, "--config", str(config), "tasks")
+    assert code == 2
+    assert f"{config}:3:" in err and "not a valid name" in err
+
+
+def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for command in ("enqueue", "tasks", "show", "history", "projections"):
+        assert command in out

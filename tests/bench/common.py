@@ -1,0 +1,54 @@
+"""Shared pieces of the benchmarks: a fresh schema on the benchmark database and the raw
+ceiling (plain psycopg single-row INSERT + COMMIT into the same PostgreSQL)."""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from uuid import uuid4
+
+import psycopg
+from psycopg import sql
+
+from adapters.postgres.embedded import start_embedded_postgres
+from adapters.runtime import Runtime, open_runtime
+
+warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+
+
+def database_url() -> str:
+    return os.environ.get("LEDGER_DATABASE_URL") or start_embedded_postgres()
+
+
+@contextmanager
+def fresh_runtime() -> Iterator[Runtime]:
+    url = database_url()
+    schema = f"bench_{uuid4().hex[:12]}"
+    os.environ["LEDGER_DATABASE_URL"] = url
+    os.environ["LEDGER_SCHEMA"] = schema
+    runtime = open_runtime(pool_size=4)
+    try:
+        yield runtime
+    finally:
+        runtime.close()
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+def raw_insert_rate(rows: int = 2000) -> float:
+    """Rows per second of single-row INSERT + COMMIT with psycopg: the raw ceiling."""
+    url = database_url()
+    table = f"bench_raw_{uuid4().hex[:8]}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE TABLE {} (id uuid PRIMARY KEY, body bytea)").format(sql.Identifier(table)))
+        try:
+            insert = sql.SQL("INSERT INTO {} VALUES (%s, %s)").format(sql.Identifier(table))
+            started = time.perf_counter()
+            for _ in range(rows):
+                conn.execute(insert, (uuid4(), b"x" * 200))
+            return rows / (time.perf_counter() - started)
+        finally:
+            conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(table)))
