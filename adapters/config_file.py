@@ -55,13 +55,37 @@ def parse_config(text: str, source: str) -> LoadedConfig:
         raise ConfigFileError(source, line, f"not valid TOML: {error}") from None
     try:
         registry = build_registry(data, adapter_check=check_adapter_settings)
-        ledger = data.get("ledger", {})
-        if not isinstance(ledger, dict):
-            raise ConfigError("expected a table", ("ledger",))
+        ledger = _ledger_section(data.get("ledger", {}))
     except ConfigError as error:
         line = locate_key_line(text, error.where)
         raise ConfigFileError(source, line, error.reason, error.where) from None
     return LoadedConfig(registry=registry, ledger_section=ledger, source=source)
+
+
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_LEDGER_KEYS = {"database_url", "nats_url", "schema"}
+
+
+def _ledger_section(section: Any) -> dict[str, str]:
+    """The ``[ledger]`` table: where the database and NATS are, which schema to use."""
+    if not isinstance(section, dict):
+        raise ConfigError("expected a table", ("ledger",))
+    for key, value in section.items():
+        if key not in _LEDGER_KEYS:
+            raise ConfigError(
+                f"unknown key {key!r} (expected one of: {', '.join(sorted(_LEDGER_KEYS))})",
+                ("ledger", key),
+            )
+        if not isinstance(value, str):
+            raise ConfigError(f"expected a string, got {value!r}", ("ledger", key))
+    check_schema_name(section.get("schema", "ledger"), ("ledger", "schema"))
+    return dict(section)
+
+
+def check_schema_name(schema: str, where: tuple[str, ...]) -> str:
+    if not _SCHEMA_NAME.match(schema):
+        raise ConfigError(f"schema {schema!r} must be a lower-case SQL identifier", where)
+    return schema
 
 
 def check_adapter_settings(adapter: str, settings: dict[str, Any], where: tuple[str, ...]) -> None:
@@ -89,7 +113,9 @@ def _decode_error_line(message: str) -> int | None:
 # -- finding the line of a key path -----------------------------------------------------
 
 _HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
-_KEY = re.compile(r"^\s*((?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*'))*)\s*=")
+_KEY = re.compile(
+    r"^\s*((?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*'))*)\s*="
+)
 
 
 def _split_dotted(text: str) -> tuple[str, ...]:
@@ -102,7 +128,13 @@ def locate_key_line(text: str, where: tuple[str, ...]) -> int | None:
     best_line, best_depth = None, 0
     table: tuple[str, ...] = ()
     array_counts: dict[tuple[str, ...], int] = {}
+    open_string: str | None = None  # the delimiter of a multi-line string we are inside
+    array_depth = 0  # brackets still open in a multi-line array value
     for number, line in enumerate(text.splitlines(), start=1):
+        inside_value = open_string is not None or array_depth > 0
+        open_string, array_depth = _scan_value_text(line, open_string, array_depth)
+        if inside_value:
+            continue
         header = _HEADER.match(line)
         if header:
             table = _split_dotted(header.group(2))
@@ -120,6 +152,23 @@ def locate_key_line(text: str, where: tuple[str, ...]) -> int | None:
         if depth == len(path) and depth > best_depth:
             best_line, best_depth = number, depth
     return best_line
+
+
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"|\'[^\']*\'')
+
+
+def _scan_value_text(line: str, open_string: str | None, depth: int) -> tuple[str | None, int]:
+    """Track multi-line strings and arrays, so their lines are not read as keys."""
+    for delimiter in ('"""', "'''"):
+        if open_string in (None, delimiter) and line.count(delimiter) % 2 == 1:
+            return (None if open_string else delimiter), depth
+    if open_string is not None:
+        return open_string, depth
+    if _HEADER.match(line) and depth == 0:
+        return None, 0
+    bare = _QUOTED.sub("", line.split("#", 1)[0])
+    value = bare.split("=", 1)[1] if depth == 0 and "=" in bare else bare
+    return None, max(0, depth + value.count("[") - value.count("]"))
 
 
 def _common_prefix(a: tuple[str, ...], b: tuple[str, ...]) -> int:

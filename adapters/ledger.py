@@ -48,7 +48,9 @@ class Ledger:
         """Validate and store one task; returns it (its ``id`` names it from now on)."""
         return self.enqueue_graph([request], requester)[0]
 
-    def enqueue_graph(self, requests: Sequence[TaskRequest], requester: Requester = SYSTEM) -> list[Task]:
+    def enqueue_graph(
+        self, requests: Sequence[TaskRequest], requester: Requester = SYSTEM
+    ) -> list[Task]:
         """Store all tasks in one transaction, or none: refs name tasks of the same call."""
         context = SubmissionContext(
             registry=self.registry,

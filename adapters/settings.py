@@ -8,14 +8,10 @@ Parsed once at start into an immutable object. Environment variables override th
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from adapters.config_file import LoadedConfig, load_config
-from domain.errors import ConfigError
-
-_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+from adapters.config_file import LoadedConfig, check_schema_name, load_config
 
 
 @dataclass(frozen=True)
@@ -31,8 +27,7 @@ def load_settings(config_path: str | Path | None = None) -> Settings:
     config = load_config(Path(path) if path else None)
     section = config.ledger_section
     schema = os.environ.get("LEDGER_SCHEMA") or section.get("schema") or "ledger"
-    if not isinstance(schema, str) or not _SCHEMA_NAME.match(schema):
-        raise ConfigError(f"schema {schema!r} must be a lower-case SQL identifier", ("ledger", "schema"))
+    check_schema_name(schema, ("LEDGER_SCHEMA",))
     return Settings(
         config=config,
         database_url=os.environ.get("LEDGER_DATABASE_URL") or section.get("database_url"),

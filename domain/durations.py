@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 from domain.errors import ConfigError
@@ -20,8 +21,8 @@ def parse_duration(value: object, where: tuple[str, ...] = ()) -> float:
         seconds = _parse_text(value.strip(), where)
     else:
         raise ConfigError(f"expected a duration, got {value!r}", where)
-    if not seconds > 0:
-        raise ConfigError(f"a duration must be positive, got {value!r}", where)
+    if not math.isfinite(seconds) or not seconds > 0:
+        raise ConfigError(f"a duration must be positive and finite, got {value!r}", where)
     return seconds
 
 

@@ -10,6 +10,7 @@ import fnmatch
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import jsonschema
@@ -30,7 +31,7 @@ class QueueConfig:
     name: str
     concurrency: int = 10
     paused: bool = False
-    timeouts: TimeoutOverrides = TimeoutOverrides()
+    timeouts: TimeoutOverrides = field(default_factory=TimeoutOverrides)
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class Role:
     adhoc: bool = False
 
     def may_enqueue(self, task_type: TaskType) -> bool:
-        return _matches_any(task_type.name, self.task_types) and _matches_any(
+        return matches_any(task_type.name, self.task_types) and matches_any(
             task_type.adapter, self.adapters
         )
 
@@ -105,7 +106,7 @@ class Registry:
         return 1
 
 
-def _matches_any(name: str, patterns: tuple[str, ...]) -> bool:
+def matches_any(name: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
@@ -134,19 +135,23 @@ def build_registry(data: Mapping[str, Any], adapter_check: AdapterCheck | None =
     }
     for task_type in task_types.values():
         if adapter_check is not None:
-            adapter_check(task_type.adapter, dict(task_type.settings), ("task_types", task_type.name, "settings"))
+            adapter_check(
+                task_type.adapter,
+                dict(task_type.settings),
+                ("task_types", task_type.name, "settings"),
+            )
         queues.setdefault(task_type.queue, QueueConfig(name=task_type.queue))
     return Registry(
         default_timeouts=default_timeouts,
         default_retry=default_retry,
         default_queue=default_queue,
-        task_types=task_types,
-        queues=queues,
+        task_types=MappingProxyType(task_types),
+        queues=MappingProxyType(queues),
         lanes=tuple(
             _lane(pattern, spec, ("lanes", pattern))
             for pattern, spec in _table(data, "lanes", ()).items()
         ),
-        roles=roles,
+        roles=MappingProxyType(roles),
         principals=_principals(data.get("principals", []), roles),
     )
 
@@ -180,12 +185,22 @@ def _lane(pattern: str, spec: Any, where: tuple[str, ...]) -> LaneRule:
 
 
 _TASK_TYPE_KEYS = {
-    "adapter", "settings", "queue", "priority", "timeouts", "retry", "roles", "schema",
-    "lane", "learn_hook", "description", "tags",
+    "adapter",
+    "settings",
+    "queue",
+    "priority",
+    "timeouts",
+    "retry",
+    "roles",
+    "schema",
+    "lane",
+    "learn_hook",
+    "description",
+    "tags",
 }
 
 
-def _task_type(  # noqa: PLR0913
+def _task_type(
     name: str,
     spec: Any,
     where: tuple[str, ...],
@@ -205,7 +220,7 @@ def _task_type(  # noqa: PLR0913
     return TaskType(
         name=name,
         adapter=_name(spec["adapter"], (*where, "adapter")),
-        settings=dict(_as_table(spec.get("settings", {}), (*where, "settings"))),
+        settings=MappingProxyType(dict(_as_table(spec.get("settings", {}), (*where, "settings")))),
         queue=_name(spec.get("queue", default_queue), (*where, "queue")),
         priority=_int(spec.get("priority", 0), (*where, "priority")),
         timeouts=TimeoutOverrides.from_mapping(spec.get("timeouts"), (*where, "timeouts")),
@@ -227,7 +242,7 @@ def _schema(value: Any, where: tuple[str, ...]) -> Mapping[str, Any] | None:
         jsonschema.Draft202012Validator.check_schema(schema)
     except jsonschema.SchemaError as error:
         raise ConfigError(f"not a valid JSON schema: {error.message}", where) from None
-    return schema
+    return MappingProxyType(dict(schema))
 
 
 def _roles(data: Mapping[str, Any]) -> dict[str, Role]:

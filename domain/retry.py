@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -24,7 +25,11 @@ class RetryPolicy:
         ``jitter_draw`` is a number in [0, 1) supplied by the caller (randomness is I/O);
         the delay is spread by +/- ``jitter`` of itself and never exceeds ``backoff_max``.
         """
-        base = min(self.backoff_max, self.backoff_initial * self.backoff_multiplier ** (attempt - 1))
+        try:
+            growth = self.backoff_multiplier ** (attempt - 1)
+        except OverflowError:
+            growth = math.inf
+        base = min(self.backoff_max, self.backoff_initial * growth)
         spread = base * self.jitter * (2.0 * jitter_draw - 1.0)
         return max(0.0, min(self.backoff_max, base + spread))
 
@@ -65,7 +70,11 @@ class RetryPolicy:
                     raise ConfigError("backoff_multiplier must be a number >= 1", at)
                 values[key] = float(value)
             elif key == "jitter":
-                if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
+                if (
+                    not isinstance(value, (int, float))
+                    or isinstance(value, bool)
+                    or not 0 <= value <= 1
+                ):
                     raise ConfigError("jitter must be a number between 0 and 1", at)
                 values[key] = float(value)
             elif key == "non_retryable":

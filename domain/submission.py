@@ -17,6 +17,7 @@ from uuid import UUID
 import jsonschema
 
 from domain.errors import (
+    ConfigError,
     DependencyCycle,
     Forbidden,
     InvalidSubmission,
@@ -24,7 +25,7 @@ from domain.errors import (
     UnknownDependency,
     UnknownTaskType,
 )
-from domain.registry import AdapterCheck, Registry, TaskType
+from domain.registry import NAME_PATTERN, AdapterCheck, Registry, Role, TaskType, matches_any
 from domain.task import Task, TaskState
 from domain.timeouts import TimeoutOverrides, resolve_timeouts
 
@@ -52,7 +53,7 @@ class TaskRequest:
     lane: str | None = None
     idempotency_key: str | None = None
     tags: tuple[str, ...] = ()
-    timeouts: TimeoutOverrides = TimeoutOverrides()
+    timeouts: TimeoutOverrides = field(default_factory=TimeoutOverrides)
     max_attempts: int | None = None
     adapter: str | None = None  # ad-hoc tasks only (roles with ``adhoc``)
     adapter_settings: Mapping[str, Any] | None = None
@@ -94,7 +95,8 @@ def plan_tasks(
     stored_states: Mapping[UUID, TaskState],
     graph_id: UUID | None = None,
 ) -> list[Task]:
-    """Validate ``requests`` as one atomic submission and return the new (unsaved) tasks.
+    """Validate ``requests`` as one atomic submission and return the new (unsaved) tasks,
+    each after the tasks it depends on.
 
     ``stored_states`` must hold the state of every id from ``external_dependencies``.
     """
@@ -107,10 +109,34 @@ def plan_tasks(
     if missing:
         raise UnknownDependency(f"unknown dependency: no task {sorted(map(str, missing))[0]}")
     _refuse_cycles(requests)
+    ids = list(ids_by_ref.values())
     return [
-        _plan_one(context, request, ids_by_ref, stored_states, graph_id, task_id)
-        for request, task_id in zip(requests, ids_by_ref.values(), strict=True)
+        _plan_one(context, requests[i], ids_by_ref, stored_states, graph_id, ids[i])
+        for i in _dependencies_first(requests)
     ]
+
+
+def _dependencies_first(requests: Sequence[TaskRequest]) -> list[int]:
+    """Indexes of ``requests`` with every task after the tasks it depends on (stable:
+    an already ordered submission keeps its order). Assumes no cycle."""
+    index_by_ref = {r.ref: i for i, r in enumerate(requests) if r.ref is not None}
+    order: list[int] = []
+    placed: set[int] = set()
+    for first in range(len(requests)):
+        stack = [(first, False)]
+        while stack:
+            index, expanded = stack.pop()
+            if index in placed:
+                continue
+            if expanded:
+                placed.add(index)
+                order.append(index)
+                continue
+            stack.append((index, True))
+            for dep in reversed(requests[index].depends_on):
+                if dep in index_by_ref and index_by_ref[dep] not in placed:
+                    stack.append((index_by_ref[dep], False))
+    return order
 
 
 def _assign_ids(context: SubmissionContext, requests: Sequence[TaskRequest]) -> dict[str, UUID]:
@@ -145,7 +171,7 @@ def _refuse_cycles(requests: Sequence[TaskRequest]) -> None:
                 stack.append((node, index + 1))
                 child = children[index]
                 if child in on_path:
-                    cycle = path[path.index(child):] + [child]
+                    cycle = [*path[path.index(child) :], child]
                     raise DependencyCycle("dependency cycle: " + " -> ".join(cycle))
                 if child not in done:
                     stack.append((child, 0))
@@ -155,7 +181,7 @@ def _refuse_cycles(requests: Sequence[TaskRequest]) -> None:
                 done.add(node)
 
 
-def _plan_one(  # noqa: PLR0913
+def _plan_one(
     context: SubmissionContext,
     request: TaskRequest,
     ids_by_ref: Mapping[str, UUID],
@@ -164,6 +190,7 @@ def _plan_one(  # noqa: PLR0913
     task_id: UUID,
 ) -> Task:
     registry = context.registry
+    _check_fields(request)
     task_type = _resolve_type(context, request)
     args = _checked_args(request, task_type)
     depends_on = [ids_by_ref[d] if d in ids_by_ref else UUID(d) for d in request.depends_on]
@@ -205,8 +232,39 @@ def _plan_one(  # noqa: PLR0913
         initial_state=state.value,
         graph_id=graph_id,
         ref=request.ref,
-        adapter_settings=dict(request.adapter_settings) if request.adapter else None,
+        adapter_settings=dict(request.adapter_settings or {}) if request.adapter else None,
     )
+
+
+def _check_fields(request: TaskRequest) -> None:
+    """Refuse values of the wrong type before they reach the log (and the read models)."""
+    label = _label(request)
+    if not isinstance(request.type_name, str) or not NAME_PATTERN.match(request.type_name):
+        raise InvalidSubmission(f"{label}: type must be a task type name")
+    if request.priority is not None and (
+        not isinstance(request.priority, int)
+        or isinstance(request.priority, bool)
+        or not -1000 <= request.priority <= 1000
+    ):
+        raise InvalidSubmission(f"{label}: priority must be an integer from -1000 to 1000")
+    for key, value in (
+        ("queue", request.queue),
+        ("lane", request.lane),
+        ("idempotency_key", request.idempotency_key),
+        ("ref", request.ref),
+    ):
+        if value is not None and (not isinstance(value, str) or not 0 < len(value) <= 200):
+            raise InvalidSubmission(f"{label}: {key} must be a string of 1 to 200 characters")
+    if request.queue is not None and not NAME_PATTERN.match(request.queue):
+        raise InvalidSubmission(f"{label}: {request.queue!r} is not a valid queue name")
+    if not all(isinstance(t, str) and 0 < len(t) <= 100 for t in request.tags):
+        raise InvalidSubmission(f"{label}: tags must be strings of 1 to 100 characters")
+    if not all(isinstance(d, str) for d in request.depends_on):
+        raise InvalidSubmission(f"{label}: depends_on must hold refs or task ids (strings)")
+    if request.run_at is not None and (
+        not isinstance(request.run_at, datetime) or request.run_at.tzinfo is None
+    ):
+        raise InvalidSubmission(f"{label}: run_at must be a time with a time zone")
 
 
 def _resolve_type(context: SubmissionContext, request: TaskRequest) -> TaskType:
@@ -214,7 +272,7 @@ def _resolve_type(context: SubmissionContext, request: TaskRequest) -> TaskType:
     if role is None:
         raise Forbidden(f"unknown role {context.requester.role!r}")
     if request.adapter is not None:
-        return _adhoc_type(context, request, role.adhoc)
+        return _adhoc_type(context, request, role)
     task_type = context.registry.task_type(request.type_name)
     if task_type is None:
         known = ", ".join(sorted(context.registry.task_types)) or "none"
@@ -224,15 +282,21 @@ def _resolve_type(context: SubmissionContext, request: TaskRequest) -> TaskType:
     return task_type
 
 
-def _adhoc_type(context: SubmissionContext, request: TaskRequest, allowed: bool) -> TaskType:
-    if not allowed:
-        raise Forbidden(f"role {context.requester.role!r} may not enqueue ad-hoc tasks")
+def _adhoc_type(context: SubmissionContext, request: TaskRequest, role: Role) -> TaskType:
     assert request.adapter is not None
+    if not role.adhoc:
+        raise Forbidden(f"role {role.name!r} may not enqueue ad-hoc tasks")
+    if not matches_any(request.adapter, role.adapters):
+        raise Forbidden(f"role {role.name!r} may not use the {request.adapter!r} adapter")
     settings = dict(request.adapter_settings or {})
     if context.adapter_check is not None:
-        context.adapter_check(request.adapter, settings, ("adapter_settings",))
+        try:
+            context.adapter_check(request.adapter, settings, ("adapter_settings",))
+        except ConfigError as error:
+            where = ".".join(error.where) or "adapter_settings"
+            raise InvalidSubmission(f"{_label(request)}: {where}: {error.reason}") from None
     registry = context.registry
-    return TaskType(
+    adhoc_type = TaskType(
         name=request.type_name,
         adapter=request.adapter,
         settings=settings,
@@ -240,9 +304,12 @@ def _adhoc_type(context: SubmissionContext, request: TaskRequest, allowed: bool)
         priority=0,
         timeouts=TimeoutOverrides(),
         retry=registry.default_retry,
-        roles=(context.requester.role,),
+        roles=(role.name,),
         schema=None,
     )
+    if not role.may_enqueue(adhoc_type):
+        raise Forbidden(f"role {role.name!r} may not enqueue {adhoc_type.name!r}")
+    return adhoc_type
 
 
 def _checked_args(request: TaskRequest, task_type: TaskType) -> dict[str, Any]:

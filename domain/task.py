@@ -10,7 +10,7 @@ failed -> (retry scheduled) -> scheduled; any non-terminal -> cancelled; blocked
 from __future__ import annotations
 
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
@@ -20,7 +20,7 @@ from domain.errors import InvalidTransition
 from domain.timeouts import TimeoutKind
 
 
-class TaskState(str, Enum):
+class TaskState(StrEnum):
     BLOCKED = "blocked"
     SCHEDULED = "scheduled"
     READY = "ready"
@@ -70,9 +70,9 @@ class Task(Aggregate):
         adapter_settings: dict[str, Any] | None
 
     @event(TaskEnqueued)
-    def __init__(  # noqa: PLR0913 - the event's fields, one parameter each
+    def __init__(
         self,
-        id: UUID,  # noqa: A002 - the library's name for the aggregate id
+        id: UUID,
         type_name: str,
         adapter: str,
         args: dict[str, Any],
@@ -212,7 +212,7 @@ class Task(Aggregate):
         retryable: bool
         details: dict[str, Any]
 
-    def fail(  # noqa: PLR0913
+    def fail(
         self,
         attempt: int,
         error_class: str,
@@ -272,16 +272,12 @@ class Task(Aggregate):
         if self.timeout_kind in {k.value for k in FINAL_TIMEOUT_KINDS}:
             raise InvalidTransition(f"task {self.id} timed out ({self.timeout_kind}); it is over")
         if self.attempts >= self.max_attempts:
-            raise InvalidTransition(
-                f"task {self.id} has used all {self.max_attempts} attempts"
-            )
+            raise InvalidTransition(f"task {self.id} has used all {self.max_attempts} attempts")
         self._retry_scheduled(retry_at=retry_at, manual=False, by=None)
 
     def retry_manually(self, retry_at: datetime, by: str) -> None:
         """A person asks to run a failed, cancelled or skipped task again (one more attempt)."""
-        self._require(
-            {TaskState.FAILED, TaskState.CANCELLED, TaskState.SKIPPED}, "retry"
-        )
+        self._require({TaskState.FAILED, TaskState.CANCELLED, TaskState.SKIPPED}, "retry")
         self._retry_scheduled(retry_at=retry_at, manual=True, by=by)
 
     @event(TaskRetryScheduled)

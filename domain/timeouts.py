@@ -7,14 +7,14 @@ Resolution order, per kind: task override, else task type, else queue, else glob
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from domain.durations import parse_duration
 from domain.errors import ConfigError
 
 
-class TimeoutKind(str, Enum):
+class TimeoutKind(StrEnum):
     SCHEDULE_TO_START = "schedule_to_start"
     START_TO_CLOSE = "start_to_close"
     HEARTBEAT = "heartbeat"

@@ -33,14 +33,19 @@ class DependencyCascade:
         """Tasks with new pending events (unblocked or skipped) for ``changes``."""
         if not changes:
             return []
-        ids = {c.task_id for c in changes} | {c.dependency for c in changes if isinstance(c, Doomed)}
+        ids = {c.task_id for c in changes} | {
+            c.dependency for c in changes if isinstance(c, Doomed)
+        }
         latest = self.store.latest_versions(sorted(ids))
         decided: dict[UUID, Task] = {}
         now = self.clock()
         for change in changes:
             if change.task_id in decided or latest.get(change.task_id) != change.version:
                 continue
-            if isinstance(change, Doomed) and latest.get(change.dependency) != change.dependency_version:
+            if (
+                isinstance(change, Doomed)
+                and latest.get(change.dependency) != change.dependency_version
+            ):
                 continue
             task = self.store.load(change.task_id)
             if task.state is not TaskState.BLOCKED:

@@ -37,4 +37,6 @@ def kind(event: Event) -> str:
 
 def drop_tables(cursor: Cursor, schema: str, tables: tuple[str, ...]) -> None:
     for table in tables:
-        cursor.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(sql.Identifier(schema, table)))
+        cursor.execute(
+            sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(sql.Identifier(schema, table))
+        )

@@ -69,7 +69,8 @@ class Unblocked:
 
 @dataclass(frozen=True)
 class Doomed:
-    """``task_id`` (at ``version``) waits on ``dependency``, which ended badly at ``dependency_version``."""
+    """``task_id`` (at ``version``) waits on ``dependency``, which ended badly (at
+    ``dependency_version``)."""
 
     task_id: UUID
     version: int
@@ -116,9 +117,9 @@ class ReadinessGraph:
         rows = []
         if deps:
             cursor.execute(
-                sql.SQL("SELECT task_id, state, version, depth FROM {} WHERE task_id = ANY(%s)").format(
-                    self.nodes
-                ),
+                sql.SQL(
+                    "SELECT task_id, state, version, depth FROM {} WHERE task_id = ANY(%s)"
+                ).format(self.nodes),
                 (deps,),
             )
             rows = cursor.fetchall()
@@ -132,23 +133,36 @@ class ReadinessGraph:
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             ).format(self.nodes),
             (
-                event.originator_id, event.queue, event.priority, event.lane,
-                event.initial_state, pending, depth, event.run_at, event.graph_id,
-                event.originator_version, position,
+                event.originator_id,
+                event.queue,
+                event.priority,
+                event.lane,
+                event.initial_state,
+                pending,
+                depth,
+                event.run_at,
+                event.graph_id,
+                event.originator_version,
+                position,
             ),
         )
         if deps:
             cursor.execute(
-                sql.SQL(
-                    "INSERT INTO {} (parent, child) SELECT unnest(%s::uuid[]), %s"
-                ).format(self.edges),
+                sql.SQL("INSERT INTO {} (parent, child) SELECT unnest(%s::uuid[]), %s").format(
+                    self.edges
+                ),
                 (deps, event.originator_id),
             )
         if event.initial_state != "blocked":
             return []
         doomed = [
-            Doomed(event.originator_id, event.originator_version, r["task_id"],
-                   r["version"], r["state"])
+            Doomed(
+                event.originator_id,
+                event.originator_version,
+                r["task_id"],
+                r["version"],
+                r["state"],
+            )
             for r in rows
             if r["state"] in BAD_STATES
         ]
@@ -156,14 +170,25 @@ class ReadinessGraph:
             return list(doomed)
         return [Unblocked(event.originator_id, event.originator_version)] if pending == 0 else []
 
+    def _children(self, cursor: Cursor, task_id: UUID) -> list[UUID]:
+        """Direct dependents, by the edges' primary key (parent first)."""
+        cursor.execute(
+            sql.SQL("SELECT child FROM {} WHERE parent = %s").format(self.edges), (task_id,)
+        )
+        return [row["child"] for row in cursor.fetchall()]
+
     def _release_dependents(self, cursor: Cursor, task_id: UUID) -> list[ReadinessChange]:
+        # Two statements by primary key rather than one join, so that the planner cannot
+        # pick a scan of all nodes (as it did here on a freshly filled, unanalysed table).
+        children = self._children(cursor, task_id)
+        if not children:
+            return []
         cursor.execute(
             sql.SQL(
-                "UPDATE {nodes} AS n SET pending = n.pending - 1 FROM {edges} AS e "
-                "WHERE e.parent = %s AND n.task_id = e.child "
-                "RETURNING n.task_id, n.pending, n.state, n.version"
-            ).format(nodes=self.nodes, edges=self.edges),
-            (task_id,),
+                "UPDATE {} SET pending = pending - 1 WHERE task_id = ANY(%s) "
+                "RETURNING task_id, pending, state, version"
+            ).format(self.nodes),
+            (children,),
         )
         return [
             Unblocked(r["task_id"], r["version"])
@@ -172,16 +197,16 @@ class ReadinessGraph:
         ]
 
     def _doom_dependents(self, cursor: Cursor, event: Any, state: str) -> list[ReadinessChange]:
+        children = self._children(cursor, event.originator_id)
+        if not children:
+            return []
         cursor.execute(
             sql.SQL(
-                "SELECT n.task_id, n.version FROM {edges} AS e JOIN {nodes} AS n "
-                "ON n.task_id = e.child WHERE e.parent = %s AND n.state = 'blocked'"
-            ).format(nodes=self.nodes, edges=self.edges),
-            (event.originator_id,),
+                "SELECT task_id, version FROM {} WHERE task_id = ANY(%s) AND state = 'blocked'"
+            ).format(self.nodes),
+            (children,),
         )
         return [
-            Doomed(r["task_id"], r["version"], event.originator_id,
-                   event.originator_version, state)
+            Doomed(r["task_id"], r["version"], event.originator_id, event.originator_version, state)
             for r in cursor.fetchall()
         ]
-

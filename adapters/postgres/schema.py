@@ -23,11 +23,14 @@ def create_schema(database_url: str, schema: str, projections: Iterable[Projecti
             with conn.transaction():
                 conn.execute(
                     sql.SQL(
-                        "CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, position bigint NOT NULL)"
+                        "CREATE TABLE IF NOT EXISTS {} "
+                        "(name text PRIMARY KEY, position bigint NOT NULL)"
                     ).format(sql.Identifier(schema, POSITIONS_TABLE))
                 )
                 cursor = conn.cursor()
                 for projection in projections:
                     projection.create(cursor)
         finally:
-            conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (f"migrate:{schema}",))
+            conn.execute(
+                "SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (f"migrate:{schema}",)
+            )

@@ -32,15 +32,19 @@ class Page:
     next_cursor: str | None
 
 
-def list_tasks(store: EventStore, where: TaskFilter, limit: int = 50, cursor: str | None = None) -> Page:
+def list_tasks(
+    store: EventStore, where: TaskFilter, limit: int = 50, cursor: str | None = None
+) -> Page:
     """Newest first; ``cursor`` continues after the last row of the previous page."""
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidQuery(f"limit must be between 1 and {MAX_PAGE}")
     conditions: list[sql.Composable] = []
     params: list[Any] = []
     for column, value in (
-        ("state", where.state), ("type_name", where.type_name),
-        ("queue", where.queue), ("lane", where.lane),
+        ("state", where.state),
+        ("type_name", where.type_name),
+        ("queue", where.queue),
+        ("lane", where.lane),
     ):
         if value is not None:
             conditions.append(sql.SQL("{} = %s").format(sql.Identifier(column)))

@@ -24,7 +24,11 @@ class TestLedgerCommand:
         task_id = out.split()[0]
         code, out, _ = run(capsys, "show", task_id, "--json")
         shown = json.loads(out)
-        assert (shown["state"], shown["args"], shown["tags"]) == ("ready", {"a": 1, "b": 2}, ["cli"])
+        assert (shown["state"], shown["args"], shown["tags"]) == (
+            "ready",
+            {"a": 1, "b": 2},
+            ["cli"],
+        )
         code, out, _ = run(capsys, "history", task_id, "--json")
         assert [e["event"] for e in json.loads(out)] == ["TaskEnqueued"]
 
@@ -37,21 +41,37 @@ class TestLedgerCommand:
         code, out, _ = run(capsys, "tasks")
         assert "echo" in out and "hello" in out
 
-    def test_enqueue_a_graph_from_a_file(self, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    def test_enqueue_a_graph_from_a_file(
+        self, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    ) -> None:
         graph = tmp_path / "dag.json"
-        graph.write_text(json.dumps({"tasks": [
-            {"ref": "a", "type": "echo"},
-            {"ref": "b", "type": "add", "args": {"a": 1, "b": 2}, "depends_on": ["a"]},
-        ]}))
+        graph.write_text(
+            json.dumps(
+                {
+                    "tasks": [
+                        {"ref": "a", "type": "echo"},
+                        {"ref": "b", "type": "add", "args": {"a": 1, "b": 2}, "depends_on": ["a"]},
+                    ]
+                }
+            )
+        )
         code, out, _ = run(capsys, "enqueue", "--graph", str(graph))
         assert code == 0 and "enqueued 2 tasks atomically" in out and "blocked" in out
 
-    def test_a_cyclic_graph_is_refused_and_nothing_is_stored(self, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    def test_a_cyclic_graph_is_refused_and_nothing_is_stored(
+        self, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    ) -> None:
         graph = tmp_path / "dag.json"
-        graph.write_text(json.dumps({"tasks": [
-            {"ref": "a", "type": "echo", "depends_on": ["b"]},
-            {"ref": "b", "type": "echo", "depends_on": ["a"]},
-        ]}))
+        graph.write_text(
+            json.dumps(
+                {
+                    "tasks": [
+                        {"ref": "a", "type": "echo", "depends_on": ["b"]},
+                        {"ref": "b", "type": "echo", "depends_on": ["a"]},
+                    ]
+                }
+            )
+        )
         code, _, err = run(capsys, "enqueue", "--graph", str(graph))
         assert code == 2 and "dependency cycle: a -> b -> a" in err
         code, out, _ = run(capsys, "tasks", "--json")
@@ -66,7 +86,10 @@ class TestLedgerCommand:
             (["enqueue", "echo", "--args", "[1]"], "--args must be a JSON object"),
             (["enqueue", "echo", "--delay", "soon"], "--delay: cannot read duration"),
             (["enqueue", "echo", "--run-at", "2030-01-01T00:00:00"], "--run-at needs a time zone"),
-            (["enqueue", "echo", "--depends-on", "x"], "neither a ref in this submission nor a task id"),
+            (
+                ["enqueue", "echo", "--depends-on", "x"],
+                "neither a ref in this submission nor a task id",
+            ),
             (["enqueue"], "name a task type"),
             (["show", "00000000-0000-0000-0000-000000000007"], "no task 00000000"),
             (["tasks", "--limit", "0"], "limit must be between"),
@@ -87,7 +110,9 @@ class TestLedgerCommand:
         assert exit_info.value.code == 2
         assert "not a task id" in capsys.readouterr().err
 
-    def test_rebuild_all_projections_reports_the_events_replayed(self, capsys: pytest.CaptureFixture[str]) -> None:
+    def test_rebuild_all_projections_reports_the_events_replayed(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         run(capsys, "enqueue", "echo")
         code, out, _ = run(capsys, "projections", "rebuild", "all")
         assert code == 0

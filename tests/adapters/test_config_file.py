@@ -277,11 +277,6 @@ def test_the_line_of_a_key_path_is_that_of_its_deepest_key_or_table(
     assert locate_key_line(LOCATED, where) == line
 
 
-@pytest.mark.xfail(
-    reason="BUG: adapters/config_file.py:105 locate_key_line reads the lines of a multi-line "
-    "string (e.g. a Lua script) as keys and table headers",
-    strict=True,
-)
 def test_lines_inside_a_multi_line_string_are_not_taken_for_keys() -> None:
     error = refusal(
         '''
@@ -296,3 +291,23 @@ def test_lines_inside_a_multi_line_string_are_not_taken_for_keys() -> None:
     )
 
     assert error.line == 7
+
+
+def test_an_unknown_key_in_the_ledger_section_reports_its_line() -> None:
+    text = '[ledger]\nschema = "ledger"\ndatabse_url = "postgresql://x"\n'
+    with pytest.raises(ConfigFileError, match="unknown key 'databse_url'") as caught:
+        parse_config(text, "ledger.toml")
+    assert caught.value.line == 3
+
+
+def test_a_schema_that_is_not_an_sql_identifier_reports_its_line() -> None:
+    with pytest.raises(ConfigFileError, match="lower-case SQL identifier") as caught:
+        parse_config('[ledger]\n\nschema = "Robert; DROP"\n', "ledger.toml")
+    assert caught.value.line == 3
+
+
+def test_lines_inside_a_multi_line_array_are_not_taken_for_table_headers() -> None:
+    text = '[task_types.t]\nadapter = "shell"\nsettings = { argv = [\n  ["x"],\n] }\nbogus = 1\n'
+    with pytest.raises(ConfigFileError, match="unknown key 'bogus'") as caught:
+        parse_config(text, "ledger.toml")
+    assert caught.value.line == 6

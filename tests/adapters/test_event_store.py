@@ -21,9 +21,7 @@ def test_a_dag_is_stored_all_or_nothing_when_one_task_cannot_be_saved(runtime: R
     ids = iter([uuid4(), uuid4(), existing.id])  # the third collides with a stored task
     runtime.ledger.new_id = lambda: next(ids)
     with pytest.raises(IntegrityError):
-        runtime.ledger.enqueue_graph(
-            [TaskRequest("echo", {"n": i}, ref=f"t{i}") for i in range(2)]
-        )
+        runtime.ledger.enqueue_graph([TaskRequest("echo", {"n": i}, ref=f"t{i}") for i in range(2)])
     assert runtime.store.head_position() == head
 
 
@@ -101,3 +99,19 @@ def test_a_reopened_store_reads_what_another_one_wrote(runtime: Runtime) -> None
         other.close()
     assert loaded.args == {"a": 1, "b": 2}
     assert loaded.state is TaskState.READY
+
+
+def test_a_dag_of_thousands_of_tasks_is_stored_in_one_transaction(runtime: Runtime) -> None:
+    requests = [TaskRequest("echo", {"i": 0}, ref="t0")] + [
+        TaskRequest("echo", {"i": i}, ref=f"t{i}", depends_on=("t0",)) for i in range(1, 2000)
+    ]
+    head = runtime.store.head_position()
+    tasks = runtime.ledger.enqueue_graph(requests)
+    assert runtime.store.head_position() == head + 2000
+    assert len({t.graph_id for t in tasks}) == 1
+    runtime.catch_up()
+    from tests.helpers import succeed
+
+    succeed(runtime.store, tasks[0].id)
+    runtime.catch_up()
+    assert runtime.store.load(tasks[-1].id).state is TaskState.READY

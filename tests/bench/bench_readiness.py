@@ -24,7 +24,11 @@ def layered_dag(tasks: int) -> list[TaskRequest]:
     requests = []
     for index in range(tasks):
         layer, slot = divmod(index, WIDTH)
-        deps = () if layer == 0 else (f"t{(layer - 1) * WIDTH + slot}", f"t{(layer - 1) * WIDTH + (slot + 1) % WIDTH}")
+        deps = (
+            ()
+            if layer == 0
+            else (f"t{(layer - 1) * WIDTH + slot}", f"t{(layer - 1) * WIDTH + (slot + 1) % WIDTH}")
+        )
         requests.append(TaskRequest("echo", {"i": index}, ref=f"t{index}", depends_on=deps))
     return requests
 
@@ -49,7 +53,7 @@ def measure(tasks: int) -> dict[str, float]:
         projected_enqueue = time.perf_counter() - started
         projection_seconds = 0.0
         for layer in range(tasks // WIDTH):
-            complete_layer(runtime, [t.id for t in created[layer * WIDTH:(layer + 1) * WIDTH]])
+            complete_layer(runtime, [t.id for t in created[layer * WIDTH : (layer + 1) * WIDTH]])
             started = time.perf_counter()
             readiness.catch_up()
             projection_seconds += time.perf_counter() - started
@@ -65,7 +69,9 @@ def measure(tasks: int) -> dict[str, float]:
 def main() -> None:
     raw = raw_insert_rate()
     print(f"raw ceiling: {raw:,.0f} single-row INSERT+COMMIT/s")
-    print(f"{'tasks':>7} {'enqueue tasks/s':>16} {'x raw':>6} {'project enqueue us/task':>23} {'complete us/edge':>17}")
+    print(
+        f"{'tasks':>7} {'enqueue tasks/s':>16} {'x raw':>6} {'project enqueue us/task':>23} {'complete us/edge':>17}"
+    )
     for size in (1_000, 10_000):
         r = measure(size)
         print(

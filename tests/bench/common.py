@@ -43,7 +43,11 @@ def raw_insert_rate(rows: int = 2000) -> float:
     url = database_url()
     table = f"bench_raw_{uuid4().hex[:8]}"
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE TABLE {} (id uuid PRIMARY KEY, body bytea)").format(sql.Identifier(table)))
+        conn.execute(
+            sql.SQL("CREATE TABLE {} (id uuid PRIMARY KEY, body bytea)").format(
+                sql.Identifier(table)
+            )
+        )
         try:
             insert = sql.SQL("INSERT INTO {} VALUES (%s, %s)").format(sql.Identifier(table))
             started = time.perf_counter()

@@ -263,11 +263,6 @@ def test_a_refusal_of_the_adapter_check_refuses_the_registry() -> None:
     assert caught.value.where == ("task_types", "echo", "adapter")
 
 
-@pytest.mark.xfail(
-    reason="BUG: domain/durations.py:23 parse_duration accepts inf, so start_to_close can be "
-    "infinite",
-    strict=True,
-)
 def test_an_infinite_start_to_close_is_refused() -> None:
     error = refusal({"defaults": {"timeouts": {"start_to_close": float("inf")}}})
 
@@ -386,11 +381,6 @@ def test_the_registry_and_its_entries_cannot_be_reassigned() -> None:
         registry.roles["admin"].adhoc = False  # type: ignore[misc]
 
 
-@pytest.mark.xfail(
-    reason="BUG: domain/registry.py:139 Registry holds plain dicts; its task types, queues "
-    "and roles can be changed after start",
-    strict=True,
-)
 def test_the_registry_tables_cannot_be_changed_after_it_is_built() -> None:
     registry = build_registry(echo())
 

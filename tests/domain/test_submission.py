@@ -348,8 +348,8 @@ def test_refs_resolve_to_the_ids_of_the_tasks_of_the_same_submission() -> None:
     assert parse.state is TaskState.BLOCKED
 
 
-def test_a_dependency_may_come_before_the_task_depending_on_it_in_any_order() -> None:
-    parse, fetch = submit(
+def test_tasks_are_returned_dependencies_first_whatever_the_submission_order() -> None:
+    fetch, parse = submit(
         TaskRequest("echo", ref="parse", depends_on=("fetch",)),
         TaskRequest("echo", ref="fetch"),
     )
@@ -530,7 +530,7 @@ def test_the_settings_of_an_adhoc_task_are_checked_by_the_adapter_check() -> Non
         seen.append((adapter, settings, where))
         raise ConfigError("argv must be a list", (*where, "argv"))
 
-    with pytest.raises(ConfigError, match="argv must be a list"):
+    with pytest.raises(InvalidSubmission, match=r"adapter_settings\.argv: argv must be a list"):
         submit(
             TaskRequest("one-off", adapter="shell", adapter_settings={"argv": "ls"}),
             role="admin",
@@ -539,21 +539,12 @@ def test_the_settings_of_an_adhoc_task_are_checked_by_the_adapter_check() -> Non
     assert seen == [("shell", {"argv": "ls"}, ("adapter_settings",))]
 
 
-@pytest.mark.xfail(
-    reason="BUG: domain/submission.py:208 dict(None) raises TypeError when an ad-hoc task "
-    "names an adapter but no adapter_settings",
-    strict=True,
-)
 def test_an_adhoc_task_without_settings_is_planned_with_empty_settings() -> None:
     [task] = submit(TaskRequest("one-off", adapter="python"), role="admin")
 
     assert task.adapter_settings == {}
 
 
-@pytest.mark.xfail(
-    reason="BUG: domain/submission.py:227 _adhoc_type ignores the role's adapters policy",
-    strict=True,
-)
 def test_an_adhoc_task_through_an_adapter_outside_the_roles_policy_is_forbidden() -> None:
     with pytest.raises(Forbidden):
         submit(

@@ -17,12 +17,14 @@ def state(runtime: Runtime, task_id: UUID) -> TaskState:
 
 
 def diamond(runtime: Runtime) -> dict[str, UUID]:
-    tasks = runtime.ledger.enqueue_graph([
-        TaskRequest("echo", ref="top"),
-        TaskRequest("echo", ref="left", depends_on=("top",)),
-        TaskRequest("echo", ref="right", depends_on=("top",)),
-        TaskRequest("echo", ref="bottom", depends_on=("left", "right")),
-    ])
+    tasks = runtime.ledger.enqueue_graph(
+        [
+            TaskRequest("echo", ref="top"),
+            TaskRequest("echo", ref="left", depends_on=("top",)),
+            TaskRequest("echo", ref="right", depends_on=("top",)),
+            TaskRequest("echo", ref="bottom", depends_on=("left", "right")),
+        ]
+    )
     runtime.catch_up()
     return {t.ref: t.id for t in tasks if t.ref}
 
@@ -99,7 +101,9 @@ def test_depending_on_a_task_that_already_failed_is_skipped(runtime: Runtime) ->
     assert state(runtime, later.id) is TaskState.SKIPPED
 
 
-def test_a_dependency_finishing_while_its_dependent_is_enqueued_still_releases_it(runtime: Runtime) -> None:
+def test_a_dependency_finishing_while_its_dependent_is_enqueued_still_releases_it(
+    runtime: Runtime,
+) -> None:
     """The enqueue saw the dependency running (so: blocked), but the success was projected
     before the dependent's enqueue: the graph releases it when it reads the enqueue."""
     first = runtime.ledger.enqueue(TaskRequest("echo"))
@@ -115,7 +119,9 @@ def test_a_dependency_finishing_while_its_dependent_is_enqueued_still_releases_i
     assert state(runtime, later.id) is TaskState.READY
 
 
-def test_rebuilding_the_readiness_graph_gives_identical_tables_and_appends_nothing(runtime: Runtime) -> None:
+def test_rebuilding_the_readiness_graph_gives_identical_tables_and_appends_nothing(
+    runtime: Runtime,
+) -> None:
     ids = diamond(runtime)
     succeed(runtime.store, ids["top"])
     runtime.catch_up()
@@ -126,9 +132,15 @@ def test_rebuilding_the_readiness_graph_gives_identical_tables_and_appends_nothi
     runtime.ledger.cancel(other["top"])
     runtime.catch_up()
     head = runtime.store.head_position()
-    before = (dump(runtime, "readiness_nodes", "task_id"), dump(runtime, "readiness_edges", "parent, child"))
+    before = (
+        dump(runtime, "readiness_nodes", "task_id"),
+        dump(runtime, "readiness_edges", "parent, child"),
+    )
     runtime.runners["readiness"].rebuild()
-    after = (dump(runtime, "readiness_nodes", "task_id"), dump(runtime, "readiness_edges", "parent, child"))
+    after = (
+        dump(runtime, "readiness_nodes", "task_id"),
+        dump(runtime, "readiness_edges", "parent, child"),
+    )
     assert after == before
     assert runtime.store.head_position() == head
 

@@ -27,7 +27,11 @@ def test_the_task_view_shows_state_attempts_result_and_error(runtime: Runtime) -
     fail(runtime.store, bad.id)
     runtime.catch_up()
     good_row = get_task_row(runtime.store, good.id)
-    assert (good_row["state"], good_row["attempts"], good_row["result"]) == ("succeeded", 1, {"sum": 3})
+    assert (good_row["state"], good_row["attempts"], good_row["result"]) == (
+        "succeeded",
+        1,
+        {"sum": 3},
+    )
     assert good_row["started_at"] <= good_row["finished_at"]
     bad_row = get_task_row(runtime.store, bad.id)
     assert bad_row["state"] == "failed"
@@ -35,12 +39,16 @@ def test_the_task_view_shows_state_attempts_result_and_error(runtime: Runtime) -
 
 
 def test_tasks_are_listed_newest_first_with_filters_and_cursors(runtime: Runtime) -> None:
-    ids = [runtime.ledger.enqueue(TaskRequest("echo", {"n": i}, tags=("batch",))).id for i in range(5)]
+    ids = [
+        runtime.ledger.enqueue(TaskRequest("echo", {"n": i}, tags=("batch",))).id for i in range(5)
+    ]
     runtime.ledger.enqueue(TaskRequest("add", {"a": 1, "b": 1}))
     runtime.catch_up()
     first = list_tasks(runtime.store, TaskFilter(type_name="echo"), limit=3)
     assert [r["task_id"] for r in first.rows] == ids[::-1][:3]
-    second = list_tasks(runtime.store, TaskFilter(type_name="echo"), limit=3, cursor=first.next_cursor)
+    second = list_tasks(
+        runtime.store, TaskFilter(type_name="echo"), limit=3, cursor=first.next_cursor
+    )
     assert [r["task_id"] for r in second.rows] == ids[::-1][3:]
     assert second.next_cursor is None
     assert len(list_tasks(runtime.store, TaskFilter(tag="batch")).rows) == 5
@@ -82,8 +90,11 @@ def test_concurrent_writers_and_a_live_reader_skip_no_event(runtime: Runtime) ->
 
 def test_rebuilding_the_task_view_gives_identical_tables(runtime: Runtime) -> None:
     tasks = runtime.ledger.enqueue_graph(
-        [TaskRequest("echo", ref="a"), TaskRequest("echo", ref="b", depends_on=("a",)),
-         TaskRequest("fail", ref="c")]
+        [
+            TaskRequest("echo", ref="a"),
+            TaskRequest("echo", ref="b", depends_on=("a",)),
+            TaskRequest("fail", ref="c"),
+        ]
     )
     runtime.catch_up()
     succeed(runtime.store, tasks[0].id)
