@@ -11,6 +11,8 @@ from eventsourcing.persistence import IntegrityError
 
 from adapters.config_file import check_adapter_settings
 from adapters.postgres.event_store import EventStore, RecordedEvent
+from adapters.postgres.recorder import Statement
+from adapters.postgres.running import RunningTables
 from domain.errors import InvalidTransition, TaskNotFound, UnknownDependency
 from domain.registry import Registry
 from domain.submission import (
@@ -38,6 +40,7 @@ class Ledger:
         new_id: Callable[[], UUID] = uuid4,
     ) -> None:
         self.store = store
+        self.running = RunningTables(store.schema)
         self.registry = registry
         self.clock = clock
         self.new_id = new_id
@@ -76,18 +79,33 @@ class Ledger:
     # -- changing a task ----------------------------------------------------------------
 
     def cancel(self, task_id: UUID, by: str = SYSTEM.principal, reason: str = "") -> Task:
-        return self._change(task_id, lambda task: task.cancel(by=by, reason=reason))
+        """Cancel a waiting or running task; a running attempt's worker stops it at once."""
+
+        def cancel(task: Task) -> list[Statement]:
+            running = task.state is TaskState.RUNNING
+            task.cancel(by=by, reason=reason)
+            if not running:
+                return []
+            return [self.running.attempt_ended(task.id), self.running.cancel_notice(task.id)]
+
+        return self._change(task_id, cancel)
 
     def retry(self, task_id: UUID, by: str = SYSTEM.principal) -> Task:
-        return self._change(task_id, lambda task: task.retry_manually(self.clock(), by=by))
+        """Run a failed, cancelled or skipped task again (one more attempt)."""
 
-    def _change(self, task_id: UUID, change: Callable[[Task], None]) -> Task:
+        def retry(task: Task) -> list[Statement]:
+            task.retry_manually(self.clock(), by=by)
+            return []
+
+        return self._change(task_id, retry)
+
+    def _change(self, task_id: UUID, change: Callable[[Task], list[Statement]]) -> Task:
         """Load, change, save; on a concurrent write, reload and decide again."""
         for _ in range(5):
             task = self.store.load(task_id)
-            change(task)
+            inline = change(task)
             try:
-                self.store.save(task)
+                self.store.save(task, inline=inline)
             except IntegrityError:
                 continue
             return task

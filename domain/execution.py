@@ -42,3 +42,28 @@ class Failure:
 
 
 ExecutionResult = Success | Failure
+
+
+@dataclass(frozen=True)
+class ClaimedAttempt:
+    """An attempt a worker has claimed (its ``TaskStarted`` is stored)."""
+
+    task_id: UUID
+    attempt: int
+    type_name: str
+    adapter: str
+    args: dict[str, Any]
+    adhoc_settings: dict[str, Any] | None
+    timeouts: Timeouts
+    queue: str
+    lane: str | None
+
+
+@dataclass(frozen=True)
+class AttemptOutcome:
+    """How an attempt ended, as seen by its worker: a result, or a timeout it enforced."""
+
+    task_id: UUID
+    attempt: int
+    result: ExecutionResult | None = None
+    timed_out: bool = False

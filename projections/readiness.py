@@ -11,6 +11,7 @@ reactor can tell whether the store has moved on since (as it has during a rebuil
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -31,12 +32,21 @@ CREATE TABLE IF NOT EXISTS {nodes} (
     pending integer NOT NULL,
     depth integer NOT NULL,
     run_at timestamptz,
+    due_at timestamptz,
+    schedule_to_start double precision,
+    deadline timestamptz,
     graph_id uuid,
     version integer NOT NULL,
     enqueued_position bigint NOT NULL
 );
 CREATE INDEX IF NOT EXISTS readiness_ready_idx ON {nodes} (queue, priority DESC, enqueued_position)
     WHERE state IN ('ready', 'scheduled');
+CREATE INDEX IF NOT EXISTS readiness_lane_idx ON {nodes} (lane, enqueued_position)
+    WHERE lane IS NOT NULL AND state IN ('ready', 'scheduled');
+CREATE INDEX IF NOT EXISTS readiness_deadline_idx ON {nodes} (deadline)
+    WHERE deadline IS NOT NULL AND state IN ('blocked', 'scheduled', 'ready', 'running');
+CREATE INDEX IF NOT EXISTS readiness_due_idx ON {nodes} (due_at)
+    WHERE schedule_to_start IS NOT NULL AND state IN ('scheduled', 'ready');
 CREATE TABLE IF NOT EXISTS {edges} (
     parent uuid NOT NULL,
     child uuid NOT NULL,
@@ -99,12 +109,25 @@ class ReadinessGraph:
             return self._enqueued(cursor, event, position)
         state = event.state if name == "TaskUnblocked" else _STATE_AFTER[name]  # type: ignore[attr-defined]
         run_at = event.retry_at if name == "TaskRetryScheduled" else None  # type: ignore[attr-defined]
+        # due_at: from when the task may start (the schedule_to_start clock starts there).
+        due_now = event.timestamp if name == "TaskUnblocked" else None
         cursor.execute(
             sql.SQL(
-                "UPDATE {} SET state = %s, version = %s, run_at = coalesce(%s, run_at) "
-                "WHERE task_id = %s"
+                "UPDATE {} SET state = %s, version = %s, run_at = coalesce(%s, run_at), "
+                "due_at = CASE WHEN %s::timestamptz IS NOT NULL THEN %s::timestamptz "
+                "WHEN %s::timestamptz IS NOT NULL THEN greatest(%s::timestamptz, run_at) "
+                "ELSE due_at END WHERE task_id = %s"
             ).format(self.nodes),
-            (state, event.originator_version, run_at, event.originator_id),
+            (
+                state,
+                event.originator_version,
+                run_at,
+                run_at,
+                run_at,
+                due_now,
+                due_now,
+                event.originator_id,
+            ),
         )
         if name == "TaskSucceeded":
             return self._release_dependents(cursor, event.originator_id)
@@ -129,8 +152,8 @@ class ReadinessGraph:
         cursor.execute(
             sql.SQL(
                 "INSERT INTO {} (task_id, queue, priority, lane, state, pending, depth, run_at, "
-                "graph_id, version, enqueued_position) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                "due_at, schedule_to_start, deadline, graph_id, version, enqueued_position) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             ).format(self.nodes),
             (
                 event.originator_id,
@@ -141,6 +164,9 @@ class ReadinessGraph:
                 pending,
                 depth,
                 event.run_at,
+                None if event.initial_state == "blocked" else event.run_at or event.timestamp,
+                event.timeouts.get("schedule_to_start"),
+                _deadline(event),
                 event.graph_id,
                 event.originator_version,
                 position,
@@ -210,3 +236,9 @@ class ReadinessGraph:
             Doomed(r["task_id"], r["version"], event.originator_id, event.originator_version, state)
             for r in cursor.fetchall()
         ]
+
+
+def _deadline(event: Any) -> datetime | None:
+    """The schedule_to_close deadline of a task: enqueue time plus that timeout."""
+    seconds = event.timeouts.get("schedule_to_close")
+    return None if seconds is None else event.timestamp + timedelta(seconds=seconds)

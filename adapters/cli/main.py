@@ -7,9 +7,13 @@ Errors the user can cause are printed as one line, ``error: ...``, with exit sta
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
+import os
+import signal
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from pathlib import Path
 from uuid import UUID
@@ -49,6 +53,7 @@ examples:
   ledger enqueue --graph dag.json
   ledger tasks --state failed
   ledger show 0b9c...            ledger history 0b9c...
+  ledger worker --queues default,agents --concurrency 20
   ledger projections rebuild readiness
 """
 
@@ -105,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     history = commands.add_parser("history", help="a task's events, in order, with log positions")
     history.add_argument("task_id", type=_uuid)
     history.add_argument("--json", action="store_true")
+
+    worker = commands.add_parser("worker", help="run tasks: claim, execute, record (Ctrl-C stops)")
+    worker.add_argument("--queues", help="comma-separated queue names (default: all queues)")
+    worker.add_argument("--concurrency", type=int, default=10, help="attempts run at once")
 
     projections = commands.add_parser("projections", help="status and rebuild of read models")
     actions = projections.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -199,6 +208,30 @@ def cmd_history(rt: Runtime, options: argparse.Namespace) -> None:
         render.console.print(render.history_table(events))
 
 
+def cmd_worker(rt: Runtime, options: argparse.Namespace) -> None:
+    from adapters.node import WorkerNode
+
+    if options.concurrency < 1:
+        raise InvalidSubmission("--concurrency must be at least 1")
+    queues = [q for q in (options.queues or "").split(",") if q] or None
+    node = WorkerNode(rt, queues=queues, concurrency=options.concurrency)
+    render.console.print(f"worker {node.worker_id} on queues {', '.join(node.queues)}")
+    run_until_signalled(node.run)
+
+
+def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run ``main(stop)`` until SIGINT or SIGTERM sets ``stop``."""
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await main(stop)
+
+    asyncio.run(runner())
+
+
 def cmd_projections(rt: Runtime, options: argparse.Namespace) -> None:
     if options.action == "status":
         head = rt.store.head_position()
@@ -234,12 +267,14 @@ COMMANDS = {
     "tasks": cmd_tasks,
     "show": cmd_show,
     "history": cmd_history,
+    "worker": cmd_worker,
     "projections": cmd_projections,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = build_parser().parse_args(argv)
+    logging.basicConfig(level=os.environ.get("LEDGER_LOG_LEVEL", "WARNING"))
     try:
         rt = open_runtime(options.config)
     except LedgerError as error:

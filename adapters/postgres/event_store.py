@@ -18,10 +18,10 @@ import psycopg
 from eventsourcing.application import Application
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import StoredEvent
-from eventsourcing.postgres import PostgresApplicationRecorder
 from psycopg import sql
 from psycopg.rows import DictRow
 
+from adapters.postgres.recorder import LedgerRecorder, Statement, run_inline
 from domain.errors import TaskNotFound
 from domain.task import Task
 
@@ -62,6 +62,7 @@ def eventsourcing_env(
         "POSTGRES_LOCK_TIMEOUT": "10",
         "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "30",
         "CREATE_TABLE": "y" if create_table else "n",
+        "APPLICATION_RECORDER_TOPIC": "adapters.postgres.recorder:LedgerRecorder",
     }
 
 
@@ -79,7 +80,7 @@ class EventStore:
             )
         )
         recorder = self.app.recorder
-        assert isinstance(recorder, PostgresApplicationRecorder)
+        assert isinstance(recorder, LedgerRecorder)
         self.recorder = recorder
         self.table = sql.Identifier(schema, EVENTS_TABLE)
 
@@ -88,7 +89,7 @@ class EventStore:
 
     # -- writing ------------------------------------------------------------------------
 
-    def save(self, *tasks: Task) -> None:
+    def save(self, *tasks: Task, inline: Sequence[Statement] = ()) -> None:
         """Append the pending events of ``tasks`` in one transaction (all or nothing).
 
         Small saves go through the library's pipelined save (one round trip); large ones
@@ -96,10 +97,10 @@ class EventStore:
         INSERT of thousands of events stalled here with client and server both waiting.
         """
         if sum(len(task.pending_events) for task in tasks) <= PIPELINED_SAVE_LIMIT:
-            self.app.save(*tasks)
+            self.app.save(*tasks, inline=inline)
             return
         with self.transaction() as cursor:
-            self.append_in(cursor, tasks)
+            self.append_in(cursor, tasks, inline)
 
     @contextmanager
     def transaction(self) -> Iterator[psycopg.Cursor[DictRow]]:
@@ -107,8 +108,14 @@ class EventStore:
         with self.recorder.datastore.get_connection() as conn, conn.transaction():
             yield conn.cursor()
 
-    def append_in(self, cursor: psycopg.Cursor[DictRow], tasks: Iterable[Task]) -> list[int]:
+    def append_in(
+        self,
+        cursor: psycopg.Cursor[DictRow],
+        tasks: Iterable[Task],
+        inline: Sequence[Statement] = (),
+    ) -> list[int]:
         """Append the tasks' pending events inside the caller's transaction; return positions."""
+        run_inline(cursor, inline)
         events = [event for task in tasks for event in task.collect_events()]
         if not events:
             return []

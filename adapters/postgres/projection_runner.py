@@ -44,10 +44,12 @@ class ProjectionRunner:
         projection: Projection,
         reactor: Reactor | None = None,
         batch_size: int = 500,
+        notify_channel: str | None = None,
     ) -> None:
         self.store = store
         self.projection = projection
         self.reactor = reactor
+        self.notify_channel = notify_channel  # told after each batch (workers wait on it)
         self.batch_size = batch_size
         self.positions = sql.Identifier(store.schema, POSITIONS_TABLE)
 
@@ -110,6 +112,10 @@ class ProjectionRunner:
                 sql.SQL("UPDATE {} SET position = %s WHERE name = %s").format(self.positions),
                 (events[-1].position, self.projection.name),
             )
+            if self.notify_channel is not None:
+                cursor.execute(
+                    "SELECT pg_notify(%s, %s)", (self.notify_channel, str(events[-1].position))
+                )
         return len(events)
 
     def catch_up(self, until: int | None = None, progress: Progress | None = None) -> int:
@@ -147,14 +153,26 @@ class ProjectionRunner:
         )
 
     def run(self, stop: threading.Event, fallback_poll: float = 0.5) -> None:
-        """Follow the log until ``stop`` is set: woken by NOTIFY, polling as a fallback."""
-        with self.exclusive(wait_seconds=float("inf")) as lock:
-            channel = sql.Identifier(EVENTS_TABLE)
-            lock.connection.execute(sql.SQL("LISTEN {}").format(channel))
-            while not stop.is_set():
-                self.catch_up()
-                for _ in lock.connection.notifies(timeout=fallback_poll, stop_after=1):
-                    pass
+        """Follow the log until ``stop`` is set: woken by NOTIFY, polling as a fallback.
+
+        Only one process runs a projection at a time; the others stand by and take over
+        when the active one's session (and so its advisory lock) ends.
+        """
+        while not stop.is_set():
+            try:
+                lock = self.exclusive().__enter__()
+            except ProjectionBusy:
+                stop.wait(1.0)
+                continue
+            try:
+                channel = sql.Identifier(EVENTS_TABLE)
+                lock.connection.execute(sql.SQL("LISTEN {}").format(channel))
+                while not stop.is_set():
+                    self.catch_up()
+                    for _ in lock.connection.notifies(timeout=fallback_poll, stop_after=1):
+                        pass
+            finally:
+                lock.__exit__()
 
 
 class _AdvisoryLock:

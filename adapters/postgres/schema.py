@@ -11,6 +11,7 @@ from psycopg import sql
 
 from adapters.postgres.event_store import EventStore
 from adapters.postgres.projection_runner import POSITIONS_TABLE
+from adapters.postgres.running import RunningTables
 from projections.base import Projection
 
 
@@ -30,6 +31,7 @@ def create_schema(database_url: str, schema: str, projections: Iterable[Projecti
                 cursor = conn.cursor()
                 for projection in projections:
                     projection.create(cursor)
+                cursor.execute(RunningTables(schema).create_statement())
         finally:
             conn.execute(
                 "SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (f"migrate:{schema}",)

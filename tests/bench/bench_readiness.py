@@ -69,15 +69,19 @@ def measure(tasks: int) -> dict[str, float]:
 def main() -> None:
     raw = raw_insert_rate()
     print(f"raw ceiling: {raw:,.0f} single-row INSERT+COMMIT/s")
-    print(
-        f"{'tasks':>7} {'enqueue tasks/s':>16} {'x raw':>6} {'project enqueue us/task':>23} {'complete us/edge':>17}"
-    )
+    header = ("tasks", "enqueue tasks/s", "x raw", "project enqueue us/task", "complete us/edge")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---:|" * len(header))
     for size in (1_000, 10_000):
         r = measure(size)
-        print(
-            f"{r['tasks']:>7,} {r['enqueue_tasks_per_s']:>16,.0f} {r['enqueue_tasks_per_s'] / raw:>6.2f} "
-            f"{r['project_enqueue_us_per_task']:>23,.0f} {r['complete_us_per_edge']:>17,.0f}"
+        cells = (
+            f"{r['tasks']:,}",
+            f"{r['enqueue_tasks_per_s']:,.0f}",
+            f"{r['enqueue_tasks_per_s'] / raw:.2f}",
+            f"{r['project_enqueue_us_per_task']:,.0f}",
+            f"{r['complete_us_per_edge']:,.0f}",
         )
+        print("| " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

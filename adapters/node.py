@@ -1,0 +1,137 @@
+"""A worker node: everything one process runs to execute tasks.
+
+- projection runners (task view, readiness graph + dependency cascade), each in a thread,
+  active on one node at a time (advisory lock) and standing by on the others;
+- a listener that turns NOTIFY on ``ledger_ready`` / ``ledger_cancel`` into wake-ups;
+- the timeout watchdog;
+- the worker loop.
+
+``ledger worker`` runs one; ``ledger serve`` and ``ledger demo`` run one beside the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any
+from uuid import UUID, uuid4
+
+import psycopg
+from psycopg import sql
+
+from adapters.executors import executors_by_name
+from adapters.ledger import utc_now
+from adapters.postgres.dispatch import PostgresDispatch
+from adapters.postgres.running import CANCEL_CHANNEL, READY_CHANNEL
+from adapters.postgres.timeouts import PostgresTimeouts
+from adapters.runtime import Runtime
+from processors.worker import Worker, WorkerSettings
+
+log = logging.getLogger(__name__)
+
+
+class WorkerNode:
+    def __init__(
+        self,
+        runtime: Runtime,
+        queues: Sequence[str] | None = None,
+        concurrency: int = 10,
+        watchdog_interval: float = 0.5,
+    ) -> None:
+        registry = runtime.settings.config.registry
+        self.runtime = runtime
+        self.queues = tuple(queues or sorted(registry.queues))
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid4().hex[:6]}"
+        self.dispatch = PostgresDispatch(runtime.store, registry, clock=utc_now)
+        self.timeouts = PostgresTimeouts(runtime.store, clock=utc_now)
+        self.watchdog_interval = watchdog_interval
+        self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ledger-db")
+        self.worker = Worker(
+            WorkerSettings(self.worker_id, self.queues, concurrency),
+            self.dispatch,
+            executors_by_name(),
+            registry,
+            blocking=self._blocking,
+            clock=utc_now,
+        )
+
+    async def _blocking(self, function: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.pool, partial(function, *args))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set; then finish or hand back running attempts."""
+        self.dispatch.register_worker(
+            self.worker_id,
+            socket.gethostname(),
+            os.getpid(),
+            self.queues,
+            self.worker.settings.concurrency,
+        )
+        runner_stop = threading.Event()
+        threads = [
+            threading.Thread(
+                target=self._run_projection,
+                args=(runner, runner_stop),
+                name=f"projection-{name}",
+                daemon=True,
+            )
+            for name, runner in self.runtime.runners.items()
+        ]
+        for thread in threads:
+            thread.start()
+        helpers = [
+            asyncio.create_task(self._listen(stop), name="listener"),
+            asyncio.create_task(self._watchdog(stop), name="watchdog"),
+        ]
+        try:
+            await self.worker.run(stop)
+        finally:
+            for helper in helpers:
+                helper.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            runner_stop.set()
+            for thread in threads:
+                thread.join(timeout=5)
+            self.pool.shutdown(wait=True)
+
+    def _run_projection(self, runner: Any, stop: threading.Event) -> None:
+        """Supervise one runner: a dropped connection restarts it after a pause."""
+        while not stop.is_set():
+            try:
+                runner.run(stop, fallback_poll=0.2)
+            except Exception:
+                log.exception("projection %s stopped; restarting", runner.projection.name)
+                stop.wait(1.0)
+
+    async def _listen(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self.runtime.database_url, autocommit=True
+                ) as conn:
+                    for channel in (READY_CHANNEL, CANCEL_CHANNEL):
+                        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                    async for notice in conn.notifies():
+                        if notice.channel == CANCEL_CHANNEL:
+                            self.worker.notify_cancelled(UUID(notice.payload))
+                        else:
+                            self.worker.notify_ready()
+            except (psycopg.Error, OSError):
+                log.warning("notification listener lost its connection; reconnecting")
+                await asyncio.sleep(1.0)
+
+    async def _watchdog(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                fired = await self._blocking(self.timeouts.fired)
+                if fired:
+                    await self._blocking(self.timeouts.record, fired)
+            except Exception:
+                log.exception("watchdog round failed")
+            await asyncio.sleep(self.watchdog_interval)

@@ -1,0 +1,280 @@
+"""Claiming, completing and renewing attempts on PostgreSQL: the worker's side of the store.
+
+A claim is one transaction: per-queue advisory locks (so queue and lane limits hold across
+all worker nodes), candidates from the readiness graph's ready set taken ``FOR UPDATE SKIP
+LOCKED`` (so concurrent claimers spread out), a ``TaskStarted`` per task appended at the
+task's next version (optimistic concurrency: two nodes never start the same attempt), and a
+``running_attempts`` row per attempt — all committed together.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from eventsourcing.persistence import IntegrityError
+from psycopg import sql
+
+from adapters.postgres.event_store import EventStore
+from adapters.postgres.recorder import Statement
+from adapters.postgres.running import RunningTables
+from domain.execution import AttemptOutcome, ClaimedAttempt
+from domain.outcomes import record_result, record_timeout
+from domain.registry import Registry
+from domain.task import Task, TaskState
+from domain.timeouts import TimeoutKind, Timeouts
+
+log = logging.getLogger(__name__)
+CANDIDATE_FACTOR = 4  # candidates read per free slot, to have some to spare for lane limits
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    task_id: UUID
+    queue: str
+    lane: str | None
+
+
+class PostgresDispatch:
+    def __init__(
+        self,
+        store: EventStore,
+        registry: Registry,
+        clock: Callable[[], datetime],
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.clock = clock
+        self.jitter = jitter
+        self.tables = RunningTables(store.schema)
+        self.nodes = sql.Identifier(store.schema, "readiness_nodes")
+
+    # -- claiming -----------------------------------------------------------------------
+
+    def claim(self, queues: Sequence[str], limit: int, worker: str) -> list[ClaimedAttempt]:
+        """Start up to ``limit`` due tasks of ``queues`` for ``worker``."""
+        for _ in range(5):
+            try:
+                return self._claim_once(sorted(set(queues)), limit, worker)
+            except IntegrityError:
+                log.debug("claim met a concurrent write; claiming again")
+        return []
+
+    def _claim_once(self, queues: list[str], limit: int, worker: str) -> list[ClaimedAttempt]:
+        with self.store.transaction() as cur:
+            for queue in queues:
+                cur.execute(
+                    "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                    (f"{self.store.schema}:claim:{queue}",),
+                )
+            budgets = self._queue_budgets(cur, queues)
+            open_queues = [q for q, budget in budgets.items() if budget > 0]
+            if not open_queues:
+                return []
+            candidates = self._candidates(cur, open_queues, limit * CANDIDATE_FACTOR)
+            chosen = self._within_limits(cur, candidates, budgets, limit)
+            if not chosen:
+                return []
+            now = self.clock()
+            started: list[tuple[Task, int]] = []
+            inline: list[Statement] = []
+            for task in (self.store.load(c.task_id) for c in chosen):
+                if not task.is_due(now):
+                    continue  # the ready set lags the log by a few ms: skip what moved on
+                timeouts = Timeouts.from_dict(task.timeouts)
+                heartbeat = timeouts.heartbeat or self.registry.default_timeouts.heartbeat or 30.0
+                attempt = task.start(worker, now + timedelta(seconds=heartbeat), now)
+                started.append((task, attempt))
+                inline.append(
+                    self.tables.attempt_started(
+                        task.id,
+                        attempt,
+                        task.queue,
+                        task.lane,
+                        worker,
+                        now,
+                        heartbeat,
+                        timeouts.start_to_close,
+                    )
+                )
+            self.store.append_in(cur, [task for task, _ in started], inline)
+        return [_claimed(task, attempt) for task, attempt in started]
+
+    def _queue_budgets(self, cur: psycopg.Cursor[Any], queues: list[str]) -> dict[str, int]:
+        cur.execute(
+            sql.SQL("SELECT queue, paused FROM {} WHERE queue = ANY(%s)").format(self.tables.flags),
+            (queues,),
+        )
+        paused = {row["queue"] for row in cur.fetchall() if row["paused"]}
+        cur.execute(
+            sql.SQL(
+                "SELECT queue, count(*) AS running FROM {} WHERE queue = ANY(%s) GROUP BY queue"
+            ).format(self.tables.running),
+            (queues,),
+        )
+        running = {row["queue"]: row["running"] for row in cur.fetchall()}
+        return {
+            q: 0 if q in paused else self.registry.queue(q).concurrency - running.get(q, 0)
+            for q in queues
+        }
+
+    def _candidates(
+        self, cur: psycopg.Cursor[Any], queues: list[str], limit: int
+    ) -> list[_Candidate]:
+        """Due tasks by priority then enqueue order; a lane offers only its oldest due task."""
+        cur.execute(
+            sql.SQL(
+                "SELECT n.task_id, n.queue, n.lane FROM {nodes} AS n "
+                "WHERE n.queue = ANY(%s) "
+                "AND (n.state = 'ready' OR (n.state = 'scheduled' AND n.run_at <= now())) "
+                "AND (n.lane IS NULL OR NOT EXISTS ("
+                "  SELECT 1 FROM {nodes} AS e WHERE e.lane = n.lane "
+                "  AND e.enqueued_position < n.enqueued_position "
+                "  AND (e.state = 'ready' OR (e.state = 'scheduled' AND e.run_at <= now())))) "
+                "ORDER BY n.priority DESC, n.enqueued_position LIMIT %s "
+                "FOR UPDATE OF n SKIP LOCKED"
+            ).format(nodes=self.nodes),
+            (queues, limit),
+        )
+        return [_Candidate(r["task_id"], r["queue"], r["lane"]) for r in cur.fetchall()]
+
+    def _within_limits(
+        self,
+        cur: psycopg.Cursor[Any],
+        candidates: list[_Candidate],
+        budgets: dict[str, int],
+        limit: int,
+    ) -> list[_Candidate]:
+        lanes = sorted({c.lane for c in candidates if c.lane is not None})
+        lane_running: dict[str, int] = {}
+        if lanes:
+            cur.execute(
+                sql.SQL(
+                    "SELECT lane, count(*) AS running FROM {} WHERE lane = ANY(%s) GROUP BY lane"
+                ).format(self.tables.running),
+                (lanes,),
+            )
+            lane_running = {row["lane"]: row["running"] for row in cur.fetchall()}
+        budgets = dict(budgets)
+        chosen = []
+        for candidate in candidates:
+            if len(chosen) == limit or budgets[candidate.queue] <= 0:
+                continue
+            if candidate.lane is not None:
+                if lane_running.get(candidate.lane, 0) >= self.registry.lane_limit(candidate.lane):
+                    continue
+                lane_running[candidate.lane] = lane_running.get(candidate.lane, 0) + 1
+            budgets[candidate.queue] -= 1
+            chosen.append(candidate)
+        return chosen
+
+    # -- completing ---------------------------------------------------------------------
+
+    def complete(self, outcomes: Sequence[AttemptOutcome]) -> None:
+        """Record the outcomes; several in one transaction when they do not conflict."""
+        if len(outcomes) > 1:
+            try:
+                self._save_outcomes(outcomes)
+                return
+            except IntegrityError:
+                pass  # one of them met a concurrent write: record them one by one
+        for outcome in outcomes:
+            for _ in range(5):
+                try:
+                    self._save_outcomes([outcome])
+                    break
+                except IntegrityError:
+                    continue
+
+    def _save_outcomes(self, outcomes: Sequence[AttemptOutcome]) -> None:
+        now = self.clock()
+        tasks: list[Task] = []
+        inline: list[Statement] = []
+        for outcome in outcomes:
+            task = self.store.load(outcome.task_id)
+            if task.state is not TaskState.RUNNING or task.attempts != outcome.attempt:
+                log.info(
+                    "attempt %s of %s already ended; its outcome is dropped",
+                    outcome.attempt,
+                    task.id,
+                )
+                continue
+            if outcome.timed_out:
+                record_timeout(task, TimeoutKind.START_TO_CLOSE, now, self.jitter())
+            else:
+                assert outcome.result is not None
+                record_result(task, outcome.attempt, outcome.result, now, self.jitter())
+            tasks.append(task)
+            inline.append(self.tables.attempt_ended(task.id))
+        if tasks:
+            self.store.save(*tasks, inline=inline)
+
+    # -- leases and workers -------------------------------------------------------------
+
+    def renew(self, worker: str, held: Sequence[UUID]) -> set[UUID]:
+        """Extend the leases of ``worker``'s attempts; return those it still holds."""
+        with self.store.transaction() as cur:
+            cur.execute(
+                sql.SQL(
+                    "UPDATE {} SET lease_expires_at = "
+                    "now() + heartbeat_seconds * interval '1 second' "
+                    "WHERE worker = %s AND task_id = ANY(%s) RETURNING task_id"
+                ).format(self.tables.running),
+                (worker, list(held)),
+            )
+            kept = {row["task_id"] for row in cur.fetchall()}
+            cur.execute(
+                sql.SQL("UPDATE {} SET last_seen = now() WHERE worker = %s").format(
+                    self.tables.workers
+                ),
+                (worker,),
+            )
+        return kept
+
+    def register_worker(
+        self, worker: str, host: str, pid: int, queues: Sequence[str], concurrency: int
+    ) -> None:
+        with self.store.transaction() as cur:
+            cur.execute(
+                sql.SQL(
+                    "INSERT INTO {} (worker, host, pid, queues, concurrency, started_at, "
+                    "last_seen) VALUES (%s, %s, %s, %s, %s, now(), now()) "
+                    "ON CONFLICT (worker) DO UPDATE SET last_seen = now(), "
+                    "queues = excluded.queues, concurrency = excluded.concurrency"
+                ).format(self.tables.workers),
+                (worker, host, pid, list(queues), concurrency),
+            )
+
+    def next_due(self, queues: Sequence[str]) -> datetime | None:
+        """When the earliest scheduled task of ``queues`` comes due."""
+        with self.store.transaction() as cur:
+            cur.execute(
+                sql.SQL(
+                    "SELECT min(run_at) AS due FROM {} "
+                    "WHERE queue = ANY(%s) AND state = 'scheduled'"
+                ).format(self.nodes),
+                (list(queues),),
+            )
+            row = cur.fetchone()
+        return row["due"] if row else None
+
+
+def _claimed(task: Task, attempt: int) -> ClaimedAttempt:
+    return ClaimedAttempt(
+        task_id=task.id,
+        attempt=attempt,
+        type_name=task.type_name,
+        adapter=task.adapter,
+        args=task.args,
+        adhoc_settings=task.adapter_settings,
+        timeouts=Timeouts.from_dict(task.timeouts),
+        queue=task.queue,
+        lane=task.lane,
+    )

@@ -1,0 +1,116 @@
+"""Operational tables kept in step with the events, in the same transactions:
+
+- ``running_attempts``: one row per attempt in flight, with its worker and lease. Inserted
+  with ``TaskStarted``, deleted with the event that ends the attempt. Queue and lane limits
+  count these rows, leases expire here, and the watchdog reads them.
+- ``worker_nodes``: each worker process, its queues and when it was last seen.
+- ``queue_flags``: paused queues.
+
+They can be derived from the log (the running attempts are the tasks whose last event is a
+start), so they are not a second source of truth; they are what makes claims exact.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from uuid import UUID
+
+from psycopg import sql
+
+from adapters.postgres.recorder import Statement
+
+RUNNING = "running_attempts"
+WORKERS = "worker_nodes"
+QUEUE_FLAGS = "queue_flags"
+CANCEL_CHANNEL = "ledger_cancel"
+READY_CHANNEL = "ledger_ready"
+
+_CREATE = """
+CREATE TABLE IF NOT EXISTS {running} (
+    task_id uuid PRIMARY KEY,
+    attempt integer NOT NULL,
+    queue text NOT NULL,
+    lane text,
+    worker text NOT NULL,
+    started_at timestamptz NOT NULL,
+    lease_expires_at timestamptz NOT NULL,
+    close_deadline timestamptz NOT NULL,
+    heartbeat_seconds double precision NOT NULL
+);
+CREATE INDEX IF NOT EXISTS running_attempts_queue_idx ON {running} (queue);
+CREATE INDEX IF NOT EXISTS running_attempts_lane_idx ON {running} (lane) WHERE lane IS NOT NULL;
+CREATE INDEX IF NOT EXISTS running_attempts_worker_idx ON {running} (worker);
+CREATE INDEX IF NOT EXISTS running_attempts_lease_idx ON {running} (lease_expires_at);
+CREATE TABLE IF NOT EXISTS {workers} (
+    worker text PRIMARY KEY,
+    host text NOT NULL,
+    pid integer NOT NULL,
+    queues text[] NOT NULL,
+    concurrency integer NOT NULL,
+    started_at timestamptz NOT NULL,
+    last_seen timestamptz NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {flags} (
+    queue text PRIMARY KEY,
+    paused boolean NOT NULL
+);
+"""
+
+
+class RunningTables:
+    """SQL of the operational tables of one schema."""
+
+    def __init__(self, schema: str) -> None:
+        self.running = sql.Identifier(schema, RUNNING)
+        self.workers = sql.Identifier(schema, WORKERS)
+        self.flags = sql.Identifier(schema, QUEUE_FLAGS)
+
+    def create_statement(self) -> sql.Composable:
+        return sql.SQL(_CREATE).format(running=self.running, workers=self.workers, flags=self.flags)
+
+    def attempt_started(
+        self,
+        task_id: UUID,
+        attempt: int,
+        queue: str,
+        lane: str | None,
+        worker: str,
+        now: datetime,
+        heartbeat_seconds: float,
+        start_to_close: float,
+    ) -> Statement:
+        return Statement(
+            sql.SQL(
+                "INSERT INTO {} (task_id, attempt, queue, lane, worker, started_at, "
+                "lease_expires_at, close_deadline, heartbeat_seconds) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            ).format(self.running),
+            (
+                task_id,
+                attempt,
+                queue,
+                lane,
+                worker,
+                now,
+                now + timedelta(seconds=heartbeat_seconds),
+                now + timedelta(seconds=start_to_close),
+                heartbeat_seconds,
+            ),
+        )
+
+    def attempt_ended(self, task_id: UUID) -> Statement:
+        return Statement(
+            sql.SQL("DELETE FROM {} WHERE task_id = %s").format(self.running), (task_id,)
+        )
+
+    def cancel_notice(self, task_id: UUID) -> Statement:
+        return Statement(sql.SQL("SELECT pg_notify(%s, %s)"), (CANCEL_CHANNEL, str(task_id)))
+
+    def set_paused(self, queue: str, paused: bool) -> Statement:
+        return Statement(
+            sql.SQL(
+                "INSERT INTO {} (queue, paused) VALUES (%s, %s) "
+                "ON CONFLICT (queue) DO UPDATE SET paused = excluded.paused"
+            ).format(self.flags),
+            (queue, paused),
+        )

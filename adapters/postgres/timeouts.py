@@ -1,0 +1,118 @@
+"""Finding and recording fired timeouts: the watchdog's side of the store.
+
+- heartbeat: a running attempt whose lease was not renewed (its worker died or hung);
+- start_to_close: a running attempt past its deadline that its own worker did not end
+  (the worker normally records this itself; this is the backstop, after a grace period);
+- schedule_to_start: a ready task not started in time;
+- schedule_to_close: a task past its overall deadline, whatever it is doing.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from eventsourcing.persistence import IntegrityError
+from psycopg import sql
+
+from adapters.postgres.event_store import EventStore
+from adapters.postgres.recorder import Statement
+from adapters.postgres.running import RunningTables
+from domain.outcomes import record_timeout
+from domain.task import TaskState
+from domain.timeouts import TimeoutKind
+
+log = logging.getLogger(__name__)
+BACKSTOP_GRACE_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class FiredTimeout:
+    task_id: UUID
+    kind: TimeoutKind
+    attempt: int | None  # the running attempt it is about, if any
+
+
+class PostgresTimeouts:
+    def __init__(
+        self,
+        store: EventStore,
+        clock: Callable[[], datetime],
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.jitter = jitter
+        self.tables = RunningTables(store.schema)
+        self.nodes = sql.Identifier(store.schema, "readiness_nodes")
+
+    def fired(self, limit: int = 200) -> list[FiredTimeout]:
+        queries = (
+            (
+                TimeoutKind.HEARTBEAT,
+                "SELECT task_id, attempt FROM {running} WHERE lease_expires_at < now() "
+                "ORDER BY lease_expires_at LIMIT %s",
+            ),
+            (
+                TimeoutKind.START_TO_CLOSE,
+                "SELECT task_id, attempt FROM {running} WHERE close_deadline < now() - "
+                f"interval '{BACKSTOP_GRACE_SECONDS} seconds' ORDER BY close_deadline LIMIT %s",
+            ),
+            (
+                TimeoutKind.SCHEDULE_TO_START,
+                "SELECT task_id, NULL AS attempt FROM {nodes} WHERE schedule_to_start IS NOT NULL "
+                "AND state IN ('scheduled', 'ready') "
+                "AND due_at + schedule_to_start * interval '1 second' < now() LIMIT %s",
+            ),
+            (
+                TimeoutKind.SCHEDULE_TO_CLOSE,
+                "SELECT task_id, NULL AS attempt FROM {nodes} WHERE deadline < now() "
+                "AND state IN ('blocked', 'scheduled', 'ready', 'running') LIMIT %s",
+            ),
+        )
+        fired: dict[UUID, FiredTimeout] = {}
+        with self.store.transaction() as cur:
+            for kind, query in reversed(queries):  # the broadest kind wins for a task
+                cur.execute(
+                    sql.SQL(query).format(running=self.tables.running, nodes=self.nodes), (limit,)
+                )
+                for row in cur.fetchall():
+                    fired.setdefault(
+                        row["task_id"], FiredTimeout(row["task_id"], kind, row["attempt"])
+                    )
+        return list(fired.values())
+
+    def record(self, timeouts: Sequence[FiredTimeout]) -> int:
+        """Append ``TaskTimedOut`` (and retries) for those still true; return how many."""
+        recorded = 0
+        for timeout in timeouts:
+            try:
+                recorded += self._record_one(timeout)
+            except IntegrityError:
+                log.debug(
+                    "timeout of %s met a concurrent write; it is checked again next time",
+                    timeout.task_id,
+                )
+        return recorded
+
+    def _record_one(self, timeout: FiredTimeout) -> int:
+        task = self.store.load(timeout.task_id)
+        running = task.state is TaskState.RUNNING
+        if timeout.attempt is not None and not (running and task.attempts == timeout.attempt):
+            return 0  # that attempt already ended
+        if task.state.is_terminal or (
+            timeout.kind is TimeoutKind.SCHEDULE_TO_START
+            and task.state not in (TaskState.READY, TaskState.SCHEDULED)
+        ):
+            return 0
+        record_timeout(task, timeout.kind, self.clock(), self.jitter())
+        inline: list[Statement] = []
+        if running:
+            inline = [self.tables.attempt_ended(task.id), self.tables.cancel_notice(task.id)]
+        self.store.save(task, inline=inline)
+        log.info("task %s timed out (%s)", task.id, timeout.kind.value)
+        return 1

@@ -1,0 +1,232 @@
+"""The worker: claim due attempts, run them through their adapter under the one timeout
+policy, record how each ended. One loop, top to bottom:
+
+1. claim as many attempts as there are free slots (one transaction for all of them);
+2. run each in its own asyncio task, cancelled at its ``start_to_close`` deadline — the
+   adapter stops the real work (process group, Lua child, HTTP request) on cancellation;
+3. hand each outcome to the completer, which records a batch of outcomes per transaction;
+4. sleep until woken: new ready work (NOTIFY from the readiness graph), a freed slot, a
+   cancelled task, the next scheduled task coming due, or the short fallback poll.
+
+Leases are renewed for all running attempts of this worker in one statement per interval;
+an attempt whose lease is gone (cancelled, or timed out by the watchdog) is stopped here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+from uuid import UUID
+
+from domain.execution import (
+    AttemptOutcome,
+    ClaimedAttempt,
+    Execution,
+    ExecutionResult,
+    Failure,
+)
+from domain.registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+class Dispatch(Protocol):
+    def claim(self, queues: Sequence[str], limit: int, worker: str) -> list[ClaimedAttempt]: ...
+
+    def complete(self, outcomes: Sequence[AttemptOutcome]) -> None: ...
+
+    def renew(self, worker: str, held: Sequence[UUID]) -> set[UUID]: ...
+
+    def next_due(self, queues: Sequence[str]) -> datetime | None: ...
+
+
+class Executor(Protocol):
+    async def run(self, execution: Execution) -> ExecutionResult: ...
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    worker_id: str
+    queues: tuple[str, ...]
+    concurrency: int = 10
+    poll_interval: float = 0.25
+    renew_interval: float = 1.0
+    shutdown_grace: float = 5.0
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        dispatch: Dispatch,
+        executors: Mapping[str, Executor],
+        registry: Registry,
+        blocking: Callable[..., Awaitable[object]],  # runs a store call off the event loop
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.settings = settings
+        self.dispatch = dispatch
+        self.executors = executors
+        self.registry = registry
+        self.blocking = blocking
+        self.clock = clock
+        self.running: dict[UUID, asyncio.Task[None]] = {}
+        self.outcomes: asyncio.Queue[AttemptOutcome] = asyncio.Queue()
+        self.wake = asyncio.Event()
+        self.stopped: set[UUID] = set()  # attempts stopped because their task moved on
+
+    # -- called from outside (notifications) --------------------------------------------
+
+    def notify_ready(self) -> None:
+        self.wake.set()
+
+    def notify_cancelled(self, task_id: UUID) -> None:
+        execution = self.running.get(task_id)
+        if execution is not None:
+            self.stopped.add(task_id)
+            execution.cancel()
+
+    # -- the loop -----------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        helpers = [
+            asyncio.create_task(self._complete_loop(), name="completer"),
+            asyncio.create_task(self._renew_loop(stop), name="lease-renewal"),
+        ]
+        try:
+            while not stop.is_set():
+                claimed = await self._claim()
+                if claimed and len(self.running) < self.settings.concurrency:
+                    continue  # there may be more due work: claim again at once
+                await self._sleep(stop)
+        finally:
+            await self._shutdown(helpers)
+
+    async def _claim(self) -> int:
+        free = self.settings.concurrency - len(self.running)
+        if free <= 0:
+            return 0
+        claimed: list[ClaimedAttempt] = await self.blocking(  # type: ignore[assignment]
+            self.dispatch.claim, self.settings.queues, free, self.settings.worker_id
+        )
+        for attempt in claimed:
+            self.running[attempt.task_id] = asyncio.create_task(
+                self._execute(attempt), name=f"task-{attempt.task_id}"
+            )
+        return len(claimed)
+
+    async def _sleep(self, stop: asyncio.Event) -> None:
+        timeout = self.settings.poll_interval
+        due: datetime | None = await self.blocking(  # type: ignore[assignment]
+            self.dispatch.next_due, self.settings.queues
+        )
+        if due is not None:
+            timeout = max(0.0, min(timeout, (due - self.clock()).total_seconds()))
+        waiters = [asyncio.create_task(self.wake.wait()), asyncio.create_task(stop.wait())]
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waiters:
+            waiter.cancel()
+        self.wake.clear()
+
+    # -- one attempt --------------------------------------------------------------------
+
+    async def _execute(self, attempt: ClaimedAttempt) -> None:
+        try:
+            outcome = await self._run_adapter(attempt)
+        except asyncio.CancelledError:
+            if attempt.task_id in self.stopped:
+                outcome = None  # cancelled or timed out elsewhere: that is already recorded
+            else:
+                outcome = AttemptOutcome(
+                    attempt.task_id,
+                    attempt.attempt,
+                    Failure("WorkerShutdown", "the worker stopped during the attempt"),
+                )
+        finally:
+            self.running.pop(attempt.task_id, None)
+            self.stopped.discard(attempt.task_id)
+            self.wake.set()
+        if outcome is not None:
+            self.outcomes.put_nowait(outcome)
+
+    async def _run_adapter(self, attempt: ClaimedAttempt) -> AttemptOutcome:
+        executor = self.executors.get(attempt.adapter)
+        settings = self._settings_of(attempt)
+        if executor is None or settings is None:
+            what = (
+                f"adapter {attempt.adapter!r}"
+                if executor is None
+                else f"type {attempt.type_name!r}"
+            )
+            failure = Failure("NotConfigured", f"this worker has no {what}", retryable=False)
+            return AttemptOutcome(attempt.task_id, attempt.attempt, failure)
+        execution = Execution(
+            task_id=attempt.task_id,
+            attempt=attempt.attempt,
+            type_name=attempt.type_name,
+            args=attempt.args,
+            settings=settings,
+            timeouts=attempt.timeouts,
+        )
+        try:
+            async with asyncio.timeout(attempt.timeouts.start_to_close):
+                result = await executor.run(execution)
+        except TimeoutError:
+            return AttemptOutcome(attempt.task_id, attempt.attempt, timed_out=True)
+        except Exception as error:  # an adapter bug must not kill the worker
+            log.exception("adapter %s raised", attempt.adapter)
+            result = Failure(type(error).__name__, str(error))
+        return AttemptOutcome(attempt.task_id, attempt.attempt, result)
+
+    def _settings_of(self, attempt: ClaimedAttempt) -> dict[str, object] | None:
+        if attempt.adhoc_settings is not None:
+            return dict(attempt.adhoc_settings)
+        task_type = self.registry.task_type(attempt.type_name)
+        return dict(task_type.settings) if task_type is not None else None
+
+    # -- helpers ------------------------------------------------------------------------
+
+    async def _complete_loop(self) -> None:
+        while True:
+            batch = [await self.outcomes.get()]
+            while not self.outcomes.empty() and len(batch) < 200:
+                batch.append(self.outcomes.get_nowait())
+            try:
+                await self.blocking(self.dispatch.complete, batch)
+            except Exception:
+                log.exception(
+                    "recording %d outcomes failed; the watchdog will time them out", len(batch)
+                )
+
+    async def _renew_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.sleep(self.settings.renew_interval)
+            held = list(self.running)
+            try:
+                kept: set[UUID] = await self.blocking(  # type: ignore[assignment]
+                    self.dispatch.renew, self.settings.worker_id, held
+                )
+            except Exception:
+                log.exception("lease renewal failed")
+                continue
+            for task_id in held:
+                if task_id not in kept:
+                    self.notify_cancelled(task_id)
+
+    async def _shutdown(self, helpers: list[asyncio.Task[None]]) -> None:
+        if self.running:
+            await asyncio.wait(list(self.running.values()), timeout=self.settings.shutdown_grace)
+        for execution in list(self.running.values()):
+            execution.cancel()
+        if self.running:
+            await asyncio.wait(list(self.running.values()), timeout=self.settings.shutdown_grace)
+        while not self.outcomes.empty():
+            batch = [self.outcomes.get_nowait() for _ in range(self.outcomes.qsize())]
+            await self.blocking(self.dispatch.complete, batch)
+        for helper in helpers:
+            helper.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
