@@ -1,0 +1,83 @@
+"""The timeout kinds a worker does not enforce itself: schedule_to_start and
+schedule_to_close, recorded by the watchdog of a running worker node."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from adapters.runtime import Runtime
+from domain.submission import TaskRequest
+from domain.task import TaskState
+from domain.timeouts import TimeoutOverrides
+from tests.processors.worker_harness import run_nodes_until, runtime_with_config
+
+CONFIG = textwrap.dedent(
+    """
+    [queues.single]
+    concurrency = 1
+
+    [task_types.nap]
+    adapter = "python"
+    queue = "single"
+    settings = { callable = "adapters.executors.builtin_tasks:sleep" }
+    """
+)
+
+
+@pytest.fixture
+def rt(ledger_env: None, tmp_path: Path) -> Iterator[Runtime]:
+    runtime = runtime_with_config(tmp_path, CONFIG)
+    yield runtime
+    runtime.close()
+
+
+def kinds(rt: Runtime, task_id: object) -> list[str]:
+    return [
+        e.event.kind for e in rt.store.history(task_id) if type(e.event).__name__ == "TaskTimedOut"
+    ]  # type: ignore[arg-type, attr-defined]
+
+
+def test_a_task_not_started_in_time_times_out_schedule_to_start_and_is_not_retried(
+    rt: Runtime,
+) -> None:
+    blocker = rt.ledger.enqueue(TaskRequest("nap", {"seconds": 3}))
+    waiting = rt.ledger.enqueue(
+        TaskRequest("nap", {"seconds": 0}, timeouts=TimeoutOverrides(schedule_to_start=0.5))
+    )
+    run_nodes_until(rt, lambda: rt.store.load(waiting.id).state.is_terminal, timeout=10)
+    assert kinds(rt, waiting.id) == ["schedule_to_start"]
+    task = rt.store.load(waiting.id)
+    assert (task.state, task.attempts) == (TaskState.FAILED, 0)
+    assert rt.store.load(blocker.id).state in (TaskState.RUNNING, TaskState.SUCCEEDED)
+
+
+def test_a_task_past_its_overall_deadline_times_out_schedule_to_close_even_while_running(
+    rt: Runtime,
+) -> None:
+    task = rt.ledger.enqueue(
+        TaskRequest("nap", {"seconds": 30}, timeouts=TimeoutOverrides(schedule_to_close=1.0))
+    )
+    seconds = run_nodes_until(rt, lambda: rt.store.load(task.id).state.is_terminal, timeout=15)
+    assert seconds < 8
+    assert kinds(rt, task.id) == ["schedule_to_close"]
+    assert rt.store.load(task.id).state is TaskState.FAILED
+
+
+def test_a_delayed_task_waits_for_its_run_at(rt: Runtime) -> None:
+    from datetime import timedelta
+
+    from adapters.ledger import utc_now
+
+    run_at = utc_now() + timedelta(seconds=1)
+    task = rt.ledger.enqueue(TaskRequest("nap", {"seconds": 0}, run_at=run_at))
+    assert task.state is TaskState.SCHEDULED
+    run_nodes_until(rt, lambda: rt.store.load(task.id).state.is_terminal, timeout=10)
+    started = next(
+        e.event for e in rt.store.history(task.id) if type(e.event).__name__ == "TaskStarted"
+    )
+    assert started.timestamp >= run_at
+    assert (started.timestamp - run_at).total_seconds() < 0.5

@@ -1,0 +1,210 @@
+"""The worker on a real PostgreSQL: tasks run through their adapters, in dependency order,
+with retries, timeouts, cancellation, queue and lane limits."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from uuid import UUID
+
+import psutil
+import pytest
+
+from adapters.runtime import Runtime
+from domain.submission import TaskRequest
+from domain.task import TaskState
+from tests.processors.worker_harness import run_nodes_until, runtime_with_config
+
+CONFIG = textwrap.dedent(
+    """
+    [defaults.timeouts]
+    start_to_close = "20s"
+    heartbeat = "2s"
+
+    [queues.default]
+    concurrency = 10
+
+    [queues.narrow]
+    concurrency = 2
+
+    [lanes."agent:*"]
+    limit = 1
+
+    [task_types.add]
+    adapter = "python"
+    settings = { callable = "adapters.executors.builtin_tasks:add" }
+
+    [task_types.nap]
+    adapter = "python"
+    settings = { callable = "adapters.executors.builtin_tasks:sleep" }
+
+    [task_types.narrow_nap]
+    adapter = "python"
+    queue = "narrow"
+    settings = { callable = "adapters.executors.builtin_tasks:sleep" }
+
+    [task_types.agent_step]
+    adapter = "python"
+    lane = "agent:{agent_id}"
+    settings = { callable = "adapters.executors.builtin_tasks:sleep" }
+
+    [task_types.flaky]
+    adapter = "python"
+    settings = { callable = "adapters.executors.builtin_tasks:fail" }
+    retry = { max_attempts = 3, backoff_initial = "50ms", backoff_max = "100ms" }
+
+    [task_types.fatal]
+    adapter = "python"
+    settings = { callable = "adapters.executors.builtin_tasks:fail" }
+    retry = { max_attempts = 3, non_retryable = ["RuntimeError"] }
+
+    [task_types.slow_shell]
+    adapter = "shell"
+    settings = { argv = ["/bin/sleep", "{args[seconds]}"] }
+    timeouts = { start_to_close = "1s" }
+    retry = { max_attempts = 1 }
+
+    [task_types.square]
+    adapter = "lua"
+    settings = { script = "return args.n * args.n" }
+
+    [task_types.greet]
+    adapter = "shell"
+    settings = { argv = ["/bin/echo", "{args[name]}"] }
+    """
+)
+
+
+@pytest.fixture
+def rt(ledger_env: None, tmp_path: Path) -> Iterator[Runtime]:
+    runtime = runtime_with_config(tmp_path, CONFIG)
+    yield runtime
+    runtime.close()
+
+
+def states(rt: Runtime, ids: list[UUID]) -> list[TaskState]:
+    return [rt.store.load(i).state for i in ids]
+
+
+def all_terminal(rt: Runtime, ids: list[UUID]) -> bool:
+    return all(s.is_terminal for s in states(rt, ids))
+
+
+def events(rt: Runtime, task_id: UUID) -> list[str]:
+    return [type(e.event).__name__ for e in rt.store.history(task_id)]
+
+
+def test_a_task_runs_through_its_adapter_and_records_its_result(rt: Runtime) -> None:
+    task = rt.ledger.enqueue(TaskRequest("add", {"a": 2, "b": 3}))
+    run_nodes_until(rt, lambda: all_terminal(rt, [task.id]))
+    done = rt.store.load(task.id)
+    assert (done.state, done.result, done.attempts) == (TaskState.SUCCEEDED, {"sum": 5}, 1)
+    assert events(rt, task.id) == ["TaskEnqueued", "TaskStarted", "TaskSucceeded"]
+
+
+def test_a_dag_over_three_adapters_runs_in_dependency_order(rt: Runtime) -> None:
+    tasks = rt.ledger.enqueue_graph(
+        [
+            TaskRequest("square", {"n": 7}, ref="lua"),
+            TaskRequest("greet", {"name": "ada; rm -rf /"}, ref="shell", depends_on=("lua",)),
+            TaskRequest("add", {"a": 1, "b": 1}, ref="python", depends_on=("lua", "shell")),
+        ]
+    )
+    ids = [t.id for t in tasks]
+    run_nodes_until(rt, lambda: all_terminal(rt, ids))
+    lua, shell, python = (rt.store.load(i) for i in ids)
+    assert lua.result == 49
+    assert shell.result["stdout"] == "ada; rm -rf /\n"
+    assert python.result == {"sum": 2}
+    finished = [rt.store.history(i)[-1].position for i in ids]
+    started = [
+        next(e.position for e in rt.store.history(i) if type(e.event).__name__ == "TaskStarted")
+        for i in ids
+    ]
+    assert finished[0] < started[1] and finished[1] < started[2]
+
+
+def test_a_failing_task_is_retried_with_back_off_then_fails(rt: Runtime) -> None:
+    task = rt.ledger.enqueue(TaskRequest("flaky", {"message": "boom"}))
+    run_nodes_until(rt, lambda: all_terminal(rt, [task.id]))
+    done = rt.store.load(task.id)
+    assert (done.state, done.attempts) == (TaskState.FAILED, 3)
+    assert done.error["class"] == "RuntimeError"
+    assert events(rt, task.id).count("TaskRetryScheduled") == 2
+
+
+def test_a_non_retryable_error_class_fails_at_once(rt: Runtime) -> None:
+    task = rt.ledger.enqueue(TaskRequest("fatal"))
+    run_nodes_until(rt, lambda: all_terminal(rt, [task.id]))
+    assert rt.store.load(task.id).attempts == 1
+    assert "TaskRetryScheduled" not in events(rt, task.id)
+
+
+def test_start_to_close_kills_the_adapters_process_and_records_a_timeout(rt: Runtime) -> None:
+    task = rt.ledger.enqueue(TaskRequest("slow_shell", {"seconds": "30"}))
+    seconds = run_nodes_until(rt, lambda: all_terminal(rt, [task.id]))
+    assert seconds < 10
+    history = rt.store.history(task.id)
+    timed_out = [e.event for e in history if type(e.event).__name__ == "TaskTimedOut"]
+    assert [e.kind for e in timed_out] == ["start_to_close"]
+    assert rt.store.load(task.id).state is TaskState.FAILED
+    sleepers = [
+        p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["/bin/sleep", "30"]
+    ]
+    assert sleepers == []
+
+
+def test_cancelling_a_running_task_stops_its_work(rt: Runtime) -> None:
+    task = rt.ledger.enqueue(TaskRequest("nap", {"seconds": 30}))
+
+    def cancel_once_running() -> bool:
+        current = rt.store.load(task.id)
+        if current.state is TaskState.RUNNING:
+            rt.ledger.cancel(task.id, by="tester", reason="enough")
+        return current.state is TaskState.CANCELLED
+
+    seconds = run_nodes_until(rt, cancel_once_running)
+    assert seconds < 10
+    assert events(rt, task.id) == ["TaskEnqueued", "TaskStarted", "TaskCancelled"]
+
+
+def _intervals(rt: Runtime, ids: list[UUID]) -> list[tuple[datetime, datetime]]:
+    spans = []
+    for task_id in ids:
+        history = [e.event for e in rt.store.history(task_id)]
+        start = next(e.timestamp for e in history if type(e).__name__ == "TaskStarted")
+        spans.append((start, history[-1].timestamp))
+    return spans
+
+
+def _most_at_once(spans: list[tuple[datetime, datetime]]) -> int:
+    points = sorted(
+        [(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans], key=lambda p: (p[0], p[1])
+    )
+    running = peak = 0
+    for _, step in points:
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+def test_a_queue_limit_holds_across_two_worker_nodes(rt: Runtime) -> None:
+    ids = [rt.ledger.enqueue(TaskRequest("narrow_nap", {"seconds": 0.3})).id for _ in range(6)]
+    run_nodes_until(rt, lambda: all_terminal(rt, ids), nodes=2, concurrency=5)
+    assert states(rt, ids) == [TaskState.SUCCEEDED] * 6
+    assert _most_at_once(_intervals(rt, ids)) == 2
+
+
+def test_a_lane_runs_one_task_at_a_time_in_enqueue_order(rt: Runtime) -> None:
+    ids = [
+        rt.ledger.enqueue(TaskRequest("agent_step", {"agent_id": 7, "seconds": 0.1})).id
+        for _ in range(4)
+    ]
+    other = rt.ledger.enqueue(TaskRequest("agent_step", {"agent_id": 8, "seconds": 0.1})).id
+    run_nodes_until(rt, lambda: all_terminal(rt, [*ids, other]), concurrency=10)
+    spans = _intervals(rt, ids)
+    assert _most_at_once(spans) == 1
+    assert [s for s, _ in spans] == sorted(s for s, _ in spans)
+    assert _most_at_once([*spans, *_intervals(rt, [other])]) == 2

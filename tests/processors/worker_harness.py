@@ -1,0 +1,47 @@
+"""Running a real worker node inside a test: start it, wait for a condition, stop it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from adapters.node import WorkerNode
+from adapters.runtime import Runtime, open_runtime
+
+
+def run_nodes_until(
+    runtime: Runtime,
+    done: Callable[[], bool],
+    timeout: float = 15.0,
+    nodes: int = 1,
+    **node_options: object,
+) -> float:
+    """Run ``nodes`` worker nodes until ``done()`` holds; return the seconds it took."""
+
+    async def main() -> float:
+        stop = asyncio.Event()
+        workers = [WorkerNode(runtime, **node_options) for _ in range(nodes)]  # type: ignore[arg-type]
+        running = [asyncio.create_task(w.run(stop)) for w in workers]
+        started = time.monotonic()
+        try:
+            while not await asyncio.to_thread(done):
+                if time.monotonic() - started > timeout:
+                    raise TimeoutError(f"condition not met within {timeout} s")
+                for task in running:
+                    if task.done():
+                        task.result()  # surfaces a crashed node
+                await asyncio.sleep(0.05)
+            return time.monotonic() - started
+        finally:
+            stop.set()
+            await asyncio.gather(*running, return_exceptions=True)
+
+    return asyncio.run(main())
+
+
+def runtime_with_config(tmp_path: Path, text: str) -> Runtime:
+    path = tmp_path / "ledger.toml"
+    path.write_text(text)
+    return open_runtime(path, pool_size=4)
