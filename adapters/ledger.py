@@ -13,7 +13,7 @@ from adapters.config_file import check_adapter_settings
 from adapters.postgres.event_store import EventStore, RecordedEvent
 from adapters.postgres.recorder import Statement
 from adapters.postgres.running import RunningTables
-from domain.errors import InvalidTransition, TaskNotFound, UnknownDependency
+from domain.errors import InvalidTransition, TaskNotFound, UnknownDependency, UnknownQueue
 from domain.registry import Registry
 from domain.submission import (
     Requester,
@@ -98,6 +98,30 @@ class Ledger:
             return []
 
         return self._change(task_id, retry)
+
+    def pause_queue(self, name: str, by: str = SYSTEM.principal) -> None:
+        """Stop claiming from ``name`` on every node; running attempts finish."""
+        self._queue_change(name, by, paused=True)
+
+    def resume_queue(self, name: str, by: str = SYSTEM.principal) -> None:
+        self._queue_change(name, by, paused=False)
+
+    def _queue_change(self, name: str, by: str, paused: bool) -> None:
+        if name not in self.registry.queues:
+            known = ", ".join(sorted(self.registry.queues))
+            raise UnknownQueue(f"unknown queue {name!r} (known: {known})")
+        for _ in range(5):
+            queue = self.store.load_queue(name)
+            if paused:
+                queue.pause(by)
+            else:
+                queue.resume(by)
+            try:
+                self.store.save(queue, inline=[self.running.set_paused(name, paused)])
+                return
+            except IntegrityError:
+                continue
+        raise InvalidTransition(f"queue {name!r} keeps changing; try again")
 
     def _change(self, task_id: UUID, change: Callable[[Task], list[Statement]]) -> Task:
         """Load, change, save; on a concurrent write, reload and decide again."""

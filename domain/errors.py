@@ -40,6 +40,10 @@ class DependencyCycle(InvalidSubmission):
     code = "dependency_cycle"
 
 
+class UnknownQueue(LedgerError):
+    code = "unknown_queue"
+
+
 class TaskNotFound(LedgerError):
     code = "task_not_found"
 

@@ -30,6 +30,11 @@ class Projection(Protocol):
         """Fold one event into the tables; return changes a reactor may act on."""
 
 
+def is_task_event(event: Event) -> bool:
+    """True for the Task aggregate's events (the log also holds e.g. queue events)."""
+    return type(event).__qualname__.startswith("Task.")
+
+
 def kind(event: Event) -> str:
     """The event's short name, e.g. ``TaskStarted``."""
     return event_name(type(event))

@@ -17,7 +17,7 @@ from uuid import UUID
 
 from psycopg import sql
 
-from projections.base import Cursor, Event, kind
+from projections.base import Cursor, Event, is_task_event, kind
 
 NODES = "readiness_nodes"
 EDGES = "readiness_edges"
@@ -104,6 +104,8 @@ class ReadinessGraph:
         cursor.execute(sql.SQL(_CREATE).format(nodes=self.nodes, edges=self.edges))
 
     def apply(self, cursor: Cursor, event: Event, position: int) -> list[Any]:
+        if not is_task_event(event):
+            return []
         name = kind(event)
         if name == "TaskEnqueued":
             return self._enqueued(cursor, event, position)

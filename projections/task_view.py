@@ -7,7 +7,7 @@ from typing import Any
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from projections.base import Cursor, Event, kind
+from projections.base import Cursor, Event, is_task_event, kind
 
 TABLE = "task_view"
 
@@ -65,6 +65,8 @@ class TaskView:
         cursor.execute(sql.SQL(_CREATE).format(table=self.table))
 
     def apply(self, cursor: Cursor, event: Event, position: int) -> list[Any]:
+        if not is_task_event(event):
+            return []
         name = kind(event)
         if name == "TaskEnqueued":
             self._insert(cursor, event, position)

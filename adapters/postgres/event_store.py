@@ -23,6 +23,7 @@ from psycopg.rows import DictRow
 
 from adapters.postgres.recorder import LedgerRecorder, Statement, run_inline
 from domain.errors import TaskNotFound
+from domain.queue import Queue, queue_id
 from domain.task import Task
 
 APPLICATION_NAME = "Ledger"
@@ -89,7 +90,7 @@ class EventStore:
 
     # -- writing ------------------------------------------------------------------------
 
-    def save(self, *tasks: Task, inline: Sequence[Statement] = ()) -> None:
+    def save(self, *tasks: Task | Queue, inline: Sequence[Statement] = ()) -> None:
         """Append the pending events of ``tasks`` in one transaction (all or nothing).
 
         Small saves go through the library's pipelined save (one round trip); large ones
@@ -111,7 +112,7 @@ class EventStore:
     def append_in(
         self,
         cursor: psycopg.Cursor[DictRow],
-        tasks: Iterable[Task],
+        tasks: Iterable[Task | Queue],
         inline: Sequence[Statement] = (),
     ) -> list[int]:
         """Append the tasks' pending events inside the caller's transaction; return positions."""
@@ -134,6 +135,17 @@ class EventStore:
             raise TaskNotFound(f"no task {task_id}") from None
         assert isinstance(task, Task)
         return task
+
+    def load_queue(self, name: str) -> Queue:
+        """The queue's aggregate, registered (not yet saved) on first use."""
+        from eventsourcing.application import AggregateNotFoundError
+
+        try:
+            queue = self.app.repository.get(queue_id(name))
+        except AggregateNotFoundError:
+            return Queue.register(name)
+        assert isinstance(queue, Queue)
+        return queue
 
     def latest_versions(self, task_ids: Sequence[UUID]) -> dict[UUID, int]:
         if not task_ids:

@@ -208,3 +208,35 @@ def test_a_lane_runs_one_task_at_a_time_in_enqueue_order(rt: Runtime) -> None:
     assert _most_at_once(spans) == 1
     assert [s for s, _ in spans] == sorted(s for s, _ in spans)
     assert _most_at_once([*spans, *_intervals(rt, [other])]) == 2
+
+
+def test_a_paused_queue_is_not_claimed_from_until_it_is_resumed(rt: Runtime) -> None:
+    rt.ledger.pause_queue("narrow", by="ops")
+    held = rt.ledger.enqueue(TaskRequest("narrow_nap", {"seconds": 0}))
+    free = rt.ledger.enqueue(TaskRequest("add", {"a": 1, "b": 1}))
+    run_nodes_until(rt, lambda: rt.store.load(free.id).state.is_terminal)
+    assert rt.store.load(held.id).state is TaskState.READY
+    rt.ledger.resume_queue("narrow", by="ops")
+    run_nodes_until(rt, lambda: rt.store.load(held.id).state.is_terminal)
+    assert rt.store.load(held.id).state is TaskState.SUCCEEDED
+
+
+def test_pausing_an_unknown_or_already_paused_queue_is_refused(rt: Runtime) -> None:
+    from domain.errors import InvalidTransition, UnknownQueue
+
+    with pytest.raises(UnknownQueue, match="unknown queue 'nope'"):
+        rt.ledger.pause_queue("nope")
+    rt.ledger.pause_queue("narrow")
+    with pytest.raises(InvalidTransition, match="already paused"):
+        rt.ledger.pause_queue("narrow")
+    rt.ledger.resume_queue("narrow")
+    with pytest.raises(InvalidTransition, match="is not paused"):
+        rt.ledger.resume_queue("narrow")
+
+
+def test_a_manually_retried_failed_task_runs_again(rt: Runtime) -> None:
+    task = rt.ledger.enqueue(TaskRequest("fatal"))
+    run_nodes_until(rt, lambda: all_terminal(rt, [task.id]))
+    rt.ledger.retry(task.id, by="ops")
+    run_nodes_until(rt, lambda: rt.store.load(task.id).attempts == 2 and all_terminal(rt, [task.id]))
+    assert events(rt, task.id)[-3:] == ["TaskRetryScheduled", "TaskStarted", "TaskFailed"]
