@@ -21,7 +21,7 @@ from projections.readiness import Doomed, ReadinessChange, Unblocked
 class TaskStore(Protocol):
     def latest_versions(self, task_ids: Sequence[UUID]) -> dict[UUID, int]: ...
 
-    def load(self, task_id: UUID) -> Task: ...
+    def load_many(self, task_ids: Sequence[UUID]) -> dict[UUID, Task]: ...
 
 
 class DependencyCascade:
@@ -37,17 +37,14 @@ class DependencyCascade:
             c.dependency for c in changes if isinstance(c, Doomed)
         }
         latest = self.store.latest_versions(sorted(ids))
+        current = [c for c in changes if _still_current(c, latest)]
+        loaded = self.store.load_many(sorted({c.task_id for c in current}))
         decided: dict[UUID, Task] = {}
         now = self.clock()
-        for change in changes:
-            if change.task_id in decided or latest.get(change.task_id) != change.version:
+        for change in current:
+            if change.task_id in decided:
                 continue
-            if (
-                isinstance(change, Doomed)
-                and latest.get(change.dependency) != change.dependency_version
-            ):
-                continue
-            task = self.store.load(change.task_id)
+            task = loaded[change.task_id]
             if task.state is not TaskState.BLOCKED:
                 continue
             if isinstance(change, Unblocked):
@@ -59,3 +56,12 @@ class DependencyCascade:
                 )
             decided[change.task_id] = task
         return list(decided.values())
+
+
+def _still_current(change: ReadinessChange, latest: dict[UUID, int]) -> bool:
+    """The task (and for a skip, the dependency) is still at the version the graph saw."""
+    if latest.get(change.task_id) != change.version:
+        return False
+    return (
+        not isinstance(change, Doomed) or latest.get(change.dependency) == change.dependency_version
+    )

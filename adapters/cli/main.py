@@ -111,6 +111,22 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("task_id", type=_uuid)
     history.add_argument("--json", action="store_true")
 
+    commands.add_parser(
+        "demo", help="run a worker and a demo graph over several adapters, live, then show it"
+    )
+
+    cancel = commands.add_parser("cancel", help="cancel a waiting or running task")
+    cancel.add_argument("task_id", type=_uuid)
+    cancel.add_argument("--reason", default="")
+    retry = commands.add_parser("retry", help="run a failed, cancelled or skipped task again")
+    retry.add_argument("task_id", type=_uuid)
+
+    queues = commands.add_parser("queues", help="list queues; pause or resume one")
+    queue_actions = queues.add_subparsers(dest="action", metavar="ACTION")
+    for action in ("pause", "resume"):
+        queue_action = queue_actions.add_parser(action, help=f"{action} a queue on every node")
+        queue_action.add_argument("name")
+
     worker = commands.add_parser("worker", help="run tasks: claim, execute, record (Ctrl-C stops)")
     worker.add_argument("--queues", help="comma-separated queue names (default: all queues)")
     worker.add_argument("--concurrency", type=int, default=10, help="attempts run at once")
@@ -208,6 +224,34 @@ def cmd_history(rt: Runtime, options: argparse.Namespace) -> None:
         render.console.print(render.history_table(events))
 
 
+def cmd_demo(rt: Runtime, options: argparse.Namespace) -> None:
+    from adapters.cli.demo import run_demo
+
+    run_demo(rt)
+
+
+def cmd_cancel(rt: Runtime, options: argparse.Namespace) -> None:
+    task = rt.ledger.cancel(options.task_id, reason=options.reason)
+    render.console.print(f"{task.id}  {task.state.value}")
+
+
+def cmd_retry(rt: Runtime, options: argparse.Namespace) -> None:
+    task = rt.ledger.retry(options.task_id)
+    render.console.print(f"{task.id}  {task.state.value}")
+
+
+def cmd_queues(rt: Runtime, options: argparse.Namespace) -> None:
+    if options.action == "pause":
+        rt.ledger.pause_queue(options.name)
+    elif options.action == "resume":
+        rt.ledger.resume_queue(options.name)
+    for name, queue in sorted(rt.settings.config.registry.queues.items()):
+        paused = rt.store.load_queue(name).paused
+        render.console.print(
+            f"{name:<20} concurrency {queue.concurrency:>4}  {'paused' if paused else 'running'}"
+        )
+
+
 def cmd_worker(rt: Runtime, options: argparse.Namespace) -> None:
     from adapters.node import WorkerNode
 
@@ -268,6 +312,10 @@ COMMANDS = {
     "show": cmd_show,
     "history": cmd_history,
     "worker": cmd_worker,
+    "demo": cmd_demo,
+    "cancel": cmd_cancel,
+    "retry": cmd_retry,
+    "queues": cmd_queues,
     "projections": cmd_projections,
 }
 

@@ -30,6 +30,10 @@ def to_json(value: Any) -> str:
     return json.dumps(value, default=_json_default, indent=2, sort_keys=True)
 
 
+def compact_json(value: Any) -> str:
+    return json.dumps(value, default=_json_default, sort_keys=True)
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, (UUID,)):
         return str(value)
@@ -40,7 +44,7 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON: {type(value).__name__}")
 
 
-def _state(state: str) -> str:
+def styled_state(state: str) -> str:
     style = STATE_STYLE.get(state, "")
     return f"[{style}]{state}[/]" if style else state
 
@@ -58,7 +62,7 @@ def task_table(rows: list[dict[str, Any]]) -> Table:
             str(row["task_id"]),
             row["type_name"],
             row["queue"],
-            _state(row["state"]),
+            styled_state(row["state"]),
             f"{row['attempts']}/{row['max_attempts']}",
             row["lane"] or "",
             _time(row["enqueued_at"]),
@@ -92,7 +96,7 @@ def task_details(row: dict[str, Any]) -> Table:
     ):
         value = row[key]
         if key == "state":
-            value = _state(value)
+            value = styled_state(value)
         elif key == "depends_on":
             value = ", ".join(map(str, value)) or "-"
         elif isinstance(value, datetime):
@@ -115,7 +119,7 @@ def history_table(events: list[RecordedEvent]) -> Table:
         table.add_column(column)
     for recorded in events:
         event = recorded.event
-        data = json.dumps(event_data(recorded), default=_json_default, sort_keys=True)
+        data = compact_json(event_data(recorded))
         table.add_row(
             str(recorded.position),
             str(event.originator_version),

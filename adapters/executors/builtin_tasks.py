@@ -29,3 +29,8 @@ async def sleep(args: dict[str, Any]) -> dict[str, Any]:
 def fail(args: dict[str, Any]) -> None:
     """Raise ``RuntimeError(message)``: a task that always fails."""
     raise RuntimeError(args.get("message", "failed on purpose"))
+
+
+async def noop(args: dict[str, Any]) -> None:
+    """Do nothing (benchmarks measure the ledger, not the work)."""
+    return None

@@ -85,7 +85,8 @@ class PostgresDispatch:
             now = self.clock()
             started: list[tuple[Task, int]] = []
             inline: list[Statement] = []
-            for task in (self.store.load(c.task_id) for c in chosen):
+            loaded = self.store.load_many([c.task_id for c in chosen])
+            for task in (loaded[c.task_id] for c in chosen if c.task_id in loaded):
                 if not task.is_due(now):
                     continue  # the ready set lags the log by a few ms: skip what moved on
                 timeouts = Timeouts.from_dict(task.timeouts)
@@ -197,8 +198,9 @@ class PostgresDispatch:
         now = self.clock()
         tasks: list[Task] = []
         inline: list[Statement] = []
+        loaded = self.store.load_many([o.task_id for o in outcomes])
         for outcome in outcomes:
-            task = self.store.load(outcome.task_id)
+            task = loaded[outcome.task_id]
             if task.state is not TaskState.RUNNING or task.attempts != outcome.attempt:
                 log.info(
                     "attempt %s of %s already ended; its outcome is dropped",

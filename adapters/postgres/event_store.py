@@ -136,6 +136,22 @@ class EventStore:
         assert isinstance(task, Task)
         return task
 
+    def load_many(self, task_ids: Sequence[UUID]) -> dict[UUID, Task]:
+        """Several tasks in one query (ids not found are left out)."""
+        if not task_ids:
+            return {}
+        query = sql.SQL(
+            "SELECT originator_id, originator_version, topic, state FROM {} "
+            "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
+        ).format(self.table)
+        with self.recorder.datastore.get_connection() as conn:
+            rows = conn.execute(query, (list(task_ids),)).fetchall()
+        tasks: dict[UUID, Any] = {}
+        for row in rows:
+            event = self._decode(row)
+            tasks[row["originator_id"]] = event.mutate(tasks.get(row["originator_id"]))  # type: ignore[attr-defined]
+        return tasks
+
     def load_queue(self, name: str) -> Queue:
         """The queue's aggregate, registered (not yet saved) on first use."""
         from eventsourcing.application import AggregateNotFoundError

@@ -4,10 +4,12 @@ ceiling (plain psycopg single-row INSERT + COMMIT into the same PostgreSQL)."""
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from uuid import uuid4
 
 import psycopg
@@ -24,12 +26,16 @@ def database_url() -> str:
 
 
 @contextmanager
-def fresh_runtime() -> Iterator[Runtime]:
+def fresh_runtime(config_text: str | None = None) -> Iterator[Runtime]:
     url = database_url()
     schema = f"bench_{uuid4().hex[:12]}"
     os.environ["LEDGER_DATABASE_URL"] = url
     os.environ["LEDGER_SCHEMA"] = schema
-    runtime = open_runtime(pool_size=4)
+    config = None
+    if config_text is not None:
+        config = Path(tempfile.mkdtemp()) / "bench.toml"
+        config.write_text(config_text)
+    runtime = open_runtime(config, pool_size=4)
     try:
         yield runtime
     finally:

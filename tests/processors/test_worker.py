@@ -238,5 +238,7 @@ def test_a_manually_retried_failed_task_runs_again(rt: Runtime) -> None:
     task = rt.ledger.enqueue(TaskRequest("fatal"))
     run_nodes_until(rt, lambda: all_terminal(rt, [task.id]))
     rt.ledger.retry(task.id, by="ops")
-    run_nodes_until(rt, lambda: rt.store.load(task.id).attempts == 2 and all_terminal(rt, [task.id]))
+    run_nodes_until(
+        rt, lambda: rt.store.load(task.id).attempts == 2 and all_terminal(rt, [task.id])
+    )
     assert events(rt, task.id)[-3:] == ["TaskRetryScheduled", "TaskStarted", "TaskFailed"]
