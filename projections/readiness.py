@@ -99,6 +99,46 @@ class ReadinessGraph:
     def __init__(self, schema: str) -> None:
         self.nodes = sql.Identifier(schema, NODES)
         self.edges = sql.Identifier(schema, EDGES)
+        # Statements composed once (composing per event cost a fifth of the projection's time).
+        self._sql_update_state = _compose(
+            "UPDATE {nodes} SET state = %s, version = %s, run_at = coalesce(%s, run_at), "
+            "due_at = CASE WHEN %s::timestamptz IS NOT NULL THEN %s::timestamptz "
+            "WHEN %s::timestamptz IS NOT NULL THEN greatest(%s::timestamptz, run_at) "
+            "ELSE due_at END WHERE task_id = %s",
+            nodes=self.nodes,
+        )
+        self._sql_select_dependencies = _compose(
+            "SELECT task_id, state, version, depth FROM {nodes} WHERE task_id = ANY(%s)",
+            nodes=self.nodes,
+        )
+        self._sql_insert_node = _compose(
+            "INSERT INTO {nodes} (task_id, queue, priority, lane, state, pending, depth, run_at, "
+            "due_at, schedule_to_start, deadline, graph_id, version, enqueued_position) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            nodes=self.nodes,
+        )
+        self._sql_insert_edges = _compose(
+            "INSERT INTO {edges} (parent, child) SELECT unnest(%s::uuid[]), %s", edges=self.edges
+        )
+        self._sql_select_children = _compose(
+            "SELECT child FROM {edges} WHERE parent = %s", edges=self.edges
+        )
+        self._sql_decrement_pending = _compose(
+            "UPDATE {nodes} SET pending = pending - 1 WHERE task_id = ANY(%s) "
+            "RETURNING task_id, pending, state, version",
+            nodes=self.nodes,
+        )
+        self._sql_select_blocked = _compose(
+            "SELECT task_id, version FROM {nodes} WHERE task_id = ANY(%s) AND state = 'blocked'",
+            nodes=self.nodes,
+        )
+        # Tasks this instance saw enqueued and has seen no dependent of since: their end
+        # needs no look-up of dependents. Only a shortcut; ``forget`` empties it whenever
+        # events may have been applied elsewhere (another runner, a rebuild).
+        self._childless: set[UUID] = set()
+
+    def forget(self) -> None:
+        self._childless.clear()
 
     def create(self, cursor: Cursor) -> None:
         cursor.execute(sql.SQL(_CREATE).format(nodes=self.nodes, edges=self.edges))
@@ -114,12 +154,7 @@ class ReadinessGraph:
         # due_at: from when the task may start (the schedule_to_start clock starts there).
         due_now = event.timestamp if name == "TaskUnblocked" else None
         cursor.execute(
-            sql.SQL(
-                "UPDATE {} SET state = %s, version = %s, run_at = coalesce(%s, run_at), "
-                "due_at = CASE WHEN %s::timestamptz IS NOT NULL THEN %s::timestamptz "
-                "WHEN %s::timestamptz IS NOT NULL THEN greatest(%s::timestamptz, run_at) "
-                "ELSE due_at END WHERE task_id = %s"
-            ).format(self.nodes),
+            self._sql_update_state,
             (
                 state,
                 event.originator_version,
@@ -132,7 +167,9 @@ class ReadinessGraph:
             ),
         )
         if name == "TaskSucceeded":
-            return self._release_dependents(cursor, event.originator_id)
+            changes = self._release_dependents(cursor, event.originator_id)
+            self._childless.discard(event.originator_id)  # it can take no new dependent now
+            return changes
         if name in _BAD_ENDINGS:
             return self._doom_dependents(cursor, event, state)
         return []
@@ -142,9 +179,7 @@ class ReadinessGraph:
         rows = []
         if deps:
             cursor.execute(
-                sql.SQL(
-                    "SELECT task_id, state, version, depth FROM {} WHERE task_id = ANY(%s)"
-                ).format(self.nodes),
+                self._sql_select_dependencies,
                 (deps,),
             )
             rows = cursor.fetchall()
@@ -152,11 +187,7 @@ class ReadinessGraph:
         pending = len(deps) - succeeded
         depth = 1 + max((r["depth"] for r in rows), default=-1)
         cursor.execute(
-            sql.SQL(
-                "INSERT INTO {} (task_id, queue, priority, lane, state, pending, depth, run_at, "
-                "due_at, schedule_to_start, deadline, graph_id, version, enqueued_position) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-            ).format(self.nodes),
+            self._sql_insert_node,
             (
                 event.originator_id,
                 event.queue,
@@ -174,11 +205,11 @@ class ReadinessGraph:
                 position,
             ),
         )
+        self._childless.difference_update(deps)
+        self._childless.add(event.originator_id)
         if deps:
             cursor.execute(
-                sql.SQL("INSERT INTO {} (parent, child) SELECT unnest(%s::uuid[]), %s").format(
-                    self.edges
-                ),
+                self._sql_insert_edges,
                 (deps, event.originator_id),
             )
         if event.initial_state != "blocked":
@@ -200,9 +231,9 @@ class ReadinessGraph:
 
     def _children(self, cursor: Cursor, task_id: UUID) -> list[UUID]:
         """Direct dependents, by the edges' primary key (parent first)."""
-        cursor.execute(
-            sql.SQL("SELECT child FROM {} WHERE parent = %s").format(self.edges), (task_id,)
-        )
+        if task_id in self._childless:
+            return []
+        cursor.execute(self._sql_select_children, (task_id,))
         return [row["child"] for row in cursor.fetchall()]
 
     def _release_dependents(self, cursor: Cursor, task_id: UUID) -> list[ReadinessChange]:
@@ -212,10 +243,7 @@ class ReadinessGraph:
         if not children:
             return []
         cursor.execute(
-            sql.SQL(
-                "UPDATE {} SET pending = pending - 1 WHERE task_id = ANY(%s) "
-                "RETURNING task_id, pending, state, version"
-            ).format(self.nodes),
+            self._sql_decrement_pending,
             (children,),
         )
         return [
@@ -229,9 +257,7 @@ class ReadinessGraph:
         if not children:
             return []
         cursor.execute(
-            sql.SQL(
-                "SELECT task_id, version FROM {} WHERE task_id = ANY(%s) AND state = 'blocked'"
-            ).format(self.nodes),
+            self._sql_select_blocked,
             (children,),
         )
         return [
@@ -244,3 +270,7 @@ def _deadline(event: Any) -> datetime | None:
     """The schedule_to_close deadline of a task: enqueue time plus that timeout."""
     seconds = event.timeouts.get("schedule_to_close")
     return None if seconds is None else event.timestamp + timedelta(seconds=seconds)
+
+
+def _compose(template: str, **identifiers: sql.Identifier) -> str:
+    return sql.SQL(template).format(**identifiers).as_string(None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from psycopg import sql
@@ -113,16 +114,8 @@ class TaskView:
         state, columns = _changes(event, name)
         if name in _TERMINAL:
             columns["finished_at"] = event.timestamp
-        assignments = [sql.SQL("{} = %s").format(sql.Identifier(c)) for c in columns]
-        if name == "TaskRetryScheduled" and event.manual:
-            assignments.append(sql.SQL("max_attempts = greatest(max_attempts, attempts + 1)"))
-        query = sql.SQL(
-            "UPDATE {} SET state = %s, version = %s, position = %s, updated_at = %s{} "
-            "WHERE task_id = %s"
-        ).format(
-            self.table,
-            sql.SQL("").join(sql.SQL(", ") + a for a in assignments),
-        )
+        raise_budget = name == "TaskRetryScheduled" and event.manual
+        query = self._update_query(tuple(columns), raise_budget)
         cursor.execute(
             query,
             (
@@ -133,6 +126,21 @@ class TaskView:
                 *columns.values(),
                 event.originator_id,
             ),
+        )
+
+    @functools.cache  # noqa: B019 - a handful of shapes per projection object, kept for its life
+    def _update_query(self, columns: tuple[str, ...], raise_budget: bool) -> str:
+        """The UPDATE statement for one set of columns, composed once."""
+        assignments = [sql.SQL("{} = %s").format(sql.Identifier(c)) for c in columns]
+        if raise_budget:
+            assignments.append(sql.SQL("max_attempts = greatest(max_attempts, attempts + 1)"))
+        return (
+            sql.SQL(
+                "UPDATE {} SET state = %s, version = %s, position = %s, updated_at = %s{} "
+                "WHERE task_id = %s"
+            )
+            .format(self.table, sql.SQL("").join(sql.SQL(", ") + a for a in assignments))
+            .as_string(None)
         )
 
 

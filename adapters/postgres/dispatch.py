@@ -135,13 +135,14 @@ class PostgresDispatch:
                 "SELECT n.task_id, n.queue, n.lane FROM {nodes} AS n "
                 "WHERE n.queue = ANY(%s) "
                 "AND (n.state = 'ready' OR (n.state = 'scheduled' AND n.run_at <= now())) "
+                "AND NOT EXISTS (SELECT 1 FROM {running} AS r WHERE r.task_id = n.task_id) "
                 "AND (n.lane IS NULL OR NOT EXISTS ("
                 "  SELECT 1 FROM {nodes} AS e WHERE e.lane = n.lane "
                 "  AND e.enqueued_position < n.enqueued_position "
                 "  AND (e.state = 'ready' OR (e.state = 'scheduled' AND e.run_at <= now())))) "
                 "ORDER BY n.priority DESC, n.enqueued_position LIMIT %s "
                 "FOR UPDATE OF n SKIP LOCKED"
-            ).format(nodes=self.nodes),
+            ).format(nodes=self.nodes, running=self.tables.running),
             (queues, limit),
         )
         return [_Candidate(r["task_id"], r["queue"], r["lane"]) for r in cur.fetchall()]

@@ -116,13 +116,15 @@ class EventStore:
         inline: Sequence[Statement] = (),
     ) -> list[int]:
         """Append the tasks' pending events inside the caller's transaction; return positions."""
-        run_inline(cursor, inline)
         events = [event for task in tasks for event in task.collect_events()]
-        if not events:
-            return []
         stored = [self.app.mapper.to_stored_event(event) for event in events]
-        self.recorder._insert_stored_events(cursor, stored)
-        return [row["notification_id"] for row in cursor.fetchall()]
+        with cursor.connection.pipeline():
+            run_inline(cursor, inline)
+            if not stored:
+                return []
+            # The library's own statements: table lock, NOTIFY, insert.
+            self.recorder._insert_stored_events(cursor, stored)
+            return [row["notification_id"] for row in cursor.fetchall()]
 
     # -- reading ------------------------------------------------------------------------
 

@@ -50,6 +50,7 @@ class ProjectionRunner:
         self.projection = projection
         self.reactor = reactor
         self.notify_channel = notify_channel  # told after each batch (workers wait on it)
+        self._last_applied: int | None = None  # where this instance's last batch ended
         self.batch_size = batch_size
         self.positions = sql.Identifier(store.schema, POSITIONS_TABLE)
 
@@ -103,9 +104,13 @@ class ProjectionRunner:
         with self.store.transaction() as cursor:
             if self._locked_position(cursor) != start:
                 return None
+            if start != self._last_applied:
+                _forget(self.projection)  # events were applied elsewhere: drop shortcuts
             changes: list[Any] = []
-            for recorded in events:
-                changes.extend(self.projection.apply(cursor, recorded.event, recorded.position))
+            # Pipeline mode: statements whose results are not read cost no round trip each.
+            with cursor.connection.pipeline():
+                for recorded in events:
+                    changes.extend(self.projection.apply(cursor, recorded.event, recorded.position))
             if self.reactor is not None and changes:
                 self.store.append_in(cursor, self.reactor.react(changes))
             cursor.execute(
@@ -116,6 +121,7 @@ class ProjectionRunner:
                 cursor.execute(
                     "SELECT pg_notify(%s, %s)", (self.notify_channel, str(events[-1].position))
                 )
+        self._last_applied = events[-1].position
         return len(events)
 
     def catch_up(self, until: int | None = None, progress: Progress | None = None) -> int:
@@ -173,6 +179,12 @@ class ProjectionRunner:
                         pass
             finally:
                 lock.__exit__()
+
+
+def _forget(projection: Projection) -> None:
+    forget = getattr(projection, "forget", None)
+    if forget is not None:
+        forget()
 
 
 class _AdvisoryLock:

@@ -120,7 +120,9 @@ def main() -> None:
             f"{rate:,.0f} tasks/s ({rate / raw:.2f} x raw)"
         )
     lat = latency()
-    print("enqueue->start at 50/s: p50 {50:.1f} ms, p95 {95:.1f} ms, p99 {99:.1f} ms".format(**lat))
+    print(
+        f"enqueue->start at 50/s: p50 {lat[50]:.1f} ms, p95 {lat[95]:.1f} ms, p99 {lat[99]:.1f} ms"
+    )
     print(f"chain of 200: {chain():.1f} ms per hop")
 
 
