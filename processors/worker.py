@@ -56,6 +56,7 @@ class WorkerSettings:
     poll_interval: float = 0.25
     renew_interval: float = 1.0
     shutdown_grace: float = 5.0
+    claim_gather: float = 0.002  # seconds to let freed slots gather before a claim
 
 
 class Worker:
@@ -102,7 +103,8 @@ class Worker:
                 claimed = await self._claim()
                 if claimed and len(self.running) < self.settings.concurrency:
                     continue  # there may be more due work: claim again at once
-                await self._sleep(stop)
+                await self._sleep(stop, idle=claimed == 0)
+                await self._let_slots_gather()
         finally:
             await self._shutdown(helpers)
 
@@ -119,18 +121,26 @@ class Worker:
             )
         return len(claimed)
 
-    async def _sleep(self, stop: asyncio.Event) -> None:
+    async def _sleep(self, stop: asyncio.Event, idle: bool) -> None:
+        """Wait for a wake-up; when idle, also for the next scheduled task to come due."""
         timeout = self.settings.poll_interval
-        due: datetime | None = await self.blocking(  # type: ignore[assignment]
-            self.dispatch.next_due, self.settings.queues
-        )
-        if due is not None:
-            timeout = max(0.0, min(timeout, (due - self.clock()).total_seconds()))
+        if idle:
+            due: datetime | None = await self.blocking(  # type: ignore[assignment]
+                self.dispatch.next_due, self.settings.queues
+            )
+            if due is not None:
+                timeout = max(0.0, min(timeout, (due - self.clock()).total_seconds()))
         waiters = [asyncio.create_task(self.wake.wait()), asyncio.create_task(stop.wait())]
         await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         for waiter in waiters:
             waiter.cancel()
         self.wake.clear()
+
+    async def _let_slots_gather(self) -> None:
+        """With only a slot or two free, wait a moment so one claim fills several."""
+        free = self.settings.concurrency - len(self.running)
+        if 0 < free < self.settings.concurrency // 4:
+            await asyncio.sleep(self.settings.claim_gather)
 
     # -- one attempt --------------------------------------------------------------------
 

@@ -51,8 +51,15 @@ class ProjectionRunner:
         self.reactor = reactor
         self.notify_channel = notify_channel  # told after each batch (workers wait on it)
         self._last_applied: int | None = None  # where this instance's last batch ended
+        self._registered = False
+        self.positions = positions = sql.Identifier(store.schema, POSITIONS_TABLE)
+        self._sql_register = _compose(
+            "INSERT INTO {} (name, position) VALUES (%s, 0) ON CONFLICT DO NOTHING", positions
+        )
+        self._sql_read = _compose("SELECT position FROM {} WHERE name = %s", positions)
+        self._sql_lock = _compose("SELECT position FROM {} WHERE name = %s FOR UPDATE", positions)
+        self._sql_advance = _compose("UPDATE {} SET position = %s WHERE name = %s", positions)
         self.batch_size = batch_size
-        self.positions = sql.Identifier(store.schema, POSITIONS_TABLE)
 
     # -- position -----------------------------------------------------------------------
 
@@ -61,18 +68,10 @@ class ProjectionRunner:
             return self._locked_position(cursor, lock=False)
 
     def _locked_position(self, cursor: psycopg.Cursor[Any], lock: bool = True) -> int:
-        cursor.execute(
-            sql.SQL("INSERT INTO {} (name, position) VALUES (%s, 0) ON CONFLICT DO NOTHING").format(
-                self.positions
-            ),
-            (self.projection.name,),
-        )
-        cursor.execute(
-            sql.SQL(
-                "SELECT position FROM {} WHERE name = %s" + (" FOR UPDATE" if lock else "")
-            ).format(self.positions),
-            (self.projection.name,),
-        )
+        if not self._registered:
+            cursor.execute(self._sql_register, (self.projection.name,))
+            self._registered = True
+        cursor.execute(self._sql_lock if lock else self._sql_read, (self.projection.name,))
         row = cursor.fetchone()
         assert row is not None
         return int(row["position"])
@@ -82,7 +81,8 @@ class ProjectionRunner:
     def run_batch(self, until: int | None = None) -> int:
         """Apply the next batch of events; return how many were applied (0: up to date)."""
         for attempt in range(10):
-            start = self.position()
+            # Where this instance's last batch ended, if known (checked again under lock).
+            start = self._last_applied if self._last_applied is not None else self.position()
             events = self.store.read(start, self.batch_size, until)
             if not events:
                 return 0
@@ -97,6 +97,7 @@ class ProjectionRunner:
             if applied is not None:
                 return applied
             # Another process applied this batch first: read on from where it left off.
+            self._last_applied = None
         raise RuntimeError(f"projection {self.projection.name}: batch kept conflicting")
 
     def _apply_batch(self, start: int, events: Sequence[Any]) -> int | None:
@@ -113,10 +114,7 @@ class ProjectionRunner:
                     changes.extend(self.projection.apply(cursor, recorded.event, recorded.position))
             if self.reactor is not None and changes:
                 self.store.append_in(cursor, self.reactor.react(changes))
-            cursor.execute(
-                sql.SQL("UPDATE {} SET position = %s WHERE name = %s").format(self.positions),
-                (events[-1].position, self.projection.name),
-            )
+            cursor.execute(self._sql_advance, (events[-1].position, self.projection.name))
             if self.notify_channel is not None:
                 cursor.execute(
                     "SELECT pg_notify(%s, %s)", (self.notify_channel, str(events[-1].position))
@@ -145,10 +143,8 @@ class ProjectionRunner:
                 self._locked_position(cursor)
                 drop_tables(cursor, self.store.schema, self.projection.tables)
                 self.projection.create(cursor)
-                cursor.execute(
-                    sql.SQL("UPDATE {} SET position = 0 WHERE name = %s").format(self.positions),
-                    (self.projection.name,),
-                )
+                cursor.execute(self._sql_advance, (0, self.projection.name))
+            self._last_applied = None
             return self.catch_up(progress=progress)
 
     # -- running live -------------------------------------------------------------------
@@ -179,6 +175,10 @@ class ProjectionRunner:
                         pass
             finally:
                 lock.__exit__()
+
+
+def _compose(template: str, table: sql.Identifier) -> str:
+    return sql.SQL(template).format(table).as_string(None)
 
 
 def _forget(projection: Projection) -> None:
