@@ -99,3 +99,203 @@ def _decode_cursor(cursor: str) -> tuple[datetime, UUID]:
         return datetime.fromisoformat(stamp), UUID(task_id)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidQuery(f"invalid cursor {cursor!r}") from None
+
+
+# -- read models for the HTTP API (graph, queues, workers, statistics, metrics) ----------
+
+MAX_GRAPH_NODES = 10_000
+
+
+@dataclass(frozen=True)
+class TaskGraph:
+    nodes: list[dict[str, Any]]
+    edges: list[dict[str, Any]]
+    truncated: bool
+
+
+def task_graph(store: EventStore, task_id: UUID, max_nodes: int = MAX_GRAPH_NODES) -> TaskGraph:
+    """The connected DAG around ``task_id`` (dependencies and dependents, transitively), from
+    the readiness graph; at most ``max_nodes`` nodes. Cost: the nodes and edges visited."""
+    nodes_table = sql.Identifier(store.schema, "readiness_nodes")
+    edges_table = sql.Identifier(store.schema, "readiness_edges")
+    component = sql.SQL(
+        "WITH RECURSIVE component(task_id) AS ("
+        " SELECT %s::uuid"
+        " UNION"
+        " SELECT n.task_id FROM component c, LATERAL ("
+        "  SELECT child AS task_id FROM {edges} WHERE parent = c.task_id"
+        "  UNION ALL SELECT parent FROM {edges} WHERE child = c.task_id) n"
+        ") SELECT task_id FROM component LIMIT %s"
+    ).format(edges=edges_table)
+    with store.transaction() as cur:
+        ids = [row["task_id"] for row in cur.execute(component, (task_id, max_nodes + 1))]
+        truncated = len(ids) > max_nodes
+        ids = ids[:max_nodes]
+        nodes = cur.execute(
+            sql.SQL(
+                "SELECT n.task_id, v.type_name, v.ref, n.state, n.queue, n.lane, n.priority, "
+                "n.depth, n.pending, n.graph_id FROM {} n LEFT JOIN {} v USING (task_id) "
+                "WHERE n.task_id = ANY(%s) ORDER BY n.depth, n.enqueued_position"
+            ).format(nodes_table, sql.Identifier(store.schema, "task_view")),
+            (ids,),
+        ).fetchall()
+        edges = cur.execute(
+            sql.SQL(
+                "SELECT parent, child FROM {} WHERE parent = ANY(%s) AND child = ANY(%s) "
+                "ORDER BY parent, child"
+            ).format(edges_table),
+            (ids, ids),
+        ).fetchall()
+    return TaskGraph(nodes=nodes, edges=edges, truncated=truncated)
+
+
+def queue_counts(store: EventStore) -> dict[str, dict[str, Any]]:
+    """Per queue: tasks ready to start now, tasks scheduled for later, attempts running,
+    and the paused flag (queues with no task and no flag are left out)."""
+    schema = store.schema
+    counts: dict[str, dict[str, Any]] = {}
+
+    def entry(queue: str) -> dict[str, Any]:
+        return counts.setdefault(queue, {"ready": 0, "scheduled": 0, "running": 0, "paused": False})
+
+    with store.transaction() as cur:
+        for row in cur.execute(
+            sql.SQL(
+                "SELECT queue, "
+                "count(*) FILTER (WHERE state = 'ready' OR run_at <= now()) AS ready, "
+                "count(*) FILTER (WHERE state = 'scheduled' AND run_at > now()) AS scheduled "
+                "FROM {} WHERE state IN ('ready', 'scheduled') GROUP BY queue"
+            ).format(sql.Identifier(schema, "readiness_nodes"))
+        ):
+            entry(row["queue"]).update(ready=row["ready"], scheduled=row["scheduled"])
+        for row in cur.execute(
+            sql.SQL("SELECT queue, count(*) AS running FROM {} GROUP BY queue").format(
+                sql.Identifier(schema, "running_attempts")
+            )
+        ):
+            entry(row["queue"])["running"] = row["running"]
+        for row in cur.execute(
+            sql.SQL("SELECT queue, paused FROM {}").format(sql.Identifier(schema, "queue_flags"))
+        ):
+            entry(row["queue"])["paused"] = row["paused"]
+    return counts
+
+
+def worker_nodes(store: EventStore, limit: int = MAX_PAGE) -> list[dict[str, Any]]:
+    """Worker nodes, most recently seen first, each with its running attempts."""
+    with store.transaction() as cur:
+        workers = cur.execute(
+            sql.SQL(
+                "SELECT worker, host, pid, queues, concurrency, started_at, last_seen, "
+                "extract(epoch FROM now() - last_seen)::float8 AS seconds_since_seen "
+                "FROM {} ORDER BY last_seen DESC, worker LIMIT %s"
+            ).format(sql.Identifier(store.schema, "worker_nodes")),
+            (limit,),
+        ).fetchall()
+        running = cur.execute(
+            sql.SQL(
+                "SELECT task_id, attempt, queue, lane, worker, started_at, lease_expires_at "
+                "FROM {} WHERE worker = ANY(%s) ORDER BY started_at, task_id"
+            ).format(sql.Identifier(store.schema, "running_attempts")),
+            ([w["worker"] for w in workers],),
+        ).fetchall()
+    by_worker: dict[str, list[dict[str, Any]]] = {w["worker"]: [] for w in workers}
+    for attempt in running:
+        by_worker[attempt.pop("worker")].append(attempt)
+    return [{**w, "running": by_worker[w["worker"]]} for w in workers]
+
+
+def task_type_statistics(store: EventStore, type_name: str) -> dict[str, Any]:
+    """What the task view knows of one type: tasks per state, and run times of successes."""
+    table = sql.Identifier(store.schema, "task_view")
+    with store.transaction() as cur:
+        states = cur.execute(
+            sql.SQL(
+                "SELECT state, count(*) AS n FROM {} WHERE type_name = %s GROUP BY state"
+            ).format(table),
+            (type_name,),
+        ).fetchall()
+        runs = cur.execute(
+            sql.SQL(
+                "SELECT count(*) AS n, avg(d) AS mean, "
+                "percentile_cont(0.5) WITHIN GROUP (ORDER BY d) AS p50, "
+                "percentile_cont(0.95) WITHIN GROUP (ORDER BY d) AS p95, max(d) AS max "
+                "FROM (SELECT extract(epoch FROM finished_at - started_at)::float8 AS d FROM {} "
+                "WHERE type_name = %s AND state = 'succeeded' AND started_at IS NOT NULL "
+                "AND finished_at IS NOT NULL) runs"
+            ).format(table),
+            (type_name,),
+        ).fetchone()
+    by_state = {row["state"]: row["n"] for row in states}
+    finished = sum(by_state.get(s, 0) for s in ("succeeded", "failed", "cancelled", "skipped"))
+    assert runs is not None
+    return {
+        "tasks": sum(by_state.values()),
+        "by_state": by_state,
+        "success_rate": by_state.get("succeeded", 0) / finished if finished else None,
+        "run_seconds": {
+            "count": runs["n"],
+            "mean": runs["mean"],
+            "p50": runs["p50"],
+            "p95": runs["p95"],
+            "max": runs["max"],
+        },
+    }
+
+
+def task_counts(store: EventStore) -> list[dict[str, Any]]:
+    """Tasks per queue, type and state (a scan of the task view)."""
+    with store.transaction() as cur:
+        return cur.execute(
+            sql.SQL(
+                "SELECT queue, type_name, state, count(*) AS n FROM {} "
+                "GROUP BY queue, type_name, state ORDER BY queue, type_name, state"
+            ).format(sql.Identifier(store.schema, "task_view"))
+        ).fetchall()
+
+
+TASK_DURATIONS = {
+    "queue_wait": ("started_at", "enqueued_at"),
+    "run": ("finished_at", "started_at"),
+    "latency": ("finished_at", "enqueued_at"),
+}
+
+
+def task_duration_buckets(store: EventStore, buckets: list[float]) -> list[dict[str, Any]]:
+    """Cumulative histograms of finished tasks per queue and type (a scan of the task view):
+    rows of queue, type_name, measure (``queue_wait``: enqueue to last start; ``run``: last
+    attempt; ``latency``: enqueue to finish), ``le`` (counts per bucket), ``sum``, ``count``."""
+    table = sql.Identifier(store.schema, "task_view")
+    selects = []
+    params: list[Any] = []
+    for measure, (end, start) in TASK_DURATIONS.items():
+        columns = sql.SQL(", ").join(sql.SQL("count(*) FILTER (WHERE d <= %s)") for _ in buckets)
+        selects.append(
+            sql.SQL(
+                "SELECT queue, type_name, %s AS measure, ARRAY[{columns}]::bigint[] AS le, "
+                "coalesce(sum(d), 0)::float8 AS sum, count(*) AS count FROM ("
+                "SELECT queue, type_name, extract(epoch FROM {end} - {start})::float8 AS d "
+                "FROM {table} WHERE state IN ('succeeded', 'failed') AND {end} IS NOT NULL "
+                "AND {start} IS NOT NULL) durations GROUP BY queue, type_name"
+            ).format(
+                columns=columns,
+                end=sql.Identifier(end),
+                start=sql.Identifier(start),
+                table=table,
+            )
+        )
+        params.extend([measure, *buckets])
+    query = sql.SQL(" UNION ALL ").join(selects)
+    with store.transaction() as cur:
+        return cur.execute(query, params).fetchall()
+
+
+def projection_positions(store: EventStore) -> dict[str, int]:
+    """How far each projection has read the log."""
+    with store.transaction() as cur:
+        rows = cur.execute(
+            sql.SQL("SELECT name, position FROM {}").format(
+                sql.Identifier(store.schema, "projection_positions")
+            )
+        ).fetchall()
+    return {row["name"]: int(row["position"]) for row in rows}

@@ -242,3 +242,17 @@ def test_a_manually_retried_failed_task_runs_again(rt: Runtime) -> None:
         rt, lambda: rt.store.load(task.id).attempts == 2 and all_terminal(rt, [task.id])
     )
     assert events(rt, task.id)[-3:] == ["TaskRetryScheduled", "TaskStarted", "TaskFailed"]
+
+
+def test_higher_priority_tasks_start_first(rt: Runtime) -> None:
+    rt.ledger.pause_queue("narrow")
+    low = [rt.ledger.enqueue(TaskRequest("narrow_nap", {"seconds": 0}, priority=0)).id for _ in range(3)]
+    high = rt.ledger.enqueue(TaskRequest("narrow_nap", {"seconds": 0}, priority=5)).id
+    rt.ledger.resume_queue("narrow")
+    run_nodes_until(rt, lambda: all_terminal(rt, [*low, high]), concurrency=1)
+    starts = {
+        task_id: next(e.position for e in rt.store.history(task_id) if type(e.event).__name__ == "TaskStarted")
+        for task_id in [*low, high]
+    }
+    assert min(starts, key=starts.__getitem__) == high
+    assert sorted(low, key=starts.__getitem__) == low  # equal priority: enqueue order

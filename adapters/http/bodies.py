@@ -1,0 +1,189 @@
+"""Reading requests: JSON bodies checked against their schemas, query and path parameters.
+
+Bodies are refused before they reach the domain when they are not JSON (400), do not match
+the operation's schema (422), or hold strings PostgreSQL cannot store (NUL, lone surrogates:
+422), so that nothing stored can later break a read model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import jsonschema
+from aiohttp import web
+
+from adapters.cli.arguments import graph_requests
+from adapters.http.errors import bad_json
+from adapters.http.schemas import MAX_TIMEOUT_SECONDS, Schema
+from domain.errors import ConfigError, InvalidQuery, InvalidSubmission, TaskNotFound
+from domain.submission import TaskRequest
+from domain.timeouts import TimeoutOverrides
+
+_validators: dict[int, jsonschema.Draft202012Validator] = {}
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+async def read_json(request: web.Request, *, optional: bool = False) -> Any:
+    """The body as JSON (400 if it is not; aiohttp answers 413 past the size cap)."""
+    raw = await request.read()
+    if optional and not raw.strip():
+        return None
+    try:
+        text = raw.decode("utf-8")
+        return json.loads(text, parse_constant=_refuse_constant)
+    except UnicodeDecodeError:
+        raise bad_json("the body is not UTF-8") from None
+    except RecursionError:
+        raise bad_json("the body is nested too deeply") from None
+    except ValueError as error:  # JSONDecodeError, NaN/Infinity, over-long integers
+        raise bad_json(f"the body is not valid JSON: {error}") from None
+
+
+def validated(value: Any, schema: Schema, what: str) -> Any:
+    """``value`` if it matches ``schema``; else 422 naming the first place it does not."""
+    validator = _validators.get(id(schema))
+    if validator is None:
+        validator = _validators[id(schema)] = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+        raise InvalidSubmission(f"{what} at {where}: {error.message}")
+    _refuse_unstorable_strings(value, what)
+    return value
+
+
+def _refuse_unstorable_strings(value: Any, what: str) -> None:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            _check_text(item, what)
+        elif isinstance(item, Mapping):
+            for key, child in item.items():
+                _check_text(key, what)
+                stack.append(child)
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _check_text(text: str, what: str) -> None:
+    if "\x00" in text:
+        raise InvalidSubmission(f"{what}: strings must not contain the NUL character")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidSubmission(f"{what}: strings must be valid Unicode") from None
+
+
+# -- bodies of submissions ------------------------------------------------------------
+
+
+def task_request(body: Mapping[str, Any]) -> TaskRequest:
+    """One task from a body already checked against ``TASK_SUBMISSION``."""
+    return TaskRequest(
+        type_name=body["type"],
+        args=body.get("args", {}),
+        depends_on=tuple(body.get("depends_on", ())),
+        run_at=_time(body.get("run_at")),
+        queue=body.get("queue"),
+        priority=body.get("priority"),
+        lane=body.get("lane"),
+        idempotency_key=body.get("idempotency_key"),
+        tags=tuple(body.get("tags", ())),
+        timeouts=_timeouts(body.get("timeouts")),
+        max_attempts=body.get("max_attempts"),
+        adapter=body.get("adapter"),
+        adapter_settings=body.get("adapter_settings"),
+    )
+
+
+def graph_task_requests(body: Mapping[str, Any]) -> list[TaskRequest]:
+    """The tasks of a body already checked against ``GRAPH_SUBMISSION`` (refs required)."""
+    return graph_requests(body)
+
+
+def _time(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidSubmission(f"run_at is not an ISO 8601 time: {text!r}") from None
+    if moment.tzinfo is None:
+        raise InvalidSubmission("run_at needs a time zone (e.g. 2026-01-01T09:00:00+00:00)")
+    return moment
+
+
+def _timeouts(data: Mapping[str, Any] | None) -> TimeoutOverrides:
+    try:
+        overrides = TimeoutOverrides.from_mapping(dict(data) if data else None, ("timeouts",))
+    except ConfigError as error:
+        where = ".".join(error.where) or "timeouts"
+        raise InvalidSubmission(f"{where}: {error.reason}") from None
+    for kind, seconds in vars(overrides).items():
+        if seconds is not None and seconds > MAX_TIMEOUT_SECONDS:
+            raise InvalidSubmission(f"timeouts.{kind}: at most {MAX_TIMEOUT_SECONDS:g} seconds")
+    return overrides
+
+
+# -- query and path parameters --------------------------------------------------------
+
+
+def query_text(request: web.Request, name: str) -> str | None:
+    value = request.query.get(name)
+    if value is not None and "\x00" in value:
+        raise InvalidQuery(f"{name} must not contain the NUL character")
+    return value
+
+
+def query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    text = query_text(request, name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise InvalidQuery(f"{name} must be an integer, got {text!r}") from None
+    if not low <= value <= high:
+        raise InvalidQuery(f"{name} must be between {low} and {high}")
+    return value
+
+
+def query_seconds(request: web.Request, name: str, high: float) -> float | None:
+    """A number of seconds from 0 up; values above ``high`` are capped to it."""
+    text = query_text(request, name)
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise InvalidQuery(f"{name} must be a number of seconds, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise InvalidQuery(f"{name} must be a number of seconds from 0")
+    return min(value, high)
+
+
+def query_uuid(request: web.Request, name: str) -> UUID | None:
+    text = query_text(request, name)
+    if text is None:
+        return None
+    try:
+        return UUID(text)
+    except ValueError:
+        raise InvalidQuery(f"{name} must be a task id (a UUID), got {text!r}") from None
+
+
+def path_task_id(request: web.Request) -> UUID:
+    text = request.match_info["task_id"]
+    try:
+        return UUID(text)
+    except ValueError:
+        raise TaskNotFound(f"no task {text!r}") from None

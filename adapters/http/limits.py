@@ -1,0 +1,74 @@
+"""Limits of the HTTP API: body size, how long a call may wait, how many may wait at once,
+and an optional request rate per principal (429 past any of the last two)."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from adapters.http.errors import HttpError
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_wait_seconds: float = 60.0
+    # Calls holding a connection open at once: ``?wait`` enqueues and event streams.
+    max_waiting: int = 200
+    # Per principal; None turns rate limiting off.
+    requests_per_second: float | None = None
+    burst: int = 50
+    stream_keepalive_seconds: float = 15.0
+
+
+def too_many(message: str, retry_after: float) -> HttpError:
+    return HttpError(
+        429, "rate_limited", message, headers={"Retry-After": str(max(1, math.ceil(retry_after)))}
+    )
+
+
+class RateLimiter:
+    """A token bucket per principal: ``burst`` requests at once, refilled at ``rate`` a second."""
+
+    def __init__(self, rate: float | None, burst: int) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, last refill)
+
+    def check(self, key: str) -> None:
+        """Take one token for ``key`` or raise 429 with the seconds until the next one."""
+        if self.rate is None:
+            return
+        now = time.monotonic()
+        tokens, last = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if tokens < 1.0:
+            self._buckets[key] = (tokens, now)
+            raise too_many(
+                f"more than {self.rate:g} requests a second for {key!r}; slow down",
+                (1.0 - tokens) / self.rate,
+            )
+        self._buckets[key] = (tokens - 1.0, now)
+        if len(self._buckets) > 10_000:  # forget idle principals (full buckets)
+            self._buckets = {k: v for k, v in self._buckets.items() if v[0] < self.burst - 1}
+
+
+class WaitingSlots:
+    """At most ``limit`` long calls (waits and streams) at once."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_use = 0
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        if self.in_use >= self.limit:
+            raise too_many(f"{self.limit} calls are already waiting; try again later", 1.0)
+        self.in_use += 1
+        try:
+            yield
+        finally:
+            self.in_use -= 1

@@ -1,0 +1,63 @@
+"""Wake-ups when the event log grows: one LISTEN connection per server, shared by every
+call that waits (``?wait`` enqueues, event streams) instead of each polling the database.
+
+Take ``watcher.changed()`` *before* reading what you wait on, then ``await
+watcher.wait(changed, timeout)``: an append that commits after the read sets that very
+token, so no wake-up is lost. While the connection is down, waits time out sooner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import psycopg
+from psycopg import sql
+
+log = logging.getLogger(__name__)
+
+FALLBACK_POLL = 1.0  # seconds, while listening (a safety net only)
+DISCONNECTED_POLL = 0.1  # seconds, while the listener is reconnecting
+
+
+class LogWatcher:
+    def __init__(self, database_url: str, channel: str) -> None:
+        self.database_url = database_url
+        self.channel = channel
+        self.listening = False
+        self._changed = asyncio.Event()
+
+    def changed(self) -> asyncio.Event:
+        """A token set at the next append to the log."""
+        return self._changed
+
+    async def wait(self, changed: asyncio.Event, timeout: float) -> None:
+        """Until ``changed`` is set or ``timeout`` seconds (shorter while disconnected)."""
+        limit = min(timeout, FALLBACK_POLL if self.listening else DISCONNECTED_POLL)
+        if limit <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), limit)
+
+    def _wake(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def run(self) -> None:
+        """LISTEN until cancelled, reconnecting after a lost connection."""
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self.database_url, autocommit=True
+                ) as conn:
+                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+                    self.listening = True
+                    self._wake()  # anything appended while not listening
+                    async for _ in conn.notifies():
+                        self._wake()
+            except (psycopg.Error, OSError) as error:
+                log.warning("event log listener lost its connection (%s); reconnecting", error)
+            finally:
+                self.listening = False
+            await asyncio.sleep(1.0)

@@ -1,0 +1,52 @@
+"""What a role may do to tasks and queues beyond enqueueing (which the domain checks itself).
+
+- read: every authenticated role (the registry has no read policy yet);
+- cancel: roles with ``may_cancel`` whose ``task_types`` and ``adapters`` patterns match the task;
+- retry: roles that may enqueue the task's type (or, for an ad-hoc task, enqueue ad-hoc tasks);
+- pause and resume queues: the ``admin`` role only.
+"""
+
+from __future__ import annotations
+
+from domain.errors import Forbidden
+from domain.registry import Registry, Role, matches_any
+from domain.submission import Requester
+from domain.task import Task
+
+QUEUE_CONTROL_ROLES = frozenset({"admin"})
+
+
+def role_of(registry: Registry, requester: Requester) -> Role:
+    role = registry.roles.get(requester.role)
+    if role is None:
+        raise Forbidden(f"unknown role {requester.role!r}")
+    return role
+
+
+def _covers(role: Role, task: Task) -> bool:
+    return matches_any(task.type_name, role.task_types) and matches_any(task.adapter, role.adapters)
+
+
+def check_cancel(registry: Registry, requester: Requester, task: Task) -> None:
+    role = role_of(registry, requester)
+    if not role.may_cancel:
+        raise Forbidden(f"role {role.name!r} may not cancel tasks")
+    if not _covers(role, task):
+        raise Forbidden(f"role {role.name!r} may not cancel tasks of type {task.type_name!r}")
+
+
+def check_retry(registry: Registry, requester: Requester, task: Task) -> None:
+    role = role_of(registry, requester)
+    task_type = registry.task_type(task.type_name)
+    if task_type is None or task_type.adapter != task.adapter:
+        allowed = role.adhoc and matches_any(task.adapter, role.adapters)
+    else:
+        allowed = role.name in task_type.roles and role.may_enqueue(task_type)
+    if not allowed:
+        raise Forbidden(f"role {role.name!r} may not retry tasks of type {task.type_name!r}")
+
+
+def check_queue_control(registry: Registry, requester: Requester) -> None:
+    role = role_of(registry, requester)
+    if role.name not in QUEUE_CONTROL_ROLES:
+        raise Forbidden(f"role {role.name!r} may not pause or resume queues")
