@@ -114,8 +114,9 @@ class EventStore:
         cursor: psycopg.Cursor[DictRow],
         tasks: Iterable[Task | Queue],
         inline: Sequence[Statement] = (),
-    ) -> list[int]:
-        """Append the tasks' pending events inside the caller's transaction; return positions."""
+    ) -> list[RecordedEvent]:
+        """Append the tasks' pending events inside the caller's transaction; return them
+        with their log positions."""
         events = [event for task in tasks for event in task.collect_events()]
         stored = [self.app.mapper.to_stored_event(event) for event in events]
         with cursor.connection.pipeline():
@@ -124,7 +125,8 @@ class EventStore:
                 return []
             # The library's own statements: table lock, NOTIFY, insert.
             self.recorder._insert_stored_events(cursor, stored)
-            return [row["notification_id"] for row in cursor.fetchall()]
+            positions = [row["notification_id"] for row in cursor.fetchall()]
+        return [RecordedEvent(p, e) for p, e in zip(positions, events, strict=True)]
 
     # -- reading ------------------------------------------------------------------------
 

@@ -113,7 +113,13 @@ class ProjectionRunner:
                 for recorded in events:
                     changes.extend(self.projection.apply(cursor, recorded.event, recorded.position))
             if self.reactor is not None and changes:
-                self.store.append_in(cursor, self.reactor.react(changes))
+                appended = self.store.append_in(cursor, self.reactor.react(changes))
+                # Fold our own new events in now, so a task this batch unblocks is ready at
+                # commit, not one batch later; reading them again later changes nothing
+                # (the projection's handling of the reactor's events is idempotent).
+                with cursor.connection.pipeline():
+                    for recorded in appended:
+                        self.projection.apply(cursor, recorded.event, recorded.position)
             cursor.execute(self._sql_advance, (events[-1].position, self.projection.name))
             if self.notify_channel is not None:
                 cursor.execute(
