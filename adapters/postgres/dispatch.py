@@ -23,8 +23,7 @@ from eventsourcing.persistence import IntegrityError
 from psycopg import sql
 
 from adapters.postgres.event_store import EventStore
-from adapters.postgres.recorder import Statement
-from adapters.postgres.running import RunningTables
+from adapters.postgres.running import RunningTables, StartedAttempt
 from domain.execution import AttemptOutcome, ClaimedAttempt
 from domain.outcomes import record_result, record_timeout
 from domain.registry import Registry
@@ -32,7 +31,7 @@ from domain.task import Task, TaskState
 from domain.timeouts import TimeoutKind, Timeouts
 
 log = logging.getLogger(__name__)
-CANDIDATE_FACTOR = 4  # candidates read per free slot, to have some to spare for lane limits
+SPARE_CANDIDATES = 10  # read beyond the free slots, for lane limits and lagging rows
 
 
 @dataclass(frozen=True)
@@ -99,13 +98,13 @@ class PostgresDispatch:
             open_queues = [q for q, budget in budgets.items() if budget > 0]
             if not open_queues:
                 return []
-            candidates = self._candidates(cur, open_queues, limit * CANDIDATE_FACTOR)
+            candidates = self._candidates(cur, open_queues, limit + SPARE_CANDIDATES)
             chosen = self._within_limits(cur, candidates, budgets, limit)
             if not chosen:
                 return []
             now = self.clock()
             started: list[tuple[Task, int]] = []
-            inline: list[Statement] = []
+            rows: list[StartedAttempt] = []
             loaded = self.store.load_many([c.task_id for c in chosen])
             for task in (loaded[c.task_id] for c in chosen if c.task_id in loaded):
                 if not task.is_due(now):
@@ -114,18 +113,14 @@ class PostgresDispatch:
                 heartbeat = timeouts.heartbeat or self.registry.default_timeouts.heartbeat or 30.0
                 attempt = task.start(worker, now + timedelta(seconds=heartbeat), now)
                 started.append((task, attempt))
-                inline.append(
-                    self.tables.attempt_started(
-                        task.id,
-                        attempt,
-                        task.queue,
-                        task.lane,
-                        worker,
-                        now,
-                        heartbeat,
-                        timeouts.start_to_close,
+                rows.append(
+                    StartedAttempt(
+                        task.id, attempt, task.queue, task.lane, heartbeat, timeouts.start_to_close
                     )
                 )
+            if not started:
+                return []
+            inline = [self.tables.attempts_started(rows, worker, now)]
             self.store.append_in(cur, [task for task, _ in started], inline)
         with self._started_lock:
             self._started.update((task.id, task) for task, _ in started)
@@ -218,7 +213,6 @@ class PostgresDispatch:
     def _save_outcomes(self, outcomes: Sequence[AttemptOutcome], known: dict[UUID, Task]) -> None:
         now = self.clock()
         tasks: list[Task] = []
-        inline: list[Statement] = []
         loaded = dict(known)
         loaded.update(self.store.load_many([o.task_id for o in outcomes if o.task_id not in known]))
         for outcome in outcomes:
@@ -236,9 +230,8 @@ class PostgresDispatch:
                 assert outcome.result is not None
                 record_result(task, outcome.attempt, outcome.result, now, self.jitter())
             tasks.append(task)
-            inline.append(self.tables.attempt_ended(task.id))
         if tasks:
-            self.store.save(*tasks, inline=inline)
+            self.store.save(*tasks, inline=[self.tables.attempts_ended([t.id for t in tasks])])
 
     # -- leases and workers -------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from psycopg.rows import DictRow
 
 @dataclass(frozen=True)
 class Statement:
-    query: sql.Composable
+    query: sql.Composable | str
     params: tuple[Any, ...] = ()
 
 

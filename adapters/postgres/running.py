@@ -12,6 +12,8 @@ start), so they are not a second source of truth; they are what makes claims exa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
 
@@ -57,6 +59,16 @@ CREATE TABLE IF NOT EXISTS {flags} (
 """
 
 
+@dataclass(frozen=True)
+class StartedAttempt:
+    task_id: UUID
+    attempt: int
+    queue: str
+    lane: str | None
+    heartbeat_seconds: float
+    start_to_close: float
+
+
 class RunningTables:
     """SQL of the operational tables of one schema."""
 
@@ -64,44 +76,48 @@ class RunningTables:
         self.running = sql.Identifier(schema, RUNNING)
         self.workers = sql.Identifier(schema, WORKERS)
         self.flags = sql.Identifier(schema, QUEUE_FLAGS)
+        self._sql_insert_started = (
+            sql.SQL(
+                "INSERT INTO {} (task_id, attempt, queue, lane, worker, started_at, "
+                "lease_expires_at, close_deadline, heartbeat_seconds) "
+                "SELECT t, a, q, l, %s, %s, e, d, h FROM unnest("
+                "%s::uuid[], %s::int[], %s::text[], %s::text[], "
+                "%s::timestamptz[], %s::timestamptz[], %s::float8[]) AS u(t, a, q, l, e, d, h)"
+            )
+            .format(self.running)
+            .as_string(None)
+        )
+        self._sql_delete = (
+            sql.SQL("DELETE FROM {} WHERE task_id = ANY(%s)").format(self.running).as_string(None)
+        )
 
     def create_statement(self) -> sql.Composable:
         return sql.SQL(_CREATE).format(running=self.running, workers=self.workers, flags=self.flags)
 
-    def attempt_started(
-        self,
-        task_id: UUID,
-        attempt: int,
-        queue: str,
-        lane: str | None,
-        worker: str,
-        now: datetime,
-        heartbeat_seconds: float,
-        start_to_close: float,
+    def attempts_started(
+        self, attempts: Sequence[StartedAttempt], worker: str, now: datetime
     ) -> Statement:
+        """One statement for all the rows of one claim."""
         return Statement(
-            sql.SQL(
-                "INSERT INTO {} (task_id, attempt, queue, lane, worker, started_at, "
-                "lease_expires_at, close_deadline, heartbeat_seconds) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-            ).format(self.running),
+            self._sql_insert_started,
             (
-                task_id,
-                attempt,
-                queue,
-                lane,
                 worker,
                 now,
-                now + timedelta(seconds=heartbeat_seconds),
-                now + timedelta(seconds=start_to_close),
-                heartbeat_seconds,
+                [a.task_id for a in attempts],
+                [a.attempt for a in attempts],
+                [a.queue for a in attempts],
+                [a.lane for a in attempts],
+                [now + timedelta(seconds=a.heartbeat_seconds) for a in attempts],
+                [now + timedelta(seconds=a.start_to_close) for a in attempts],
+                [a.heartbeat_seconds for a in attempts],
             ),
         )
 
+    def attempts_ended(self, task_ids: Sequence[UUID]) -> Statement:
+        return Statement(self._sql_delete, (list(task_ids),))
+
     def attempt_ended(self, task_id: UUID) -> Statement:
-        return Statement(
-            sql.SQL("DELETE FROM {} WHERE task_id = %s").format(self.running), (task_id,)
-        )
+        return self.attempts_ended([task_id])
 
     def cancel_notice(self, task_id: UUID) -> Statement:
         return Statement(sql.SQL("SELECT pg_notify(%s, %s)"), (CANCEL_CHANNEL, str(task_id)))
