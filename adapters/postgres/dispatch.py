@@ -59,6 +59,16 @@ class PostgresDispatch:
         # something else wrote to them meanwhile (then the save conflicts and we reload).
         self._started: dict[UUID, Task] = {}
         self._started_lock = threading.Lock()
+        self._sql_budgets = (
+            sql.SQL(
+                "SELECT q AS queue, "
+                "coalesce((SELECT f.paused FROM {flags} AS f WHERE f.queue = q), false) AS paused, "
+                "(SELECT count(*) FROM {running} AS r WHERE r.queue = q) AS running "
+                "FROM unnest(%s::text[]) AS q"
+            )
+            .format(flags=self.tables.flags, running=self.tables.running)
+            .as_string(None)
+        )
         self._sql_candidates = (
             sql.SQL(
                 "SELECT n.task_id, n.queue, n.lane, n.priority, n.enqueued_position "
@@ -127,21 +137,13 @@ class PostgresDispatch:
         return [_claimed(task, attempt) for task, attempt in started]
 
     def _queue_budgets(self, cur: psycopg.Cursor[Any], queues: list[str]) -> dict[str, int]:
-        cur.execute(
-            sql.SQL("SELECT queue, paused FROM {} WHERE queue = ANY(%s)").format(self.tables.flags),
-            (queues,),
-        )
-        paused = {row["queue"] for row in cur.fetchall() if row["paused"]}
-        cur.execute(
-            sql.SQL(
-                "SELECT queue, count(*) AS running FROM {} WHERE queue = ANY(%s) GROUP BY queue"
-            ).format(self.tables.running),
-            (queues,),
-        )
-        running = {row["queue"]: row["running"] for row in cur.fetchall()}
+        """Free slots per queue: its limit less its running attempts (0 when paused)."""
+        rows = cur.execute(self._sql_budgets, (queues,)).fetchall()
         return {
-            q: 0 if q in paused else self.registry.queue(q).concurrency - running.get(q, 0)
-            for q in queues
+            r["queue"]: 0
+            if r["paused"]
+            else self.registry.queue(r["queue"]).concurrency - r["running"]
+            for r in rows
         }
 
     def _candidates(
