@@ -4,16 +4,23 @@ and read a task and its history. Application code that shares the database uses 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
 from eventsourcing.persistence import IntegrityError
+from psycopg import sql
 
 from adapters.config_file import check_adapter_settings
 from adapters.postgres.event_store import EventStore, RecordedEvent
 from adapters.postgres.recorder import Statement
 from adapters.postgres.running import RunningTables
-from domain.errors import InvalidTransition, TaskNotFound, UnknownDependency, UnknownQueue
+from domain.errors import (
+    IdempotencyKeyTaken,
+    InvalidTransition,
+    TaskNotFound,
+    UnknownDependency,
+    UnknownQueue,
+)
 from domain.registry import Registry
 from domain.submission import (
     Requester,
@@ -48,8 +55,27 @@ class Ledger:
     # -- enqueueing ---------------------------------------------------------------------
 
     def enqueue(self, request: TaskRequest, requester: Requester = SYSTEM) -> Task:
-        """Validate and store one task; returns it (its ``id`` names it from now on)."""
-        return self.enqueue_graph([request], requester)[0]
+        """Validate and store one task; returns it (its ``id`` names it from now on).
+
+        With an idempotency key that a live task holds, nothing is stored and that task is
+        returned (``enqueue_once`` also says which happened)."""
+        return self.enqueue_once(request, requester)[0]
+
+    def enqueue_once(
+        self, request: TaskRequest, requester: Requester = SYSTEM
+    ) -> tuple[Task, bool]:
+        """The task and True if it was created; the key's holder and False if not."""
+        for _ in range(5):
+            holders = self._key_holders([request])
+            if holders:
+                return self.store.load(next(iter(holders.values()))), False
+            try:
+                return self.enqueue_graph([request], requester)[0], True
+            except IntegrityError:
+                if request.idempotency_key is None:
+                    raise
+                # Another enqueue took the key between our look and our save: look again.
+        raise InvalidTransition(f"idempotency key {request.idempotency_key!r} keeps changing")
 
     def enqueue_graph(
         self, requests: Sequence[TaskRequest], requester: Requester = SYSTEM
@@ -64,8 +90,37 @@ class Ledger:
         )
         graph_id = self.new_id() if len(requests) > 1 else None
         tasks = plan_tasks(context, requests, self._stored_states(requests), graph_id)
-        self.store.save(*tasks)
+        if len(requests) > 1:
+            for key, holder in self._key_holders(requests).items():
+                raise IdempotencyKeyTaken(f"idempotency key {key!r} is held by task {holder}")
+        self.store.save(*tasks, inline=self._keys_taken(tasks, requests, context.now))
         return tasks
+
+    def _key_holders(self, requests: Sequence[TaskRequest]) -> dict[str, UUID]:
+        keys = [r.idempotency_key for r in requests if r.idempotency_key is not None]
+        if not keys:
+            return {}
+        with self.store.transaction() as cursor:
+            rows = cursor.execute(
+                sql.SQL(
+                    "SELECT key, task_id FROM {} WHERE key = ANY(%s) "
+                    "AND (expires_at IS NULL OR expires_at > now())"
+                ).format(self.running.keys),
+                (keys,),
+            ).fetchall()
+        return {row["key"]: row["task_id"] for row in rows}
+
+    def _keys_taken(
+        self, tasks: Sequence[Task], requests: Sequence[TaskRequest], now: datetime
+    ) -> list[Statement]:
+        periods = {r.idempotency_key: r.idempotency_period for r in requests}
+        statements: list[Statement] = []
+        for task in tasks:
+            if task.idempotency_key is not None:
+                period = periods.get(task.idempotency_key)
+                expires = None if period is None else now + timedelta(seconds=period)
+                statements.extend(self.running.key_taken(task.idempotency_key, task.id, expires))
+        return statements
 
     def _stored_states(self, requests: Sequence[TaskRequest]) -> dict[UUID, TaskState]:
         states = {}

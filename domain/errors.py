@@ -40,6 +40,12 @@ class DependencyCycle(InvalidSubmission):
     code = "dependency_cycle"
 
 
+class IdempotencyKeyTaken(LedgerError):
+    """A graph names an idempotency key that a live task already holds."""
+
+    code = "idempotency_key_taken"
+
+
 class UnknownQueue(LedgerError):
     code = "unknown_queue"
 

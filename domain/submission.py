@@ -52,6 +52,7 @@ class TaskRequest:
     priority: int | None = None
     lane: str | None = None
     idempotency_key: str | None = None
+    idempotency_period: float | None = None  # seconds the key stays taken; None: for ever
     tags: tuple[str, ...] = ()
     timeouts: TimeoutOverrides = field(default_factory=TimeoutOverrides)
     max_attempts: int | None = None
@@ -255,6 +256,16 @@ def _check_fields(request: TaskRequest) -> None:
     ):
         if value is not None and (not isinstance(value, str) or not 0 < len(value) <= 200):
             raise InvalidSubmission(f"{label}: {key} must be a string of 1 to 200 characters")
+    period = request.idempotency_period
+    if period is not None and (
+        request.idempotency_key is None
+        or not isinstance(period, (int, float))
+        or isinstance(period, bool)
+        or not 0 < period < float("inf")
+    ):
+        raise InvalidSubmission(
+            f"{label}: idempotency_period must be a positive number of seconds, with a key"
+        )
     if request.queue is not None and not NAME_PATTERN.match(request.queue):
         raise InvalidSubmission(f"{label}: {request.queue!r} is not a valid queue name")
     if not all(isinstance(t, str) and 0 < len(t) <= 100 for t in request.tags):

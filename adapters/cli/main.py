@@ -33,7 +33,8 @@ from adapters.ledger import utc_now
 from adapters.postgres.projection_runner import ProjectionBusy
 from adapters.postgres.task_queries import TaskFilter, get_task_row, list_tasks
 from adapters.runtime import Runtime, open_runtime
-from domain.errors import InvalidSubmission, LedgerError
+from domain.durations import parse_duration
+from domain.errors import ConfigError, InvalidSubmission, LedgerError
 from domain.submission import TaskRequest
 
 warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
@@ -88,7 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--run-at", help="ISO 8601 time with zone")
     enqueue.add_argument("--delay", help="run after this long, e.g. 30s, 5m")
     enqueue.add_argument("--tag", action="append", default=[])
-    enqueue.add_argument("--idempotency-key")
+    enqueue.add_argument("--idempotency-key", help="a repeated enqueue returns the first task")
+    enqueue.add_argument(
+        "--unique-for", metavar="DURATION", help="how long the key holds (default: for ever)"
+    )
     enqueue.add_argument(
         "--graph", type=Path, help='JSON file {"tasks": [{"ref", "type", "args", "depends_on"}]}'
     )
@@ -139,6 +143,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _optional_duration(text: str | None, option: str) -> float | None:
+    if text is None:
+        return None
+    try:
+        return parse_duration(text)
+    except ConfigError as error:
+        raise InvalidSubmission(f"{option}: {error.reason}") from None
+
+
 def _uuid(text: str) -> UUID:
     try:
         return UUID(text)
@@ -171,10 +184,12 @@ def cmd_enqueue(rt: Runtime, options: argparse.Namespace) -> None:
         priority=options.priority,
         lane=options.lane,
         idempotency_key=options.idempotency_key,
+        idempotency_period=_optional_duration(options.unique_for, "--unique-for"),
         tags=tuple(options.tag),
     )
-    task = rt.ledger.enqueue(request)
-    render.console.print(f"{task.id}  {task.type_name}  {task.state.value}")
+    task, created = rt.ledger.enqueue_once(request)
+    note = "" if created else "  (existing task: idempotency key already held)"
+    render.console.print(f"{task.id}  {task.type_name}  {task.state.value}{note}")
 
 
 def cmd_tasks(rt: Runtime, options: argparse.Namespace) -> None:

@@ -24,6 +24,7 @@ from adapters.postgres.recorder import Statement
 RUNNING = "running_attempts"
 WORKERS = "worker_nodes"
 QUEUE_FLAGS = "queue_flags"
+IDEMPOTENCY_KEYS = "idempotency_keys"
 CANCEL_CHANNEL = "ledger_cancel"
 READY_CHANNEL = "ledger_ready"
 
@@ -52,6 +53,11 @@ CREATE TABLE IF NOT EXISTS {workers} (
     started_at timestamptz NOT NULL,
     last_seen timestamptz NOT NULL
 );
+CREATE TABLE IF NOT EXISTS {keys} (
+    key text PRIMARY KEY,
+    task_id uuid NOT NULL,
+    expires_at timestamptz
+);
 CREATE TABLE IF NOT EXISTS {flags} (
     queue text PRIMARY KEY,
     paused boolean NOT NULL
@@ -76,6 +82,7 @@ class RunningTables:
         self.running = sql.Identifier(schema, RUNNING)
         self.workers = sql.Identifier(schema, WORKERS)
         self.flags = sql.Identifier(schema, QUEUE_FLAGS)
+        self.keys = sql.Identifier(schema, IDEMPOTENCY_KEYS)
         self._sql_insert_started = (
             sql.SQL(
                 "INSERT INTO {} (task_id, attempt, queue, lane, worker, started_at, "
@@ -92,7 +99,9 @@ class RunningTables:
         )
 
     def create_statement(self) -> sql.Composable:
-        return sql.SQL(_CREATE).format(running=self.running, workers=self.workers, flags=self.flags)
+        return sql.SQL(_CREATE).format(
+            running=self.running, workers=self.workers, flags=self.flags, keys=self.keys
+        )
 
     def attempts_started(
         self, attempts: Sequence[StartedAttempt], worker: str, now: datetime
@@ -118,6 +127,22 @@ class RunningTables:
 
     def attempt_ended(self, task_id: UUID) -> Statement:
         return self.attempts_ended([task_id])
+
+    def key_taken(self, key: str, task_id: UUID, expires_at: datetime | None) -> list[Statement]:
+        """Claim an idempotency key for a new task: an expired holder gives way; a live one
+        makes the insert fail (unique violation), so the whole save is refused."""
+        return [
+            Statement(
+                sql.SQL("DELETE FROM {} WHERE key = %s AND expires_at <= now()").format(self.keys),
+                (key,),
+            ),
+            Statement(
+                sql.SQL("INSERT INTO {} (key, task_id, expires_at) VALUES (%s, %s, %s)").format(
+                    self.keys
+                ),
+                (key, task_id, expires_at),
+            ),
+        ]
 
     def cancel_notice(self, task_id: UUID) -> Statement:
         return Statement(sql.SQL("SELECT pg_notify(%s, %s)"), (CANCEL_CHANNEL, str(task_id)))

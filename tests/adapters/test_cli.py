@@ -137,3 +137,14 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for command in ("enqueue", "tasks", "show", "history", "projections"):
         assert command in out
+
+
+@pytest.mark.usefixtures("ledger_env")
+def test_enqueue_with_a_held_idempotency_key_shows_the_existing_task(capsys: pytest.CaptureFixture[str]) -> None:
+    _, first, _ = run(capsys, "enqueue", "echo", "--idempotency-key", "nightly", "--unique-for", "1h")
+    code, again, _ = run(capsys, "enqueue", "echo", "--idempotency-key", "nightly")
+    assert code == 0
+    assert again.split()[0] == first.split()[0]
+    assert "existing task" in again
+    code, _, err = run(capsys, "enqueue", "echo", "--idempotency-key", "x", "--unique-for", "never")
+    assert code == 2 and "--unique-for: cannot read duration" in err
