@@ -3,6 +3,7 @@ and read a task and its history. Application code that shares the database uses 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
@@ -160,6 +161,19 @@ class Ledger:
 
     def resume_queue(self, name: str, by: str = SYSTEM.principal) -> None:
         self._queue_change(name, by, paused=False)
+
+    def pause_configured_queues(self) -> None:
+        """Queues marked ``paused = true`` start paused the first time the ledger sees them;
+        from then on their stored events (pause, resume) decide."""
+        for name, queue in self.registry.queues.items():
+            if not queue.paused:
+                continue
+            aggregate = self.store.load_queue(name)
+            if not aggregate.pending_events:
+                continue  # already stored: its history decides
+            aggregate.pause(by="config")
+            with contextlib.suppress(IntegrityError):  # another process stored it first
+                self.store.save(aggregate, inline=[self.running.set_paused(name, True)])
 
     def _queue_change(self, name: str, by: str, paused: bool) -> None:
         if name not in self.registry.queues:

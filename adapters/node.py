@@ -6,7 +6,7 @@
 - the timeout watchdog;
 - the worker loop.
 
-``ledger worker`` runs one; ``ledger serve`` and ``ledger demo`` run one beside the API.
+``ledger worker`` and ``ledger demo`` run one.
 """
 
 from __future__ import annotations
@@ -119,12 +119,20 @@ class WorkerNode:
                         await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
                     async for notice in conn.notifies():
                         if notice.channel == CANCEL_CHANNEL:
-                            self.worker.notify_cancelled(UUID(notice.payload))
+                            self._cancelled(notice.payload)
                         else:
                             self.worker.notify_ready()
             except (psycopg.Error, OSError):
                 log.warning("notification listener lost its connection; reconnecting")
                 await asyncio.sleep(1.0)
+
+    def _cancelled(self, payload: str) -> None:
+        try:
+            task_id = UUID(payload)
+        except ValueError:
+            log.warning("ignoring a cancel notice that is not a task id: %r", payload)
+            return
+        self.worker.notify_cancelled(task_id)
 
     async def _watchdog(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -222,7 +222,7 @@ def _task_type(
         adapter=_name(spec["adapter"], (*where, "adapter")),
         settings=MappingProxyType(dict(_as_table(spec.get("settings", {}), (*where, "settings")))),
         queue=_name(spec.get("queue", default_queue), (*where, "queue")),
-        priority=_int(spec.get("priority", 0), (*where, "priority")),
+        priority=_priority(spec.get("priority", 0), (*where, "priority")),
         timeouts=TimeoutOverrides.from_mapping(spec.get("timeouts"), (*where, "timeouts")),
         retry=default_retry.overridden(spec.get("retry"), (*where, "retry")),
         roles=allowed_roles,
@@ -320,6 +320,16 @@ def _name(value: Any, where: tuple[str, ...]) -> str:
 def _int(value: Any, where: tuple[str, ...]) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise ConfigError(f"expected an integer, got {value!r}", where)
+    return value
+
+
+PRIORITY_RANGE = (-1000, 1000)
+
+
+def _priority(value: Any, where: tuple[str, ...]) -> int:
+    low, high = PRIORITY_RANGE
+    if not low <= _int(value, where) <= high:
+        raise ConfigError(f"priority must be from {low} to {high}, got {value!r}", where)
     return value
 
 

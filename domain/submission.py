@@ -25,7 +25,15 @@ from domain.errors import (
     UnknownDependency,
     UnknownTaskType,
 )
-from domain.registry import NAME_PATTERN, AdapterCheck, Registry, Role, TaskType, matches_any
+from domain.registry import (
+    NAME_PATTERN,
+    PRIORITY_RANGE,
+    AdapterCheck,
+    Registry,
+    Role,
+    TaskType,
+    matches_any,
+)
 from domain.task import Task, TaskState
 from domain.timeouts import TimeoutOverrides, resolve_timeouts
 
@@ -203,6 +211,9 @@ def _plan_one(
     due = request.run_at is None or request.run_at <= context.now
     state = TaskState.BLOCKED if waits else TaskState.READY if due else TaskState.SCHEDULED
     queue = request.queue or task_type.queue
+    if queue not in registry.queues:
+        known = ", ".join(sorted(registry.queues))
+        raise InvalidSubmission(f"{_label(request)}: unknown queue {queue!r} (known: {known})")
     timeouts = resolve_timeouts(
         request.timeouts,
         task_type.timeouts,
@@ -245,9 +256,10 @@ def _check_fields(request: TaskRequest) -> None:
     if request.priority is not None and (
         not isinstance(request.priority, int)
         or isinstance(request.priority, bool)
-        or not -1000 <= request.priority <= 1000
+        or not PRIORITY_RANGE[0] <= request.priority <= PRIORITY_RANGE[1]
     ):
-        raise InvalidSubmission(f"{label}: priority must be an integer from -1000 to 1000")
+        low, high = PRIORITY_RANGE
+        raise InvalidSubmission(f"{label}: priority must be an integer from {low} to {high}")
     for key, value in (
         ("queue", request.queue),
         ("lane", request.lane),

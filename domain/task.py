@@ -278,6 +278,10 @@ class Task(Aggregate):
     def retry_manually(self, retry_at: datetime, by: str) -> None:
         """A person asks to run a failed, cancelled or skipped task again (one more attempt)."""
         self._require({TaskState.FAILED, TaskState.CANCELLED, TaskState.SKIPPED}, "retry")
+        if self.timeout_kind == TimeoutKind.SCHEDULE_TO_CLOSE.value:
+            raise InvalidTransition(
+                f"task {self.id} is past its schedule_to_close deadline; enqueue it again"
+            )
         self._retry_scheduled(retry_at=retry_at, manual=True, by=by)
 
     @event(TaskRetryScheduled)

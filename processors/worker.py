@@ -100,10 +100,16 @@ class Worker:
         ]
         try:
             while not stop.is_set():
-                claimed = await self._claim()
-                if claimed and len(self.running) < self.settings.concurrency:
+                try:
+                    claimed = await self._claim()
+                except Exception:  # the database went away: keep the running work, retry
+                    log.exception("claiming failed; trying again after the poll interval")
+                    await asyncio.sleep(self.settings.poll_interval)
+                    continue
+                has_room = len(self.running) < self.settings.concurrency
+                if claimed and has_room:
                     continue  # there may be more due work: claim again at once
-                await self._sleep(stop, idle=claimed == 0)
+                await self._sleep(stop, idle=has_room and claimed == 0)
                 await self._let_slots_gather()
         finally:
             await self._shutdown(helpers)
@@ -125,11 +131,18 @@ class Worker:
         """Wait for a wake-up; when idle, also for the next scheduled task to come due."""
         timeout = self.settings.poll_interval
         if idle:
-            due: datetime | None = await self.blocking(  # type: ignore[assignment]
-                self.dispatch.next_due, self.settings.queues
-            )
-            if due is not None:
-                timeout = max(0.0, min(timeout, (due - self.clock()).total_seconds()))
+            try:
+                due: datetime | None = await self.blocking(  # type: ignore[assignment]
+                    self.dispatch.next_due, self.settings.queues
+                )
+            except Exception:
+                log.exception("reading the next due time failed")
+                due = None
+            # A due task that could not be claimed (paused queue, busy lane) waits for a
+            # wake-up or the poll, not a spin.
+            until_due = (due - self.clock()).total_seconds() if due is not None else timeout
+            if 0 < until_due < timeout:
+                timeout = until_due
         waiters = [asyncio.create_task(self.wake.wait()), asyncio.create_task(stop.wait())]
         await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         for waiter in waiters:

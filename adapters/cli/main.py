@@ -273,6 +273,10 @@ def cmd_worker(rt: Runtime, options: argparse.Namespace) -> None:
     if options.concurrency < 1:
         raise InvalidSubmission("--concurrency must be at least 1")
     queues = [q for q in (options.queues or "").split(",") if q] or None
+    unknown = sorted(set(queues or ()) - set(rt.settings.config.registry.queues))
+    if unknown:
+        known = ", ".join(sorted(rt.settings.config.registry.queues))
+        raise InvalidSubmission(f"unknown queue {unknown[0]!r} (known: {known})")
     node = WorkerNode(rt, queues=queues, concurrency=options.concurrency)
     render.console.print(f"worker {node.worker_id} on queues {', '.join(node.queues)}")
     run_until_signalled(node.run)

@@ -206,6 +206,13 @@ class PostgresDispatch:
                     break
                 except IntegrityError:
                     continue
+            else:
+                log.warning(
+                    "outcome of attempt %s of task %s kept conflicting; the lease will expire "
+                    "and the watchdog will time the attempt out",
+                    outcome.attempt,
+                    outcome.task_id,
+                )
 
     def _take_started(self, outcomes: Sequence[AttemptOutcome]) -> dict[UUID, Task]:
         with self._started_lock:
@@ -255,6 +262,9 @@ class PostgresDispatch:
                 ),
                 (worker,),
             )
+        with self._started_lock:  # attempts ended elsewhere (cancel, watchdog) leave the cache
+            for task_id in [t for t in self._started if t not in kept]:
+                del self._started[task_id]
         return kept
 
     def register_worker(

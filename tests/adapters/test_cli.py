@@ -148,3 +148,9 @@ def test_enqueue_with_a_held_idempotency_key_shows_the_existing_task(capsys: pyt
     assert "existing task" in again
     code, _, err = run(capsys, "enqueue", "echo", "--idempotency-key", "x", "--unique-for", "never")
     assert code == 2 and "--unique-for: cannot read duration" in err
+
+
+@pytest.mark.usefixtures("ledger_env")
+def test_a_worker_for_an_unknown_queue_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "worker", "--queues", "default,nope")
+    assert code == 2 and "unknown queue 'nope'" in err

@@ -386,3 +386,10 @@ def test_the_registry_tables_cannot_be_changed_after_it_is_built() -> None:
 
     with pytest.raises(TypeError):
         registry.task_types["sneaky"] = registry.task_types["echo"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize("priority", [1001, -1001, 2**40])
+def test_a_task_type_priority_outside_the_range_is_refused(priority: int) -> None:
+    error = refusal(echo(priority=priority))
+    assert "priority must be from -1000 to 1000" in str(error)
+    assert error.where == ("task_types", "echo", "priority")

@@ -560,3 +560,8 @@ def test_an_adhoc_task_through_an_adapter_inside_the_roles_policy_is_allowed() -
     )
 
     assert task.adapter == "python"
+
+
+def test_a_queue_the_registry_does_not_declare_is_refused() -> None:
+    with pytest.raises(InvalidSubmission, match="unknown queue 'nowhere'"):
+        submit(TaskRequest("echo", queue="nowhere"))

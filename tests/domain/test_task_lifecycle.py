@@ -625,3 +625,10 @@ def test_a_task_replayed_in_any_state_equals_the_original(state: str) -> None:
 def test_event_names_are_read_from_stored_topics_and_classes() -> None:
     assert event_name("domain.task:Task.TaskStarted") == "TaskStarted"
     assert event_name(Task.TaskSucceeded) == "TaskSucceeded"
+
+
+def test_a_manual_retry_after_the_schedule_to_close_deadline_is_refused() -> None:
+    task = task_in("running")
+    task.time_out(TimeoutKind.SCHEDULE_TO_CLOSE)
+    with pytest.raises(InvalidTransition, match="past its schedule_to_close deadline"):
+        task.retry_manually(LATER, by="root")

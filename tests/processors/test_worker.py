@@ -256,3 +256,21 @@ def test_higher_priority_tasks_start_first(rt: Runtime) -> None:
     }
     assert min(starts, key=starts.__getitem__) == high
     assert sorted(low, key=starts.__getitem__) == low  # equal priority: enqueue order
+
+
+def test_a_queue_paused_in_the_config_starts_paused_until_resumed(ledger_env: None, tmp_path: Path) -> None:
+    runtime = runtime_with_config(tmp_path, CONFIG.replace("[queues.narrow]\n", "[queues.narrow]\npaused = true\n"))
+    try:
+        assert runtime.store.load_queue("narrow").paused
+        held = runtime.ledger.enqueue(TaskRequest("narrow_nap", {"seconds": 0}))
+        other = runtime.ledger.enqueue(TaskRequest("add", {"a": 1, "b": 2}))
+        run_nodes_until(runtime, lambda: runtime.store.load(other.id).state.is_terminal)
+        assert runtime.store.load(held.id).state is TaskState.READY
+        runtime.ledger.resume_queue("narrow")
+    finally:
+        runtime.close()
+    reopened = runtime_with_config(tmp_path, CONFIG.replace("[queues.narrow]\n", "[queues.narrow]\npaused = true\n"))
+    try:
+        assert not reopened.store.load_queue("narrow").paused  # its stored history decides now
+    finally:
+        reopened.close()
