@@ -4,6 +4,7 @@
   active on one node at a time (advisory lock) and standing by on the others;
 - a listener that turns NOTIFY on ``ledger_ready`` / ``ledger_cancel`` into wake-ups;
 - the timeout watchdog;
+- the cron scheduler (on every node; each tick still enqueues one task);
 - the worker loop.
 
 ``ledger worker`` and ``ledger demo`` run one.
@@ -29,8 +30,10 @@ from adapters.executors import executors_by_name
 from adapters.ledger import utc_now
 from adapters.postgres.dispatch import PostgresDispatch
 from adapters.postgres.running import CANCEL_CHANNEL, READY_CHANNEL
+from adapters.postgres.schedule_clock import PostgresScheduleClock
 from adapters.postgres.timeouts import PostgresTimeouts
 from adapters.runtime import Runtime
+from processors.cron import CronScheduler
 from processors.worker import Worker, WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -43,6 +46,7 @@ class WorkerNode:
         queues: Sequence[str] | None = None,
         concurrency: int = 10,
         watchdog_interval: float = 0.5,
+        cron_interval: float = 1.0,
     ) -> None:
         registry = runtime.settings.config.registry
         self.runtime = runtime
@@ -51,6 +55,10 @@ class WorkerNode:
         self.dispatch = PostgresDispatch(runtime.store, registry, clock=utc_now)
         self.timeouts = PostgresTimeouts(runtime.store, clock=utc_now)
         self.watchdog_interval = watchdog_interval
+        self.cron_interval = cron_interval
+        self.scheduler = CronScheduler(
+            registry.schedules, PostgresScheduleClock(runtime.store), runtime.ledger, clock=utc_now
+        )
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ledger-db")
         self.worker = Worker(
             WorkerSettings(self.worker_id, self.queues, concurrency),
@@ -88,6 +96,7 @@ class WorkerNode:
         helpers = [
             asyncio.create_task(self._listen(stop), name="listener"),
             asyncio.create_task(self._watchdog(stop), name="watchdog"),
+            asyncio.create_task(self._cron(stop), name="cron"),
         ]
         try:
             await self.worker.run(stop)
@@ -133,6 +142,14 @@ class WorkerNode:
             log.warning("ignoring a cancel notice that is not a task id: %r", payload)
             return
         self.worker.notify_cancelled(task_id)
+
+    async def _cron(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self._blocking(self.scheduler.run_once)
+            except Exception:
+                log.exception("cron round failed")
+            await asyncio.sleep(self.cron_interval)
 
     async def _watchdog(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -17,6 +17,7 @@ import jsonschema
 
 from domain.errors import ConfigError
 from domain.retry import RetryPolicy
+from domain.schedules import Schedule, build_schedule
 from domain.timeouts import TimeoutOverrides, Timeouts
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
@@ -92,6 +93,7 @@ class Registry:
     lanes: tuple[LaneRule, ...] = ()
     roles: Mapping[str, Role] = field(default_factory=dict)
     principals: tuple[Principal, ...] = ()
+    schedules: Mapping[str, Schedule] = field(default_factory=dict)
 
     def task_type(self, name: str) -> TaskType | None:
         return self.task_types.get(name)
@@ -112,7 +114,16 @@ def matches_any(name: str, patterns: tuple[str, ...]) -> bool:
 
 # -- building from a configuration mapping ----------------------------------------------
 
-_TOP_LEVEL = {"ledger", "defaults", "queues", "lanes", "task_types", "roles", "principals"}
+_TOP_LEVEL = {
+    "ledger",
+    "defaults",
+    "queues",
+    "lanes",
+    "task_types",
+    "roles",
+    "principals",
+    "schedules",
+}
 
 
 def build_registry(data: Mapping[str, Any], adapter_check: AdapterCheck | None = None) -> Registry:
@@ -153,6 +164,14 @@ def build_registry(data: Mapping[str, Any], adapter_check: AdapterCheck | None =
         ),
         roles=MappingProxyType(roles),
         principals=_principals(data.get("principals", []), roles),
+        schedules=MappingProxyType(
+            {
+                name: build_schedule(
+                    _name(name, ("schedules", name)), spec, ("schedules", name), task_types
+                )
+                for name, spec in _table(data, "schedules", ()).items()
+            }
+        ),
     )
 
 

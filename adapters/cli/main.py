@@ -131,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
         queue_action = queue_actions.add_parser(action, help=f"{action} a queue on every node")
         queue_action.add_argument("name")
 
+    commands.add_parser("schedules", help="cron schedules with their next fire times")
+
     worker = commands.add_parser("worker", help="run tasks: claim, execute, record (Ctrl-C stops)")
     worker.add_argument("--queues", help="comma-separated queue names (default: all queues)")
     worker.add_argument("--concurrency", type=int, default=10, help="attempts run at once")
@@ -267,6 +269,20 @@ def cmd_queues(rt: Runtime, options: argparse.Namespace) -> None:
         )
 
 
+def cmd_schedules(rt: Runtime, options: argparse.Namespace) -> None:
+    schedules = rt.settings.config.registry.schedules
+    if not schedules:
+        render.console.print("no schedules in the registry")
+        return
+    now = utc_now()
+    for name, schedule in sorted(schedules.items()):
+        state = "paused" if schedule.paused else f"next {schedule.next_fire(now).isoformat()}"
+        render.console.print(
+            f"{name:<24} {schedule.cron:<16} {schedule.timezone:<16} {schedule.task_type:<16} "
+            f"catch-up {schedule.catch_up.value:<6} {state}"
+        )
+
+
 def cmd_worker(rt: Runtime, options: argparse.Namespace) -> None:
     from adapters.node import WorkerNode
 
@@ -331,6 +347,7 @@ COMMANDS = {
     "show": cmd_show,
     "history": cmd_history,
     "worker": cmd_worker,
+    "schedules": cmd_schedules,
     "demo": cmd_demo,
     "cancel": cmd_cancel,
     "retry": cmd_retry,

@@ -25,6 +25,7 @@ RUNNING = "running_attempts"
 WORKERS = "worker_nodes"
 QUEUE_FLAGS = "queue_flags"
 IDEMPOTENCY_KEYS = "idempotency_keys"
+SCHEDULE_CLOCK = "schedule_clock"
 CANCEL_CHANNEL = "ledger_cancel"
 READY_CHANNEL = "ledger_ready"
 
@@ -52,6 +53,10 @@ CREATE TABLE IF NOT EXISTS {workers} (
     concurrency integer NOT NULL,
     started_at timestamptz NOT NULL,
     last_seen timestamptz NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {schedule_clock} (
+    name text PRIMARY KEY,
+    looked_at timestamptz NOT NULL
 );
 CREATE TABLE IF NOT EXISTS {keys} (
     key text PRIMARY KEY,
@@ -83,6 +88,7 @@ class RunningTables:
         self.workers = sql.Identifier(schema, WORKERS)
         self.flags = sql.Identifier(schema, QUEUE_FLAGS)
         self.keys = sql.Identifier(schema, IDEMPOTENCY_KEYS)
+        self.schedule_clock = sql.Identifier(schema, SCHEDULE_CLOCK)
         self._sql_insert_started = (
             sql.SQL(
                 "INSERT INTO {} (task_id, attempt, queue, lane, worker, started_at, "
@@ -100,7 +106,11 @@ class RunningTables:
 
     def create_statement(self) -> sql.Composable:
         return sql.SQL(_CREATE).format(
-            running=self.running, workers=self.workers, flags=self.flags, keys=self.keys
+            running=self.running,
+            workers=self.workers,
+            flags=self.flags,
+            keys=self.keys,
+            schedule_clock=self.schedule_clock,
         )
 
     def attempts_started(

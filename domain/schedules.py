@@ -1,0 +1,119 @@
+"""Cron schedules: which ticks are due, and how missed ticks are caught up after downtime.
+
+Pure rules over ``croniter``; the clock and the last tick already handled are given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import jsonschema
+from croniter import croniter
+
+from domain.errors import ConfigError
+
+MISFIRE_GRACE = timedelta(seconds=30)  # with catch_up = "none", a tick this late still fires
+MAX_TICKS_PER_ROUND = 1000
+
+
+class CatchUp(StrEnum):
+    NONE = "none"  # ticks missed by more than the grace are dropped
+    LATEST = "latest"  # of the missed ticks, only the most recent fires
+    ALL = "all"  # every missed tick fires, up to ``max_catch_up`` (the most recent ones)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    name: str
+    cron: str
+    task_type: str
+    timezone: str = "UTC"
+    args: Mapping[str, Any] = field(default_factory=dict)
+    catch_up: CatchUp = CatchUp.NONE
+    max_catch_up: int = 10
+    paused: bool = False
+
+    def next_fire(self, after: datetime) -> datetime:
+        """The first tick strictly after ``after`` (in the schedule's time zone)."""
+        local = after.astimezone(ZoneInfo(self.timezone))
+        return croniter(self.cron, local).get_next(datetime)
+
+    def due_ticks(self, last_tick: datetime, now: datetime) -> list[datetime]:
+        """Ticks in (last_tick, now] that should fire now, oldest first, by the catch-up rule."""
+        missed: list[datetime] = []
+        tick = self.next_fire(last_tick)
+        while tick <= now and len(missed) < MAX_TICKS_PER_ROUND:
+            missed.append(tick)
+            tick = self.next_fire(tick)
+        if self.catch_up is CatchUp.ALL:
+            return missed[-self.max_catch_up :]
+        if self.catch_up is CatchUp.LATEST:
+            return missed[-1:]
+        return [t for t in missed if now - t <= MISFIRE_GRACE]
+
+    def idempotency_key(self, tick: datetime) -> str:
+        """One key per schedule and tick: every node may try, one task is created."""
+        return f"schedule:{self.name}:{tick.astimezone(ZoneInfo('UTC')).isoformat()}"
+
+
+_KEYS = {"cron", "timezone", "task_type", "args", "catch_up", "max_catch_up", "paused"}
+
+
+def build_schedule(
+    name: str, spec: Any, where: tuple[str, ...], task_types: Mapping[str, Any]
+) -> Schedule:
+    if not isinstance(spec, Mapping):
+        raise ConfigError("expected a table", where)
+    for key in spec:
+        if key not in _KEYS:
+            raise ConfigError(
+                f"unknown key {key!r} (expected one of: {', '.join(sorted(_KEYS))})", (*where, key)
+            )
+    cron = spec.get("cron")
+    if not isinstance(cron, str) or not croniter.is_valid(cron):
+        raise ConfigError(f"not a valid cron expression: {cron!r}", (*where, "cron"))
+    timezone = spec.get("timezone", "UTC")
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        raise ConfigError(f"unknown time zone {timezone!r}", (*where, "timezone")) from None
+    task_type = spec.get("task_type")
+    if task_type not in task_types:
+        raise ConfigError(f"unknown task type {task_type!r}", (*where, "task_type"))
+    args = spec.get("args", {})
+    if not isinstance(args, Mapping):
+        raise ConfigError("args must be a table", (*where, "args"))
+    schema = getattr(task_types[task_type], "schema", None)
+    if schema is not None:
+        error = jsonschema.exceptions.best_match(
+            jsonschema.Draft202012Validator(schema).iter_errors(dict(args))
+        )
+        if error is not None:
+            raise ConfigError(
+                f"args do not match the schema of {task_type!r}: {error.message}", (*where, "args")
+            )
+    try:
+        catch_up = CatchUp(spec.get("catch_up", "none"))
+    except ValueError:
+        raise ConfigError(
+            "catch_up must be one of: none, latest, all", (*where, "catch_up")
+        ) from None
+    bound = spec.get("max_catch_up", 10)
+    if (
+        not isinstance(bound, int)
+        or isinstance(bound, bool)
+        or not 1 <= bound <= MAX_TICKS_PER_ROUND
+    ):
+        raise ConfigError(
+            f"max_catch_up must be an integer from 1 to {MAX_TICKS_PER_ROUND}",
+            (*where, "max_catch_up"),
+        )
+    paused = spec.get("paused", False)
+    if not isinstance(paused, bool):
+        raise ConfigError("paused must be true or false", (*where, "paused"))
+    return Schedule(name, cron, task_type, timezone, dict(args), catch_up, bound, paused)
