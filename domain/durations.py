@@ -7,6 +7,7 @@ import re
 
 from domain.errors import ConfigError
 
+MAX_DURATION_SECONDS = 366 * 86400.0
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 
@@ -23,6 +24,8 @@ def parse_duration(value: object, where: tuple[str, ...] = ()) -> float:
         raise ConfigError(f"expected a duration, got {value!r}", where)
     if not math.isfinite(seconds) or not seconds > 0:
         raise ConfigError(f"a duration must be positive and finite, got {value!r}", where)
+    if seconds > MAX_DURATION_SECONDS:
+        raise ConfigError(f"a duration may be at most a year, got {value!r}", where)
     return seconds
 
 

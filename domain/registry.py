@@ -16,6 +16,7 @@ from typing import Any
 import jsonschema
 
 from domain.errors import ConfigError
+from domain.nats_routes import NatsSettings, build_nats_settings
 from domain.retry import RetryPolicy
 from domain.schedules import Schedule, build_schedule
 from domain.timeouts import TimeoutOverrides, Timeouts
@@ -94,6 +95,7 @@ class Registry:
     roles: Mapping[str, Role] = field(default_factory=dict)
     principals: tuple[Principal, ...] = ()
     schedules: Mapping[str, Schedule] = field(default_factory=dict)
+    nats: NatsSettings = field(default_factory=NatsSettings)
 
     def task_type(self, name: str) -> TaskType | None:
         return self.task_types.get(name)
@@ -123,6 +125,7 @@ _TOP_LEVEL = {
     "roles",
     "principals",
     "schedules",
+    "nats",
 }
 
 
@@ -164,6 +167,7 @@ def build_registry(data: Mapping[str, Any], adapter_check: AdapterCheck | None =
         ),
         roles=MappingProxyType(roles),
         principals=_principals(data.get("principals", []), roles),
+        nats=build_nats_settings(data.get("nats"), task_types),
         schedules=MappingProxyType(
             {
                 name: build_schedule(
@@ -298,7 +302,7 @@ def _principals(data: Any, roles: Mapping[str, Role]) -> tuple[Principal, ...]:
                 raise ConfigError(f"a principal needs {key!r} (a string)", (*where, key))
         if spec["role"] not in roles:
             raise ConfigError(f"unknown role {spec['role']!r}", (*where, "role"))
-        if not _SHA256_HEX.match(spec["token_sha256"]):
+        if not _SHA256_HEX.fullmatch(spec["token_sha256"]):
             raise ConfigError(
                 "token_sha256 must be the hex SHA-256 of the token (never the token itself)",
                 (*where, "token_sha256"),
@@ -329,7 +333,7 @@ def _refuse_unknown(data: Mapping[str, Any], known: set[str], where: tuple[str, 
 
 
 def _name(value: Any, where: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or not NAME_PATTERN.match(value):
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
         raise ConfigError(
             f"{value!r} is not a valid name (letters, digits, and _ . : - ; at most 100)", where
         )

@@ -9,6 +9,8 @@ from typing import Any
 from domain.durations import parse_duration
 from domain.errors import ConfigError
 
+MAX_ATTEMPTS = 1000
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -60,8 +62,14 @@ class RetryPolicy:
         for key, value in data.items():
             at = (*where, key)
             if key == "max_attempts":
-                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                    raise ConfigError("max_attempts must be an integer >= 1", at)
+                if (
+                    not isinstance(value, int)
+                    or isinstance(value, bool)
+                    or not 1 <= value <= MAX_ATTEMPTS
+                ):
+                    raise ConfigError(
+                        f"max_attempts must be an integer from 1 to {MAX_ATTEMPTS}", at
+                    )
                 values[key] = value
             elif key in ("backoff_initial", "backoff_max"):
                 values[key] = parse_duration(value, at)

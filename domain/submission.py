@@ -34,6 +34,7 @@ from domain.registry import (
     TaskType,
     matches_any,
 )
+from domain.retry import MAX_ATTEMPTS
 from domain.task import Task, TaskState
 from domain.timeouts import TimeoutOverrides, resolve_timeouts
 
@@ -222,8 +223,8 @@ def _plan_one(
     )
     retry = task_type.retry.as_dict()
     if request.max_attempts is not None:
-        if request.max_attempts < 1:
-            raise InvalidSubmission("max_attempts must be at least 1")
+        if not 1 <= request.max_attempts <= MAX_ATTEMPTS:
+            raise InvalidSubmission(f"max_attempts must be from 1 to {MAX_ATTEMPTS}")
         retry["max_attempts"] = request.max_attempts
     return Task(
         id=task_id,
@@ -248,10 +249,24 @@ def _plan_one(
     )
 
 
+def _storable(text: str) -> bool:
+    """PostgreSQL text and jsonb refuse NUL, and UTF-8 cannot hold a lone surrogate."""
+    if "\x00" in text or "\\u0000" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_fields(request: TaskRequest) -> None:
     """Refuse values of the wrong type before they reach the log (and the read models)."""
     label = _label(request)
-    if not isinstance(request.type_name, str) or not NAME_PATTERN.match(request.type_name):
+    texts = [request.lane, request.idempotency_key, request.ref, *request.tags, *request.depends_on]
+    if not all(_storable(t) for t in texts if isinstance(t, str)):
+        raise InvalidSubmission(f"{label}: a text field holds a NUL character or a lone surrogate")
+    if not isinstance(request.type_name, str) or not NAME_PATTERN.fullmatch(request.type_name):
         raise InvalidSubmission(f"{label}: type must be a task type name")
     if request.priority is not None and (
         not isinstance(request.priority, int)
@@ -278,7 +293,7 @@ def _check_fields(request: TaskRequest) -> None:
         raise InvalidSubmission(
             f"{label}: idempotency_period must be a positive number of seconds, with a key"
         )
-    if request.queue is not None and not NAME_PATTERN.match(request.queue):
+    if request.queue is not None and not NAME_PATTERN.fullmatch(request.queue):
         raise InvalidSubmission(f"{label}: {request.queue!r} is not a valid queue name")
     if not all(isinstance(t, str) and 0 < len(t) <= 100 for t in request.tags):
         raise InvalidSubmission(f"{label}: tags must be strings of 1 to 100 characters")
@@ -340,9 +355,12 @@ def _checked_args(request: TaskRequest, task_type: TaskType) -> dict[str, Any]:
         raise SchemaViolation(f"{_label(request)}: args must be a JSON object")
     args = dict(request.args)
     try:
-        size = len(json.dumps(args, separators=(",", ":"), allow_nan=False))
+        text = json.dumps(args, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError) as error:
         raise SchemaViolation(f"{_label(request)}: args are not JSON: {error}") from None
+    if not _storable(text):
+        raise SchemaViolation(f"{_label(request)}: args hold a NUL character or a lone surrogate")
+    size = len(text)
     if size > MAX_ARGS_BYTES:
         raise InvalidSubmission(
             f"{_label(request)}: args are {size} bytes, more than the {MAX_ARGS_BYTES} allowed"

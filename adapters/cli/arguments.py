@@ -67,6 +67,12 @@ def load_graph_file(path: Path) -> list[TaskRequest]:
 _GRAPH_TASK_KEYS = {"ref", "type", "args", "depends_on", "queue", "priority", "lane", "tags"}
 
 
+def _tags(value: Any, index: int) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+        raise InvalidSubmission(f"tasks[{index}].tags must be an array of strings")
+    return tuple(value)
+
+
 def graph_requests(data: Any) -> list[TaskRequest]:
     if not isinstance(data, dict) or not isinstance(data.get("tasks"), list):
         raise InvalidSubmission('a graph is an object with a "tasks" array')
@@ -89,7 +95,7 @@ def graph_requests(data: Any) -> list[TaskRequest]:
                 queue=item.get("queue"),
                 priority=item.get("priority"),
                 lane=item.get("lane"),
-                tags=tuple(item.get("tags", ())),
+                tags=_tags(item.get("tags", []), index),
             )
         )
     return requests

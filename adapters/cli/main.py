@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 from rich.progress import (
@@ -33,6 +34,9 @@ from adapters.ledger import utc_now
 from adapters.postgres.projection_runner import ProjectionBusy
 from adapters.postgres.task_queries import TaskFilter, get_task_row, list_tasks
 from adapters.runtime import Runtime, open_runtime
+
+if TYPE_CHECKING:
+    from adapters.node import WorkerNode
 from domain.durations import parse_duration
 from domain.errors import ConfigError, InvalidSubmission, LedgerError
 from domain.submission import TaskRequest
@@ -114,6 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
     history = commands.add_parser("history", help="a task's events, in order, with log positions")
     history.add_argument("task_id", type=_uuid)
     history.add_argument("--json", action="store_true")
+
+    serve = commands.add_parser(
+        "serve", help="the HTTP API, the processors and a worker, in one process"
+    )
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--queues", help="comma-separated queues for the worker (default: all)")
+    serve.add_argument("--concurrency", type=int, default=10)
 
     commands.add_parser(
         "demo", help="run a worker and a demo graph over several adapters, live, then show it"
@@ -241,6 +253,28 @@ def cmd_history(rt: Runtime, options: argparse.Namespace) -> None:
         render.console.print(render.history_table(events))
 
 
+def cmd_serve(rt: Runtime, options: argparse.Namespace) -> None:
+    from adapters.http.app import check_listen_address, serve_http
+
+    check_listen_address(rt, options.host)  # refuse before starting anything
+    node = _worker_node(rt, options)
+
+    async def main(stop: asyncio.Event) -> None:
+        jobs = [
+            asyncio.create_task(serve_http(rt, options.host, options.port, stop)),
+            asyncio.create_task(node.run(stop)),
+        ]
+        await asyncio.wait(jobs, return_when=asyncio.FIRST_EXCEPTION)
+        stop.set()
+        await asyncio.gather(*jobs)  # re-raises a failure
+
+    render.console.print(
+        f"serving http://{options.host}:{options.port}/v1 (OpenAPI at /openapi.json); "
+        f"worker {node.worker_id} on queues {', '.join(node.queues)}"
+    )
+    run_until_signalled(main)
+
+
 def cmd_demo(rt: Runtime, options: argparse.Namespace) -> None:
     from adapters.cli.demo import run_demo
 
@@ -284,6 +318,12 @@ def cmd_schedules(rt: Runtime, options: argparse.Namespace) -> None:
 
 
 def cmd_worker(rt: Runtime, options: argparse.Namespace) -> None:
+    node = _worker_node(rt, options)
+    render.console.print(f"worker {node.worker_id} on queues {', '.join(node.queues)}")
+    run_until_signalled(node.run)
+
+
+def _worker_node(rt: Runtime, options: argparse.Namespace) -> WorkerNode:
     from adapters.node import WorkerNode
 
     if options.concurrency < 1:
@@ -293,9 +333,7 @@ def cmd_worker(rt: Runtime, options: argparse.Namespace) -> None:
     if unknown:
         known = ", ".join(sorted(rt.settings.config.registry.queues))
         raise InvalidSubmission(f"unknown queue {unknown[0]!r} (known: {known})")
-    node = WorkerNode(rt, queues=queues, concurrency=options.concurrency)
-    render.console.print(f"worker {node.worker_id} on queues {', '.join(node.queues)}")
-    run_until_signalled(node.run)
+    return WorkerNode(rt, queues=queues, concurrency=options.concurrency)
 
 
 def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
@@ -347,6 +385,7 @@ COMMANDS = {
     "show": cmd_show,
     "history": cmd_history,
     "worker": cmd_worker,
+    "serve": cmd_serve,
     "schedules": cmd_schedules,
     "demo": cmd_demo,
     "cancel": cmd_cancel,

@@ -31,11 +31,15 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-async def read_json(request: web.Request, *, optional: bool = False) -> Any:
-    """The body as JSON (400 if it is not; aiohttp answers 413 past the size cap)."""
+_REQUIRED = object()
+
+
+async def read_json(request: web.Request, *, if_empty: Any = _REQUIRED) -> Any:
+    """The body as JSON (400 if it is not; aiohttp answers 413 past the size cap);
+    ``if_empty`` when there is no body and one is optional."""
     raw = await request.read()
-    if optional and not raw.strip():
-        return None
+    if not raw and if_empty is not _REQUIRED:
+        return if_empty
     try:
         text = raw.decode("utf-8")
         return json.loads(text, parse_constant=_refuse_constant)
@@ -158,7 +162,7 @@ def query_int(request: web.Request, name: str, default: int, low: int, high: int
 
 
 def query_seconds(request: web.Request, name: str, high: float) -> float | None:
-    """A number of seconds from 0 up; values above ``high`` are capped to it."""
+    """A number of seconds from 0 to ``high``."""
     text = query_text(request, name)
     if text is None:
         return None
@@ -166,9 +170,9 @@ def query_seconds(request: web.Request, name: str, high: float) -> float | None:
         value = float(text)
     except ValueError:
         raise InvalidQuery(f"{name} must be a number of seconds, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise InvalidQuery(f"{name} must be a number of seconds from 0")
-    return min(value, high)
+    if not math.isfinite(value) or not 0 <= value <= high:
+        raise InvalidQuery(f"{name} must be a number of seconds from 0 to {high:g}")
+    return value
 
 
 def query_uuid(request: web.Request, name: str) -> UUID | None:

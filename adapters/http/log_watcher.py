@@ -40,7 +40,8 @@ class LogWatcher:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(changed.wait(), limit)
 
-    def _wake(self) -> None:
+    def wake_all(self) -> None:
+        """Wake every waiter now (an append, or the server closing)."""
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
@@ -53,9 +54,9 @@ class LogWatcher:
                 ) as conn:
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
                     self.listening = True
-                    self._wake()  # anything appended while not listening
+                    self.wake_all()  # anything appended while not listening
                     async for _ in conn.notifies():
-                        self._wake()
+                        self.wake_all()
             except (psycopg.Error, OSError) as error:
                 log.warning("event log listener lost its connection (%s); reconnecting", error)
             finally:

@@ -84,7 +84,7 @@ def task_json(task: Task, events: Sequence[RecordedEvent]) -> dict[str, Any]:
         "tags": list(task.tags),
         "args": task.args,
         "result": task.result,
-        "error": task.error,
+        "error": _ending(task, events) or task.error,
         "attempts": task.attempts,
         "max_attempts": task.max_attempts,
         "worker": task.worker,
@@ -103,6 +103,16 @@ def task_json(task: Task, events: Sequence[RecordedEvent]) -> dict[str, Any]:
         "version": task.version,
         "position": events[-1].position,
     }
+
+
+def _ending(task: Task, events: Sequence[RecordedEvent]) -> dict[str, Any] | None:
+    """Why a cancelled or skipped task ended (as the task view records it)."""
+    last: Any = events[-1].event
+    if task.state is TaskState.CANCELLED and event_name(type(last)) == "TaskCancelled":
+        return {"class": "Cancelled", "message": last.reason or "cancelled", "by": last.by}
+    if task.state is TaskState.SKIPPED and event_name(type(last)) == "TaskSkipped":
+        return {"class": "Skipped", "message": last.reason, "dependency": last.dependency}
+    return None
 
 
 def task_row_json(row: Mapping[str, Any]) -> dict[str, Any]:

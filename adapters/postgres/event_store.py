@@ -23,6 +23,7 @@ from psycopg.rows import DictRow
 
 from adapters.postgres.recorder import LedgerRecorder, Statement, run_inline
 from domain.errors import TaskNotFound
+from domain.access import AccessDenial
 from domain.queue import Queue, queue_id
 from domain.task import Task
 
@@ -90,7 +91,7 @@ class EventStore:
 
     # -- writing ------------------------------------------------------------------------
 
-    def save(self, *tasks: Task | Queue, inline: Sequence[Statement] = ()) -> None:
+    def save(self, *tasks: Task | Queue | AccessDenial, inline: Sequence[Statement] = ()) -> None:
         """Append the pending events of ``tasks`` in one transaction (all or nothing).
 
         Small saves go through the library's pipelined save (one round trip); large ones
@@ -112,7 +113,7 @@ class EventStore:
     def append_in(
         self,
         cursor: psycopg.Cursor[DictRow],
-        tasks: Iterable[Task | Queue],
+        tasks: Iterable[Task | Queue | AccessDenial],
         inline: Sequence[Statement] = (),
     ) -> list[RecordedEvent]:
         """Append the tasks' pending events inside the caller's transaction; return them
@@ -137,7 +138,8 @@ class EventStore:
             task = self.app.repository.get(task_id)
         except AggregateNotFoundError:
             raise TaskNotFound(f"no task {task_id}") from None
-        assert isinstance(task, Task)
+        if not isinstance(task, Task):
+            raise TaskNotFound(f"no task {task_id}")
         return task
 
     def load_many(self, task_ids: Sequence[UUID]) -> dict[UUID, Task]:

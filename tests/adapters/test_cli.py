@@ -140,8 +140,12 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 @pytest.mark.usefixtures("ledger_env")
-def test_enqueue_with_a_held_idempotency_key_shows_the_existing_task(capsys: pytest.CaptureFixture[str]) -> None:
-    _, first, _ = run(capsys, "enqueue", "echo", "--idempotency-key", "nightly", "--unique-for", "1h")
+def test_enqueue_with_a_held_idempotency_key_shows_the_existing_task(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _, first, _ = run(
+        capsys, "enqueue", "echo", "--idempotency-key", "nightly", "--unique-for", "1h"
+    )
     code, again, _ = run(capsys, "enqueue", "echo", "--idempotency-key", "nightly")
     assert code == 0
     assert again.split()[0] == first.split()[0]
@@ -154,3 +158,54 @@ def test_enqueue_with_a_held_idempotency_key_shows_the_existing_task(capsys: pyt
 def test_a_worker_for_an_unknown_queue_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "worker", "--queues", "default,nope")
     assert code == 2 and "unknown queue 'nope'" in err
+
+
+@pytest.mark.usefixtures("ledger_env")
+def test_serve_refuses_a_public_address_when_no_principals_are_configured(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, _, err = run(capsys, "serve", "--host", "0.0.0.0", "--port", "0")
+    assert code == 2 and "no principals are configured" in err
+
+
+@pytest.mark.usefixtures("ledger_env")
+def test_serve_answers_over_http_runs_tasks_and_stops_on_sigterm() -> None:
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "adapters.cli.main", "serve", "--port", str(port)],
+        env=os.environ.copy(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "serve did not come up"
+                time.sleep(0.1)
+        done = httpx.post(
+            f"{base}/v1/tasks",
+            params={"wait": 10},
+            json={"type": "add", "args": {"a": 2, "b": 3}},
+            timeout=15,
+        )
+        assert done.status_code == 200 and done.json()["result"] == {"sum": 5}
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _, err = server.communicate(timeout=20)
+    assert server.returncode == 0, err.decode()

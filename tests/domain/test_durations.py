@@ -64,3 +64,8 @@ def test_a_refusal_names_the_key_path_it_was_given() -> None:
 def test_an_infinite_duration_is_refused(value: object) -> None:
     with pytest.raises(ConfigError):
         parse_duration(value)
+
+
+def test_a_duration_longer_than_a_year_is_refused() -> None:
+    with pytest.raises(ConfigError, match="at most a year"):
+        parse_duration("1e300")

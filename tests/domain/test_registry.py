@@ -185,7 +185,7 @@ def test_an_unknown_key_is_refused_with_its_key_path(
         (
             echo(retry={"max_attempts": 0}),
             ("task_types", "echo", "retry", "max_attempts"),
-            "max_attempts must be an integer >= 1",
+            "max_attempts must be an integer from 1 to 1000",
         ),
         (
             echo(retry={"tries": 2}),

@@ -146,9 +146,9 @@ def test_configuration_overrides_only_the_keys_it_names() -> None:
 @pytest.mark.parametrize(
     ("key", "value", "reason"),
     [
-        ("max_attempts", 0, "max_attempts must be an integer >= 1"),
-        ("max_attempts", 2.5, "max_attempts must be an integer >= 1"),
-        ("max_attempts", True, "max_attempts must be an integer >= 1"),
+        ("max_attempts", 0, "max_attempts must be an integer from 1 to 1000"),
+        ("max_attempts", 2.5, "max_attempts must be an integer from 1 to 1000"),
+        ("max_attempts", True, "max_attempts must be an integer from 1 to 1000"),
         ("backoff_initial", "soon", "cannot read duration"),
         ("backoff_max", 0, "a duration must be positive"),
         ("backoff_multiplier", 0.5, "backoff_multiplier must be a number >= 1"),

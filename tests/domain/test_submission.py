@@ -302,7 +302,7 @@ def test_an_unknown_role_is_forbidden() -> None:
 
 
 def test_a_max_attempts_below_one_is_refused() -> None:
-    with pytest.raises(InvalidSubmission, match="max_attempts must be at least 1"):
+    with pytest.raises(InvalidSubmission, match="max_attempts must be from 1 to 1000"):
         submit(TaskRequest("echo", max_attempts=0))
 
 
@@ -565,3 +565,23 @@ def test_an_adhoc_task_through_an_adapter_inside_the_roles_policy_is_allowed() -
 def test_a_queue_the_registry_does_not_declare_is_refused() -> None:
     with pytest.raises(InvalidSubmission, match="unknown queue 'nowhere'"):
         submit(TaskRequest("echo", queue="nowhere"))
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        TaskRequest("echo", {"text": "a\x00b"}),
+        TaskRequest("echo", {"text": "\ud800"}),
+        TaskRequest("echo", lane="agent:\x00"),
+        TaskRequest("echo", tags=("ok", "\udfff")),
+    ],
+    ids=["nul-in-args", "surrogate-in-args", "nul-in-lane", "surrogate-in-tag"],
+)
+def test_text_postgres_cannot_store_is_refused_before_it_reaches_the_log(request_: TaskRequest) -> None:
+    with pytest.raises(InvalidSubmission, match="NUL character or a lone surrogate"):
+        submit(request_)
+
+
+def test_a_type_name_with_a_trailing_newline_is_refused() -> None:
+    with pytest.raises(InvalidSubmission, match="type must be a task type name"):
+        submit(TaskRequest("echo\n"))

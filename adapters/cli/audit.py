@@ -1,0 +1,151 @@
+"""``ledger audit``: verify the event log against its hash chain, and review who did what when.
+
+``ledger audit verify`` catches the audit chain up, then recomputes it from the stored
+events: exit status 0 when the log is intact, 1 with the first altered position otherwise.
+``ledger audit log`` lists the global log (or one task's history) with filters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from rich.table import Table
+
+from adapters.cli import render
+from adapters.ledger import utc_now
+from adapters.postgres.audit import AuditEntry, AuditFilter, audit_events, verify_chain
+from adapters.runtime import Runtime
+from domain.durations import parse_duration
+from domain.errors import ConfigError, InvalidQuery
+from projections.audit_chain import AuditChain
+
+EPILOG = """\
+examples:
+  ledger audit verify
+  ledger audit log --task 0b9c...
+  ledger audit log --principal alice --since 1d
+  ledger audit log --type TaskCancelled,TaskRetryScheduled --since 2026-01-01T00:00:00+00:00
+"""
+
+
+def add_audit_parser(commands: Any) -> argparse.ArgumentParser:
+    """Add ``audit`` (with ``verify`` and ``log``) to the ``ledger`` sub-commands."""
+    audit = commands.add_parser(
+        "audit",
+        help="verify the log's hash chain; review who did what, when",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = audit.add_subparsers(dest="action", required=True, metavar="ACTION")
+    verify = actions.add_parser(
+        "verify", help="check the log against the chain: ok (exit 0) or where it was altered (1)"
+    )
+    verify.add_argument("--json", action="store_true")
+    log = actions.add_parser("log", help="the event log with who / what / when, oldest first")
+    log.add_argument("--task", type=_uuid, help="one task's history")
+    log.add_argument("--principal", help="on whose authority (enqueuer, canceller, ...)")
+    log.add_argument("--actor", help="who acted (a principal, a worker id, or 'system')")
+    log.add_argument(
+        "--type",
+        action="append",
+        default=[],
+        metavar="EVENT",
+        help="event type, e.g. TaskCancelled (comma-separated or repeated)",
+    )
+    log.add_argument("--since", help="ISO 8601 time with zone, or a duration ago (e.g. 2h)")
+    log.add_argument("--until", help="ISO 8601 time with zone, or a duration ago")
+    log.add_argument("--limit", type=int, default=100)
+    log.add_argument("--after", type=int, default=0, help="continue after this log position")
+    log.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return audit
+
+
+def cmd_audit(rt: Runtime, options: argparse.Namespace) -> int:
+    """Run ``ledger audit ACTION``; returns the exit status."""
+    if options.action == "verify":
+        return _verify(rt, options)
+    return _log(rt, options)
+
+
+def _verify(rt: Runtime, options: argparse.Namespace) -> int:
+    report = verify_chain(rt.store, rt.runners[AuditChain.name])
+    if options.json:
+        print(render.to_json(dataclasses.asdict(report)))
+    elif report.ok:
+        render.console.print(f"ok: {report.detail}")
+    else:
+        render.console.print(
+            f"[red]altered[/] at position {report.first_bad_position}: {report.reason} "
+            f"({report.detail}; {report.checked} events before it verified)"
+        )
+    return 0 if report.ok else 1
+
+
+def _log(rt: Runtime, options: argparse.Namespace) -> int:
+    now = utc_now()
+    where = AuditFilter(
+        task_id=options.task,
+        principal=options.principal,
+        actor=options.actor,
+        types=tuple(name for value in options.type for name in value.split(",") if name),
+        since=_moment(options.since, "--since", now),
+        until=_moment(options.until, "--until", now),
+    )
+    if options.limit < 1 or options.after < 0:
+        raise InvalidQuery("--limit must be at least 1 and --after not negative")
+    page = audit_events(rt.store, where, after=options.after, limit=options.limit)
+    if options.json:
+        events = [dataclasses.asdict(e) for e in page.entries]
+        print(render.to_json({"events": events, "next_after": page.next_after, "head": page.head}))
+        return 0
+    render.console.print(_table(page.entries))
+    if page.next_after is not None:
+        render.console.print(f"more: ledger audit log ... --after {page.next_after}")
+    return 0
+
+
+def _table(entries: list[AuditEntry]) -> Table:
+    table = Table(header_style="bold")
+    for column in ("position", "time", "event", "subject", "principal", "actor", "data"):
+        table.add_column(column)
+    for entry in entries:
+        data = render.compact_json(entry.data)
+        table.add_row(
+            str(entry.position),
+            entry.time.strftime("%Y-%m-%d %H:%M:%S"),
+            entry.type,
+            f"{entry.aggregate} {entry.subject_id}",
+            entry.principal,
+            entry.actor,
+            data if len(data) <= 80 else data[:77] + "...",
+        )
+    return table
+
+
+def _moment(text: str | None, option: str, now: datetime) -> datetime | None:
+    """An ISO 8601 time with zone, or a duration before ``now``."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        try:
+            return now - timedelta(seconds=parse_duration(text))
+        except ConfigError:
+            raise InvalidQuery(
+                f"{option}: give an ISO 8601 time with zone or a duration (e.g. 2h): {text!r}"
+            ) from None
+    if moment.tzinfo is None:
+        raise InvalidQuery(f"{option} needs a time zone (e.g. 2026-01-01T09:00:00+00:00)")
+    return moment
+
+
+def _uuid(text: str) -> UUID:
+    try:
+        return UUID(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a task id: {text!r}") from None

@@ -1,0 +1,48 @@
+"""What every handler shares: the runtime, a thread pool for the (blocking) database calls,
+the log watcher, the limits and the HTTP metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from adapters.http.limits import HttpLimits, RateLimiter, WaitingSlots
+from adapters.http.log_watcher import LogWatcher
+from adapters.http.metrics import HttpMetrics
+from adapters.runtime import Runtime
+from domain.registry import Registry
+
+T = TypeVar("T")
+
+
+class ServerContext:
+    def __init__(self, runtime: Runtime, limits: HttpLimits, db_threads: int = 8) -> None:
+        self.runtime = runtime
+        self.limits = limits
+        self.executor = ThreadPoolExecutor(max_workers=db_threads, thread_name_prefix="http-db")
+        self.watcher = LogWatcher(runtime.database_url, runtime.store.recorder.channel_name)
+        self.metrics = HttpMetrics(runtime.store, runtime.settings.config.registry.queues)
+        self.rate_limiter = RateLimiter(limits.requests_per_second, limits.burst)
+        self.waiting = WaitingSlots(limits.max_waiting)
+        self.closing = asyncio.Event()
+
+    @property
+    def registry(self) -> Registry:
+        return self.runtime.settings.config.registry
+
+    async def run(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking call (psycopg, eventsourcing) off the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, partial(function, *args, **kwargs))
+
+
+CONTEXT = web.AppKey("context", ServerContext)
+
+
+def context_of(request: web.Request) -> ServerContext:
+    return request.app[CONTEXT]

@@ -1,0 +1,434 @@
+"""JSON Schemas of response bodies (the OpenAPI document's components)."""
+
+from __future__ import annotations
+
+from adapters.http.schemas import (
+    CANCEL_REQUEST,
+    GRAPH_SUBMISSION,
+    NULLABLE_STRING,
+    NULLABLE_TIME,
+    NULLABLE_UUID,
+    STATE,
+    TASK_SUBMISSION,
+    TIME,
+    TIMEOUT_KINDS,
+    UUID,
+    Schema,
+)
+
+ERROR: Schema = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+        }
+    },
+}
+
+TIMEOUTS: Schema = {
+    "type": "object",
+    "properties": {kind: {"type": ["number", "null"]} for kind in TIMEOUT_KINDS},
+}
+
+TASK: Schema = {
+    "type": "object",
+    "required": [
+        "id",
+        "type",
+        "adapter",
+        "queue",
+        "priority",
+        "lane",
+        "state",
+        "principal",
+        "role",
+        "tags",
+        "args",
+        "result",
+        "error",
+        "attempts",
+        "max_attempts",
+        "worker",
+        "timeout_kind",
+        "depends_on",
+        "graph_id",
+        "ref",
+        "idempotency_key",
+        "timeouts",
+        "run_at",
+        "enqueued_at",
+        "started_at",
+        "finished_at",
+        "lease_expires_at",
+        "updated_at",
+        "version",
+        "position",
+    ],
+    "properties": {
+        "id": UUID,
+        "type": {"type": "string"},
+        "adapter": {"type": "string"},
+        "queue": {"type": "string"},
+        "priority": {"type": "integer"},
+        "lane": NULLABLE_STRING,
+        "state": STATE,
+        "principal": {"type": "string"},
+        "role": {"type": "string"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "args": {"type": "object"},
+        "result": {"description": "the JSON result of a succeeded task, else null"},
+        "error": {"type": ["object", "null"]},
+        "attempts": {"type": "integer", "minimum": 0},
+        "max_attempts": {"type": "integer", "minimum": 1},
+        "worker": NULLABLE_STRING,
+        "timeout_kind": NULLABLE_STRING,
+        "depends_on": {"type": "array", "items": UUID},
+        "graph_id": NULLABLE_UUID,
+        "ref": NULLABLE_STRING,
+        "idempotency_key": NULLABLE_STRING,
+        "timeouts": TIMEOUTS,
+        "run_at": NULLABLE_TIME,
+        "enqueued_at": TIME,
+        "started_at": NULLABLE_TIME,
+        "finished_at": NULLABLE_TIME,
+        "lease_expires_at": NULLABLE_TIME,
+        "updated_at": TIME,
+        "version": {"type": "integer", "minimum": 1},
+        "position": {"type": "integer", "minimum": 1},
+    },
+}
+
+TASK_PAGE: Schema = {
+    "type": "object",
+    "required": ["tasks", "next_cursor"],
+    "properties": {
+        "tasks": {"type": "array", "items": TASK},
+        "next_cursor": {
+            "type": ["string", "null"],
+            "description": "pass as ?cursor= for the next page; null on the last page",
+        },
+    },
+}
+
+GRAPH_CREATED: Schema = {
+    "type": "object",
+    "required": ["graph_id", "tasks"],
+    "properties": {
+        "graph_id": NULLABLE_UUID,
+        "tasks": {"type": "object", "additionalProperties": UUID, "description": "ref -> id"},
+    },
+}
+
+EVENT: Schema = {
+    "type": "object",
+    "required": [
+        "position",
+        "type",
+        "aggregate",
+        "aggregate_id",
+        "version",
+        "time",
+        "principal",
+        "data",
+    ],
+    "properties": {
+        "position": {"type": "integer", "minimum": 1},
+        "type": {"type": "string"},
+        "aggregate": {"type": "string"},
+        "aggregate_id": UUID,
+        "version": {"type": "integer", "minimum": 1},
+        "time": TIME,
+        "principal": {"type": "string"},
+        "data": {"type": "object"},
+    },
+}
+
+HISTORY: Schema = {
+    "type": "object",
+    "required": ["task_id", "events"],
+    "properties": {"task_id": UUID, "events": {"type": "array", "items": EVENT}},
+}
+
+EVENT_PAGE: Schema = {
+    "type": "object",
+    "required": ["events", "next_after", "head"],
+    "properties": {
+        "events": {"type": "array", "items": EVENT},
+        "next_after": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "pass as ?after= to continue; every position up to it was read",
+        },
+        "head": {"type": "integer", "minimum": 0, "description": "the last position of the log"},
+    },
+}
+
+GRAPH_NODE: Schema = {
+    "type": "object",
+    "required": [
+        "id",
+        "type",
+        "ref",
+        "state",
+        "queue",
+        "lane",
+        "priority",
+        "depth",
+        "pending",
+        "graph_id",
+    ],
+    "properties": {
+        "id": UUID,
+        "type": NULLABLE_STRING,
+        "ref": NULLABLE_STRING,
+        "state": STATE,
+        "queue": {"type": "string"},
+        "lane": NULLABLE_STRING,
+        "priority": {"type": "integer"},
+        "depth": {"type": "integer", "minimum": 0},
+        "pending": {"type": "integer", "description": "dependencies not yet succeeded"},
+        "graph_id": NULLABLE_UUID,
+    },
+}
+
+TASK_GRAPH: Schema = {
+    "type": "object",
+    "required": ["task_id", "nodes", "edges", "truncated"],
+    "properties": {
+        "task_id": UUID,
+        "nodes": {"type": "array", "items": GRAPH_NODE},
+        "edges": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["from", "to"],
+                "properties": {
+                    "from": {**UUID, "description": "the dependency"},
+                    "to": {**UUID, "description": "the task that depends on it"},
+                },
+            },
+        },
+        "truncated": {"type": "boolean"},
+    },
+}
+
+READY_SET: Schema = {
+    "type": "object",
+    "required": ["queue", "tasks"],
+    "properties": {
+        "queue": {"type": "string"},
+        "tasks": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["id", "queue", "priority", "lane", "state", "depth", "run_at"],
+                "properties": {
+                    "id": UUID,
+                    "queue": {"type": "string"},
+                    "priority": {"type": "integer"},
+                    "lane": NULLABLE_STRING,
+                    "state": STATE,
+                    "depth": {"type": "integer"},
+                    "run_at": NULLABLE_TIME,
+                },
+            },
+        },
+    },
+}
+
+RETRY_POLICY: Schema = {
+    "type": "object",
+    "required": [
+        "max_attempts",
+        "backoff_initial",
+        "backoff_multiplier",
+        "backoff_max",
+        "jitter",
+        "non_retryable",
+    ],
+    "properties": {
+        "max_attempts": {"type": "integer"},
+        "backoff_initial": {"type": "number"},
+        "backoff_multiplier": {"type": "number"},
+        "backoff_max": {"type": "number"},
+        "jitter": {"type": "number"},
+        "non_retryable": {"type": "array", "items": {"type": "string"}},
+    },
+}
+
+TASK_TYPE: Schema = {
+    "type": "object",
+    "required": [
+        "name",
+        "description",
+        "adapter",
+        "queue",
+        "priority",
+        "lane",
+        "tags",
+        "timeouts",
+        "retry",
+        "roles",
+        "schema",
+        "learn_hook",
+        "may_enqueue",
+    ],
+    "properties": {
+        "name": {"type": "string"},
+        "description": {"type": "string"},
+        "adapter": {"type": "string"},
+        "queue": {"type": "string"},
+        "priority": {"type": "integer"},
+        "lane": {**NULLABLE_STRING, "description": "lane template, e.g. agent:{agent_id}"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "timeouts": {**TIMEOUTS, "description": "resolved for the type (type, queue, default)"},
+        "retry": RETRY_POLICY,
+        "roles": {"type": "array", "items": {"type": "string"}},
+        "schema": {"type": ["object", "null"], "description": "JSON Schema of the args"},
+        "learn_hook": NULLABLE_STRING,
+        "may_enqueue": {"type": "boolean", "description": "whether the caller may enqueue it"},
+    },
+}
+
+TASK_TYPE_STATS: Schema = {
+    "type": "object",
+    "required": ["tasks", "by_state", "success_rate", "run_seconds"],
+    "properties": {
+        "tasks": {"type": "integer", "minimum": 0},
+        "by_state": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "success_rate": {"type": ["number", "null"]},
+        "run_seconds": {
+            "type": "object",
+            "required": ["count", "mean", "p50", "p95", "max"],
+            "properties": {
+                "count": {"type": "integer"},
+                **{k: {"type": ["number", "null"]} for k in ("mean", "p50", "p95", "max")},
+            },
+        },
+    },
+}
+
+TASK_TYPE_DETAIL: Schema = {
+    "allOf": [TASK_TYPE],
+    "type": "object",
+    "required": ["statistics"],
+    "properties": {"statistics": TASK_TYPE_STATS},
+}
+
+TASK_TYPE_LIST: Schema = {
+    "type": "object",
+    "required": ["task_types"],
+    "properties": {"task_types": {"type": "array", "items": TASK_TYPE}},
+}
+
+QUEUE: Schema = {
+    "type": "object",
+    "required": ["name", "concurrency", "paused", "ready", "scheduled", "running", "timeouts"],
+    "properties": {
+        "name": {"type": "string"},
+        "concurrency": {"type": "integer", "minimum": 1},
+        "paused": {"type": "boolean"},
+        "ready": {"type": "integer", "minimum": 0, "description": "tasks that may start now"},
+        "scheduled": {"type": "integer", "minimum": 0, "description": "tasks due later"},
+        "running": {"type": "integer", "minimum": 0},
+        "timeouts": TIMEOUTS,
+    },
+}
+
+QUEUE_LIST: Schema = {
+    "type": "object",
+    "required": ["queues"],
+    "properties": {"queues": {"type": "array", "items": QUEUE}},
+}
+
+WORKER: Schema = {
+    "type": "object",
+    "required": [
+        "worker",
+        "host",
+        "pid",
+        "queues",
+        "concurrency",
+        "started_at",
+        "last_seen",
+        "seconds_since_seen",
+        "running",
+    ],
+    "properties": {
+        "worker": {"type": "string"},
+        "host": {"type": "string"},
+        "pid": {"type": "integer"},
+        "queues": {"type": "array", "items": {"type": "string"}},
+        "concurrency": {"type": "integer"},
+        "started_at": TIME,
+        "last_seen": {**TIME, "description": "its last heartbeat"},
+        "seconds_since_seen": {"type": "number"},
+        "running": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": [
+                    "task_id",
+                    "attempt",
+                    "queue",
+                    "lane",
+                    "started_at",
+                    "lease_expires_at",
+                ],
+                "properties": {
+                    "task_id": UUID,
+                    "attempt": {"type": "integer", "minimum": 1},
+                    "queue": {"type": "string"},
+                    "lane": NULLABLE_STRING,
+                    "started_at": TIME,
+                    "lease_expires_at": TIME,
+                },
+            },
+        },
+    },
+}
+
+WORKER_LIST: Schema = {
+    "type": "object",
+    "required": ["workers"],
+    "properties": {"workers": {"type": "array", "items": WORKER}},
+}
+
+HEALTH: Schema = {
+    "type": "object",
+    "required": ["status", "head", "projections"],
+    "properties": {
+        "status": {"type": "string", "enum": ["ok"]},
+        "head": {"type": "integer", "minimum": 0},
+        "projections": {
+            "type": "object",
+            "additionalProperties": {"type": "integer"},
+            "description": "position each projection has read up to",
+        },
+    },
+}
+
+COMPONENTS: dict[str, Schema] = {
+    "Error": ERROR,
+    "TaskSubmission": TASK_SUBMISSION,
+    "GraphSubmission": GRAPH_SUBMISSION,
+    "CancelRequest": CANCEL_REQUEST,
+    "Task": TASK,
+    "TaskPage": TASK_PAGE,
+    "GraphCreated": GRAPH_CREATED,
+    "Event": EVENT,
+    "History": HISTORY,
+    "EventPage": EVENT_PAGE,
+    "TaskGraph": TASK_GRAPH,
+    "ReadySet": READY_SET,
+    "TaskType": TASK_TYPE,
+    "TaskTypeDetail": TASK_TYPE_DETAIL,
+    "TaskTypeList": TASK_TYPE_LIST,
+    "Queue": QUEUE,
+    "QueueList": QUEUE_LIST,
+    "WorkerList": WORKER_LIST,
+    "Health": HEALTH,
+}

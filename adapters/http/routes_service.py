@@ -1,0 +1,44 @@
+"""Service routes: liveness (``/healthz``), Prometheus metrics, the OpenAPI document."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from adapters.http.context import context_of
+from adapters.http.metrics import CONTENT_TYPE
+from adapters.http.openapi import openapi_document
+from adapters.http.views import json_response
+from adapters.postgres import task_queries
+from domain.registry import Registry
+
+OPENAPI = web.AppKey("openapi", dict)
+
+
+async def health(request: web.Request) -> web.Response:
+    """200 when the database answers (503 otherwise, from the error middleware)."""
+    ctx = context_of(request)
+    positions = await ctx.run(task_queries.projection_positions, ctx.runtime.store)
+    head = await ctx.run(ctx.runtime.store.head_position)
+    return json_response({"status": "ok", "head": head, "projections": positions})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    ctx = context_of(request)
+    body = await ctx.run(ctx.metrics.render)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return json_response(request.app[OPENAPI])
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.get("/healthz", health, name="service.health"),
+        web.get("/metrics", metrics, name="service.metrics"),
+        web.get("/openapi.json", openapi, name="service.openapi"),
+    ]
+
+
+def install_openapi(app: web.Application, registry: Registry) -> None:
+    app[OPENAPI] = openapi_document(registry)

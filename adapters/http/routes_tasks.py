@@ -1,0 +1,216 @@
+"""Task routes: enqueue one task (optionally waiting for its result) or a DAG, read, list,
+history, cancel, retry, the connected graph of a task and the ready set of a queue."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import nullcontext
+from typing import Any
+from uuid import UUID
+
+from aiohttp import web
+
+from adapters.http import bodies, policy, schemas
+from adapters.http.auth import requester_of
+from adapters.http.context import ServerContext, context_of
+from adapters.http.views import event_json, fold_task, json_response, task_json, task_row_json
+from adapters.postgres import task_queries
+from adapters.postgres.event_store import RecordedEvent
+from adapters.runtime import Runtime
+from domain.errors import InvalidQuery, TaskNotFound, UnknownQueue
+from domain.task import Task, TaskState
+
+WAKE_INTERVAL = 0.05  # seconds between two looks at a waited-on task, at most
+
+
+def load_task(runtime: Runtime, task_id: UUID) -> tuple[Task, list[RecordedEvent]]:
+    """A task and its events, current to the log (blocking)."""
+    events = runtime.store.history(task_id)
+    if not events:
+        raise TaskNotFound(f"no task {task_id}")
+    try:
+        return fold_task(events), events
+    except TaskNotFound:
+        raise TaskNotFound(f"no task {task_id}") from None
+
+
+def task_location(task_id: UUID) -> dict[str, str]:
+    return {"Location": f"/v1/tasks/{task_id}"}
+
+
+async def enqueue_task(request: web.Request) -> web.Response:
+    """201 with the task; with ``?wait=SECONDS``, 200 once it ended or 202 if still going."""
+    ctx = context_of(request)
+    wait = bodies.query_seconds(request, "wait", schemas.MAX_WAIT_SECONDS)
+    body = bodies.validated(await bodies.read_json(request), schemas.TASK_SUBMISSION, "the task")
+    task_request = bodies.task_request(body)
+    # A waiting call takes its slot before enqueueing: a 429 must leave nothing behind.
+    with ctx.waiting.hold() if wait is not None else nullcontext():
+        task = await ctx.run(ctx.runtime.ledger.enqueue, task_request, requester_of(request))
+        if wait is None:
+            view = task_json(*await ctx.run(load_task, ctx.runtime, task.id))
+            return json_response(view, status=201, headers=task_location(task.id))
+        view = await wait_for_end(ctx, task.id, min(wait, ctx.limits.max_wait_seconds))
+    status = 200 if TaskState(view["state"]).is_terminal else 202
+    return json_response(view, status=status, headers=task_location(task.id))
+
+
+async def wait_for_end(ctx: ServerContext, task_id: UUID, seconds: float) -> dict[str, Any]:
+    """The task's view once it is terminal, or when ``seconds`` have passed."""
+    deadline = time.monotonic() + seconds
+    while True:
+        changed = ctx.watcher.changed()
+        looked = time.monotonic()
+        task, events = await ctx.run(load_task, ctx.runtime, task_id)
+        left = deadline - time.monotonic()
+        if task.state.is_terminal or left <= 0 or ctx.closing.is_set():
+            return task_json(task, events)
+        await ctx.watcher.wait(changed, left)
+        # Bursts of appends (other tasks' events): look again at most every WAKE_INTERVAL.
+        pause = min(looked + WAKE_INTERVAL, deadline) - time.monotonic()
+        if pause > 0:
+            await asyncio.sleep(pause)
+
+
+async def enqueue_graph(request: web.Request) -> web.Response:
+    ctx = context_of(request)
+    body = bodies.validated(await bodies.read_json(request), schemas.GRAPH_SUBMISSION, "the graph")
+    requests = bodies.graph_task_requests(body)
+    tasks = await ctx.run(ctx.runtime.ledger.enqueue_graph, requests, requester_of(request))
+    return json_response(
+        {"graph_id": tasks[0].graph_id, "tasks": {task.ref: task.id for task in tasks}},
+        status=201,
+    )
+
+
+async def get_task(request: web.Request) -> web.Response:
+    ctx = context_of(request)
+    task, events = await ctx.run(load_task, ctx.runtime, bodies.path_task_id(request))
+    return json_response(task_json(task, events))
+
+
+async def list_tasks(request: web.Request) -> web.Response:
+    """Newest first, from the task view (which trails the log by a moment)."""
+    ctx = context_of(request)
+    state = bodies.query_text(request, "state")
+    if state is not None and state not in {s.value for s in TaskState}:
+        raise InvalidQuery(f"unknown state {state!r}")
+    where = task_queries.TaskFilter(
+        state=state,
+        type_name=bodies.query_text(request, "type"),
+        queue=bodies.query_text(request, "queue"),
+        lane=bodies.query_text(request, "lane"),
+        tag=bodies.query_text(request, "tag"),
+    )
+    page = await ctx.run(
+        task_queries.list_tasks,
+        ctx.runtime.store,
+        where,
+        limit=bodies.query_int(request, "limit", 50, 1, task_queries.MAX_PAGE),
+        cursor=bodies.query_text(request, "cursor") or None,
+    )
+    return json_response(
+        {"tasks": [task_row_json(row) for row in page.rows], "next_cursor": page.next_cursor}
+    )
+
+
+async def task_history(request: web.Request) -> web.Response:
+    ctx = context_of(request)
+    task_id = bodies.path_task_id(request)
+    _, events = await ctx.run(load_task, ctx.runtime, task_id)
+    return json_response({"task_id": task_id, "events": [event_json(e) for e in events]})
+
+
+async def cancel_task(request: web.Request) -> web.Response:
+    ctx = context_of(request)
+    task_id = bodies.path_task_id(request)
+    body = await bodies.read_json(request, if_empty={})
+    reason = bodies.validated(body, schemas.CANCEL_REQUEST, "the body").get("reason", "")
+    requester = requester_of(request)
+    task, _ = await ctx.run(load_task, ctx.runtime, task_id)
+    policy.check_cancel(ctx.registry, requester, task)
+    await ctx.run(ctx.runtime.ledger.cancel, task_id, requester.principal, reason)
+    return json_response(task_json(*await ctx.run(load_task, ctx.runtime, task_id)))
+
+
+async def retry_task(request: web.Request) -> web.Response:
+    ctx = context_of(request)
+    task_id = bodies.path_task_id(request)
+    requester = requester_of(request)
+    task, _ = await ctx.run(load_task, ctx.runtime, task_id)
+    policy.check_retry(ctx.registry, requester, task)
+    await ctx.run(ctx.runtime.ledger.retry, task_id, requester.principal)
+    return json_response(task_json(*await ctx.run(load_task, ctx.runtime, task_id)))
+
+
+async def task_graph(request: web.Request) -> web.Response:
+    """The connected DAG of ``?task=ID`` from the readiness graph."""
+    ctx = context_of(request)
+    task_id = bodies.query_uuid(request, "task")
+    if task_id is None:
+        raise InvalidQuery("name a task: /v1/graph?task=ID")
+    await ctx.run(load_task, ctx.runtime, task_id)  # 404 for an unknown task
+    graph = await ctx.run(task_queries.task_graph, ctx.runtime.store, task_id)
+    nodes = [
+        {
+            "id": n["task_id"],
+            "type": n["type_name"],
+            "ref": n["ref"],
+            "state": n["state"],
+            "queue": n["queue"],
+            "lane": n["lane"],
+            "priority": n["priority"],
+            "depth": n["depth"],
+            "pending": n["pending"],
+            "graph_id": n["graph_id"],
+        }
+        for n in graph.nodes
+    ]
+    edges = [{"from": e["parent"], "to": e["child"]} for e in graph.edges]
+    return json_response(
+        {"task_id": task_id, "nodes": nodes, "edges": edges, "truncated": graph.truncated}
+    )
+
+
+async def ready_set(request: web.Request) -> web.Response:
+    """The tasks of a queue that may start now, in dispatch order."""
+    ctx = context_of(request)
+    queue = bodies.query_text(request, "queue")
+    if queue is None:
+        raise InvalidQuery("name a queue: /v1/ready?queue=NAME")
+    if queue not in ctx.registry.queues:
+        raise UnknownQueue(f"unknown queue {queue!r}")
+    limit = bodies.query_int(request, "limit", 100, 1, task_queries.MAX_PAGE)
+    rows = await ctx.run(task_queries.ready_tasks, ctx.runtime.store, queue, limit)
+    return json_response(
+        {
+            "queue": queue,
+            "tasks": [
+                {
+                    "id": r["task_id"],
+                    "queue": r["queue"],
+                    "priority": r["priority"],
+                    "lane": r["lane"],
+                    "state": r["state"],
+                    "depth": r["depth"],
+                    "run_at": r["run_at"],
+                }
+                for r in rows
+            ],
+        }
+    )
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.post("/v1/tasks", enqueue_task, name="tasks.enqueue"),
+        web.get("/v1/tasks", list_tasks, name="tasks.list"),
+        web.post("/v1/graphs", enqueue_graph, name="graphs.enqueue"),
+        web.get("/v1/tasks/{task_id}", get_task, name="tasks.get"),
+        web.get("/v1/tasks/{task_id}/history", task_history, name="tasks.history"),
+        web.post("/v1/tasks/{task_id}/cancel", cancel_task, name="tasks.cancel"),
+        web.post("/v1/tasks/{task_id}/retry", retry_task, name="tasks.retry"),
+        web.get("/v1/graph", task_graph, name="graph.get"),
+        web.get("/v1/ready", ready_set, name="ready.list"),
+    ]

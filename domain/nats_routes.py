@@ -1,0 +1,117 @@
+"""NATS settings of the registry: which subjects become which task types, and where ledger
+events are published. Parsed from the ``[nats]`` table of the configuration."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from domain.errors import ConfigError
+
+_SUBJECT_TOKEN = re.compile(r"^([A-Za-z0-9_\-$]+|\*|>)$")
+
+
+class RouteMode(StrEnum):
+    REQUEST = "request"  # request-reply: the reply is the task's terminal result
+    PUBLISH = "publish"  # fire-and-forget: the message becomes a task, nothing is answered
+
+
+@dataclass(frozen=True)
+class NatsRoute:
+    subject: str  # may hold wildcards (* one token, > the rest)
+    task_type: str
+    mode: RouteMode = RouteMode.REQUEST
+    timeout: float = 30.0  # how long a request-reply route waits for the result
+
+
+@dataclass(frozen=True)
+class NatsSettings:
+    request_subject: str = "execution.request.task"  # body names the type: {"type", "args"}
+    stream: str = "LEDGER_EVENTS"
+    event_subject_prefix: str = "ledger.events"  # events go to PREFIX.<EventType>
+    routes: tuple[NatsRoute, ...] = ()
+
+
+_KEYS = {"request_subject", "stream", "event_subject_prefix", "routes"}
+_ROUTE_KEYS = {"subject", "task_type", "mode", "timeout"}
+
+
+def build_nats_settings(data: Any, task_types: Mapping[str, Any]) -> NatsSettings:
+    where: tuple[str, ...] = ("nats",)
+    if data is None:
+        return NatsSettings()
+    if not isinstance(data, Mapping):
+        raise ConfigError("expected a table", where)
+    for key in data:
+        if key not in _KEYS:
+            raise ConfigError(
+                f"unknown key {key!r} (expected one of: {', '.join(sorted(_KEYS))})", (*where, key)
+            )
+    defaults = NatsSettings()
+    request_subject = _subject(
+        data.get("request_subject", defaults.request_subject), (*where, "request_subject")
+    )
+    prefix = _subject(
+        data.get("event_subject_prefix", defaults.event_subject_prefix),
+        (*where, "event_subject_prefix"),
+        wildcards=False,
+    )
+    stream = data.get("stream", defaults.stream)
+    if not isinstance(stream, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", stream):
+        raise ConfigError(
+            "stream must be a JetStream stream name (letters, digits, _ and -)", (*where, "stream")
+        )
+    routes = data.get("routes", [])
+    if not isinstance(routes, list):
+        raise ConfigError("routes must be an array of tables ([[nats.routes]])", (*where, "routes"))
+    return NatsSettings(
+        request_subject=request_subject,
+        stream=stream,
+        event_subject_prefix=prefix,
+        routes=tuple(
+            _route(spec, (*where, "routes", str(i)), task_types) for i, spec in enumerate(routes)
+        ),
+    )
+
+
+def _route(spec: Any, where: tuple[str, ...], task_types: Mapping[str, Any]) -> NatsRoute:
+    if not isinstance(spec, Mapping):
+        raise ConfigError("expected a table", where)
+    for key in spec:
+        if key not in _ROUTE_KEYS:
+            raise ConfigError(
+                f"unknown key {key!r} (expected one of: {', '.join(sorted(_ROUTE_KEYS))})",
+                (*where, key),
+            )
+    task_type = spec.get("task_type")
+    if task_type not in task_types:
+        raise ConfigError(f"unknown task type {task_type!r}", (*where, "task_type"))
+    try:
+        mode = RouteMode(spec.get("mode", "request"))
+    except ValueError:
+        raise ConfigError("mode must be request or publish", (*where, "mode")) from None
+    timeout = spec.get("timeout", 30.0)
+    if (
+        not isinstance(timeout, (int, float))
+        or isinstance(timeout, bool)
+        or not 0 < timeout <= 3600
+    ):
+        raise ConfigError("timeout must be seconds, from 0 to 3600", (*where, "timeout"))
+    return NatsRoute(
+        _subject(spec.get("subject"), (*where, "subject")), task_type, mode, float(timeout)
+    )
+
+
+def _subject(value: Any, where: tuple[str, ...], wildcards: bool = True) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError("expected a NATS subject", where)
+    tokens = value.split(".")
+    for index, token in enumerate(tokens):
+        if not _SUBJECT_TOKEN.fullmatch(token) or (token == ">" and index != len(tokens) - 1):
+            raise ConfigError(f"{value!r} is not a valid NATS subject", where)
+        if not wildcards and token in ("*", ">"):
+            raise ConfigError(f"{value!r} may not hold wildcards", where)
+    return value
