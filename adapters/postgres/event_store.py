@@ -22,8 +22,8 @@ from psycopg import sql
 from psycopg.rows import DictRow
 
 from adapters.postgres.recorder import LedgerRecorder, Statement, run_inline
-from domain.errors import TaskNotFound
 from domain.access import AccessDenial
+from domain.errors import TaskNotFound
 from domain.queue import Queue, queue_id
 from domain.task import Task
 
