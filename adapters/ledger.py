@@ -6,8 +6,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import UUID, uuid4
 
+import psycopg
 from eventsourcing.persistence import IntegrityError
 from psycopg import sql
 
@@ -17,6 +19,7 @@ from adapters.postgres.recorder import Statement
 from adapters.postgres.running import RunningTables
 from domain.errors import (
     IdempotencyKeyTaken,
+    InvalidSubmission,
     InvalidTransition,
     TaskNotFound,
     UnknownDependency,
@@ -62,6 +65,23 @@ class Ledger:
         returned (``enqueue_once`` also says which happened)."""
         return self.enqueue_once(request, requester)[0]
 
+    def enqueue_in(
+        self,
+        connection: psycopg.Connection[Any],
+        requests: Sequence[TaskRequest],
+        requester: Requester = SYSTEM,
+    ) -> list[Task]:
+        """Enqueue inside the caller's own open transaction on ``connection`` (same
+        database): the tasks exist if and only if the caller commits."""
+        if connection.autocommit or connection.info.transaction_status.name != "INTRANS":
+            raise InvalidSubmission(
+                "enqueue_in needs a connection inside an open transaction "
+                "(autocommit off, after a first statement, or within `with conn.transaction()`)"
+            )
+        tasks, inline = self._plan(requests, requester)
+        self.store.append_in(self.store.adopt(connection), tasks, inline)
+        return tasks
+
     def enqueue_once(
         self, request: TaskRequest, requester: Requester = SYSTEM
     ) -> tuple[Task, bool]:
@@ -82,6 +102,14 @@ class Ledger:
         self, requests: Sequence[TaskRequest], requester: Requester = SYSTEM
     ) -> list[Task]:
         """Store all tasks in one transaction, or none: refs name tasks of the same call."""
+        tasks, inline = self._plan(requests, requester)
+        self.store.save(*tasks, inline=inline)
+        return tasks
+
+    def _plan(
+        self, requests: Sequence[TaskRequest], requester: Requester
+    ) -> tuple[list[Task], list[Statement]]:
+        """The new tasks, and the statements that must commit with them (their keys)."""
         context = SubmissionContext(
             registry=self.registry,
             requester=requester,
@@ -94,8 +122,7 @@ class Ledger:
         if len(requests) > 1:
             for key, holder in self._key_holders(requests).items():
                 raise IdempotencyKeyTaken(f"idempotency key {key!r} is held by task {holder}")
-        self.store.save(*tasks, inline=self._keys_taken(tasks, requests, context.now))
-        return tasks
+        return tasks, self._keys_taken(tasks, requests, context.now)
 
     def _key_holders(self, requests: Sequence[TaskRequest]) -> dict[str, UUID]:
         keys = [r.idempotency_key for r in requests if r.idempotency_key is not None]

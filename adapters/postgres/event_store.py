@@ -19,7 +19,8 @@ from eventsourcing.application import Application
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import StoredEvent
 from psycopg import sql
-from psycopg.rows import DictRow
+from psycopg.rows import DictRow, dict_row
+from psycopg.types.composite import register_composite
 
 from adapters.postgres.recorder import LedgerRecorder, Statement, run_inline
 from domain.access import AccessDenial
@@ -103,6 +104,14 @@ class EventStore:
             return
         with self.transaction() as cursor:
             self.append_in(cursor, tasks, inline)
+
+    def adopt(self, connection: psycopg.Connection[Any]) -> psycopg.Cursor[DictRow]:
+        """A cursor on the caller's own connection that ``append_in`` can write with: the
+        library's composite type is registered on it and rows come back as dicts."""
+        for info in self.recorder.datastore.psycopg_type_adapters.values():
+            if not connection.adapters.types.get(info.oid):
+                register_composite(info, connection)
+        return connection.cursor(row_factory=dict_row)
 
     @contextmanager
     def transaction(self) -> Iterator[psycopg.Cursor[DictRow]]:
