@@ -17,13 +17,15 @@ from adapters.postgres.running import READY_CHANNEL
 from adapters.postgres.schema import create_schema
 from adapters.settings import Settings, load_settings
 from processors.dependency_cascade import DependencyCascade
+from projections.audit_chain import AuditChain
 from projections.base import Projection
+from projections.dataset import DatasetProjection
 from projections.readiness import ReadinessGraph
 from projections.task_view import TaskView
 
 
 def all_projections(schema: str) -> list[Projection]:
-    return [TaskView(schema), ReadinessGraph(schema)]
+    return [TaskView(schema), ReadinessGraph(schema), AuditChain(schema), DatasetProjection(schema)]
 
 
 @dataclass

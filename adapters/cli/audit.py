@@ -77,6 +77,8 @@ def _verify(rt: Runtime, options: argparse.Namespace) -> int:
         print(render.to_json(dataclasses.asdict(report)))
     elif report.ok:
         render.console.print(f"ok: {report.detail}")
+    elif report.first_bad_position is None:
+        render.console.print(f"[red]not verified[/]: {report.reason} ({report.detail})")
     else:
         render.console.print(
             f"[red]altered[/] at position {report.first_bad_position}: {report.reason} "
@@ -110,18 +112,19 @@ def _log(rt: Runtime, options: argparse.Namespace) -> int:
 
 def _table(entries: list[AuditEntry]) -> Table:
     table = Table(header_style="bold")
-    for column in ("position", "time", "event", "subject", "principal", "actor", "data"):
-        table.add_column(column)
+    for column in ("position", "time", "event", "subject", "principal", "actor"):
+        table.add_column(column, no_wrap=True)  # these stay whole; ``data`` wraps
+    table.add_column("data")
     for entry in entries:
         data = render.compact_json(entry.data)
         table.add_row(
             str(entry.position),
             entry.time.strftime("%Y-%m-%d %H:%M:%S"),
             entry.type,
-            f"{entry.aggregate} {entry.subject_id}",
+            str(entry.subject_id),
             entry.principal,
             entry.actor,
-            data if len(data) <= 80 else data[:77] + "...",
+            data if len(data) <= 100 else data[:97] + "...",
         )
     return table
 

@@ -30,6 +30,8 @@ from rich.progress import (
 
 from adapters.cli import render
 from adapters.cli.arguments import load_graph_file, parse_args_option, parse_run_at
+from adapters.cli.audit import add_audit_parser, cmd_audit
+from adapters.cli.replay import add_replay_parser, cmd_replay
 from adapters.ledger import utc_now
 from adapters.postgres.projection_runner import ProjectionBusy
 from adapters.postgres.task_queries import TaskFilter, get_task_row, list_tasks
@@ -154,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     actions.add_parser("status", help="each projection's position against the head of the log")
     rebuild = actions.add_parser("rebuild", help="drop a projection's tables and replay the log")
     rebuild.add_argument("name", help="projection name, or 'all'")
+    add_audit_parser(commands)
+    add_replay_parser(commands)
     return parser
 
 
@@ -385,6 +389,8 @@ COMMANDS = {
     "show": cmd_show,
     "history": cmd_history,
     "worker": cmd_worker,
+    "audit": cmd_audit,
+    "replay": cmd_replay,
     "serve": cmd_serve,
     "schedules": cmd_schedules,
     "demo": cmd_demo,
@@ -404,13 +410,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:
-        COMMANDS[options.command](rt, options)
+        status = COMMANDS[options.command](rt, options)
     except (LedgerError, ProjectionBusy) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     finally:
         rt.close()
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Executor adapters: run one execution of a task and return ``Success`` or ``Failure``.
 
-``executors_by_name`` builds the four executors (shell, lua, http, python) for the wiring.
+``executors_by_name`` builds the six executors (shell, lua, http, python, docker, nats) for
+the wiring.
 """
 
 from __future__ import annotations
@@ -8,15 +9,19 @@ from __future__ import annotations
 from typing import Any
 
 from adapters.executors.base import Executor
+from adapters.executors.docker import DockerExecutor
 from adapters.executors.http import HttpExecutor
 from adapters.executors.lua import LuaExecutor
+from adapters.executors.nats import NatsExecutor
 from adapters.executors.python import PythonExecutor
 from adapters.executors.shell import ShellExecutor
 
 __all__ = [
+    "DockerExecutor",
     "Executor",
     "HttpExecutor",
     "LuaExecutor",
+    "NatsExecutor",
     "PythonExecutor",
     "ShellExecutor",
     "executors_by_name",
@@ -36,5 +41,7 @@ def executors_by_name(sandbox_settings: dict[str, Any] | None = None) -> dict[st
         LuaExecutor(defaults.get("lua")),
         HttpExecutor(defaults.get("http")),
         PythonExecutor(defaults.get("python")),
+        DockerExecutor(defaults.get("docker")),
+        NatsExecutor(defaults.get("nats")),
     ]
     return {executor.name: executor for executor in executors}

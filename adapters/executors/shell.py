@@ -112,8 +112,8 @@ class ShellExecutor(Executor[ShellSettings]):
             cwd = settings.cwd or scratch
             env = {"PATH": BASE_PATH, "HOME": cwd, "LANG": "C.UTF-8", **settings.env}
             loop = asyncio.get_running_loop()
-            try:
-                transport, output = await loop.subprocess_exec(
+            spawn = asyncio.ensure_future(
+                loop.subprocess_exec(
                     lambda: CommandOutput(settings.max_output_bytes, loop),
                     *argv,
                     stdin=subprocess.DEVNULL,
@@ -124,6 +124,14 @@ class ShellExecutor(Executor[ShellSettings]):
                     start_new_session=True,
                     preexec_fn=_limiter(settings.limits) if settings.limits else None,
                 )
+            )
+            try:
+                # Shielded: a cancellation during the spawn must not leave the command
+                # running (asyncio would kill the process, not its group).
+                transport, output = await asyncio.shield(spawn)
+            except asyncio.CancelledError:
+                await _stop_spawned(spawn)
+                raise
             except (FileNotFoundError, PermissionError) as exc:
                 if exc.filename != argv[0]:
                     return Failure("SpawnError", str(exc))
@@ -143,8 +151,24 @@ class ShellExecutor(Executor[ShellSettings]):
                 if transport.get_returncode() is None:  # cancelled while the command runs
                     _kill_group(group)
                     await output.exited
+                    # A child forked while the first signal was being delivered escapes it;
+                    # its parent is dead now, so a second signal reaches everything left.
+                    _kill_group(group)
                 transport.close()
         return _result(argv[0], transport.get_returncode(), output)
+
+
+async def _stop_spawned(spawn: asyncio.Future[Any]) -> None:
+    """Wait for a spawn that was cancelled half-way, then kill what it started."""
+    try:
+        transport, output = await spawn
+    except Exception:
+        return  # it failed to start: nothing runs
+    group = transport.get_pid()
+    _kill_group(group)
+    await output.exited
+    _kill_group(group)
+    transport.close()
 
 
 class CommandOutput(asyncio.SubprocessProtocol):

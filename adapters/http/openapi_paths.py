@@ -268,6 +268,45 @@ def api_paths() -> dict[str, Any]:
                 tag="queues",
             )
         },
+        "/v1/dataset": {
+            "get": _operation(
+                "dataset.export",
+                "The learning dataset (one row per attempt) replayed from the event log, "
+                "streamed as JSONL, CSV or Parquet",
+                {
+                    "200": {
+                        "description": "The rows in log order (see docs/dataset.md)",
+                        "content": {
+                            "application/x-ndjson": {"schema": {"type": "string"}},
+                            "text/csv": {"schema": {"type": "string"}},
+                            "application/vnd.apache.parquet": {
+                                "schema": {"type": "string", "format": "binary"}
+                            },
+                        },
+                    }
+                },
+                parameters=[
+                    _query(
+                        "format",
+                        {"type": "string", "enum": ["jsonl", "csv", "parquet"]},
+                        "jsonl (default), csv or parquet",
+                    ),
+                    _query(
+                        "until",
+                        {"type": "string"},
+                        "the last event: a log position, or an ISO 8601 time with a zone",
+                    ),
+                    _query(
+                        "since",
+                        {"type": "string"},
+                        "only attempts ended after this position, or finished at or after "
+                        "this time",
+                    ),
+                    _query("type", {"type": "string"}, "only attempts of this task type"),
+                ],
+                tag="dataset",
+            )
+        },
         "/v1/events": {
             "get": _operation(
                 "events.list",

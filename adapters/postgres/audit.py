@@ -17,6 +17,7 @@ Who ("principal" and "actor") per event, decided from the log alone:
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ import psycopg
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import get_topic
 from psycopg import sql
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 
 from adapters.postgres.event_store import EVENTS_TABLE, EventStore
 from adapters.postgres.projection_runner import ProjectionRunner
@@ -48,7 +49,7 @@ GUARD_FUNCTION = "ledger_events_append_only"
 ROW_TRIGGER = "ledger_events_append_only"
 TRUNCATE_TRIGGER = "ledger_events_no_truncate"
 SYSTEM = "system"
-SCAN_WINDOW = 100_000  # log positions one page of ``audit_events`` may read past ``after``
+SCAN_WINDOW = 20_000  # log positions one page of ``audit_events`` may read past ``after``
 CHUNK = 500
 VERIFY_FETCH = 2_000
 
@@ -76,7 +77,7 @@ def protect_events_table(conn: psycopg.Connection[Any], schema: str) -> None:
     The function is replaced every time (no table lock); a trigger is created only when
     missing, so a restart does not queue behind the writers' table lock. A superuser (or
     the table's owner) can still disable the triggers: the audit chain detects what was
-    changed meanwhile.
+    changed meanwhile. Run it under the schema's migration lock (``create_schema``).
     """
     table = sql.Identifier(schema, EVENTS_TABLE)
     function = sql.Identifier(schema, GUARD_FUNCTION)
@@ -84,13 +85,12 @@ def protect_events_table(conn: psycopg.Connection[Any], schema: str) -> None:
         conn.execute(
             sql.SQL(_GUARD.replace("{message}", APPEND_ONLY_MESSAGE)).format(function=function)
         )
-        present = {
-            row[0]
-            for row in conn.execute(
-                "SELECT tgname FROM pg_trigger WHERE tgrelid = to_regclass(%s)",
-                (table.as_string(conn),),
-            )
-        }
+        cursor = conn.cursor(row_factory=tuple_row)  # whatever the connection's factory
+        cursor.execute(
+            "SELECT tgname FROM pg_trigger WHERE tgrelid = to_regclass(%s)",
+            (table.as_string(conn),),
+        )
+        present = {name for (name,) in cursor}
         for name, when in _TRIGGERS.items():
             if name not in present:
                 when_sql = sql.SQL(when).format(table=table)
@@ -112,6 +112,8 @@ class VerifyReport:
     chained event is gone from the log); ``inserted`` (an event in the log below the chain's
     head that was never chained); ``chain-broken`` (the chain rows do not follow from one
     another: the chain table was edited, or an event was removed together with its row).
+    ``catch-up-failed`` (what is chained is intact, but the chain could not be brought up
+    to the head: an event after it no longer decodes, or the database failed).
     ``unchained``: events after the chain's head, not checked (the projection lags).
     """
 
@@ -130,19 +132,23 @@ def verify_chain(store: EventStore, chain: ProjectionRunner | None = None) -> Ve
     the log now is checked; events appended meanwhile are counted as ``unchained``. Both
     tables are read in one snapshot through server-side cursors: memory stays flat.
     """
-    catch_up_error = ""
+    catch_up_error = None
     if chain is not None:
         try:
             chain.catch_up()
         except Exception as error:  # e.g. an altered event that no longer decodes
-            catch_up_error = f"; the chain could not catch up: {error}"
+            catch_up_error = f"the chain could not catch up: {type(error).__name__}: {error}"
     with psycopg.connect(store.database_url, row_factory=dict_row) as conn:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
         report = _compare(conn, store.schema)
-    if catch_up_error:
-        return VerifyReport(**{**vars(report), "detail": report.detail + catch_up_error})
-    return report
+    if catch_up_error is None:
+        return report
+    if not report.ok:
+        return dataclasses.replace(report, detail=f"{report.detail}; {catch_up_error}")
+    return dataclasses.replace(
+        report, ok=False, reason="catch-up-failed", detail=f"{report.detail}; {catch_up_error}"
+    )
 
 
 def _compare(conn: psycopg.Connection[Any], schema: str) -> VerifyReport:
@@ -180,7 +186,9 @@ def _compare(conn: psycopg.Connection[Any], schema: str) -> VerifyReport:
             None if event["state"] is None else bytes(event["state"]),
         )
         if event_hash(canonical) != bytes(row["event_hash"]):
-            return _bad(checked, position, "altered", "the stored event differs from the chained")
+            return _bad(
+                checked, position, "altered", "the stored event differs from the one chained"
+            )
         if next_chain_hash(previous, canonical) != bytes(row["chain_hash"]) or (
             row["originator_id"],
             row["originator_version"],

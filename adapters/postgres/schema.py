@@ -9,6 +9,7 @@ from collections.abc import Iterable
 import psycopg
 from psycopg import sql
 
+from adapters.postgres.audit import protect_events_table
 from adapters.postgres.event_store import EventStore
 from adapters.postgres.projection_runner import POSITIONS_TABLE
 from adapters.postgres.running import RunningTables
@@ -21,6 +22,7 @@ def create_schema(database_url: str, schema: str, projections: Iterable[Projecti
         try:
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
             EventStore(database_url, schema, create_table=True, pool_size=1).close()
+            protect_events_table(conn, schema)
             with conn.transaction():
                 conn.execute(
                     sql.SQL(

@@ -1,12 +1,14 @@
-"""``executors_by_name`` builds the four executors with deployment-wide defaults."""
+"""``executors_by_name`` builds the executors with deployment-wide defaults."""
 
 from __future__ import annotations
 
 import pytest
 
 from adapters.executors import (
+    DockerExecutor,
     HttpExecutor,
     LuaExecutor,
+    NatsExecutor,
     PythonExecutor,
     ShellExecutor,
     executors_by_name,
@@ -14,7 +16,7 @@ from adapters.executors import (
 from domain.execution import Failure
 
 
-def test_the_four_executors_are_built_by_adapter_name() -> None:
+def test_the_executors_are_built_by_adapter_name() -> None:
     executors = executors_by_name()
 
     assert {name: type(executor) for name, executor in executors.items()} == {
@@ -22,6 +24,8 @@ def test_the_four_executors_are_built_by_adapter_name() -> None:
         "lua": LuaExecutor,
         "http": HttpExecutor,
         "python": PythonExecutor,
+        "docker": DockerExecutor,
+        "nats": NatsExecutor,
     }
 
 

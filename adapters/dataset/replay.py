@@ -1,0 +1,203 @@
+"""Replay: the learning dataset rebuilt from the event log alone, streamed page by page
+through ``projections.dataset.AttemptFold`` into a file or an HTTP response.
+
+Memory stays flat in the number of events: one page of events (5,000) is held at a time,
+plus the fold's per-task facts (see docs/dataset.md). Rows are written as attempts finish.
+
+Bounds (``--until`` / ``?until=``):
+- a log position ``P``: every event with position <= P (cut at the head of the log as it
+  was when the replay started);
+- a time ``T`` (ISO 8601 with a zone): every event before the first task event, in log
+  order, whose timestamp is after ``T`` (positions commit in order but timestamps are the
+  writers' clocks, so this rule, not "every event stamped <= T", keeps the replay a prefix
+  of the log).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from adapters.dataset.formats import open_writer
+from adapters.dataset.log_reader import read_log
+from adapters.postgres.event_store import EventStore
+from domain.errors import InvalidQuery
+from projections.dataset import AttemptFold, AttemptRow
+
+Progress = Callable[[int, int], None]  # (position reached, position the replay ends at)
+CHUNK_BYTES = 256 * 1024
+_POSITION = re.compile(r"[0-9]+")
+
+
+@dataclass(frozen=True)
+class LogBound:
+    """A log position or a time; exactly one is set."""
+
+    position: int | None = None
+    time: datetime | None = None
+
+    def __str__(self) -> str:
+        return str(self.position) if self.time is None else self.time.isoformat()
+
+
+def parse_bound(text: str, option: str = "--until") -> LogBound:
+    """``123`` (a log position) or an ISO 8601 time with a zone (``2026-11-25T15:00:00Z``)."""
+    cleaned = text.strip()
+    if _POSITION.fullmatch(cleaned):
+        return LogBound(position=int(cleaned))
+    try:
+        moment = datetime.fromisoformat(cleaned)
+    except ValueError:
+        raise InvalidQuery(
+            f"{option} must be a log position (a whole number) or an ISO 8601 time with a "
+            f"zone, e.g. 2026-11-25T15:00:00+00:00; got {text!r}"
+        ) from None
+    if moment.tzinfo is None:
+        raise InvalidQuery(
+            f"{option} needs a time zone, e.g. {cleaned}+00:00 or {cleaned}Z; got {text!r}"
+        )
+    return LogBound(time=moment)
+
+
+@dataclass(frozen=True)
+class RowFilter:
+    """Which rows to write: one task type; rows after a position or finished from a time."""
+
+    task_type: str | None = None
+    since: LogBound | None = None
+
+    def keeps(self, row: AttemptRow) -> bool:
+        if self.task_type is not None and row.task_type != self.task_type:
+            return False
+        since = self.since
+        if since is None:
+            return True
+        if since.time is not None:
+            return row.finished_at >= since.time
+        return row.position > (since.position or 0)
+
+
+class Replay:
+    """One replay of the log up to a bound, fixed when it is created."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        until: LogBound | None = None,
+        row_filter: RowFilter | None = None,
+        *,
+        fast: bool | None = None,
+    ) -> None:
+        self.store = store
+        self.row_filter = row_filter or RowFilter()
+        self.fast = fast
+        head = store.head_position()
+        self.end = head if until is None or until.position is None else min(until.position, head)
+        self.deadline = None if until is None else until.time
+        self.position = 0  # every event up to here has been folded
+        self.events = 0  # task events folded
+        self.rows = 0  # rows written (after the filter)
+
+    def pages(self, progress: Progress | None = None) -> Iterator[list[AttemptRow]]:
+        """The rows each page of the log finishes, in log order."""
+        apply = AttemptFold().apply
+        keeps = self.row_filter.keeps
+        everything = self.row_filter == RowFilter()
+        deadline = self.deadline
+        for page in read_log(self.store, self.end, fast=self.fast):
+            rows = []
+            for event in page.events:
+                if deadline is not None and event.timestamp > deadline:
+                    self.position = event.position - 1
+                    self.end = self.position
+                    yield self._kept(rows)
+                    if progress is not None:
+                        progress(self.position, self.end)
+                    return
+                self.events += 1
+                row = apply(event)
+                if row is not None and (everything or keeps(row)):
+                    rows.append(row)
+            self.position = page.last_position
+            yield self._kept(rows)
+            if progress is not None:
+                progress(self.position, self.end)
+        self.position = self.end
+
+    def _kept(self, rows: list[AttemptRow]) -> list[AttemptRow]:
+        self.rows += len(rows)
+        return rows
+
+    def write_file(self, out: Path, fmt: str, progress: Progress | None = None) -> None:
+        """Write the dataset to ``out`` (through ``out.partial``, renamed when complete)."""
+        partial = out.with_name(out.name + ".partial")
+        try:
+            with open(partial, "wb") as sink:
+                writer = open_writer(fmt, sink)
+                for rows in self.pages(progress):
+                    writer.write(rows)
+                writer.close()
+            os.replace(partial, out)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                partial.unlink()
+
+    def chunks(self, fmt: str) -> Iterator[bytes]:
+        """The same bytes as ``write_file``, in chunks of about ``CHUNK_BYTES``."""
+        buffer = ChunkBuffer()
+        writer = open_writer(fmt, buffer)
+        for rows in self.pages():
+            writer.write(rows)
+            if buffer.size >= CHUNK_BYTES:
+                yield buffer.take()
+        writer.close()
+        last = buffer.take()
+        if last:
+            yield last
+
+
+class ChunkBuffer:
+    """A write-only binary stream whose contents are taken out as they come."""
+
+    closed = False
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self.size = 0
+        self._written = 0
+
+    def write(self, data: bytes) -> int:
+        chunk = bytes(data)
+        self._parts.append(chunk)
+        self.size += len(chunk)
+        self._written += len(chunk)
+        return len(chunk)
+
+    def tell(self) -> int:
+        return self._written
+
+    def flush(self) -> None:
+        return None
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def readable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        return None
+
+    def take(self) -> bytes:
+        data = b"".join(self._parts)
+        self._parts = []
+        self.size = 0
+        return data

@@ -1,0 +1,616 @@
+"""Learning dataset: one row per finished attempt, folded from the log by ``AttemptFold``.
+
+``AttemptFold`` is pure: it takes task events in log order (as ``EventFacts``) and returns
+the row of the attempt an event ends (or None). It keeps per-task facts (type, queue,
+times, sizes, depth, the running attempt) in a ``FoldState``: in memory for a replay
+(``MemoryFoldState``), in tables for the live projection (``DatasetProjection``, through
+``TableFoldState``). Both run the same fold, so the table and a replay cannot disagree.
+
+Rows use event timestamps only (never the clock), so a replay to the same bound gives the
+same rows. See docs/dataset.md for every column and rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple, Protocol
+from uuid import UUID
+
+from eventsourcing.persistence import DatetimeAsISO, DecimalAsStr, JSONTranscoder, UUIDAsHex
+from psycopg import sql
+
+from projections.base import Cursor, Event, is_task_event, kind
+
+ROWS = "attempt_dataset"
+TASKS = "attempt_dataset_tasks"
+DEPTHS = "attempt_dataset_depths"
+
+
+class EventFacts(NamedTuple):
+    """What the fold reads of one task event, flat: fields an event does not have are None.
+
+    Two sources make them and must agree: ``event_facts`` from a domain event (the live
+    projection) and the replay's SQL, which reads them straight from the stored JSON
+    (``adapters/dataset/log_reader.py``). Sizes are bytes of the value as stored: the
+    library's compact UTF-8 JSON.
+    """
+
+    position: int
+    name: str  # the event's short name, e.g. TaskStarted
+    task_id: UUID
+    timestamp: datetime
+    type_name: str | None = None  # TaskEnqueued
+    adapter: str | None = None
+    queue: str | None = None
+    lane: str | None = None
+    principal: str | None = None
+    role: str | None = None
+    initial_state: str | None = None
+    run_at: datetime | None = None
+    depends_on: list[UUID] | None = None
+    args_bytes: int | None = None
+    attempt: int | None = None  # TaskStarted, TaskSucceeded, TaskFailed, TaskTimedOut
+    worker: str | None = None  # TaskStarted
+    error_class: str | None = None  # TaskFailed
+    timeout_kind: str | None = None  # TaskTimedOut
+    retry_at: datetime | None = None  # TaskRetryScheduled
+    result_bytes: int | None = None  # TaskSucceeded
+    exit_code: int | None = None  # TaskSucceeded, TaskFailed (from details)
+    http_status: int | None = None
+
+
+class AttemptRow(NamedTuple):
+    """One finished attempt; the field order is the column order of every export."""
+
+    position: int  # log position of the event that ended the attempt
+    task_id: UUID
+    attempt: int
+    task_type: str
+    adapter: str
+    queue: str
+    lane: str | None
+    principal: str
+    role: str
+    node: str
+    enqueued_at: datetime
+    ready_at: datetime | None
+    started_at: datetime
+    finished_at: datetime
+    queue_wait_s: float | None
+    run_s: float
+    outcome: str  # succeeded | failed | timed_out | cancelled
+    error_class: str | None
+    timeout_kind: str | None
+    exit_code: int | None
+    http_status: int | None
+    args_bytes: int
+    result_bytes: int | None
+    dependencies: int
+    dag_depth: int
+
+
+COLUMNS: tuple[str, ...] = AttemptRow._fields
+
+
+@dataclass(slots=True)
+class TaskFacts:
+    """What the fold must remember about a task between its events."""
+
+    task_type: str
+    adapter: str
+    queue: str
+    lane: str | None
+    principal: str
+    role: str
+    enqueued_at: datetime
+    ready_at: datetime | None
+    run_at: datetime | None
+    args_bytes: int
+    dependencies: int
+    dag_depth: int
+    attempt: int = 0
+    started_at: datetime | None = None  # set while an attempt runs
+    node: str | None = None
+
+
+FACT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(TaskFacts))
+
+
+class FoldState(Protocol):
+    """Where ``AttemptFold`` keeps per-task facts and DAG depths."""
+
+    def get(self, task_id: UUID) -> TaskFacts | None: ...
+
+    def put(self, task_id: UUID, facts: TaskFacts) -> None:
+        """Record new or changed facts."""
+
+    def drop(self, task_id: UUID) -> None:
+        """Forget a task that can have no further attempt."""
+
+    def max_depth(self, task_ids: Sequence[UUID]) -> int:
+        """The deepest DAG depth among ``task_ids`` (0 for a task with no dependency)."""
+
+    def set_depth(self, task_id: UUID, depth: int) -> None:
+        """Remember a depth of 1 or more (absent means 0)."""
+
+
+class MemoryFoldState:
+    """Facts in dicts: unfinished tasks, tasks a retry may revive, depths of 1 or more."""
+
+    def __init__(self) -> None:
+        self.facts: dict[UUID, TaskFacts] = {}
+        self.depths: dict[UUID, int] = {}
+
+    def get(self, task_id: UUID) -> TaskFacts | None:
+        return self.facts.get(task_id)
+
+    def put(self, task_id: UUID, facts: TaskFacts) -> None:
+        self.facts[task_id] = facts
+
+    def drop(self, task_id: UUID) -> None:
+        self.facts.pop(task_id, None)
+
+    def max_depth(self, task_ids: Sequence[UUID]) -> int:
+        depths = self.depths
+        return max((depths.get(t, 0) for t in task_ids), default=0)
+
+    def set_depth(self, task_id: UUID, depth: int) -> None:
+        self.depths[task_id] = depth
+
+
+# -- facts of a domain event ----------------------------------------------------------------
+
+_MICROSECOND = timedelta(microseconds=1)
+_LARGEST_CODE = 10**18  # exit codes and statuses past this are not kept (nor by the SQL)
+
+
+def _library_transcoder() -> JSONTranscoder:
+    """The event store's JSON encoding (the library's default transcodings)."""
+    transcoder = JSONTranscoder()
+    transcoder.register(UUIDAsHex())
+    transcoder.register(DecimalAsStr())
+    transcoder.register(DatetimeAsISO())
+    return transcoder
+
+
+_encode = _library_transcoder().encode
+
+
+def stored_size(value: Any) -> int:
+    """Bytes of ``value`` as the event store writes it (compact UTF-8 JSON)."""
+    return len(_encode(value))
+
+
+def _code(details: Mapping[str, Any] | None, key: str) -> int | None:
+    value = (details or {}).get(key)
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) < _LARGEST_CODE:
+        return value
+    return None
+
+
+def event_facts(event: Event, position: int) -> EventFacts | None:
+    """The fold's view of a domain event; None for events of other aggregates."""
+    if not is_task_event(event):
+        return None
+    name = kind(event)
+    e: Any = event
+    base = (position, name, e.originator_id, e.timestamp)
+    if name == "TaskEnqueued":
+        return EventFacts(
+            *base,
+            type_name=e.type_name,
+            adapter=e.adapter,
+            queue=e.queue,
+            lane=e.lane,
+            principal=e.principal,
+            role=e.role,
+            initial_state=e.initial_state,
+            run_at=e.run_at,
+            depends_on=list(e.depends_on),
+            args_bytes=stored_size(e.args),
+        )
+    if name == "TaskStarted":
+        return EventFacts(*base, attempt=e.attempt, worker=e.worker)
+    if name == "TaskSucceeded":
+        return EventFacts(
+            *base,
+            attempt=e.attempt,
+            result_bytes=stored_size(e.result),
+            exit_code=_code(e.details, "exit_code"),
+            http_status=_code(e.details, "http_status"),
+        )
+    if name == "TaskFailed":
+        return EventFacts(
+            *base,
+            attempt=e.attempt,
+            error_class=e.error_class,
+            exit_code=_code(e.details, "exit_code"),
+            http_status=_code(e.details, "http_status"),
+        )
+    if name == "TaskTimedOut":
+        return EventFacts(*base, attempt=e.attempt, timeout_kind=e.kind)
+    if name == "TaskRetryScheduled":
+        return EventFacts(*base, retry_at=e.retry_at)
+    return EventFacts(*base)
+
+
+def seconds_between(start: datetime, end: datetime) -> float:
+    """``end - start`` in seconds, exact to the microsecond (no float drift)."""
+    return ((end - start) // _MICROSECOND) / 1_000_000
+
+
+# -- the fold ---------------------------------------------------------------------------------
+
+
+class AttemptFold:
+    """Events in log order in, finished attempt rows out (at most one per event)."""
+
+    def __init__(self, state: FoldState | None = None) -> None:
+        self.state: FoldState = state if state is not None else MemoryFoldState()
+        self._handlers = {
+            "TaskEnqueued": self._enqueued,
+            "TaskUnblocked": self._unblocked,
+            "TaskStarted": self._started,
+            "TaskSucceeded": self._succeeded,
+            "TaskFailed": self._failed,
+            "TaskTimedOut": self._timed_out,
+            "TaskRetryScheduled": self._retry_scheduled,
+            "TaskCancelled": self._cancelled,
+        }
+
+    def apply_event(self, event: Event, position: int) -> AttemptRow | None:
+        facts = event_facts(event, position)
+        return None if facts is None else self.apply(facts)
+
+    def apply(self, event: EventFacts) -> AttemptRow | None:
+        handler = self._handlers.get(event.name)  # TaskHeartbeat, TaskSkipped: nothing
+        return None if handler is None else handler(event)
+
+    # -- before an attempt ----------------------------------------------------------------
+
+    def _enqueued(self, event: EventFacts) -> None:
+        depends_on = event.depends_on or []
+        depth = 1 + self.state.max_depth(depends_on) if depends_on else 0
+        if depth:
+            self.state.set_depth(event.task_id, depth)
+        initial = event.initial_state
+        if initial == "ready":
+            ready_at = event.timestamp
+        elif initial == "scheduled":
+            ready_at = event.run_at or event.timestamp
+        else:  # blocked: ready when unblocked
+            ready_at = None
+        facts = TaskFacts(
+            task_type=event.type_name or "",
+            adapter=event.adapter or "",
+            queue=event.queue or "",
+            lane=event.lane,
+            principal=event.principal or "",
+            role=event.role or "",
+            enqueued_at=event.timestamp,
+            ready_at=ready_at,
+            run_at=event.run_at,
+            args_bytes=event.args_bytes or 0,
+            dependencies=len(depends_on),
+            dag_depth=depth,
+        )
+        self.state.put(event.task_id, facts)
+
+    def _unblocked(self, event: EventFacts) -> None:
+        facts = self.state.get(event.task_id)
+        if facts is None:
+            return
+        run_at, now = facts.run_at, event.timestamp
+        facts.ready_at = run_at if run_at is not None and run_at > now else now
+        self.state.put(event.task_id, facts)
+
+    def _retry_scheduled(self, event: EventFacts) -> None:
+        facts = self.state.get(event.task_id)
+        if facts is None:
+            return
+        facts.ready_at = facts.run_at = event.retry_at
+        self.state.put(event.task_id, facts)
+
+    def _started(self, event: EventFacts) -> None:
+        facts = self.state.get(event.task_id)
+        if facts is None:
+            return
+        facts.attempt = event.attempt or 0
+        facts.started_at = event.timestamp
+        facts.node = event.worker
+        self.state.put(event.task_id, facts)
+
+    # -- the end of an attempt ------------------------------------------------------------
+
+    def _succeeded(self, event: EventFacts) -> AttemptRow | None:
+        facts = self.state.get(event.task_id)
+        if facts is None or facts.started_at is None:
+            return None
+        row = _row(facts, event, "succeeded", None, event.result_bytes)
+        self.state.drop(event.task_id)  # a success is final: no retry can follow
+        return row
+
+    def _failed(self, event: EventFacts) -> AttemptRow | None:
+        facts = self.state.get(event.task_id)
+        if facts is None or facts.started_at is None:
+            return None
+        row = _row(facts, event, "failed", event.error_class, None)
+        self._attempt_over(event.task_id, facts)
+        return row
+
+    def _timed_out(self, event: EventFacts) -> AttemptRow | None:
+        facts = self.state.get(event.task_id)
+        if facts is None:
+            return None
+        row = None
+        if facts.started_at is not None:
+            row = _row(facts, event, "timed_out", "Timeout", None)
+        if event.timeout_kind == "schedule_to_close":
+            self.state.drop(event.task_id)  # past its deadline: not even a manual retry
+        elif row is not None:
+            self._attempt_over(event.task_id, facts)
+        return row
+
+    def _cancelled(self, event: EventFacts) -> AttemptRow | None:
+        facts = self.state.get(event.task_id)
+        if facts is None or facts.started_at is None:
+            return None
+        row = _row(facts, event, "cancelled", "Cancelled", None)
+        self._attempt_over(event.task_id, facts)
+        return row
+
+    def _attempt_over(self, task_id: UUID, facts: TaskFacts) -> None:
+        """Kept: a failed, timed-out or cancelled task may be retried (even by hand)."""
+        facts.started_at = None
+        facts.node = None
+        self.state.put(task_id, facts)
+
+
+def _row(
+    facts: TaskFacts,
+    event: EventFacts,
+    outcome: str,
+    error_class: str | None,
+    result_bytes: int | None,
+) -> AttemptRow:
+    started_at = facts.started_at
+    assert started_at is not None
+    ready_at = facts.ready_at
+    finished_at = event.timestamp
+    return AttemptRow(
+        event.position,
+        event.task_id,
+        facts.attempt,
+        facts.task_type,
+        facts.adapter,
+        facts.queue,
+        facts.lane,
+        facts.principal,
+        facts.role,
+        facts.node or "",
+        facts.enqueued_at,
+        ready_at,
+        started_at,
+        finished_at,
+        seconds_between(ready_at, started_at) if ready_at is not None else None,
+        seconds_between(started_at, finished_at),
+        outcome,
+        error_class,
+        event.timeout_kind,
+        event.exit_code,
+        event.http_status,
+        facts.args_bytes,
+        result_bytes,
+        facts.dependencies,
+        facts.dag_depth,
+    )
+
+
+# -- the live projection ------------------------------------------------------------------
+
+_CREATE = """
+CREATE TABLE IF NOT EXISTS {rows} (
+    position bigint NOT NULL,
+    task_id uuid NOT NULL,
+    attempt integer NOT NULL,
+    task_type text NOT NULL,
+    adapter text NOT NULL,
+    queue text NOT NULL,
+    lane text,
+    principal text NOT NULL,
+    role text NOT NULL,
+    node text NOT NULL,
+    enqueued_at timestamptz NOT NULL,
+    ready_at timestamptz,
+    started_at timestamptz NOT NULL,
+    finished_at timestamptz NOT NULL,
+    queue_wait_s double precision,
+    run_s double precision NOT NULL,
+    outcome text NOT NULL,
+    error_class text,
+    timeout_kind text,
+    exit_code bigint,
+    http_status integer,
+    args_bytes bigint NOT NULL,
+    result_bytes bigint,
+    dependencies integer NOT NULL,
+    dag_depth integer NOT NULL,
+    PRIMARY KEY (task_id, attempt)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS attempt_dataset_position_idx ON {rows} (position);
+CREATE INDEX IF NOT EXISTS attempt_dataset_type_idx ON {rows} (task_type, position);
+CREATE TABLE IF NOT EXISTS {tasks} (
+    task_id uuid PRIMARY KEY,
+    task_type text NOT NULL,
+    adapter text NOT NULL,
+    queue text NOT NULL,
+    lane text,
+    principal text NOT NULL,
+    role text NOT NULL,
+    enqueued_at timestamptz NOT NULL,
+    ready_at timestamptz,
+    run_at timestamptz,
+    args_bytes bigint NOT NULL,
+    dependencies integer NOT NULL,
+    dag_depth integer NOT NULL,
+    attempt integer NOT NULL,
+    started_at timestamptz,
+    node text
+);
+CREATE TABLE IF NOT EXISTS {depths} (
+    task_id uuid PRIMARY KEY,
+    depth integer NOT NULL
+);
+"""
+
+
+class TableFoldState:
+    """``FoldState`` in the projection's tables, read through a bounded cache.
+
+    Writes go to the tables at once (in the runner's transaction); reads hit the cache, or
+    the tables after a restart. ``forget`` empties the cache whenever events may have been
+    applied elsewhere or a batch was rolled back.
+    """
+
+    CACHE_LIMIT = 50_000
+
+    def __init__(self, schema: str) -> None:
+        self.cursor: Cursor | None = None
+        self._facts: dict[UUID, TaskFacts | None] = {}
+        self._depths: dict[UUID, int] = {}
+        tasks = sql.Identifier(schema, TASKS)
+        depths = sql.Identifier(schema, DEPTHS)
+        columns = sql.SQL(", ").join(map(sql.Identifier, FACT_FIELDS))
+        updates = sql.SQL(", ").join(
+            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(f)) for f in FACT_FIELDS[1:]
+        )
+        self._sql_select = _compose(
+            sql.SQL("SELECT task_id, {} FROM {} WHERE task_id = %s").format(columns, tasks)
+        )
+        self._sql_upsert = _compose(
+            sql.SQL(
+                "INSERT INTO {} (task_id, {}) VALUES (%s, {}) "
+                "ON CONFLICT (task_id) DO UPDATE SET {}"
+            ).format(
+                tasks, columns, sql.SQL(", ").join(sql.Placeholder() * len(FACT_FIELDS)), updates
+            )
+        )
+        self._sql_delete = _compose(sql.SQL("DELETE FROM {} WHERE task_id = %s").format(tasks))
+        self._sql_select_depths = _compose(
+            sql.SQL("SELECT task_id, depth FROM {} WHERE task_id = ANY(%s)").format(depths)
+        )
+        self._sql_insert_depth = _compose(
+            sql.SQL("INSERT INTO {} (task_id, depth) VALUES (%s, %s)").format(depths)
+        )
+
+    def forget(self) -> None:
+        self._facts.clear()
+        self._depths.clear()
+
+    def _trim(self) -> None:
+        if len(self._facts) > self.CACHE_LIMIT or len(self._depths) > self.CACHE_LIMIT:
+            self.forget()
+
+    def _cur(self) -> Cursor:
+        assert self.cursor is not None, "TableFoldState used outside a batch"
+        return self.cursor
+
+    def get(self, task_id: UUID) -> TaskFacts | None:
+        if task_id in self._facts:
+            return self._facts[task_id]
+        cursor = self._cur()
+        cursor.execute(self._sql_select, (task_id,))
+        row = cursor.fetchone()
+        facts = None if row is None else TaskFacts(**{f: _in_utc(row[f]) for f in FACT_FIELDS})
+        self._trim()
+        self._facts[task_id] = facts
+        return facts
+
+    def put(self, task_id: UUID, facts: TaskFacts) -> None:
+        self._trim()
+        self._facts[task_id] = facts
+        values = tuple(getattr(facts, f) for f in FACT_FIELDS)
+        self._cur().execute(self._sql_upsert, (task_id, *values))
+
+    def drop(self, task_id: UUID) -> None:
+        self._facts[task_id] = None
+        self._cur().execute(self._sql_delete, (task_id,))
+
+    def max_depth(self, task_ids: Sequence[UUID]) -> int:
+        missing = [t for t in task_ids if t not in self._depths]
+        if missing:
+            cursor = self._cur()
+            cursor.execute(self._sql_select_depths, (missing,))
+            found = {row["task_id"]: row["depth"] for row in cursor.fetchall()}
+            self._trim()
+            for task_id in missing:
+                self._depths[task_id] = found.get(task_id, 0)
+        return max((self._depths[t] for t in task_ids), default=0)
+
+    def set_depth(self, task_id: UUID, depth: int) -> None:
+        self._trim()
+        self._depths[task_id] = depth
+        self._cur().execute(self._sql_insert_depth, (task_id, depth))
+
+    def note_root(self, task_id: UUID) -> None:
+        """A task enqueued with no dependency: depth 0, known without a look-up."""
+        self._depths[task_id] = 0
+
+
+class DatasetProjection:
+    """The learning dataset in ``attempt_dataset``: the fold's rows, exactly once."""
+
+    name = "dataset"
+    tables = (ROWS, TASKS, DEPTHS)
+
+    def __init__(self, schema: str) -> None:
+        self.schema = schema
+        self.rows = sql.Identifier(schema, ROWS)
+        self.state = TableFoldState(schema)
+        self.fold = AttemptFold(self.state)
+        self._last_position = 0
+        self._sql_insert_row = _compose(
+            sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+                self.rows,
+                sql.SQL(", ").join(map(sql.Identifier, COLUMNS)),
+                sql.SQL(", ").join(sql.Placeholder() * len(COLUMNS)),
+            )
+        )
+
+    def forget(self) -> None:
+        self.state.forget()
+
+    def create(self, cursor: Cursor) -> None:
+        cursor.execute(
+            sql.SQL(_CREATE).format(
+                rows=self.rows,
+                tasks=sql.Identifier(self.schema, TASKS),
+                depths=sql.Identifier(self.schema, DEPTHS),
+            )
+        )
+
+    def apply(self, cursor: Cursor, event: Event, position: int) -> list[Any]:
+        if position <= self._last_position:
+            self.forget()  # a batch is applied again (rolled back, or a rebuild): reload
+        self._last_position = position
+        facts = event_facts(event, position)
+        if facts is None:
+            return []
+        self.state.cursor = cursor
+        if facts.name == "TaskEnqueued" and not facts.depends_on:
+            self.state.note_root(facts.task_id)
+        row = self.fold.apply(facts)
+        if row is not None:
+            cursor.execute(self._sql_insert_row, row)
+        return []
+
+
+def _compose(statement: sql.Composable) -> str:
+    return statement.as_string(None)
+
+
+def _in_utc(value: Any) -> Any:
+    """Times read back from a table carry the session's zone; the fold works in UTC."""
+    return value.astimezone(UTC) if isinstance(value, datetime) else value

@@ -1,0 +1,122 @@
+"""The audit chain follows the log: one row per stored event, each hash linked to the one
+before, identical after a rebuild or a restart."""
+
+from __future__ import annotations
+
+import pytest
+from psycopg import sql
+
+from adapters.postgres.event_store import EVENTS_TABLE
+from adapters.postgres.projection_runner import ProjectionRunner
+from adapters.runtime import Runtime
+from domain.submission import TaskRequest
+from projections.audit_chain import (
+    GENESIS,
+    AuditChain,
+    canonical_bytes,
+    event_hash,
+    next_chain_hash,
+)
+from tests.helpers import fail, succeed
+
+
+@pytest.fixture
+def chain(runtime: Runtime) -> ProjectionRunner:
+    projection = AuditChain(runtime.settings.schema)
+    with runtime.store.transaction() as cursor:
+        projection.create(cursor)
+    runner = ProjectionRunner(runtime.store, projection)
+    runtime.runners[projection.name] = runner
+    return runner
+
+
+def rows(runtime: Runtime, table: str, order: str) -> list[dict[str, object]]:
+    with runtime.store.transaction() as cursor:
+        query = sql.SQL("SELECT * FROM {} ORDER BY {}").format(
+            sql.Identifier(runtime.settings.schema, table), sql.Identifier(order)
+        )
+        return cursor.execute(query).fetchall()
+
+
+def expected_chain(runtime: Runtime) -> list[tuple[int, bytes, bytes]]:
+    """(position, event hash, chain hash) recomputed in Python from the stored rows."""
+    previous = GENESIS
+    expected = []
+    for row in rows(runtime, EVENTS_TABLE, "notification_id"):
+        canonical = canonical_bytes(
+            row["notification_id"],
+            row["originator_id"],
+            row["originator_version"],
+            row["topic"],
+            bytes(row["state"]),
+        )
+        previous = next_chain_hash(previous, canonical)
+        expected.append((row["notification_id"], event_hash(canonical), previous))
+    return expected
+
+
+def chained(runtime: Runtime) -> list[tuple[int, bytes, bytes]]:
+    return [
+        (r["position"], bytes(r["event_hash"]), bytes(r["chain_hash"]))
+        for r in rows(runtime, "audit_chain", "position")
+    ]
+
+
+def test_the_projection_reads_the_library_events_table() -> None:
+    assert AuditChain("s")._append.count(f'"s"."{EVENTS_TABLE}"') == 1
+
+
+def test_the_chain_grows_with_the_log_and_links_each_event_to_the_one_before(
+    runtime: Runtime, chain: ProjectionRunner
+) -> None:
+    good = runtime.ledger.enqueue(TaskRequest("add", {"a": 1, "b": 2}))
+    bad = runtime.ledger.enqueue(TaskRequest("fail"))
+    succeed(runtime.store, good.id, {"sum": 3})
+    chain.catch_up()
+    first = chained(runtime)
+    assert len(first) == len(rows(runtime, EVENTS_TABLE, "notification_id")) >= 4
+    assert first == expected_chain(runtime)
+
+    fail(runtime.store, bad.id, retry=True)
+    runtime.ledger.cancel(bad.id, by="ada")
+    chain.catch_up()
+    second = chained(runtime)
+    assert second[: len(first)] == first  # earlier links never change
+    assert len(second) > len(first)
+    assert second == expected_chain(runtime)
+    assert chain.position() == runtime.store.head_position()
+
+
+def test_a_rebuild_gives_the_identical_chain(runtime: Runtime, chain: ProjectionRunner) -> None:
+    for n in range(5):
+        task = runtime.ledger.enqueue(TaskRequest("echo", {"n": n}))
+        succeed(runtime.store, task.id)
+    chain.catch_up()
+    before = rows(runtime, "audit_chain", "position")
+    assert chain.rebuild() == len(before)
+    assert rows(runtime, "audit_chain", "position") == before
+
+
+def test_a_restarted_or_second_runner_continues_the_same_chain(
+    runtime: Runtime, chain: ProjectionRunner
+) -> None:
+    runtime.ledger.enqueue(TaskRequest("echo"))
+    chain.catch_up()
+    runtime.ledger.enqueue(TaskRequest("echo"))
+    # A new process: nothing in memory, it reads the previous link from the table.
+    ProjectionRunner(runtime.store, AuditChain(runtime.settings.schema)).catch_up()
+    runtime.ledger.enqueue(TaskRequest("echo"))
+    chain.catch_up()  # the first runner again, after the other one moved on
+    assert chained(runtime) == expected_chain(runtime)
+
+
+def test_applying_an_event_twice_changes_nothing(runtime: Runtime, chain: ProjectionRunner) -> None:
+    runtime.ledger.enqueue(TaskRequest("echo"))
+    runtime.ledger.enqueue(TaskRequest("echo"))
+    chain.catch_up()
+    before = chained(runtime)
+    events = runtime.store.read(0, 10)
+    with runtime.store.transaction() as cursor:
+        for recorded in events:
+            chain.projection.apply(cursor, recorded.event, recorded.position)
+    assert chained(runtime) == before
