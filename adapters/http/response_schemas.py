@@ -295,18 +295,36 @@ TASK_TYPE: Schema = {
 
 TASK_TYPE_STATS: Schema = {
     "type": "object",
-    "required": ["tasks", "by_state", "success_rate", "run_seconds"],
+    "description": "Learned from the history: see docs/dataset.md",
+    "required": [
+        "tasks",
+        "by_state",
+        "attempts",
+        "by_outcome",
+        "success_rate",
+        "timeout_rate",
+        "run_seconds",
+        "suggested_start_to_close",
+    ],
     "properties": {
         "tasks": {"type": "integer", "minimum": 0},
         "by_state": {"type": "object", "additionalProperties": {"type": "integer"}},
-        "success_rate": {"type": ["number", "null"]},
+        "attempts": {"type": "integer", "minimum": 0},
+        "by_outcome": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "success_rate": {"type": ["number", "null"], "description": "succeeded / attempts"},
+        "timeout_rate": {"type": ["number", "null"], "description": "timed_out / attempts"},
         "run_seconds": {
             "type": "object",
-            "required": ["count", "mean", "p50", "p95", "max"],
+            "description": "run times of successful attempts",
+            "required": ["count", "mean", "p50", "p95", "p99", "max"],
             "properties": {
                 "count": {"type": "integer"},
-                **{k: {"type": ["number", "null"]} for k in ("mean", "p50", "p95", "max")},
+                **{k: {"type": ["number", "null"]} for k in ("mean", "p50", "p95", "p99", "max")},
             },
+        },
+        "suggested_start_to_close": {
+            "type": ["number", "null"],
+            "description": "seconds: twice the p99 run time, once 20 attempts succeeded",
         },
     },
 }

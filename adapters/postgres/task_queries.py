@@ -13,6 +13,7 @@ from psycopg import sql
 
 from adapters.postgres.event_store import EventStore
 from domain.errors import InvalidQuery, TaskNotFound
+from domain.learning import suggest_start_to_close
 
 MAX_PAGE = 500
 
@@ -206,40 +207,46 @@ def worker_nodes(store: EventStore, limit: int = MAX_PAGE) -> list[dict[str, Any
 
 
 def task_type_statistics(store: EventStore, type_name: str) -> dict[str, Any]:
-    """What the task view knows of one type: tasks per state, and run times of successes."""
-    table = sql.Identifier(store.schema, "task_view")
+    """What history says of one type: its tasks per state (task view), and from the learning
+    dataset its attempts per outcome, success and timeout rates, run-time percentiles of
+    successful attempts and a suggested start_to_close."""
     with store.transaction() as cur:
         states = cur.execute(
             sql.SQL(
                 "SELECT state, count(*) AS n FROM {} WHERE type_name = %s GROUP BY state"
-            ).format(table),
+            ).format(sql.Identifier(store.schema, "task_view")),
+            (type_name,),
+        ).fetchall()
+        outcomes = cur.execute(
+            sql.SQL(
+                "SELECT outcome, count(*) AS n FROM {} WHERE task_type = %s GROUP BY outcome"
+            ).format(sql.Identifier(store.schema, "attempt_dataset")),
             (type_name,),
         ).fetchall()
         runs = cur.execute(
             sql.SQL(
-                "SELECT count(*) AS n, avg(d) AS mean, "
-                "percentile_cont(0.5) WITHIN GROUP (ORDER BY d) AS p50, "
-                "percentile_cont(0.95) WITHIN GROUP (ORDER BY d) AS p95, max(d) AS max "
-                "FROM (SELECT extract(epoch FROM finished_at - started_at)::float8 AS d FROM {} "
-                "WHERE type_name = %s AND state = 'succeeded' AND started_at IS NOT NULL "
-                "AND finished_at IS NOT NULL) runs"
-            ).format(table),
+                "SELECT count(*) AS n, avg(run_s) AS mean, "
+                "percentile_cont(0.5) WITHIN GROUP (ORDER BY run_s) AS p50, "
+                "percentile_cont(0.95) WITHIN GROUP (ORDER BY run_s) AS p95, "
+                "percentile_cont(0.99) WITHIN GROUP (ORDER BY run_s) AS p99, max(run_s) AS max "
+                "FROM {} WHERE task_type = %s AND outcome = 'succeeded'"
+            ).format(sql.Identifier(store.schema, "attempt_dataset")),
             (type_name,),
         ).fetchone()
-    by_state = {row["state"]: row["n"] for row in states}
-    finished = sum(by_state.get(s, 0) for s in ("succeeded", "failed", "cancelled", "skipped"))
     assert runs is not None
+    by_state = {row["state"]: row["n"] for row in states}
+    by_outcome = {row["outcome"]: row["n"] for row in outcomes}
+    attempts = sum(by_outcome.values())
     return {
         "tasks": sum(by_state.values()),
         "by_state": by_state,
-        "success_rate": by_state.get("succeeded", 0) / finished if finished else None,
-        "run_seconds": {
-            "count": runs["n"],
-            "mean": runs["mean"],
-            "p50": runs["p50"],
-            "p95": runs["p95"],
-            "max": runs["max"],
-        },
+        "attempts": attempts,
+        "by_outcome": by_outcome,
+        "success_rate": by_outcome.get("succeeded", 0) / attempts if attempts else None,
+        "timeout_rate": by_outcome.get("timed_out", 0) / attempts if attempts else None,
+        "run_seconds": {key: runs[key] for key in ("mean", "p50", "p95", "p99", "max")}
+        | {"count": runs["n"]},
+        "suggested_start_to_close": suggest_start_to_close(runs["n"], runs["p99"]),
     }
 
 
