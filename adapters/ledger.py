@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
@@ -24,8 +25,11 @@ from domain.errors import (
     TaskNotFound,
     UnknownDependency,
     UnknownQueue,
+    UnknownSchedule,
 )
+from domain.queue import Queue
 from domain.registry import Registry
+from domain.schedule_control import ScheduleControl
 from domain.submission import (
     Requester,
     SubmissionContext,
@@ -36,6 +40,15 @@ from domain.submission import (
 from domain.task import Task, TaskState
 
 SYSTEM = Requester(principal="system", role="admin")
+
+
+@dataclass(frozen=True)
+class _Switch:
+    """A pausable thing (queue, schedule): how to load its aggregate, how to set its flag."""
+
+    label: str
+    load: Callable[[], Queue | ScheduleControl]
+    flag: Callable[[bool], Statement]
 
 
 def utc_now() -> datetime:
@@ -184,40 +197,66 @@ class Ledger:
 
     def pause_queue(self, name: str, by: str = SYSTEM.principal) -> None:
         """Stop claiming from ``name`` on every node; running attempts finish."""
-        self._queue_change(name, by, paused=True)
+        self._switch(self._queue_switch(name), by, paused=True)
 
     def resume_queue(self, name: str, by: str = SYSTEM.principal) -> None:
-        self._queue_change(name, by, paused=False)
+        self._switch(self._queue_switch(name), by, paused=False)
 
-    def pause_configured_queues(self) -> None:
-        """Queues marked ``paused = true`` start paused the first time the ledger sees them;
-        from then on their stored events (pause, resume) decide."""
-        for name, queue in self.registry.queues.items():
-            if not queue.paused:
-                continue
-            aggregate = self.store.load_queue(name)
+    def pause_schedule(self, name: str, by: str = SYSTEM.principal) -> None:
+        """Stop firing ``name``'s ticks on every node (ticks while paused are not caught up)."""
+        self._switch(self._schedule_switch(name), by, paused=True)
+
+    def resume_schedule(self, name: str, by: str = SYSTEM.principal) -> None:
+        self._switch(self._schedule_switch(name), by, paused=False)
+
+    def pause_configured(self) -> None:
+        """Queues and schedules marked ``paused = true`` start paused the first time the
+        ledger sees them; from then on their stored events (pause, resume) decide."""
+        switches = [self._queue_switch(n) for n, q in self.registry.queues.items() if q.paused]
+        switches += [
+            self._schedule_switch(n) for n, s in self.registry.schedules.items() if s.paused
+        ]
+        for switch in switches:
+            aggregate = switch.load()
             if not aggregate.pending_events:
                 continue  # already stored: its history decides
             aggregate.pause(by="config")
             with contextlib.suppress(IntegrityError):  # another process stored it first
-                self.store.save(aggregate, inline=[self.running.set_paused(name, True)])
+                self.store.save(aggregate, inline=[switch.flag(True)])
 
-    def _queue_change(self, name: str, by: str, paused: bool) -> None:
+    def _queue_switch(self, name: str) -> _Switch:
         if name not in self.registry.queues:
             known = ", ".join(sorted(self.registry.queues))
             raise UnknownQueue(f"unknown queue {name!r} (known: {known})")
+        return _Switch(
+            f"queue {name!r}",
+            lambda: self.store.load_queue(name),
+            lambda paused: self.running.set_paused(name, paused),
+        )
+
+    def _schedule_switch(self, name: str) -> _Switch:
+        if name not in self.registry.schedules:
+            known = ", ".join(sorted(self.registry.schedules)) or "none"
+            raise UnknownSchedule(f"unknown schedule {name!r} (known: {known})")
+        return _Switch(
+            f"schedule {name!r}",
+            lambda: self.store.load_schedule_control(name),
+            lambda paused: self.running.set_schedule_paused(name, paused),
+        )
+
+    def _switch(self, switch: _Switch, by: str, paused: bool) -> None:
         for _ in range(5):
-            queue = self.store.load_queue(name)
+            aggregate = switch.load()
             if paused:
-                queue.pause(by)
+                aggregate.pause(by)
             else:
-                queue.resume(by)
+                aggregate.resume(by)
             try:
-                self.store.save(queue, inline=[self.running.set_paused(name, paused)])
+                self.store.save(aggregate, inline=[switch.flag(paused)])
                 return
             except IntegrityError:
                 continue
-        raise InvalidTransition(f"queue {name!r} keeps changing; try again")
+        raise InvalidTransition(f"{switch.label} keeps changing; try again")
 
     def _change(self, task_id: UUID, change: Callable[[Task], list[Statement]]) -> Task:
         """Load, change, save; on a concurrent write, reload and decide again."""

@@ -64,5 +64,5 @@ def open_runtime(config_path: str | Path | None = None, *, pool_size: int = 5) -
         store, ReadinessGraph(settings.schema), reactor=cascade, notify_channel=READY_CHANNEL
     )
     ledger = Ledger(store, settings.config.registry)
-    ledger.pause_configured_queues()
+    ledger.pause_configured()
     return Runtime(settings, database_url, store, ledger, runners)

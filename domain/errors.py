@@ -50,6 +50,10 @@ class UnknownQueue(LedgerError):
     code = "unknown_queue"
 
 
+class UnknownSchedule(LedgerError):
+    code = "unknown_schedule"
+
+
 class TaskNotFound(LedgerError):
     code = "task_not_found"
 

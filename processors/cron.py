@@ -22,8 +22,16 @@ from domain.task import Task
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Look:
+    """When a schedule was last looked at (None: never), and whether it is paused now."""
+
+    at: datetime | None
+    paused: bool = False
+
+
 class ScheduleClock(Protocol):
-    def last_looked(self) -> dict[str, datetime]: ...
+    def looks(self) -> dict[str, Look]: ...
 
     def looked(self, name: str, at: datetime) -> None: ...
 
@@ -56,15 +64,14 @@ class CronScheduler:
     def run_once(self) -> list[Fired]:
         """Fire every due tick of every running schedule; return what was fired."""
         now = self.clock()
-        last = self.clock_store.last_looked()
+        looks = self.clock_store.looks()
         fired: list[Fired] = []
         for schedule in self.schedules.values():
-            if schedule.paused:
-                continue
-            since = last.get(schedule.name)
-            if since is not None:
-                fired.extend(self._fire(schedule, schedule.due_ticks(since, now)))
-            # First sight of a schedule: from now on (nothing "missed" before it existed).
+            look = looks.get(schedule.name, Look(None))
+            if look.at is not None and not look.paused:
+                fired.extend(self._fire(schedule, schedule.due_ticks(look.at, now)))
+            # First sight: from now on (nothing "missed" before it existed). While paused the
+            # clock moves on too, so resuming does not catch up the paused time.
             self.clock_store.looked(schedule.name, now)
         return fired
 

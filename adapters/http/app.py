@@ -18,7 +18,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from adapters.dataset import http as routes_dataset
-from adapters.http import routes_events, routes_registry, routes_service, routes_tasks
+from adapters.http import (
+    routes_events,
+    routes_registry,
+    routes_schedules,
+    routes_service,
+    routes_tasks,
+)
 from adapters.http.auth import action_of, auth_middleware, principal_of, record_denial
 from adapters.http.context import CONTEXT, ServerContext, context_of
 from adapters.http.errors import error_middleware
@@ -91,7 +97,14 @@ def build_app(runtime: Runtime, limits: HttpLimits | None = None) -> web.Applica
         ],
     )
     app[CONTEXT] = ctx
-    for module in (routes_tasks, routes_registry, routes_events, routes_service, routes_dataset):
+    for module in (
+        routes_tasks,
+        routes_registry,
+        routes_schedules,
+        routes_events,
+        routes_service,
+        routes_dataset,
+    ):
         app.router.add_routes(module.routes())
     routes_service.install_openapi(app, runtime.settings.config.registry)
     app.cleanup_ctx.append(_background)

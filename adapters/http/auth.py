@@ -91,7 +91,7 @@ def record_denial(runtime: Runtime, principal: str, action: str, reason: str) ->
     cannot flood the log (the ``ledger_http_denied_total`` metric still counts them all).
     Blocking: call it from a thread.
     """
-    if _denials.allow(principal):
+    if _denials.allow(f"{runtime.settings.schema}:{principal}"):
         runtime.store.save(AccessDenial.record(principal, action, reason))
     audit_log.warning(
         "access denied: principal=%s action=%s reason=%s schema=%s",
@@ -114,15 +114,15 @@ class _DenialBudget:
         self._minute = 0
         self._counts: dict[str, int] = {}
 
-    def allow(self, principal: str) -> bool:
+    def allow(self, key: str) -> bool:
         minute = int(time.monotonic() // 60)
         with self._lock:
             if minute != self._minute:
                 self._minute, self._counts = minute, {}
-            count = self._counts.get(principal, 0)
+            count = self._counts.get(key, 0)
             if count >= DENIALS_PER_MINUTE:
                 return False
-            self._counts[principal] = count + 1
+            self._counts[key] = count + 1
             return True
 
 

@@ -24,6 +24,7 @@ from domain.errors import (
     LedgerError,
     TaskNotFound,
     UnknownQueue,
+    UnknownSchedule,
 )
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ STATUS_OF_ERROR: tuple[tuple[type[LedgerError], int], ...] = (
     (InvalidQuery, 400),
     (TaskNotFound, 404),
     (UnknownQueue, 404),
+    (UnknownSchedule, 404),
     (InvalidTransition, 409),
     (Forbidden, 403),
 )

@@ -260,6 +260,34 @@ def api_paths() -> dict[str, Any]:
                 tag="queues",
             )
         },
+        "/v1/schedules": {
+            "get": _operation(
+                "schedules.list",
+                "Cron schedules with their next fire times and paused flags",
+                {"200": _json("ScheduleList", "The schedules")},
+                tag="schedules",
+            )
+        },
+        "/v1/schedules/{name}/pause": {
+            "post": _operation(
+                "schedules.pause",
+                "Stop firing a schedule on every node (admin); paused ticks are not caught up",
+                {"200": _json("Schedule", "Paused")},
+                errors=(404, 409),
+                parameters=[_path("name", {"type": "string"}, "the schedule")],
+                tag="schedules",
+            )
+        },
+        "/v1/schedules/{name}/resume": {
+            "post": _operation(
+                "schedules.resume",
+                "Fire a paused schedule again (admin)",
+                {"200": _json("Schedule", "Resumed")},
+                errors=(404, 409),
+                parameters=[_path("name", {"type": "string"}, "the schedule")],
+                tag="schedules",
+            )
+        },
         "/v1/workers": {
             "get": _operation(
                 "workers.list",

@@ -46,7 +46,7 @@ def check_retry(registry: Registry, requester: Requester, task: Task) -> None:
         raise Forbidden(f"role {role.name!r} may not retry tasks of type {task.type_name!r}")
 
 
-def check_queue_control(registry: Registry, requester: Requester) -> None:
+def check_queue_control(registry: Registry, requester: Requester, what: str = "queues") -> None:
     role = role_of(registry, requester)
     if role.name not in QUEUE_CONTROL_ROLES:
-        raise Forbidden(f"role {role.name!r} may not pause or resume queues")
+        raise Forbidden(f"role {role.name!r} may not pause or resume {what}")

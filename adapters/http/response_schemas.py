@@ -362,6 +362,40 @@ QUEUE_LIST: Schema = {
     "properties": {"queues": {"type": "array", "items": QUEUE}},
 }
 
+SCHEDULE: Schema = {
+    "type": "object",
+    "required": [
+        "name",
+        "cron",
+        "timezone",
+        "task_type",
+        "args",
+        "catch_up",
+        "paused",
+        "next_fire",
+    ],
+    "properties": {
+        "name": {"type": "string"},
+        "cron": {"type": "string"},
+        "timezone": {"type": "string"},
+        "task_type": {"type": "string"},
+        "args": {"type": "object"},
+        "catch_up": {"type": "string", "enum": ["none", "latest", "all"]},
+        "paused": {"type": "boolean"},
+        "next_fire": {
+            "type": ["string", "null"],
+            "format": "date-time",
+            "description": "the next tick (null while paused)",
+        },
+    },
+}
+
+SCHEDULE_LIST: Schema = {
+    "type": "object",
+    "required": ["schedules"],
+    "properties": {"schedules": {"type": "array", "items": SCHEDULE}},
+}
+
 WORKER: Schema = {
     "type": "object",
     "required": [
@@ -447,6 +481,8 @@ COMPONENTS: dict[str, Schema] = {
     "TaskTypeList": TASK_TYPE_LIST,
     "Queue": QUEUE,
     "QueueList": QUEUE_LIST,
+    "Schedule": SCHEDULE,
+    "ScheduleList": SCHEDULE_LIST,
     "WorkerList": WORKER_LIST,
     "Health": HEALTH,
 }

@@ -26,8 +26,10 @@ from adapters.postgres.recorder import LedgerRecorder, Statement, run_inline
 from domain.access import AccessDenial
 from domain.errors import TaskNotFound
 from domain.queue import Queue, queue_id
+from domain.schedule_control import ScheduleControl, schedule_control_id
 from domain.task import Task
 
+LedgerAggregate = Task | Queue | ScheduleControl | AccessDenial
 APPLICATION_NAME = "Ledger"
 PIPELINED_SAVE_LIMIT = 500
 EVENTS_TABLE = "ledger_events"
@@ -92,7 +94,11 @@ class EventStore:
 
     # -- writing ------------------------------------------------------------------------
 
-    def save(self, *tasks: Task | Queue | AccessDenial, inline: Sequence[Statement] = ()) -> None:
+    def save(
+        self,
+        *tasks: LedgerAggregate,
+        inline: Sequence[Statement] = (),
+    ) -> None:
         """Append the pending events of ``tasks`` in one transaction (all or nothing).
 
         Small saves go through the library's pipelined save (one round trip); large ones
@@ -122,7 +128,7 @@ class EventStore:
     def append_in(
         self,
         cursor: psycopg.Cursor[DictRow],
-        tasks: Iterable[Task | Queue | AccessDenial],
+        tasks: Iterable[LedgerAggregate],
         inline: Sequence[Statement] = (),
     ) -> list[RecordedEvent]:
         """Append the tasks' pending events inside the caller's transaction; return them
@@ -169,14 +175,23 @@ class EventStore:
 
     def load_queue(self, name: str) -> Queue:
         """The queue's aggregate, registered (not yet saved) on first use."""
+        queue = self._load_or_none(queue_id(name))
+        return queue if isinstance(queue, Queue) else Queue.register(name)
+
+    def load_schedule_control(self, name: str) -> ScheduleControl:
+        """The schedule's on/off switch, registered (not yet saved) on first use."""
+        control = self._load_or_none(schedule_control_id(name))
+        if isinstance(control, ScheduleControl):
+            return control
+        return ScheduleControl.register(name)
+
+    def _load_or_none(self, aggregate_id: UUID) -> object | None:
         from eventsourcing.application import AggregateNotFoundError
 
         try:
-            queue = self.app.repository.get(queue_id(name))
+            return self.app.repository.get(aggregate_id)
         except AggregateNotFoundError:
-            return Queue.register(name)
-        assert isinstance(queue, Queue)
-        return queue
+            return None
 
     def latest_versions(self, task_ids: Sequence[UUID]) -> dict[UUID, int]:
         if not task_ids:

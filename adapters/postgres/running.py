@@ -56,7 +56,8 @@ CREATE TABLE IF NOT EXISTS {workers} (
 );
 CREATE TABLE IF NOT EXISTS {schedule_clock} (
     name text PRIMARY KEY,
-    looked_at timestamptz NOT NULL
+    looked_at timestamptz,
+    paused boolean NOT NULL DEFAULT false
 );
 CREATE TABLE IF NOT EXISTS {keys} (
     key text PRIMARY KEY,
@@ -156,6 +157,15 @@ class RunningTables:
 
     def cancel_notice(self, task_id: UUID) -> Statement:
         return Statement(sql.SQL("SELECT pg_notify(%s, %s)"), (CANCEL_CHANNEL, str(task_id)))
+
+    def set_schedule_paused(self, name: str, paused: bool) -> Statement:
+        return Statement(
+            sql.SQL(
+                "INSERT INTO {} (name, paused) VALUES (%s, %s) "
+                "ON CONFLICT (name) DO UPDATE SET paused = excluded.paused"
+            ).format(self.schedule_clock),
+            (name, paused),
+        )
 
     def set_paused(self, queue: str, paused: bool) -> Statement:
         return Statement(

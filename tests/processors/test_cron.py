@@ -131,3 +131,32 @@ def test_a_running_node_enqueues_and_runs_the_ticks(ledger_env: None, tmp_path: 
         assert len(keys) == len(set(keys))  # two nodes, still one task per tick
     finally:
         runtime.close()
+
+
+def test_a_paused_schedule_fires_nothing_and_does_not_catch_up_when_resumed(rt: Runtime) -> None:
+    from domain.errors import InvalidTransition, UnknownSchedule
+
+    clock = Clock(T0)
+    scheduler(rt, clock).run_once()
+    rt.ledger.pause_schedule("minutely", by="ops")
+    clock.now = T0 + timedelta(minutes=3)
+    assert [f for f in scheduler(rt, clock).run_once() if f.schedule == "minutely"] == []
+    rt.ledger.resume_schedule("minutely", by="ops")
+    clock.now = T0 + timedelta(minutes=4)
+    fired = [f for f in scheduler(rt, clock).run_once() if f.schedule == "minutely"]
+    assert [f.tick for f in fired] == [datetime(2026, 3, 1, 12, 4, tzinfo=UTC)]
+    with pytest.raises(InvalidTransition, match="is not paused"):
+        rt.ledger.resume_schedule("minutely")
+    with pytest.raises(UnknownSchedule, match="unknown schedule 'nope'"):
+        rt.ledger.pause_schedule("nope")
+    names = [type(e.event).__name__ for e in rt.store.history(rt.store.load_schedule_control("minutely").id)]
+    assert names == ["ScheduleRegistered", "SchedulePaused", "ScheduleResumed"]
+
+
+def test_a_schedule_paused_in_the_config_starts_paused(ledger_env: None, tmp_path: Path) -> None:
+    runtime = runtime_with_config(tmp_path, CONFIG)
+    try:
+        assert runtime.store.load_schedule_control("off").paused
+        assert not runtime.store.load_schedule_control("minutely").paused
+    finally:
+        runtime.close()

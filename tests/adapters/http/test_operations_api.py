@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -190,3 +191,24 @@ def _eventually_text(client: httpx.Client, path: str, needle: str, timeout: floa
             assert needle in text, text
             return text
         time.sleep(0.05)
+
+
+def test_schedules_are_listed_with_next_fire_times_and_can_be_paused(ledger_env: None, tmp_path: Path) -> None:
+    config = tmp_path / "ledger.toml"
+    config.write_text(
+        '[task_types.beat]\nadapter = "python"\nsettings = { callable = "adapters.executors.builtin_tasks:echo" }\n'
+        '[schedules.nightly]\ncron = "0 3 * * *"\ntimezone = "Europe/Paris"\ntask_type = "beat"\n'
+    )
+    runtime = open_runtime(config, pool_size=2)
+    try:
+        with LiveServer(runtime) as live, live.client() as client:
+            (listed,) = client.get("/v1/schedules").json()["schedules"]
+            assert (listed["name"], listed["paused"], listed["timezone"]) == ("nightly", False, "Europe/Paris")
+            assert listed["next_fire"].endswith(("+01:00", "+02:00"))
+            paused = client.post("/v1/schedules/nightly/pause")
+            assert paused.status_code == 200 and paused.json()["paused"] and paused.json()["next_fire"] is None
+            assert client.post("/v1/schedules/nightly/pause").status_code == 409
+            assert client.post("/v1/schedules/nope/resume").status_code == 404
+            assert client.post("/v1/schedules/nightly/resume").json()["paused"] is False
+    finally:
+        runtime.close()

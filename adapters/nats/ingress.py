@@ -1,0 +1,308 @@
+"""NATS ingress: messages on configured subjects become recorded tasks.
+
+Subscriptions (queue group ``ledger``, so each message is handled by one ledger node):
+- each ``[[nats.routes]]`` subject (wildcards allowed): the JSON body is the args of the
+  route's task type. A ``request`` route answers a request with the task's terminal state;
+  a ``publish`` route answers nothing, even when refusing a message;
+- ``request_subject`` (default ``execution.request.task``): the body names the type, as the
+  HTTP API's ``POST /v1/tasks`` body does (``{"type", "args", ...}``), plus an optional
+  ``wait`` (seconds, default 30) bounding how long a request waits for the result. A plain
+  publish (no reply subject) only enqueues.
+
+Every task is enqueued by principal ``nats`` with one role (``admin`` unless told), through
+``Ledger.enqueue_once``: a ``Nats-Msg-Id`` header becomes the idempotency key, so a
+redelivered message records one task (and a repeated request gets that task's answer).
+Ad-hoc tasks (``adapter`` in the body) are refused unless ``allow_adhoc``.
+
+Answers: ``{"task_id", "state", "result", "failure"}`` (``failure``: the task's error, or
+null; a state that is not terminal means the wait ran out first), or a refusal
+``{"error": {"code", "message"}}`` with the domain error's code (``bad_json``,
+``unknown_task_type``, ``schema_violation``, ``forbidden``, ...) and nothing enqueued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from functools import partial
+from typing import Any, TypeVar
+from uuid import UUID
+
+import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from adapters.http import bodies, schemas
+from adapters.http.errors import DATABASE_ERRORS
+from adapters.http.log_watcher import LogWatcher
+from adapters.http.routes_tasks import WAKE_INTERVAL, load_task
+from adapters.http.views import dumps, task_json
+from adapters.postgres.event_store import RecordedEvent
+from adapters.runtime import Runtime
+from domain.errors import Forbidden, LedgerError
+from domain.nats_routes import NatsRoute, NatsSettings, RouteMode
+from domain.submission import Requester, TaskRequest
+from domain.task import Task
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+PRINCIPAL = "nats"
+QUEUE_GROUP = "ledger"
+MSG_ID = "Nats-Msg-Id"
+DEFAULT_WAIT = 30.0  # seconds a request on the request subject waits for the result
+MAX_WAIT = 3600.0
+
+
+class Refused(Exception):
+    """A message that cannot become a task; answered with ``{"error": {code, message}}``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class NatsIngress:
+    def __init__(
+        self,
+        runtime: Runtime,
+        nc: Client,
+        settings: NatsSettings | None = None,
+        *,
+        role: str = "admin",
+        queue_group: str = QUEUE_GROUP,
+        allow_adhoc: bool = False,
+        max_in_flight: int = 256,
+        db_threads: int = 8,
+    ) -> None:
+        self.runtime = runtime
+        self.nc = nc
+        self.settings = settings or runtime.settings.config.registry.nats
+        self.requester = Requester(PRINCIPAL, role)
+        self.queue_group = queue_group
+        self.allow_adhoc = allow_adhoc
+        self.watcher = LogWatcher(runtime.database_url, runtime.store.recorder.channel_name)
+        self.executor = ThreadPoolExecutor(max_workers=db_threads, thread_name_prefix="nats-db")
+        self.closing = asyncio.Event()
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._subscriptions: list[Subscription] = []
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._watcher_task: asyncio.Task[None] | None = None
+
+    # -- life cycle -------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Subscribe, handle messages until ``stop`` is set, then unsubscribe and answer
+        the requests in flight with the state their tasks reached."""
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.close()
+
+    async def start(self) -> None:
+        self._watcher_task = asyncio.create_task(self.watcher.run(), name="nats-log-watcher")
+        for route in self.settings.routes:
+            await self._subscribe(route.subject, route)
+        await self._subscribe(self.settings.request_subject, None)
+        await registered(self.nc)  # the server knows the subscriptions before we say we listen
+        log.info(
+            "NATS ingress on %s (queue group %s)",
+            ", ".join(s.subject for s in self._subscriptions),
+            self.queue_group,
+        )
+
+    async def _subscribe(self, subject: str, route: NatsRoute | None) -> None:
+        async def on_message(msg: Msg) -> None:
+            # Callbacks of one subscription run one after the other: hand the message to
+            # its own task (waits can be long) and hold the subscription when too many are
+            # in flight.
+            await self._slots.acquire()
+            handler = asyncio.create_task(self._guarded(msg, route))
+            self._handlers.add(handler)
+            handler.add_done_callback(self._handled)
+
+        subscription = await self.nc.subscribe(subject, queue=self.queue_group, cb=on_message)
+        self._subscriptions.append(subscription)
+
+    def _handled(self, handler: asyncio.Task[None]) -> None:
+        self._handlers.discard(handler)
+        self._slots.release()
+
+    async def close(self, grace: float = 5.0) -> None:
+        self.closing.set()
+        for subscription in self._subscriptions:
+            with contextlib.suppress(nats.errors.Error):
+                await subscription.unsubscribe()
+        self._subscriptions.clear()
+        self.watcher.wake_all()  # waiting requests answer now, with the state reached
+        if self._handlers:
+            _, late = await asyncio.wait(set(self._handlers), timeout=grace)
+            for handler in late:
+                handler.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        if self._watcher_task is not None:
+            self._watcher_task.cancel()
+            await asyncio.gather(self._watcher_task, return_exceptions=True)
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- one message ------------------------------------------------------------------
+
+    async def _guarded(self, msg: Msg, route: NatsRoute | None) -> None:
+        try:
+            await self.handle(msg, route)
+        except Exception:
+            log.exception("NATS message on %s: handling failed", msg.subject)
+            if msg.reply and (route is None or route.mode is RouteMode.REQUEST):
+                await self._respond(msg, error_body("internal_error", "the ledger failed"))
+
+    async def handle(self, msg: Msg, route: NatsRoute | None) -> None:
+        """Enqueue the message's task; answer a request if the route answers."""
+        answers = bool(msg.reply) and (route is None or route.mode is RouteMode.REQUEST)
+        try:
+            request, wait = self.task_request(msg, route)
+            task, created = await self._run(
+                self.runtime.ledger.enqueue_once, request, self.requester
+            )
+        except Refused as refusal:
+            await self._refuse(msg, answers, refusal.code, refusal.message)
+            return
+        except LedgerError as error:
+            await self._refuse(msg, answers, error.code, str(error))
+            return
+        except DATABASE_ERRORS as error:
+            log.warning("NATS message on %s not enqueued: database unavailable", msg.subject)
+            await self._refuse(msg, answers, "unavailable", f"database unavailable: {error}")
+            return
+        log.debug("NATS %s -> task %s (new: %s)", msg.subject, task.id, created)
+        if not answers:
+            return
+        try:
+            task, events = await self._wait_for_end(task.id, wait)
+        except DATABASE_ERRORS as error:
+            await self._respond(msg, error_body("unavailable", f"database unavailable: {error}"))
+            return
+        await self._respond(msg, reply_body(task, events))
+
+    def task_request(self, msg: Msg, route: NatsRoute | None) -> tuple[TaskRequest, float]:
+        """The task a message asks for, and how long a request waits for its end."""
+        body = _json_body(msg.data)
+        key = (msg.headers or {}).get(MSG_ID) or None
+        if route is not None:
+            if body is None:
+                body = {}
+            request = TaskRequest(type_name=route.task_type, args=body, idempotency_key=key)
+            return request, route.timeout
+        if not isinstance(body, dict):
+            raise Refused("invalid_submission", "the body must be a JSON object naming a type")
+        body = dict(body)
+        wait = body.pop("wait", DEFAULT_WAIT)
+        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not wait >= 0:
+            raise Refused("invalid_submission", "wait must be a number of seconds")
+        if "adapter" in body and not self.allow_adhoc:
+            raise Forbidden("ad-hoc tasks (adapter) are not accepted over NATS")
+        request = bodies.task_request(bodies.validated(body, schemas.TASK_SUBMISSION, "the task"))
+        if key is not None:
+            request = _with_key(request, key)
+        return request, min(float(wait), MAX_WAIT)
+
+    async def _wait_for_end(
+        self, task_id: UUID, seconds: float
+    ) -> tuple[Task, list[RecordedEvent]]:
+        """The task once it is terminal, or when ``seconds`` have passed (or on close)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            changed = self.watcher.changed()
+            looked = time.monotonic()
+            task, events = await self._run(load_task, self.runtime, task_id)
+            left = deadline - time.monotonic()
+            if task.state.is_terminal or left <= 0 or self.closing.is_set():
+                return task, events
+            await self.watcher.wait(changed, left)
+            pause = min(looked + WAKE_INTERVAL, deadline) - time.monotonic()
+            if pause > 0:
+                await asyncio.sleep(pause)
+
+    async def _refuse(self, msg: Msg, answers: bool, code: str, message: str) -> None:
+        log.info("NATS message on %s refused: %s: %s", msg.subject, code, message)
+        if answers:
+            await self._respond(msg, error_body(code, message))
+
+    async def _respond(self, msg: Msg, body: dict[str, Any]) -> None:
+        data = dumps(body).encode()
+        if len(data) > self.nc.max_payload:
+            task_id = body.get("task_id")
+            data = dumps(
+                error_body(
+                    "reply_too_large",
+                    f"the answer of task {task_id} is {len(data)} bytes, more than NATS "
+                    f"allows ({self.nc.max_payload}); read it over HTTP",
+                )
+                | {"task_id": task_id}
+            ).encode()
+        try:
+            # Not msg.respond(): that would send the request's headers back.
+            await self.nc.publish(msg.reply, data)
+        except nats.errors.Error as error:
+            log.warning("cannot answer on %s: %s", msg.reply, error)
+
+    async def _run(self, function: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, partial(function, *args))
+
+
+async def registered(nc: Client) -> None:
+    """Return once the server has every subscription sent so far.
+
+    nats-py's ``flush()`` writes its PING straight to the socket while SUBs may still wait
+    in the client's pending buffer, so one PONG does not prove the SUBs arrived; by the
+    second PONG the buffer has been written ahead of the second PING."""
+    await nc.flush()
+    await nc.flush()
+
+
+def reply_body(task: Task, events: Sequence[RecordedEvent]) -> dict[str, Any]:
+    """The answer to a request: the task's state, result and (unless it succeeded) why it
+    failed, was cancelled or skipped, as the HTTP task view says."""
+    view = task_json(task, events)
+    return {
+        "task_id": task.id,
+        "state": view["state"],
+        "result": view["result"],
+        "failure": view["error"],
+    }
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _json_body(data: bytes) -> Any:
+    """The message body as JSON (None when empty)."""
+    if not data.strip():
+        return None
+    try:
+        value = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
+    except UnicodeDecodeError:
+        raise Refused("bad_json", "the body is not UTF-8") from None
+    except RecursionError:
+        raise Refused("bad_json", "the body is nested too deeply") from None
+    except ValueError as error:
+        raise Refused("bad_json", f"the body is not valid JSON: {error}") from None
+    return value
+
+
+def _with_key(request: TaskRequest, key: str) -> TaskRequest:
+    return replace(request, idempotency_key=key)

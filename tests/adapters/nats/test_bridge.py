@@ -1,0 +1,50 @@
+"""The bridge a node runs: it waits for a NATS server that is not up yet, and stops at once
+when told, connected or not."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from adapters.nats.bridge import NatsBridge
+from adapters.nats.server import free_port, start_nats_server
+from adapters.runtime import Runtime
+from tests.adapters.nats.conftest import connected
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_a_bridge_started_before_its_server_connects_when_the_server_comes_up(
+    nats_runtime: Runtime, tmp_path: Path, names: str
+) -> None:
+    port = free_port()
+    stop = asyncio.Event()
+    bridge = NatsBridge(nats_runtime, f"nats://127.0.0.1:{port}")
+    running = asyncio.create_task(bridge.run(stop))
+    await asyncio.sleep(0.3)
+    assert not bridge.connected.is_set()
+    server = await asyncio.to_thread(start_nats_server, tmp_path / "store", port=port)
+    try:
+        await asyncio.wait_for(bridge.connected.wait(), 10)
+        async with connected(server.url) as client:
+            reply = await client.request(f"{names}.quick", b'{"late": true}', timeout=5)
+        stop.set()
+        await asyncio.wait_for(running, 10)
+    finally:
+        stop.set()
+        server.stop()
+    assert json.loads(reply.data)["state"] == "ready"
+
+
+async def test_a_bridge_that_never_connected_stops_when_told(nats_runtime: Runtime) -> None:
+    stop = asyncio.Event()
+    running = asyncio.create_task(
+        NatsBridge(nats_runtime, f"nats://127.0.0.1:{free_port()}").run(stop)
+    )
+    await asyncio.sleep(0.3)
+    stop.set()
+
+    await asyncio.wait_for(running, 3)
