@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,7 @@ def parse_config(text: str, source: str) -> LoadedConfig:
         raise ConfigFileError(source, line, f"not valid TOML: {error}") from None
     try:
         registry = build_registry(data, adapter_check=check_adapter_settings)
+        _check_learn_hooks(registry)
         ledger = _ledger_section(data.get("ledger", {}))
     except ConfigError as error:
         line = locate_key_line(text, error.where)
@@ -103,6 +104,31 @@ def check_adapter_settings(adapter: str, settings: dict[str, Any], where: tuple[
         executor.check_settings(settings)
     except ConfigError as error:
         raise ConfigError(error.reason, (*where, *error.where)) from None
+
+
+def _check_learn_hooks(registry: Registry) -> None:
+    """A task type's learn hook must import and be callable, like a python task's callable."""
+    from adapters.executors.python import load_callable
+
+    for task_type in registry.task_types.values():
+        if task_type.learn_hook is not None:
+            try:
+                load_callable(task_type.learn_hook)
+            except ConfigError as error:
+                raise ConfigError(
+                    error.reason, ("task_types", task_type.name, "learn_hook")
+                ) from None
+
+
+def learn_hooks_of(registry: Registry) -> dict[str, Callable[..., Any]]:
+    """The learn hook of every task type that names one, imported."""
+    from adapters.executors.python import load_callable
+
+    return {
+        task_type.name: load_callable(task_type.learn_hook)
+        for task_type in registry.task_types.values()
+        if task_type.learn_hook is not None
+    }
 
 
 def _decode_error_line(message: str) -> int | None:

@@ -5,6 +5,7 @@
 - a listener that turns NOTIFY on ``ledger_ready`` / ``ledger_cancel`` into wake-ups;
 - the timeout watchdog;
 - the cron scheduler (on every node; each tick still enqueues one task);
+- the learn hooks, fed each finished attempt of their task types;
 - the worker loop.
 
 ``ledger worker`` and ``ledger demo`` run one.
@@ -26,14 +27,17 @@ from uuid import UUID, uuid4
 import psycopg
 from psycopg import sql
 
+from adapters.config_file import learn_hooks_of
 from adapters.executors import executors_by_name
 from adapters.ledger import utc_now
 from adapters.postgres.dispatch import PostgresDispatch
+from adapters.postgres.learn_feed import PostgresDatasetFeed
 from adapters.postgres.running import CANCEL_CHANNEL, READY_CHANNEL
 from adapters.postgres.schedule_clock import PostgresScheduleClock
 from adapters.postgres.timeouts import PostgresTimeouts
 from adapters.runtime import Runtime
 from processors.cron import CronScheduler
+from processors.learn_hooks import LearnHooks
 from processors.worker import Worker, WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -47,6 +51,7 @@ class WorkerNode:
         concurrency: int = 10,
         watchdog_interval: float = 0.5,
         cron_interval: float = 1.0,
+        learn_hooks: bool = True,
     ) -> None:
         registry = runtime.settings.config.registry
         self.runtime = runtime
@@ -56,6 +61,8 @@ class WorkerNode:
         self.timeouts = PostgresTimeouts(runtime.store, clock=utc_now)
         self.watchdog_interval = watchdog_interval
         self.cron_interval = cron_interval
+        hooks = learn_hooks_of(registry) if learn_hooks else {}
+        self.learn_hooks = LearnHooks(hooks, PostgresDatasetFeed(runtime.store))
         self.scheduler = CronScheduler(
             registry.schedules, PostgresScheduleClock(runtime.store), runtime.ledger, clock=utc_now
         )
@@ -97,6 +104,7 @@ class WorkerNode:
             asyncio.create_task(self._listen(stop), name="listener"),
             asyncio.create_task(self._watchdog(stop), name="watchdog"),
             asyncio.create_task(self._cron(stop), name="cron"),
+            asyncio.create_task(self._learn(stop), name="learn-hooks"),
         ]
         try:
             await self.worker.run(stop)
@@ -142,6 +150,19 @@ class WorkerNode:
             log.warning("ignoring a cancel notice that is not a task id: %r", payload)
             return
         self.worker.notify_cancelled(task_id)
+
+    async def _learn(self, stop: asyncio.Event) -> None:
+        """Feed finished attempts to learn hooks (one node at a time, like a projection)."""
+        if not self.learn_hooks.hooks:
+            return
+        while not stop.is_set():
+            try:
+                delivered = await self._blocking(self.learn_hooks.run_once)
+            except Exception:
+                log.exception("a learn hook failed; its rows are delivered again next round")
+                delivered = 0
+            if not delivered:
+                await asyncio.sleep(self.cron_interval)
 
     async def _cron(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -6,6 +6,7 @@ Each takes the task's args as one dict and returns a JSON-able value.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 
@@ -34,3 +35,15 @@ def fail(args: dict[str, Any]) -> None:
 async def noop(args: dict[str, Any]) -> None:
     """Do nothing (benchmarks measure the ledger, not the work)."""
     return None
+
+
+def log_attempt(row: dict[str, Any]) -> None:
+    """A demo learn hook: logs each finished attempt of its task type."""
+    logging.getLogger("ledger.learn").info(
+        "attempt %s of %s (%s): %s in %.3f s",
+        row["attempt"],
+        row["task_id"],
+        row["task_type"],
+        row["outcome"],
+        row["run_s"],
+    )

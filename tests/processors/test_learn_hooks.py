@@ -1,0 +1,131 @@
+"""Learn hooks see each finished attempt of their task type, in order, once; after a failure
+or a restart they resume; they can be re-run from any position."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from psycopg import sql
+
+from adapters.config_file import ConfigFileError, learn_hooks_of
+from adapters.postgres.learn_feed import PostgresDatasetFeed
+from adapters.runtime import Runtime
+from domain.submission import TaskRequest
+from processors.learn_hooks import LearnHooks
+from tests.processors import learn_hook_fixtures as fixtures
+from tests.processors.worker_harness import run_nodes_until, runtime_with_config
+
+CONFIG = textwrap.dedent(
+    """
+    [task_types.add]
+    adapter = "python"
+    settings = { callable = "adapters.executors.builtin_tasks:add" }
+    learn_hook = "tests.processors.learn_hook_fixtures:remember"
+
+    [task_types.flaky]
+    adapter = "python"
+    settings = { callable = "adapters.executors.builtin_tasks:fail" }
+    retry = { max_attempts = 2, backoff_initial = "50ms" }
+    learn_hook = "tests.processors.learn_hook_fixtures:count_in_database"
+
+    [task_types.echo]
+    adapter = "python"
+    settings = { callable = "adapters.executors.builtin_tasks:echo" }
+    """
+)
+
+
+@pytest.fixture
+def rt(ledger_env: None, tmp_path: Path) -> Iterator[Runtime]:
+    fixtures.SEEN.clear()
+    fixtures.FAIL_ONCE.clear()
+    runtime = runtime_with_config(tmp_path, CONFIG)
+    table = sql.Identifier(runtime.settings.schema, "learned")
+    fixtures.TABLE[:] = [table]
+    with runtime.store.transaction() as cur:
+        cur.execute(
+            sql.SQL("CREATE TABLE {} (position bigint PRIMARY KEY, outcome text)").format(table)
+        )
+    yield runtime
+    runtime.close()
+
+
+def run_tasks(rt: Runtime) -> list[object]:
+    ids = [rt.ledger.enqueue(TaskRequest("add", {"a": i, "b": 1})).id for i in range(3)]
+    ids.append(rt.ledger.enqueue(TaskRequest("flaky", {"message": "no"})).id)
+    ids.append(rt.ledger.enqueue(TaskRequest("echo")).id)
+    run_nodes_until(
+        rt, lambda: all(rt.store.load(i).state.is_terminal for i in ids), learn_hooks=False
+    )
+    rt.catch_up()
+    return ids
+
+
+def hooks(rt: Runtime) -> LearnHooks:
+    return LearnHooks(learn_hooks_of(rt.settings.config.registry), PostgresDatasetFeed(rt.store))
+
+
+def learned_rows(rt: Runtime) -> list[tuple[int, str]]:
+    with rt.store.transaction() as cur:
+        rows = cur.execute(
+            sql.SQL("SELECT position, outcome FROM {} ORDER BY position").format(fixtures.TABLE[0])
+        ).fetchall()
+    return [(r["position"], r["outcome"]) for r in rows]
+
+
+def test_each_hook_sees_each_finished_attempt_of_its_type_in_order(rt: Runtime) -> None:
+    run_tasks(rt)
+    processor = hooks(rt)
+    while processor.run_once():
+        pass
+    assert [row["task_type"] for row in fixtures.SEEN] == ["add"] * 3
+    assert [row["position"] for row in fixtures.SEEN] == sorted(
+        row["position"] for row in fixtures.SEEN
+    )
+    assert [outcome for _, outcome in learned_rows(rt)] == ["failed", "failed"]  # two attempts
+
+
+def test_a_failing_hook_gets_the_rows_again_and_a_restart_resumes(rt: Runtime) -> None:
+    run_tasks(rt)
+    fixtures.FAIL_ONCE.append(True)
+    with pytest.raises(RuntimeError, match="failed once"):
+        hooks(rt).run_once()
+    assert learned_rows(rt) == []  # the batch rolled back with the failure
+    restarted = hooks(rt)
+    while restarted.run_once():
+        pass
+    assert len(fixtures.SEEN) == 3 and len(learned_rows(rt)) == 2
+    assert hooks(rt).run_once() == 0  # nothing twice
+
+
+def test_hooks_can_be_rerun_from_a_position(rt: Runtime) -> None:
+    run_tasks(rt)
+    processor = hooks(rt)
+    while processor.run_once():
+        pass
+    first = fixtures.SEEN[1]["position"]
+    fixtures.SEEN.clear()
+    with rt.store.transaction() as cur:
+        cur.execute(sql.SQL("DELETE FROM {}").format(fixtures.TABLE[0]))
+    processor.rerun_from(first)
+    while processor.run_once():
+        pass
+    assert [row["position"] > first for row in fixtures.SEEN] == [True]
+
+
+def test_a_learn_hook_that_does_not_import_is_refused_at_start(tmp_path: Path) -> None:
+    from adapters.config_file import parse_config
+
+    text = '[task_types.t]\nadapter = "python"\nsettings = { callable = "adapters.executors.builtin_tasks:echo" }\nlearn_hook = "no.such:hook"\n'
+    with pytest.raises(ConfigFileError, match=r"cannot import 'no\.such'") as caught:
+        parse_config(text, "ledger.toml")
+    assert caught.value.line == 4
+
+
+def test_a_worker_node_feeds_the_hooks(rt: Runtime) -> None:
+    ids = [rt.ledger.enqueue(TaskRequest("add", {"a": i, "b": 1})).id for i in range(2)]
+    run_nodes_until(rt, lambda: len(fixtures.SEEN) == 2, cron_interval=0.1)
+    assert sorted(str(row["task_id"]) for row in fixtures.SEEN) == sorted(str(i) for i in ids)
