@@ -20,6 +20,7 @@ from aiohttp import web
 from adapters.cli.arguments import graph_requests
 from adapters.http.errors import bad_json
 from adapters.http.schemas import MAX_TIMEOUT_SECONDS, Schema
+from domain.durations import parse_duration
 from domain.errors import ConfigError, InvalidQuery, InvalidSubmission, TaskNotFound
 from domain.submission import TaskRequest
 from domain.timeouts import TimeoutOverrides
@@ -101,6 +102,7 @@ def task_request(body: Mapping[str, Any]) -> TaskRequest:
         priority=body.get("priority"),
         lane=body.get("lane"),
         idempotency_key=body.get("idempotency_key"),
+        idempotency_period=_seconds(body.get("idempotency_period"), "idempotency_period"),
         tags=tuple(body.get("tags", ())),
         timeouts=_timeouts(body.get("timeouts")),
         max_attempts=body.get("max_attempts"),
@@ -124,6 +126,15 @@ def _time(text: str | None) -> datetime | None:
     if moment.tzinfo is None:
         raise InvalidSubmission("run_at needs a time zone (e.g. 2026-01-01T09:00:00+00:00)")
     return moment
+
+
+def _seconds(value: Any, field: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value, (field,))
+    except ConfigError as error:
+        raise InvalidSubmission(f"{field}: {error.reason}") from None
 
 
 def _timeouts(data: Mapping[str, Any] | None) -> TimeoutOverrides:

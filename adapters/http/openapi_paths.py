@@ -120,7 +120,11 @@ def api_paths() -> dict[str, Any]:
                 "tasks.enqueue",
                 "Enqueue one task; with ?wait, wait for it to end (a synchronous call)",
                 {
-                    "200": _json("Task", "Waited: the task ended (see state, result, error)"),
+                    "200": _json(
+                        "Task",
+                        "Waited: the task ended (see state, result, error); or, without wait, "
+                        "the task that already holds the idempotency key (nothing enqueued)",
+                    ),
                     "201": _json("Task", "Enqueued"),
                     "202": _json("Task", "Waited: the task has not ended yet"),
                 },

@@ -40,17 +40,22 @@ def task_location(task_id: UUID) -> dict[str, str]:
 
 
 async def enqueue_task(request: web.Request) -> web.Response:
-    """201 with the task; with ``?wait=SECONDS``, 200 once it ended or 202 if still going."""
+    """201 with the task (200 with the task that already holds its idempotency key); with
+    ``?wait=SECONDS``, 200 once it ended or 202 if still going."""
     ctx = context_of(request)
     wait = bodies.query_seconds(request, "wait", schemas.MAX_WAIT_SECONDS)
     body = bodies.validated(await bodies.read_json(request), schemas.TASK_SUBMISSION, "the task")
     task_request = bodies.task_request(body)
     # A waiting call takes its slot before enqueueing: a 429 must leave nothing behind.
     with ctx.waiting.hold() if wait is not None else nullcontext():
-        task = await ctx.run(ctx.runtime.ledger.enqueue, task_request, requester_of(request))
+        task, created = await ctx.run(
+            ctx.runtime.ledger.enqueue_once, task_request, requester_of(request)
+        )
         if wait is None:
             view = task_json(*await ctx.run(load_task, ctx.runtime, task.id))
-            return json_response(view, status=201, headers=task_location(task.id))
+            return json_response(
+                view, status=201 if created else 200, headers=task_location(task.id)
+            )
         view = await wait_for_end(ctx, task.id, min(wait, ctx.limits.max_wait_seconds))
     status = 200 if TaskState(view["state"]).is_terminal else 202
     return json_response(view, status=status, headers=task_location(task.id))

@@ -53,7 +53,14 @@ TASK_SUBMISSION: Schema = {
         "queue": NAME,
         "priority": {"type": "integer", "minimum": -1000, "maximum": 1000},
         "lane": SHORT_TEXT,
-        "idempotency_key": SHORT_TEXT,
+        "idempotency_key": {
+            **SHORT_TEXT,
+            "description": "a repeated enqueue with a key a task holds returns that task (200)",
+        },
+        "idempotency_period": {
+            **DURATION,
+            "description": "how long the key holds (default: for ever); " + DURATION["description"],
+        },
         "tags": TAGS,
         "timeouts": {
             "type": "object",
