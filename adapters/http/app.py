@@ -19,6 +19,7 @@ from aiohttp import web
 
 from adapters.dataset import http as routes_dataset
 from adapters.http import (
+    routes_audit,
     routes_events,
     routes_registry,
     routes_schedules,
@@ -101,6 +102,7 @@ def build_app(runtime: Runtime, limits: HttpLimits | None = None) -> web.Applica
         routes_tasks,
         routes_registry,
         routes_schedules,
+        routes_audit,
         routes_events,
         routes_service,
         routes_dataset,

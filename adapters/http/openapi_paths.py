@@ -292,6 +292,15 @@ def api_paths() -> dict[str, Any]:
                 tag="schedules",
             )
         },
+        "/v1/audit/verify": {
+            "get": _operation(
+                "audit.verify",
+                "Verify the hash chain over the event log (admin): ok, or the first position "
+                "where the log was altered",
+                {"200": _json("AuditReport", "The verdict (see ok and reason)")},
+                tag="audit",
+            )
+        },
         "/v1/workers": {
             "get": _operation(
                 "workers.list",

@@ -396,6 +396,22 @@ SCHEDULE_LIST: Schema = {
     "properties": {"schedules": {"type": "array", "items": SCHEDULE}},
 }
 
+AUDIT_REPORT: Schema = {
+    "type": "object",
+    "required": ["ok", "checked", "first_bad_position", "reason", "detail", "unchained"],
+    "properties": {
+        "ok": {"type": "boolean"},
+        "checked": {"type": "integer", "minimum": 0, "description": "events verified"},
+        "first_bad_position": {"type": ["integer", "null"]},
+        "reason": {
+            "type": "string",
+            "enum": ["ok", "altered", "missing", "inserted", "chain-broken", "catch-up-failed"],
+        },
+        "detail": {"type": "string"},
+        "unchained": {"type": "integer", "minimum": 0, "description": "events not yet chained"},
+    },
+}
+
 WORKER: Schema = {
     "type": "object",
     "required": [
@@ -482,6 +498,7 @@ COMPONENTS: dict[str, Schema] = {
     "Queue": QUEUE,
     "QueueList": QUEUE_LIST,
     "Schedule": SCHEDULE,
+    "AuditReport": AUDIT_REPORT,
     "ScheduleList": SCHEDULE_LIST,
     "WorkerList": WORKER_LIST,
     "Health": HEALTH,

@@ -455,3 +455,27 @@ def test_ledger_audit_log_lists_filtered_events(
     ]
     code, out = run(runtime, capsys, "audit", "log", "--principal", "bob", "--since", "1h")
     assert code == 0 and "bob" in out and "ali" not in out  # a table (narrow in tests)
+
+
+def test_get_audit_verify_reports_ok_then_the_altered_position(
+    runtime: Runtime, chain: ProjectionRunner, superuser: psycopg.Connection[Any]
+) -> None:
+    from tests.adapters.http.live_server import LiveServer
+
+    ids = some_history(runtime)
+    with LiveServer(runtime) as live, live.client() as client:
+        intact = client.get("/v1/audit/verify").json()
+        target = position_of(runtime, ids[3], 1)
+        superuser.execute(
+            sql.SQL("UPDATE {} SET state = state || ' '::bytea WHERE notification_id = %s").format(
+                events_table(runtime)
+            ),
+            (target,),
+        )
+        altered = client.get("/v1/audit/verify").json()
+    assert (intact["ok"], intact["reason"]) == (True, "ok")
+    assert (altered["ok"], altered["first_bad_position"], altered["reason"]) == (
+        False,
+        target,
+        "altered",
+    )
