@@ -186,6 +186,20 @@ def query_seconds(request: web.Request, name: str, high: float) -> float | None:
     return value
 
 
+def query_time(request: web.Request, name: str) -> datetime | None:
+    """An ISO 8601 time with a zone, e.g. ``2026-11-25T09:00:00+00:00``."""
+    text = query_text(request, name)
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidQuery(f"{name} is not an ISO 8601 time: {text!r}") from None
+    if moment.tzinfo is None:
+        raise InvalidQuery(f"{name} needs a time zone (e.g. 2026-01-01T09:00:00+00:00)")
+    return moment
+
+
 def query_uuid(request: web.Request, name: str) -> UUID | None:
     text = query_text(request, name)
     if text is None:

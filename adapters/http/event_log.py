@@ -8,6 +8,7 @@ rarely still answers quickly and the caller pages on.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
@@ -47,6 +48,12 @@ class EventFilter:
     types: tuple[str, ...] = ()
     task_id: UUID | None = None
     principal: str | None = None
+    since: datetime | None = None  # events at or after this time
+    until: datetime | None = None  # events at or before this time
+
+    @property
+    def reads_more_than_it_returns(self) -> bool:
+        return self.principal is not None or self.since is not None or self.until is not None
 
     def __post_init__(self) -> None:
         for name in self.types:
@@ -57,6 +64,10 @@ class EventFilter:
     def matches(self, recorded: RecordedEvent) -> bool:
         event = recorded.event
         if self.types and type(event).__name__ not in self.types:
+            return False
+        if self.since is not None and event.timestamp < self.since:
+            return False
+        if self.until is not None and event.timestamp > self.until:
             return False
         return self.principal is None or event_principal(event) == self.principal
 
@@ -80,7 +91,7 @@ def read_events(store: EventStore, after: int, limit: int, where: EventFilter) -
         candidates = []
         if read_up_to > after:
             topics = [t for name in where.types for t in TOPICS_BY_EVENT_NAME[name]]
-            fetch = limit if where.principal is None else SCAN_WINDOW
+            fetch = SCAN_WINDOW if where.reads_more_than_it_returns else limit
             notifications = store.recorder.select_notifications(
                 after, fetch, stop=read_up_to, topics=topics, inclusive_of_start=False
             )

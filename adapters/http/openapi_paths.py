@@ -110,6 +110,16 @@ EVENT_FILTERS = [
         {"type": "string"},
         "only events caused by this principal ('system' for workers)",
     ),
+    _query(
+        "since",
+        {"type": "string", "format": "date-time"},
+        "only events at or after this time (ISO 8601 with a zone)",
+    ),
+    _query(
+        "until",
+        {"type": "string", "format": "date-time"},
+        "only events at or before this time (ISO 8601 with a zone)",
+    ),
 ]
 
 

@@ -26,6 +26,8 @@ def _filter(request: web.Request) -> EventFilter:
         types=tuple(types.split(",")) if types is not None else (),
         task_id=bodies.query_uuid(request, "task"),
         principal=bodies.query_text(request, "principal"),
+        since=bodies.query_time(request, "since"),
+        until=bodies.query_time(request, "until"),
     )
 
 

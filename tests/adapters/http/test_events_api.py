@@ -10,6 +10,8 @@ from typing import Any
 
 import httpx
 
+from adapters.runtime import Runtime
+from domain.submission import TaskRequest
 from tests.adapters.http.live_server import TOKENS, LiveServer
 
 
@@ -111,3 +113,21 @@ def test_the_stream_without_a_position_sends_new_events_as_they_are_appended(
             timer.join()
     assert int(frame["id"]) == 3
     assert json.loads(frame["data"])["aggregate_id"] == later[0]
+
+
+def test_the_event_log_filters_by_time(runtime: Runtime) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    runtime.ledger.enqueue(TaskRequest("echo"))
+    middle = datetime.now(UTC)
+    later = runtime.ledger.enqueue(TaskRequest("echo"))
+    with LiveServer(runtime) as live, live.client() as client:
+        since = client.get("/v1/events", params={"since": middle.isoformat()}).json()["events"]
+        until = client.get("/v1/events", params={"until": middle.isoformat()}).json()["events"]
+        future = client.get(
+            "/v1/events", params={"since": (middle + timedelta(hours=1)).isoformat()}
+        ).json()
+        bad = client.get("/v1/events", params={"since": "yesterday"})
+    assert [e["aggregate_id"] for e in since] == [str(later.id)]
+    assert len(until) == 1 and future["events"] == []
+    assert bad.status_code == 400 and "ISO 8601" in bad.json()["error"]["message"]
