@@ -104,7 +104,9 @@ class Ledger:
             if holders:
                 return self.store.load(next(iter(holders.values()))), False
             try:
-                return self.enqueue_graph([request], requester)[0], True
+                tasks, inline = self._plan([request], requester, keys_checked=True)
+                self.store.save(*tasks, inline=inline)
+                return tasks[0], True
             except IntegrityError:
                 if request.idempotency_key is None:
                     raise
@@ -120,9 +122,12 @@ class Ledger:
         return tasks
 
     def _plan(
-        self, requests: Sequence[TaskRequest], requester: Requester
+        self, requests: Sequence[TaskRequest], requester: Requester, keys_checked: bool = False
     ) -> tuple[list[Task], list[Statement]]:
-        """The new tasks, and the statements that must commit with them (their keys)."""
+        """The new tasks, and the statements that must commit with them (their keys).
+
+        A key named twice, or held by a live task, is refused (unless ``keys_checked``: the
+        caller looked already and wants the holder back rather than an error)."""
         context = SubmissionContext(
             registry=self.registry,
             requester=requester,
@@ -132,7 +137,10 @@ class Ledger:
         )
         graph_id = self.new_id() if len(requests) > 1 else None
         tasks = plan_tasks(context, requests, self._stored_states(requests), graph_id)
-        if len(requests) > 1:
+        keys = [r.idempotency_key for r in requests if r.idempotency_key is not None]
+        if len(set(keys)) != len(keys):
+            raise IdempotencyKeyTaken("an idempotency key is named twice in this submission")
+        if not keys_checked:
             for key, holder in self._key_holders(requests).items():
                 raise IdempotencyKeyTaken(f"idempotency key {key!r} is held by task {holder}")
         return tasks, self._keys_taken(tasks, requests, context.now)

@@ -16,6 +16,7 @@ from uuid import UUID
 
 import jsonschema
 
+from domain.durations import MAX_DURATION_SECONDS
 from domain.errors import (
     ConfigError,
     DependencyCycle,
@@ -299,6 +300,12 @@ def _check_fields(request: TaskRequest) -> None:
         raise InvalidSubmission(f"{label}: tags must be strings of 1 to 100 characters")
     if not all(isinstance(d, str) for d in request.depends_on):
         raise InvalidSubmission(f"{label}: depends_on must hold refs or task ids (strings)")
+    for kind, seconds in vars(request.timeouts).items():
+        if seconds is not None and not (0 < seconds <= MAX_DURATION_SECONDS):
+            raise InvalidSubmission(f"{label}: timeouts.{kind} must be from 0 to a year")
+    period = request.idempotency_period
+    if period is not None and period > MAX_DURATION_SECONDS:
+        raise InvalidSubmission(f"{label}: idempotency_period may be at most a year")
     if request.run_at is not None and (
         not isinstance(request.run_at, datetime) or request.run_at.tzinfo is None
     ):

@@ -11,6 +11,7 @@ after a crash at the wrong moment, see a row again; the row's ``position`` lets 
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -56,10 +57,13 @@ class LearnHooks:
         hook = self.hooks.get(row["task_type"])
         if hook is None:
             return
-        if _takes_cursor(hook):
-            hook(row, cursor)
-        else:
-            hook(row)
+        result = hook(row, cursor) if _takes_cursor(hook) else hook(row)
+        if inspect.isawaitable(result):  # an async hook: run it to the end here (a thread)
+            asyncio.run(_awaited(result))
+
+
+async def _awaited(result: Any) -> Any:
+    return await result
 
 
 def _takes_cursor(hook: Hook) -> bool:

@@ -40,15 +40,28 @@ class Clock:
         return self.now
 
 
-def test_ten_maintenance_jobs_are_ten_schedules_over_one_shell_task_type(maintenance: Runtime) -> None:
+def test_ten_maintenance_jobs_are_ten_schedules_over_one_shell_task_type(
+    maintenance: Runtime,
+) -> None:
     registry = maintenance.settings.config.registry
     assert len(registry.schedules) == 10 and list(registry.task_types) == ["maintenance"]
     clock = Clock(datetime(2026, 3, 2, 11, 59, 30, tzinfo=UTC))
-    cron = CronScheduler(registry.schedules, PostgresScheduleClock(maintenance.store), maintenance.ledger, clock)
+    cron = CronScheduler(
+        registry.schedules, PostgresScheduleClock(maintenance.store), maintenance.ledger, clock
+    )
     cron.run_once()
-    clock.now += timedelta(seconds=40)  # 12:00:10: every */5, */15, hourly and */2 h schedule is due
+    clock.now += timedelta(
+        seconds=40
+    )  # 12:00:10: every */5, */15, hourly and */2 h schedule is due
     fired = cron.run_once()
-    assert {f.schedule for f in fired} == {"metrics-rollup", "pattern-sync", "cache-trim-hot", "cache-trim-cold", "agent-evolution", "index-stats"}
+    assert {f.schedule for f in fired} == {
+        "metrics-rollup",
+        "pattern-sync",
+        "cache-trim-hot",
+        "cache-trim-cold",
+        "agent-evolution",
+        "index-stats",
+    }
 
     def all_done() -> bool:
         return all(maintenance.store.load(f.task_id).state.value == "succeeded" for f in fired)
@@ -61,25 +74,47 @@ def test_ten_maintenance_jobs_are_ten_schedules_over_one_shell_task_type(mainten
 
 
 def test_a_dependency_graph_with_role_policies_over_http(workflows: Runtime) -> None:
-    with LiveServer(workflows, worker=True) as live, live.client("ada-token") as ada, live.client("root-token") as root:
-        graph = ada.post("/v1/graphs", json={"tasks": [
-            {"ref": "compile", "type": "compile", "args": {"module": "core"}},
-            {"ref": "test", "type": "test", "args": {"module": "core"}, "depends_on": ["compile"]},
-        ]})
+    with (
+        LiveServer(workflows, worker=True) as live,
+        live.client("ada-token") as ada,
+        live.client("root-token") as root,
+    ):
+        graph = ada.post(
+            "/v1/graphs",
+            json={
+                "tasks": [
+                    {"ref": "compile", "type": "compile", "args": {"module": "core"}},
+                    {
+                        "ref": "test",
+                        "type": "test",
+                        "args": {"module": "core"},
+                        "depends_on": ["compile"],
+                    },
+                ]
+            },
+        )
         assert graph.status_code == 201
         refused = ada.post("/v1/tasks", json={"type": "review", "args": {"lines": 120}})
         assert refused.status_code == 403
-        review = root.post("/v1/tasks", params={"wait": 10}, json={"type": "review", "args": {"lines": 120}})
+        review = root.post(
+            "/v1/tasks", params={"wait": 10}, json={"type": "review", "args": {"lines": 120}}
+        )
         assert review.status_code == 200 and review.json()["result"] == {"verdict": "ok"}
         test_id = graph.json()["tasks"]["test"]
         done = ada.post(f"/v1/tasks/{test_id}/retry")  # not failed: refused as a conflict
         assert done.status_code == 409
 
 
-def test_a_synchronous_agent_call_waits_for_its_result_one_task_at_a_time(workflows: Runtime) -> None:
+def test_a_synchronous_agent_call_waits_for_its_result_one_task_at_a_time(
+    workflows: Runtime,
+) -> None:
     with LiveServer(workflows, worker=True) as live, live.client("ada-token") as ada:
         calls = [
-            ada.post("/v1/tasks", params={"wait": 10}, json={"type": "agent.execute", "args": {"agent_id": "42", "task": f"step {i}"}})
+            ada.post(
+                "/v1/tasks",
+                params={"wait": 10},
+                json={"type": "agent.execute", "args": {"agent_id": "42", "task": f"step {i}"}},
+            )
             for i in range(3)
         ]
     assert [c.status_code for c in calls] == [200, 200, 200]

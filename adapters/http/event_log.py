@@ -19,12 +19,13 @@ from adapters.postgres.event_store import EventStore, RecordedEvent
 from domain.access import AccessDenial
 from domain.errors import InvalidQuery
 from domain.queue import Queue
+from domain.schedule_control import ScheduleControl
 from domain.task import Task
 
 SCAN_WINDOW = 10_000
 MAX_EVENTS_PAGE = 1000
 MAX_POSITION = 2**63 - 1  # log positions are bigint
-AGGREGATES: tuple[type[Aggregate], ...] = (Task, Queue, AccessDenial)
+AGGREGATES: tuple[type[Aggregate], ...] = (Task, Queue, ScheduleControl, AccessDenial)
 
 
 def _topics_by_event_name() -> dict[str, list[str]]:

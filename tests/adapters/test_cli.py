@@ -212,7 +212,9 @@ def test_serve_answers_over_http_runs_tasks_and_stops_on_sigterm() -> None:
 
 
 @pytest.mark.usefixtures("ledger_env")
-def test_demo_runs_its_graph_through_the_service_and_shows_it(capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_runs_its_graph_through_the_service_and_shows_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     code, out, _ = run(capsys, "demo")
     assert code == 0
     assert "POST /v1/graphs: 8 tasks stored atomically" in out

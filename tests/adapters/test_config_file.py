@@ -66,7 +66,10 @@ def test_an_unknown_adapter_reports_the_line_of_the_adapter_key() -> None:
 
     assert error.line == 3
     assert error.where == ("task_types", "echo", "adapter")
-    assert error.reason == "unknown adapter 'telepathy' (known: docker, http, lua, nats, python, shell)"
+    assert (
+        error.reason
+        == "unknown adapter 'telepathy' (known: docker, http, lua, nats, python, shell)"
+    )
 
 
 def test_adapter_settings_refused_by_the_executor_report_the_line_of_the_settings() -> None:

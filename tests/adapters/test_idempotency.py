@@ -67,3 +67,21 @@ def test_a_period_without_a_key_or_not_positive_is_refused(runtime: Runtime) -> 
         runtime.ledger.enqueue(TaskRequest("echo", idempotency_period=10))
     with pytest.raises(InvalidSubmission, match="idempotency_period"):
         runtime.ledger.enqueue(TaskRequest("echo", idempotency_key="x", idempotency_period=0))
+
+
+def test_a_graph_of_one_task_naming_a_taken_key_is_refused(runtime: Runtime) -> None:
+    runtime.ledger.enqueue(TaskRequest("echo", idempotency_key="k2"))
+    with pytest.raises(IdempotencyKeyTaken, match="'k2' is held"):
+        runtime.ledger.enqueue_graph([TaskRequest("echo", idempotency_key="k2")])
+
+
+def test_a_key_named_twice_in_one_graph_is_refused(runtime: Runtime) -> None:
+    head = runtime.store.head_position()
+    with pytest.raises(IdempotencyKeyTaken, match="named twice"):
+        runtime.ledger.enqueue_graph(
+            [
+                TaskRequest("echo", ref="a", idempotency_key="k3"),
+                TaskRequest("echo", ref="b", idempotency_key="k3"),
+            ]
+        )
+    assert runtime.store.head_position() == head

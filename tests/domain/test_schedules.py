@@ -42,7 +42,9 @@ def test_with_catch_up_all_every_missed_tick_fires_up_to_the_bound() -> None:
 def test_ticks_follow_the_schedules_time_zone() -> None:
     nine_in_paris = Schedule("s", "0 9 * * *", "echo", timezone="Europe/Paris")
     assert nine_in_paris.next_fire(T0) == datetime(2026, 3, 2, 8, 0, tzinfo=UTC)  # UTC+1 in March
-    assert nine_in_paris.next_fire(datetime(2026, 7, 1, tzinfo=UTC)) == datetime(2026, 7, 1, 7, 0, tzinfo=UTC)
+    assert nine_in_paris.next_fire(datetime(2026, 7, 1, tzinfo=UTC)) == datetime(
+        2026, 7, 1, 7, 0, tzinfo=UTC
+    )
 
 
 def test_the_idempotency_key_names_the_schedule_and_the_tick_in_utc() -> None:
@@ -52,14 +54,26 @@ def test_the_idempotency_key_names_the_schedule_and_the_tick_in_utc() -> None:
 
 def config(**schedule: object) -> dict[str, object]:
     return {
-        "task_types": {"echo": {"adapter": "python", "schema": {"type": "object", "properties": {"n": {"type": "integer"}}}}},
+        "task_types": {
+            "echo": {
+                "adapter": "python",
+                "schema": {"type": "object", "properties": {"n": {"type": "integer"}}},
+            }
+        },
         "schedules": {"nightly": {"cron": "0 3 * * *", "task_type": "echo", **schedule}},
     }
 
 
 def test_a_schedule_is_read_from_the_configuration() -> None:
-    schedule = build_registry(config(timezone="Europe/Paris", catch_up="all", max_catch_up=3, args={"n": 1})).schedules["nightly"]
-    assert (schedule.timezone, schedule.catch_up, schedule.max_catch_up, dict(schedule.args)) == ("Europe/Paris", CatchUp.ALL, 3, {"n": 1})
+    schedule = build_registry(
+        config(timezone="Europe/Paris", catch_up="all", max_catch_up=3, args={"n": 1})
+    ).schedules["nightly"]
+    assert (schedule.timezone, schedule.catch_up, schedule.max_catch_up, dict(schedule.args)) == (
+        "Europe/Paris",
+        CatchUp.ALL,
+        3,
+        {"n": 1},
+    )
 
 
 @pytest.mark.parametrize(
@@ -74,7 +88,9 @@ def test_a_schedule_is_read_from_the_configuration() -> None:
         ({"when": "now"}, "unknown key 'when'", "when"),
     ],
 )
-def test_a_bad_schedule_is_refused_naming_the_key(fields: dict[str, object], message: str, key: str) -> None:
+def test_a_bad_schedule_is_refused_naming_the_key(
+    fields: dict[str, object], message: str, key: str
+) -> None:
     with pytest.raises(ConfigError, match=message) as caught:
         build_registry(config(**fields))
     assert caught.value.where == ("schedules", "nightly", key)

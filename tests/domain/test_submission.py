@@ -577,7 +577,9 @@ def test_a_queue_the_registry_does_not_declare_is_refused() -> None:
     ],
     ids=["nul-in-args", "surrogate-in-args", "nul-in-lane", "surrogate-in-tag"],
 )
-def test_text_postgres_cannot_store_is_refused_before_it_reaches_the_log(request_: TaskRequest) -> None:
+def test_text_postgres_cannot_store_is_refused_before_it_reaches_the_log(
+    request_: TaskRequest,
+) -> None:
     with pytest.raises(InvalidSubmission, match="NUL character or a lone surrogate"):
         submit(request_)
 
@@ -585,3 +587,10 @@ def test_text_postgres_cannot_store_is_refused_before_it_reaches_the_log(request
 def test_a_type_name_with_a_trailing_newline_is_refused() -> None:
     with pytest.raises(InvalidSubmission, match="type must be a task type name"):
         submit(TaskRequest("echo\n"))
+
+
+def test_request_timeouts_beyond_a_year_are_refused() -> None:
+    from domain.timeouts import TimeoutOverrides
+
+    with pytest.raises(InvalidSubmission, match=r"timeouts\.start_to_close must be from 0 to a year"):
+        submit(TaskRequest("echo", timeouts=TimeoutOverrides(start_to_close=1e12)))

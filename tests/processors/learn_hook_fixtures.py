@@ -24,3 +24,7 @@ def count_in_database(row: dict[str, Any], cursor: Any) -> None:
         sql.SQL("INSERT INTO {} (position, outcome) VALUES (%s, %s)").format(TABLE[0]),
         (row["position"], row["outcome"]),
     )
+
+
+async def remember_async(row: dict[str, Any]) -> None:
+    SEEN.append(row)

@@ -149,7 +149,10 @@ def test_a_paused_schedule_fires_nothing_and_does_not_catch_up_when_resumed(rt: 
         rt.ledger.resume_schedule("minutely")
     with pytest.raises(UnknownSchedule, match="unknown schedule 'nope'"):
         rt.ledger.pause_schedule("nope")
-    names = [type(e.event).__name__ for e in rt.store.history(rt.store.load_schedule_control("minutely").id)]
+    names = [
+        type(e.event).__name__
+        for e in rt.store.history(rt.store.load_schedule_control("minutely").id)
+    ]
     assert names == ["ScheduleRegistered", "SchedulePaused", "ScheduleResumed"]
 
 

@@ -129,3 +129,28 @@ def test_a_worker_node_feeds_the_hooks(rt: Runtime) -> None:
     ids = [rt.ledger.enqueue(TaskRequest("add", {"a": i, "b": 1})).id for i in range(2)]
     run_nodes_until(rt, lambda: len(fixtures.SEEN) == 2, cron_interval=0.1)
     assert sorted(str(row["task_id"]) for row in fixtures.SEEN) == sorted(str(i) for i in ids)
+
+
+def test_an_async_hook_is_run_to_its_end() -> None:
+    class Feed:
+        def __init__(self) -> None:
+            self.delivered = 0
+
+        def position(self) -> int:
+            return self.delivered
+
+        def next_rows(self, after: int, limit: int) -> list[dict[str, object]]:
+            return [{"position": 1, "task_type": "add"}] if after == 0 else []
+
+        def deliver(self, rows, call) -> None:  # type: ignore[no-untyped-def]
+            for row in rows:
+                call(row, None)
+            self.delivered = rows[-1]["position"]
+
+        def reset(self, position: int) -> None:
+            self.delivered = position
+
+    fixtures.SEEN.clear()
+    processor = LearnHooks({"add": fixtures.remember_async}, Feed())
+    assert processor.run_once() == 1 and processor.run_once() == 0
+    assert fixtures.SEEN == [{"position": 1, "task_type": "add"}]

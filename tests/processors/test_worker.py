@@ -246,20 +246,29 @@ def test_a_manually_retried_failed_task_runs_again(rt: Runtime) -> None:
 
 def test_higher_priority_tasks_start_first(rt: Runtime) -> None:
     rt.ledger.pause_queue("narrow")
-    low = [rt.ledger.enqueue(TaskRequest("narrow_nap", {"seconds": 0}, priority=0)).id for _ in range(3)]
+    low = [
+        rt.ledger.enqueue(TaskRequest("narrow_nap", {"seconds": 0}, priority=0)).id
+        for _ in range(3)
+    ]
     high = rt.ledger.enqueue(TaskRequest("narrow_nap", {"seconds": 0}, priority=5)).id
     rt.ledger.resume_queue("narrow")
     run_nodes_until(rt, lambda: all_terminal(rt, [*low, high]), concurrency=1)
     starts = {
-        task_id: next(e.position for e in rt.store.history(task_id) if type(e.event).__name__ == "TaskStarted")
+        task_id: next(
+            e.position for e in rt.store.history(task_id) if type(e.event).__name__ == "TaskStarted"
+        )
         for task_id in [*low, high]
     }
     assert min(starts, key=starts.__getitem__) == high
     assert sorted(low, key=starts.__getitem__) == low  # equal priority: enqueue order
 
 
-def test_a_queue_paused_in_the_config_starts_paused_until_resumed(ledger_env: None, tmp_path: Path) -> None:
-    runtime = runtime_with_config(tmp_path, CONFIG.replace("[queues.narrow]\n", "[queues.narrow]\npaused = true\n"))
+def test_a_queue_paused_in_the_config_starts_paused_until_resumed(
+    ledger_env: None, tmp_path: Path
+) -> None:
+    runtime = runtime_with_config(
+        tmp_path, CONFIG.replace("[queues.narrow]\n", "[queues.narrow]\npaused = true\n")
+    )
     try:
         assert runtime.store.load_queue("narrow").paused
         held = runtime.ledger.enqueue(TaskRequest("narrow_nap", {"seconds": 0}))
@@ -269,7 +278,9 @@ def test_a_queue_paused_in_the_config_starts_paused_until_resumed(ledger_env: No
         runtime.ledger.resume_queue("narrow")
     finally:
         runtime.close()
-    reopened = runtime_with_config(tmp_path, CONFIG.replace("[queues.narrow]\n", "[queues.narrow]\npaused = true\n"))
+    reopened = runtime_with_config(
+        tmp_path, CONFIG.replace("[queues.narrow]\n", "[queues.narrow]\npaused = true\n")
+    )
     try:
         assert not reopened.store.load_queue("narrow").paused  # its stored history decides now
     finally:

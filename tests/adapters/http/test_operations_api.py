@@ -193,7 +193,9 @@ def _eventually_text(client: httpx.Client, path: str, needle: str, timeout: floa
         time.sleep(0.05)
 
 
-def test_schedules_are_listed_with_next_fire_times_and_can_be_paused(ledger_env: None, tmp_path: Path) -> None:
+def test_schedules_are_listed_with_next_fire_times_and_can_be_paused(
+    ledger_env: None, tmp_path: Path
+) -> None:
     config = tmp_path / "ledger.toml"
     config.write_text(
         '[task_types.beat]\nadapter = "python"\nsettings = { callable = "adapters.executors.builtin_tasks:echo" }\n'
@@ -203,10 +205,18 @@ def test_schedules_are_listed_with_next_fire_times_and_can_be_paused(ledger_env:
     try:
         with LiveServer(runtime) as live, live.client() as client:
             (listed,) = client.get("/v1/schedules").json()["schedules"]
-            assert (listed["name"], listed["paused"], listed["timezone"]) == ("nightly", False, "Europe/Paris")
+            assert (listed["name"], listed["paused"], listed["timezone"]) == (
+                "nightly",
+                False,
+                "Europe/Paris",
+            )
             assert listed["next_fire"].endswith(("+01:00", "+02:00"))
             paused = client.post("/v1/schedules/nightly/pause")
-            assert paused.status_code == 200 and paused.json()["paused"] and paused.json()["next_fire"] is None
+            assert (
+                paused.status_code == 200
+                and paused.json()["paused"]
+                and paused.json()["next_fire"] is None
+            )
             assert client.post("/v1/schedules/nightly/pause").status_code == 409
             assert client.post("/v1/schedules/nope/resume").status_code == 404
             assert client.post("/v1/schedules/nightly/resume").json()["paused"] is False

@@ -289,14 +289,23 @@ def test_waiting_enqueue_answers_202_when_the_task_is_not_done_in_time(
         )
 
 
-def test_a_repeated_enqueue_with_an_idempotency_key_is_200_with_the_first_task(runtime: Runtime) -> None:
+def test_a_repeated_enqueue_with_an_idempotency_key_is_200_with_the_first_task(
+    runtime: Runtime,
+) -> None:
     with LiveServer(runtime) as live, live.client() as client:
-        body = {"type": "echo", "args": {"n": 1}, "idempotency_key": "order-9", "idempotency_period": "1h"}
+        body = {
+            "type": "echo",
+            "args": {"n": 1},
+            "idempotency_key": "order-9",
+            "idempotency_period": "1h",
+        }
         first = client.post("/v1/tasks", json=body)
         head = client.get("/v1/events").json()["head"]
         again = client.post("/v1/tasks", json={**body, "args": {"n": 2}})
         assert (first.status_code, again.status_code) == (201, 200)
         assert again.json()["id"] == first.json()["id"] and again.json()["args"] == {"n": 1}
         assert client.get("/v1/events").json()["head"] == head
-        bad = client.post("/v1/tasks", json={**body, "idempotency_key": "other", "idempotency_period": "soon"})
+        bad = client.post(
+            "/v1/tasks", json={**body, "idempotency_key": "other", "idempotency_period": "soon"}
+        )
         assert bad.status_code == 422
