@@ -1,1 +1,1 @@
-"""Everything that touches the outside world: Postgres, executors, the CLI (later HTTP, NATS)."""
+"""Everything that touches the outside world: Postgres, executors, HTTP, NATS, the CLI."""

@@ -1,14 +1,15 @@
 """A worker node: everything one process runs to execute tasks.
 
-- projection runners (task view, readiness graph + dependency cascade), each in a thread,
-  active on one node at a time (advisory lock) and standing by on the others;
+- projection runners (task view, readiness graph + dependency cascade, audit chain,
+  learning dataset), each in a thread, active on one node at a time (advisory lock) and
+  standing by on the others;
 - a listener that turns NOTIFY on ``ledger_ready`` / ``ledger_cancel`` into wake-ups;
 - the timeout watchdog;
 - the cron scheduler (on every node; each tick still enqueues one task);
 - the learn hooks, fed each finished attempt of their task types;
 - the worker loop.
 
-``ledger worker`` and ``ledger demo`` run one.
+``ledger worker`` runs one; ``ledger serve`` and ``ledger demo`` run one beside the HTTP API.
 """
 
 from __future__ import annotations

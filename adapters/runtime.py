@@ -1,6 +1,6 @@
 """The composition root: settings -> database -> schema -> event store -> ledger + projections.
 
-Everything real is wired here once; the CLI (and later the HTTP server and workers) start
+Everything real is wired here once; the CLI, the HTTP server and the worker nodes all start
 from ``open_runtime``.
 """
 

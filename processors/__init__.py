@@ -1,2 +1,2 @@
-"""Processors react to events: they decide which new events follow (dependency cascade, and
-later dispatch, timeouts, retries, cron). They depend on the domain and on narrow interfaces."""
+"""Processors react to events and time: the worker loop, the dependency cascade, the cron
+scheduler and the learn hooks. They depend on the domain and on narrow interfaces."""

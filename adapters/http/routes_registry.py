@@ -36,7 +36,8 @@ async def list_task_types(request: web.Request) -> web.Response:
 
 
 async def get_task_type(request: web.Request) -> web.Response:
-    """One type with what the task view has learned of it (counts, success rate, run times)."""
+    """One type with what history says of it: tasks per state (task view), attempts, success
+    and timeout rates, run-time percentiles and a suggested start_to_close (learning dataset)."""
     ctx = context_of(request)
     name = request.match_info["name"]
     task_type = ctx.registry.task_type(name)

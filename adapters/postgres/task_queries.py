@@ -1,4 +1,5 @@
-"""Queries of the task view and readiness graph, shared by the CLI and (later) the HTTP API."""
+"""Queries of the read models (task view, readiness graph, learning dataset, operational
+tables), shared by the CLI and the HTTP API."""
 
 from __future__ import annotations
 
