@@ -6,10 +6,16 @@ ever scans all tasks. ``apply`` returns the changes a reactor may turn into even
 (``Unblocked`` when a blocked task's last dependency succeeded, ``Doomed`` when a
 dependency ended other than succeeded); each carries the versions it was decided at, so a
 reactor can tell whether the store has moved on since (as it has during a rebuild).
+
+``apply_batch`` writes the plain transitions of a batch (a start, a heartbeat, the end of a
+task known to have no dependents: only ``state`` and ``version`` change) in one statement,
+the last transition of each task winning; any other event first writes those waiting, so
+every statement still sees the rows as applying the events one by one would leave them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -67,6 +73,7 @@ _STATE_AFTER = {
     "TaskSkipped": "skipped",
 }
 BAD_STATES = ("failed", "cancelled", "skipped")
+_ENDINGS = _BAD_ENDINGS | {"TaskSucceeded"}
 
 
 @dataclass(frozen=True)
@@ -132,6 +139,12 @@ class ReadinessGraph:
             "SELECT task_id, version FROM {nodes} WHERE task_id = ANY(%s) AND state = 'blocked'",
             nodes=self.nodes,
         )
+        self._sql_move_states = _compose(
+            "UPDATE {nodes} AS n SET state = u.state, version = u.version "
+            "FROM unnest(%s::uuid[], %s::text[], %s::integer[]) AS u(task_id, state, version) "
+            "WHERE n.task_id = u.task_id",
+            nodes=self.nodes,
+        )
         # Tasks this instance saw enqueued and has seen no dependent of since: their end
         # needs no look-up of dependents. Only a shortcut; ``forget`` empties it whenever
         # events may have been applied elsewhere (another runner, a rebuild).
@@ -173,6 +186,35 @@ class ReadinessGraph:
         if name in _BAD_ENDINGS:
             return self._doom_dependents(cursor, event, state)
         return []
+
+    def apply_batch(self, cursor: Cursor, events: Iterable[tuple[Event, int]]) -> list[Any]:
+        """Apply ``(event, position)`` pairs in log order; plain transitions in one statement."""
+        changes: list[Any] = []
+        moves: dict[UUID, tuple[str, int]] = {}  # task -> (state, version), not yet written
+        for event, position in events:
+            name = kind(event) if is_task_event(event) else ""
+            if self._is_plain_transition(event, name):
+                moves[event.originator_id] = (_STATE_AFTER[name], event.originator_version)
+                if name == "TaskSucceeded":
+                    self._childless.discard(event.originator_id)  # as ``apply`` does
+                continue
+            self._write_moves(cursor, moves)
+            changes.extend(self.apply(cursor, event, position))
+        self._write_moves(cursor, moves)
+        return changes
+
+    def _is_plain_transition(self, event: Event, name: str) -> bool:
+        """True when the event changes only its own task's state and version."""
+        if name in ("TaskStarted", "TaskHeartbeat"):
+            return True
+        return name in _ENDINGS and event.originator_id in self._childless
+
+    def _write_moves(self, cursor: Cursor, moves: dict[UUID, tuple[str, int]]) -> None:
+        if moves:
+            states = [state for state, _ in moves.values()]
+            versions = [version for _, version in moves.values()]
+            cursor.execute(self._sql_move_states, (list(moves), states, versions))
+            moves.clear()
 
     def _enqueued(self, cursor: Cursor, event: Any, position: int) -> list[ReadinessChange]:
         deps = list(event.depends_on)

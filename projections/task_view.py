@@ -1,9 +1,18 @@
-"""Task view: one row per task with its current state, attempts, result, error and times."""
+"""Task view: one row per task with its current state, attempts, result, error and times.
+
+``apply_batch`` folds a runner's batch into few statements: the updates of one task are
+merged in log order (each sets columns to constants, so the last value of a column wins, as
+if applied one by one) and tasks that end with the same set of columns are updated by one
+``UPDATE ... FROM unnest(...)``. Inserts and budget-raising retries, whose effect depends
+on the row as it is, flush the merged updates first and run on their own.
+"""
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from typing import Any
+from uuid import UUID
 
 from psycopg import sql
 from psycopg.types.json import Jsonb
@@ -53,6 +62,22 @@ CREATE INDEX IF NOT EXISTS task_view_lane_idx ON {table} (lane) WHERE lane IS NO
 
 # Per event kind: the columns it sets besides state/version/position/updated_at.
 _TERMINAL = {"TaskSucceeded", "TaskFailed", "TaskTimedOut", "TaskCancelled", "TaskSkipped"}
+# The type of every column an update may set (the arrays of a merged update are cast to it).
+_COLUMN_TYPES = {
+    "state": "text",
+    "version": "integer",
+    "position": "bigint",
+    "updated_at": "timestamptz",
+    "attempts": "integer",
+    "worker": "text",
+    "started_at": "timestamptz",
+    "finished_at": "timestamptz",
+    "lease_expires_at": "timestamptz",
+    "result": "jsonb",
+    "error": "jsonb",
+    "timeout_kind": "text",
+    "run_at": "timestamptz",
+}
 
 
 class TaskView:
@@ -74,6 +99,53 @@ class TaskView:
         else:
             self._update(cursor, event, position, name)
         return []
+
+    def apply_batch(self, cursor: Cursor, events: Iterable[tuple[Event, int]]) -> list[Any]:
+        """Apply ``(event, position)`` pairs in log order, with few statements."""
+        merged: dict[UUID, dict[str, Any]] = {}
+        for event, position in events:
+            if not is_task_event(event):
+                continue
+            name = kind(event)
+            if name == "TaskEnqueued" or (name == "TaskRetryScheduled" and event.manual):  # type: ignore[attr-defined]
+                self._flush(cursor, merged)
+                self.apply(cursor, event, position)
+                continue
+            columns = merged.setdefault(event.originator_id, {})
+            columns.update(_row_changes(event, position, name))
+        self._flush(cursor, merged)
+        return []
+
+    def _flush(self, cursor: Cursor, merged: dict[UUID, dict[str, Any]]) -> None:
+        """One UPDATE per distinct set of columns among the merged rows."""
+        shapes: dict[tuple[str, ...], list[tuple[UUID, dict[str, Any]]]] = {}
+        for task_id, columns in merged.items():
+            shapes.setdefault(tuple(sorted(columns)), []).append((task_id, columns))
+        for shape, rows in shapes.items():
+            arrays = [[task_id for task_id, _ in rows]]
+            arrays += [[columns[c] for _, columns in rows] for c in shape]
+            cursor.execute(self._bulk_update_query(shape), arrays)
+        merged.clear()
+
+    @functools.cache  # noqa: B019 - a handful of shapes per projection object, kept for its life
+    def _bulk_update_query(self, columns: tuple[str, ...]) -> str:
+        """``UPDATE ... FROM unnest(ids, column arrays...)`` for one set of columns."""
+        return (
+            sql.SQL(
+                "UPDATE {} AS t SET {} FROM unnest(%s::uuid[], {}) AS u(task_id, {}) "
+                "WHERE t.task_id = u.task_id"
+            )
+            .format(
+                self.table,
+                sql.SQL(", ").join(
+                    sql.SQL("{} = u.{}").format(sql.Identifier(c), sql.Identifier(c))
+                    for c in columns
+                ),
+                sql.SQL(", ").join(sql.SQL("%s::" + _COLUMN_TYPES[c] + "[]") for c in columns),
+                sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+            )
+            .as_string(None)
+        )
 
     def _insert(self, cursor: Cursor, event: Any, position: int) -> None:
         cursor.execute(
@@ -142,6 +214,17 @@ class TaskView:
             .format(self.table, sql.SQL("").join(sql.SQL(", ") + a for a in assignments))
             .as_string(None)
         )
+
+
+def _row_changes(event: Any, position: int, name: str) -> dict[str, Any]:
+    """Every column one (non-enqueue, non-manual-retry) event sets, by name."""
+    state, columns = _changes(event, name)
+    row = {"state": state, "version": event.originator_version, "position": position}
+    row["updated_at"] = event.timestamp
+    row.update(columns)
+    if name in _TERMINAL:
+        row["finished_at"] = event.timestamp
+    return row
 
 
 def _changes(event: Any, name: str) -> tuple[str, dict[str, Any]]:

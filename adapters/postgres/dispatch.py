@@ -5,6 +5,10 @@ all worker nodes), candidates from the readiness graph's ready set taken ``FOR U
 LOCKED`` (so concurrent claimers spread out), a ``TaskStarted`` per task appended at the
 task's next version (optimistic concurrency: two nodes never start the same attempt), and a
 ``running_attempts`` row per attempt — all committed together.
+
+The reads of a claim go in one round trip (pipeline mode): the queue locks, then the
+budgets and the candidates with their stored events, each a statement that starts after
+the locks are held, so it sees every claim committed before it.
 """
 
 from __future__ import annotations
@@ -69,8 +73,11 @@ class PostgresDispatch:
             .format(flags=self.tables.flags, running=self.tables.running)
             .as_string(None)
         )
+        # The candidates of one queue, each with its stored events (so the tasks need no
+        # second query): one row per event, a task's events in version order.
         self._sql_candidates = (
             sql.SQL(
+                "WITH c AS ("
                 "SELECT n.task_id, n.queue, n.lane, n.priority, n.enqueued_position "
                 "FROM {nodes} AS n WHERE n.queue = %s "
                 "AND (n.state = 'ready' OR (n.state = 'scheduled' AND n.run_at <= now())) "
@@ -80,11 +87,16 @@ class PostgresDispatch:
                 "  AND e.enqueued_position < n.enqueued_position "
                 "  AND (e.state = 'ready' OR (e.state = 'scheduled' AND e.run_at <= now())))) "
                 "ORDER BY n.priority DESC, n.enqueued_position LIMIT %s "
-                "FOR UPDATE OF n SKIP LOCKED"
+                "FOR UPDATE OF n SKIP LOCKED) "
+                "SELECT c.task_id, c.queue, c.lane, c.priority, c.enqueued_position, "
+                "v.originator_id, v.originator_version, v.topic, v.state "
+                "FROM c JOIN {events} AS v ON v.originator_id = c.task_id "
+                "ORDER BY c.priority DESC, c.enqueued_position, v.originator_version"
             )
-            .format(nodes=self.nodes, running=self.tables.running)
+            .format(nodes=self.nodes, running=self.tables.running, events=store.table)
             .as_string(None)
         )
+        self._sql_lock_queue = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
 
     # -- claiming -----------------------------------------------------------------------
 
@@ -99,23 +111,14 @@ class PostgresDispatch:
 
     def _claim_once(self, queues: list[str], limit: int, worker: str) -> list[ClaimedAttempt]:
         with self.store.transaction() as cur:
-            for queue in queues:
-                cur.execute(
-                    "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-                    (f"{self.store.schema}:claim:{queue}",),
-                )
-            budgets = self._queue_budgets(cur, queues)
-            open_queues = [q for q, budget in budgets.items() if budget > 0]
-            if not open_queues:
-                return []
-            candidates = self._candidates(cur, open_queues, limit + SPARE_CANDIDATES)
+            budgets, candidates, events = self._read_queues(cur, queues, limit + SPARE_CANDIDATES)
             chosen = self._within_limits(cur, candidates, budgets, limit)
             if not chosen:
                 return []
             now = self.clock()
             started: list[tuple[Task, int]] = []
             rows: list[StartedAttempt] = []
-            loaded = self.store.load_many([c.task_id for c in chosen])
+            loaded = self.store.fold(row for c in chosen for row in events[c.task_id])
             for task in (loaded[c.task_id] for c in chosen if c.task_id in loaded):
                 if not task.is_due(now):
                     continue  # the ready set lags the log by a few ms: skip what moved on
@@ -136,29 +139,45 @@ class PostgresDispatch:
             self._started.update((task.id, task) for task, _ in started)
         return [_claimed(task, attempt) for task, attempt in started]
 
-    def _queue_budgets(self, cur: psycopg.Cursor[Any], queues: list[str]) -> dict[str, int]:
-        """Free slots per queue: its limit less its running attempts (0 when paused)."""
-        rows = cur.execute(self._sql_budgets, (queues,)).fetchall()
-        return {
+    def _read_queues(
+        self, cur: psycopg.Cursor[Any], queues: list[str], limit: int
+    ) -> tuple[dict[str, int], list[_Candidate], dict[UUID, list[dict[str, Any]]]]:
+        """Lock the queues, then read their budgets and candidates, in one round trip.
+
+        Returns the budgets, up to ``limit`` candidates of the open queues (priority, then
+        enqueue order; a lane offers only its oldest due task) and each candidate's stored
+        events. One candidate query per queue: with ``queue = %s`` the index yields rows
+        already in order and the LIMIT stops the scan (with ``= ANY`` Postgres sorted every
+        ready task). Queues are read before their budgets are known (to save the round
+        trip); the candidates of a full or paused queue are dropped here.
+        """
+        conn = cur.connection
+        with conn.pipeline():
+            for queue in queues:  # in sorted order: no deadlock between nodes
+                cur.execute(self._sql_lock_queue, (f"{self.store.schema}:claim:{queue}",))
+            # Each statement below starts after the locks are held (a new snapshot in READ
+            # COMMITTED), so it counts the running attempts of every earlier claim.
+            budget_cur = conn.cursor().execute(self._sql_budgets, (queues,))
+            queue_curs = [
+                conn.cursor().execute(self._sql_candidates, (queue, limit)) for queue in queues
+            ]
+        budgets = {
             r["queue"]: 0
             if r["paused"]
             else self.registry.queue(r["queue"]).concurrency - r["running"]
-            for r in rows
+            for r in budget_cur.fetchall()
         }
-
-    def _candidates(
-        self, cur: psycopg.Cursor[Any], queues: list[str], limit: int
-    ) -> list[_Candidate]:
-        """Due tasks by priority then enqueue order; a lane offers only its oldest due task.
-
-        One query per queue: with ``queue = %s`` the index yields rows already in order and
-        the LIMIT stops the scan (with ``= ANY`` Postgres sorted every ready task).
-        """
-        rows = []
-        for queue in queues:
-            rows.extend(cur.execute(self._sql_candidates, (queue, limit)).fetchall())
-        rows.sort(key=lambda r: (-r["priority"], r["enqueued_position"]))
-        return [_Candidate(r["task_id"], r["queue"], r["lane"]) for r in rows[:limit]]
+        rows = [r for c in queue_curs for r in c.fetchall() if budgets.get(r["queue"], 0) > 0]
+        events: dict[UUID, list[dict[str, Any]]] = {}
+        ranked: list[tuple[int, int, _Candidate]] = []
+        for r in rows:
+            if r["task_id"] not in events:
+                events[r["task_id"]] = []
+                candidate = _Candidate(r["task_id"], r["queue"], r["lane"])
+                ranked.append((-r["priority"], r["enqueued_position"], candidate))
+            events[r["task_id"]].append(r)
+        ranked.sort(key=lambda entry: entry[:2])
+        return budgets, [candidate for _, _, candidate in ranked[:limit]], events
 
     def _within_limits(
         self,

@@ -4,10 +4,16 @@ Tasks are saved through ``eventsourcing.Application`` (one transaction per save,
 of aggregates). For processes that must write read models and new events atomically (the
 dependency cascade), ``append_in`` appends events inside a transaction the caller owns, with
 the library's own table lock, NOTIFY and insert statements.
+
+The projection runners of one process read the same stretch of the log within milliseconds
+of each other: ``read`` keeps the events it decoded lately (by position, id and version), so
+each is decoded once per process rather than once per runner.
 """
 
 from __future__ import annotations
 
+import itertools
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,7 +23,7 @@ from uuid import UUID
 import psycopg
 from eventsourcing.application import Application
 from eventsourcing.domain import DomainEventProtocol
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import Notification, StoredEvent
 from psycopg import sql
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.composite import register_composite
@@ -33,6 +39,7 @@ LedgerAggregate = Task | Queue | ScheduleControl | AccessDenial
 APPLICATION_NAME = "Ledger"
 PIPELINED_SAVE_LIMIT = 500
 EVENTS_TABLE = "ledger_events"
+RECENT_EVENTS = 20_000  # decoded events kept for the other readers; the oldest quarter goes
 
 
 class LedgerApplication(Application):
@@ -88,6 +95,8 @@ class EventStore:
         assert isinstance(recorder, LedgerRecorder)
         self.recorder = recorder
         self.table = sql.Identifier(schema, EVENTS_TABLE)
+        self._recent: dict[tuple[int, UUID, int], DomainEventProtocol[UUID]] = {}
+        self._recent_lock = threading.Lock()
 
     def close(self) -> None:
         self.app.close()
@@ -167,6 +176,11 @@ class EventStore:
         ).format(self.table)
         with self.recorder.datastore.get_connection() as conn:
             rows = conn.execute(query, (list(task_ids),)).fetchall()
+        return self.fold(rows)
+
+    def fold(self, rows: Iterable[dict[str, Any]]) -> dict[UUID, Task]:
+        """Tasks from stored event rows (``originator_id``, ``originator_version``,
+        ``topic``, ``state``), each task's rows in version order."""
         tasks: dict[UUID, Any] = {}
         for row in rows:
             event = self._decode(row)
@@ -212,7 +226,21 @@ class EventStore:
         notifications = self.recorder.select_notifications(
             after, limit, stop=until, inclusive_of_start=False
         )
-        return [RecordedEvent(n.id, self.app.mapper.to_domain_event(n)) for n in notifications]
+        return [RecordedEvent(n.id, self._decode_recent(n)) for n in notifications]
+
+    def _decode_recent(self, notification: Notification) -> DomainEventProtocol[UUID]:
+        """The event of a notification, decoded once while it is recent (events are
+        immutable, so readers can share one object)."""
+        key = (notification.id, notification.originator_id, notification.originator_version)
+        event = self._recent.get(key)  # type: ignore[arg-type]
+        if event is None:
+            event = self.app.mapper.to_domain_event(notification)
+            with self._recent_lock:
+                if len(self._recent) >= RECENT_EVENTS:
+                    for old in list(itertools.islice(self._recent, RECENT_EVENTS // 4)):
+                        del self._recent[old]
+                self._recent[key] = event  # type: ignore[index]
+        return event
 
     def history(self, task_id: UUID) -> list[RecordedEvent]:
         """All events of one task, oldest first, with their log positions."""

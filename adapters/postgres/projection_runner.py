@@ -107,19 +107,16 @@ class ProjectionRunner:
                 return None
             if start != self._last_applied:
                 _forget(self.projection)  # events were applied elsewhere: drop shortcuts
-            changes: list[Any] = []
             # Pipeline mode: statements whose results are not read cost no round trip each.
             with cursor.connection.pipeline():
-                for recorded in events:
-                    changes.extend(self.projection.apply(cursor, recorded.event, recorded.position))
+                changes = self._apply_events(cursor, events)
             if self.reactor is not None and changes:
                 appended = self.store.append_in(cursor, self.reactor.react(changes))
                 # Fold our own new events in now, so a task this batch unblocks is ready at
                 # commit, not one batch later; reading them again later changes nothing
                 # (the projection's handling of the reactor's events is idempotent).
                 with cursor.connection.pipeline():
-                    for recorded in appended:
-                        self.projection.apply(cursor, recorded.event, recorded.position)
+                    self._apply_events(cursor, appended)
             cursor.execute(self._sql_advance, (events[-1].position, self.projection.name))
             if self.notify_channel is not None:
                 cursor.execute(
@@ -127,6 +124,17 @@ class ProjectionRunner:
                 )
         self._last_applied = events[-1].position
         return len(events)
+
+    def _apply_events(self, cursor: psycopg.Cursor[Any], events: Sequence[Any]) -> list[Any]:
+        """Apply recorded events in log order; a projection with ``apply_batch`` takes them
+        all at once (it may fold several events into one statement)."""
+        apply_batch = getattr(self.projection, "apply_batch", None)
+        if apply_batch is not None:
+            return list(apply_batch(cursor, [(r.event, r.position) for r in events]))
+        changes: list[Any] = []
+        for recorded in events:
+            changes.extend(self.projection.apply(cursor, recorded.event, recorded.position))
+        return changes
 
     def catch_up(self, until: int | None = None, progress: Progress | None = None) -> int:
         """Apply events until the head of the log (or ``until``); return how many."""
