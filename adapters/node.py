@@ -33,6 +33,7 @@ from adapters.executors import executors_by_name
 from adapters.ledger import utc_now
 from adapters.postgres.dispatch import PostgresDispatch
 from adapters.postgres.learn_feed import PostgresDatasetFeed
+from adapters.postgres.projection_runner import ProjectionRunner
 from adapters.postgres.running import CANCEL_CHANNEL, READY_CHANNEL
 from adapters.postgres.schedule_clock import PostgresScheduleClock
 from adapters.postgres.timeouts import PostgresTimeouts
@@ -53,9 +54,11 @@ class WorkerNode:
         watchdog_interval: float = 0.5,
         cron_interval: float = 1.0,
         learn_hooks: bool = True,
+        projections: bool = True,
     ) -> None:
         registry = runtime.settings.config.registry
         self.runtime = runtime
+        self.projections = projections  # False: another process runs them (`projections run`)
         self.queues = tuple(queues or sorted(registry.queues))
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid4().hex[:6]}"
         self.dispatch = PostgresDispatch(runtime.store, registry, clock=utc_now)
@@ -90,17 +93,7 @@ class WorkerNode:
             self.worker.settings.concurrency,
         )
         runner_stop = threading.Event()
-        threads = [
-            threading.Thread(
-                target=self._run_projection,
-                args=(runner, runner_stop),
-                name=f"projection-{name}",
-                daemon=True,
-            )
-            for name, runner in self.runtime.runners.items()
-        ]
-        for thread in threads:
-            thread.start()
+        threads = start_projections(self.runtime, runner_stop) if self.projections else []
         helpers = [
             asyncio.create_task(self._listen(stop), name="listener"),
             asyncio.create_task(self._watchdog(stop), name="watchdog"),
@@ -117,15 +110,6 @@ class WorkerNode:
             for thread in threads:
                 thread.join(timeout=5)
             self.pool.shutdown(wait=True)
-
-    def _run_projection(self, runner: Any, stop: threading.Event) -> None:
-        """Supervise one runner: a dropped connection restarts it after a pause."""
-        while not stop.is_set():
-            try:
-                runner.run(stop, fallback_poll=0.2)
-            except Exception:
-                log.exception("projection %s stopped; restarting", runner.projection.name)
-                stop.wait(1.0)
 
     async def _listen(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -182,3 +166,26 @@ class WorkerNode:
             except Exception:
                 log.exception("watchdog round failed")
             await asyncio.sleep(self.watchdog_interval)
+
+
+def start_projections(runtime: Runtime, stop: threading.Event) -> list[threading.Thread]:
+    """One supervised thread per projection runner, until ``stop`` is set."""
+    threads = [
+        threading.Thread(
+            target=_supervise, args=(runner, stop), name=f"projection-{name}", daemon=True
+        )
+        for name, runner in runtime.runners.items()
+    ]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def _supervise(runner: ProjectionRunner, stop: threading.Event) -> None:
+    """Run one runner; a dropped connection restarts it after a pause."""
+    while not stop.is_set():
+        try:
+            runner.run(stop, fallback_poll=0.2)
+        except Exception:
+            log.exception("projection %s stopped; restarting", runner.projection.name)
+            stop.wait(1.0)

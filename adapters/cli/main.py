@@ -160,10 +160,20 @@ def build_parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="run tasks: claim, execute, record (Ctrl-C stops)")
     worker.add_argument("--queues", help="comma-separated queue names (default: all queues)")
     worker.add_argument("--concurrency", type=int, default=10, help="attempts run at once")
+    worker.add_argument(
+        "--no-projections",
+        action="store_true",
+        help="leave the projections to another process (ledger projections run)",
+    )
 
     projections = commands.add_parser("projections", help="status and rebuild of read models")
     actions = projections.add_subparsers(dest="action", required=True, metavar="ACTION")
     actions.add_parser("status", help="each projection's position against the head of the log")
+    actions.add_parser(
+        "run",
+        help="follow the log with every projection until stopped (for workers run "
+        "with --no-projections)",
+    )
     rebuild = actions.add_parser("rebuild", help="drop a projection's tables and replay the log")
     rebuild.add_argument("name", help="projection name, or 'all'")
     add_audit_parser(commands)
@@ -366,7 +376,25 @@ def _worker_node(rt: Runtime, options: argparse.Namespace) -> WorkerNode:
     if unknown:
         known = ", ".join(sorted(rt.settings.config.registry.queues))
         raise InvalidSubmission(f"unknown queue {unknown[0]!r} (known: {known})")
-    return WorkerNode(rt, queues=queues, concurrency=options.concurrency)
+    run_projections = not getattr(options, "no_projections", False)
+    return WorkerNode(
+        rt, queues=queues, concurrency=options.concurrency, projections=run_projections
+    )
+
+
+def run_projections_until_signalled(rt: Runtime) -> None:
+    import threading
+
+    from adapters.node import start_projections
+
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    threads = start_projections(rt, stop)
+    render.console.print(f"following the log with {', '.join(rt.runners)}")
+    stop.wait()
+    for thread in threads:
+        thread.join(timeout=10)
 
 
 def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
@@ -383,6 +411,9 @@ def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> Non
 
 
 def cmd_projections(rt: Runtime, options: argparse.Namespace) -> None:
+    if options.action == "run":
+        run_projections_until_signalled(rt)
+        return
     if options.action == "status":
         head = rt.store.head_position()
         for name, runner in rt.runners.items():

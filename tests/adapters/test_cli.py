@@ -220,3 +220,54 @@ def test_demo_runs_its_graph_through_the_service_and_shows_it(
     assert "POST /v1/graphs: 8 tasks stored atomically" in out
     assert '{"sum": 156}' in out and "144" in out
     assert "skipped" in out and "TaskUnblocked" in out
+
+
+@pytest.mark.usefixtures("ledger_env")
+def test_a_worker_without_projections_runs_tasks_while_another_process_projects() -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from adapters.postgres.task_queries import get_task_row
+    from adapters.runtime import open_runtime
+    from domain.submission import TaskRequest
+
+    runtime = open_runtime(pool_size=1)
+    try:
+        task = runtime.ledger.enqueue(TaskRequest("add", {"a": 20, "b": 22}))
+        command = [sys.executable, "-m", "adapters.cli.main"]
+        processes = [
+            subprocess.Popen(
+                [*command, "projections", "run"],
+                env=os.environ.copy(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            ),
+            subprocess.Popen(
+                [*command, "worker", "--no-projections"],
+                env=os.environ.copy(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            ),
+        ]
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    row = get_task_row(runtime.store, task.id)
+                    if row["state"] == "succeeded":
+                        break
+                except Exception:
+                    pass
+                assert time.monotonic() < deadline, "the task was not run and projected"
+                time.sleep(0.1)
+        finally:
+            for process in processes:
+                process.send_signal(signal.SIGTERM)
+            errors = [process.communicate(timeout=20)[1] for process in processes]
+        assert row["result"] == {"sum": 42}
+        assert [p.returncode for p in processes] == [0, 0], errors
+    finally:
+        runtime.close()
