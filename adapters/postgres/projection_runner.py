@@ -168,11 +168,14 @@ class ProjectionRunner:
             self.store.database_url, f"{self.store.schema}.{self.projection.name}", wait_seconds
         )
 
-    def run(self, stop: threading.Event, fallback_poll: float = 0.5) -> None:
+    def run(self, stop: threading.Event, fallback_poll: float = 0.5, pause: float = 0.0) -> None:
         """Follow the log until ``stop`` is set: woken by NOTIFY, polling as a fallback.
 
-        Only one process runs a projection at a time; the others stand by and take over
-        when the active one's session (and so its advisory lock) ends.
+        ``pause``: at least this long between two catch-ups, so that a projection nobody
+        waits on (audit chain, dataset) takes bigger batches and leaves the interpreter to
+        the ones dispatch waits on (readiness). Only one process runs a projection at a
+        time; the others stand by and take over when the active one's session (and so its
+        advisory lock) ends.
         """
         while not stop.is_set():
             try:
@@ -185,6 +188,8 @@ class ProjectionRunner:
                 lock.connection.execute(sql.SQL("LISTEN {}").format(channel))
                 while not stop.is_set():
                     self.catch_up()
+                    if pause and stop.wait(pause):
+                        break
                     for _ in lock.connection.notifies(timeout=fallback_poll, stop_after=1):
                         pass
             finally:

@@ -37,7 +37,11 @@ def test_a_task_type_shows_statistics_of_its_tasks(worker_server: LiveServer) ->
             client.post(
                 "/v1/tasks", params={"wait": 20}, json={"type": "add", "args": {"a": a, "b": 1}}
             )
-        detail = _eventually(client, "/v1/task-types/add", lambda d: d["statistics"]["tasks"] == 2)
+        detail = _eventually(
+            client,
+            "/v1/task-types/add",
+            lambda d: d["statistics"]["tasks"] == 2 and d["statistics"]["attempts"] == 2,
+        )
         assert detail["name"] == "add"
         assert detail["statistics"]["by_state"] == {"succeeded": 2}
         assert detail["statistics"]["success_rate"] == 1.0
