@@ -51,7 +51,6 @@ class ProjectionRunner:
         self.reactor = reactor
         self.notify_channel = notify_channel  # told after each batch (workers wait on it)
         self._last_applied: int | None = None  # where this instance's last batch ended
-        self._registered = False
         self.positions = positions = sql.Identifier(store.schema, POSITIONS_TABLE)
         self._sql_register = _compose(
             "INSERT INTO {} (name, position) VALUES (%s, 0) ON CONFLICT DO NOTHING", positions
@@ -68,11 +67,11 @@ class ProjectionRunner:
             return self._locked_position(cursor, lock=False)
 
     def _locked_position(self, cursor: psycopg.Cursor[Any], lock: bool = True) -> int:
-        if not self._registered:
+        query = self._sql_lock if lock else self._sql_read
+        row = cursor.execute(query, (self.projection.name,)).fetchone()
+        if row is None:  # first use: register (another thread may be doing it too)
             cursor.execute(self._sql_register, (self.projection.name,))
-            self._registered = True
-        cursor.execute(self._sql_lock if lock else self._sql_read, (self.projection.name,))
-        row = cursor.fetchone()
+            row = cursor.execute(query, (self.projection.name,)).fetchone()
         assert row is not None
         return int(row["position"])
 
