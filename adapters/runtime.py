@@ -13,7 +13,6 @@ from adapters.ledger import Ledger, utc_now
 from adapters.postgres.embedded import start_embedded_postgres
 from adapters.postgres.event_store import EventStore
 from adapters.postgres.projection_runner import ProjectionRunner
-from adapters.postgres.running import READY_CHANNEL
 from adapters.postgres.schema import create_schema
 from adapters.settings import Settings, load_settings
 from processors.dependency_cascade import DependencyCascade
@@ -60,9 +59,7 @@ def open_runtime(config_path: str | Path | None = None, *, pool_size: int = 5) -
     store = EventStore(database_url, settings.schema, pool_size=pool_size)
     cascade = DependencyCascade(store, clock=utc_now)
     runners = {p.name: ProjectionRunner(store, p) for p in projections if p.name != "readiness"}
-    runners["readiness"] = ProjectionRunner(
-        store, ReadinessGraph(settings.schema), reactor=cascade, notify_channel=READY_CHANNEL
-    )
+    runners["readiness"] = ProjectionRunner(store, ReadinessGraph(settings.schema), reactor=cascade)
     ledger = Ledger(store, settings.config.registry)
     ledger.pause_configured()
     return Runtime(settings, database_url, store, ledger, runners)

@@ -1,9 +1,10 @@
 """Claiming, completing and renewing attempts on PostgreSQL: the worker's side of the store.
 
 A claim is one transaction: per-queue advisory locks (so queue and lane limits hold across
-all worker nodes), candidates from the readiness graph's ready set taken ``FOR UPDATE SKIP
-LOCKED`` (so concurrent claimers spread out), a ``TaskStarted`` per task appended at the
-task's next version (optimistic concurrency: two nodes never start the same attempt), and a
+all worker nodes), candidates from the dispatch queue (``dispatch_queue.py``, written with
+the events, so a task is claimable as soon as it is ready) taken ``FOR UPDATE SKIP LOCKED``
+(so concurrent claimers spread out), a ``TaskStarted`` per task appended at the task's next
+version (optimistic concurrency: two nodes never start the same attempt), and a
 ``running_attempts`` row per attempt — all committed together.
 
 The reads of a claim go in one round trip (pipeline mode): the queue locks, then the
@@ -58,7 +59,7 @@ class PostgresDispatch:
         self.clock = clock
         self.jitter = jitter
         self.tables = RunningTables(store.schema)
-        self.nodes = sql.Identifier(store.schema, "readiness_nodes")
+        self.queue_table = store.dispatch_queue.table
         # Tasks as this process started them: completing them needs no reload unless
         # something else wrote to them meanwhile (then the save conflicts and we reload).
         self._started: dict[UUID, Task] = {}
@@ -74,26 +75,26 @@ class PostgresDispatch:
             .as_string(None)
         )
         # The candidates of one queue, each with its stored events (so the tasks need no
-        # second query): one row per event, a task's events in version order.
+        # second query): one row per event, a task's events in version order. A lane
+        # offers only its oldest due task.
         self._sql_candidates = (
             sql.SQL(
                 "WITH c AS ("
-                "SELECT n.task_id, n.queue, n.lane, n.priority, n.enqueued_position "
-                "FROM {nodes} AS n WHERE n.queue = %s "
-                "AND (n.state = 'ready' OR (n.state = 'scheduled' AND n.run_at <= now())) "
-                "AND NOT EXISTS (SELECT 1 FROM {running} AS r WHERE r.task_id = n.task_id) "
-                "AND (n.lane IS NULL OR NOT EXISTS ("
-                "  SELECT 1 FROM {nodes} AS e WHERE e.lane = n.lane "
-                "  AND e.enqueued_position < n.enqueued_position "
-                "  AND (e.state = 'ready' OR (e.state = 'scheduled' AND e.run_at <= now())))) "
-                "ORDER BY n.priority DESC, n.enqueued_position LIMIT %s "
-                "FOR UPDATE OF n SKIP LOCKED) "
-                "SELECT c.task_id, c.queue, c.lane, c.priority, c.enqueued_position, "
+                "SELECT q.task_id, q.queue, q.lane, q.priority, q.seq "
+                "FROM {queue} AS q WHERE q.queue = %s "
+                "AND q.state IN ('ready', 'scheduled') AND (q.run_at IS NULL OR q.run_at <= now()) "
+                "AND (q.lane IS NULL OR NOT EXISTS ("
+                "  SELECT 1 FROM {queue} AS e WHERE e.lane = q.lane AND e.seq < q.seq "
+                "  AND e.state IN ('ready', 'scheduled') "
+                "  AND (e.run_at IS NULL OR e.run_at <= now()))) "
+                "ORDER BY q.priority DESC, q.seq LIMIT %s "
+                "FOR UPDATE OF q SKIP LOCKED) "
+                "SELECT c.task_id, c.queue, c.lane, c.priority, c.seq, "
                 "v.originator_id, v.originator_version, v.topic, v.state "
                 "FROM c JOIN {events} AS v ON v.originator_id = c.task_id "
-                "ORDER BY c.priority DESC, c.enqueued_position, v.originator_version"
+                "ORDER BY c.priority DESC, c.seq, v.originator_version"
             )
-            .format(nodes=self.nodes, running=self.tables.running, events=store.table)
+            .format(queue=self.queue_table, events=store.table)
             .as_string(None)
         )
         self._sql_lock_queue = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
@@ -121,7 +122,7 @@ class PostgresDispatch:
             loaded = self.store.fold(row for c in chosen for row in events[c.task_id])
             for task in (loaded[c.task_id] for c in chosen if c.task_id in loaded):
                 if not task.is_due(now):
-                    continue  # the ready set lags the log by a few ms: skip what moved on
+                    continue  # its run_at is a moment ahead of this clock: next claim
                 timeouts = Timeouts.from_dict(task.timeouts)
                 heartbeat = timeouts.heartbeat or self.registry.default_timeouts.heartbeat or 30.0
                 attempt = task.start(worker, now + timedelta(seconds=heartbeat), now)
@@ -174,7 +175,7 @@ class PostgresDispatch:
             if r["task_id"] not in events:
                 events[r["task_id"]] = []
                 candidate = _Candidate(r["task_id"], r["queue"], r["lane"])
-                ranked.append((-r["priority"], r["enqueued_position"], candidate))
+                ranked.append((-r["priority"], r["seq"], candidate))
             events[r["task_id"]].append(r)
         ranked.sort(key=lambda entry: entry[:2])
         return budgets, [candidate for _, _, candidate in ranked[:limit]], events
@@ -307,7 +308,7 @@ class PostgresDispatch:
                 sql.SQL(
                     "SELECT min(run_at) AS due FROM {} "
                     "WHERE queue = ANY(%s) AND state = 'scheduled'"
-                ).format(self.nodes),
+                ).format(self.queue_table),
                 (list(queues),),
             )
             row = cur.fetchone()

@@ -28,6 +28,7 @@ from psycopg import sql
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.composite import register_composite
 
+from adapters.postgres.dispatch_queue import DispatchQueue
 from adapters.postgres.recorder import LedgerRecorder, Statement, run_inline
 from domain.access import AccessDenial
 from domain.errors import TaskNotFound
@@ -95,6 +96,7 @@ class EventStore:
         assert isinstance(recorder, LedgerRecorder)
         self.recorder = recorder
         self.table = sql.Identifier(schema, EVENTS_TABLE)
+        self.dispatch_queue = DispatchQueue(schema)
         self._recent: dict[tuple[int, UUID, int], DomainEventProtocol[UUID]] = {}
         self._recent_lock = threading.Lock()
 
@@ -113,9 +115,10 @@ class EventStore:
         Small saves go through the library's pipelined save (one round trip); large ones
         (a big DAG) through ``append_in`` on a plain transaction, because a pipelined
         INSERT of thousands of events stalled here with client and server both waiting.
+        Either way the dispatch queue moves with the events.
         """
         if sum(len(task.pending_events) for task in tasks) <= PIPELINED_SAVE_LIMIT:
-            self.app.save(*tasks, inline=inline)
+            self.app.save(*tasks, inline=[*inline, *self.dispatch_queue.statements_for(tasks)])
             return
         with self.transaction() as cursor:
             self.append_in(cursor, tasks, inline)
@@ -141,7 +144,9 @@ class EventStore:
         inline: Sequence[Statement] = (),
     ) -> list[RecordedEvent]:
         """Append the tasks' pending events inside the caller's transaction; return them
-        with their log positions."""
+        with their log positions. The dispatch queue moves with the events."""
+        tasks = list(tasks)
+        inline = [*inline, *self.dispatch_queue.statements_for(tasks)]
         events = [event for task in tasks for event in task.collect_events()]
         stored = [self.app.mapper.to_stored_event(event) for event in events]
         with cursor.connection.pipeline():

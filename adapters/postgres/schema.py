@@ -5,15 +5,19 @@ at once; workers then open the store with table creation off."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from adapters.postgres.audit import protect_events_table
+from adapters.postgres.dispatch_queue import TABLE as DISPATCH_QUEUE
+from adapters.postgres.dispatch_queue import DispatchQueue
 from adapters.postgres.event_store import EventStore
 from adapters.postgres.projection_runner import POSITIONS_TABLE
 from adapters.postgres.running import RunningTables
 from projections.base import Projection
+from projections.readiness import NODES as READINESS_NODES
 
 
 def create_schema(database_url: str, schema: str, projections: Iterable[Projection]) -> None:
@@ -34,7 +38,20 @@ def create_schema(database_url: str, schema: str, projections: Iterable[Projecti
                 for projection in projections:
                     projection.create(cursor)
                 cursor.execute(RunningTables(schema).create_statement())
+                _create_dispatch_queue(cursor, schema)
         finally:
             conn.execute(
                 "SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (f"migrate:{schema}",)
             )
+
+
+def _create_dispatch_queue(cursor: psycopg.Cursor[Any], schema: str) -> None:
+    """Create the dispatch queue; a schema that had none yet gets it filled from its
+    readiness graph (the live tasks, in enqueue order)."""
+    existing = cursor.execute(
+        "SELECT to_regclass(%s) IS NOT NULL", (f'"{schema}"."{DISPATCH_QUEUE}"',)
+    ).fetchone()
+    queue = DispatchQueue(schema)
+    cursor.execute(queue.create_statement())
+    if existing is not None and not existing[0]:
+        cursor.execute(queue.fill_from_readiness(sql.Identifier(schema, READINESS_NODES)))

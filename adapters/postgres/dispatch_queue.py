@@ -1,0 +1,114 @@
+"""The dispatch queue: every task not yet ended, and where it stands, written in the same
+transaction as the events that move it.
+
+Claims read their candidates here, not from a projection: a task is claimable the moment
+the transaction that made it ready (its enqueue, its unblock, its retry) commits, and a
+claim never meets a row that lags the log. Each save of tasks carries one statement that
+upserts the row of every task still alive after its new events (state, run_at) and
+deletes the row of every task that ended; a save that leaves a task ready or scheduled, or
+ends one (freeing a queue or lane slot), also notifies ``ledger_ready`` so idle workers on
+every node wake up.
+
+``seq`` is the order tasks entered the queue (enqueue order): the order within a priority
+and within a lane. A row keeps its ``seq`` while the task lives (blocked, started, retried),
+so a retried task keeps its place in its lane.
+
+Like ``running_attempts``, the table is derived from the log (the state of each task after
+its last event), so it is not a second source of truth. A schema created before this table
+existed gets it filled once from the readiness graph (``fill_from_readiness``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from psycopg import sql
+
+from adapters.postgres.recorder import Statement
+from adapters.postgres.running import READY_CHANNEL
+from domain.task import Task, TaskState
+
+TABLE = "dispatch_queue"
+_CLAIMABLE = (TaskState.READY, TaskState.SCHEDULED)
+
+_CREATE = """
+CREATE TABLE IF NOT EXISTS {table} (
+    task_id uuid PRIMARY KEY,
+    queue text NOT NULL,
+    lane text,
+    priority integer NOT NULL,
+    state text NOT NULL,
+    run_at timestamptz,
+    seq bigint GENERATED ALWAYS AS IDENTITY
+);
+CREATE INDEX IF NOT EXISTS dispatch_queue_claim_idx ON {table} (queue, priority DESC, seq)
+    WHERE state IN ('ready', 'scheduled');
+CREATE INDEX IF NOT EXISTS dispatch_queue_lane_idx ON {table} (lane, seq)
+    WHERE lane IS NOT NULL AND state IN ('ready', 'scheduled');
+CREATE INDEX IF NOT EXISTS dispatch_queue_due_idx ON {table} (run_at)
+    WHERE state = 'scheduled';
+"""
+
+_FILL_FROM_READINESS = """
+INSERT INTO {table} (task_id, queue, lane, priority, state, run_at)
+SELECT task_id, queue, lane, priority, state,
+       CASE WHEN state = 'scheduled' THEN run_at END
+FROM {nodes} WHERE state IN ('blocked', 'scheduled', 'ready', 'running')
+ORDER BY enqueued_position
+ON CONFLICT (task_id) DO NOTHING
+"""
+
+_SYNC = """
+WITH ended AS (DELETE FROM {table} WHERE task_id = ANY(%s::uuid[]))
+INSERT INTO {table} (task_id, queue, lane, priority, state, run_at)
+SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::int[], %s::text[],
+                     %s::timestamptz[])
+ON CONFLICT (task_id) DO UPDATE SET
+    queue = excluded.queue, lane = excluded.lane, priority = excluded.priority,
+    state = excluded.state, run_at = excluded.run_at
+"""
+
+
+class DispatchQueue:
+    """SQL of one schema's dispatch queue."""
+
+    def __init__(self, schema: str) -> None:
+        self.table = sql.Identifier(schema, TABLE)
+        self._sync = sql.SQL(_SYNC).format(table=self.table).as_string(None)
+        self._notify = Statement("SELECT pg_notify(%s, '')", (READY_CHANNEL,))
+
+    def create_statement(self) -> sql.Composable:
+        return sql.SQL(_CREATE).format(table=self.table)
+
+    def fill_from_readiness(self, readiness_nodes: sql.Identifier) -> sql.Composable:
+        """Rows for the live tasks of an existing readiness graph (a schema upgrade)."""
+        return sql.SQL(_FILL_FROM_READINESS).format(table=self.table, nodes=readiness_nodes)
+
+    def statements_for(self, aggregates: Iterable[Any]) -> list[Statement]:
+        """What keeps the queue in step with the pending events of ``aggregates`` (tasks
+        with no new events and other aggregates change nothing)."""
+        live: list[Task] = []
+        ended: list[Task] = []
+        for task in aggregates:
+            if isinstance(task, Task) and task.pending_events:
+                (ended if task.state.is_terminal else live).append(task)
+        if not live and not ended:
+            return []
+        statements = [
+            Statement(
+                self._sync,
+                (
+                    [task.id for task in ended],
+                    [task.id for task in live],
+                    [task.queue for task in live],
+                    [task.lane for task in live],
+                    [task.priority for task in live],
+                    [task.state.value for task in live],
+                    [task.run_at if task.state is TaskState.SCHEDULED else None for task in live],
+                ),
+            )
+        ]
+        if ended or any(task.state in _CLAIMABLE for task in live):
+            statements.append(self._notify)
+        return statements

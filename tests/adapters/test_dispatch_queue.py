@@ -1,0 +1,106 @@
+"""The dispatch queue moves with the events: a task is claimable the moment its enqueue (or
+unblock, or retry) commits, without waiting for any projection."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg import sql
+
+from adapters.ledger import utc_now
+from adapters.postgres.dispatch import PostgresDispatch
+from adapters.postgres.schema import create_schema
+from adapters.runtime import Runtime, all_projections
+from domain.execution import AttemptOutcome, Failure, Success
+from domain.submission import TaskRequest
+
+
+def dispatch_of(runtime: Runtime) -> PostgresDispatch:
+    return PostgresDispatch(runtime.store, runtime.settings.config.registry, clock=utc_now)
+
+
+def queue_rows(runtime: Runtime) -> dict[UUID, dict[str, Any]]:
+    with runtime.store.transaction() as cur:
+        cur.execute(
+            sql.SQL("SELECT task_id, state, run_at, seq FROM {} ORDER BY seq").format(
+                runtime.store.dispatch_queue.table
+            )
+        )
+        return {row["task_id"]: row for row in cur.fetchall()}
+
+
+def test_a_task_is_claimable_as_soon_as_its_enqueue_commits(runtime: Runtime) -> None:
+    task = runtime.ledger.enqueue(TaskRequest("echo", {"x": 1}))
+    # No projection has run: the claim reads the dispatch queue, written with the event.
+    claimed = dispatch_of(runtime).claim(["default"], 10, "w1")
+    assert [c.task_id for c in claimed] == [task.id]
+    assert runtime.store.load(task.id).state.value == "running"
+
+
+def test_the_row_follows_a_task_from_blocked_to_gone(runtime: Runtime) -> None:
+    parent, child = runtime.ledger.enqueue_graph(
+        [TaskRequest("echo", ref="a"), TaskRequest("echo", ref="b", depends_on=("a",))]
+    )
+    rows = queue_rows(runtime)
+    assert (rows[parent.id]["state"], rows[child.id]["state"]) == ("ready", "blocked")
+    dispatch = dispatch_of(runtime)
+    assert [c.task_id for c in dispatch.claim(["default"], 10, "w1")] == [parent.id]
+    assert queue_rows(runtime)[parent.id]["state"] == "running"
+    dispatch.complete([AttemptOutcome(parent.id, 1, Success({"ok": True}))])
+    assert parent.id not in queue_rows(runtime)
+    runtime.catch_up()  # the cascade appends TaskUnblocked; the row moves with it
+    assert queue_rows(runtime)[child.id]["state"] == "ready"
+    runtime.ledger.cancel(child.id)
+    assert queue_rows(runtime) == {}
+
+
+def test_a_failed_attempt_with_attempts_left_waits_for_its_retry_time(runtime: Runtime) -> None:
+    task = runtime.ledger.enqueue(TaskRequest("echo", max_attempts=3))
+    dispatch = dispatch_of(runtime)
+    seq = queue_rows(runtime)[task.id]["seq"]
+    dispatch.claim(["default"], 10, "w1")
+    dispatch.complete([AttemptOutcome(task.id, 1, Failure("Boom", "try again"))])
+    row = queue_rows(runtime)[task.id]
+    assert row["state"] == "scheduled"
+    assert row["run_at"] > datetime.now(UTC)
+    assert row["seq"] == seq  # it keeps its place (enqueue order) for its lane
+    assert dispatch.claim(["default"], 10, "w1") == []  # not due yet
+    assert dispatch.next_due(["default"]) == row["run_at"]
+
+
+def test_a_task_scheduled_for_later_is_claimed_once_due(runtime: Runtime) -> None:
+    soon = datetime.now(UTC) + timedelta(milliseconds=300)
+    task = runtime.ledger.enqueue(TaskRequest("echo", run_at=soon))
+    dispatch = dispatch_of(runtime)
+    assert dispatch.claim(["default"], 10, "w1") == []
+    time.sleep((soon - datetime.now(UTC)).total_seconds() + 0.05)
+    assert [c.task_id for c in dispatch.claim(["default"], 10, "w1")] == [task.id]
+
+
+def test_a_save_that_makes_work_ready_wakes_the_listeners(
+    runtime: Runtime, database_url: str
+) -> None:
+    with psycopg.connect(database_url, autocommit=True) as listener:
+        listener.execute("LISTEN ledger_ready")
+        runtime.ledger.enqueue(TaskRequest("echo"))
+        notices = list(listener.notifies(timeout=2.0, stop_after=1))
+    assert [n.channel for n in notices] == ["ledger_ready"]
+
+
+def test_a_schema_without_the_table_gets_it_filled_from_the_readiness_graph(
+    runtime: Runtime, database_url: str
+) -> None:
+    first, second = (runtime.ledger.enqueue(TaskRequest("echo", {"i": i})) for i in range(2))
+    done = runtime.ledger.enqueue(TaskRequest("echo"))
+    dispatch = dispatch_of(runtime)
+    runtime.ledger.cancel(done.id)
+    runtime.catch_up()
+    with runtime.store.transaction() as cur:  # a schema from before the dispatch queue
+        cur.execute(sql.SQL("DROP TABLE {}").format(runtime.store.dispatch_queue.table))
+    create_schema(database_url, runtime.settings.schema, all_projections(runtime.settings.schema))
+    assert list(queue_rows(runtime)) == [first.id, second.id]
+    assert [c.task_id for c in dispatch.claim(["default"], 10, "w1")] == [first.id, second.id]
