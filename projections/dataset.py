@@ -12,7 +12,7 @@ same rows. See docs/dataset.md for every column and rule.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, Protocol
@@ -241,171 +241,263 @@ def seconds_between(start: datetime, end: datetime) -> float:
     return ((end - start) // _MICROSECOND) / 1_000_000
 
 
+Between = Callable[[Any, Any], float]
+
+
 # -- the fold ---------------------------------------------------------------------------------
 
 
 class AttemptFold:
-    """Events in log order in, finished attempt rows out (at most one per event)."""
+    """Events in log order in, finished attempt rows out (at most one per event).
 
-    def __init__(self, state: FoldState | None = None) -> None:
+    Task ids and times pass through the fold as they come: it only compares times (``>``)
+    and measures them with ``between``. The projection gives UUIDs and datetimes; a replay
+    gives text (``adapters/dataset/log_reader.py``: ids as text, times as UTC ISO text with
+    microseconds, which compare in time order, and ``iso_seconds_between``). Each kind of
+    event has its method, with only what the fold reads of it; ``apply`` takes ``EventFacts``.
+    """
+
+    def __init__(self, state: FoldState | None = None, between: Between = seconds_between) -> None:
         self.state: FoldState = state if state is not None else MemoryFoldState()
-        self._handlers = {
-            "TaskEnqueued": self._enqueued,
-            "TaskUnblocked": self._unblocked,
-            "TaskStarted": self._started,
-            "TaskSucceeded": self._succeeded,
-            "TaskFailed": self._failed,
-            "TaskTimedOut": self._timed_out,
-            "TaskRetryScheduled": self._retry_scheduled,
-            "TaskCancelled": self._cancelled,
-        }
+        self.between = between
 
     def apply_event(self, event: Event, position: int) -> AttemptRow | None:
         facts = event_facts(event, position)
         return None if facts is None else self.apply(facts)
 
     def apply(self, event: EventFacts) -> AttemptRow | None:
-        handler = self._handlers.get(event.name)  # TaskHeartbeat, TaskSkipped: nothing
-        return None if handler is None else handler(event)
+        name, task_id, timestamp = event.name, event.task_id, event.timestamp
+        if name == "TaskEnqueued":
+            self.enqueued(
+                task_id,
+                timestamp,
+                event.type_name,
+                event.adapter,
+                event.queue,
+                event.lane,
+                event.principal,
+                event.role,
+                event.initial_state,
+                event.run_at,
+                event.depends_on or [],
+                event.args_bytes or 0,
+            )
+        elif name == "TaskUnblocked":
+            self.unblocked(task_id, timestamp)
+        elif name == "TaskStarted":
+            self.started(task_id, timestamp, event.attempt or 0, event.worker)
+        elif name == "TaskSucceeded":
+            return self.succeeded(
+                event.position,
+                task_id,
+                timestamp,
+                event.result_bytes,
+                event.exit_code,
+                event.http_status,
+            )
+        elif name == "TaskFailed":
+            return self.failed(
+                event.position,
+                task_id,
+                timestamp,
+                event.error_class,
+                event.exit_code,
+                event.http_status,
+            )
+        elif name == "TaskTimedOut":
+            return self.timed_out(event.position, task_id, timestamp, event.timeout_kind)
+        elif name == "TaskRetryScheduled":
+            self.retry_scheduled(task_id, event.retry_at)
+        elif name == "TaskCancelled":
+            return self.cancelled(event.position, task_id, timestamp)
+        return None  # TaskHeartbeat, TaskSkipped, ...: nothing
 
     # -- before an attempt ----------------------------------------------------------------
 
-    def _enqueued(self, event: EventFacts) -> None:
-        depends_on = event.depends_on or []
-        depth = 1 + self.state.max_depth(depends_on) if depends_on else 0
+    def enqueued(
+        self,
+        task_id: Any,
+        timestamp: Any,
+        type_name: str | None,
+        adapter: str | None,
+        queue: str | None,
+        lane: str | None,
+        principal: str | None,
+        role: str | None,
+        initial_state: str | None,
+        run_at: Any,
+        depends_on: Sequence[Any],
+        args_bytes: int,
+    ) -> None:
+        state = self.state
+        depth = 1 + state.max_depth(depends_on) if depends_on else 0
         if depth:
-            self.state.set_depth(event.task_id, depth)
-        initial = event.initial_state
-        if initial == "ready":
-            ready_at = event.timestamp
-        elif initial == "scheduled":
-            ready_at = event.run_at or event.timestamp
+            state.set_depth(task_id, depth)
+        if initial_state == "ready":
+            ready_at = timestamp
+        elif initial_state == "scheduled":
+            ready_at = run_at or timestamp
         else:  # blocked: ready when unblocked
             ready_at = None
-        facts = TaskFacts(
-            task_type=event.type_name or "",
-            adapter=event.adapter or "",
-            queue=event.queue or "",
-            lane=event.lane,
-            principal=event.principal or "",
-            role=event.role or "",
-            enqueued_at=event.timestamp,
-            ready_at=ready_at,
-            run_at=event.run_at,
-            args_bytes=event.args_bytes or 0,
-            dependencies=len(depends_on),
-            dag_depth=depth,
+        state.put(
+            task_id,
+            TaskFacts(
+                type_name or "",
+                adapter or "",
+                queue or "",
+                lane,
+                principal or "",
+                role or "",
+                timestamp,
+                ready_at,
+                run_at,
+                args_bytes,
+                len(depends_on),
+                depth,
+            ),
         )
-        self.state.put(event.task_id, facts)
 
-    def _unblocked(self, event: EventFacts) -> None:
-        facts = self.state.get(event.task_id)
+    def unblocked(self, task_id: Any, timestamp: Any) -> None:
+        facts = self.state.get(task_id)
         if facts is None:
             return
-        run_at, now = facts.run_at, event.timestamp
-        facts.ready_at = run_at if run_at is not None and run_at > now else now
-        self.state.put(event.task_id, facts)
+        run_at = facts.run_at
+        facts.ready_at = run_at if run_at is not None and run_at > timestamp else timestamp
+        self.state.put(task_id, facts)
 
-    def _retry_scheduled(self, event: EventFacts) -> None:
-        facts = self.state.get(event.task_id)
+    def retry_scheduled(self, task_id: Any, retry_at: Any) -> None:
+        facts = self.state.get(task_id)
         if facts is None:
             return
-        facts.ready_at = facts.run_at = event.retry_at
-        self.state.put(event.task_id, facts)
+        facts.ready_at = facts.run_at = retry_at
+        self.state.put(task_id, facts)
 
-    def _started(self, event: EventFacts) -> None:
-        facts = self.state.get(event.task_id)
+    def started(self, task_id: Any, timestamp: Any, attempt: int, worker: str | None) -> None:
+        facts = self.state.get(task_id)
         if facts is None:
             return
-        facts.attempt = event.attempt or 0
-        facts.started_at = event.timestamp
-        facts.node = event.worker
-        self.state.put(event.task_id, facts)
+        facts.attempt = attempt
+        facts.started_at = timestamp
+        facts.node = worker
+        self.state.put(task_id, facts)
 
     # -- the end of an attempt ------------------------------------------------------------
 
-    def _succeeded(self, event: EventFacts) -> AttemptRow | None:
-        facts = self.state.get(event.task_id)
+    def succeeded(
+        self,
+        position: int,
+        task_id: Any,
+        timestamp: Any,
+        result_bytes: int | None,
+        exit_code: int | None,
+        http_status: int | None,
+    ) -> AttemptRow | None:
+        facts = self.state.get(task_id)
         if facts is None or facts.started_at is None:
             return None
-        row = _row(facts, event, "succeeded", None, event.result_bytes)
-        self.state.drop(event.task_id)  # a success is final: no retry can follow
-        return row
+        self.state.drop(task_id)  # a success is final: no retry can follow
+        return self._row(
+            facts, position, task_id, timestamp, "succeeded", None, None, exit_code,
+            http_status, result_bytes,
+        )  # fmt: skip
 
-    def _failed(self, event: EventFacts) -> AttemptRow | None:
-        facts = self.state.get(event.task_id)
+    def failed(
+        self,
+        position: int,
+        task_id: Any,
+        timestamp: Any,
+        error_class: str | None,
+        exit_code: int | None,
+        http_status: int | None,
+    ) -> AttemptRow | None:
+        facts = self.state.get(task_id)
         if facts is None or facts.started_at is None:
             return None
-        row = _row(facts, event, "failed", event.error_class, None)
-        self._attempt_over(event.task_id, facts)
+        row = self._row(
+            facts, position, task_id, timestamp, "failed", error_class, None, exit_code,
+            http_status, None,
+        )  # fmt: skip
+        self._attempt_over(task_id, facts)
         return row
 
-    def _timed_out(self, event: EventFacts) -> AttemptRow | None:
-        facts = self.state.get(event.task_id)
+    def timed_out(
+        self, position: int, task_id: Any, timestamp: Any, kind: str | None
+    ) -> AttemptRow | None:
+        facts = self.state.get(task_id)
         if facts is None:
             return None
         row = None
         if facts.started_at is not None:
-            row = _row(facts, event, "timed_out", "Timeout", None)
-        if event.timeout_kind == "schedule_to_close":
-            self.state.drop(event.task_id)  # past its deadline: not even a manual retry
+            row = self._row(
+                facts, position, task_id, timestamp, "timed_out", "Timeout", kind, None, None,
+                None,
+            )  # fmt: skip
+        if kind == "schedule_to_close":
+            self.state.drop(task_id)  # past its deadline: not even a manual retry
         elif row is not None:
-            self._attempt_over(event.task_id, facts)
+            self._attempt_over(task_id, facts)
         return row
 
-    def _cancelled(self, event: EventFacts) -> AttemptRow | None:
-        facts = self.state.get(event.task_id)
+    def cancelled(self, position: int, task_id: Any, timestamp: Any) -> AttemptRow | None:
+        facts = self.state.get(task_id)
         if facts is None or facts.started_at is None:
             return None
-        row = _row(facts, event, "cancelled", "Cancelled", None)
-        self._attempt_over(event.task_id, facts)
+        row = self._row(
+            facts, position, task_id, timestamp, "cancelled", "Cancelled", None, None, None,
+            None,
+        )  # fmt: skip
+        self._attempt_over(task_id, facts)
         return row
 
-    def _attempt_over(self, task_id: UUID, facts: TaskFacts) -> None:
+    def _attempt_over(self, task_id: Any, facts: TaskFacts) -> None:
         """Kept: a failed, timed-out or cancelled task may be retried (even by hand)."""
         facts.started_at = None
         facts.node = None
         self.state.put(task_id, facts)
 
-
-def _row(
-    facts: TaskFacts,
-    event: EventFacts,
-    outcome: str,
-    error_class: str | None,
-    result_bytes: int | None,
-) -> AttemptRow:
-    started_at = facts.started_at
-    assert started_at is not None
-    ready_at = facts.ready_at
-    finished_at = event.timestamp
-    return AttemptRow(
-        event.position,
-        event.task_id,
-        facts.attempt,
-        facts.task_type,
-        facts.adapter,
-        facts.queue,
-        facts.lane,
-        facts.principal,
-        facts.role,
-        facts.node or "",
-        facts.enqueued_at,
-        ready_at,
-        started_at,
-        finished_at,
-        seconds_between(ready_at, started_at) if ready_at is not None else None,
-        seconds_between(started_at, finished_at),
-        outcome,
-        error_class,
-        event.timeout_kind,
-        event.exit_code,
-        event.http_status,
-        facts.args_bytes,
-        result_bytes,
-        facts.dependencies,
-        facts.dag_depth,
-    )
+    def _row(
+        self,
+        facts: TaskFacts,
+        position: int,
+        task_id: Any,
+        finished_at: Any,
+        outcome: str,
+        error_class: str | None,
+        timeout_kind: str | None,
+        exit_code: int | None,
+        http_status: int | None,
+        result_bytes: int | None,
+    ) -> AttemptRow:
+        started_at = facts.started_at
+        ready_at = facts.ready_at
+        between = self.between
+        return AttemptRow(
+            position,
+            task_id,
+            facts.attempt,
+            facts.task_type,
+            facts.adapter,
+            facts.queue,
+            facts.lane,
+            facts.principal,
+            facts.role,
+            facts.node or "",
+            facts.enqueued_at,
+            ready_at,
+            started_at,
+            finished_at,
+            None if ready_at is None else between(ready_at, started_at),
+            between(started_at, finished_at),
+            outcome,
+            error_class,
+            timeout_kind,
+            exit_code,
+            http_status,
+            facts.args_bytes,
+            result_bytes,
+            facts.dependencies,
+            facts.dag_depth,
+        )
 
 
 # -- the live projection ------------------------------------------------------------------

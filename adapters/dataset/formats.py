@@ -1,18 +1,17 @@
 """Writing attempt rows as JSONL, CSV or Parquet, byte for byte the same for the same rows.
 
-Every format has the fixed column order of ``projections.dataset.COLUMNS``; times are
-written in UTC with microseconds (``2026-11-25T15:36:01.051610+00:00``); nothing depends on
-the wall clock, the locale or the host. Parquet needs ``pyarrow`` (the ``parquet`` extra),
-imported only when Parquet is asked for.
+The rows are in the replay's text form (``adapters/dataset/text_form.py``): task ids and
+times are written as they come, times in UTC with microseconds
+(``2026-11-25T15:36:01.051610+00:00``). Every format has the fixed column order of
+``projections.dataset.COLUMNS``; nothing depends on the wall clock, the locale or the host.
+Parquet needs ``pyarrow`` (the ``parquet`` extra), imported only when Parquet is asked for.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import math
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -84,25 +83,6 @@ def require_parquet() -> Any:
     return pq
 
 
-def iso_time(moment: datetime) -> str:
-    """``2026-11-25T15:36:01.051610+00:00``: UTC, always with microseconds."""
-    if moment.tzinfo is not UTC:
-        moment = moment.astimezone(UTC)
-    return moment.isoformat(timespec="microseconds")
-
-
-def _cells(row: AttemptRow) -> list[Any]:
-    """The row's values as JSON-able cells: ids and times as text."""
-    cells: list[Any] = list(row)
-    cells[1] = str(row.task_id)
-    for index in _TIME_INDEXES:
-        value = cells[index]
-        if value is not None:
-            cells[index] = iso_time(value)
-    return cells
-
-
-_TIME_INDEXES = tuple(i for i, c in enumerate(COLUMNS) if c in _TIME_COLUMNS)
 _FLOAT_INDEXES = tuple(i for i, c in enumerate(COLUMNS) if c in _FLOAT_COLUMNS)
 
 
@@ -129,39 +109,33 @@ def _text(value: str | None) -> str:
     return "null" if value is None else encode_basestring(value)  # type: ignore[no-any-return]
 
 
-def _time(value: datetime | None) -> str:
-    return "null" if value is None else '"' + iso_time(value) + '"'
-
-
-def _number(value: float | None) -> str:
-    if value is None:
-        return "null"
-    if not math.isfinite(value):
-        raise ValueError(f"a dataset value is not a finite number: {value!r}")
-    return repr(value)
-
-
 def _json_line(row: AttemptRow) -> str:
-    """``json.dumps(dict(zip(COLUMNS, cells)), separators=(",", ":"), ensure_ascii=False)``
-    spelled out for the known columns (tests check the two agree)."""
+    """``json.dumps(dict(zip(COLUMNS, row)), separators=(",", ":"), ensure_ascii=False)``
+    spelled out for the known columns of a row in the text form (tests check the two
+    agree). Numbers are whole or the fold's float seconds, which are always finite."""
     (
         position, task_id, attempt, task_type, adapter, queue, lane, principal, role, node,
         enqueued_at, ready_at, started_at, finished_at, queue_wait_s, run_s, outcome,
         error_class, timeout_kind, exit_code, http_status, args_bytes, result_bytes,
         dependencies, dag_depth,
     ) = row  # fmt: skip
+    ready = "null" if ready_at is None else '"' + ready_at + '"'
     return (
-        f'{{"position":{position:d},"task_id":"{task_id}","attempt":{attempt:d},'
-        f'"task_type":{_text(task_type)},"adapter":{_text(adapter)},"queue":{_text(queue)},'
-        f'"lane":{_text(lane)},"principal":{_text(principal)},"role":{_text(role)},'
-        f'"node":{_text(node)},"enqueued_at":{_time(enqueued_at)},'
-        f'"ready_at":{_time(ready_at)},"started_at":{_time(started_at)},'
-        f'"finished_at":{_time(finished_at)},"queue_wait_s":{_number(queue_wait_s)},'
-        f'"run_s":{_number(run_s)},"outcome":{_text(outcome)},'
-        f'"error_class":{_text(error_class)},"timeout_kind":{_text(timeout_kind)},'
-        f'"exit_code":{_number(exit_code)},"http_status":{_number(http_status)},'
-        f'"args_bytes":{args_bytes:d},"result_bytes":{_number(result_bytes)},'
-        f'"dependencies":{dependencies:d},"dag_depth":{dag_depth:d}}}'
+        f'{{"position":{position},"task_id":"{task_id}","attempt":{attempt},'
+        f'"task_type":{encode_basestring(task_type)},"adapter":{encode_basestring(adapter)},'
+        f'"queue":{encode_basestring(queue)},"lane":{_text(lane)},'
+        f'"principal":{encode_basestring(principal)},"role":{encode_basestring(role)},'
+        f'"node":{encode_basestring(node)},"enqueued_at":"{enqueued_at}",'
+        f'"ready_at":{ready},'
+        f'"started_at":"{started_at}","finished_at":"{finished_at}",'
+        f'"queue_wait_s":{"null" if queue_wait_s is None else repr(queue_wait_s)},'
+        f'"run_s":{run_s!r},"outcome":"{outcome}","error_class":{_text(error_class)},'
+        f'"timeout_kind":{_text(timeout_kind)},'
+        f'"exit_code":{"null" if exit_code is None else exit_code},'
+        f'"http_status":{"null" if http_status is None else http_status},'
+        f'"args_bytes":{args_bytes},'
+        f'"result_bytes":{"null" if result_bytes is None else result_bytes},'
+        f'"dependencies":{dependencies},"dag_depth":{dag_depth}}}'
     )
 
 
@@ -180,7 +154,7 @@ class CsvWriter:
         if not rows:
             return
         for row in rows:
-            cells = _cells(row)
+            cells = list(row)
             for index in _FLOAT_INDEXES:
                 value = cells[index]
                 if value is not None:
@@ -260,14 +234,15 @@ class ParquetRowWriter:
             del self._pending[: self.row_group]
 
     def _write_group(self, rows: Sequence[AttemptRow]) -> None:
-        columns = list(zip(*rows, strict=True))
-        columns[1] = tuple(str(task_id) for task_id in columns[1])
-        arrays = [
-            self._pa.array(values, type=field.type)
-            for values, field in zip(columns, self.schema, strict=True)
-        ]
+        pa = self._pa
+        arrays = []
+        for values, field in zip(zip(*rows, strict=True), self.schema, strict=True):
+            if pa.types.is_timestamp(field.type):  # ISO text in UTC, parsed by Arrow
+                arrays.append(pa.array(values, type=pa.string()).cast(field.type))
+            else:
+                arrays.append(pa.array(values, type=field.type))
         self._writer.write_table(
-            self._pa.Table.from_arrays(arrays, schema=self.schema), row_group_size=len(rows)
+            pa.Table.from_arrays(arrays, schema=self.schema), row_group_size=len(rows)
         )
 
     def close(self) -> None:

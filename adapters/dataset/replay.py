@@ -3,6 +3,8 @@ through ``projections.dataset.AttemptFold`` into a file or an HTTP response.
 
 Memory stays flat in the number of events: one page of events (5,000) is held at a time,
 plus the fold's per-task facts (see docs/dataset.md). Rows are written as attempts finish.
+The fold and the writers work on rows in the text form (``adapters/dataset/text_form.py``);
+``Replay.pages`` gives them typed.
 
 Bounds (``--until`` / ``?until=``):
 - a log position ``P``: every event with position <= P (cut at the head of the log as it
@@ -21,10 +23,12 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 
 from adapters.dataset.formats import open_writer
-from adapters.dataset.log_reader import read_log
+from adapters.dataset.log_reader import PageFolder, read_log
+from adapters.dataset.text_form import iso_seconds_between, iso_time, typed_row
 from adapters.postgres.event_store import EventStore
 from domain.errors import InvalidQuery
 from projections.dataset import AttemptFold, AttemptRow
@@ -72,14 +76,20 @@ class RowFilter:
     since: LogBound | None = None
 
     def keeps(self, row: AttemptRow) -> bool:
+        """Whether to write ``row`` (in the text form)."""
         if self.task_type is not None and row.task_type != self.task_type:
             return False
         since = self.since
         if since is None:
             return True
         if since.time is not None:
-            return row.finished_at >= since.time
+            return row.finished_at >= self._since_time  # type: ignore[no-any-return]
         return row.position > (since.position or 0)
+
+    @cached_property
+    def _since_time(self) -> str:
+        assert self.since is not None and self.since.time is not None
+        return iso_time(self.since.time)
 
 
 class Replay:
@@ -104,25 +114,29 @@ class Replay:
         self.rows = 0  # rows written (after the filter)
 
     def pages(self, progress: Progress | None = None) -> Iterator[list[AttemptRow]]:
-        """The rows each page of the log finishes, in log order."""
-        apply = AttemptFold().apply
+        """The rows each page of the log finishes, in log order (ids as UUIDs, times as
+        datetimes)."""
+        for rows in self.text_pages(progress):
+            yield [typed_row(row) for row in rows]
+
+    def text_pages(self, progress: Progress | None = None) -> Iterator[list[AttemptRow]]:
+        """The rows each page of the log finishes, in log order, in the text form."""
         keeps = self.row_filter.keeps
         everything = self.row_filter == RowFilter()
-        deadline = self.deadline
-        for page in read_log(self.store, self.end, fast=self.fast):
-            rows = []
-            for event in page.events:
-                if deadline is not None and event.timestamp > deadline:
-                    self.position = event.position - 1
-                    self.end = self.position
-                    yield self._kept(rows)
-                    if progress is not None:
-                        progress(self.position, self.end)
-                    return
-                self.events += 1
-                row = apply(event)
-                if row is not None and (everything or keeps(row)):
-                    rows.append(row)
+        deadline = None if self.deadline is None else iso_time(self.deadline)
+        folder = PageFolder(AttemptFold(between=iso_seconds_between), deadline)
+        pages = read_log(self.store, self.end, fast=self.fast, every_task_event=bool(deadline))
+        for page in pages:
+            rows = folder.rows(page)
+            self.events = folder.events
+            if not everything:
+                rows = [row for row in rows if keeps(row)]
+            if folder.stopped_at is not None:
+                self.position = self.end = folder.stopped_at
+                yield self._kept(rows)
+                if progress is not None:
+                    progress(self.position, self.end)
+                return
             self.position = page.last_position
             yield self._kept(rows)
             if progress is not None:
@@ -139,7 +153,7 @@ class Replay:
         try:
             with open(partial, "wb") as sink:
                 writer = open_writer(fmt, sink)
-                for rows in self.pages(progress):
+                for rows in self.text_pages(progress):
                     writer.write(rows)
                 writer.close()
             os.replace(partial, out)
@@ -151,7 +165,7 @@ class Replay:
         """The same bytes as ``write_file``, in chunks of about ``CHUNK_BYTES``."""
         buffer = ChunkBuffer()
         writer = open_writer(fmt, buffer)
-        for rows in self.pages():
+        for rows in self.text_pages():
             writer.write(rows)
             if buffer.size >= CHUNK_BYTES:
                 yield buffer.take()

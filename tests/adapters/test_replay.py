@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from adapters.cli.replay import add_replay_parser, cmd_replay, replay_options
 from adapters.dataset import http as dataset_http
-from adapters.dataset.formats import MissingParquetSupport, _cells, _json_line, require_parquet
+from adapters.dataset.formats import MissingParquetSupport, _json_line, require_parquet
 from adapters.dataset.replay import LogBound, Replay, RowFilter, parse_bound
 from adapters.http.app import build_app
 from adapters.runtime import Runtime
@@ -127,9 +127,11 @@ def test_a_page_the_server_cannot_parse_is_read_through_the_library(
 
 def test_json_lines_are_what_json_dumps_writes(runtime: Runtime) -> None:
     build_varied_log(runtime)
-    for row in rows_of(Replay(runtime.store)):
+    rows = [row for page in Replay(runtime.store).text_pages() for row in page]
+    assert len(rows) == 5
+    for row in rows:
         expected = json.dumps(
-            dict(zip(COLUMNS, _cells(row), strict=True)), separators=(",", ":"), ensure_ascii=False
+            dict(zip(COLUMNS, row, strict=True)), separators=(",", ":"), ensure_ascii=False
         )
         assert _json_line(row) == expected
 
