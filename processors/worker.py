@@ -1,11 +1,12 @@
 """The worker: claim due attempts, run them through their adapter under the one timeout
 policy, record how each ended. One loop, top to bottom:
 
-1. claim as many attempts as there are free slots (one transaction for all of them);
-2. run each in its own asyncio task, cancelled at its ``start_to_close`` deadline — the
-   adapter stops the real work (process group, Lua child, HTTP request) on cancellation;
-3. hand each outcome to the completer, which records a batch of outcomes per transaction;
-4. sleep until woken: new ready work (NOTIFY from the readiness graph), a freed slot, a
+1. record the outcomes of the attempts that ended since the last round and claim as many
+   attempts as there are free slots, all in one transaction;
+2. run each claimed attempt in its own asyncio task, cancelled at its ``start_to_close``
+   deadline — the adapter stops the real work (process group, Lua child, HTTP request) on
+   cancellation; its outcome waits for the next round, which its ending wakes;
+3. sleep until woken: new ready work (NOTIFY ``ledger_ready``), an attempt ending, a
    cancelled task, the next scheduled task coming due, or the short fallback poll.
 
 Leases are renewed for all running attempts of this worker in one statement per interval;
@@ -35,7 +36,13 @@ log = logging.getLogger(__name__)
 
 
 class Dispatch(Protocol):
-    def claim(self, queues: Sequence[str], limit: int, worker: str) -> list[ClaimedAttempt]: ...
+    def claim(
+        self,
+        queues: Sequence[str],
+        limit: int,
+        worker: str,
+        outcomes: Sequence[AttemptOutcome] = (),
+    ) -> list[ClaimedAttempt]: ...
 
     def complete(self, outcomes: Sequence[AttemptOutcome]) -> None: ...
 
@@ -94,10 +101,7 @@ class Worker:
     # -- the loop -----------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        helpers = [
-            asyncio.create_task(self._complete_loop(), name="completer"),
-            asyncio.create_task(self._renew_loop(stop), name="lease-renewal"),
-        ]
+        helpers = [asyncio.create_task(self._renew_loop(stop), name="lease-renewal")]
         try:
             while not stop.is_set():
                 try:
@@ -115,12 +119,19 @@ class Worker:
             await self._shutdown(helpers)
 
     async def _claim(self) -> int:
-        free = self.settings.concurrency - len(self.running)
-        if free <= 0:
+        """Record the outcomes waiting and fill the free slots; return how many started."""
+        free = max(0, self.settings.concurrency - len(self.running))
+        outcomes = self._take_outcomes()
+        if free == 0 and not outcomes:
             return 0
-        claimed: list[ClaimedAttempt] = await self.blocking(  # type: ignore[assignment]
-            self.dispatch.claim, self.settings.queues, free, self.settings.worker_id
-        )
+        try:
+            claimed: list[ClaimedAttempt] = await self.blocking(  # type: ignore[assignment]
+                self.dispatch.claim, self.settings.queues, free, self.settings.worker_id, outcomes
+            )
+        except Exception:
+            if outcomes:
+                await self._complete_apart(outcomes)
+            raise
         for attempt in claimed:
             self.running[attempt.task_id] = asyncio.create_task(
                 self._execute(attempt), name=f"task-{attempt.task_id}"
@@ -213,17 +224,20 @@ class Worker:
 
     # -- helpers ------------------------------------------------------------------------
 
-    async def _complete_loop(self) -> None:
-        while True:
-            batch = [await self.outcomes.get()]
-            while not self.outcomes.empty() and len(batch) < 200:
-                batch.append(self.outcomes.get_nowait())
-            try:
-                await self.blocking(self.dispatch.complete, batch)
-            except Exception:
-                log.exception(
-                    "recording %d outcomes failed; the watchdog will time them out", len(batch)
-                )
+    def _take_outcomes(self, limit: int = 500) -> list[AttemptOutcome]:
+        taken: list[AttemptOutcome] = []
+        while not self.outcomes.empty() and len(taken) < limit:
+            taken.append(self.outcomes.get_nowait())
+        return taken
+
+    async def _complete_apart(self, outcomes: list[AttemptOutcome]) -> None:
+        """Record outcomes on their own (the claim they went with failed)."""
+        try:
+            await self.blocking(self.dispatch.complete, outcomes)
+        except Exception:
+            log.exception(
+                "recording %d outcomes failed; the watchdog will time them out", len(outcomes)
+            )
 
     async def _renew_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -48,69 +48,66 @@ FOLDED = (
     "TaskRetryScheduled",
     "TaskCancelled",
 )
+ENQUEUED, UNBLOCKED, STARTED, SUCCEEDED, FAILED, TIMED_OUT, RETRY_SCHEDULED, CANCELLED = (
+    TASK_TOPIC + name for name in FOLDED
+)
 log = logging.getLogger(__name__)
 
 
-def _text(column: str) -> str:
-    """A text value as a JSON string literal (``escape_json``: the escapes Python's
-    ``json`` writes with ``ensure_ascii=False``), ``null`` for none."""
-    return f"coalesce(to_json(x.{column})::text, 'null')"
+_ISO_FORMAT = """'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'"""
+# A stored time in the library's form, already UTC with microseconds (the ISO text is 32
+# characters ending in +00:00), e.g. {"_type_":"datetime_iso","_data_":"2026-...+00:00"}.
+_STORED_UTC = r"""'{"\_type\_":"datetime\_iso","\_data\_":"' || repeat('_', 26) || '+00:00"}'"""
 
 
 def _time(column: str) -> str:
-    """A stored time (``{"_type_": "datetime_iso", "_data_": "..."}``) as ``iso_time`` text:
-    as stored when it already is (UTC, with microseconds), else formatted by the server
-    (the session is in UTC); ``null`` for none."""
-    value = f"""(x."{column}" ->> '_data_')"""
+    """A stored time (a ``text`` column: the JSON object as stored) as ``iso_time`` text:
+    cut out of the stored text when it already is UTC with microseconds, else formatted
+    by the server (the session is in UTC)."""
+    value = f'x."{column}"'
     return (
-        f"coalesce(CASE WHEN length({value}) = 32 AND right({value}, 6) = '+00:00' "
-        f"""THEN {value} ELSE to_char({value}::timestamptz, 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')"""
-        " END, 'null')"
+        f"CASE WHEN {value} LIKE {_STORED_UTC} THEN substr({value}, 36, 32) "
+        f"ELSE to_char(({value}::json ->> '_data_')::timestamptz, {_ISO_FORMAT}) END"
     )
 
 
-def _code(key: str) -> str:
-    """A whole JSON number of at most 18 digits in ``details`` (what ``event_facts`` keeps)."""
-    value = f"(x.details ->> '{key}')"
-    return (
-        f"coalesce(CASE WHEN json_typeof(x.details -> '{key}') = 'number' "
-        f"AND {value} ~ '^-?[0-9]{{1,18}}$' THEN {value} END, 'null')"
-    )
+_FIELDS = {c: _time(c) for c in ("timestamp", "run_at", "retry_at")}
 
-
-_FIELDS = {
-    **{c: _text(c) for c in ("type_name", "adapter", "queue", "lane", "principal", "role")},
-    **{c: _text(c) for c in ("initial_state", "worker", "error_class", "kind")},
-    **{c: _time(c) for c in ("timestamp", "run_at", "retry_at")},
-    **{c: _code(c) for c in ("exit_code", "http_status")},
-}
-
-# One page of task events as one text: a line per event, ``position, name, task id, time``
-# and then the fields of its kind, in the order ``PageFolder`` reads them.
+# One page of task events as one text: a line per event, tab-separated: position, topic,
+# task id, time, then the fields of its kind in the order ``PageFolder`` reads them. Text
+# values are ``json`` columns: a JSON string literal as ``escape_json`` writes it (the
+# escapes of Python's ``json`` with ``ensure_ascii=False``), never a tab or a newline. An
+# empty field is a null (``concat`` writes nulls as nothing). ``details`` values come as
+# their JSON text; ``PageFolder`` keeps the whole numbers, as ``event_facts`` does.
 _PAGE_QUERY = """
-SELECT string_agg(concat_ws(E'\t',
-    e.notification_id, substr(e.topic, {prefix}), e.originator_id, {timestamp},
+SELECT string_agg(concat(
+    e.notification_id, E'\\t', e.topic, E'\\t', e.originator_id, E'\\t', {timestamp},
     CASE e.topic
-    WHEN {enqueued} THEN concat_ws(E'\t',
-        {type_name}, {adapter}, {queue}, {lane}, {principal}, {role}, {initial_state},
-        {run_at}, coalesce(octet_length(x.args::text), 0),
-        coalesce((SELECT string_agg((d ->> '_data_')::uuid::text, ' ')
-                  FROM json_array_elements(x.depends_on) d), ''))
-    WHEN {started} THEN concat_ws(E'\t', coalesce(x.attempt, 0), {worker})
-    WHEN {succeeded} THEN concat_ws(E'\t',
-        coalesce(octet_length(x.result::text), 4), {exit_code}, {http_status})
-    WHEN {failed} THEN concat_ws(E'\t', {error_class}, {exit_code}, {http_status})
-    WHEN {timed_out} THEN {kind}
-    WHEN {retry_scheduled} THEN {retry_at}
-    END), E'\n' ORDER BY e.notification_id)
+    WHEN {enqueued} THEN concat(E'\\t',
+        x.type_name, E'\\t', x.adapter, E'\\t', x.queue, E'\\t', x.lane, E'\\t',
+        x.principal, E'\\t', x.role, E'\\t', x.initial_state, E'\\t', {run_at}, E'\\t',
+        coalesce(octet_length(x.args::text), 0), E'\\t',
+        CASE WHEN x.depends_on <> '[]' THEN (
+            SELECT string_agg((d ->> '_data_')::uuid::text, ' ')
+            FROM json_array_elements(x.depends_on::json) d
+        ) END)
+    WHEN {started} THEN concat(E'\\t', coalesce(x.attempt, 0), E'\\t', x.worker)
+    WHEN {succeeded} THEN concat(E'\\t',
+        coalesce(octet_length(x.result::text), 4), E'\\t',
+        x.details -> 'exit_code', E'\\t', x.details -> 'http_status')
+    WHEN {failed} THEN concat(E'\\t',
+        x.error_class, E'\\t', x.details -> 'exit_code', E'\\t', x.details -> 'http_status')
+    WHEN {timed_out} THEN concat(E'\\t', x.kind)
+    WHEN {retry_scheduled} THEN concat(E'\\t', {retry_at})
+    END), E'\\n' ORDER BY e.notification_id)
 FROM (
     SELECT notification_id, originator_id, topic, state FROM {events}
     WHERE notification_id > %s AND notification_id <= %s AND {topics}
 ) e,
 LATERAL json_to_record(convert_from(e.state, 'UTF8')::json) AS x(
-    "timestamp" json, type_name text, adapter text, queue text, lane text, principal text,
-    role text, initial_state text, run_at json, depends_on json, args json, attempt integer,
-    worker text, error_class text, kind text, retry_at json, result json, details json
+    "timestamp" text, type_name json, adapter json, queue json, lane json, principal json,
+    role json, initial_state json, run_at text, depends_on text, args json, attempt integer,
+    worker json, error_class json, kind json, retry_at text, result json, details json
 )
 """
 
@@ -126,15 +123,14 @@ def page_query(events: sql.Composable, every_task_event: bool) -> str:
     return (
         sql.SQL(_PAGE_QUERY)
         .format(
-            prefix=sql.Literal(len(TASK_TOPIC) + 1),
             events=events,
             topics=topics,
-            enqueued=sql.Literal(TASK_TOPIC + "TaskEnqueued"),
-            started=sql.Literal(TASK_TOPIC + "TaskStarted"),
-            succeeded=sql.Literal(TASK_TOPIC + "TaskSucceeded"),
-            failed=sql.Literal(TASK_TOPIC + "TaskFailed"),
-            timed_out=sql.Literal(TASK_TOPIC + "TaskTimedOut"),
-            retry_scheduled=sql.Literal(TASK_TOPIC + "TaskRetryScheduled"),
+            enqueued=sql.Literal(ENQUEUED),
+            started=sql.Literal(STARTED),
+            succeeded=sql.Literal(SUCCEEDED),
+            failed=sql.Literal(FAILED),
+            timed_out=sql.Literal(TIMED_OUT),
+            retry_scheduled=sql.Literal(RETRY_SCHEDULED),
             **{name: sql.SQL(expression) for name, expression in _FIELDS.items()},
         )
         .as_string(None)
@@ -233,21 +229,34 @@ class LogReader:
         return LogPage(None, [text_facts(e) for e in folded], until)
 
 
-def _literal(value: str) -> str | None:
-    """A JSON string literal (or ``null``) from the page query as a Python string."""
-    if value == "null":
-        return None
-    if "\\" in value:
-        return json.loads(value)  # type: ignore[no-any-return]
-    return value[1:-1]
+class _Literals(dict[str, str | None]):
+    """JSON string literals from the page query as Python strings (an empty field is a
+    null), remembered: the same few values (types, queues, principals, nodes) recur."""
+
+    LIMIT = 10_000
+
+    def __missing__(self, literal: str) -> str | None:
+        if not literal:
+            return None
+        if literal[0] != '"':  # not a string: its JSON text
+            value: str | None = literal
+        elif "\\" in literal:
+            value = json.loads(literal)
+        else:
+            value = literal[1:-1]
+        if len(self) >= self.LIMIT:
+            self.clear()
+        self[literal] = value
+        return value
 
 
-def _number(value: str) -> int | None:
-    return None if value == "null" else int(value)
-
-
-def _time(value: str) -> str | None:
-    return None if value == "null" else value
+def _code(text: str) -> int | None:
+    """A ``details`` value's JSON text: a whole number of at most 18 digits, else None
+    (what ``projections.dataset.event_facts`` keeps)."""
+    digits = text[1:] if text[:1] == "-" else text
+    if digits.isdigit() and len(digits) <= 18:  # JSON numbers are ASCII
+        return int(text)
+    return None
 
 
 class PageFolder:
@@ -259,6 +268,7 @@ class PageFolder:
         self.deadline = deadline
         self.events = 0  # task events folded
         self.stopped_at: int | None = None  # the last position folded, once the deadline hit
+        self._literals = _Literals()
 
     def rows(self, page: LogPage) -> list[AttemptRow]:
         """The rows the page's events finish, in log order."""
@@ -279,56 +289,72 @@ class PageFolder:
         return rows
 
     def _fold_lines(self, text: str) -> list[AttemptRow]:
-        fold, deadline = self.fold, self.deadline
-        enqueued, started, succeeded = fold.enqueued, fold.started, fold.succeeded
+        """The page query's lines, each given to the fold's method for its kind."""
+        fold, deadline, literal = self.fold, self.deadline, self._literals
+        started, succeeded = fold.started, fold.succeeded
         rows: list[AttemptRow] = []
         row: AttemptRow | None
-        folded = 0
-        for line in text.split("\n"):
+        lines = text.split("\n")
+        for line in lines:
             f = line.split("\t")
-            name, timestamp = f[1], f[3]
+            topic, timestamp = f[1], f[3]
             if deadline is not None and timestamp > deadline:
                 self.stopped_at = int(f[0]) - 1
-                break
-            folded += 1
-            if name == "TaskStarted":
-                started(f[2], timestamp, int(f[4]), _literal(f[5]))
+                self.events += lines.index(line)
+                return rows
+            if topic == STARTED:
+                started(f[2], timestamp, int(f[4]), literal[f[5]])
                 continue
-            if name == "TaskSucceeded":
-                row = succeeded(int(f[0]), f[2], timestamp, int(f[4]), _number(f[5]), _number(f[6]))
-            elif name == "TaskEnqueued":
-                enqueued(
+            if topic == SUCCEEDED:
+                exit_code, http_status = f[5], f[6]
+                row = succeeded(
+                    int(f[0]),
                     f[2],
                     timestamp,
-                    _literal(f[4]),
-                    _literal(f[5]),
-                    _literal(f[6]),
-                    _literal(f[7]),
-                    _literal(f[8]),
-                    _literal(f[9]),
-                    _literal(f[10]),
-                    _time(f[11]),
-                    f[13].split(" ") if f[13] else [],
+                    int(f[4]),
+                    _code(exit_code) if exit_code else None,
+                    _code(http_status) if http_status else None,
+                )
+            elif topic == ENQUEUED:
+                depends_on = f[13]
+                fold.enqueued(
+                    f[2],
+                    timestamp,
+                    literal[f[4]],
+                    literal[f[5]],
+                    literal[f[6]],
+                    literal[f[7]],
+                    literal[f[8]],
+                    literal[f[9]],
+                    literal[f[10]],
+                    f[11] or None,
+                    depends_on.split(" ") if depends_on else [],
                     int(f[12]),
                 )
                 continue
-            elif name == "TaskFailed":
+            elif topic == FAILED:
+                exit_code, http_status = f[5], f[6]
                 row = fold.failed(
-                    int(f[0]), f[2], timestamp, _literal(f[4]), _number(f[5]), _number(f[6])
+                    int(f[0]),
+                    f[2],
+                    timestamp,
+                    literal[f[4]],
+                    _code(exit_code) if exit_code else None,
+                    _code(http_status) if http_status else None,
                 )
-            elif name == "TaskRetryScheduled":
-                fold.retry_scheduled(f[2], _time(f[4]))
+            elif topic == RETRY_SCHEDULED:
+                fold.retry_scheduled(f[2], f[4] or None)
                 continue
-            elif name == "TaskUnblocked":
+            elif topic == UNBLOCKED:
                 fold.unblocked(f[2], timestamp)
                 continue
-            elif name == "TaskTimedOut":
-                row = fold.timed_out(int(f[0]), f[2], timestamp, _literal(f[4]))
-            elif name == "TaskCancelled":
+            elif topic == TIMED_OUT:
+                row = fold.timed_out(int(f[0]), f[2], timestamp, literal[f[4]])
+            elif topic == CANCELLED:
                 row = fold.cancelled(int(f[0]), f[2], timestamp)
             else:  # read for a time bound only
                 continue
             if row is not None:
                 rows.append(row)
-        self.events += folded
+        self.events += len(lines)
         return rows

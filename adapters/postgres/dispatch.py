@@ -28,6 +28,7 @@ from eventsourcing.persistence import IntegrityError
 from psycopg import sql
 
 from adapters.postgres.event_store import EventStore
+from adapters.postgres.recorder import Statement
 from adapters.postgres.running import RunningTables, StartedAttempt
 from domain.execution import AttemptOutcome, ClaimedAttempt
 from domain.outcomes import record_result, record_timeout
@@ -101,44 +102,92 @@ class PostgresDispatch:
 
     # -- claiming -----------------------------------------------------------------------
 
-    def claim(self, queues: Sequence[str], limit: int, worker: str) -> list[ClaimedAttempt]:
-        """Start up to ``limit`` due tasks of ``queues`` for ``worker``."""
+    def claim(
+        self,
+        queues: Sequence[str],
+        limit: int,
+        worker: str,
+        outcomes: Sequence[AttemptOutcome] = (),
+    ) -> list[ClaimedAttempt]:
+        """Record ``outcomes`` and start up to ``limit`` due tasks of ``queues`` for
+        ``worker``, in one transaction (one lock of the events table, one commit).
+
+        If that transaction meets a concurrent write (a task cancelled or timed out
+        meanwhile), the outcomes are recorded on their own (``complete``) and the claim is
+        made again without them.
+        """
+        queue_list = sorted(set(queues))
+        if outcomes:
+            try:
+                return self._claim_once(queue_list, limit, worker, outcomes)
+            except IntegrityError:
+                log.debug("claim with outcomes met a concurrent write; recording them apart")
+                self._complete_one_by_one(outcomes)
         for _ in range(5):
             try:
-                return self._claim_once(sorted(set(queues)), limit, worker)
+                return self._claim_once(queue_list, limit, worker)
             except IntegrityError:
                 log.debug("claim met a concurrent write; claiming again")
         return []
 
-    def _claim_once(self, queues: list[str], limit: int, worker: str) -> list[ClaimedAttempt]:
+    def _claim_once(
+        self,
+        queues: list[str],
+        limit: int,
+        worker: str,
+        outcomes: Sequence[AttemptOutcome] = (),
+    ) -> list[ClaimedAttempt]:
+        ended = self._record_outcomes(outcomes, self._take_started(outcomes)) if outcomes else []
+        inline = [self.tables.attempts_ended([task.id for task in ended])] if ended else []
+        started: list[tuple[Task, int]] = []
         with self.store.transaction() as cur:
-            budgets, candidates, events = self._read_queues(cur, queues, limit + SPARE_CANDIDATES)
-            chosen = self._within_limits(cur, candidates, budgets, limit)
-            if not chosen:
+            if limit > 0:
+                started = self._start_due(cur, queues, limit, worker)
+            if started:
+                inline.append(self._running_rows(started, worker))
+            if not ended and not started:
                 return []
-            now = self.clock()
-            started: list[tuple[Task, int]] = []
-            rows: list[StartedAttempt] = []
-            loaded = self.store.fold(row for c in chosen for row in events[c.task_id])
-            for task in (loaded[c.task_id] for c in chosen if c.task_id in loaded):
-                if not task.is_due(now):
-                    continue  # its run_at is a moment ahead of this clock: next claim
-                timeouts = Timeouts.from_dict(task.timeouts)
-                heartbeat = timeouts.heartbeat or self.registry.default_timeouts.heartbeat or 30.0
-                attempt = task.start(worker, now + timedelta(seconds=heartbeat), now)
-                started.append((task, attempt))
-                rows.append(
-                    StartedAttempt(
-                        task.id, attempt, task.queue, task.lane, heartbeat, timeouts.start_to_close
-                    )
-                )
-            if not started:
-                return []
-            inline = [self.tables.attempts_started(rows, worker, now)]
-            self.store.append_in(cur, [task for task, _ in started], inline)
+            self.store.append_in(cur, [*ended, *(task for task, _ in started)], inline)
         with self._started_lock:
             self._started.update((task.id, task) for task, _ in started)
         return [_claimed(task, attempt) for task, attempt in started]
+
+    def _start_due(
+        self, cur: psycopg.Cursor[Any], queues: list[str], limit: int, worker: str
+    ) -> list[tuple[Task, int]]:
+        """Up to ``limit`` due tasks within their queue and lane limits, each started (its
+        ``TaskStarted`` pending, not yet saved); with the attempt number."""
+        budgets, candidates, events = self._read_queues(cur, queues, limit + SPARE_CANDIDATES)
+        chosen = self._within_limits(cur, candidates, budgets, limit)
+        if not chosen:
+            return []
+        now = self.clock()
+        started: list[tuple[Task, int]] = []
+        loaded = self.store.fold(row for c in chosen for row in events[c.task_id])
+        for task in (loaded[c.task_id] for c in chosen if c.task_id in loaded):
+            if not task.is_due(now):
+                continue  # its run_at is a moment ahead of this clock: next claim
+            heartbeat = self._heartbeat_of(task)
+            started.append((task, task.start(worker, now + timedelta(seconds=heartbeat), now)))
+        return started
+
+    def _heartbeat_of(self, task: Task) -> float:
+        timeouts = Timeouts.from_dict(task.timeouts)
+        return timeouts.heartbeat or self.registry.default_timeouts.heartbeat or 30.0
+
+    def _running_rows(self, started: list[tuple[Task, int]], worker: str) -> Statement:
+        rows = [
+            StartedAttempt(
+                task.id,
+                attempt,
+                task.queue,
+                task.lane,
+                self._heartbeat_of(task),
+                Timeouts.from_dict(task.timeouts).start_to_close,
+            )
+            for task, attempt in started
+        ]
+        return self.tables.attempts_started(rows, worker, self.clock())
 
     def _read_queues(
         self, cur: psycopg.Cursor[Any], queues: list[str], limit: int
@@ -216,9 +265,11 @@ class PostgresDispatch:
         """Record the outcomes; several in one transaction when they do not conflict."""
         try:
             self._save_outcomes(outcomes, self._take_started(outcomes))
-            return
         except IntegrityError:
-            pass  # one of them met a concurrent write: reload and record them one by one
+            # One of them met a concurrent write: reload and record them one by one.
+            self._complete_one_by_one(outcomes)
+
+    def _complete_one_by_one(self, outcomes: Sequence[AttemptOutcome]) -> None:
         for outcome in outcomes:
             for _ in range(5):
                 try:
@@ -240,6 +291,15 @@ class PostgresDispatch:
         return {task_id: task for task_id, task in taken.items() if task is not None}
 
     def _save_outcomes(self, outcomes: Sequence[AttemptOutcome], known: dict[UUID, Task]) -> None:
+        tasks = self._record_outcomes(outcomes, known)
+        if tasks:
+            self.store.save(*tasks, inline=[self.tables.attempts_ended([t.id for t in tasks])])
+
+    def _record_outcomes(
+        self, outcomes: Sequence[AttemptOutcome], known: dict[UUID, Task]
+    ) -> list[Task]:
+        """The tasks with the events of their outcomes pending (not yet saved); outcomes of
+        attempts that already ended (cancelled, timed out elsewhere) are dropped."""
         now = self.clock()
         tasks: list[Task] = []
         loaded = dict(known)
@@ -259,8 +319,7 @@ class PostgresDispatch:
                 assert outcome.result is not None
                 record_result(task, outcome.attempt, outcome.result, now, self.jitter())
             tasks.append(task)
-        if tasks:
-            self.store.save(*tasks, inline=[self.tables.attempts_ended([t.id for t in tasks])])
+        return tasks
 
     # -- leases and workers -------------------------------------------------------------
 

@@ -20,7 +20,9 @@ existed gets it filled once from the readiness graph (``fill_from_readiness``).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from psycopg import sql
@@ -59,11 +61,17 @@ ORDER BY enqueued_position
 ON CONFLICT (task_id) DO NOTHING
 """
 
+# Rows travel as one JSON text and ids as one comma-separated text: psycopg dumps arrays
+# element by element in Python, a string in C.
 _SYNC = """
-WITH ended AS (DELETE FROM {table} WHERE task_id = ANY(%s::uuid[]))
+WITH ended AS (
+    DELETE FROM {table} WHERE task_id = ANY(string_to_array(%s, ',')::uuid[])
+)
 INSERT INTO {table} (task_id, queue, lane, priority, state, run_at)
-SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::int[], %s::text[],
-                     %s::timestamptz[])
+SELECT task_id, queue, lane, priority, state, run_at
+FROM json_to_recordset(%s::json) AS r(
+    task_id uuid, queue text, lane text, priority integer, state text, run_at timestamptz
+)
 ON CONFLICT (task_id) DO UPDATE SET
     queue = excluded.queue, lane = excluded.lane, priority = excluded.priority,
     state = excluded.state, run_at = excluded.run_at
@@ -95,20 +103,23 @@ class DispatchQueue:
                 (ended if task.state.is_terminal else live).append(task)
         if not live and not ended:
             return []
-        statements = [
-            Statement(
-                self._sync,
-                (
-                    [task.id for task in ended],
-                    [task.id for task in live],
-                    [task.queue for task in live],
-                    [task.lane for task in live],
-                    [task.priority for task in live],
-                    [task.state.value for task in live],
-                    [task.run_at if task.state is TaskState.SCHEDULED else None for task in live],
-                ),
-            )
+        rows = [
+            {
+                "task_id": str(task.id),
+                "queue": task.queue,
+                "lane": task.lane,
+                "priority": task.priority,
+                "state": task.state.value,
+                "run_at": _iso(task.run_at) if task.state is TaskState.SCHEDULED else None,
+            }
+            for task in live
         ]
+        ended_ids = ",".join(str(task.id) for task in ended)
+        statements = [Statement(self._sync, (ended_ids, json.dumps(rows)))]
         if ended or any(task.state in _CLAIMABLE for task in live):
             statements.append(self._notify)
         return statements
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()

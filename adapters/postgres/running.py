@@ -12,6 +12,7 @@ start), so they are not a second source of truth; they are what makes claims exa
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -90,19 +91,23 @@ class RunningTables:
         self.flags = sql.Identifier(schema, QUEUE_FLAGS)
         self.keys = sql.Identifier(schema, IDEMPOTENCY_KEYS)
         self.schedule_clock = sql.Identifier(schema, SCHEDULE_CLOCK)
+        # Rows travel as one JSON text and ids as one comma-separated text: psycopg dumps
+        # arrays element by element in Python, a string in C.
         self._sql_insert_started = (
             sql.SQL(
                 "INSERT INTO {} (task_id, attempt, queue, lane, worker, started_at, "
                 "lease_expires_at, close_deadline, heartbeat_seconds) "
-                "SELECT t, a, q, l, %s, %s, e, d, h FROM unnest("
-                "%s::uuid[], %s::int[], %s::text[], %s::text[], "
-                "%s::timestamptz[], %s::timestamptz[], %s::float8[]) AS u(t, a, q, l, e, d, h)"
+                "SELECT t, a, q, l, %s, %s, e, d, h FROM json_to_recordset(%s::json) AS r("
+                "t uuid, a integer, q text, l text, e timestamptz, d timestamptz, "
+                "h double precision)"
             )
             .format(self.running)
             .as_string(None)
         )
         self._sql_delete = (
-            sql.SQL("DELETE FROM {} WHERE task_id = ANY(%s)").format(self.running).as_string(None)
+            sql.SQL("DELETE FROM {} WHERE task_id = ANY(string_to_array(%s, ',')::uuid[])")
+            .format(self.running)
+            .as_string(None)
         )
 
     def create_statement(self) -> sql.Composable:
@@ -118,23 +123,22 @@ class RunningTables:
         self, attempts: Sequence[StartedAttempt], worker: str, now: datetime
     ) -> Statement:
         """One statement for all the rows of one claim."""
-        return Statement(
-            self._sql_insert_started,
-            (
-                worker,
-                now,
-                [a.task_id for a in attempts],
-                [a.attempt for a in attempts],
-                [a.queue for a in attempts],
-                [a.lane for a in attempts],
-                [now + timedelta(seconds=a.heartbeat_seconds) for a in attempts],
-                [now + timedelta(seconds=a.start_to_close) for a in attempts],
-                [a.heartbeat_seconds for a in attempts],
-            ),
-        )
+        rows = [
+            {
+                "t": str(a.task_id),
+                "a": a.attempt,
+                "q": a.queue,
+                "l": a.lane,
+                "e": (now + timedelta(seconds=a.heartbeat_seconds)).isoformat(),
+                "d": (now + timedelta(seconds=a.start_to_close)).isoformat(),
+                "h": a.heartbeat_seconds,
+            }
+            for a in attempts
+        ]
+        return Statement(self._sql_insert_started, (worker, now, json.dumps(rows)))
 
     def attempts_ended(self, task_ids: Sequence[UUID]) -> Statement:
-        return Statement(self._sql_delete, (list(task_ids),))
+        return Statement(self._sql_delete, (",".join(str(task_id) for task_id in task_ids),))
 
     def attempt_ended(self, task_id: UUID) -> Statement:
         return self.attempts_ended([task_id])
