@@ -1,8 +1,9 @@
 """A worker node: everything one process runs to execute tasks.
 
 - projection runners (task view, readiness graph + dependency cascade, audit chain,
-  learning dataset), each in a thread, active on one node at a time (advisory lock) and
-  standing by on the others;
+  learning dataset), each active on one node at a time (advisory lock) and standing by on
+  the others: in a child process at a lower CPU priority (``projection_process``, what
+  ``ledger worker`` and ``ledger serve`` do) or in threads of this process;
 - a listener that turns NOTIFY on ``ledger_ready`` / ``ledger_cancel`` into wake-ups;
 - the timeout watchdog;
 - the cron scheduler (on every node; each tick still enqueues one task);
@@ -37,6 +38,7 @@ from adapters.postgres.projection_runner import ProjectionRunner
 from adapters.postgres.running import CANCEL_CHANNEL, READY_CHANNEL
 from adapters.postgres.schedule_clock import PostgresScheduleClock
 from adapters.postgres.timeouts import PostgresTimeouts
+from adapters.projection_process import ProjectionProcess
 from adapters.runtime import Runtime
 from processors.cron import CronScheduler
 from processors.learn_hooks import LearnHooks
@@ -55,10 +57,12 @@ class WorkerNode:
         cron_interval: float = 1.0,
         learn_hooks: bool = True,
         projections: bool = True,
+        projection_process: bool = False,
     ) -> None:
         registry = runtime.settings.config.registry
         self.runtime = runtime
         self.projections = projections  # False: another process runs them (`projections run`)
+        self.projection_process = projection_process  # True: in a child, not in threads
         self.queues = tuple(queues or sorted(registry.queues))
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid4().hex[:6]}"
         self.dispatch = PostgresDispatch(runtime.store, registry, clock=utc_now)
@@ -93,13 +97,17 @@ class WorkerNode:
             self.worker.settings.concurrency,
         )
         runner_stop = threading.Event()
-        threads = start_projections(self.runtime, runner_stop) if self.projections else []
+        in_threads = self.projections and not self.projection_process
+        threads = start_projections(self.runtime, runner_stop) if in_threads else []
         helpers = [
             asyncio.create_task(self._listen(stop), name="listener"),
             asyncio.create_task(self._watchdog(stop), name="watchdog"),
             asyncio.create_task(self._cron(stop), name="cron"),
             asyncio.create_task(self._learn(stop), name="learn-hooks"),
         ]
+        if self.projections and self.projection_process:
+            child = ProjectionProcess(self.runtime)
+            helpers.append(asyncio.create_task(child.run(stop), name="projection-process"))
         try:
             await self.worker.run(stop)
         finally:
@@ -194,3 +202,21 @@ def _supervise(runner: ProjectionRunner, stop: threading.Event) -> None:
         except Exception:
             log.exception("projection %s stopped; restarting", runner.projection.name)
             stop.wait(1.0)
+
+
+def stop_when_orphaned(
+    stop: threading.Event, parent_pid: int, interval: float = 0.5
+) -> threading.Thread:
+    """Set ``stop`` once process ``parent_pid`` is no longer this process's parent (it
+    ended, and this process was re-parented)."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            if stop.wait(interval):
+                return
+        log.warning("process %d, which started this one, is gone; stopping", parent_pid)
+        stop.set()
+
+    thread = threading.Thread(target=watch, name="parent-watch", daemon=True)
+    thread.start()
+    return thread

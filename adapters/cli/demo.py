@@ -64,7 +64,9 @@ async def _demo(runtime: Runtime) -> None:
     server = asyncio.create_task(
         serve_http(runtime, "127.0.0.1", 0, stop, on_listening=bound.extend)
     )
-    node = asyncio.create_task(WorkerNode(runtime, concurrency=10).run(stop))
+    node = asyncio.create_task(
+        WorkerNode(runtime, concurrency=10, projection_process=True).run(stop)
+    )
     try:
         while not bound:
             if server.done():

@@ -129,6 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--queues", help="comma-separated queues for the worker (default: all)")
     serve.add_argument("--concurrency", type=int, default=10)
     serve.add_argument(
+        "--projection-threads",
+        action="store_true",
+        help="run the projections in threads of this process, not in a child process",
+    )
+    serve.add_argument(
         "--nats",
         action="store_true",
         help="also run the NATS bridge (routes to tasks, events to JetStream); without "
@@ -165,14 +170,27 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="leave the projections to another process (ledger projections run)",
     )
+    worker.add_argument(
+        "--projection-threads",
+        action="store_true",
+        help="run the projections in threads of this process, not in a child process",
+    )
 
     projections = commands.add_parser("projections", help="status and rebuild of read models")
     actions = projections.add_subparsers(dest="action", required=True, metavar="ACTION")
     actions.add_parser("status", help="each projection's position against the head of the log")
-    actions.add_parser(
+    run = actions.add_parser(
         "run",
         help="follow the log with every projection until stopped (for workers run "
-        "with --no-projections)",
+        "with --no-projections; a worker node starts one as its child)",
+    )
+    run.add_argument(
+        "--nice", type=int, default=0, help="lower this process's CPU priority by this much"
+    )
+    run.add_argument(
+        "--parent-pid",
+        type=int,
+        help="stop when process PID is no longer this one's parent (a worker node's child)",
     )
     rebuild = actions.add_parser("rebuild", help="drop a projection's tables and replay the log")
     rebuild.add_argument("name", help="projection name, or 'all'")
@@ -378,19 +396,29 @@ def _worker_node(rt: Runtime, options: argparse.Namespace) -> WorkerNode:
         raise InvalidSubmission(f"unknown queue {unknown[0]!r} (known: {known})")
     run_projections = not getattr(options, "no_projections", False)
     return WorkerNode(
-        rt, queues=queues, concurrency=options.concurrency, projections=run_projections
+        rt,
+        queues=queues,
+        concurrency=options.concurrency,
+        projections=run_projections,
+        projection_process=not options.projection_threads,
     )
 
 
-def run_projections_until_signalled(rt: Runtime) -> None:
+def run_projections_until_signalled(
+    rt: Runtime, nice: int = 0, parent_pid: int | None = None
+) -> None:
     import threading
 
-    from adapters.node import start_projections
+    from adapters.node import start_projections, stop_when_orphaned
 
+    if nice:
+        os.nice(nice)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     threads = start_projections(rt, stop)
+    if parent_pid is not None:
+        threads.append(stop_when_orphaned(stop, parent_pid))
     render.console.print(f"following the log with {', '.join(rt.runners)}")
     stop.wait()
     for thread in threads:
@@ -412,7 +440,9 @@ def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> Non
 
 def cmd_projections(rt: Runtime, options: argparse.Namespace) -> None:
     if options.action == "run":
-        run_projections_until_signalled(rt)
+        if options.nice < 0:
+            raise InvalidSubmission("--nice must be 0 or more (a lower priority)")
+        run_projections_until_signalled(rt, options.nice, options.parent_pid)
         return
     if options.action == "status":
         head = rt.store.head_position()

@@ -59,9 +59,9 @@ class LedgerRecorder(PostgresApplicationRecorder):
         table = sql.Identifier(self.datastore.schema, self.events_table_name)
         rows = ", ".join(["(%s, %s, %s, %s)"] * count)
         return (
-            sql.SQL(
-                "INSERT INTO {} (originator_id, originator_version, topic, state) VALUES "
-            ).format(table).as_string(None)
+            sql.SQL("INSERT INTO {} (originator_id, originator_version, topic, state) VALUES ")
+            .format(table)
+            .as_string(None)
             + rows
             + " RETURNING notification_id"
         )

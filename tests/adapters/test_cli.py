@@ -271,3 +271,56 @@ def test_a_worker_without_projections_runs_tasks_while_another_process_projects(
         assert [p.returncode for p in processes] == [0, 0], errors
     finally:
         runtime.close()
+
+
+@pytest.mark.usefixtures("ledger_env")
+def test_a_worker_projects_in_a_lower_priority_child_that_dies_with_it() -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from adapters.postgres.task_queries import get_task_row
+    from adapters.runtime import open_runtime
+    from domain.errors import TaskNotFound
+    from domain.submission import TaskRequest
+
+    runtime = open_runtime(pool_size=1)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "adapters.cli.main", "worker"],
+        env=os.environ.copy(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        task = runtime.ledger.enqueue(TaskRequest("add", {"a": 1, "b": 2}))
+        deadline = time.monotonic() + 30
+        while True:
+            try:  # the task view shows it once the child has projected it
+                if get_task_row(runtime.store, task.id)["state"] == "succeeded":
+                    break
+            except TaskNotFound:
+                pass
+            assert time.monotonic() < deadline, "the task was not run and projected"
+            time.sleep(0.1)
+        (child,) = psutil.Process(worker.pid).children()
+        assert child.cmdline()[-6:] == [
+            *("projections", "run", "--nice", "10", "--parent-pid", str(worker.pid))
+        ]
+        assert child.nice() == psutil.Process().nice() + 10
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        child.wait(timeout=5)  # it notices its parent is gone and stops
+    finally:
+        worker.kill()
+        runtime.close()
+
+
+@pytest.mark.usefixtures("ledger_env")
+def test_projections_run_refuses_a_negative_nice(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "projections", "run", "--nice", "-5")
+    assert code == 2
+    assert "--nice must be 0 or more" in err

@@ -1,0 +1,102 @@
+"""The projections of a worker node in a child process, at a lower CPU priority.
+
+Claims read the dispatch queue, which is written with the events, so no dispatch decision
+waits on a projection. Run in the worker's own interpreter, the four projection runners
+would still take most of its one GIL (about half the drain rate on 2 cores); in a child
+process they take another core when one is free, and at ``nice`` 10 they give way to the
+worker and to PostgreSQL when none is: under a burst they fall behind and catch up after.
+
+The child is ``ledger projections run --nice N --parent-pid PID`` with the node's
+database, schema and registry file; it is restarted if it exits, stopped (SIGTERM, then
+SIGKILL) with the node, and stops by itself within a second if the node is killed. Only one
+process runs each projection at a time (advisory locks), so the children of several nodes
+stand by for one another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+
+from adapters.runtime import Runtime
+
+log = logging.getLogger(__name__)
+NICENESS = 10
+RESTART_PAUSE = 1.0
+STOP_GRACE = 10.0
+
+
+def child_environment(runtime: Runtime) -> dict[str, str]:
+    """The environment that makes the child open the same ledger as ``runtime``."""
+    env = dict(os.environ)
+    env["LEDGER_DATABASE_URL"] = runtime.database_url
+    env["LEDGER_SCHEMA"] = runtime.settings.schema
+    source = runtime.settings.config.source
+    if source.startswith("<"):  # the built-in registry
+        env.pop("LEDGER_CONFIG", None)
+    else:
+        env["LEDGER_CONFIG"] = source
+    return env
+
+
+class ProjectionProcess:
+    def __init__(self, runtime: Runtime, niceness: int = NICENESS) -> None:
+        self.runtime = runtime
+        self.niceness = niceness
+        self.process: asyncio.subprocess.Process | None = None
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "adapters.cli.main",
+            "projections",
+            "run",
+            "--nice",
+            str(self.niceness),
+            "--parent-pid",
+            str(os.getpid()),
+        ]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Keep the child running until ``stop`` is set (or this task is cancelled);
+        then stop it."""
+        while not stop.is_set():
+            self.process = await asyncio.create_subprocess_exec(
+                *self.command(), env=child_environment(self.runtime)
+            )
+            try:
+                exited = await self._exit_or_stop(self.process, stop)
+            finally:
+                if self.process.returncode is None:
+                    await self._stop_child(self.process)
+            if exited:
+                log.warning(
+                    "projection process exited with status %s; restarting",
+                    self.process.returncode,
+                )
+                await asyncio.sleep(RESTART_PAUSE)
+
+    @staticmethod
+    async def _exit_or_stop(process: asyncio.subprocess.Process, stop: asyncio.Event) -> bool:
+        """Wait until the child exits (True) or ``stop`` is set (False)."""
+        exited = asyncio.create_task(process.wait())
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            exited.cancel()
+            stopping.cancel()
+        return process.returncode is not None
+
+    @staticmethod
+    async def _stop_child(process: asyncio.subprocess.Process) -> None:
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), STOP_GRACE)
+        except TimeoutError:
+            log.warning("projection process did not stop within %s s; killing it", STOP_GRACE)
+            process.kill()
+            await process.wait()
