@@ -8,7 +8,7 @@ import argparse
 import asyncio
 import json
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +123,48 @@ def test_a_page_the_server_cannot_parse_is_read_through_the_library(
     library = write(Replay(runtime.store, fast=False), tmp_path / "library.csv", "csv")
     assert fast == library
     assert b",succeeded," in fast
+
+
+def test_escaped_texts_times_in_other_zones_and_odd_details_read_by_the_server_as_by_the_library(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    zone = timezone(timedelta(hours=2))
+    on_the_second = datetime.now(zone).replace(microsecond=0) - timedelta(seconds=5)
+    in_utc = on_the_second.astimezone(UTC).isoformat(timespec="microseconds")
+    lane, worker, error = 'l"\\\t\x01é', 'w"\\\t\n\x1f😀', 'Err"\t'
+    task = runtime.ledger.enqueue(TaskRequest("echo", lane=lane, run_at=on_the_second))
+    attempt = start(runtime.store, task.id, worker=worker)
+    loaded = runtime.store.load(task.id)
+    loaded.fail(attempt, error, "boom", details={"exit_code": "12", "http_status": -7})
+    loaded.schedule_retry(on_the_second)  # stored as 2026-...T..:..:..+02:00
+    runtime.store.save(loaded)
+    finish(runtime, task.id, 1, {"exit_code": 10**18 - 1, "http_status": 1e3})
+
+    fast = write(Replay(runtime.store, fast=True), tmp_path / "fast.jsonl", "jsonl")
+    library = write(Replay(runtime.store, fast=False), tmp_path / "library.jsonl", "jsonl")
+    assert fast == library
+    failed, succeeded = (json.loads(line) for line in fast.decode().splitlines())
+    assert (failed["lane"], failed["node"], failed["error_class"]) == (lane, worker, error)
+    assert (failed["exit_code"], failed["http_status"]) == (None, -7)  # "12" is text
+    assert succeeded["ready_at"] == in_utc  # the retry's time
+    assert (succeeded["exit_code"], succeeded["http_status"]) == (10**18 - 1, None)
+
+
+def test_a_time_bound_stops_at_a_task_event_the_fold_ignores_too(runtime: Runtime) -> None:
+    task = runtime.ledger.enqueue(TaskRequest("echo"))
+    attempt = start(runtime.store, task.id)
+    loaded = runtime.store.load(task.id)
+    loaded.heartbeat(attempt, now() + timedelta(seconds=30))
+    runtime.store.save(loaded)
+    loaded = runtime.store.load(task.id)
+    loaded.succeed(attempt, 1)
+    runtime.store.save(loaded)
+    events = {type(e.event).__name__: e for e in runtime.store.read(0, 100)}
+    moment = events["TaskStarted"].event.timestamp
+    for fast in (True, False):
+        replay = Replay(runtime.store, LogBound(time=moment), fast=fast)
+        assert rows_of(replay) == []
+        assert replay.position == events["TaskHeartbeat"].position - 1
 
 
 def test_json_lines_are_what_json_dumps_writes(runtime: Runtime) -> None:
