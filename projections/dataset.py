@@ -12,7 +12,7 @@ same rows. See docs/dataset.md for every column and rule.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, Protocol
@@ -558,12 +558,59 @@ CREATE TABLE IF NOT EXISTS {depths} (
 """
 
 
-class TableFoldState:
-    """``FoldState`` in the projection's tables, read through a bounded cache.
+_FACT_TYPES = {
+    "task_type": "text",
+    "adapter": "text",
+    "queue": "text",
+    "lane": "text",
+    "principal": "text",
+    "role": "text",
+    "enqueued_at": "timestamptz",
+    "ready_at": "timestamptz",
+    "run_at": "timestamptz",
+    "args_bytes": "bigint",
+    "dependencies": "integer",
+    "dag_depth": "integer",
+    "attempt": "integer",
+    "started_at": "timestamptz",
+    "node": "text",
+}
+_ROW_TYPES = {
+    "position": "bigint",
+    "task_id": "uuid",
+    "attempt": "integer",
+    "enqueued_at": "timestamptz",
+    "ready_at": "timestamptz",
+    "started_at": "timestamptz",
+    "finished_at": "timestamptz",
+    "queue_wait_s": "double precision",
+    "run_s": "double precision",
+    "exit_code": "bigint",
+    "http_status": "integer",
+    "args_bytes": "bigint",
+    "result_bytes": "bigint",
+    "dependencies": "integer",
+    "dag_depth": "integer",
+}
 
-    Writes go to the tables at once (in the runner's transaction); reads hit the cache, or
-    the tables after a restart. ``forget`` empties the cache whenever events may have been
-    applied elsewhere or a batch was rolled back.
+
+def _unnest(types: list[str]) -> sql.Composable:
+    """``unnest(%s::type[], ...)``: one array parameter per column."""
+    return sql.SQL("unnest({})").format(
+        sql.SQL(", ").join(sql.SQL("%s::" + t + "[]") for t in types)
+    )
+
+
+class TableFoldState:
+    """``FoldState`` in the projection's tables, read through a bounded cache, written
+    behind.
+
+    ``load`` reads what a batch of events will need in two queries; reads then hit the
+    cache (or, for anything not loaded, the tables). Changes are kept until ``flush``
+    writes them in the runner's transaction, with few statements: every changed task's
+    facts in one upsert, the dropped ones in one delete, new depths in one insert.
+    ``forget`` empties the cache (and drops unwritten changes) whenever events may have
+    been applied elsewhere or a batch was rolled back.
     """
 
     CACHE_LIMIT = 50_000
@@ -572,6 +619,8 @@ class TableFoldState:
         self.cursor: Cursor | None = None
         self._facts: dict[UUID, TaskFacts | None] = {}
         self._depths: dict[UUID, int] = {}
+        self._changed: dict[UUID, TaskFacts | None] = {}  # None: dropped
+        self._new_depths: dict[UUID, int] = {}
         tasks = sql.Identifier(schema, TASKS)
         depths = sql.Identifier(schema, DEPTHS)
         columns = sql.SQL(", ").join(map(sql.Identifier, FACT_FIELDS))
@@ -579,80 +628,108 @@ class TableFoldState:
             sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(f)) for f in FACT_FIELDS[1:]
         )
         self._sql_select = _compose(
-            sql.SQL("SELECT task_id, {} FROM {} WHERE task_id = %s").format(columns, tasks)
+            sql.SQL("SELECT task_id, {} FROM {} WHERE task_id = ANY(%s)").format(columns, tasks)
         )
         self._sql_upsert = _compose(
             sql.SQL(
-                "INSERT INTO {} (task_id, {}) VALUES (%s, {}) "
+                "INSERT INTO {} (task_id, {}) SELECT * FROM {} "
                 "ON CONFLICT (task_id) DO UPDATE SET {}"
             ).format(
-                tasks, columns, sql.SQL(", ").join(sql.Placeholder() * len(FACT_FIELDS)), updates
+                tasks, columns, _unnest(["uuid"] + [_FACT_TYPES[f] for f in FACT_FIELDS]), updates
             )
         )
-        self._sql_delete = _compose(sql.SQL("DELETE FROM {} WHERE task_id = %s").format(tasks))
+        self._sql_delete = _compose(sql.SQL("DELETE FROM {} WHERE task_id = ANY(%s)").format(tasks))
         self._sql_select_depths = _compose(
             sql.SQL("SELECT task_id, depth FROM {} WHERE task_id = ANY(%s)").format(depths)
         )
-        self._sql_insert_depth = _compose(
-            sql.SQL("INSERT INTO {} (task_id, depth) VALUES (%s, %s)").format(depths)
+        self._sql_insert_depths = _compose(
+            sql.SQL("INSERT INTO {} (task_id, depth) SELECT * FROM {}").format(
+                depths, _unnest(["uuid", "integer"])
+            )
         )
 
     def forget(self) -> None:
         self._facts.clear()
         self._depths.clear()
-
-    def _trim(self) -> None:
-        if len(self._facts) > self.CACHE_LIMIT or len(self._depths) > self.CACHE_LIMIT:
-            self.forget()
+        self._changed.clear()
+        self._new_depths.clear()
 
     def _cur(self) -> Cursor:
         assert self.cursor is not None, "TableFoldState used outside a batch"
         return self.cursor
 
-    def get(self, task_id: UUID) -> TaskFacts | None:
-        if task_id in self._facts:
-            return self._facts[task_id]
-        cursor = self._cur()
-        cursor.execute(self._sql_select, (task_id,))
-        row = cursor.fetchone()
-        facts = None if row is None else TaskFacts(**{f: _in_utc(row[f]) for f in FACT_FIELDS})
-        self._trim()
-        self._facts[task_id] = facts
-        return facts
+    def load(self, task_ids: Iterable[UUID], dependency_ids: Iterable[UUID]) -> None:
+        """Read the facts of ``task_ids`` and the depths of ``dependency_ids`` that the
+        cache lacks, one query each."""
+        missing = [t for t in set(task_ids) if t not in self._facts]
+        if missing:
+            cursor = self._cur()
+            cursor.execute(self._sql_select, (missing,))
+            for row in cursor.fetchall():
+                self._facts[row["task_id"]] = TaskFacts(**{f: _in_utc(row[f]) for f in FACT_FIELDS})
+            for task_id in missing:
+                self._facts.setdefault(task_id, None)
+        self._load_depths(set(dependency_ids))
 
-    def put(self, task_id: UUID, facts: TaskFacts) -> None:
-        self._trim()
-        self._facts[task_id] = facts
-        values = tuple(getattr(facts, f) for f in FACT_FIELDS)
-        self._cur().execute(self._sql_upsert, (task_id, *values))
-
-    def drop(self, task_id: UUID) -> None:
-        self._facts[task_id] = None
-        self._cur().execute(self._sql_delete, (task_id,))
-
-    def max_depth(self, task_ids: Sequence[UUID]) -> int:
+    def _load_depths(self, task_ids: Iterable[UUID]) -> None:
         missing = [t for t in task_ids if t not in self._depths]
         if missing:
             cursor = self._cur()
             cursor.execute(self._sql_select_depths, (missing,))
             found = {row["task_id"]: row["depth"] for row in cursor.fetchall()}
-            self._trim()
             for task_id in missing:
                 self._depths[task_id] = found.get(task_id, 0)
+
+    def get(self, task_id: UUID) -> TaskFacts | None:
+        if task_id not in self._facts:
+            self.load([task_id], [])
+        return self._facts[task_id]
+
+    def put(self, task_id: UUID, facts: TaskFacts) -> None:
+        self._facts[task_id] = self._changed[task_id] = facts
+
+    def drop(self, task_id: UUID) -> None:
+        self._facts[task_id] = self._changed[task_id] = None
+
+    def max_depth(self, task_ids: Sequence[UUID]) -> int:
+        self._load_depths(task_ids)
         return max((self._depths[t] for t in task_ids), default=0)
 
     def set_depth(self, task_id: UUID, depth: int) -> None:
-        self._trim()
-        self._depths[task_id] = depth
-        self._cur().execute(self._sql_insert_depth, (task_id, depth))
+        self._depths[task_id] = self._new_depths[task_id] = depth
 
     def note_root(self, task_id: UUID) -> None:
         """A task enqueued with no dependency: depth 0, known without a look-up."""
         self._depths[task_id] = 0
 
+    def flush(self) -> None:
+        """Write the changes kept since the last flush; then trim the cache."""
+        cursor = self._cur()
+        changed = [(t, f) for t, f in self._changed.items() if f is not None]
+        if changed:
+            arrays = [[t for t, _ in changed]]
+            arrays += [[getattr(f, name) for _, f in changed] for name in FACT_FIELDS]
+            cursor.execute(self._sql_upsert, arrays)
+        dropped = [t for t, f in self._changed.items() if f is None]
+        if dropped:
+            cursor.execute(self._sql_delete, (dropped,))
+        if self._new_depths:
+            cursor.execute(
+                self._sql_insert_depths, (list(self._new_depths), list(self._new_depths.values()))
+            )
+        self._changed.clear()
+        self._new_depths.clear()
+        if len(self._facts) > self.CACHE_LIMIT or len(self._depths) > self.CACHE_LIMIT:
+            self.forget()
+
 
 class DatasetProjection:
-    """The learning dataset in ``attempt_dataset``: the fold's rows, exactly once."""
+    """The learning dataset in ``attempt_dataset``: the fold's rows, exactly once.
+
+    A batch of events is folded in memory over what it needs of the tables (read in two
+    queries), then written with a few statements: the rows in one insert, the per-task
+    facts and depths as ``TableFoldState.flush`` writes them.
+    """
 
     name = "dataset"
     tables = (ROWS, TASKS, DEPTHS)
@@ -663,11 +740,11 @@ class DatasetProjection:
         self.state = TableFoldState(schema)
         self.fold = AttemptFold(self.state)
         self._last_position = 0
-        self._sql_insert_row = _compose(
-            sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+        self._sql_insert_rows = _compose(
+            sql.SQL("INSERT INTO {} ({}) SELECT * FROM {}").format(
                 self.rows,
                 sql.SQL(", ").join(map(sql.Identifier, COLUMNS)),
-                sql.SQL(", ").join(sql.Placeholder() * len(COLUMNS)),
+                _unnest([_ROW_TYPES.get(c, "text") for c in COLUMNS]),
             )
         )
 
@@ -684,18 +761,40 @@ class DatasetProjection:
         )
 
     def apply(self, cursor: Cursor, event: Event, position: int) -> list[Any]:
-        if position <= self._last_position:
-            self.forget()  # a batch is applied again (rolled back, or a rebuild): reload
-        self._last_position = position
-        facts = event_facts(event, position)
-        if facts is None:
+        return self.apply_batch(cursor, [(event, position)])
+
+    def apply_batch(self, cursor: Cursor, events: Iterable[tuple[Event, int]]) -> list[Any]:
+        """Apply ``(event, position)`` pairs in log order, with few statements."""
+        batch = list(events)
+        if not batch:
             return []
-        self.state.cursor = cursor
-        if facts.name == "TaskEnqueued" and not facts.depends_on:
-            self.state.note_root(facts.task_id)
-        row = self.fold.apply(facts)
-        if row is not None:
-            cursor.execute(self._sql_insert_row, row)
+        if batch[0][1] <= self._last_position:
+            self.forget()  # a batch is applied again (rolled back, or a rebuild): reload
+        self._last_position = batch[-1][1]
+        facts = [f for f in (event_facts(e, p) for e, p in batch) if f is not None]
+        if not facts:
+            return []
+        state = self.state
+        state.cursor = cursor
+        enqueued = [f for f in facts if f.name == "TaskEnqueued"]
+        new = {f.task_id for f in enqueued}
+        state.load(
+            (f.task_id for f in facts if f.task_id not in new),
+            (d for f in enqueued for d in f.depends_on or () if d not in new),
+        )
+        apply = self.fold.apply
+        rows = []
+        for event in facts:
+            if event.name == "TaskEnqueued" and not event.depends_on:
+                state.note_root(event.task_id)
+            row = apply(event)
+            if row is not None:
+                rows.append(row)
+        state.flush()
+        if rows:
+            cursor.execute(
+                self._sql_insert_rows, [list(column) for column in zip(*rows, strict=True)]
+            )
         return []
 
 

@@ -20,7 +20,9 @@ from domain.task import Task
 from domain.timeouts import TimeoutKind
 from projections.dataset import (
     COLUMNS,
+    DEPTHS,
     ROWS,
+    TASKS,
     AttemptFold,
     AttemptRow,
     DatasetProjection,
@@ -311,6 +313,62 @@ def test_the_projection_holds_the_rows_a_replay_of_the_log_gives(runtime: Runtim
     assert rows == replayed_rows(runtime)
     assert runner.rebuild() == runtime.store.head_position()
     assert table_rows(runtime) == rows
+
+
+class CountingCursor:
+    """A real cursor that counts the statements sent through it."""
+
+    def __init__(self, cursor: Any) -> None:
+        self.cursor = cursor
+        self.statements = 0
+
+    def execute(self, *args: Any, **kwargs: Any) -> Any:
+        self.statements += 1
+        return self.cursor.execute(*args, **kwargs)
+
+    def fetchall(self) -> Any:
+        return self.cursor.fetchall()
+
+
+def test_a_batch_is_written_in_a_few_statements_whatever_its_size(runtime: Runtime) -> None:
+    ledger = runtime.ledger
+    first = ledger.enqueue_graph([TaskRequest("echo", ref=f"t{n}") for n in range(30)])
+    second = ledger.enqueue_graph(
+        [TaskRequest("echo", ref="after", depends_on=tuple(str(t.id) for t in first[:3]))]
+    )
+    for task in first[:20]:
+        succeed(runtime.store, task.id)
+    fail_then_retry_at_once(runtime, first[20].id)  # its facts stay, attempt 2 to come
+    runtime.catch_up()
+    events = [(r.event, r.position) for r in runtime.store.read(0, 10_000)]
+
+    schema = runtime.settings.schema
+    projection = DatasetProjection(schema)
+    with runtime.store.transaction() as cursor:
+        projection.create(cursor)
+        for table in (ROWS, TASKS, DEPTHS):  # empty, as for a rebuild
+            cursor.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(schema, table)))
+        counting = CountingCursor(cursor)
+        assert projection.apply_batch(counting, events) == []
+    # Loads (2), facts upserted and deleted, depths inserted, rows inserted.
+    assert counting.statements <= 6
+    assert table_rows(runtime) == replayed_rows(runtime)
+    fold = AttemptFold()
+    for event, position in events:
+        fold.apply_event(event, position)
+    with runtime.store.transaction() as cursor:
+        kept = cursor.execute(
+            sql.SQL("SELECT task_id, attempt FROM {}").format(sql.Identifier(schema, TASKS))
+        ).fetchall()
+        depths = cursor.execute(
+            sql.SQL("SELECT task_id, depth FROM {}").format(sql.Identifier(schema, DEPTHS))
+        ).fetchall()
+    memory = fold.state
+    assert {r["task_id"]: r["attempt"] for r in kept} == {
+        task_id: facts.attempt
+        for task_id, facts in memory.facts.items()  # type: ignore[attr-defined]
+    }
+    assert {r["task_id"]: r["depth"] for r in depths} == {second[0].id: 1}
 
 
 def test_another_runner_continues_from_the_tables_where_the_first_stopped(
