@@ -105,15 +105,21 @@ class WorkerNode:
             asyncio.create_task(self._cron(stop), name="cron"),
             asyncio.create_task(self._learn(stop), name="learn-hooks"),
         ]
+        child = None
         if self.projections and self.projection_process:
-            child = ProjectionProcess(self.runtime)
-            helpers.append(asyncio.create_task(child.run(stop), name="projection-process"))
+            child = asyncio.create_task(
+                ProjectionProcess(self.runtime).run(stop), name="projection-process"
+            )
         try:
             await self.worker.run(stop)
         finally:
             for helper in helpers:
                 helper.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
+            if child is not None:  # it stops its process on stop (or when cancelled)
+                if not stop.is_set():
+                    child.cancel()
+                await asyncio.gather(child, return_exceptions=True)
             runner_stop.set()
             for thread in threads:
                 thread.join(timeout=5)

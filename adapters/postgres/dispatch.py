@@ -7,6 +7,10 @@ the events, so a task is claimable as soon as it is ready) taken ``FOR UPDATE SK
 version (optimistic concurrency: two nodes never start the same attempt), and a
 ``running_attempts`` row per attempt — all committed together.
 
+A worker round records the outcomes of the attempts that ended since its last round in that
+same transaction (``claim(..., outcomes)``): one lock of the events table and one commit per
+round. The dependents those successes free are unblocked in it too (``inline_unblock.py``).
+
 The reads of a claim go in one round trip (pipeline mode): the queue locks, then the
 budgets and the candidates with their stored events, each a statement that starts after
 the locks are held, so it sees every claim committed before it.
@@ -28,6 +32,7 @@ from eventsourcing.persistence import IntegrityError
 from psycopg import sql
 
 from adapters.postgres.event_store import EventStore
+from adapters.postgres.inline_unblock import InlineUnblock
 from adapters.postgres.recorder import Statement
 from adapters.postgres.running import RunningTables, StartedAttempt
 from domain.execution import AttemptOutcome, ClaimedAttempt
@@ -60,6 +65,7 @@ class PostgresDispatch:
         self.clock = clock
         self.jitter = jitter
         self.tables = RunningTables(store.schema)
+        self.unblock = InlineUnblock(store)
         self.queue_table = store.dispatch_queue.table
         # Tasks as this process started them: completing them needs no reload unless
         # something else wrote to them meanwhile (then the save conflicts and we reload).
@@ -147,7 +153,10 @@ class PostgresDispatch:
                 inline.append(self._running_rows(started, worker))
             if not ended and not started:
                 return []
-            self.store.append_in(cur, [*ended, *(task for task, _ in started)], inline)
+            succeeded = [task.id for task in ended if task.state is TaskState.SUCCEEDED]
+            unblocked = self.unblock.unblocked_by(cur, succeeded, self.clock())
+            tasks = [*ended, *unblocked, *(task for task, _ in started)]
+            self.store.append_in(cur, tasks, inline)
         with self._started_lock:
             self._started.update((task.id, task) for task, _ in started)
         return [_claimed(task, attempt) for task, attempt in started]

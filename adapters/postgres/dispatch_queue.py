@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS {table} (
     priority integer NOT NULL,
     state text NOT NULL,
     run_at timestamptz,
+    depends_on uuid[],
     seq bigint GENERATED ALWAYS AS IDENTITY
 );
 CREATE INDEX IF NOT EXISTS dispatch_queue_claim_idx ON {table} (queue, priority DESC, seq)
@@ -50,13 +51,17 @@ CREATE INDEX IF NOT EXISTS dispatch_queue_lane_idx ON {table} (lane, seq)
     WHERE lane IS NOT NULL AND state IN ('ready', 'scheduled');
 CREATE INDEX IF NOT EXISTS dispatch_queue_due_idx ON {table} (run_at)
     WHERE state = 'scheduled';
+CREATE INDEX IF NOT EXISTS dispatch_queue_blocked_idx ON {table} USING gin (depends_on)
+    WHERE state = 'blocked';
 """
 
 _FILL_FROM_READINESS = """
-INSERT INTO {table} (task_id, queue, lane, priority, state, run_at)
+INSERT INTO {table} (task_id, queue, lane, priority, state, run_at, depends_on)
 SELECT task_id, queue, lane, priority, state,
-       CASE WHEN state = 'scheduled' THEN run_at END
-FROM {nodes} WHERE state IN ('blocked', 'scheduled', 'ready', 'running')
+       CASE WHEN state = 'scheduled' THEN run_at END,
+       CASE WHEN state = 'blocked' THEN
+           ARRAY(SELECT e.parent FROM {edges} AS e WHERE e.child = n.task_id) END
+FROM {nodes} AS n WHERE state IN ('blocked', 'scheduled', 'ready', 'running')
 ORDER BY enqueued_position
 ON CONFLICT (task_id) DO NOTHING
 """
@@ -67,14 +72,15 @@ _SYNC = """
 WITH ended AS (
     DELETE FROM {table} WHERE task_id = ANY(string_to_array(%s, ',')::uuid[])
 )
-INSERT INTO {table} (task_id, queue, lane, priority, state, run_at)
-SELECT task_id, queue, lane, priority, state, run_at
+INSERT INTO {table} (task_id, queue, lane, priority, state, run_at, depends_on)
+SELECT task_id, queue, lane, priority, state, run_at, depends_on
 FROM json_to_recordset(%s::json) AS r(
-    task_id uuid, queue text, lane text, priority integer, state text, run_at timestamptz
+    task_id uuid, queue text, lane text, priority integer, state text, run_at timestamptz,
+    depends_on uuid[]
 )
 ON CONFLICT (task_id) DO UPDATE SET
     queue = excluded.queue, lane = excluded.lane, priority = excluded.priority,
-    state = excluded.state, run_at = excluded.run_at
+    state = excluded.state, run_at = excluded.run_at, depends_on = excluded.depends_on
 """
 
 
@@ -89,9 +95,13 @@ class DispatchQueue:
     def create_statement(self) -> sql.Composable:
         return sql.SQL(_CREATE).format(table=self.table)
 
-    def fill_from_readiness(self, readiness_nodes: sql.Identifier) -> sql.Composable:
+    def fill_from_readiness(
+        self, readiness_nodes: sql.Identifier, readiness_edges: sql.Identifier
+    ) -> sql.Composable:
         """Rows for the live tasks of an existing readiness graph (a schema upgrade)."""
-        return sql.SQL(_FILL_FROM_READINESS).format(table=self.table, nodes=readiness_nodes)
+        return sql.SQL(_FILL_FROM_READINESS).format(
+            table=self.table, nodes=readiness_nodes, edges=readiness_edges
+        )
 
     def statements_for(self, aggregates: Iterable[Any]) -> list[Statement]:
         """What keeps the queue in step with the pending events of ``aggregates`` (tasks
@@ -111,6 +121,9 @@ class DispatchQueue:
                 "priority": task.priority,
                 "state": task.state.value,
                 "run_at": _iso(task.run_at) if task.state is TaskState.SCHEDULED else None,
+                "depends_on": (
+                    [str(d) for d in task.depends_on] if task.state is TaskState.BLOCKED else None
+                ),
             }
             for task in live
         ]

@@ -17,6 +17,7 @@ from adapters.postgres.event_store import EventStore
 from adapters.postgres.projection_runner import POSITIONS_TABLE
 from adapters.postgres.running import RunningTables
 from projections.base import Projection
+from projections.readiness import EDGES as READINESS_EDGES
 from projections.readiness import NODES as READINESS_NODES
 
 
@@ -54,4 +55,8 @@ def _create_dispatch_queue(cursor: psycopg.Cursor[Any], schema: str) -> None:
     queue = DispatchQueue(schema)
     cursor.execute(queue.create_statement())
     if existing is not None and not existing[0]:
-        cursor.execute(queue.fill_from_readiness(sql.Identifier(schema, READINESS_NODES)))
+        cursor.execute(
+            queue.fill_from_readiness(
+                sql.Identifier(schema, READINESS_NODES), sql.Identifier(schema, READINESS_EDGES)
+            )
+        )

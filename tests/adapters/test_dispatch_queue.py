@@ -104,3 +104,45 @@ def test_a_schema_without_the_table_gets_it_filled_from_the_readiness_graph(
     create_schema(database_url, runtime.settings.schema, all_projections(runtime.settings.schema))
     assert list(queue_rows(runtime)) == [first.id, second.id]
     assert [c.task_id for c in dispatch.claim(["default"], 10, "w1")] == [first.id, second.id]
+
+
+def test_a_success_unblocks_its_dependents_in_its_own_transaction(runtime: Runtime) -> None:
+    a, b, c, d = runtime.ledger.enqueue_graph(
+        [
+            TaskRequest("echo", ref="a"),
+            TaskRequest("echo", ref="b"),
+            TaskRequest("echo", ref="c", depends_on=("a",)),
+            TaskRequest("echo", ref="d", depends_on=("a", "b")),
+        ]
+    )
+    dispatch = dispatch_of(runtime)
+    assert {t.task_id for t in dispatch.claim(["default"], 10, "w1")} == {a.id, b.id}
+    # No projection runs here: c is unblocked by the round that records a's success, d
+    # (still waiting on b) stays blocked until b's success is recorded too.
+    done_a = [AttemptOutcome(a.id, 1, Success({}))]
+    assert dispatch.claim(["default"], 10, "w1", outcomes=done_a) == []
+    assert runtime.store.load(c.id).state.value == "ready"
+    assert runtime.store.load(d.id).state.value == "blocked"
+    claimed = dispatch.claim(["default"], 10, "w1", outcomes=[AttemptOutcome(b.id, 1, Success({}))])
+    assert [t.task_id for t in claimed] == [c.id]  # claimed in the round after its unblock
+    assert runtime.store.load(d.id).state.value == "ready"
+    runtime.catch_up()  # the cascade finds nothing left to do: no second TaskUnblocked
+    for task in (c, d):
+        names = [type(e.event).__name__ for e in runtime.store.history(task.id)]
+        assert names.count("TaskUnblocked") == 1
+
+
+def test_a_failure_leaves_the_dependents_to_the_cascade_which_skips_them(
+    runtime: Runtime,
+) -> None:
+    a, b = runtime.ledger.enqueue_graph(
+        [TaskRequest("echo", ref="a"), TaskRequest("echo", ref="b", depends_on=("a",))]
+    )
+    dispatch = dispatch_of(runtime)
+    dispatch.claim(["default"], 10, "w1")
+    failed = [AttemptOutcome(a.id, 1, Failure("Boom", "no", retryable=False))]
+    dispatch.claim(["default"], 10, "w1", outcomes=failed)
+    assert runtime.store.load(b.id).state.value == "blocked"
+    runtime.catch_up()
+    assert runtime.store.load(b.id).state.value == "skipped"
+    assert queue_rows(runtime) == {}

@@ -1,0 +1,97 @@
+"""Unblocking dependents in the transaction that records their last dependency's success.
+
+When a worker records ``TaskSucceeded`` for some tasks, the blocked tasks waiting on them
+are found in the dispatch queue (``depends_on`` of its blocked rows, a GIN index); those
+whose every dependency has now succeeded get their ``TaskUnblocked`` appended in the same
+transaction, so a dependent is claimable the moment its dependency's success commits: a
+chain hop costs one worker round, not a round trip through the readiness projection.
+
+The readiness graph's dependency cascade stays the rule that always applies: it skips the
+dependents of a task that ended otherwise, and it unblocks what this could not see (a
+dependent whose enqueue committed while the success was being recorded). It acts only on
+tasks still at the version it saw, so a task unblocked here is never unblocked twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg import sql
+
+from adapters.postgres.event_store import EventStore
+from domain.task import Task, TaskState, event_name
+
+
+class InlineUnblock:
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+        queue = store.dispatch_queue.table
+        self._sql_dependents = (
+            sql.SQL(
+                "SELECT task_id, depends_on FROM {} WHERE state = 'blocked' "
+                "AND depends_on && string_to_array(%s, ',')::uuid[]"
+            )
+            .format(queue)
+            .as_string(None)
+        )
+        self._sql_last_events = (
+            sql.SQL(
+                "SELECT DISTINCT ON (originator_id) originator_id, topic FROM {} "
+                "WHERE originator_id = ANY(string_to_array(%s, ',')::uuid[]) "
+                "ORDER BY originator_id, originator_version DESC"
+            )
+            .format(store.table)
+            .as_string(None)
+        )
+        self._sql_events = (
+            sql.SQL(
+                "SELECT originator_id, originator_version, topic, state FROM {} "
+                "WHERE originator_id = ANY(string_to_array(%s, ',')::uuid[]) "
+                "ORDER BY originator_id, originator_version"
+            )
+            .format(store.table)
+            .as_string(None)
+        )
+
+    def unblocked_by(
+        self, cur: psycopg.Cursor[Any], succeeded: Sequence[UUID], now: datetime
+    ) -> list[Task]:
+        """The blocked dependents of ``succeeded`` (tasks whose success is being recorded
+        in ``cur``'s transaction) that are now free to run, with ``TaskUnblocked`` pending."""
+        if not succeeded:
+            return []
+        rows = cur.execute(self._sql_dependents, (_ids(succeeded),)).fetchall()
+        if not rows:
+            return []
+        now_done = set(succeeded)
+        others = {d for row in rows for d in row["depends_on"]} - now_done
+        done = now_done | self._already_succeeded(cur, others)
+        free = sorted(row["task_id"] for row in rows if set(row["depends_on"]) <= done)
+        if not free:
+            return []
+        cur.execute(self._sql_events, (_ids(free),))
+        tasks = self.store.fold(cur.fetchall())
+        unblocked = []
+        for task in tasks.values():
+            if task.state is TaskState.BLOCKED:
+                task.unblock(now)
+                unblocked.append(task)
+        return unblocked
+
+    def _already_succeeded(self, cur: psycopg.Cursor[Any], task_ids: set[UUID]) -> set[UUID]:
+        if not task_ids:
+            return set()
+        cur.execute(self._sql_last_events, (_ids(task_ids),))
+        return {
+            row["originator_id"]
+            for row in cur.fetchall()
+            if event_name(row["topic"]) == "TaskSucceeded"
+        }
+
+
+def _ids(task_ids: Sequence[UUID] | set[UUID]) -> str:
+    return ",".join(str(task_id) for task_id in task_ids)
