@@ -157,6 +157,17 @@ class PostgresDispatch:
             unblocked = self.unblock.unblocked_by(cur, succeeded, self.clock())
             tasks = [*ended, *unblocked, *(task for task, _ in started)]
             self.store.append_in(cur, tasks, inline)
+            if unblocked and len(started) < limit:
+                # Start what was just unblocked in this transaction too (it sees its own
+                # writes; the queue locks are held since the first read): a chain hop
+                # costs one round. The events table stays locked meanwhile, only in
+                # rounds that unblock something.
+                more = self._start_due(cur, queues, limit - len(started), worker)
+                if more:
+                    self.store.append_in(
+                        cur, [task for task, _ in more], [self._running_rows(more, worker)]
+                    )
+                    started += more
         with self._started_lock:
             self._started.update((task.id, task) for task, _ in started)
         return [_claimed(task, attempt) for task, attempt in started]

@@ -117,15 +117,15 @@ def test_a_success_unblocks_its_dependents_in_its_own_transaction(runtime: Runti
     )
     dispatch = dispatch_of(runtime)
     assert {t.task_id for t in dispatch.claim(["default"], 10, "w1")} == {a.id, b.id}
-    # No projection runs here: c is unblocked by the round that records a's success, d
-    # (still waiting on b) stays blocked until b's success is recorded too.
+    # No projection runs here: the round that records a's success unblocks c and starts
+    # it; d (still waiting on b) stays blocked until b's success is recorded too.
     done_a = [AttemptOutcome(a.id, 1, Success({}))]
-    assert dispatch.claim(["default"], 10, "w1", outcomes=done_a) == []
-    assert runtime.store.load(c.id).state.value == "ready"
+    assert [t.task_id for t in dispatch.claim(["default"], 10, "w1", outcomes=done_a)] == [c.id]
+    assert runtime.store.load(c.id).state.value == "running"
     assert runtime.store.load(d.id).state.value == "blocked"
-    claimed = dispatch.claim(["default"], 10, "w1", outcomes=[AttemptOutcome(b.id, 1, Success({}))])
-    assert [t.task_id for t in claimed] == [c.id]  # claimed in the round after its unblock
-    assert runtime.store.load(d.id).state.value == "ready"
+    done_b = [AttemptOutcome(b.id, 1, Success({}))]
+    assert [t.task_id for t in dispatch.claim(["default"], 10, "w1", outcomes=done_b)] == [d.id]
+    assert queue_rows(runtime)[d.id]["state"] == "running"
     runtime.catch_up()  # the cascade finds nothing left to do: no second TaskUnblocked
     for task in (c, d):
         names = [type(e.event).__name__ for e in runtime.store.history(task.id)]
@@ -146,3 +146,15 @@ def test_a_failure_leaves_the_dependents_to_the_cascade_which_skips_them(
     runtime.catch_up()
     assert runtime.store.load(b.id).state.value == "skipped"
     assert queue_rows(runtime) == {}
+
+
+def test_a_round_with_no_free_slot_unblocks_but_does_not_start(runtime: Runtime) -> None:
+    a, b = runtime.ledger.enqueue_graph(
+        [TaskRequest("echo", ref="a"), TaskRequest("echo", ref="b", depends_on=("a",))]
+    )
+    dispatch = dispatch_of(runtime)
+    dispatch.claim(["default"], 1, "w1")
+    done = [AttemptOutcome(a.id, 1, Success({}))]
+    assert dispatch.claim(["default"], 0, "w1", outcomes=done) == []
+    assert runtime.store.load(b.id).state.value == "ready"
+    assert queue_rows(runtime)[b.id]["state"] == "ready"
