@@ -112,7 +112,11 @@ class Worker:
                     continue
                 has_room = len(self.running) < self.settings.concurrency
                 if claimed and has_room:
-                    continue  # there may be more due work: claim again at once
+                    # There may be more due work: claim again at once, after letting the
+                    # attempts just started take their first step (one that ends at once
+                    # then has its outcome recorded by that next round).
+                    await asyncio.sleep(0)
+                    continue
                 await self._sleep(stop, idle=has_room and claimed == 0)
                 await self._let_slots_gather()
         finally:
@@ -140,6 +144,9 @@ class Worker:
 
     async def _sleep(self, stop: asyncio.Event, idle: bool) -> None:
         """Wait for a wake-up; when idle, also for the next scheduled task to come due."""
+        if self.wake.is_set():  # woken while claiming (an attempt ended, new work)
+            self.wake.clear()
+            return
         timeout = self.settings.poll_interval
         if idle:
             try:
