@@ -146,15 +146,18 @@ class PostgresDispatch:
         ended = self._record_outcomes(outcomes, self._take_started(outcomes)) if outcomes else []
         inline = [self.tables.attempts_ended([task.id for task in ended])] if ended else []
         started: list[tuple[Task, int]] = []
+        succeeded = [task.id for task in ended if task.state is TaskState.SUCCEEDED]
         with self.store.transaction() as cur:
-            if limit > 0:
-                started = self._start_due(cur, queues, limit, worker)
+            # One round trip for the dependents' look-up and the claim's reads.
+            with cur.connection.pipeline():
+                dependents = self.unblock.look_up(cur.connection, succeeded)
+                if limit > 0:
+                    started = self._start_due(cur, queues, limit, worker)
             if started:
                 inline.append(self._running_rows(started, worker))
+            unblocked = self.unblock.unblocked_by(cur, dependents, succeeded, self.clock())
             if not ended and not started:
                 return []
-            succeeded = [task.id for task in ended if task.state is TaskState.SUCCEEDED]
-            unblocked = self.unblock.unblocked_by(cur, succeeded, self.clock())
             tasks = [*ended, *unblocked, *(task for task, _ in started)]
             self.store.append_in(cur, tasks, inline)
             if unblocked and len(started) < limit:

@@ -57,14 +57,26 @@ class InlineUnblock:
             .as_string(None)
         )
 
-    def unblocked_by(
-        self, cur: psycopg.Cursor[Any], succeeded: Sequence[UUID], now: datetime
-    ) -> list[Task]:
-        """The blocked dependents of ``succeeded`` (tasks whose success is being recorded
-        in ``cur``'s transaction) that are now free to run, with ``TaskUnblocked`` pending."""
+    def look_up(
+        self, conn: psycopg.Connection[Any], succeeded: Sequence[UUID]
+    ) -> psycopg.Cursor[Any] | None:
+        """Send the query for the blocked dependents of ``succeeded`` (tasks whose success
+        is being recorded in ``conn``'s transaction); in pipeline mode it rides along with
+        the claim's reads. None when nothing succeeded."""
         if not succeeded:
-            return []
-        rows = cur.execute(self._sql_dependents, (_ids(succeeded),)).fetchall()
+            return None
+        return conn.cursor().execute(self._sql_dependents, (_ids(succeeded),))
+
+    def unblocked_by(
+        self,
+        cur: psycopg.Cursor[Any],
+        dependents: psycopg.Cursor[Any] | None,
+        succeeded: Sequence[UUID],
+        now: datetime,
+    ) -> list[Task]:
+        """Of the dependents ``look_up`` found, those now free to run, with
+        ``TaskUnblocked`` pending."""
+        rows = dependents.fetchall() if dependents is not None else []
         if not rows:
             return []
         now_done = set(succeeded)

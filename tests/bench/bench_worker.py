@@ -61,7 +61,7 @@ async def run_node(
     started = time.perf_counter()
     try:
         while not await asyncio.to_thread(until):
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.05)
         done = time.perf_counter() - started
         while await asyncio.to_thread(unprojected, runtime):
             await asyncio.sleep(0.05)
