@@ -6,11 +6,14 @@ fails once and is retried), then measures in the same run:
 
 - the raw read rate: plain psycopg, ``SELECT * FROM <schema>.ledger_events ORDER BY
   notification_id`` through a server-side cursor (5,000 rows per fetch), rows counted only;
-- the replay rate: ``Replay.write_file`` to a JSONL file in a temporary directory, in a
-  child process so that its peak RSS (``ru_maxrss``) is the replay's own.
+- the replay rate: ``Replay.write_file`` to a JSONL file (or ``--format csv`` /
+  ``parquet``) in a temporary directory, in a child process so that its peak RSS is the
+  replay's own (``VmHWM`` of ``/proc/self/status``: ``ru_maxrss`` would count the parent's
+  peak too, which a child started by fork or vfork inherits on Linux).
 
     python -m tests.bench.bench_replay                 # 200,000 events
     python -m tests.bench.bench_replay --events 1000000
+    python -m tests.bench.bench_replay --format parquet
 """
 
 from __future__ import annotations
@@ -79,10 +82,10 @@ def raw_read(database_url: str, schema: str) -> tuple[int, float]:
         return rows, time.perf_counter() - started
 
 
-def replay_in_child(out: Path) -> dict[str, float]:
+def replay_in_child(out: Path, fmt: str) -> dict[str, float]:
     """Run ``--child`` in a fresh process (same database and schema, from the environment)."""
     completed = subprocess.run(
-        [sys.executable, "-m", "tests.bench.bench_replay", "--child", str(out)],
+        [sys.executable, "-m", "tests.bench.bench_replay", "--child", str(out), "--format", fmt],
         check=True,
         capture_output=True,
         text=True,
@@ -91,7 +94,7 @@ def replay_in_child(out: Path) -> dict[str, float]:
     return json.loads(completed.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-def child(out: Path) -> None:
+def child(out: Path, fmt: str) -> None:
     from adapters.dataset.replay import Replay
     from adapters.runtime import open_runtime
 
@@ -99,11 +102,11 @@ def child(out: Path) -> None:
     try:
         replay = Replay(runtime.store)
         started = time.perf_counter()
-        replay.write_file(out, "jsonl")
+        replay.write_file(out, fmt)
         seconds = time.perf_counter() - started
     finally:
         runtime.close()
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_kib = own_peak_kib()
     print(
         json.dumps(
             {
@@ -118,7 +121,17 @@ def child(out: Path) -> None:
     )
 
 
-def measure(events: int) -> None:
+def own_peak_kib() -> int:
+    """This process's peak resident set size in KiB since it started its program."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def measure(events: int, fmt: str) -> None:
     with fresh_runtime() as runtime:
         started = time.perf_counter()
         head = build_log(runtime, events)
@@ -126,20 +139,20 @@ def measure(events: int) -> None:
         print(f"built {head:,} events in {build_seconds:.0f} s", file=sys.stderr)
         url, schema = runtime.database_url, runtime.settings.schema
         with tempfile.TemporaryDirectory() as directory:
-            out = Path(directory) / "dataset.jsonl"
+            out = Path(directory) / f"dataset.{fmt}"
             raw_read(url, schema)  # warm the cache: both measures then read from memory
             raws, replays = [], []
             for _ in range(2):
                 rows, seconds = raw_read(url, schema)
                 raws.append(rows / seconds)
-                replays.append(replay_in_child(out))
+                replays.append(replay_in_child(out, fmt))
         raw_rate = max(raws)
         best = max(replays, key=lambda r: r["events"] / r["seconds"])
         replay_rate = best["events"] / best["seconds"]
         peak = max(r["peak_mb"] for r in replays)
         print(
             "| events | raw read events/s | replay events/s | replay / raw | replay peak RSS "
-            "| rows | JSONL size |"
+            f"| rows | {fmt} size |"
         )
         print("|---:|---:|---:|---:|---:|---:|---:|")
         print(
@@ -158,12 +171,13 @@ def measure(events: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--format", choices=("jsonl", "csv", "parquet"), default="jsonl")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.child is not None:
-        child(options.child)
+        child(options.child, options.format)
     else:
-        measure(options.events)
+        measure(options.events, options.format)
 
 
 if __name__ == "__main__":
