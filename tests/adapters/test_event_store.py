@@ -115,3 +115,26 @@ def test_a_dag_of_thousands_of_tasks_is_stored_in_one_transaction(runtime: Runti
     succeed(runtime.store, tasks[0].id)
     runtime.catch_up()
     assert runtime.store.load(tasks[-1].id).state is TaskState.READY
+
+
+@pytest.mark.parametrize("tasks", [1, 100, 300])  # both insert statements (<= 256 and above)
+def test_append_in_returns_each_events_position_in_the_order_saved(
+    runtime: Runtime, tasks: int
+) -> None:
+    planned = [TaskRequest("echo", {"i": i}) for i in range(tasks)]
+    saved = runtime.ledger.enqueue_graph(planned)
+    with runtime.store.transaction() as cur:
+        for task in saved:
+            task.cancel(by="test")
+        recorded = runtime.store.append_in(cur, saved)
+    positions = [r.position for r in recorded]
+    assert positions == sorted(positions)
+    assert [r.event.originator_id for r in recorded] == [t.id for t in saved]
+    stored = {
+        r.event.originator_id: r.position
+        for r in runtime.store.read(0, 10_000)
+        if type(r.event).__name__ == "TaskCancelled"
+    }
+    assert stored == {r.event.originator_id: r.position for r in recorded}
+    # The stored bytes decode back to the same events.
+    assert all(runtime.store.load(t.id).state.value == "cancelled" for t in saved[:5])
