@@ -105,10 +105,6 @@ class JsonLinesWriter:
         return None
 
 
-def _text(value: str | None) -> str:
-    return "null" if value is None else encode_basestring(value)  # type: ignore[no-any-return]
-
-
 def _json_line(row: AttemptRow) -> str:
     """``json.dumps(dict(zip(COLUMNS, row)), separators=(",", ":"), ensure_ascii=False)``
     spelled out for the known columns of a row in the text form (tests check the two
@@ -119,18 +115,19 @@ def _json_line(row: AttemptRow) -> str:
         error_class, timeout_kind, exit_code, http_status, args_bytes, result_bytes,
         dependencies, dag_depth,
     ) = row  # fmt: skip
-    ready = "null" if ready_at is None else '"' + ready_at + '"'
+    text = encode_basestring
     return (
         f'{{"position":{position},"task_id":"{task_id}","attempt":{attempt},'
-        f'"task_type":{encode_basestring(task_type)},"adapter":{encode_basestring(adapter)},'
-        f'"queue":{encode_basestring(queue)},"lane":{_text(lane)},'
-        f'"principal":{encode_basestring(principal)},"role":{encode_basestring(role)},'
-        f'"node":{encode_basestring(node)},"enqueued_at":"{enqueued_at}",'
-        f'"ready_at":{ready},'
+        f'"task_type":{text(task_type)},"adapter":{text(adapter)},"queue":{text(queue)},'
+        f'"lane":{"null" if lane is None else text(lane)},'
+        f'"principal":{text(principal)},"role":{text(role)},"node":{text(node)},'
+        f'"enqueued_at":"{enqueued_at}",'
+        f'"ready_at":{"null" if ready_at is None else text(ready_at)},'
         f'"started_at":"{started_at}","finished_at":"{finished_at}",'
         f'"queue_wait_s":{"null" if queue_wait_s is None else repr(queue_wait_s)},'
-        f'"run_s":{run_s!r},"outcome":"{outcome}","error_class":{_text(error_class)},'
-        f'"timeout_kind":{_text(timeout_kind)},'
+        f'"run_s":{run_s!r},"outcome":"{outcome}",'
+        f'"error_class":{"null" if error_class is None else text(error_class)},'
+        f'"timeout_kind":{"null" if timeout_kind is None else text(timeout_kind)},'
         f'"exit_code":{"null" if exit_code is None else exit_code},'
         f'"http_status":{"null" if http_status is None else http_status},'
         f'"args_bytes":{args_bytes},'

@@ -250,13 +250,20 @@ class _Literals(dict[str, str | None]):
         return value
 
 
-def _code(text: str) -> int | None:
-    """A ``details`` value's JSON text: a whole number of at most 18 digits, else None
-    (what ``projections.dataset.event_facts`` keeps)."""
-    digits = text[1:] if text[:1] == "-" else text
-    if digits.isdigit() and len(digits) <= 18:  # JSON numbers are ASCII
-        return int(text)
-    return None
+class _Codes(dict[str, int | None]):
+    """``details`` values' JSON text (an empty field: no such key) as what
+    ``projections.dataset.event_facts`` keeps: a whole number of at most 18 digits, else
+    None; remembered, as exit codes and statuses recur."""
+
+    LIMIT = 10_000
+
+    def __missing__(self, text: str) -> int | None:
+        digits = text[1:] if text[:1] == "-" else text
+        code = int(text) if digits.isdigit() and len(digits) <= 18 else None  # ASCII in JSON
+        if len(self) >= self.LIMIT:
+            self.clear()
+        self[text] = code
+        return code
 
 
 class PageFolder:
@@ -269,6 +276,7 @@ class PageFolder:
         self.events = 0  # task events folded
         self.stopped_at: int | None = None  # the last position folded, once the deadline hit
         self._literals = _Literals()
+        self._codes = _Codes()
 
     def rows(self, page: LogPage) -> list[AttemptRow]:
         """The rows the page's events finish, in log order."""
@@ -290,7 +298,7 @@ class PageFolder:
 
     def _fold_lines(self, text: str) -> list[AttemptRow]:
         """The page query's lines, each given to the fold's method for its kind."""
-        fold, deadline, literal = self.fold, self.deadline, self._literals
+        fold, deadline, literal, code = self.fold, self.deadline, self._literals, self._codes
         started, succeeded = fold.started, fold.succeeded
         rows: list[AttemptRow] = []
         row: AttemptRow | None
@@ -306,15 +314,7 @@ class PageFolder:
                 started(f[2], timestamp, int(f[4]), literal[f[5]])
                 continue
             if topic == SUCCEEDED:
-                exit_code, http_status = f[5], f[6]
-                row = succeeded(
-                    int(f[0]),
-                    f[2],
-                    timestamp,
-                    int(f[4]),
-                    _code(exit_code) if exit_code else None,
-                    _code(http_status) if http_status else None,
-                )
+                row = succeeded(int(f[0]), f[2], timestamp, int(f[4]), code[f[5]], code[f[6]])
             elif topic == ENQUEUED:
                 depends_on = f[13]
                 fold.enqueued(
@@ -333,15 +333,7 @@ class PageFolder:
                 )
                 continue
             elif topic == FAILED:
-                exit_code, http_status = f[5], f[6]
-                row = fold.failed(
-                    int(f[0]),
-                    f[2],
-                    timestamp,
-                    literal[f[4]],
-                    _code(exit_code) if exit_code else None,
-                    _code(http_status) if http_status else None,
-                )
+                row = fold.failed(int(f[0]), f[2], timestamp, literal[f[4]], code[f[5]], code[f[6]])
             elif topic == RETRY_SCHEDULED:
                 fold.retry_scheduled(f[2], f[4] or None)
                 continue
