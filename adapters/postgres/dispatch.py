@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import psycopg
@@ -43,6 +43,15 @@ from domain.timeouts import TimeoutKind, Timeouts
 
 log = logging.getLogger(__name__)
 SPARE_CANDIDATES = 10  # read beyond the free slots, for lane limits and lagging rows
+
+
+class _Start(NamedTuple):
+    """A task started by a claim (its ``TaskStarted`` pending), with what the claim resolved."""
+
+    task: Task
+    attempt: int
+    timeouts: Timeouts
+    heartbeat: float
 
 
 @dataclass(frozen=True)
@@ -145,7 +154,7 @@ class PostgresDispatch:
     ) -> list[ClaimedAttempt]:
         ended = self._record_outcomes(outcomes, self._take_started(outcomes)) if outcomes else []
         inline = [self.tables.attempts_ended([task.id for task in ended])] if ended else []
-        started: list[tuple[Task, int]] = []
+        started: list[_Start] = []
         succeeded = [task.id for task in ended if task.state is TaskState.SUCCEEDED]
         with self.store.transaction() as cur:
             # One round trip for the dependents' look-up and the claim's reads.
@@ -158,7 +167,7 @@ class PostgresDispatch:
             unblocked = self.unblock.unblocked_by(cur, dependents, succeeded, self.clock())
             if not ended and not started:
                 return []
-            tasks = [*ended, *unblocked, *(task for task, _ in started)]
+            tasks = [*ended, *unblocked, *(start.task for start in started)]
             self.store.append_in(cur, tasks, inline)
             if unblocked and len(started) < limit:
                 # Start what was just unblocked in this transaction too (it sees its own
@@ -168,47 +177,46 @@ class PostgresDispatch:
                 more = self._start_due(cur, queues, limit - len(started), worker)
                 if more:
                     self.store.append_in(
-                        cur, [task for task, _ in more], [self._running_rows(more, worker)]
+                        cur, [start.task for start in more], [self._running_rows(more, worker)]
                     )
                     started += more
         with self._started_lock:
-            self._started.update((task.id, task) for task, _ in started)
-        return [_claimed(task, attempt) for task, attempt in started]
+            self._started.update((start.task.id, start.task) for start in started)
+        return [_claimed(start) for start in started]
 
     def _start_due(
         self, cur: psycopg.Cursor[Any], queues: list[str], limit: int, worker: str
-    ) -> list[tuple[Task, int]]:
+    ) -> list[_Start]:
         """Up to ``limit`` due tasks within their queue and lane limits, each started (its
-        ``TaskStarted`` pending, not yet saved); with the attempt number."""
+        ``TaskStarted`` pending, not yet saved)."""
         budgets, candidates, events = self._read_queues(cur, queues, limit + SPARE_CANDIDATES)
         chosen = self._within_limits(cur, candidates, budgets, limit)
         if not chosen:
             return []
         now = self.clock()
-        started: list[tuple[Task, int]] = []
+        started: list[_Start] = []
         loaded = self.store.fold(row for c in chosen for row in events[c.task_id])
+        default_heartbeat = self.registry.default_timeouts.heartbeat or 30.0
         for task in (loaded[c.task_id] for c in chosen if c.task_id in loaded):
             if not task.is_due(now):
                 continue  # its run_at is a moment ahead of this clock: next claim
-            heartbeat = self._heartbeat_of(task)
-            started.append((task, task.start(worker, now + timedelta(seconds=heartbeat), now)))
+            timeouts = Timeouts.from_dict(task.timeouts)
+            heartbeat = timeouts.heartbeat or default_heartbeat
+            attempt = task.start(worker, now + timedelta(seconds=heartbeat), now)
+            started.append(_Start(task, attempt, timeouts, heartbeat))
         return started
 
-    def _heartbeat_of(self, task: Task) -> float:
-        timeouts = Timeouts.from_dict(task.timeouts)
-        return timeouts.heartbeat or self.registry.default_timeouts.heartbeat or 30.0
-
-    def _running_rows(self, started: list[tuple[Task, int]], worker: str) -> Statement:
+    def _running_rows(self, started: list[_Start], worker: str) -> Statement:
         rows = [
             StartedAttempt(
-                task.id,
-                attempt,
-                task.queue,
-                task.lane,
-                self._heartbeat_of(task),
-                Timeouts.from_dict(task.timeouts).start_to_close,
+                s.task.id,
+                s.attempt,
+                s.task.queue,
+                s.task.lane,
+                s.heartbeat,
+                s.timeouts.start_to_close,
             )
-            for task, attempt in started
+            for s in started
         ]
         return self.tables.attempts_started(rows, worker, self.clock())
 
@@ -397,15 +405,16 @@ class PostgresDispatch:
         return row["due"] if row else None
 
 
-def _claimed(task: Task, attempt: int) -> ClaimedAttempt:
+def _claimed(start: _Start) -> ClaimedAttempt:
+    task = start.task
     return ClaimedAttempt(
         task_id=task.id,
-        attempt=attempt,
+        attempt=start.attempt,
         type_name=task.type_name,
         adapter=task.adapter,
         args=task.args,
         adhoc_settings=task.adapter_settings,
-        timeouts=Timeouts.from_dict(task.timeouts),
+        timeouts=start.timeouts,
         queue=task.queue,
         lane=task.lane,
     )
