@@ -11,9 +11,9 @@ A worker round records the outcomes of the attempts that ended since its last ro
 same transaction (``claim(..., outcomes)``): one lock of the events table and one commit per
 round. The dependents those successes free are unblocked in it too (``inline_unblock.py``).
 
-The reads of a claim go in one round trip (pipeline mode): the queue locks, then the
-budgets and the candidates with their stored events, each a statement that starts after
-the locks are held, so it sees every claim committed before it.
+The reads of a claim go in one round trip (pipeline mode, ``candidates.py``): the queue
+locks, then the budgets and the candidates with their stored events, each a statement that
+starts after the locks are held, so it sees every claim committed before it.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import logging
 import random
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 from uuid import UUID
@@ -31,6 +30,7 @@ import psycopg
 from eventsourcing.persistence import IntegrityError
 from psycopg import sql
 
+from adapters.postgres.candidates import SPARE_CANDIDATES, CandidateReader
 from adapters.postgres.event_store import EventStore
 from adapters.postgres.inline_unblock import InlineUnblock
 from adapters.postgres.recorder import Statement
@@ -42,7 +42,6 @@ from domain.task import Task, TaskState
 from domain.timeouts import TimeoutKind, Timeouts
 
 log = logging.getLogger(__name__)
-SPARE_CANDIDATES = 10  # read beyond the free slots, for lane limits and lagging rows
 
 
 class _Start(NamedTuple):
@@ -52,13 +51,6 @@ class _Start(NamedTuple):
     attempt: int
     timeouts: Timeouts
     heartbeat: float
-
-
-@dataclass(frozen=True)
-class _Candidate:
-    task_id: UUID
-    queue: str
-    lane: str | None
 
 
 class PostgresDispatch:
@@ -76,44 +68,11 @@ class PostgresDispatch:
         self.tables = RunningTables(store.schema)
         self.unblock = InlineUnblock(store)
         self.queue_table = store.dispatch_queue.table
+        self.candidates = CandidateReader(store, registry, self.tables)
         # Tasks as this process started them: completing them needs no reload unless
         # something else wrote to them meanwhile (then the save conflicts and we reload).
         self._started: dict[UUID, Task] = {}
         self._started_lock = threading.Lock()
-        self._sql_budgets = (
-            sql.SQL(
-                "SELECT q AS queue, "
-                "coalesce((SELECT f.paused FROM {flags} AS f WHERE f.queue = q), false) AS paused, "
-                "(SELECT count(*) FROM {running} AS r WHERE r.queue = q) AS running "
-                "FROM unnest(%s::text[]) AS q"
-            )
-            .format(flags=self.tables.flags, running=self.tables.running)
-            .as_string(None)
-        )
-        # The candidates of one queue, each with its stored events (so the tasks need no
-        # second query): one row per event, a task's events in version order. A lane
-        # offers only its oldest due task.
-        self._sql_candidates = (
-            sql.SQL(
-                "WITH c AS ("
-                "SELECT q.task_id, q.queue, q.lane, q.priority, q.seq "
-                "FROM {queue} AS q WHERE q.queue = %s "
-                "AND q.state IN ('ready', 'scheduled') AND (q.run_at IS NULL OR q.run_at <= now()) "
-                "AND (q.lane IS NULL OR NOT EXISTS ("
-                "  SELECT 1 FROM {queue} AS e WHERE e.lane = q.lane AND e.seq < q.seq "
-                "  AND e.state IN ('ready', 'scheduled') "
-                "  AND (e.run_at IS NULL OR e.run_at <= now()))) "
-                "ORDER BY q.priority DESC, q.seq LIMIT %s "
-                "FOR UPDATE OF q SKIP LOCKED) "
-                "SELECT c.task_id, c.queue, c.lane, c.priority, c.seq, "
-                "v.originator_id, v.originator_version, v.topic, v.state "
-                "FROM c JOIN {events} AS v ON v.originator_id = c.task_id "
-                "ORDER BY c.priority DESC, c.seq, v.originator_version"
-            )
-            .format(queue=self.queue_table, events=store.table)
-            .as_string(None)
-        )
-        self._sql_lock_queue = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
 
     # -- claiming -----------------------------------------------------------------------
 
@@ -189,8 +148,8 @@ class PostgresDispatch:
     ) -> list[_Start]:
         """Up to ``limit`` due tasks within their queue and lane limits, each started (its
         ``TaskStarted`` pending, not yet saved)."""
-        budgets, candidates, events = self._read_queues(cur, queues, limit + SPARE_CANDIDATES)
-        chosen = self._within_limits(cur, candidates, budgets, limit)
+        budgets, candidates, events = self.candidates.read(cur, queues, limit + SPARE_CANDIDATES)
+        chosen = self.candidates.within_limits(cur, candidates, budgets, limit)
         if not chosen:
             return []
         now = self.clock()
@@ -219,76 +178,6 @@ class PostgresDispatch:
             for s in started
         ]
         return self.tables.attempts_started(rows, worker, self.clock())
-
-    def _read_queues(
-        self, cur: psycopg.Cursor[Any], queues: list[str], limit: int
-    ) -> tuple[dict[str, int], list[_Candidate], dict[UUID, list[dict[str, Any]]]]:
-        """Lock the queues, then read their budgets and candidates, in one round trip.
-
-        Returns the budgets, up to ``limit`` candidates of the open queues (priority, then
-        enqueue order; a lane offers only its oldest due task) and each candidate's stored
-        events. One candidate query per queue: with ``queue = %s`` the index yields rows
-        already in order and the LIMIT stops the scan (with ``= ANY`` Postgres sorted every
-        ready task). Queues are read before their budgets are known (to save the round
-        trip); the candidates of a full or paused queue are dropped here.
-        """
-        conn = cur.connection
-        with conn.pipeline():
-            for queue in queues:  # in sorted order: no deadlock between nodes
-                cur.execute(self._sql_lock_queue, (f"{self.store.schema}:claim:{queue}",))
-            # Each statement below starts after the locks are held (a new snapshot in READ
-            # COMMITTED), so it counts the running attempts of every earlier claim.
-            budget_cur = conn.cursor().execute(self._sql_budgets, (queues,))
-            queue_curs = [
-                conn.cursor().execute(self._sql_candidates, (queue, limit)) for queue in queues
-            ]
-        budgets = {
-            r["queue"]: 0
-            if r["paused"]
-            else self.registry.queue(r["queue"]).concurrency - r["running"]
-            for r in budget_cur.fetchall()
-        }
-        rows = [r for c in queue_curs for r in c.fetchall() if budgets.get(r["queue"], 0) > 0]
-        events: dict[UUID, list[dict[str, Any]]] = {}
-        ranked: list[tuple[int, int, _Candidate]] = []
-        for r in rows:
-            if r["task_id"] not in events:
-                events[r["task_id"]] = []
-                candidate = _Candidate(r["task_id"], r["queue"], r["lane"])
-                ranked.append((-r["priority"], r["seq"], candidate))
-            events[r["task_id"]].append(r)
-        ranked.sort(key=lambda entry: entry[:2])
-        return budgets, [candidate for _, _, candidate in ranked[:limit]], events
-
-    def _within_limits(
-        self,
-        cur: psycopg.Cursor[Any],
-        candidates: list[_Candidate],
-        budgets: dict[str, int],
-        limit: int,
-    ) -> list[_Candidate]:
-        lanes = sorted({c.lane for c in candidates if c.lane is not None})
-        lane_running: dict[str, int] = {}
-        if lanes:
-            cur.execute(
-                sql.SQL(
-                    "SELECT lane, count(*) AS running FROM {} WHERE lane = ANY(%s) GROUP BY lane"
-                ).format(self.tables.running),
-                (lanes,),
-            )
-            lane_running = {row["lane"]: row["running"] for row in cur.fetchall()}
-        budgets = dict(budgets)
-        chosen = []
-        for candidate in candidates:
-            if len(chosen) == limit or budgets[candidate.queue] <= 0:
-                continue
-            if candidate.lane is not None:
-                if lane_running.get(candidate.lane, 0) >= self.registry.lane_limit(candidate.lane):
-                    continue
-                lane_running[candidate.lane] = lane_running.get(candidate.lane, 0) + 1
-            budgets[candidate.queue] -= 1
-            chosen.append(candidate)
-        return chosen
 
     # -- completing ---------------------------------------------------------------------
 

@@ -1,0 +1,142 @@
+"""Choosing what a claim may start: due tasks of the dispatch queue within their queue and
+lane limits.
+
+``read`` locks the claimed queues (a transaction-level advisory lock per queue, in sorted
+order, so queue and lane limits hold across nodes) and reads, in the same round trip, each
+queue's budget (its concurrency minus its running attempts; 0 while paused) and its
+candidates with their stored events; ``within_limits`` takes them in order while budgets and
+lane limits last.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg import sql
+
+from adapters.postgres.event_store import EventStore
+from adapters.postgres.running import RunningTables
+from domain.registry import Registry
+
+SPARE_CANDIDATES = 10  # read beyond the free slots, for lane limits
+
+
+@dataclass(frozen=True)
+class Candidate:
+    task_id: UUID
+    queue: str
+    lane: str | None
+
+
+class CandidateReader:
+    def __init__(self, store: EventStore, registry: Registry, tables: RunningTables) -> None:
+        self.store = store
+        self.registry = registry
+        self.tables = tables
+        self._sql_budgets = (
+            sql.SQL(
+                "SELECT q AS queue, "
+                "coalesce((SELECT f.paused FROM {flags} AS f WHERE f.queue = q), false) AS paused, "
+                "(SELECT count(*) FROM {running} AS r WHERE r.queue = q) AS running "
+                "FROM unnest(%s::text[]) AS q"
+            )
+            .format(flags=self.tables.flags, running=self.tables.running)
+            .as_string(None)
+        )
+        # The candidates of one queue, each with its stored events (so the tasks need no
+        # second query): one row per event, a task's events in version order. A lane
+        # offers only its oldest due task.
+        self._sql_candidates = (
+            sql.SQL(
+                "WITH c AS ("
+                "SELECT q.task_id, q.queue, q.lane, q.priority, q.seq "
+                "FROM {queue} AS q WHERE q.queue = %s "
+                "AND q.state IN ('ready', 'scheduled') AND (q.run_at IS NULL OR q.run_at <= now()) "
+                "AND (q.lane IS NULL OR NOT EXISTS ("
+                "  SELECT 1 FROM {queue} AS e WHERE e.lane = q.lane AND e.seq < q.seq "
+                "  AND e.state IN ('ready', 'scheduled') "
+                "  AND (e.run_at IS NULL OR e.run_at <= now()))) "
+                "ORDER BY q.priority DESC, q.seq LIMIT %s "
+                "FOR UPDATE OF q SKIP LOCKED) "
+                "SELECT c.task_id, c.queue, c.lane, c.priority, c.seq, "
+                "v.originator_id, v.originator_version, v.topic, v.state "
+                "FROM c JOIN {events} AS v ON v.originator_id = c.task_id "
+                "ORDER BY c.priority DESC, c.seq, v.originator_version"
+            )
+            .format(queue=store.dispatch_queue.table, events=store.table)
+            .as_string(None)
+        )
+        self._sql_lock_queue = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
+
+    def read(
+        self, cur: psycopg.Cursor[Any], queues: list[str], limit: int
+    ) -> tuple[dict[str, int], list[Candidate], dict[UUID, list[dict[str, Any]]]]:
+        """Lock the queues, then read their budgets and candidates, in one round trip.
+
+        Returns the budgets, up to ``limit`` candidates of the open queues (priority, then
+        enqueue order; a lane offers only its oldest due task) and each candidate's stored
+        events. One candidate query per queue: with ``queue = %s`` the index yields rows
+        already in order and the LIMIT stops the scan (with ``= ANY`` Postgres sorted every
+        ready task). Queues are read before their budgets are known (to save the round
+        trip); the candidates of a full or paused queue are dropped here.
+        """
+        conn = cur.connection
+        with conn.pipeline():
+            for queue in queues:  # in sorted order: no deadlock between nodes
+                cur.execute(self._sql_lock_queue, (f"{self.store.schema}:claim:{queue}",))
+            # Each statement below starts after the locks are held (a new snapshot in READ
+            # COMMITTED), so it counts the running attempts of every earlier claim.
+            budget_cur = conn.cursor().execute(self._sql_budgets, (queues,))
+            queue_curs = [
+                conn.cursor().execute(self._sql_candidates, (queue, limit)) for queue in queues
+            ]
+        budgets = {
+            r["queue"]: 0
+            if r["paused"]
+            else self.registry.queue(r["queue"]).concurrency - r["running"]
+            for r in budget_cur.fetchall()
+        }
+        rows = [r for c in queue_curs for r in c.fetchall() if budgets.get(r["queue"], 0) > 0]
+        events: dict[UUID, list[dict[str, Any]]] = {}
+        ranked: list[tuple[int, int, Candidate]] = []
+        for r in rows:
+            if r["task_id"] not in events:
+                events[r["task_id"]] = []
+                candidate = Candidate(r["task_id"], r["queue"], r["lane"])
+                ranked.append((-r["priority"], r["seq"], candidate))
+            events[r["task_id"]].append(r)
+        ranked.sort(key=lambda entry: entry[:2])
+        return budgets, [candidate for _, _, candidate in ranked[:limit]], events
+
+    def within_limits(
+        self,
+        cur: psycopg.Cursor[Any],
+        candidates: list[Candidate],
+        budgets: dict[str, int],
+        limit: int,
+    ) -> list[Candidate]:
+        lanes = sorted({c.lane for c in candidates if c.lane is not None})
+        lane_running: dict[str, int] = {}
+        if lanes:
+            cur.execute(
+                sql.SQL(
+                    "SELECT lane, count(*) AS running FROM {} WHERE lane = ANY(%s) GROUP BY lane"
+                ).format(self.tables.running),
+                (lanes,),
+            )
+            lane_running = {row["lane"]: row["running"] for row in cur.fetchall()}
+        budgets = dict(budgets)
+        chosen = []
+        for candidate in candidates:
+            if len(chosen) == limit or budgets[candidate.queue] <= 0:
+                continue
+            if candidate.lane is not None:
+                if lane_running.get(candidate.lane, 0) >= self.registry.lane_limit(candidate.lane):
+                    continue
+                lane_running[candidate.lane] = lane_running.get(candidate.lane, 0) + 1
+            budgets[candidate.queue] -= 1
+            chosen.append(candidate)
+        return chosen
