@@ -115,12 +115,11 @@ class PostgresDispatch:
         inline = [self.tables.attempts_ended([task.id for task in ended])] if ended else []
         started: list[_Start] = []
         succeeded = [task.id for task in ended if task.state is TaskState.SUCCEEDED]
-        with self.store.transaction() as cur:
-            # One round trip for the dependents' look-up and the claim's reads.
-            with cur.connection.pipeline():
-                dependents = self.unblock.look_up(cur.connection, succeeded)
-                if limit > 0:
-                    started = self._start_due(cur, queues, limit, worker)
+        with self.store.pipelined_transaction() as cur:
+            # One round trip for BEGIN, the dependents' look-up and the claim's reads.
+            dependents = self.unblock.look_up(cur.connection, succeeded)
+            if limit > 0:
+                started = self._start_due(cur, queues, limit, worker)
             if started:
                 inline.append(self._running_rows(started, worker))
             unblocked = self.unblock.unblocked_by(cur, dependents, succeeded, self.clock())

@@ -137,6 +137,18 @@ class EventStore:
         with self.recorder.datastore.get_connection() as conn, conn.transaction():
             yield conn.cursor()
 
+    @contextmanager
+    def pipelined_transaction(self) -> Iterator[psycopg.Cursor[DictRow]]:
+        """A transaction in pipeline mode: ``BEGIN`` and ``COMMIT`` cost no round trip of
+        their own (they travel with the statements around them); a result is waited for only
+        when it is fetched."""
+        with (
+            self.recorder.datastore.get_connection() as conn,
+            conn.pipeline(),
+            conn.transaction(),
+        ):
+            yield conn.cursor()
+
     def append_in(
         self,
         cursor: psycopg.Cursor[DictRow],
