@@ -126,7 +126,7 @@ class PostgresDispatch:
             if not ended and not started:
                 return []
             tasks = [*ended, *unblocked, *(start.task for start in started)]
-            self.store.append_in(cur, tasks, inline)
+            self.store.append_in(cur, tasks, inline, positions=False)
             if unblocked and len(started) < limit:
                 # Start what was just unblocked in this transaction too (it sees its own
                 # writes; the queue locks are held since the first read): a chain hop
@@ -135,7 +135,10 @@ class PostgresDispatch:
                 more = self._start_due(cur, queues, limit - len(started), worker)
                 if more:
                     self.store.append_in(
-                        cur, [start.task for start in more], [self._running_rows(more, worker)]
+                        cur,
+                        [start.task for start in more],
+                        [self._running_rows(more, worker)],
+                        positions=False,
                     )
                     started += more
         with self._started_lock:

@@ -24,7 +24,7 @@ import psycopg
 from eventsourcing.application import Application
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Notification, StoredEvent
-from psycopg import sql
+from psycopg import pq, sql
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.composite import register_composite
 
@@ -154,21 +154,37 @@ class EventStore:
         cursor: psycopg.Cursor[DictRow],
         tasks: Iterable[LedgerAggregate],
         inline: Sequence[Statement] = (),
+        *,
+        positions: bool = True,
     ) -> list[RecordedEvent]:
         """Append the tasks' pending events inside the caller's transaction; return them
-        with their log positions. The dispatch queue moves with the events."""
+        with their log positions. The dispatch queue moves with the events.
+
+        ``positions=False`` returns nothing and, in a caller's pipeline, waits for nothing:
+        the statements travel with the caller's next sync (its ``COMMIT``), and an error
+        such as a version conflict is raised there.
+        """
         tasks = list(tasks)
         inline = [*inline, *self.dispatch_queue.statements_for(tasks)]
         events = [event for task in tasks for event in task.collect_events()]
         stored = [self.app.mapper.to_stored_event(event) for event in events]
-        with cursor.connection.pipeline():
+        connection = cursor.connection
+        in_pipeline = connection.pgconn.pipeline_status != pq.PipelineStatus.OFF
+        if not positions and in_pipeline:
+            run_inline(cursor, inline)
+            if stored:
+                self.recorder._insert_stored_events(cursor, stored)
+            return []
+        with connection.pipeline():
             run_inline(cursor, inline)
             if not stored:
                 return []
             # The library's own statements: table lock, NOTIFY, insert.
             self.recorder._insert_stored_events(cursor, stored)
-            positions = [row["notification_id"] for row in cursor.fetchall()]
-        return [RecordedEvent(p, e) for p, e in zip(positions, events, strict=True)]
+            if not positions:
+                return []
+            found = [row["notification_id"] for row in cursor.fetchall()]
+        return [RecordedEvent(p, e) for p, e in zip(found, events, strict=True)]
 
     # -- reading ------------------------------------------------------------------------
 

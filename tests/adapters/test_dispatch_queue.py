@@ -158,3 +158,20 @@ def test_a_round_with_no_free_slot_unblocks_but_does_not_start(runtime: Runtime)
     assert dispatch.claim(["default"], 0, "w1", outcomes=done) == []
     assert runtime.store.load(b.id).state.value == "ready"
     assert queue_rows(runtime)[b.id]["state"] == "ready"
+
+
+def test_an_outcome_for_a_task_cancelled_meanwhile_is_dropped_and_the_claim_still_made(
+    runtime: Runtime,
+) -> None:
+    first = runtime.ledger.enqueue(TaskRequest("echo", {"i": 1}))
+    dispatch = dispatch_of(runtime)
+    dispatch.claim(["default"], 1, "w1")
+    runtime.ledger.cancel(first.id)  # written while the worker still holds the attempt
+    second = runtime.ledger.enqueue(TaskRequest("echo", {"i": 2}))
+    done = [AttemptOutcome(first.id, 1, Success({"late": True}))]
+    # The round's save conflicts on the first task's version (at its commit): the outcome
+    # is reloaded and dropped, and the claim is made again on its own.
+    claimed = dispatch.claim(["default"], 1, "w1", outcomes=done)
+    assert [c.task_id for c in claimed] == [second.id]
+    cancelled = runtime.store.load(first.id)
+    assert (cancelled.state.value, cancelled.result) == ("cancelled", None)
