@@ -11,7 +11,7 @@ lane limits last.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import psycopg
@@ -29,6 +29,13 @@ class Candidate:
     task_id: UUID
     queue: str
     lane: str | None
+
+
+class QueueReading(NamedTuple):
+    budgets: dict[str, int]  # queue -> attempts it may still start (0: paused or full)
+    candidates: list[Candidate]
+    events: dict[UUID, list[dict[str, Any]]]  # each candidate's stored events, in order
+    exhausted: frozenset[str]  # queues whose due tasks were all read
 
 
 class CandidateReader:
@@ -71,16 +78,15 @@ class CandidateReader:
         )
         self._sql_lock_queue = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
 
-    def read(
-        self, cur: psycopg.Cursor[Any], queues: list[str], limit: int
-    ) -> tuple[dict[str, int], list[Candidate], dict[UUID, list[dict[str, Any]]]]:
+    def read(self, cur: psycopg.Cursor[Any], queues: list[str], limit: int) -> QueueReading:
         """Lock the queues, then read their budgets and candidates, in one round trip.
 
         Returns the budgets, up to ``limit`` candidates of the open queues (priority, then
-        enqueue order; a lane offers only its oldest due task) and each candidate's stored
-        events. One candidate query per queue: with ``queue = %s`` the index yields rows
-        already in order and the LIMIT stops the scan (with ``= ANY`` Postgres sorted every
-        ready task). Queues are read before their budgets are known (to save the round
+        enqueue order; a lane offers only its oldest due task), each candidate's stored
+        events, and the queues whose due tasks were all read (fewer than ``limit``). One
+        candidate query per queue: with ``queue = %s`` the index yields rows already in
+        order and the LIMIT stops the scan (with ``= ANY`` Postgres sorted every ready
+        task). Queues are read before their budgets are known (to save the round
         trip); the candidates of a full or paused queue are dropped here.
         """
         conn = cur.connection
@@ -99,7 +105,13 @@ class CandidateReader:
             else self.registry.queue(r["queue"]).concurrency - r["running"]
             for r in budget_cur.fetchall()
         }
-        rows = [r for c in queue_curs for r in c.fetchall() if budgets.get(r["queue"], 0) > 0]
+        per_queue = {queue: c.fetchall() for queue, c in zip(queues, queue_curs, strict=True)}
+        exhausted = frozenset(
+            queue
+            for queue, queue_rows in per_queue.items()
+            if len({r["task_id"] for r in queue_rows}) < limit
+        )
+        rows = [r for rs in per_queue.values() for r in rs if budgets.get(r["queue"], 0) > 0]
         events: dict[UUID, list[dict[str, Any]]] = {}
         ranked: list[tuple[int, int, Candidate]] = []
         for r in rows:
@@ -109,7 +121,8 @@ class CandidateReader:
                 ranked.append((-r["priority"], r["seq"], candidate))
             events[r["task_id"]].append(r)
         ranked.sort(key=lambda entry: entry[:2])
-        return budgets, [candidate for _, _, candidate in ranked[:limit]], events
+        chosen = [candidate for _, _, candidate in ranked[:limit]]
+        return QueueReading(budgets, chosen, events, exhausted)
 
     def within_limits(
         self,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
@@ -30,7 +31,7 @@ import psycopg
 from eventsourcing.persistence import IntegrityError
 from psycopg import sql
 
-from adapters.postgres.candidates import SPARE_CANDIDATES, CandidateReader
+from adapters.postgres.candidates import SPARE_CANDIDATES, CandidateReader, QueueReading
 from adapters.postgres.event_store import EventStore
 from adapters.postgres.inline_unblock import InlineUnblock
 from adapters.postgres.recorder import Statement
@@ -118,21 +119,30 @@ class PostgresDispatch:
         with self.store.pipelined_transaction() as cur:
             # One round trip for BEGIN, the dependents' look-up and the claim's reads.
             dependents = self.unblock.look_up(cur.connection, succeeded)
+            reading = None
             if limit > 0:
-                started = self._start_due(cur, queues, limit, worker)
-            if started:
-                inline.append(self._running_rows(started, worker))
+                started, reading = self._start_due(cur, queues, limit, worker)
             unblocked = self.unblock.unblocked_by(cur, dependents, succeeded, self.clock())
+            if reading is not None and unblocked:
+                started += self._start_unblocked(unblocked, reading, started, limit, worker)
             if not ended and not started:
                 return []
-            tasks = [*ended, *unblocked, *(start.task for start in started)]
+            if started:
+                inline.append(self._running_rows(started, worker))
+            also_unblocked = {task.id for task in unblocked}
+            tasks = [
+                *ended,
+                *unblocked,
+                *(start.task for start in started if start.task.id not in also_unblocked),
+            ]
             self.store.append_in(cur, tasks, inline, positions=False)
-            if unblocked and len(started) < limit:
-                # Start what was just unblocked in this transaction too (it sees its own
+            waiting = [t for t in unblocked if t.state is not TaskState.RUNNING]
+            if waiting and limit > len(started):
+                # Start the others just unblocked in this transaction too (it sees its own
                 # writes; the queue locks are held since the first read): a chain hop
                 # costs one round. The events table stays locked meanwhile, only in
                 # rounds that unblock something.
-                more = self._start_due(cur, queues, limit - len(started), worker)
+                more, _ = self._start_due(cur, queues, limit - len(started), worker)
                 if more:
                     self.store.append_in(
                         cur,
@@ -147,25 +157,54 @@ class PostgresDispatch:
 
     def _start_due(
         self, cur: psycopg.Cursor[Any], queues: list[str], limit: int, worker: str
-    ) -> list[_Start]:
+    ) -> tuple[list[_Start], QueueReading]:
         """Up to ``limit`` due tasks within their queue and lane limits, each started (its
-        ``TaskStarted`` pending, not yet saved)."""
-        budgets, candidates, events = self.candidates.read(cur, queues, limit + SPARE_CANDIDATES)
-        chosen = self.candidates.within_limits(cur, candidates, budgets, limit)
+        ``TaskStarted`` pending, not yet saved); and what was read of the queues."""
+        reading = self.candidates.read(cur, queues, limit + SPARE_CANDIDATES)
+        chosen = self.candidates.within_limits(cur, reading.candidates, reading.budgets, limit)
         if not chosen:
-            return []
+            return [], reading
         now = self.clock()
-        started: list[_Start] = []
-        loaded = self.store.fold(row for c in chosen for row in events[c.task_id])
-        default_heartbeat = self.registry.default_timeouts.heartbeat or 30.0
-        for task in (loaded[c.task_id] for c in chosen if c.task_id in loaded):
-            if not task.is_due(now):
-                continue  # its run_at is a moment ahead of this clock: next claim
-            timeouts = Timeouts.from_dict(task.timeouts)
-            heartbeat = timeouts.heartbeat or default_heartbeat
-            attempt = task.start(worker, now + timedelta(seconds=heartbeat), now)
-            started.append(_Start(task, attempt, timeouts, heartbeat))
-        return started
+        loaded = self.store.fold(row for c in chosen for row in reading.events[c.task_id])
+        started = [
+            self._start(task, worker, now)
+            for task in (loaded[c.task_id] for c in chosen if c.task_id in loaded)
+            if task.is_due(now)  # else its run_at is a moment ahead of this clock: next claim
+        ]
+        return started, reading
+
+    def _start_unblocked(
+        self,
+        unblocked: list[Task],
+        reading: QueueReading,
+        started: list[_Start],
+        limit: int,
+        worker: str,
+    ) -> list[_Start]:
+        """Start dependents just unblocked without reading the queues again, where that
+        passes no other task: their queue's due tasks were all read by this round (and
+        taken, or held back by their limits), it has budget left, and they have no lane
+        (a lane's order and limit need its rows)."""
+        used = Counter(start.task.queue for start in started)
+        now = self.clock()
+        direct: list[_Start] = []
+        for task in unblocked:
+            if len(started) + len(direct) >= limit:
+                break
+            queue = task.queue
+            if queue not in reading.exhausted or task.lane is not None or not task.is_due(now):
+                continue
+            if reading.budgets.get(queue, 0) - used[queue] <= 0:
+                continue
+            direct.append(self._start(task, worker, now))
+            used[queue] += 1
+        return direct
+
+    def _start(self, task: Task, worker: str, now: datetime) -> _Start:
+        timeouts = Timeouts.from_dict(task.timeouts)
+        heartbeat = timeouts.heartbeat or self.registry.default_timeouts.heartbeat or 30.0
+        attempt = task.start(worker, now + timedelta(seconds=heartbeat), now)
+        return _Start(task, attempt, timeouts, heartbeat)
 
     def _running_rows(self, started: list[_Start], worker: str) -> Statement:
         rows = [

@@ -175,3 +175,34 @@ def test_an_outcome_for_a_task_cancelled_meanwhile_is_dropped_and_the_claim_stil
     assert [c.task_id for c in claimed] == [second.id]
     cancelled = runtime.store.load(first.id)
     assert (cancelled.state.value, cancelled.result) == ("cancelled", None)
+
+
+def test_a_freed_dependent_does_not_pass_a_higher_priority_task(runtime: Runtime) -> None:
+    a, b = runtime.ledger.enqueue_graph(
+        [TaskRequest("echo", ref="a"), TaskRequest("echo", ref="b", depends_on=("a",))]
+    )
+    dispatch = dispatch_of(runtime)
+    dispatch.claim(["default"], 1, "w1")
+    urgent = runtime.ledger.enqueue(TaskRequest("echo", priority=5))
+    done = [AttemptOutcome(a.id, 1, Success({}))]
+    assert [c.task_id for c in dispatch.claim(["default"], 1, "w1", outcomes=done)] == [urgent.id]
+    assert runtime.store.load(b.id).state.value == "ready"  # unblocked, waiting its turn
+    assert [c.task_id for c in dispatch.claim(["default"], 1, "w1")] == [b.id]
+
+
+def test_a_freed_dependent_in_a_lane_keeps_to_the_lanes_limit(runtime: Runtime) -> None:
+    a, b, c = runtime.ledger.enqueue_graph(
+        [
+            TaskRequest("echo", ref="a"),
+            TaskRequest("echo", ref="b", depends_on=("a",), lane="agent-1"),
+            TaskRequest("echo", ref="c", depends_on=("a",), lane="agent-2"),
+        ]
+    )
+    dispatch = dispatch_of(runtime)
+    dispatch.claim(["default"], 10, "w1")
+    busy = runtime.ledger.enqueue(TaskRequest("echo", lane="agent-1"))
+    assert [t.task_id for t in dispatch.claim(["default"], 10, "w1")] == [busy.id]
+    done = [AttemptOutcome(a.id, 1, Success({}))]
+    # agent-1 is busy: b waits, unblocked; agent-2 is free: c starts in the same round.
+    assert [t.task_id for t in dispatch.claim(["default"], 10, "w1", outcomes=done)] == [c.id]
+    assert runtime.store.load(b.id).state.value == "ready"
