@@ -3,7 +3,7 @@
 The rows are in the replay's text form (``adapters/dataset/text_form.py``): task ids and
 times are written as they come, times in UTC with microseconds
 (``2026-11-25T15:36:01.051610+00:00``). Every format has the fixed column order of
-``projections.dataset.COLUMNS``; nothing depends on the wall clock, the locale or the host.
+``projections.attempt_fold.COLUMNS``; nothing depends on the wall clock, the locale or the host.
 Parquet needs ``pyarrow`` (the ``parquet`` extra), imported only when Parquet is asked for.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from domain.errors import InvalidQuery
-from projections.dataset import COLUMNS, AttemptRow
+from projections.attempt_fold import COLUMNS, AttemptRow
 
 FORMATS = ("jsonl", "csv", "parquet")
 MEDIA_TYPES = {

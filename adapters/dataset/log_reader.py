@@ -13,7 +13,7 @@ Sizes are the byte length of the stored JSON text of ``args`` and ``result``.
 It is used when the store's mapper has no cipher and no compressor and uses the library's
 JSON transcoder; a page the server cannot parse (the library writes ``NaN`` for a float NaN,
 which is not JSON) is read through the library's mapper instead, as is every page otherwise.
-``projections.dataset.event_facts`` gives the same facts from domain events;
+``projections.event_facts.event_facts`` gives the same facts from domain events;
 tests/adapters/test_replay.py compares the two byte for byte.
 """
 
@@ -33,7 +33,8 @@ from psycopg import sql
 
 from adapters.dataset.text_form import text_facts
 from adapters.postgres.event_store import EventStore
-from projections.dataset import AttemptFold, AttemptRow, EventFacts, event_facts
+from projections.attempt_fold import AttemptFold, AttemptRow
+from projections.event_facts import EventFacts, event_facts
 
 PAGE_SIZE = 5000
 READ_AHEAD = 3
@@ -252,7 +253,7 @@ class _Literals(dict[str, str | None]):
 
 class _Codes(dict[str, int | None]):
     """``details`` values' JSON text (an empty field: no such key) as what
-    ``projections.dataset.event_facts`` keeps: a whole number of at most 18 digits, else
+    ``projections.event_facts.event_facts`` keeps: a whole number of at most 18 digits, else
     None; remembered, as exit codes and statuses recur."""
 
     LIMIT = 10_000

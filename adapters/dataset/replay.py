@@ -1,5 +1,5 @@
 """Replay: the learning dataset rebuilt from the event log alone, streamed page by page
-through ``projections.dataset.AttemptFold`` into a file or an HTTP response.
+through ``projections.attempt_fold.AttemptFold`` into a file or an HTTP response.
 
 Memory stays flat in the number of events: one page of events (5,000) is held at a time,
 plus the fold's per-task facts (see docs/dataset.md). Rows are written as attempts finish.
@@ -31,7 +31,7 @@ from adapters.dataset.log_reader import PageFolder, read_log
 from adapters.dataset.text_form import iso_seconds_between, iso_time, typed_row
 from adapters.postgres.event_store import EventStore
 from domain.errors import InvalidQuery
-from projections.dataset import AttemptFold, AttemptRow
+from projections.attempt_fold import AttemptFold, AttemptRow
 
 Progress = Callable[[int, int], None]  # (position reached, position the replay ends at)
 CHUNK_BYTES = 256 * 1024

@@ -13,7 +13,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from uuid import UUID
 
-from projections.dataset import AttemptRow, EventFacts, seconds_between
+from projections.attempt_fold import AttemptRow, seconds_between
+from projections.event_facts import EventFacts
 
 _from_iso = datetime.fromisoformat
 
@@ -34,7 +35,7 @@ def iso_seconds_between(start: str, end: str) -> float:
 
 
 def text_facts(event: EventFacts) -> EventFacts:
-    """Facts of a domain event (``projections.dataset.event_facts``) in the text form."""
+    """Facts of a domain event (``projections.event_facts.event_facts``) in the text form."""
     run_at, retry_at, depends_on = event.run_at, event.retry_at, event.depends_on
     return event._replace(
         task_id=str(event.task_id),

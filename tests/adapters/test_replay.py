@@ -24,7 +24,7 @@ from adapters.runtime import Runtime
 from domain.errors import InvalidQuery
 from domain.submission import TaskRequest
 from domain.timeouts import TimeoutKind
-from projections.dataset import COLUMNS, AttemptRow
+from projections.attempt_fold import COLUMNS, AttemptRow
 from tests.helpers import start
 
 

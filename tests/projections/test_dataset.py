@@ -18,17 +18,9 @@ from domain.registry import build_registry
 from domain.submission import Requester, SubmissionContext, TaskRequest, plan_tasks
 from domain.task import Task
 from domain.timeouts import TimeoutKind
-from projections.dataset import (
-    COLUMNS,
-    DEPTHS,
-    ROWS,
-    TASKS,
-    AttemptFold,
-    AttemptRow,
-    DatasetProjection,
-    seconds_between,
-    stored_size,
-)
+from projections.attempt_fold import COLUMNS, AttemptFold, AttemptRow, seconds_between
+from projections.dataset import DEPTHS, ROWS, TASKS, DatasetProjection
+from projections.event_facts import stored_size
 from tests.helpers import start, succeed
 from tests.processors.worker_harness import run_nodes_until
 
