@@ -70,7 +70,9 @@ class WorkerNode:
         self.watchdog_interval = watchdog_interval
         self.cron_interval = cron_interval
         hooks = learn_hooks_of(registry) if learn_hooks else {}
-        self.learn_hooks = LearnHooks(hooks, PostgresDatasetFeed(runtime.store))
+        self.learn_hooks = LearnHooks(
+            hooks, lambda task_type: PostgresDatasetFeed(runtime.store, task_type)
+        )
         self.scheduler = CronScheduler(
             registry.schedules, PostgresScheduleClock(runtime.store), runtime.ledger, clock=utc_now
         )

@@ -1,5 +1,6 @@
 """Learn hooks see each finished attempt of their task type, in order, once; after a failure
-or a restart they resume; they can be re-run from any position."""
+or a restart they resume; a failing hook holds back only its own rows; they can be re-run
+from any position."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from adapters.config_file import ConfigFileError, learn_hooks_of
 from adapters.postgres.learn_feed import PostgresDatasetFeed
 from adapters.runtime import Runtime
 from domain.submission import TaskRequest
-from processors.learn_hooks import LearnHooks
+from processors.learn_hooks import LearnHookFailed, LearnHooks
 from tests.processors import learn_hook_fixtures as fixtures
 from tests.processors.worker_harness import run_nodes_until, runtime_with_config
 
@@ -65,7 +66,10 @@ def run_tasks(rt: Runtime) -> list[object]:
 
 
 def hooks(rt: Runtime) -> LearnHooks:
-    return LearnHooks(learn_hooks_of(rt.settings.config.registry), PostgresDatasetFeed(rt.store))
+    return LearnHooks(
+        learn_hooks_of(rt.settings.config.registry),
+        lambda task_type: PostgresDatasetFeed(rt.store, task_type),
+    )
 
 
 def learned_rows(rt: Runtime) -> list[tuple[int, str]]:
@@ -88,17 +92,52 @@ def test_each_hook_sees_each_finished_attempt_of_its_type_in_order(rt: Runtime) 
     assert [outcome for _, outcome in learned_rows(rt)] == ["failed", "failed"]  # two attempts
 
 
-def test_a_failing_hook_gets_the_rows_again_and_a_restart_resumes(rt: Runtime) -> None:
+def test_a_failing_hook_gets_its_rows_again_and_a_restart_resumes(rt: Runtime) -> None:
     run_tasks(rt)
     fixtures.FAIL_ONCE.append(True)
-    with pytest.raises(RuntimeError, match="failed once"):
+    with pytest.raises(LearnHookFailed, match=r"learn hook of add failed.*failed once"):
         hooks(rt).run_once()
-    assert learned_rows(rt) == []  # the batch rolled back with the failure
+    assert fixtures.SEEN == []  # the add hook's batch rolled back with its failure
+    assert len(learned_rows(rt)) == 2  # the flaky hook had its rows all the same
     restarted = hooks(rt)
     while restarted.run_once():
         pass
     assert len(fixtures.SEEN) == 3 and len(learned_rows(rt)) == 2
     assert hooks(rt).run_once() == 0  # nothing twice
+
+
+def test_a_hook_that_keeps_failing_holds_back_only_its_own_rows(rt: Runtime) -> None:
+    run_tasks(rt)
+    fixtures.FAIL_ONCE.extend([True] * 5)
+    processor = hooks(rt)
+    for _ in range(3):
+        with pytest.raises(LearnHookFailed):
+            processor.run_once()
+    assert fixtures.SEEN == [] and len(learned_rows(rt)) == 2
+    ran = rt.ledger.enqueue(TaskRequest("flaky", {"message": "again"})).id
+    run_nodes_until(rt, lambda: rt.store.load(ran).state.is_terminal, learn_hooks=False)
+    rt.catch_up()
+    with pytest.raises(LearnHookFailed):
+        processor.run_once()
+    assert len(learned_rows(rt)) == 4  # the new flaky attempts, past the stuck add rows
+
+
+def test_a_feed_starts_from_the_shared_position_of_earlier_versions(rt: Runtime) -> None:
+    run_tasks(rt)
+    with rt.store.transaction() as cur:
+        cur.execute(
+            sql.SQL("SELECT position FROM {} ORDER BY position").format(
+                sql.Identifier(rt.settings.schema, "attempt_dataset")
+            )
+        )
+        positions = [row["position"] for row in cur.fetchall()]
+        cur.execute(
+            sql.SQL("INSERT INTO {} (name, position) VALUES ('learn_hooks', %s)").format(
+                sql.Identifier(rt.settings.schema, "projection_positions")
+            ),
+            (positions[-1],),
+        )
+    assert hooks(rt).run_once() == 0  # everything up to there was delivered before
 
 
 def test_hooks_can_be_rerun_from_a_position(rt: Runtime) -> None:
@@ -151,6 +190,6 @@ def test_an_async_hook_is_run_to_its_end() -> None:
             self.delivered = position
 
     fixtures.SEEN.clear()
-    processor = LearnHooks({"add": fixtures.remember_async}, Feed())
+    processor = LearnHooks({"add": fixtures.remember_async}, lambda _type: Feed())
     assert processor.run_once() == 1 and processor.run_once() == 0
     assert fixtures.SEEN == [{"position": 1, "task_type": "add"}]
