@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
-
-log = logging.getLogger(__name__)
 
 Hook = Callable[..., Any]
 
