@@ -31,6 +31,7 @@ from rich.progress import (
 from adapters.cli import render
 from adapters.cli.arguments import load_graph_file, parse_args_option, parse_run_at
 from adapters.cli.audit import add_audit_parser, cmd_audit
+from adapters.cli.learn import add_learn_parser, cmd_learn
 from adapters.cli.replay import add_replay_parser, cmd_replay
 from adapters.ledger import utc_now
 from adapters.postgres.projection_runner import ProjectionBusy
@@ -196,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild.add_argument("name", help="projection name, or 'all'")
     add_audit_parser(commands)
     add_replay_parser(commands)
+    add_learn_parser(commands)
     return parser
 
 
@@ -481,6 +483,7 @@ COMMANDS = {
     "worker": cmd_worker,
     "audit": cmd_audit,
     "replay": cmd_replay,
+    "learn": cmd_learn,
     "serve": cmd_serve,
     "schedules": cmd_schedules,
     "demo": cmd_demo,

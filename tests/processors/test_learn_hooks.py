@@ -193,3 +193,52 @@ def test_an_async_hook_is_run_to_its_end() -> None:
     processor = LearnHooks({"add": fixtures.remember_async}, lambda _type: Feed())
     assert processor.run_once() == 1 and processor.run_once() == 0
     assert fixtures.SEEN == [{"position": 1, "task_type": "add"}]
+
+
+def ledger(capsys: pytest.CaptureFixture[str], tmp_path: Path, *argv: str) -> tuple[int, str]:
+    from adapters.cli.main import main
+
+    code = main(["--config", str(tmp_path / "ledger.toml"), *argv])
+    out, err = capsys.readouterr()
+    return code, out + err
+
+
+def test_ledger_learn_shows_positions_and_reruns_a_hook(
+    rt: Runtime, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_tasks(rt)
+    processor = hooks(rt)
+    while processor.run_once():
+        pass
+    code, out = ledger(capsys, tmp_path, "learn", "status")
+    assert code == 0
+    assert [line.split()[0] for line in out.splitlines()] == ["add", "flaky"]
+    fixtures.SEEN.clear()
+    code, out = ledger(capsys, tmp_path, "learn", "rerun", "0", "--type", "add")
+    assert code == 0 and "add: rows after position 0 are delivered again" in out
+    while processor.run_once():
+        pass
+    assert len(fixtures.SEEN) == 3  # add's rows again; flaky's hook was left where it was
+    assert len(learned_rows(rt)) == 2
+
+
+def test_ledger_learn_refuses_bad_input_and_changes_nothing(
+    rt: Runtime, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_tasks(rt)
+    processor = hooks(rt)
+    while processor.run_once():
+        pass
+    code, out = ledger(capsys, tmp_path, "learn", "rerun", "0", "--type", "echo")
+    assert code == 2 and "task type 'echo' has no learn_hook (hooks: add, flaky)" in out
+    code, out = ledger(capsys, tmp_path, "learn", "rerun", "-3")
+    assert code == 2 and "the position must be 0 or more" in out
+    assert processor.run_once() == 0  # nothing is delivered again
+
+
+@pytest.mark.usefixtures("ledger_env")
+def test_ledger_learn_without_hooks_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    from adapters.cli.main import main
+
+    assert main(["learn", "status"]) == 2
+    assert "no task type has a learn_hook" in capsys.readouterr().err

@@ -1,0 +1,70 @@
+"""``ledger learn``: where each learn hook stands, and re-running hooks from a position.
+
+ledger learn status                      each hook, its delivery position, the dataset's
+ledger learn rerun POSITION [--type T]   deliver again every row after POSITION (to every
+                                         hook, or to T's), from the nodes' next round
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from adapters.cli import render
+from adapters.postgres.learn_feed import PostgresDatasetFeed
+from adapters.runtime import Runtime
+from domain.errors import InvalidSubmission
+
+
+def add_learn_parser(commands: Any) -> argparse.ArgumentParser:
+    """Add ``learn`` (with ``status`` and ``rerun``) to the ``ledger`` sub-commands."""
+    learn = commands.add_parser("learn", help="learn hooks: their positions; re-run them")
+    actions = learn.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser("status", help="each hook's delivery position against the dataset's")
+    rerun = actions.add_parser(
+        "rerun", help="deliver again every finished attempt after a log position"
+    )
+    rerun.add_argument("position", type=int, help="log position; 0 delivers everything again")
+    rerun.add_argument("--type", dest="task_type", help="only this task type's hook")
+    return learn
+
+
+def cmd_learn(rt: Runtime, options: argparse.Namespace) -> int:
+    hooks = hooked_types(rt)
+    if options.action == "status":
+        dataset = rt.runners["dataset"].position()
+        for task_type in hooks:
+            position = PostgresDatasetFeed(rt.store, task_type).position()
+            render.console.print(
+                f"{task_type:<20} position {position:>10}  dataset at {dataset:>10}"
+            )
+        return 0
+    if options.position < 0:
+        raise InvalidSubmission("the position must be 0 or more")
+    chosen = hooks if options.task_type is None else [_hooked(options.task_type, hooks)]
+    for task_type in chosen:
+        PostgresDatasetFeed(rt.store, task_type).reset(options.position)
+    render.console.print(
+        f"{', '.join(chosen)}: rows after position {options.position} are delivered again"
+    )
+    return 0
+
+
+def hooked_types(rt: Runtime) -> list[str]:
+    """The task types with a ``learn_hook``, by name; refused when there are none."""
+    types = sorted(
+        task_type.name
+        for task_type in rt.settings.config.registry.task_types.values()
+        if task_type.learn_hook is not None
+    )
+    if not types:
+        raise InvalidSubmission("no task type has a learn_hook in this registry")
+    return types
+
+
+def _hooked(task_type: str, hooks: list[str]) -> str:
+    if task_type not in hooks:
+        raise InvalidSubmission(
+            f"task type {task_type!r} has no learn_hook (hooks: {', '.join(hooks)})"
+        )
+    return task_type
