@@ -5,13 +5,15 @@ With no file, the built-in demo registry (``adapters/default_registry.toml``) is
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from domain.durations import parse_duration
 from domain.errors import ConfigError
 from domain.registry import Registry, build_registry
 
@@ -34,6 +36,8 @@ class LoadedConfig:
     registry: Registry
     ledger_section: Mapping[str, Any]
     source: str
+    # ``[http]``, checked: keyword arguments of ``adapters.http.limits.HttpLimits``.
+    http_limits: Mapping[str, Any] = field(default_factory=dict)
 
 
 def load_config(path: Path | None) -> LoadedConfig:
@@ -57,10 +61,13 @@ def parse_config(text: str, source: str) -> LoadedConfig:
         registry = build_registry(data, adapter_check=check_adapter_settings)
         _check_learn_hooks(registry)
         ledger = _ledger_section(data.get("ledger", {}))
+        http_limits = _http_section(data.get("http", {}))
     except ConfigError as error:
         line = locate_key_line(text, error.where)
         raise ConfigFileError(source, line, error.reason, error.where) from None
-    return LoadedConfig(registry=registry, ledger_section=ledger, source=source)
+    return LoadedConfig(
+        registry=registry, ledger_section=ledger, source=source, http_limits=http_limits
+    )
 
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -81,6 +88,48 @@ def _ledger_section(section: Any) -> dict[str, str]:
             raise ConfigError(f"expected a string, got {value!r}", ("ledger", key))
     check_schema_name(section.get("schema", "ledger"), ("ledger", "schema"))
     return dict(section)
+
+
+def _http_section(section: Any) -> dict[str, Any]:
+    """The ``[http]`` table: limits of the HTTP API (``docs/configuration.md``), as the
+    keyword arguments of ``HttpLimits``. Durations as in the rest of the file."""
+    if not isinstance(section, dict):
+        raise ConfigError("expected a table", ("http",))
+    readers: dict[str, tuple[str, Callable[[Any, tuple[str, ...]], Any]]] = {
+        "max_body_bytes": ("max_body_bytes", _whole_number(1024)),
+        "max_wait": ("max_wait_seconds", parse_duration),
+        "max_waiting": ("max_waiting", _whole_number(0)),
+        "requests_per_second": ("requests_per_second", _positive_number),
+        "burst": ("burst", _whole_number(1)),
+        "stream_keepalive": ("stream_keepalive_seconds", parse_duration),
+    }
+    limits: dict[str, Any] = {}
+    for key, value in section.items():
+        if key not in readers:
+            raise ConfigError(
+                f"unknown key {key!r} (expected one of: {', '.join(sorted(readers))})",
+                ("http", key),
+            )
+        name, read = readers[key]
+        limits[name] = read(value, ("http", key))
+    return limits
+
+
+def _whole_number(least: int) -> Callable[[Any, tuple[str, ...]], int]:
+    def read(value: Any, where: tuple[str, ...]) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigError(f"expected a whole number of at least {least}, got {value!r}", where)
+        return value
+
+    return read
+
+
+def _positive_number(value: Any, where: tuple[str, ...]) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(f"expected a number above 0, got {value!r}", where)
+    if not math.isfinite(value):
+        raise ConfigError(f"expected a finite number, got {value!r}", where)
+    return float(value)
 
 
 def check_schema_name(schema: str, where: tuple[str, ...]) -> str:

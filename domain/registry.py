@@ -118,6 +118,7 @@ def matches_any(name: str, patterns: tuple[str, ...]) -> bool:
 
 _TOP_LEVEL = {
     "ledger",
+    "http",
     "defaults",
     "queues",
     "lanes",

@@ -86,7 +86,7 @@ async def _closing(app: web.Application) -> None:
 
 
 def build_app(runtime: Runtime, limits: HttpLimits | None = None) -> web.Application:
-    limits = limits or HttpLimits()
+    limits = limits or HttpLimits(**runtime.settings.config.http_limits)
     ctx = ServerContext(runtime, limits)
     app = web.Application(
         client_max_size=limits.max_body_bytes,

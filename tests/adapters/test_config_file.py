@@ -314,3 +314,48 @@ def test_lines_inside_a_multi_line_array_are_not_taken_for_table_headers() -> No
     with pytest.raises(ConfigFileError, match="unknown key 'bogus'") as caught:
         parse_config(text, "ledger.toml")
     assert caught.value.line == 6
+
+
+def test_the_http_table_sets_the_http_apis_limits() -> None:
+    config = parse_config(
+        dedent(
+            """
+            [http]
+            max_body_bytes = 65536
+            max_wait = "30s"
+            max_waiting = 10
+            requests_per_second = 2.5
+            burst = 5
+            stream_keepalive = "500ms"
+            """
+        ),
+        SOURCE,
+    )
+    assert config.http_limits == {
+        "max_body_bytes": 65536,
+        "max_wait_seconds": 30.0,
+        "max_waiting": 10,
+        "requests_per_second": 2.5,
+        "burst": 5,
+        "stream_keepalive_seconds": 0.5,
+    }
+    assert parse_config("", SOURCE).http_limits == {}  # the built-in defaults
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("max_body_bytes = 10", "expected a whole number of at least 1024, got 10"),
+        ("max_body_bytes = true", "expected a whole number of at least 1024, got True"),
+        ('max_wait = "soon"', "cannot read duration 'soon'"),
+        ("max_waiting = -1", "expected a whole number of at least 0, got -1"),
+        ("requests_per_second = 0", "expected a number above 0, got 0"),
+        ("requests_per_second = inf", "expected a finite number, got inf"),
+        ("burst = 1.5", "expected a whole number of at least 1, got 1.5"),
+        ("timeout = 3", "unknown key 'timeout' (expected one of: burst, max_body_bytes"),
+    ],
+)
+def test_a_bad_http_limit_reports_the_line_of_its_key(line: str, reason: str) -> None:
+    error = refusal(f'[ledger]\nschema = "x"\n\n[http]\n{line}\n')
+    assert error.line == 5
+    assert reason in str(error)

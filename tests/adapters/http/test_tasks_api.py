@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -309,3 +310,23 @@ def test_a_repeated_enqueue_with_an_idempotency_key_is_200_with_the_first_task(
             "/v1/tasks", json={**body, "idempotency_key": "other", "idempotency_period": "soon"}
         )
         assert bad.status_code == 422
+
+
+def test_the_body_cap_comes_from_the_configuration_file(ledger_env: None, tmp_path: Path) -> None:
+    from adapters.runtime import open_runtime
+
+    config = tmp_path / "ledger.toml"
+    config.write_text(
+        '[http]\nmax_body_bytes = 4096\n\n[task_types.echo]\nadapter = "python"\n'
+        'settings = { callable = "adapters.executors.builtin_tasks:echo" }\n'
+    )
+    runtime = open_runtime(config, pool_size=2)
+    try:
+        with LiveServer(runtime) as live, live.client() as client:
+            small = client.post("/v1/tasks", json={"type": "echo", "args": {"x": "y" * 100}})
+            assert small.status_code == 201
+            big = client.post("/v1/tasks", json={"type": "echo", "args": {"x": "y" * 8000}})
+            assert big.status_code == 413
+            assert big.json()["error"]["code"] == "payload_too_large"
+    finally:
+        runtime.close()
