@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ from adapters.http.app import serve_http
 from adapters.http.auth import token_sha256
 from adapters.http.limits import HttpLimits
 from adapters.node import WorkerNode
-from adapters.runtime import Runtime
+from adapters.runtime import Runtime, open_runtime
 
 TOKENS = {
     "admin": "admin-token-0123",
@@ -126,3 +128,15 @@ def secured_config(tmp_path: Path) -> Path:
     hashes = {role: token_sha256(token) for role, token in TOKENS.items()}
     path.write_text(DEFAULT_REGISTRY.read_text() + SECURED_CONFIG.format(**hashes))
     return path
+
+
+@contextmanager
+def runtime_with_file(tmp_path: Path, text: str) -> Iterator[Runtime]:
+    """A runtime opened on a configuration file holding ``text`` (closed afterwards)."""
+    config = tmp_path / "ledger.toml"
+    config.write_text(text)
+    runtime = open_runtime(config, pool_size=2)
+    try:
+        yield runtime
+    finally:
+        runtime.close()

@@ -13,7 +13,7 @@ import pytest
 
 from adapters.http.limits import HttpLimits
 from adapters.runtime import Runtime, open_runtime
-from tests.adapters.http.live_server import LiveServer
+from tests.adapters.http.live_server import LiveServer, runtime_with_file
 
 
 def test_task_types_describe_every_registered_type(server: LiveServer, runtime: Runtime) -> None:
@@ -200,29 +200,28 @@ def _eventually_text(client: httpx.Client, path: str, needle: str, timeout: floa
 def test_schedules_are_listed_with_next_fire_times_and_can_be_paused(
     ledger_env: None, tmp_path: Path
 ) -> None:
-    config = tmp_path / "ledger.toml"
-    config.write_text(
+    text = (
         '[task_types.beat]\nadapter = "python"\nsettings = { callable = "adapters.executors.builtin_tasks:echo" }\n'
         '[schedules.nightly]\ncron = "0 3 * * *"\ntimezone = "Europe/Paris"\ntask_type = "beat"\n'
     )
-    runtime = open_runtime(config, pool_size=2)
-    try:
-        with LiveServer(runtime) as live, live.client() as client:
-            (listed,) = client.get("/v1/schedules").json()["schedules"]
-            assert (listed["name"], listed["paused"], listed["timezone"]) == (
-                "nightly",
-                False,
-                "Europe/Paris",
-            )
-            assert listed["next_fire"].endswith(("+01:00", "+02:00"))
-            paused = client.post("/v1/schedules/nightly/pause")
-            assert (
-                paused.status_code == 200
-                and paused.json()["paused"]
-                and paused.json()["next_fire"] is None
-            )
-            assert client.post("/v1/schedules/nightly/pause").status_code == 409
-            assert client.post("/v1/schedules/nope/resume").status_code == 404
-            assert client.post("/v1/schedules/nightly/resume").json()["paused"] is False
-    finally:
-        runtime.close()
+    with (
+        runtime_with_file(tmp_path, text) as runtime,
+        LiveServer(runtime) as live,
+        live.client() as client,
+    ):
+        (listed,) = client.get("/v1/schedules").json()["schedules"]
+        assert (listed["name"], listed["paused"], listed["timezone"]) == (
+            "nightly",
+            False,
+            "Europe/Paris",
+        )
+        assert listed["next_fire"].endswith(("+01:00", "+02:00"))
+        paused = client.post("/v1/schedules/nightly/pause")
+        assert (
+            paused.status_code == 200
+            and paused.json()["paused"]
+            and paused.json()["next_fire"] is None
+        )
+        assert client.post("/v1/schedules/nightly/pause").status_code == 409
+        assert client.post("/v1/schedules/nope/resume").status_code == 404
+        assert client.post("/v1/schedules/nightly/resume").json()["paused"] is False

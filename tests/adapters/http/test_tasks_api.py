@@ -11,7 +11,7 @@ import pytest
 
 from adapters.http.limits import HttpLimits
 from adapters.runtime import Runtime
-from tests.adapters.http.live_server import LiveServer
+from tests.adapters.http.live_server import LiveServer, runtime_with_file
 
 
 def head(client) -> int:
@@ -313,20 +313,17 @@ def test_a_repeated_enqueue_with_an_idempotency_key_is_200_with_the_first_task(
 
 
 def test_the_body_cap_comes_from_the_configuration_file(ledger_env: None, tmp_path: Path) -> None:
-    from adapters.runtime import open_runtime
-
-    config = tmp_path / "ledger.toml"
-    config.write_text(
+    text = (
         '[http]\nmax_body_bytes = 4096\n\n[task_types.echo]\nadapter = "python"\n'
         'settings = { callable = "adapters.executors.builtin_tasks:echo" }\n'
     )
-    runtime = open_runtime(config, pool_size=2)
-    try:
-        with LiveServer(runtime) as live, live.client() as client:
-            small = client.post("/v1/tasks", json={"type": "echo", "args": {"x": "y" * 100}})
-            assert small.status_code == 201
-            big = client.post("/v1/tasks", json={"type": "echo", "args": {"x": "y" * 8000}})
-            assert big.status_code == 413
-            assert big.json()["error"]["code"] == "payload_too_large"
-    finally:
-        runtime.close()
+    with (
+        runtime_with_file(tmp_path, text) as runtime,
+        LiveServer(runtime) as live,
+        live.client() as client,
+    ):
+        small = client.post("/v1/tasks", json={"type": "echo", "args": {"x": "y" * 100}})
+        assert small.status_code == 201
+        big = client.post("/v1/tasks", json={"type": "echo", "args": {"x": "y" * 8000}})
+        assert big.status_code == 413
+        assert big.json()["error"]["code"] == "payload_too_large"
