@@ -67,14 +67,49 @@ def build_nats_settings(data: Any, task_types: Mapping[str, Any]) -> NatsSetting
     routes = data.get("routes", [])
     if not isinstance(routes, list):
         raise ConfigError("routes must be an array of tables ([[nats.routes]])", (*where, "routes"))
+    built = tuple(
+        _route(spec, (*where, "routes", str(i)), task_types) for i, spec in enumerate(routes)
+    )
+    _refuse_overlaps(built, request_subject, where)
     return NatsSettings(
         request_subject=request_subject,
         stream=stream,
         event_subject_prefix=prefix,
-        routes=tuple(
-            _route(spec, (*where, "routes", str(i)), task_types) for i, spec in enumerate(routes)
-        ),
+        routes=built,
     )
+
+
+def _refuse_overlaps(
+    routes: tuple[NatsRoute, ...], request_subject: str, where: tuple[str, ...]
+) -> None:
+    """A message matching two subscriptions would become two tasks: refuse a route whose
+    subject some subject could match together with an earlier route's or the request
+    subject."""
+    taken = [(request_subject, "request_subject")]
+    for index, route in enumerate(routes):
+        for subject, name in taken:
+            if subjects_overlap(route.subject, subject):
+                raise ConfigError(
+                    f"subject {route.subject!r} overlaps {name} {subject!r}: a message on "
+                    "both would become two tasks",
+                    (*where, "routes", str(index), "subject"),
+                )
+        taken.append((route.subject, f"route {index + 1}"))
+
+
+def subjects_overlap(first: str, second: str) -> bool:
+    """Whether some concrete subject matches both patterns (``*``: one token, ``>``: one or
+    more tokens at the end)."""
+    a, b = first.split("."), second.split(".")
+    for index in range(max(len(a), len(b))):
+        if index >= len(a) or index >= len(b):
+            return False  # one pattern ended, the other still wants a token
+        x, y = a[index], b[index]
+        if ">" in (x, y):
+            return True  # the rest, one or more tokens, can be whatever the other needs
+        if x != y and "*" not in (x, y):
+            return False
+    return True
 
 
 def _route(spec: Any, where: tuple[str, ...], task_types: Mapping[str, Any]) -> NatsRoute:

@@ -359,3 +359,23 @@ def test_a_bad_http_limit_reports_the_line_of_its_key(line: str, reason: str) ->
     error = refusal(f'[ledger]\nschema = "x"\n\n[http]\n{line}\n')
     assert error.line == 5
     assert reason in str(error)
+
+
+def test_overlapping_nats_routes_report_the_line_of_the_later_subject() -> None:
+    error = refusal(
+        f"""
+        [task_types.echo]
+        adapter = "python"
+        settings = {{ callable = "{ECHO}" }}
+
+        [[nats.routes]]
+        subject = "orders.*"
+        task_type = "echo"
+
+        [[nats.routes]]
+        subject = "orders.eu"
+        task_type = "echo"
+        """
+    )
+    assert error.line == 10
+    assert "overlaps route 1 'orders.*'" in str(error)

@@ -1,0 +1,59 @@
+"""NATS routes of the registry: subjects that could both match one message are refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from domain.errors import ConfigError
+from domain.nats_routes import build_nats_settings, subjects_overlap
+
+TYPES = {"a": object(), "b": object()}
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "overlap"),
+    [
+        ("orders.new", "orders.new", True),
+        ("orders.new", "orders.old", False),
+        ("orders.*", "orders.new", True),
+        ("orders.*", "orders.new.eu", False),
+        ("orders.>", "orders.new.eu", True),
+        ("orders.>", "orders", False),
+        ("*.new", "orders.*", True),
+        ("*.new", "orders.old", False),
+        (">", "anything.at.all", True),
+        ("a.*.c", "a.b.d", False),
+        ("a.*.>", "a.b", False),
+        ("a.*.>", "a.b.c.d", True),
+    ],
+)
+def test_subjects_overlap_when_one_message_could_match_both(
+    first: str, second: str, overlap: bool
+) -> None:
+    assert subjects_overlap(first, second) is overlap
+    assert subjects_overlap(second, first) is overlap
+
+
+def routes(*subjects: str, request_subject: str = "execution.request.task") -> dict[str, object]:
+    return {
+        "request_subject": request_subject,
+        "routes": [{"subject": s, "task_type": "a"} for s in subjects],
+    }
+
+
+def test_routes_on_distinct_subjects_are_accepted() -> None:
+    settings = build_nats_settings(routes("orders.new", "orders.*.eu", "audit.>"), TYPES)
+    assert [r.subject for r in settings.routes] == ["orders.new", "orders.*.eu", "audit.>"]
+
+
+def test_a_route_overlapping_an_earlier_one_is_refused_at_its_subject() -> None:
+    with pytest.raises(ConfigError) as caught:
+        build_nats_settings(routes("orders.new", "audit.x", "orders.*"), TYPES)
+    assert caught.value.where == ("nats", "routes", "2", "subject")
+    assert "'orders.*' overlaps route 1 'orders.new'" in caught.value.reason
+
+
+def test_a_route_overlapping_the_request_subject_is_refused() -> None:
+    with pytest.raises(ConfigError) as caught:
+        build_nats_settings(routes("execution.>"), TYPES)
+    assert "overlaps request_subject 'execution.request.task'" in caught.value.reason
