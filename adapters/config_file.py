@@ -38,6 +38,8 @@ class LoadedConfig:
     source: str
     # ``[http]``, checked: keyword arguments of ``adapters.http.limits.HttpLimits``.
     http_limits: Mapping[str, Any] = field(default_factory=dict)
+    # ``[adapters.NAME]``: deployment-wide default settings per adapter (``executors_by_name``).
+    adapter_defaults: Mapping[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def load_config(path: Path | None) -> LoadedConfig:
@@ -58,7 +60,8 @@ def parse_config(text: str, source: str) -> LoadedConfig:
         line = _decode_error_line(str(error))
         raise ConfigFileError(source, line, f"not valid TOML: {error}") from None
     try:
-        registry = build_registry(data, adapter_check=check_adapter_settings)
+        defaults = _adapters_section(data.get("adapters", {}))
+        registry = build_registry(data, adapter_check=settings_check(defaults))
         _check_learn_hooks(registry)
         ledger = _ledger_section(data.get("ledger", {}))
         http_limits = _http_section(data.get("http", {}))
@@ -66,8 +69,49 @@ def parse_config(text: str, source: str) -> LoadedConfig:
         line = locate_key_line(text, error.where)
         raise ConfigFileError(source, line, error.reason, error.where) from None
     return LoadedConfig(
-        registry=registry, ledger_section=ledger, source=source, http_limits=http_limits
+        registry=registry,
+        ledger_section=ledger,
+        source=source,
+        http_limits=http_limits,
+        adapter_defaults=defaults,
     )
+
+
+def _adapters_section(section: Any) -> dict[str, dict[str, Any]]:
+    """``[adapters.NAME]``: default settings every task of that adapter starts from (a task
+    type's or an ad-hoc task's own settings override them key by key)."""
+    from adapters.executors import executors_by_name
+
+    if not isinstance(section, dict):
+        raise ConfigError("expected a table", ("adapters",))
+    executors = executors_by_name()
+    for name, defaults in section.items():
+        if name not in executors:
+            raise ConfigError(
+                f"unknown adapter {name!r} (known: {', '.join(sorted(executors))})",
+                ("adapters", name),
+            )
+        if not isinstance(defaults, dict):
+            raise ConfigError("expected a table of settings", ("adapters", name))
+        try:
+            executors[name].check_settings(defaults)
+        except ConfigError as error:
+            # A key every task must give (``argv``, ``url``, ...) may be left to the task
+            # types; anything said about a key given here is an error of this table.
+            if error.where and error.where[0] in defaults:
+                raise ConfigError(error.reason, ("adapters", name, *error.where)) from None
+    return {name: dict(defaults) for name, defaults in section.items()}
+
+
+def settings_check(
+    defaults: Mapping[str, dict[str, Any]],
+) -> Callable[[str, dict[str, Any], tuple[str, ...]], None]:
+    """``check_adapter_settings`` over the deployment's adapter defaults."""
+
+    def check(adapter: str, settings: dict[str, Any], where: tuple[str, ...]) -> None:
+        check_adapter_settings(adapter, settings, where, defaults)
+
+    return check
 
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -138,11 +182,17 @@ def check_schema_name(schema: str, where: tuple[str, ...]) -> str:
     return schema
 
 
-def check_adapter_settings(adapter: str, settings: dict[str, Any], where: tuple[str, ...]) -> None:
-    """Refuse an unknown adapter or settings its executor would refuse at run time."""
+def check_adapter_settings(
+    adapter: str,
+    settings: dict[str, Any],
+    where: tuple[str, ...],
+    defaults: Mapping[str, dict[str, Any]] | None = None,
+) -> None:
+    """Refuse an unknown adapter or settings its executor would refuse at run time (over
+    the deployment's ``defaults`` for that adapter)."""
     from adapters.executors import executors_by_name
 
-    executors = executors_by_name()
+    executors = executors_by_name(dict(defaults or {}))
     executor = executors.get(adapter)
     if executor is None:
         raise ConfigError(
@@ -152,6 +202,10 @@ def check_adapter_settings(adapter: str, settings: dict[str, Any], where: tuple[
     try:
         executor.check_settings(settings)
     except ConfigError as error:
+        key = error.where[0] if error.where else None
+        if key is not None and key not in settings and key in (defaults or {}).get(adapter, {}):
+            # The value came from [adapters.NAME]: say so there.
+            raise ConfigError(error.reason, ("adapters", adapter, *error.where)) from None
         raise ConfigError(error.reason, (*where, *error.where)) from None
 
 

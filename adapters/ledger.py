@@ -4,7 +4,7 @@ and read a task and its history. Application code that shares the database uses 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,7 +14,7 @@ import psycopg
 from eventsourcing.persistence import IntegrityError
 from psycopg import sql
 
-from adapters.config_file import check_adapter_settings
+from adapters.config_file import settings_check
 from adapters.postgres.event_store import EventStore, RecordedEvent
 from adapters.postgres.recorder import Statement
 from adapters.postgres.running import RunningTables
@@ -62,12 +62,14 @@ class Ledger:
         registry: Registry,
         clock: Callable[[], datetime] = utc_now,
         new_id: Callable[[], UUID] = uuid4,
+        adapter_defaults: Mapping[str, dict[str, Any]] | None = None,
     ) -> None:
         self.store = store
         self.running = RunningTables(store.schema)
         self.registry = registry
         self.clock = clock
         self.new_id = new_id
+        self.adapter_defaults = dict(adapter_defaults or {})  # checked with ad-hoc settings
 
     # -- enqueueing ---------------------------------------------------------------------
 
@@ -133,7 +135,7 @@ class Ledger:
             requester=requester,
             now=self.clock(),
             new_id=self.new_id,
-            adapter_check=check_adapter_settings,
+            adapter_check=settings_check(self.adapter_defaults),
         )
         graph_id = self.new_id() if len(requests) > 1 else None
         tasks = plan_tasks(context, requests, self._stored_states(requests), graph_id)

@@ -80,7 +80,7 @@ class WorkerNode:
         self.worker = Worker(
             WorkerSettings(self.worker_id, self.queues, concurrency),
             self.dispatch,
-            executors_by_name(),
+            executors_by_name(dict(runtime.settings.config.adapter_defaults)),
             registry,
             blocking=self._blocking,
             clock=utc_now,

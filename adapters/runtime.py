@@ -60,6 +60,8 @@ def open_runtime(config_path: str | Path | None = None, *, pool_size: int = 5) -
     cascade = DependencyCascade(store, clock=utc_now)
     runners = {p.name: ProjectionRunner(store, p) for p in projections if p.name != "readiness"}
     runners["readiness"] = ProjectionRunner(store, ReadinessGraph(settings.schema), reactor=cascade)
-    ledger = Ledger(store, settings.config.registry)
+    ledger = Ledger(
+        store, settings.config.registry, adapter_defaults=settings.config.adapter_defaults
+    )
     ledger.pause_configured()
     return Runtime(settings, database_url, store, ledger, runners)

@@ -119,6 +119,7 @@ def matches_any(name: str, patterns: tuple[str, ...]) -> bool:
 _TOP_LEVEL = {
     "ledger",
     "http",
+    "adapters",
     "defaults",
     "queues",
     "lanes",

@@ -379,3 +379,41 @@ def test_overlapping_nats_routes_report_the_line_of_the_later_subject() -> None:
     )
     assert error.line == 10
     assert "overlaps route 1 'orders.*'" in str(error)
+
+
+def test_adapter_defaults_apply_to_every_task_type_of_that_adapter() -> None:
+    config = parse_config(
+        dedent(
+            """
+            [adapters.shell]
+            max_output_bytes = 3
+
+            [task_types.hello]
+            adapter = "shell"
+            settings = { argv = ["echo", "hello"] }
+            """
+        ),
+        SOURCE,
+    )
+    assert config.adapter_defaults == {"shell": {"max_output_bytes": 3}}
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "reason"),
+    [
+        ("[adapters.nope]\nx = 1\n", 1, "unknown adapter 'nope'"),
+        ("[adapters.shell]\ncolour = 1\n", 2, "unknown setting 'colour'"),
+        (
+            '[adapters.shell]\nmax_output_bytes = -1\n\n[task_types.t]\nadapter = "shell"\n'
+            'settings = { argv = ["echo"] }\n',
+            2,
+            "max_output_bytes",
+        ),
+    ],
+)
+def test_bad_adapter_defaults_report_the_line_of_their_key(
+    text: str, line: int, reason: str
+) -> None:
+    error = refusal(text)
+    assert error.line == line
+    assert reason in str(error)
