@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,11 +86,7 @@ def _adapters_section(section: Any) -> dict[str, dict[str, Any]]:
         raise ConfigError("expected a table", ("adapters",))
     executors = executors_by_name()
     for name, defaults in section.items():
-        if name not in executors:
-            raise ConfigError(
-                f"unknown adapter {name!r} (known: {', '.join(sorted(executors))})",
-                ("adapters", name),
-            )
+        _require_known(name, executors, ("adapters", name), "adapter")
         if not isinstance(defaults, dict):
             raise ConfigError("expected a table of settings", ("adapters", name))
         try:
@@ -101,6 +97,15 @@ def _adapters_section(section: Any) -> dict[str, dict[str, Any]]:
             if error.where and error.where[0] in defaults:
                 raise ConfigError(error.reason, ("adapters", name, *error.where)) from None
     return {name: dict(defaults) for name, defaults in section.items()}
+
+
+def _require_known(
+    name: str, known: Collection[str], where: tuple[str, ...], what: str = "key"
+) -> None:
+    if name not in known:
+        raise ConfigError(
+            f"unknown {what} {name!r} (expected one of: {', '.join(sorted(known))})", where
+        )
 
 
 def settings_check(
@@ -123,11 +128,7 @@ def _ledger_section(section: Any) -> dict[str, str]:
     if not isinstance(section, dict):
         raise ConfigError("expected a table", ("ledger",))
     for key, value in section.items():
-        if key not in _LEDGER_KEYS:
-            raise ConfigError(
-                f"unknown key {key!r} (expected one of: {', '.join(sorted(_LEDGER_KEYS))})",
-                ("ledger", key),
-            )
+        _require_known(key, _LEDGER_KEYS, ("ledger", key))
         if not isinstance(value, str):
             raise ConfigError(f"expected a string, got {value!r}", ("ledger", key))
     check_schema_name(section.get("schema", "ledger"), ("ledger", "schema"))
@@ -149,11 +150,7 @@ def _http_section(section: Any) -> dict[str, Any]:
     }
     limits: dict[str, Any] = {}
     for key, value in section.items():
-        if key not in readers:
-            raise ConfigError(
-                f"unknown key {key!r} (expected one of: {', '.join(sorted(readers))})",
-                ("http", key),
-            )
+        _require_known(key, readers, ("http", key))
         name, read = readers[key]
         limits[name] = read(value, ("http", key))
     return limits
