@@ -27,7 +27,7 @@ from typing import Any
 
 from psycopg import sql
 
-from adapters.postgres.recorder import Statement
+from adapters.postgres.recorder import Statement, id_list
 from adapters.postgres.running import READY_CHANNEL
 from domain.task import Task, TaskState
 
@@ -127,7 +127,7 @@ class DispatchQueue:
             }
             for task in live
         ]
-        ended_ids = ",".join(str(task.id) for task in ended)
+        ended_ids = id_list(task.id for task in ended)
         statements = [Statement(self._sync, (ended_ids, json.dumps(rows)))]
         if ended or any(task.state in _CLAIMABLE for task in live):
             statements.append(self._notify)

@@ -12,6 +12,7 @@ each is decoded once per process rather than once per runner.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -29,7 +30,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.types.composite import register_composite
 
 from adapters.postgres.dispatch_queue import DispatchQueue
-from adapters.postgres.recorder import LedgerRecorder, Statement, run_inline
+from adapters.postgres.recorder import LedgerRecorder, Statement, id_list, run_inline
 from domain.access import AccessDenial
 from domain.errors import TaskNotFound
 from domain.queue import Queue, queue_id
@@ -97,6 +98,15 @@ class EventStore:
         self.recorder = recorder
         self.table = sql.Identifier(schema, EVENTS_TABLE)
         self.dispatch_queue = DispatchQueue(schema)
+        self._sql_load_many = (
+            sql.SQL(
+                "SELECT originator_id, originator_version, topic, state FROM {} "
+                "WHERE originator_id = ANY(string_to_array(%s, ',')::uuid[]) "
+                "ORDER BY originator_id, originator_version"
+            )
+            .format(self.table)
+            .as_string(None)
+        )
         self._recent: dict[tuple[int, UUID, int], DomainEventProtocol[UUID]] = {}
         self._recent_lock = threading.Lock()
 
@@ -170,12 +180,9 @@ class EventStore:
         stored = [self.app.mapper.to_stored_event(event) for event in events]
         connection = cursor.connection
         in_pipeline = connection.pgconn.pipeline_status != pq.PipelineStatus.OFF
-        if not positions and in_pipeline:
-            run_inline(cursor, inline)
-            if stored:
-                self.recorder._insert_stored_events(cursor, stored)
-            return []
-        with connection.pipeline():
+        # Without positions, inside the caller's pipeline: nothing to wait for here.
+        quiet = not positions and in_pipeline
+        with contextlib.nullcontext() if quiet else connection.pipeline():
             run_inline(cursor, inline)
             if not stored:
                 return []
@@ -199,16 +206,17 @@ class EventStore:
             raise TaskNotFound(f"no task {task_id}")
         return task
 
-    def load_many(self, task_ids: Sequence[UUID]) -> dict[UUID, Task]:
-        """Several tasks in one query (ids not found are left out)."""
+    def load_many(
+        self, task_ids: Sequence[UUID], cursor: psycopg.Cursor[DictRow] | None = None
+    ) -> dict[UUID, Task]:
+        """Several tasks in one query (ids not found are left out); in ``cursor``'s
+        transaction when given, else on a pooled connection of its own."""
         if not task_ids:
             return {}
-        query = sql.SQL(
-            "SELECT originator_id, originator_version, topic, state FROM {} "
-            "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
-        ).format(self.table)
+        if cursor is not None:
+            return self.fold(cursor.execute(self._sql_load_many, (id_list(task_ids),)).fetchall())
         with self.recorder.datastore.get_connection() as conn:
-            rows = conn.execute(query, (list(task_ids),)).fetchall()
+            rows = conn.execute(self._sql_load_many, (id_list(task_ids),)).fetchall()
         return self.fold(rows)
 
     def fold(self, rows: Iterable[dict[str, Any]]) -> dict[UUID, Task]:

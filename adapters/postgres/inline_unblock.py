@@ -23,6 +23,7 @@ import psycopg
 from psycopg import sql
 
 from adapters.postgres.event_store import EventStore
+from adapters.postgres.recorder import id_list
 from domain.task import Task, TaskState, event_name
 
 
@@ -47,15 +48,6 @@ class InlineUnblock:
             .format(store.table)
             .as_string(None)
         )
-        self._sql_events = (
-            sql.SQL(
-                "SELECT originator_id, originator_version, topic, state FROM {} "
-                "WHERE originator_id = ANY(string_to_array(%s, ',')::uuid[]) "
-                "ORDER BY originator_id, originator_version"
-            )
-            .format(store.table)
-            .as_string(None)
-        )
 
     def look_up(
         self, conn: psycopg.Connection[Any], succeeded: Sequence[UUID]
@@ -65,7 +57,7 @@ class InlineUnblock:
         the claim's reads. None when nothing succeeded."""
         if not succeeded:
             return None
-        return conn.cursor().execute(self._sql_dependents, (_ids(succeeded),))
+        return conn.cursor().execute(self._sql_dependents, (id_list(succeeded),))
 
     def unblocked_by(
         self,
@@ -85,8 +77,7 @@ class InlineUnblock:
         free = sorted(row["task_id"] for row in rows if set(row["depends_on"]) <= done)
         if not free:
             return []
-        cur.execute(self._sql_events, (_ids(free),))
-        tasks = self.store.fold(cur.fetchall())
+        tasks = self.store.load_many(free, cur)
         unblocked = []
         for task in tasks.values():
             if task.state is TaskState.BLOCKED:
@@ -97,13 +88,9 @@ class InlineUnblock:
     def _already_succeeded(self, cur: psycopg.Cursor[Any], task_ids: set[UUID]) -> set[UUID]:
         if not task_ids:
             return set()
-        cur.execute(self._sql_last_events, (_ids(task_ids),))
+        cur.execute(self._sql_last_events, (id_list(task_ids),))
         return {
             row["originator_id"]
             for row in cur.fetchall()
             if event_name(row["topic"]) == "TaskSucceeded"
         }
-
-
-def _ids(task_ids: Sequence[UUID] | set[UUID]) -> str:
-    return ",".join(str(task_id) for task_id in task_ids)

@@ -44,12 +44,10 @@ class ProjectionRunner:
         projection: Projection,
         reactor: Reactor | None = None,
         batch_size: int = 500,
-        notify_channel: str | None = None,
     ) -> None:
         self.store = store
         self.projection = projection
         self.reactor = reactor
-        self.notify_channel = notify_channel  # told after each batch (workers wait on it)
         self._last_applied: int | None = None  # where this instance's last batch ended
         self.positions = positions = sql.Identifier(store.schema, POSITIONS_TABLE)
         self._sql_register = _compose(
@@ -117,10 +115,6 @@ class ProjectionRunner:
                 with cursor.connection.pipeline():
                     self._apply_events(cursor, appended)
             cursor.execute(self._sql_advance, (events[-1].position, self.projection.name))
-            if self.notify_channel is not None:
-                cursor.execute(
-                    "SELECT pg_notify(%s, %s)", (self.notify_channel, str(events[-1].position))
-                )
         self._last_applied = events[-1].position
         return len(events)
 

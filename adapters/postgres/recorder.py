@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
@@ -70,6 +71,12 @@ class LedgerRecorder(PostgresApplicationRecorder):
             .format(sql.Identifier(self.datastore.schema, self.events_table_name))
             .as_string(None)
         )
+
+
+def id_list(ids: Iterable[UUID]) -> str:
+    """Ids as one comma-separated text, for ``string_to_array(%s, ',')::uuid[]`` (psycopg
+    dumps a ``uuid[]`` element by element in Python, one string in C)."""
+    return ",".join(str(each) for each in ids)
 
 
 def run_inline(cursor: Cursor[Any], statements: Sequence[Statement]) -> None:

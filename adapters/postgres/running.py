@@ -20,7 +20,7 @@ from uuid import UUID
 
 from psycopg import sql
 
-from adapters.postgres.recorder import Statement
+from adapters.postgres.recorder import Statement, id_list
 
 RUNNING = "running_attempts"
 WORKERS = "worker_nodes"
@@ -138,7 +138,7 @@ class RunningTables:
         return Statement(self._sql_insert_started, (worker, now, json.dumps(rows)))
 
     def attempts_ended(self, task_ids: Sequence[UUID]) -> Statement:
-        return Statement(self._sql_delete, (",".join(str(task_id) for task_id in task_ids),))
+        return Statement(self._sql_delete, (id_list(task_ids),))
 
     def attempt_ended(self, task_id: UUID) -> Statement:
         return self.attempts_ended([task_id])
