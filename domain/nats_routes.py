@@ -33,9 +33,20 @@ class NatsSettings:
     stream: str = "LEDGER_EVENTS"
     event_subject_prefix: str = "ledger.events"  # events go to PREFIX.<EventType>
     routes: tuple[NatsRoute, ...] = ()
+    ingress_stream: str | None = None  # the publish routes' stream; None: <stream>_INGRESS
+
+    @property
+    def publish_stream(self) -> str:
+        """The JetStream stream that stores the messages of the ``publish`` routes."""
+        return self.ingress_stream or f"{self.stream}_INGRESS"
+
+    @property
+    def publish_routes(self) -> tuple[NatsRoute, ...]:
+        return tuple(r for r in self.routes if r.mode is RouteMode.PUBLISH)
 
 
-_KEYS = {"request_subject", "stream", "event_subject_prefix", "routes"}
+_KEYS = {"request_subject", "stream", "ingress_stream", "event_subject_prefix", "routes"}
+_STREAM_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _ROUTE_KEYS = {"subject", "task_type", "mode", "timeout"}
 
 
@@ -59,42 +70,58 @@ def build_nats_settings(data: Any, task_types: Mapping[str, Any]) -> NatsSetting
         (*where, "event_subject_prefix"),
         wildcards=False,
     )
-    stream = data.get("stream", defaults.stream)
-    if not isinstance(stream, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", stream):
-        raise ConfigError(
-            "stream must be a JetStream stream name (letters, digits, _ and -)", (*where, "stream")
-        )
+    stream = _stream_name(data.get("stream", defaults.stream), (*where, "stream"))
+    ingress_stream = data.get("ingress_stream")
+    if ingress_stream is not None:
+        ingress_stream = _stream_name(ingress_stream, (*where, "ingress_stream"))
+        if ingress_stream == stream:
+            raise ConfigError(
+                "ingress_stream must differ from stream (the egress's)",
+                (*where, "ingress_stream"),
+            )
     routes = data.get("routes", [])
     if not isinstance(routes, list):
         raise ConfigError("routes must be an array of tables ([[nats.routes]])", (*where, "routes"))
     built = tuple(
         _route(spec, (*where, "routes", str(i)), task_types) for i, spec in enumerate(routes)
     )
-    _refuse_overlaps(built, request_subject, where)
+    _refuse_overlaps(built, request_subject, f"{prefix}.>", where)
     return NatsSettings(
         request_subject=request_subject,
         stream=stream,
         event_subject_prefix=prefix,
         routes=built,
+        ingress_stream=ingress_stream,
     )
 
 
+def _stream_name(value: Any, where: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or not _STREAM_NAME.fullmatch(value):
+        raise ConfigError(
+            f"{where[-1]} must be a JetStream stream name (letters, digits, _ and -)", where
+        )
+    return value
+
+
 def _refuse_overlaps(
-    routes: tuple[NatsRoute, ...], request_subject: str, where: tuple[str, ...]
+    routes: tuple[NatsRoute, ...], request_subject: str, events: str, where: tuple[str, ...]
 ) -> None:
     """A message matching two subscriptions would become two tasks: refuse a route whose
-    subject some subject could match together with an earlier route's or the request
-    subject."""
-    taken = [(request_subject, "request_subject")]
+    subject some subject could match together with an earlier route's, the request subject
+    or the events the egress publishes (``<event_subject_prefix>.>``)."""
+    twice = "a message on both would become two tasks"
+    taken = [
+        (events, "the events of event_subject_prefix", "the ledger's events would become tasks"),
+        (request_subject, "request_subject", twice),
+    ]
     for index, route in enumerate(routes):
-        for subject, name in taken:
+        for subject, name, why in taken:
             if subjects_overlap(route.subject, subject):
                 raise ConfigError(
-                    f"subject {route.subject!r} overlaps {name} {subject!r}: a message on "
-                    "both would become two tasks",
+                    f"subject {route.subject!r} overlaps {name} {subject!r}: {why}",
                     (*where, "routes", str(index), "subject"),
                 )
-        taken.append((route.subject, f"route {index + 1}"))
+        taken.append((route.subject, f"route {index + 1}", twice))
 
 
 def subjects_overlap(first: str, second: str) -> bool:

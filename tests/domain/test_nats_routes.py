@@ -57,3 +57,36 @@ def test_a_route_overlapping_the_request_subject_is_refused() -> None:
     with pytest.raises(ConfigError) as caught:
         build_nats_settings(routes("execution.>"), TYPES)
     assert "overlaps request_subject 'execution.request.task'" in caught.value.reason
+
+
+def test_the_publish_routes_stream_is_named_after_the_egress_stream_unless_set() -> None:
+    derived = build_nats_settings({"stream": "EVENTS"}, TYPES)
+    named = build_nats_settings({"stream": "EVENTS", "ingress_stream": "ORDERS_IN"}, TYPES)
+
+    assert derived.publish_stream == "EVENTS_INGRESS"
+    assert named.publish_stream == "ORDERS_IN"
+    assert build_nats_settings(None, TYPES).publish_stream == "LEDGER_EVENTS_INGRESS"
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("has space", "ingress_stream must be a JetStream stream name"),
+        ("", "ingress_stream must be a JetStream stream name"),
+        (7, "ingress_stream must be a JetStream stream name"),
+        ("EVENTS", "ingress_stream must differ from stream"),
+    ],
+)
+def test_a_bad_ingress_stream_is_refused_at_its_key(value: object, reason: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        build_nats_settings({"stream": "EVENTS", "ingress_stream": value}, TYPES)
+    assert caught.value.where == ("nats", "ingress_stream")
+    assert reason in caught.value.reason
+
+
+def test_a_route_on_the_events_subjects_is_refused() -> None:
+    spec = {"event_subject_prefix": "ledger.events", **routes("audit.x", "ledger.*.TaskEnqueued")}
+    with pytest.raises(ConfigError) as caught:
+        build_nats_settings(spec, TYPES)
+    assert caught.value.where == ("nats", "routes", "1", "subject")
+    assert "the ledger's events would become tasks" in caught.value.reason
