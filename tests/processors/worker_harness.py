@@ -45,3 +45,38 @@ def runtime_with_config(tmp_path: Path, text: str) -> Runtime:
     path = tmp_path / "ledger.toml"
     path.write_text(text)
     return open_runtime(path, pool_size=4)
+
+
+def run_built_nodes_until(
+    build: Callable[[], list[WorkerNode]],
+    done: Callable[[], bool],
+    timeout: float = 15.0,
+) -> None:
+    """Run the worker nodes ``build()`` makes (inside the event loop, so a test can set
+    each one up its own way) until ``done()`` holds; a node that crashes fails the wait."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        running = [asyncio.create_task(node.run(stop)) for node in build()]
+        deadline = time.monotonic() + timeout
+        try:
+            while not await asyncio.to_thread(done):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"condition not met within {timeout} s")
+                for task in running:
+                    if task.done():
+                        task.result()
+                await asyncio.sleep(0.05)
+        finally:
+            stop.set()
+            await asyncio.gather(*running, return_exceptions=True)
+
+    asyncio.run(main())
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:
+    """Poll ``condition`` every 50 ms until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting{': ' + what if what else ''}"
+        time.sleep(0.05)
