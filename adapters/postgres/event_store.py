@@ -1,9 +1,12 @@
 """The event store: the eventsourcing library's Postgres persistence, opened for the ledger.
 
-Tasks are saved through ``eventsourcing.Application`` (one transaction per save, any number
-of aggregates). For processes that must write read models and new events atomically (the
-dependency cascade), ``append_in`` appends events inside a transaction the caller owns, with
-the library's own table lock, NOTIFY and insert statements.
+Aggregates are mapped to stored events by the ``eventsourcing`` application and saved by
+group commit (``group_commit.py``): concurrent saves of one process share one transaction,
+and no save takes a table lock — readers stop at the log's horizon (``log_horizon.py``), so
+none passes a position that a slower transaction fills later. For processes that must
+write read models and new events atomically (the dependency cascade, a worker round),
+``append_in`` appends events inside a transaction the caller owns, with the same horizon
+lock, NOTIFY and insert statements.
 
 The projection runners of one process read the same stretch of the log within milliseconds
 of each other: ``read`` keeps the events it decoded lately (by position, id and version), so
@@ -24,12 +27,14 @@ from uuid import UUID
 import psycopg
 from eventsourcing.application import Application
 from eventsourcing.domain import DomainEventProtocol
-from eventsourcing.persistence import Notification, StoredEvent
+from eventsourcing.persistence import StoredEvent
 from psycopg import pq, sql
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.composite import register_composite
 
 from adapters.postgres.dispatch_queue import DispatchQueue
+from adapters.postgres.group_commit import GroupCommit, SaveUnit
+from adapters.postgres.log_horizon import EVENTS_TABLE, horizon_statement
 from adapters.postgres.recorder import LedgerRecorder, Statement, id_list, run_inline
 from domain.access import AccessDenial
 from domain.errors import TaskNotFound
@@ -40,7 +45,6 @@ from domain.task import Task
 LedgerAggregate = Task | Queue | ScheduleControl | AccessDenial
 APPLICATION_NAME = "Ledger"
 PIPELINED_SAVE_LIMIT = 500
-EVENTS_TABLE = "ledger_events"
 RECENT_EVENTS = 20_000  # decoded events kept for the other readers; the oldest quarter goes
 
 
@@ -107,6 +111,22 @@ class EventStore:
             .format(self.table)
             .as_string(None)
         )
+        self._sql_horizon = horizon_statement(schema)
+        self._sql_read = (
+            sql.SQL(
+                "SELECT notification_id, originator_id, originator_version, topic, state "
+                "FROM {} WHERE notification_id > %s AND notification_id <= %s "
+                "ORDER BY notification_id LIMIT %s"
+            )
+            .format(self.table)
+            .as_string(None)
+        )
+        self._sql_last_below = (
+            sql.SQL("SELECT max(notification_id) AS last FROM {} WHERE notification_id <= %s")
+            .format(self.table)
+            .as_string(None)
+        )
+        self.group = GroupCommit(self._commit_units)
         self._recent: dict[tuple[int, UUID, int], DomainEventProtocol[UUID]] = {}
         self._recent_lock = threading.Lock()
 
@@ -117,21 +137,35 @@ class EventStore:
 
     def save(
         self,
-        *tasks: LedgerAggregate,
+        *aggregates: LedgerAggregate,
         inline: Sequence[Statement] = (),
     ) -> None:
-        """Append the pending events of ``tasks`` in one transaction (all or nothing).
+        """Append the pending events of ``aggregates`` in one transaction (all or nothing),
+        shared with the saves of other threads of this process that arrive meanwhile (group
+        commit); a conflict or refusal of this save raises here and fails no other save.
+        The dispatch queue moves with the events."""
+        statements = [*inline, *self.dispatch_queue.statements_for(aggregates)]
+        events = [event for aggregate in aggregates for event in aggregate.collect_events()]
+        stored = [self.app.mapper.to_stored_event(event) for event in events]
+        self.group.submit(SaveUnit(stored, statements))
 
-        Small saves go through the library's pipelined save (one round trip); large ones
-        (a big DAG) through ``append_in`` on a plain transaction, because a pipelined
-        INSERT of thousands of events stalled here with client and server both waiting.
-        Either way the dispatch queue moves with the events.
-        """
-        if sum(len(task.pending_events) for task in tasks) <= PIPELINED_SAVE_LIMIT:
-            self.app.save(*tasks, inline=[*inline, *self.dispatch_queue.statements_for(tasks)])
-            return
-        with self.transaction() as cursor:
-            self.append_in(cursor, tasks, inline)
+    def _commit_units(self, units: Sequence[SaveUnit]) -> None:
+        """One transaction for the units of a group commit: their statements, then one
+        insert of all their events. Pipelined (one round trip) unless it is large: a
+        pipelined insert of thousands of events stalled here with client and server both
+        waiting."""
+        stored = [event for unit in units for event in unit.stored]
+        large = len(stored) > PIPELINED_SAVE_LIMIT
+        with contextlib.ExitStack() as stack:
+            conn = stack.enter_context(self.recorder.datastore.get_connection())
+            if not large:
+                stack.enter_context(conn.pipeline())
+            stack.enter_context(conn.transaction())
+            cursor = conn.cursor()
+            for unit in units:
+                run_inline(cursor, unit.inline)
+            if stored:
+                self.recorder._insert_stored_events(cursor, stored)
 
     def adopt(self, connection: psycopg.Connection[Any]) -> psycopg.Cursor[DictRow]:
         """A cursor on the caller's own connection that ``append_in`` can write with: the
@@ -260,27 +294,41 @@ class EventStore:
         return {row["originator_id"]: row["version"] for row in rows}
 
     def head_position(self) -> int:
-        return self.recorder.max_notification_id() or 0
+        """The position of the last event at or below the log's horizon: every event up to
+        it is stored for good, so reading up to it never skips an event that a slower
+        transaction commits later (``log_horizon.py``)."""
+        with self.recorder.datastore.get_connection() as conn:
+            horizon = self._horizon(conn)
+            row = conn.execute(self._sql_last_below, (horizon,)).fetchone()
+        return int(row["last"]) if row and row["last"] is not None else 0
+
+    def _horizon(self, conn: psycopg.Connection[Any]) -> int:
+        row = conn.execute(self._sql_horizon).fetchone()
+        return int(row["horizon"]) if row and row["horizon"] is not None else 0
 
     def read(self, after: int, limit: int, until: int | None = None) -> list[RecordedEvent]:
-        """Events with ``after < position <= until``, in log order, at most ``limit``."""
-        notifications = self.recorder.select_notifications(
-            after, limit, stop=until, inclusive_of_start=False
-        )
-        return [RecordedEvent(n.id, self._decode_recent(n)) for n in notifications]
+        """Events with ``after < position <= until``, in log order, at most ``limit``; never
+        past the log's horizon (the horizon is read first, the rows in a later statement)."""
+        with self.recorder.datastore.get_connection() as conn:
+            horizon = self._horizon(conn)
+            stop = horizon if until is None else min(until, horizon)
+            if stop <= after:
+                return []
+            rows = conn.execute(self._sql_read, (after, stop, limit)).fetchall()
+        return [RecordedEvent(row["notification_id"], self._decode_recent(row)) for row in rows]
 
-    def _decode_recent(self, notification: Notification) -> DomainEventProtocol[UUID]:
-        """The event of a notification, decoded once while it is recent (events are
+    def _decode_recent(self, row: dict[str, Any]) -> DomainEventProtocol[UUID]:
+        """The event of a stored row, decoded once while it is recent (events are
         immutable, so readers can share one object)."""
-        key = (notification.id, notification.originator_id, notification.originator_version)
-        event = self._recent.get(key)  # type: ignore[arg-type]
+        key = (row["notification_id"], row["originator_id"], row["originator_version"])
+        event = self._recent.get(key)
         if event is None:
-            event = self.app.mapper.to_domain_event(notification)
+            event = self._decode(row)
             with self._recent_lock:
                 if len(self._recent) >= RECENT_EVENTS:
                     for old in list(itertools.islice(self._recent, RECENT_EVENTS // 4)):
                         del self._recent[old]
-                self._recent[key] = event  # type: ignore[index]
+                self._recent[key] = event
         return event
 
     def history(self, task_id: UUID) -> list[RecordedEvent]:

@@ -4,7 +4,9 @@
 leases) exactly in step with the events that start and end attempts: both commit or neither.
 They run before the library takes its table lock, so they add no time under the lock.
 
-The insert itself keeps the library's table lock and NOTIFY but, for up to
+The insert keeps the library's NOTIFY but not its table lock: writers append concurrently
+and readers stop at the log's horizon (``log_horizon.py``); in place of ``LOCK TABLE`` a
+writer calls ``ledger_log_enter()`` (one shared advisory lock). For up to
 ``JSON_INSERT_LIMIT`` events, sends the rows as one JSON text (ids as text, states as hex)
 that the server unpacks in order, instead of the library's array of a composite type:
 psycopg dumps a composite array element by element in Python (about 10 µs per event here),
@@ -28,6 +30,8 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 from psycopg import Cursor, sql
 from psycopg.rows import DictRow
 
+from adapters.postgres.log_horizon import enter_statement
+
 
 @dataclass(frozen=True)
 class Statement:
@@ -39,6 +43,15 @@ JSON_INSERT_LIMIT = 256
 
 
 class LedgerRecorder(PostgresApplicationRecorder):
+    def _lock_table(self, curs: Cursor[DictRow]) -> None:
+        """Not the library's ``LOCK TABLE``: announce this transaction to the log's readers
+        (a shared advisory lock keyed by the lowest position it can be given)."""
+        curs.execute(self._enter_log)
+
+    @functools.cached_property
+    def _enter_log(self) -> str:
+        return enter_statement(self.datastore.schema)
+
     def _insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from adapters.postgres import log_horizon
 from adapters.postgres.audit import protect_events_table
 from adapters.postgres.dispatch_queue import TABLE as DISPATCH_QUEUE
 from adapters.postgres.dispatch_queue import DispatchQueue
@@ -28,6 +29,8 @@ def create_schema(database_url: str, schema: str, projections: Iterable[Projecti
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
             EventStore(database_url, schema, create_table=True, pool_size=1).close()
             protect_events_table(conn, schema)
+            for statement in log_horizon.create_statements(schema):
+                conn.execute(statement)
             with conn.transaction():
                 conn.execute(
                     sql.SQL(

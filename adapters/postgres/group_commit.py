@@ -1,0 +1,139 @@
+"""Group commit: concurrent saves of one process share one transaction.
+
+Every way in (HTTP handlers, NATS ingress, cron, the Python API used from threads) saves
+through ``EventStore.save``. A save becomes a ``SaveUnit`` handed to ``GroupCommit.submit``,
+which blocks its caller until the unit is committed or has failed. The first caller that
+finds no commit in flight leads: it takes every unit queued so far (its own among them) and
+commits them in one transaction; callers arriving meanwhile queue up, and when the commit
+ends one of them leads the next batch. A lone save commits at once (no timer, no wait for
+company); under load each commit carries everything that gathered while the previous one ran.
+
+Each caller gets its own outcome. When a batch's transaction fails (a version conflict, an
+idempotency key already taken, any refused statement), the batch is committed again unit by
+unit, each in its own transaction, so only the unit at fault sees the error — as it would
+have without company. A lost connection fails the whole batch (each of its callers sees the
+error, as a lone save would have).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from eventsourcing.persistence import IntegrityError, StoredEvent
+
+from adapters.postgres.recorder import Statement
+
+MAX_BATCH_EVENTS = 512  # events in one batch's transaction (a unit is never split)
+
+
+@dataclass
+class SaveUnit:
+    """One caller's save: its events (already mapped to stored form), the statements that
+    must commit with them, and, once done, the error it met (None: committed)."""
+
+    stored: Sequence[StoredEvent]
+    inline: Sequence[Statement]
+    done: bool = False
+    error: BaseException | None = None
+    _finished: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def finish(self, error: BaseException | None = None) -> None:
+        self.error = error
+        self.done = True
+        self._finished.set()
+
+
+CommitBatch = Callable[[Sequence[SaveUnit]], None]
+
+
+class GroupCommit:
+    """Leader/follower batching of ``SaveUnit``s over ``commit`` (one transaction for all
+    the units it is given; raises if that transaction failed)."""
+
+    def __init__(self, commit: CommitBatch, max_batch_events: int = MAX_BATCH_EVENTS) -> None:
+        self._commit = commit
+        self._max_batch_events = max_batch_events
+        self._queue: list[SaveUnit] = []
+        self._leading = False
+        self._cond = threading.Condition()
+        self.batches = 0  # committed transactions, for tests and metrics
+        self.units = 0
+
+    def submit(self, unit: SaveUnit) -> None:
+        """Commit ``unit`` (with whatever else is queued); raise its own error if it failed."""
+        with self._cond:
+            self._queue.append(unit)
+        while not unit.done:
+            batch = self._lead_or_wait(unit)
+            if batch:
+                self._run(batch)
+        if unit.error is not None:
+            raise unit.error
+
+    def _lead_or_wait(self, unit: SaveUnit) -> list[SaveUnit]:
+        """The batch to commit if this caller leads now; else wait for a change."""
+        with self._cond:
+            while not unit.done and self._leading:
+                self._cond.wait()
+            if unit.done:
+                return []
+            self._leading = True
+            return self._take()
+
+    def _take(self) -> list[SaveUnit]:
+        batch: list[SaveUnit] = []
+        events = 0
+        while self._queue:
+            size = len(self._queue[0].stored)
+            if batch and events + size > self._max_batch_events:
+                break
+            batch.append(self._queue.pop(0))
+            events += size
+        return batch
+
+    def _run(self, batch: list[SaveUnit]) -> None:
+        try:
+            self._commit_with_fallback(batch)
+        finally:
+            with self._cond:
+                self._leading = False
+                self._cond.notify_all()
+
+    def _commit_with_fallback(self, batch: list[SaveUnit]) -> None:
+        try:
+            self._commit(batch)
+        except BaseException as error:
+            if len(batch) == 1 or not _unit_may_be_at_fault(error):
+                for unit in batch:
+                    unit.finish(error)
+                return
+            for unit in batch:  # one transaction each: only the unit at fault fails
+                try:
+                    self._commit([unit])
+                except BaseException as own_error:
+                    unit.finish(own_error)
+                else:
+                    unit.finish()
+                    self.batches += 1
+                    self.units += 1
+            return
+        for unit in batch:
+            unit.finish()
+        self.batches += 1
+        self.units += len(batch)
+
+
+def _unit_may_be_at_fault(error: BaseException) -> bool:
+    """A refusal of one unit's rows (conflict, bad value) rather than a lost server."""
+    from eventsourcing.persistence import (
+        DataError,
+        InternalError,
+        NotSupportedError,
+        ProgrammingError,
+    )
+
+    return isinstance(
+        error, IntegrityError | DataError | InternalError | ProgrammingError | NotSupportedError
+    )
