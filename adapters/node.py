@@ -58,6 +58,7 @@ class WorkerNode:
         learn_hooks: bool = True,
         projections: bool = True,
         projection_process: bool = False,
+        shutdown_grace: float = 5.0,
     ) -> None:
         registry = runtime.settings.config.registry
         self.runtime = runtime
@@ -78,7 +79,9 @@ class WorkerNode:
         )
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ledger-db")
         self.worker = Worker(
-            WorkerSettings(self.worker_id, self.queues, concurrency),
+            WorkerSettings(
+                self.worker_id, self.queues, concurrency, shutdown_grace=shutdown_grace
+            ),
             self.dispatch,
             executors_by_name(dict(runtime.settings.config.adapter_defaults)),
             registry,

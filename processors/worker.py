@@ -11,6 +11,8 @@ policy, record how each ended. One loop, top to bottom:
 
 Leases are renewed for all running attempts of this worker in one statement per interval;
 an attempt whose lease is gone (cancelled, or timed out by the watchdog) is stopped here.
+On ``stop`` the loop claims no more; the attempts running get ``shutdown_grace`` to end,
+the rest are cancelled (``WorkerShutdown``), and leases are renewed until all are recorded.
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ class Worker:
     # -- the loop -----------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        helpers = [asyncio.create_task(self._renew_loop(stop), name="lease-renewal")]
+        helpers = [asyncio.create_task(self._renew_loop(), name="lease-renewal")]
         try:
             while not stop.is_set():
                 try:
@@ -246,8 +248,14 @@ class Worker:
                 "recording %d outcomes failed; the watchdog will time them out", len(outcomes)
             )
 
-    async def _renew_loop(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
+    async def _renew_loop(self) -> None:
+        """Renew the leases of the running attempts every interval, until cancelled.
+
+        Not bound to ``stop``: during a graceful shutdown the attempts still run (and are
+        still this worker's) until they end or the worker cancels them, so their leases
+        must outlive the stop signal, or another node's watchdog times them out.
+        """
+        while True:
             await asyncio.sleep(self.settings.renew_interval)
             held = list(self.running)
             try:
@@ -262,15 +270,35 @@ class Worker:
                     self.notify_cancelled(task_id)
 
     async def _shutdown(self, helpers: list[asyncio.Task[None]]) -> None:
-        if self.running:
-            await asyncio.wait(list(self.running.values()), timeout=self.settings.shutdown_grace)
-        for execution in list(self.running.values()):
-            execution.cancel()
-        if self.running:
-            await asyncio.wait(list(self.running.values()), timeout=self.settings.shutdown_grace)
+        """The loop has stopped claiming. Let the running attempts finish for up to
+        ``shutdown_grace``, recording each outcome as it arrives; cancel the rest (each
+        becomes ``Failure("WorkerShutdown")``) and record them; only then stop renewing
+        leases (``helpers``)."""
+        try:
+            await self._finish_running(self.settings.shutdown_grace)
+            for execution in list(self.running.values()):
+                execution.cancel()
+            await self._finish_running(self.settings.shutdown_grace)
+            await self._record_outstanding()
+        finally:
+            for helper in helpers:
+                helper.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+
+    async def _finish_running(self, grace: float) -> None:
+        """Wait up to ``grace`` seconds for the running attempts to end, recording the
+        outcomes of those that do as they come."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self.running:
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            await asyncio.wait(
+                list(self.running.values()), timeout=left, return_when=asyncio.FIRST_COMPLETED
+            )
+            await self._record_outstanding()
+
+    async def _record_outstanding(self) -> None:
         while not self.outcomes.empty():
-            batch = [self.outcomes.get_nowait() for _ in range(self.outcomes.qsize())]
-            await self.blocking(self.dispatch.complete, batch)
-        for helper in helpers:
-            helper.cancel()
-        await asyncio.gather(*helpers, return_exceptions=True)
+            await self._complete_apart(self._take_outcomes())
