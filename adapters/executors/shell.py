@@ -48,6 +48,7 @@ from adapters.executors.base import (
     string_list,
     string_map,
 )
+from adapters.executors.inline_code import refuse_templates_in_code
 from adapters.executors.templates import ArgumentError, check_template, fill
 from domain.errors import ConfigError
 from domain.execution import Execution, Failure, Success
@@ -85,6 +86,7 @@ class ShellExecutor(Executor[ShellSettings]):
             raise ConfigError("the command (argv[0]) must be literal, not a template", ("argv",))
         for position, item in enumerate(argv[1:], start=1):
             check_template(item, ("argv", str(position)))
+        refuse_templates_in_code(argv, "argv")
         cwd = settings.get("cwd")
         if cwd is not None and not (isinstance(cwd, str) and os.path.isdir(cwd)):
             raise ConfigError(f"must be an existing directory, got {cwd!r}", ("cwd",))
