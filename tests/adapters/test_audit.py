@@ -232,6 +232,36 @@ def test_a_rewritten_event_with_a_matching_event_hash_still_breaks_the_chain(
     assert (report.first_bad_position, report.reason) == (second, "chain-broken")
 
 
+@pytest.mark.parametrize(
+    ("column", "change"),
+    [
+        ("originator_id", "'00000000-0000-0000-0000-000000000000'::uuid"),
+        ("originator_version", "originator_version + 1"),
+        ("topic", "'domain.task:Task.TaskCancelled'"),
+    ],
+)
+def test_a_chain_row_whose_identifying_field_was_changed_is_reported_at_the_first(
+    runtime: Runtime, chain: ProjectionRunner, column: str, change: str
+) -> None:
+    """The hashes stay right (they are recomputed from the log): only the comparison of the
+    row's own id, version and topic with the event's can tell."""
+    some_history(runtime)
+    chain.catch_up()
+    chained = positions(runtime)
+    first, later = chained[2], chained[4]
+    with psycopg.connect(runtime.store.database_url, autocommit=True) as owner:
+        owner.execute(
+            sql.SQL("UPDATE {} SET {} = {} WHERE position = ANY(%s)").format(
+                chain_table(runtime), sql.Identifier(column), sql.SQL(change)
+            ),
+            ([first, later],),
+        )
+    report = verify_chain(runtime.store, chain)
+    assert (report.ok, report.first_bad_position, report.reason) == (False, first, "chain-broken")
+    assert report.detail == f"the chain row's {column} differs from the event's"
+    assert report.checked == chained.index(first)
+
+
 # -- the append-only guard ----------------------------------------------------------------
 
 

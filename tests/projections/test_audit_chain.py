@@ -3,7 +3,11 @@ before, identical after a rebuild or a restart."""
 
 from __future__ import annotations
 
+import hashlib
+from uuid import UUID
+
 import pytest
+from eventsourcing.persistence import StoredEvent
 from psycopg import sql
 
 from adapters.postgres.event_store import EVENTS_TABLE
@@ -120,3 +124,53 @@ def test_applying_an_event_twice_changes_nothing(runtime: Runtime, chain: Projec
         for recorded in events:
             chain.projection.apply(cursor, recorded.event, recorded.position)
     assert chained(runtime) == before
+
+
+# -- known answers: the chain against the byte layout of docs/audit.md, computed here --------
+
+KAT_ID = UUID("00112233-4455-6677-8899-aabbccddeeff")
+KAT_TOPICS = (b"domain.queue:Queue.QueueRegistered", b"domain.queue:Queue.QueuePaused")
+KAT_STATES = (
+    '{"timestamp":{"_type_":"datetime_iso","_data_":"2026-01-01T00:00:00+00:00"},'
+    '"originator_topic":"domain.queue:Queue","name":"kät ✓"}'.encode(),  # 130 chars, 134 bytes
+    b'{"timestamp":{"_type_":"datetime_iso","_data_":"2026-01-01T00:00:01+00:00"},"by":"auditor"}',
+)
+# canonical(n) of docs/audit.md, written out: int8 position, the id's 16 bytes, int8 version,
+# int4 length of the topic and its UTF-8 bytes, int4 length of the state and its bytes.
+KAT_CANONICAL = (
+    b"\x00\x00\x00\x00\x00\x00\x00\x01"
+    + b"\x00\x11\x22\x33\x44\x55\x66\x77\x88\x99\xaa\xbb\xcc\xdd\xee\xff"
+    + b"\x00\x00\x00\x00\x00\x00\x00\x01"
+    + b"\x00\x00\x00\x22"
+    + KAT_TOPICS[0]
+    + b"\x00\x00\x00\x86"
+    + KAT_STATES[0],
+    b"\x00\x00\x00\x00\x00\x00\x00\x02"
+    + b"\x00\x11\x22\x33\x44\x55\x66\x77\x88\x99\xaa\xbb\xcc\xdd\xee\xff"
+    + b"\x00\x00\x00\x00\x00\x00\x00\x02"
+    + b"\x00\x00\x00\x1e"
+    + KAT_TOPICS[1]
+    + b"\x00\x00\x00\x5b"
+    + KAT_STATES[1],
+)
+
+
+def test_the_chain_of_fixed_events_matches_hashes_computed_from_the_documented_layout(
+    runtime: Runtime, chain: ProjectionRunner
+) -> None:
+    stored = [
+        StoredEvent(KAT_ID, version, topic.decode(), state)
+        for version, topic, state in zip((1, 2), KAT_TOPICS, KAT_STATES, strict=True)
+    ]
+    assert runtime.store.recorder.insert_events(stored) == [1, 2]  # a fresh log: positions 1, 2
+    chain.catch_up()
+
+    first_link = hashlib.sha256(bytes(32) + KAT_CANONICAL[0]).digest()
+    second_link = hashlib.sha256(first_link + KAT_CANONICAL[1]).digest()
+    assert chained(runtime) == [
+        (1, hashlib.sha256(KAT_CANONICAL[0]).digest(), first_link),
+        (2, hashlib.sha256(KAT_CANONICAL[1]).digest(), second_link),
+    ]
+    assert first_link.hex() == (  # the literal bytes above, hashed once by hand
+        "7ef5d91c15b1718d9a2e087a8abec6f9d8013ceaeec6623b24a966ae9f413d9f"
+    )
