@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -42,14 +42,24 @@ def test_concurrent_enqueues_with_one_key_create_one_task(runtime: Runtime) -> N
     assert sorted(created for _, created in results) == [False, False, False, True]
 
 
-def test_a_key_with_a_period_is_free_again_once_it_expires(runtime: Runtime) -> None:
-    request = TaskRequest("echo", idempotency_key="tick", idempotency_period=0.3)
-    first, _ = runtime.ledger.enqueue_once(request)
-    again, created = runtime.ledger.enqueue_once(request)
-    assert not created and again.id == first.id
-    time.sleep(0.4)
-    later, created = runtime.ledger.enqueue_once(request)
-    assert created and later.id != first.id
+def test_a_key_with_a_period_is_held_within_it_and_free_again_once_it_is_over(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The period runs from the enqueue's time (the ledger's clock): a key taken two hours
+    ago for one hour is free, one taken now for one hour is held."""
+    hour = 3600.0
+    taken_at = datetime.now(UTC) - timedelta(hours=2)
+    monkeypatch.setattr(runtime.ledger, "clock", lambda: taken_at)
+    expired, _ = runtime.ledger.enqueue_once(
+        TaskRequest("echo", idempotency_key="tick", idempotency_period=hour)
+    )
+    monkeypatch.setattr(runtime.ledger, "clock", lambda: datetime.now(UTC))
+    request = TaskRequest("echo", idempotency_key="tick", idempotency_period=hour)
+
+    current, created = runtime.ledger.enqueue_once(request)
+    assert created and current.id != expired.id
+    again, created_again = runtime.ledger.enqueue_once(request)
+    assert not created_again and again.id == current.id
 
 
 def test_a_graph_naming_a_taken_key_is_refused_and_stores_nothing(runtime: Runtime) -> None:
