@@ -1,9 +1,14 @@
 """NATS ingress: messages on configured subjects become recorded tasks.
 
-Subscriptions (queue group ``ledger``, so each message is handled by one ledger node):
-- each ``[[nats.routes]]`` subject (wildcards allowed): the JSON body is the args of the
-  route's task type. A ``request`` route answers a request with the task's terminal state;
-  a ``publish`` route answers nothing, even when refusing a message;
+Ways in (each message is handled by one ledger node):
+- each ``request`` route's subject (wildcards allowed; core NATS, queue group ``ledger``: a
+  reply needs a live requester): the JSON body is the args of the route's task type; a
+  request is answered with the task's terminal state;
+- the ``publish`` routes' subjects, through a JetStream stream and its durable consumer
+  (``publish_stream.py``): the body is the args; nothing is answered, even a refusal. A
+  message is acked once its task is committed, or once it is refused for good (bad body,
+  refused submission: logged); when the database is unavailable it is nak'ed and delivered
+  again. Its idempotency key is its ``Nats-Msg-Id``, else its stream and sequence;
 - ``request_subject`` (default ``execution.request.task``): the body names the type, as the
   HTTP API's ``POST /v1/tasks`` body does (``{"type", "args", ...}``), plus an optional
   ``wait`` (seconds, default 30) bounding how long a request waits for the result. A plain
@@ -44,10 +49,16 @@ from adapters.http.errors import DATABASE_ERRORS
 from adapters.http.log_watcher import LogWatcher
 from adapters.http.routes_tasks import WAKE_INTERVAL, load_task
 from adapters.http.views import dumps, task_json
+from adapters.nats.publish_stream import (
+    CONSUMER,
+    DUPLICATE_WINDOW,
+    NATS_FAILURES,
+    PublishConsumer,
+)
 from adapters.postgres.event_store import RecordedEvent
 from adapters.runtime import Runtime
 from domain.errors import Forbidden, LedgerError
-from domain.nats_routes import NatsRoute, NatsSettings, RouteMode
+from domain.nats_routes import NatsRoute, NatsSettings, RouteMode, subjects_overlap
 from domain.submission import Requester, TaskRequest
 from domain.task import Task
 
@@ -82,6 +93,8 @@ class NatsIngress:
         allow_adhoc: bool = False,
         max_in_flight: int = 256,
         db_threads: int = 8,
+        duplicate_window: float = DUPLICATE_WINDOW,
+        retry_delay: float = 1.0,
     ) -> None:
         self.runtime = runtime
         self.nc = nc
@@ -96,6 +109,17 @@ class NatsIngress:
         self._subscriptions: list[Subscription] = []
         self._handlers: set[asyncio.Task[None]] = set()
         self._watcher_task: asyncio.Task[None] | None = None
+        self.publish: PublishConsumer | None = None
+        if self.settings.publish_routes:
+            self.publish = PublishConsumer(
+                nc.jetstream(),
+                self.settings,
+                self.settle_stored,
+                duplicate_window=duplicate_window,
+                retry_delay=retry_delay,
+            )
+        self._publish_stop = asyncio.Event()
+        self._publish_task: asyncio.Task[None] | None = None
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -111,13 +135,35 @@ class NatsIngress:
     async def start(self) -> None:
         self._watcher_task = asyncio.create_task(self.watcher.run(), name="nats-log-watcher")
         for route in self.settings.routes:
-            await self._subscribe(route.subject, route)
+            if route.mode is RouteMode.REQUEST:
+                await self._subscribe(route.subject, route)
         await self._subscribe(self.settings.request_subject, None)
         await registered(self.nc)  # the server knows the subscriptions before we say we listen
         log.info(
             "NATS ingress on %s (queue group %s)",
             ", ".join(s.subject for s in self._subscriptions),
             self.queue_group,
+        )
+        if self.publish is not None:
+            await self._start_publish(self.publish)
+
+    async def _start_publish(self, publish: PublishConsumer) -> None:
+        """Bind to the publish routes' stream now if NATS lets us (so what is published
+        from here on is kept), else keep trying in the consumer's loop."""
+        try:
+            await publish.bind()
+            bound = True
+        except NATS_FAILURES as error:
+            log.warning("NATS ingress: stream %s not ready yet (%s)", publish.stream, error)
+            bound = False
+        self._publish_task = asyncio.create_task(
+            publish.run(self._publish_stop, bound=bound), name="nats-publish-routes"
+        )
+        log.info(
+            "NATS ingress on stream %s (%s), consumer %s",
+            publish.stream,
+            ", ".join(r.subject for r in self.settings.publish_routes),
+            CONSUMER,
         )
 
     async def _subscribe(self, subject: str, route: NatsRoute | None) -> None:
@@ -139,6 +185,7 @@ class NatsIngress:
 
     async def close(self, grace: float = 5.0) -> None:
         self.closing.set()
+        await self._stop_publish(grace)
         for subscription in self._subscriptions:
             with contextlib.suppress(nats.errors.Error):
                 await subscription.unsubscribe()
@@ -154,7 +201,43 @@ class NatsIngress:
             await asyncio.gather(self._watcher_task, return_exceptions=True)
         self.executor.shutdown(wait=False, cancel_futures=True)
 
+    async def _stop_publish(self, grace: float) -> None:
+        """Stop fetching; the batch in hand is settled first (or, after ``grace``, left
+        unacked: delivered again, to this node or another)."""
+        self._publish_stop.set()
+        if self._publish_task is not None:
+            done, _ = await asyncio.wait({self._publish_task}, timeout=grace)
+            if not done:
+                self._publish_task.cancel()
+            await asyncio.gather(self._publish_task, return_exceptions=True)
+        if self.publish is not None:
+            await self.publish.close()
+
     # -- one message ------------------------------------------------------------------
+
+    async def settle_stored(self, msg: Msg, key: str) -> bool:
+        """A publish route's message from the stream: True once it is a task (committed, or
+        recorded before under ``key``) or refused for good (logged; acked, so never
+        delivered again); False when the database is unavailable (delivered again)."""
+        routes = self.settings.publish_routes
+        route = next((r for r in routes if subjects_overlap(r.subject, msg.subject)), None)
+        if route is None:
+            log.warning("NATS message on %s matches no publish route: dropped", msg.subject)
+            return True
+        try:
+            request, _ = self.task_request(msg, route)
+            request = _with_key(request, key)
+            task, created = await self._run(
+                self.runtime.ledger.enqueue_once, request, self.requester
+            )
+        except (Refused, LedgerError) as refusal:
+            log.info("NATS message on %s refused: %s: %s", msg.subject, refusal.code, refusal)
+            return True
+        except DATABASE_ERRORS:
+            log.warning("NATS message on %s not enqueued: database unavailable", msg.subject)
+            return False
+        log.debug("NATS %s -> task %s (new: %s)", msg.subject, task.id, created)
+        return True
 
     async def _guarded(self, msg: Msg, route: NatsRoute | None) -> None:
         try:

@@ -5,6 +5,7 @@ runtime whose registry routes those names."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import textwrap
@@ -16,6 +17,7 @@ import nats
 import nats.js.errors
 import pytest
 from nats.aio.client import Client
+from nats.js import JetStreamContext
 
 from adapters.nats.server import NatsServer, answers_with_jetstream, start_nats_server
 from adapters.runtime import Runtime
@@ -123,10 +125,21 @@ async def connected(url: str, **options: object) -> AsyncIterator[Client]:
 
 
 async def delete_stream(url: str, stream: str) -> None:
-    """Streams on the shared server are removed after the test that made them."""
+    """Streams on the shared server are removed after the test that made them: ``stream``
+    and the publish routes' stream named after it (``<stream>_INGRESS``)."""
     async with connected(url) as nc:
-        with contextlib.suppress(nats.js.errors.NotFoundError):
-            await nc.jetstream().delete_stream(stream)
+        for name in (stream, f"{stream}_INGRESS"):
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await nc.jetstream().delete_stream(name)
+
+
+async def stream_drained(js: JetStreamContext, stream: str, timeout: float = 10.0) -> None:
+    """Wait until a work-queue stream holds no message: each one it stored was acked."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (await js.stream_info(stream)).state.messages:
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"stream {stream} still holds messages")
+        await asyncio.sleep(0.05)
 
 
 def enqueued(runtime: Runtime) -> list[tuple[str, dict[str, object]]]:

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-import nats.errors
 import pytest
 from nats.aio.client import Client
 
@@ -20,22 +19,35 @@ from adapters.nats.ingress import NatsIngress
 from adapters.nats.server import NatsServer
 from adapters.node import WorkerNode
 from adapters.runtime import Runtime
-from tests.adapters.nats.conftest import connected, delete_stream, enqueued, registry_text
+from tests.adapters.nats.conftest import (
+    connected,
+    delete_stream,
+    enqueued,
+    registry_text,
+    stream_drained,
+)
 from tests.processors.worker_harness import runtime_with_config
 
 pytestmark = pytest.mark.asyncio
 
 
 @contextlib.asynccontextmanager
-async def ingress_on(runtime: Runtime, url: str) -> AsyncIterator[Client]:
-    """An ingress listening on ``url``; yields a client connection to send with."""
-    async with connected(url) as server_side, connected(url) as client:
-        ingress = NatsIngress(runtime, server_side)
-        await ingress.start()
-        try:
-            yield client
-        finally:
-            await ingress.close()
+async def ingress_on(runtime: Runtime, url: str, **options: Any) -> AsyncIterator[Client]:
+    """An ingress listening on ``url``; yields a client connection to send with. The
+    publish routes' stream is deleted afterwards (unless ``keep_stream``)."""
+    keep = options.pop("keep_stream", False)
+    settings = runtime.settings.config.registry.nats
+    try:
+        async with connected(url) as server_side, connected(url) as client:
+            ingress = NatsIngress(runtime, server_side, **options)
+            await ingress.start()
+            try:
+                yield client
+            finally:
+                await ingress.close()
+    finally:
+        if not keep:
+            await delete_stream(url, settings.stream)
 
 
 async def ask(client: Client, subject: str, body: Any, timeout: float = 5.0, **kw: Any) -> Any:
@@ -80,19 +92,57 @@ async def test_a_request_route_answers_with_the_result_of_the_task_a_worker_ran(
     assert failed["failure"]["class"] == "RuntimeError"
 
 
-async def test_a_publish_route_enqueues_the_message_and_answers_nothing(
+async def test_a_publish_route_enqueues_the_message_and_answers_only_the_streams_ack(
     nats_runtime: Runtime, nats_url: str, names: str
 ) -> None:
+    stream = nats_runtime.settings.config.registry.nats.publish_stream
     async with ingress_on(nats_runtime, nats_url) as client:
-        with pytest.raises(nats.errors.TimeoutError):
-            await client.request(f"{names}.note.red", b'{"colour": "red"}', timeout=0.5)
+        stored = await ask(client, f"{names}.note.red", {"colour": "red"})
         await client.publish(f"{names}.note.blue", b'{"colour": "blue"}')
         await until(lambda: len(enqueued(nats_runtime)) == 2)
 
+    assert set(stored) == {"stream", "seq"}  # JetStream stored it; no task answer
+    assert stored["stream"] == stream
     assert sorted(enqueued(nats_runtime), key=str) == [
         ("echo", {"colour": "blue"}),
         ("echo", {"colour": "red"}),
     ]
+
+
+async def test_messages_published_while_no_ledger_runs_become_tasks_when_it_starts(
+    nats_runtime: Runtime, nats_url: str, names: str
+) -> None:
+    async with ingress_on(nats_runtime, nats_url, keep_stream=True):
+        pass  # the stream exists from now on
+    try:
+        async with connected(nats_url) as publisher:
+            js = publisher.jetstream()
+            for n in range(3):
+                await js.publish(f"{names}.note.later", json.dumps({"n": n}).encode())
+        async with ingress_on(nats_runtime, nats_url, keep_stream=True):
+            await until(lambda: len(enqueued(nats_runtime)) == 3)
+    finally:
+        await delete_stream(nats_url, nats_runtime.settings.config.registry.nats.stream)
+
+    assert sorted(args["n"] for _, args in enqueued(nats_runtime)) == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    "body", [b"{not json", b"\xff\xfe", b"[1, 2]"], ids=["bad_json", "not_utf8", "not_an_object"]
+)
+async def test_a_publish_route_message_that_cannot_be_a_task_is_acked_and_enqueues_nothing(
+    nats_runtime: Runtime, nats_url: str, names: str, body: bytes
+) -> None:
+    stream = nats_runtime.settings.config.registry.nats.publish_stream
+    async with ingress_on(nats_runtime, nats_url) as client:
+        js = client.jetstream()
+        await js.publish(f"{names}.note.bad", body)
+        await js.publish(f"{names}.note.good", b'{"after": 1}')
+        await stream_drained(js, stream)  # both were acked: none is delivered again
+        consumer = await js.consumer_info(stream, "ledger-ingress")
+
+    assert enqueued(nats_runtime) == [("echo", {"after": 1})]
+    assert consumer.num_redelivered == 0
 
 
 async def test_a_request_answers_with_the_state_reached_when_the_route_timeout_runs_out(
@@ -182,13 +232,38 @@ async def test_a_redelivered_message_with_the_same_nats_msg_id_records_one_task(
         for _ in range(2):
             await client.publish(f"{names}.note.x", b'{"k": 1}', headers={"Nats-Msg-Id": "n-1"})
         other = await ask(client, f"{names}.quick", {"n": 1}, headers={"Nats-Msg-Id": "other"})
-        await until(lambda: len(enqueued(nats_runtime)) == 3)
-        await asyncio.sleep(0.2)  # a second copy of the note would be recorded by now
+        # A later note, stored after both copies: once it is a task and the stream holds
+        # nothing more, every copy has been handled.
+        js = client.jetstream()
+        await js.publish(f"{names}.note.y", b'{"k": 2}', headers={"Nats-Msg-Id": "n-2"})
+        await until(lambda: ("echo", {"k": 2}) in enqueued(nats_runtime))
+        await stream_drained(js, nats_runtime.settings.config.registry.nats.publish_stream)
 
     assert first["task_id"] == again["task_id"] != other["task_id"]
     assert nats_runtime.ledger.task(UUID(first["task_id"])).idempotency_key == f"{names}-order-1"
     assert sorted(enqueued(nats_runtime), key=str) == [
         ("echo", {"k": 1}),
+        ("echo", {"k": 2}),
         ("echo", {"n": 1}),
         ("echo", {"n": 1}),
     ]
+
+
+async def test_a_message_repeated_after_the_streams_duplicate_window_records_one_task(
+    nats_runtime: Runtime, nats_url: str, names: str
+) -> None:
+    """The stream forgets a Nats-Msg-Id after its window (a publisher retrying after a
+    long outage); the ledger's idempotency key still knows it."""
+    stream = nats_runtime.settings.config.registry.nats.publish_stream
+    headers = {"Nats-Msg-Id": f"{names}-late"}
+    async with ingress_on(nats_runtime, nats_url, duplicate_window=0.5) as client:
+        js = client.jetstream()
+        first = await js.publish(f"{names}.note.z", b'{"z": 1}', headers=headers)
+        await until(lambda: len(enqueued(nats_runtime)) == 1)
+        await asyncio.sleep(0.7)  # past the window: the stream takes the copy again
+        again = await js.publish(f"{names}.note.z", b'{"z": 1}', headers=headers)
+        await stream_drained(js, stream)
+
+    assert (first.duplicate, again.duplicate) == (None, None)  # both stored
+    assert again.seq == first.seq + 1
+    assert enqueued(nats_runtime) == [("echo", {"z": 1})]
