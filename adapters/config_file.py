@@ -89,8 +89,8 @@ def _adapters_section(section: Any) -> dict[str, dict[str, Any]]:
         _require_known(name, executors, ("adapters", name), "adapter")
         if not isinstance(defaults, dict):
             raise ConfigError("expected a table of settings", ("adapters", name))
-        try:
-            executors[name].check_settings(defaults)
+        try:  # as defaults: deployment keys (docker's allow_root...) may be given only here
+            type(executors[name])(defaults).check_settings({})
         except ConfigError as error:
             # A key every task must give (``argv``, ``url``, ...) may be left to the task
             # types; anything said about a key given here is an error of this table.

@@ -8,7 +8,10 @@ stop all the work it started (processes killed, requests aborted) before the
 
 Settings come from two places: deployment-wide defaults given to the executor's constructor,
 overridden key by key by the task type's ``settings``. ``check_settings`` is called once when
-the registry is loaded, so bad configuration fails at start, not at the first run.
+the registry is loaded, so bad configuration fails at start, not at the first run. Keys in
+``deployment_keys`` (what a sandbox is allowed to loosen, e.g. docker's ``allow_root``) come
+from the defaults only, the file's ``[adapters.NAME]``: a task type or an ad-hoc task that
+gives one is refused, so no task can allow itself.
 """
 
 from __future__ import annotations
@@ -27,17 +30,30 @@ class Executor(ABC, Generic[SettingsT]):
     """Runs executions of task types whose ``adapter`` is ``name``."""
 
     name: str
+    deployment_keys: frozenset[str] = frozenset()
 
     def __init__(self, defaults: Mapping[str, Any] | None = None) -> None:
         self.defaults: dict[str, Any] = dict(defaults or {})
 
     def check_settings(self, settings: dict[str, Any]) -> None:
         """Raise ``ConfigError(reason, where=(key,))`` if ``settings`` cannot be run."""
-        self.parse_settings({**self.defaults, **settings})
+        self.parse_settings(self.merged(settings))
+
+    def merged(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """The defaults overridden by a task's ``settings``, which may not hold a
+        deployment key."""
+        given = sorted(self.deployment_keys & set(settings))
+        if given:
+            raise ConfigError(
+                f"can only be set in the configuration file's [adapters.{self.name}] table, "
+                "not by a task type or an ad-hoc task",
+                (given[0],),
+            )
+        return {**self.defaults, **settings}
 
     async def run(self, execution: Execution) -> Success | Failure:
         try:
-            settings = self.parse_settings({**self.defaults, **execution.settings})
+            settings = self.parse_settings(self.merged(execution.settings))
         except ConfigError as exc:
             where = ".".join(exc.where)
             return Failure("BadSettings", f"{where}: {exc.reason}", retryable=False)

@@ -8,10 +8,11 @@ Settings of a task type whose adapter is ``docker``:
   templates such as ``"{args.path}"``; each filled element is exactly one argument, whatever
   it contains. ``env``: table of environment variables whose values may hold templates.
 - ``network`` (default ``"none"``): ``"host"``, ``"bridge"`` or a named network only with
-  ``allow_network = true``.
+  ``allow_network = true`` in ``[adapters.docker]``.
 - ``memory_bytes`` (default 256 MiB, also the memory + swap limit), ``cpus`` (default 1.0),
-  ``pids_limit`` (default 128), ``read_only`` root filesystem (default true), ``user``
-  (default ``"65534:65534"``, nobody; ``"0"`` when an image needs root), ``tmpfs``: table of
+  ``pids_limit`` (default 128), ``read_only`` root filesystem (default true; false only with
+  ``allow_writable_root = true``), ``user`` (default ``"65534:65534"``, nobody; root only
+  with ``allow_root = true``), ``tmpfs``: table of
   mount point to mount options, e.g. ``{"/tmp" = "size=16m"}`` (a mount point the image
   already has keeps that directory's owner and mode: ``/tmp`` should be 1777 there).
 - ``max_log_bytes`` (default 1 MiB): stdout and stderr are each kept up to this size and the
@@ -19,8 +20,13 @@ Settings of a task type whose adapter is ``docker``:
   the container's log file on the engine is rotated past four times that size (at least
   1 MiB; one old file kept), so a flood cannot fill the engine's disk, though the oldest
   output may then be lost.
-- ``docker_host``: the engine's address (``unix://``, ``tcp://``, ``ssh://``...); by default
-  ``DOCKER_HOST`` or the default socket. Settings are checked without contacting the engine.
+- ``docker_host``: the engine's address: a ``unix://`` socket, or another address
+  (``tcp://``, ``ssh://``...) listed in ``allowed_docker_hosts``; by default ``DOCKER_HOST``
+  or the default socket. Settings are checked without contacting the engine.
+
+``allow_root``, ``allow_writable_root``, ``allow_network`` and ``allowed_docker_hosts`` are
+read from the file's ``[adapters.docker]`` only: a task type or ad-hoc task cannot give them
+(``docker_policy.py``).
 
 Every container has all capabilities dropped, ``no-new-privileges``, is never privileged, and
 is labelled ``execution-ledger.task=<task id>``. It is waited for up to ``start_to_close``,
@@ -53,15 +59,16 @@ import requests.exceptions
 from docker.models.containers import Container
 from docker.types import LogConfig
 
+from adapters.executors import docker_policy
 from adapters.executors.base import (
     Executor,
-    boolean,
     positive_int,
     refuse_unknown,
     string,
     string_list,
     string_map,
 )
+from adapters.executors.inline_code import refuse_templates_in_code
 from adapters.executors.templates import ArgumentError, check_template, fill
 from domain.errors import ConfigError
 from domain.execution import Execution, Failure, Success
@@ -75,13 +82,11 @@ API_TIMEOUT_SECONDS = 30
 LABEL = "execution-ledger.task"
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 KNOWN_SETTINGS = {
-    *("image", "command", "env", "network", "allow_network", "memory_bytes", "cpus"),
+    *("image", "command", "env", "network", "memory_bytes", "cpus"),
     *("pids_limit", "read_only", "user", "max_log_bytes", "docker_host", "tmpfs"),
+    *docker_policy.DEPLOYMENT_KEYS,
 }
-NETWORK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-HOST_SCHEMES = ("unix://", "tcp://", "http://", "https://", "ssh://")
 UNAVAILABLE = (docker.errors.DockerException, requests.exceptions.RequestException)
 T = TypeVar("T")
 
@@ -104,6 +109,7 @@ class DockerSettings:
 
 class DockerExecutor(Executor[DockerSettings]):
     name = "docker"
+    deployment_keys = docker_policy.DEPLOYMENT_KEYS
 
     def parse_settings(self, settings: dict[str, Any]) -> DockerSettings:
         refuse_unknown(settings, KNOWN_SETTINGS)
@@ -114,6 +120,7 @@ class DockerExecutor(Executor[DockerSettings]):
             )
         for position, item in enumerate(command[1:], start=1):
             check_template(item, ("command", str(position)))
+        refuse_templates_in_code(command, "command")
         env = string_map(settings, "env")
         for key, value in env.items():
             if not ENV_NAME.fullmatch(key):
@@ -122,21 +129,22 @@ class DockerExecutor(Executor[DockerSettings]):
         memory_bytes = positive_int(settings, "memory_bytes", DEFAULT_MEMORY_BYTES)
         if memory_bytes < MIN_MEMORY_BYTES:
             raise ConfigError(f"must be at least {MIN_MEMORY_BYTES} (6 MiB)", ("memory_bytes",))
-        user = string(settings, "user", "65534:65534")
-        if not USER.fullmatch(user):
-            raise ConfigError(f"must be 'user' or 'user:group', got {user!r}", ("user",))
+        # What only [adapters.docker] may loosen, checked before the image it may leave out.
+        network, read_only = docker_policy.network(settings), docker_policy.read_only(settings)
+        user = docker_policy.user(settings)
+        host = docker_policy.docker_host(settings, self.defaults.get("docker_host"))
         return DockerSettings(
             image=string(settings, "image"),
             command=command,
             env=env,
-            network=_network(settings),
+            network=network,
             memory_bytes=memory_bytes,
             nano_cpus=_nano_cpus(settings.get("cpus", 1.0)),
             pids_limit=positive_int(settings, "pids_limit", 128),
-            read_only=boolean(settings, "read_only", True),
+            read_only=read_only,
             user=user,
             max_log_bytes=positive_int(settings, "max_log_bytes", DEFAULT_MAX_LOG_BYTES),
-            docker_host=_docker_host(settings.get("docker_host")),
+            docker_host=host,
             tmpfs=_tmpfs(settings),
         )
 
@@ -374,38 +382,10 @@ async def _settle(future: Awaitable[Any]) -> None:
         future.exception()
 
 
-def _network(settings: dict[str, Any]) -> str:
-    network = string(settings, "network", "none")
-    allowed = boolean(settings, "allow_network", False)
-    if network == "none":
-        return network
-    if not allowed:
-        raise ConfigError(
-            f"network {network!r} needs allow_network = true (the default is 'none')",
-            ("network",),
-        )
-    if not NETWORK_NAME.fullmatch(network):
-        raise ConfigError(
-            f"must be 'none', 'host' or a network name, got {network!r}", ("network",)
-        )
-    return network
-
-
 def _nano_cpus(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1024:
         raise ConfigError(f"must be a number of CPUs above 0, got {value!r}", ("cpus",))
     return int(value * 1_000_000_000)
-
-
-def _docker_host(value: Any) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.startswith(HOST_SCHEMES):
-        raise ConfigError(
-            f"must be an address starting with {', '.join(HOST_SCHEMES)}, got {value!r}",
-            ("docker_host",),
-        )
-    return value
 
 
 def _tmpfs(settings: dict[str, Any]) -> dict[str, str]:
