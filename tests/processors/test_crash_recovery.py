@@ -69,10 +69,11 @@ def start_worker_process(config_path: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
+        assert time.monotonic() < deadline, f"{what}: not seen within {timeout:g} s"
         time.sleep(0.05)
 
 
@@ -90,12 +91,10 @@ def test_a_killed_workers_attempt_is_timed_out_and_retried_by_another(
     task = rt.ledger.enqueue(TaskRequest("slow_once", {"marker": str(tmp_path / "marker")}))
     process = start_worker_process(config_path)
     try:
-        wait_for(running_attempt(rt, task.id, 1))
+        wait_for(running_attempt(rt, task.id, 1), "attempt 1 running in the worker process")
         process.send_signal(signal.SIGKILL)
-        killed_at = time.monotonic()
         process.wait()
-        run_nodes_until(rt, lambda: rt.store.load(task.id).state.is_terminal, timeout=30)
-        recovered_in = time.monotonic() - killed_at
+        run_nodes_until(rt, lambda: rt.store.load(task.id).state.is_terminal, timeout=60)
     finally:
         process.kill()
     done = rt.store.load(task.id)
@@ -105,7 +104,10 @@ def test_a_killed_workers_attempt_is_timed_out_and_retried_by_another(
         e.event for e in rt.store.history(task.id) if type(e.event).__name__ == "TaskTimedOut"
     ]
     assert [(t.kind, t.attempt) for t in timeouts] == [("heartbeat", 1)]
-    assert recovered_in < HEARTBEAT + 5
+    started = [
+        e.event for e in rt.store.history(task.id) if type(e.event).__name__ == "TaskStarted"
+    ]
+    assert started[0].worker != started[1].worker  # the killed process, then this test's node
 
 
 def test_a_task_that_keeps_killing_its_worker_is_parked_after_max_attempts(
@@ -116,7 +118,7 @@ def test_a_task_that_keeps_killing_its_worker_is_parked_after_max_attempts(
     for attempt in (1, 2):
         process = start_worker_process(config_path)
         try:
-            wait_for(running_attempt(rt, task.id, attempt))
+            wait_for(running_attempt(rt, task.id, attempt), f"attempt {attempt} running")
         finally:
             process.send_signal(signal.SIGKILL)
             process.wait()
@@ -125,7 +127,7 @@ def test_a_task_that_keeps_killing_its_worker_is_parked_after_max_attempts(
             watchdog.record(watchdog.fired())
             return rt.store.load(task.id).state is not TaskState.RUNNING
 
-        wait_for(timed_out)
+        wait_for(timed_out, f"attempt {attempt} timed out by the watchdog")
     parked = rt.store.load(task.id)
     assert (parked.state, parked.attempts, parked.timeout_kind) == (
         TaskState.FAILED,
