@@ -4,6 +4,7 @@ the log watcher, the limits and the HTTP metrics."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -11,6 +12,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from adapters.http.deadline import database_call
 from adapters.http.limits import HttpLimits, RateLimiter, WaitingSlots
 from adapters.http.log_watcher import LogWatcher
 from adapters.http.metrics import HttpMetrics
@@ -21,7 +23,7 @@ T = TypeVar("T")
 
 
 class ServerContext:
-    def __init__(self, runtime: Runtime, limits: HttpLimits, db_threads: int = 8) -> None:
+    def __init__(self, runtime: Runtime, limits: HttpLimits, db_threads: int = 16) -> None:
         self.runtime = runtime
         self.limits = limits
         self.executor = ThreadPoolExecutor(max_workers=db_threads, thread_name_prefix="http-db")
@@ -36,9 +38,14 @@ class ServerContext:
         return self.runtime.settings.config.registry
 
     async def run(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run a blocking call (psycopg, eventsourcing) off the event loop."""
+        """Run a blocking call (psycopg, eventsourcing) off the event loop, under the
+        request's deadline (``deadline.py``); a call of the ``Ledger`` is the request's
+        write."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, partial(function, *args, **kwargs))
+        # The request's context (its deadline) goes with the call into the thread.
+        call = partial(contextvars.copy_context().run, function, *args, **kwargs)
+        with database_call(writes=getattr(function, "__self__", None) is self.runtime.ledger):
+            return await loop.run_in_executor(self.executor, call)
 
 
 CONTEXT = web.AppKey("context", ServerContext)
