@@ -1,9 +1,12 @@
-"""Shared pieces of the benchmarks: a fresh schema on the benchmark database and the raw
-ceiling (plain psycopg single-row INSERT + COMMIT into the same PostgreSQL)."""
+"""Shared pieces of the benchmarks: a fresh schema on the benchmark database (its settings
+left in ``LEDGER_*`` variables, so child processes open the same ledger), the raw ceiling
+(plain psycopg single-row INSERT + COMMIT into the same PostgreSQL), percentiles and a free
+loopback port."""
 
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 import time
 import warnings
@@ -27,6 +30,10 @@ def database_url() -> str:
 
 @contextmanager
 def fresh_runtime(config_text: str | None = None) -> Iterator[Runtime]:
+    """A runtime on a new schema, dropped afterwards. ``LEDGER_DATABASE_URL``,
+    ``LEDGER_SCHEMA`` and ``LEDGER_CONFIG`` (the written registry, if any) name it, so
+    processes started meanwhile (worker nodes, servers, a task's own ``open_runtime()``)
+    open the same ledger."""
     url = database_url()
     schema = f"bench_{uuid4().hex[:12]}"
     os.environ["LEDGER_DATABASE_URL"] = url
@@ -35,6 +42,7 @@ def fresh_runtime(config_text: str | None = None) -> Iterator[Runtime]:
     if config_text is not None:
         config = Path(tempfile.mkdtemp()) / "bench.toml"
         config.write_text(config_text)
+        os.environ["LEDGER_CONFIG"] = str(config)
     runtime = open_runtime(config, pool_size=4)
     try:
         yield runtime
@@ -62,3 +70,16 @@ def raw_insert_rate(rows: int = 2000) -> float:
             return rows / (time.perf_counter() - started)
         finally:
             conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(table)))
+
+
+def percentile(values: list[float], p: float) -> float:
+    """The ``p``-th percentile (nearest rank) of ``values``."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 a moment ago."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
