@@ -12,12 +12,18 @@ index), computes both hashes with ``sha256()`` and takes the previous chain hash
 last row before it. Nothing is kept in memory, so a restart, a rolled-back batch or another
 process running the projection can never leave a stale previous hash; and the statement
 returns nothing, so in the runner's pipeline it costs no round trip.
+
+A stored row the runner cannot decode (a topic that does not resolve, a state that does not
+parse) reaches ``apply`` as an ``UndecodableEvent``: it is chained by its stored bytes like
+any other, and its position is also kept in ``audit_undecodable`` for ``ledger audit
+verify`` to list.
 """
 
 from __future__ import annotations
 
 import hashlib
 import struct
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -26,6 +32,7 @@ from psycopg import sql
 from projections.base import Cursor, Event
 
 TABLE = "audit_chain"
+UNDECODABLE_TABLE = "audit_undecodable"
 GENESIS = bytes(32)
 _GENESIS_SQL = f"decode('{GENESIS.hex()}', 'hex')"
 
@@ -38,6 +45,19 @@ CREATE TABLE IF NOT EXISTS {chain} (
     event_hash bytea NOT NULL,
     chain_hash bytea NOT NULL
 )
+"""
+
+_CREATE_UNDECODABLE = """
+CREATE TABLE IF NOT EXISTS {undecodable} (
+    position bigint PRIMARY KEY,
+    topic text,
+    error text NOT NULL
+)
+"""
+
+_RECORD_UNDECODABLE = """
+INSERT INTO {undecodable} (position, topic, error) VALUES (%s, %s, %s)
+ON CONFLICT (position) DO NOTHING
 """
 
 # canonical(n) in SQL; ``canonical_bytes`` below is the same encoding in Python.
@@ -62,6 +82,19 @@ FROM {events} e, LATERAL (SELECT {canonical} AS canonical) c
 WHERE e.notification_id = %s
 ON CONFLICT (position) DO NOTHING
 """
+
+
+@dataclass(frozen=True)
+class UndecodableEvent:
+    """What a projection runner hands on, at its position, for a stored row whose event
+    cannot be decoded. It is no task event, so the task view, readiness graph and dataset
+    pass over it; the audit chain chains the stored row and records its position."""
+
+    position: int
+    originator_id: UUID
+    originator_version: int
+    topic: str | None
+    error: str  # why it does not decode: "<exception class>: <message>"
 
 
 def canonical_bytes(
@@ -96,14 +129,20 @@ def next_chain_hash(previous: bytes, canonical: bytes) -> bytes:
 
 class AuditChain:
     name = "audit_chain"
-    tables = (TABLE,)
+    tables = (TABLE, UNDECODABLE_TABLE)
+    takes_undecodable = True  # the runner hands it rows it cannot decode (see the module)
 
     def __init__(self, schema: str, events_table: str = "ledger_events") -> None:
         # ``events_table``: the library's table of the "Ledger" application
         # (``adapters.postgres.event_store.EVENTS_TABLE``), named here to keep this
         # module free of adapters.
         self.table = sql.Identifier(schema, TABLE)
+        undecodable = sql.Identifier(schema, UNDECODABLE_TABLE)
         self._create = sql.SQL(_CREATE).format(chain=self.table)
+        self._create_undecodable = sql.SQL(_CREATE_UNDECODABLE).format(undecodable=undecodable)
+        self._record_undecodable = (
+            sql.SQL(_RECORD_UNDECODABLE).format(undecodable=undecodable).as_string(None)
+        )
         self._append = (
             sql.SQL(_APPEND)
             .format(
@@ -117,8 +156,11 @@ class AuditChain:
 
     def create(self, cursor: Cursor) -> None:
         cursor.execute(self._create)
+        cursor.execute(self._create_undecodable)
 
     def apply(self, cursor: Cursor, event: Event, position: int) -> list[Any]:
         # Every event is chained, whatever its aggregate. Applying one twice changes nothing.
         cursor.execute(self._append, (position,))
+        if isinstance(event, UndecodableEvent):
+            cursor.execute(self._record_undecodable, (position, event.topic, event.error))
         return []

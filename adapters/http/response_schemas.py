@@ -409,6 +409,11 @@ AUDIT_REPORT: Schema = {
         },
         "detail": {"type": "string"},
         "unchained": {"type": "integer", "minimum": 0, "description": "events not yet chained"},
+        "undecodable": {
+            "type": "array",
+            "items": {"type": "integer"},
+            "description": "positions of chained rows whose event does not decode",
+        },
     },
 }
 

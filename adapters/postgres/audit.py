@@ -18,6 +18,7 @@ Who ("principal" and "actor") per event, decided from the log alone:
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -38,12 +39,14 @@ from domain.task import Task
 from projections.audit_chain import (
     GENESIS,
     TABLE,
+    UNDECODABLE_TABLE,
     canonical_bytes,
     event_hash,
     next_chain_hash,
 )
 from projections.base import Event, is_task_event, kind
 
+log = logging.getLogger(__name__)
 APPEND_ONLY_MESSAGE = "ledger events are append-only"
 GUARD_FUNCTION = "ledger_events_append_only"
 ROW_TRIGGER = "ledger_events_append_only"
@@ -116,6 +119,9 @@ class VerifyReport:
     ``catch-up-failed`` (what is chained is intact, but the chain could not be brought up
     to the head: an event after it no longer decodes, or the database failed).
     ``unchained``: events after the chain's head, not checked (the projection lags).
+    ``undecodable``: positions of chained rows whose event does not decode (a topic that
+    does not resolve, a state that does not parse): chained and verified by their stored
+    bytes like every row, but skipped by the other projections.
     """
 
     ok: bool
@@ -124,6 +130,7 @@ class VerifyReport:
     reason: str
     detail: str = ""
     unchained: int = 0
+    undecodable: tuple[int, ...] = ()
 
 
 def verify_chain(store: EventStore, chain: ProjectionRunner | None = None) -> VerifyReport:
@@ -142,7 +149,7 @@ def verify_chain(store: EventStore, chain: ProjectionRunner | None = None) -> Ve
     with psycopg.connect(store.database_url, row_factory=dict_row) as conn:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
-        report = _compare(conn, store.schema)
+        report = _with_undecodable(_compare(conn, store.schema), conn, store.schema)
     if catch_up_error is None:
         return report
     if not report.ok:
@@ -208,6 +215,32 @@ def _compare(conn: psycopg.Connection[Any], schema: str) -> VerifyReport:
     if unchained:
         detail += f"; {unchained} later events not chained yet"
     return VerifyReport(True, checked, None, "ok", detail, unchained)
+
+
+def _with_undecodable(
+    report: VerifyReport, conn: psycopg.Connection[Any], schema: str
+) -> VerifyReport:
+    """The report with the chained positions whose event does not decode (in the same
+    snapshot), each also logged as a warning."""
+    rows = conn.execute(
+        sql.SQL("SELECT position, topic, error FROM {} ORDER BY position").format(
+            sql.Identifier(schema, UNDECODABLE_TABLE)
+        )
+    ).fetchall()
+    if not rows:
+        return report
+    for row in rows:
+        log.warning(
+            "audit: the event at position %d (topic %r) does not decode (%s); "
+            "it is chained by its stored bytes",
+            row["position"],
+            row["topic"],
+            row["error"],
+        )
+    positions = tuple(row["position"] for row in rows)
+    listed = ", ".join(str(p) for p in positions[:20]) + (", ..." if len(positions) > 20 else "")
+    detail = f"{report.detail}; {len(positions)} undecodable (at {listed})"
+    return dataclasses.replace(report, detail=detail, undecodable=positions)
 
 
 def _bad(checked: int, position: int, reason: str, detail: str) -> VerifyReport:
