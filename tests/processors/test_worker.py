@@ -73,6 +73,10 @@ CONFIG = textwrap.dedent(
     [task_types.greet]
     adapter = "shell"
     settings = { argv = ["/bin/echo", "{args[name]}"] }
+
+    [task_types.shell_nap]
+    adapter = "shell"
+    settings = { argv = ["/bin/sleep", "{args[seconds]}"] }
     """
 )
 
@@ -94,6 +98,21 @@ def all_terminal(rt: Runtime, ids: list[UUID]) -> bool:
 
 def events(rt: Runtime, task_id: UUID) -> list[str]:
     return [type(e.event).__name__ for e in rt.store.history(task_id)]
+
+
+def sleeping(seconds: str) -> list[psutil.Process]:
+    """This process's live children running ``/bin/sleep SECONDS`` (a shell task's work)."""
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and child.cmdline() == [
+                "/bin/sleep",
+                seconds,
+            ]:
+                found.append(child)
+        except psutil.NoSuchProcess:
+            continue
+    return found
 
 
 def test_a_task_runs_through_its_adapter_and_records_its_result(rt: Runtime) -> None:
@@ -143,30 +162,28 @@ def test_a_non_retryable_error_class_fails_at_once(rt: Runtime) -> None:
 
 
 def test_start_to_close_kills_the_adapters_process_and_records_a_timeout(rt: Runtime) -> None:
-    task = rt.ledger.enqueue(TaskRequest("slow_shell", {"seconds": "30"}))
-    seconds = run_nodes_until(rt, lambda: all_terminal(rt, [task.id]))
-    assert seconds < 10
+    task = rt.ledger.enqueue(TaskRequest("slow_shell", {"seconds": "601"}))
+    run_nodes_until(rt, lambda: all_terminal(rt, [task.id]), timeout=60)
     history = rt.store.history(task.id)
     timed_out = [e.event for e in history if type(e.event).__name__ == "TaskTimedOut"]
     assert [e.kind for e in timed_out] == ["start_to_close"]
     assert rt.store.load(task.id).state is TaskState.FAILED
-    sleepers = [
-        p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["/bin/sleep", "30"]
-    ]
-    assert sleepers == []
+    assert sleeping("601") == []  # killed before the timeout was recorded
 
 
 def test_cancelling_a_running_task_stops_its_work(rt: Runtime) -> None:
-    task = rt.ledger.enqueue(TaskRequest("nap", {"seconds": 30}))
+    task = rt.ledger.enqueue(TaskRequest("shell_nap", {"seconds": "602"}))
+    seen_working: list[bool] = []
 
-    def cancel_once_running() -> bool:
-        current = rt.store.load(task.id)
-        if current.state is TaskState.RUNNING:
+    def cancelled_and_stopped() -> bool:
+        """Cancel once its process runs; done when the process is gone, node still up."""
+        if not seen_working and sleeping("602"):
+            seen_working.append(True)
             rt.ledger.cancel(task.id, by="tester", reason="enough")
-        return current.state is TaskState.CANCELLED
+        return bool(seen_working) and not sleeping("602")
 
-    seconds = run_nodes_until(rt, cancel_once_running)
-    assert seconds < 10
+    run_nodes_until(rt, cancelled_and_stopped, timeout=60)
+    assert rt.store.load(task.id).state is TaskState.CANCELLED
     assert events(rt, task.id) == ["TaskEnqueued", "TaskStarted", "TaskCancelled"]
 
 
