@@ -16,8 +16,10 @@ gives one is refused, so no task can allow itself.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any, Generic, TypeVar
 
 from domain.errors import ConfigError
@@ -66,6 +68,18 @@ class Executor(ABC, Generic[SettingsT]):
     @abstractmethod
     async def execute(self, settings: SettingsT, execution: Execution) -> Success | Failure:
         """Run ``execution`` with already validated ``settings``."""
+
+
+async def settle(future: Awaitable[Any]) -> None:
+    """Wait for ``future`` to finish even through further cancellations (an attempt may be
+    cancelled twice: its lease lost and a cancel notice), ignoring its outcome. The
+    cancellation being handled is re-raised by the caller, once."""
+    future = asyncio.ensure_future(future)
+    while not future.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait([future])
+    if not future.cancelled():
+        future.exception()
 
 
 def refuse_unknown(settings: Mapping[str, Any], known: set[str]) -> None:

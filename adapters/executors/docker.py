@@ -49,7 +49,7 @@ import json
 import os
 import re
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -64,6 +64,7 @@ from adapters.executors.base import (
     Executor,
     positive_int,
     refuse_unknown,
+    settle,
     string,
     string_list,
     string_map,
@@ -174,7 +175,7 @@ class DockerExecutor(Executor[DockerSettings]):
         except UNAVAILABLE as exc:
             return _unavailable(exc)
         finally:
-            await _settle(asyncio.to_thread(client.close))
+            await settle(asyncio.to_thread(client.close))
 
 
 async def _run_container(
@@ -202,8 +203,8 @@ async def _run_container(
         try:
             status = await asyncio.shield(waiting)
         except asyncio.CancelledError:
-            await _settle(asyncio.to_thread(_kill, container))
-            await _settle(waiting)  # returns now that the container is dead
+            await settle(asyncio.to_thread(_kill, container))
+            await settle(waiting)  # returns now that the container is dead
             raise
         except (requests.exceptions.ConnectionError, requests.exceptions.ReadTimeout):
             # A wait that times out surfaces as either; before the timeout, the engine is gone.
@@ -221,7 +222,7 @@ async def _run_container(
         await _in_thread(container.reload)
         stdout, stderr = await _in_thread(_capped_logs, client, container, settings.max_log_bytes)
     finally:  # by name: a create call that was in flight when cancelled has finished by now
-        await _settle(asyncio.to_thread(_remove, client, name))
+        await settle(asyncio.to_thread(_remove, client, name))
     exit_code = status.get("StatusCode")
     if exit_code == 0:
         return _success(stdout, stderr)
@@ -365,21 +366,10 @@ async def _in_thread(
     try:
         return await asyncio.shield(call)
     except asyncio.CancelledError:
-        await _settle(call)
+        await settle(call)
         if undo is not None and not call.cancelled() and call.exception() is None:
-            await _settle(asyncio.to_thread(undo, call.result()))
+            await settle(asyncio.to_thread(undo, call.result()))
         raise
-
-
-async def _settle(future: Awaitable[Any]) -> None:
-    """Waits for ``future`` to finish even through further cancellations, ignoring its
-    outcome. The cancellation being handled is re-raised by the caller."""
-    future = asyncio.ensure_future(future)
-    while not future.done():
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait([future])
-    if not future.cancelled():
-        future.exception()
 
 
 def _nano_cpus(value: Any) -> int:

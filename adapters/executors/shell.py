@@ -45,6 +45,7 @@ from adapters.executors.base import (
     optional_int,
     positive_int,
     refuse_unknown,
+    settle,
     string_list,
     string_map,
 )
@@ -152,7 +153,7 @@ class ShellExecutor(Executor[ShellSettings]):
             finally:
                 if transport.get_returncode() is None:  # cancelled while the command runs
                     _kill_group(group)
-                    await output.exited
+                    await settle(output.exited)  # even if cancelled again meanwhile
                     # A child forked while the first signal was being delivered escapes it;
                     # its parent is dead now, so a second signal reaches everything left.
                     _kill_group(group)
@@ -162,13 +163,13 @@ class ShellExecutor(Executor[ShellSettings]):
 
 async def _stop_spawned(spawn: asyncio.Future[Any]) -> None:
     """Wait for a spawn that was cancelled half-way, then kill what it started."""
-    try:
-        transport, output = await spawn
-    except Exception:
+    await settle(spawn)
+    if spawn.cancelled() or spawn.exception() is not None:
         return  # it failed to start: nothing runs
+    transport, output = spawn.result()
     group = transport.get_pid()
     _kill_group(group)
-    await output.exited
+    await settle(output.exited)
     _kill_group(group)
     transport.close()
 
@@ -190,10 +191,12 @@ class CommandOutput(asyncio.SubprocessProtocol):
         self.kept[fd] += data[:room]
 
     def process_exited(self) -> None:
-        self.exited.set_result(None)
+        if not self.exited.done():
+            self.exited.set_result(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed.set_result(None)
+        if not self.closed.done():
+            self.closed.set_result(None)
 
     def text(self, fd: int) -> str:
         return self.kept[fd].decode("utf-8", errors="replace")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from adapters.executors.shell import ShellExecutor
@@ -237,3 +239,34 @@ async def members_after_kill(live_group_members, group: int) -> list[int]:
             break
         await asyncio.sleep(0.01)
     return live_group_members(group)
+
+
+@pytest.mark.asyncio
+async def test_a_run_cancelled_twice_ends_once_after_its_command_and_logs_no_error(
+    execution, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pid_file = tmp_path / "pid"
+    script = 'echo $$ > "$1"; exec sleep 30'
+    running = asyncio.ensure_future(
+        shell.run(
+            execution(
+                {"argv": ["sh", "-c", script, "sh", "{args.pid_file}"]}, {"pid_file": str(pid_file)}
+            )
+        )
+    )
+    for _ in range(200):  # wait until the command runs
+        if pid_file.exists() and pid_file.read_text().strip():
+            break
+        await asyncio.sleep(0.025)
+    pid = int(pid_file.read_text())
+    caplog.set_level(logging.WARNING)
+
+    running.cancel()  # say, the attempt's lease was lost...
+    await asyncio.sleep(0)  # (the run is now killing its command and waiting for it)
+    running.cancel()  # ...and a cancel notice for it arrives too
+    with pytest.raises(asyncio.CancelledError):
+        await running
+
+    assert running.cancelled()
+    assert not psutil.pid_exists(pid), "the run ended before its command was reaped"
+    assert [record.getMessage() for record in caplog.records] == []
