@@ -147,6 +147,13 @@ def _http_section(section: Any) -> dict[str, Any]:
         "requests_per_second": ("requests_per_second", _positive_number),
         "burst": ("burst", _whole_number(1)),
         "stream_keepalive": ("stream_keepalive_seconds", parse_duration),
+        "header_read_timeout": ("header_read_timeout_seconds", parse_duration),
+        "body_read_timeout": ("body_read_timeout_seconds", parse_duration),
+        "keepalive_timeout": ("keepalive_timeout_seconds", parse_duration),
+        "max_connections": ("max_connections", _whole_number(1)),
+        "allowed_hosts": ("allowed_hosts", _host_names),
+        "allowed_origins": ("allowed_origins", _origins),
+        "allow_adhoc_without_principals": ("allow_adhoc_without_principals", _boolean),
     }
     limits: dict[str, Any] = {}
     for key, value in section.items():
@@ -163,6 +170,38 @@ def _whole_number(least: int) -> Callable[[Any, tuple[str, ...]], int]:
         return value
 
     return read
+
+
+def _boolean(value: Any, where: tuple[str, ...]) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"expected true or false, got {value!r}", where)
+    return value
+
+
+def _strings(value: Any, where: tuple[str, ...], read: Callable[[str], str]) -> tuple[str, ...]:
+    """A list of strings, each checked by ``read`` (``ValueError``: refused)."""
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ConfigError(f"expected a list of strings, got {value!r}", where)
+    for item in value:
+        try:
+            read(item)
+        except ValueError as error:
+            raise ConfigError(str(error), where) from None
+    return tuple(value)
+
+
+def _host_names(value: Any, where: tuple[str, ...]) -> tuple[str, ...]:
+    """``[http] allowed_hosts``: names (``"ledger.example.com"``, with ``:port`` or not)."""
+    from adapters.http.browser_guard import split_host
+
+    return _strings(value, where, lambda item: split_host(item)[0])
+
+
+def _origins(value: Any, where: tuple[str, ...]) -> tuple[str, ...]:
+    """``[http] allowed_origins``: ``scheme://host[:port]``, as browsers send them."""
+    from adapters.http.browser_guard import normalize_origin
+
+    return _strings(value, where, normalize_origin)
 
 
 def _positive_number(value: Any, where: tuple[str, ...]) -> float:

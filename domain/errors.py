@@ -40,6 +40,13 @@ class DependencyCycle(InvalidSubmission):
     code = "dependency_cycle"
 
 
+class AdapterSettingsRefused(InvalidSubmission):
+    """An ad-hoc task's adapter settings were refused by the adapter's checks (a policy
+    refusal: the HTTP API records it as an ``AccessDenied`` event)."""
+
+    code = "adapter_settings_refused"
+
+
 class IdempotencyKeyTaken(LedgerError):
     """A graph names an idempotency key that a live task already holds."""
 

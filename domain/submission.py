@@ -18,6 +18,7 @@ import jsonschema
 
 from domain.durations import MAX_DURATION_SECONDS
 from domain.errors import (
+    AdapterSettingsRefused,
     ConfigError,
     DependencyCycle,
     Forbidden,
@@ -339,7 +340,7 @@ def _adhoc_type(context: SubmissionContext, request: TaskRequest, role: Role) ->
             context.adapter_check(request.adapter, settings, ("adapter_settings",))
         except ConfigError as error:
             where = ".".join(error.where) or "adapter_settings"
-            raise InvalidSubmission(f"{_label(request)}: {where}: {error.reason}") from None
+            raise AdapterSettingsRefused(f"{_label(request)}: {where}: {error.reason}") from None
     registry = context.registry
     adhoc_type = TaskType(
         name=request.type_name,

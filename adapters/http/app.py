@@ -1,8 +1,11 @@
 """The HTTP server: ``build_app`` wires routes, middlewares and shared state over a runtime;
 ``serve_http`` listens until told to stop.
 
-Middlewares, outermost first: request metrics; errors to JSON (and denials to the audit
-trail); authentication; rate limit per principal.
+Middlewares, outermost first: the connection guard's request tracking (``connections.py``);
+request metrics; errors to JSON (and denials to the audit trail); the ``Host`` check and CORS
+preflights (``browser_guard.py``); authentication; the ``Origin`` check; rate limit per
+principal. ``serve_http`` listens through ``connections.GuardedSite``: a cap on open
+connections, a deadline for each request's headers, aiohttp's keep-alive timeout.
 """
 
 from __future__ import annotations
@@ -27,6 +30,13 @@ from adapters.http import (
     routes_tasks,
 )
 from adapters.http.auth import action_of, auth_middleware, principal_of, record_denial
+from adapters.http.browser_guard import BrowserRules, cors_headers, host_guard, origin_guard
+from adapters.http.connections import (
+    CONNECTIONS,
+    ConnectionGuards,
+    GuardedSite,
+    track_requests,
+)
 from adapters.http.context import CONTEXT, ServerContext, context_of
 from adapters.http.errors import error_middleware
 from adapters.http.limits import HttpLimits
@@ -85,19 +95,29 @@ async def _closing(app: web.Application) -> None:
     ctx.watcher.wake_all()
 
 
-def build_app(runtime: Runtime, limits: HttpLimits | None = None) -> web.Application:
+def build_app(
+    runtime: Runtime, limits: HttpLimits | None = None, *, listen_host: str | None = None
+) -> web.Application:
+    """The application (``listen_host``: the address ``serve_http`` listens on, a name the
+    ``Host`` header may use)."""
     limits = limits or HttpLimits(**runtime.settings.config.http_limits)
     ctx = ServerContext(runtime, limits)
+    rules = BrowserRules.of(limits, listen_host)
     app = web.Application(
         client_max_size=limits.max_body_bytes,
         middlewares=[
+            track_requests,
             metrics_middleware,
             error_middleware(_record_denial),
+            host_guard(rules),
             auth_middleware(runtime.settings.config.registry),
+            origin_guard(rules),
             rate_limit_middleware,
         ],
     )
     app[CONTEXT] = ctx
+    app[CONNECTIONS] = ConnectionGuards(limits)
+    app.on_response_prepare.append(cors_headers(rules))
     for module in (
         routes_tasks,
         routes_registry,
@@ -150,16 +170,18 @@ async def serve_http(
     """Serve the API on ``host:port`` until ``stop`` is set (``port`` 0: any free port;
     ``on_listening`` receives the bound addresses)."""
     check_listen_address(runtime, host)
+    app = build_app(runtime, limits, listen_host=host)
     # handler_cancellation: a client that hangs up ends its wait or stream at once.
     runner = web.AppRunner(
-        build_app(runtime, limits),
+        app,
         access_log=None,
         shutdown_timeout=5.0,
         handler_cancellation=True,
+        keepalive_timeout=app[CONTEXT].limits.keepalive_timeout_seconds,
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
+        site = GuardedSite(runner, host, port, app[CONNECTIONS])
         await site.start()
         addresses = [(a[0], a[1]) for a in runner.addresses]
         log.info("HTTP API listening on %s", ", ".join(f"{h}:{p}" for h, p in addresses))

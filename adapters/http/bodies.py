@@ -1,12 +1,15 @@
 """Reading requests: JSON bodies checked against their schemas, query and path parameters.
 
-Bodies are refused before they reach the domain when they are not JSON (400), do not match
-the operation's schema (422), or hold strings PostgreSQL cannot store (NUL, lone surrogates:
-422), so that nothing stored can later break a read model.
+Bodies are refused before they reach the domain when they are not labelled
+``Content-Type: application/json`` (415: a browser page may send ``text/plain`` to any
+origin without asking first), arrive too slowly (408, ``[http] body_read_timeout``), are
+not JSON (400), do not match the operation's schema (422), or hold strings PostgreSQL cannot
+store (NUL, lone surrogates: 422), so that nothing stored can later break a read model.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from collections.abc import Mapping
@@ -18,7 +21,8 @@ import jsonschema
 from aiohttp import web
 
 from adapters.cli.arguments import graph_requests
-from adapters.http.errors import bad_json
+from adapters.http.context import context_of
+from adapters.http.errors import HttpError, bad_json, unsupported_media_type
 from adapters.http.schemas import MAX_TIMEOUT_SECONDS, Schema
 from domain.durations import parse_duration
 from domain.errors import ConfigError, InvalidQuery, InvalidSubmission, TaskNotFound
@@ -36,9 +40,13 @@ _REQUIRED = object()
 
 
 async def read_json(request: web.Request, *, if_empty: Any = _REQUIRED) -> Any:
-    """The body as JSON (400 if it is not; aiohttp answers 413 past the size cap);
-    ``if_empty`` when there is no body and one is optional."""
-    raw = await request.read()
+    """The body as JSON (415 unless labelled JSON, 408 if it comes too slowly, 400 if it is
+    not JSON; aiohttp answers 413 past the size cap); ``if_empty`` when there is no body and
+    one is optional."""
+    if not request.body_exists and if_empty is not _REQUIRED:
+        return if_empty
+    check_json_content_type(request)
+    raw = await _read_body(request)
     if not raw and if_empty is not _REQUIRED:
         return if_empty
     try:
@@ -50,6 +58,34 @@ async def read_json(request: web.Request, *, if_empty: Any = _REQUIRED) -> Any:
         raise bad_json("the body is nested too deeply") from None
     except ValueError as error:  # JSONDecodeError, NaN/Infinity, over-long integers
         raise bad_json(f"the body is not valid JSON: {error}") from None
+
+
+def check_json_content_type(request: web.Request) -> None:
+    """415 unless the body is labelled ``application/json`` (a UTF-8 charset allowed)."""
+    if request.content_type != "application/json":
+        given = request.headers.get("Content-Type")
+        raise unsupported_media_type(
+            "request bodies must be sent with Content-Type: application/json"
+            + (f" (got {given[:100]!r})" if given else " (no Content-Type was given)")
+        )
+    charset = request.charset
+    if charset is not None and charset.lower() not in ("utf-8", "utf8"):
+        raise unsupported_media_type(f"JSON bodies must be UTF-8, not charset={charset[:40]!r}")
+
+
+async def _read_body(request: web.Request) -> bytes:
+    """The whole body, or 408 when it does not arrive within ``body_read_timeout``."""
+    seconds = context_of(request).limits.body_read_timeout_seconds
+    try:
+        async with asyncio.timeout(seconds):
+            return await request.read()
+    except TimeoutError:
+        raise HttpError(
+            408,
+            "body_timeout",
+            f"the request body did not arrive within {seconds:g} s ([http] body_read_timeout)",
+            {"Connection": "close"},
+        ) from None
 
 
 def validated(value: Any, schema: Schema, what: str) -> Any:

@@ -1,8 +1,9 @@
 """The one place where failures become HTTP statuses and ``{"error": {"code", "message"}}``.
 
 Domain errors keep their own ``code``; outside failures (bad JSON, a body over the cap,
-an unknown route, an unreachable database) get codes of their own. Every 401 and 403 is
-handed to ``on_denied`` (the audit trail) before the response goes out.
+an unknown route, an unreachable database) get codes of their own. Every 401 and 403, and
+every refused ad-hoc adapter setting (422), is handed to ``on_denied`` (the audit trail)
+before the response goes out.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import psycopg
 from aiohttp import web
 
 from domain.errors import (
+    AdapterSettingsRefused,
     ConfigError,
     Forbidden,
     InvalidQuery,
@@ -41,6 +43,9 @@ STATUS_OF_ERROR: tuple[tuple[type[LedgerError], int], ...] = (
     (InvalidTransition, 409),
     (Forbidden, 403),
 )
+
+# Refusals recorded as denials whatever their status (policy said no, not a typo).
+RECORDED_REFUSALS: tuple[type[LedgerError], ...] = (AdapterSettingsRefused,)
 
 DATABASE_ERRORS = (
     psycopg.OperationalError,
@@ -78,6 +83,10 @@ def unauthenticated(message: str) -> HttpError:
     return HttpError(401, "unauthenticated", message, {"WWW-Authenticate": 'Bearer realm="ledger"'})
 
 
+def unsupported_media_type(message: str) -> HttpError:
+    return HttpError(415, "unsupported_media_type", message)
+
+
 def status_of(error: LedgerError) -> int:
     for kind, status in STATUS_OF_ERROR:
         if isinstance(error, kind):
@@ -110,10 +119,14 @@ def error_middleware(on_denied: DenialHook) -> Callable[..., Awaitable[web.Strea
             response = await handler(request)
         except HttpError as error:
             response = error_response(error.status, error.code, error.message, error.headers)
+            if error.headers.get("Connection") == "close":
+                response.force_close()  # a slow body: do not wait for its next request
             message = error.message
+            recorded = False
         except LedgerError as error:
             response = error_response(status_of(error), error.code, str(error))
             message = str(error)
+            recorded = isinstance(error, RECORDED_REFUSALS)
         except web.HTTPException as error:
             if error.status < 400:
                 raise
@@ -121,6 +134,7 @@ def error_middleware(on_denied: DenialHook) -> Callable[..., Awaitable[web.Strea
             headers = {k: v for k, v in error.headers.items() if k.lower() == "allow"}
             message = error.reason if error.status != 413 else error.text or error.reason
             response = error_response(error.status, code, message, headers)
+            recorded = False
         except DATABASE_ERRORS as error:
             log.warning(
                 "database unavailable during %s %s: %s", request.method, request.path, error
@@ -132,12 +146,13 @@ def error_middleware(on_denied: DenialHook) -> Callable[..., Awaitable[web.Strea
                 {"Retry-After": "1"},
             )
             message = ""
+            recorded = False
         except Exception:
             log.exception("unexpected failure in %s %s", request.method, request.path)
             return error_response(500, "internal_error", "an unexpected error; see the server log")
         else:
             return response
-        if response.status in (401, 403):
+        if recorded or response.status in (401, 403):
             await on_denied(request, response.status, message)
         return response
 

@@ -1,5 +1,9 @@
-"""Limits of the HTTP API: body size, how long a call may wait, how many may wait at once,
-and an optional request rate per principal (429 past any of the last two)."""
+"""Limits and rules of the HTTP API, from the file's ``[http]`` table: body size, how long a
+call may wait, how many may wait at once, an optional request rate per principal (429 past
+any of the last two); how long a client may take to send its headers and its body, how long
+an idle connection stays open, how many connections may be open; which ``Host`` names and
+browser origins the server answers (``browser_guard.py``), and whether ad-hoc tasks are
+accepted when no principals are configured."""
 
 from __future__ import annotations
 
@@ -22,6 +26,18 @@ class HttpLimits:
     requests_per_second: float | None = None
     burst: int = 50
     stream_keepalive_seconds: float = 15.0
+    # Slow clients (``connections.py``): the whole header block, then the whole body, must
+    # arrive within these; an idle keep-alive connection is closed after the third.
+    header_read_timeout_seconds: float = 10.0
+    body_read_timeout_seconds: float = 30.0
+    keepalive_timeout_seconds: float = 75.0
+    max_connections: int = 1000
+    # Browser-facing rules (``browser_guard.py``): extra ``Host`` names ("name" or
+    # "name:port"), origins ("https://app.example.com") allowed to change state (and given
+    # CORS headers), ad-hoc tasks over HTTP with no principals configured.
+    allowed_hosts: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
+    allow_adhoc_without_principals: bool = False
 
 
 def too_many(message: str, retry_after: float) -> HttpError:

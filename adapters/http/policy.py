@@ -3,14 +3,17 @@
 - read: every authenticated role (the registry has no read policy yet);
 - cancel: roles with ``may_cancel`` whose ``task_types`` and ``adapters`` patterns match the task;
 - retry: roles that may enqueue the task's type (or, for an ad-hoc task, enqueue ad-hoc tasks);
-- pause and resume queues: the ``admin`` role only.
+- pause and resume queues: the ``admin`` role only;
+- ad-hoc tasks (an adapter named in the body): refused over HTTP while no principals are
+  configured (every caller would be the local admin), unless ``[http]
+  allow_adhoc_without_principals = true``.
 """
 
 from __future__ import annotations
 
 from domain.errors import Forbidden
 from domain.registry import Registry, Role, matches_any
-from domain.submission import Requester
+from domain.submission import Requester, TaskRequest
 from domain.task import Task
 
 QUEUE_CONTROL_ROLES = frozenset({"admin"})
@@ -50,3 +53,18 @@ def check_queue_control(registry: Registry, requester: Requester, what: str = "q
     role = role_of(registry, requester)
     if role.name not in QUEUE_CONTROL_ROLES:
         raise Forbidden(f"role {role.name!r} may not pause or resume {what}")
+
+
+def check_adhoc_without_principals(
+    registry: Registry, allowed: bool, request: TaskRequest
+) -> None:
+    """Refuse an ad-hoc task when no principals are configured, unless ``allowed``."""
+    adhoc = request.adapter is not None or request.adapter_settings is not None
+    if adhoc and not registry.principals and not allowed:
+        raise Forbidden(
+            "ad-hoc tasks (adapter and adapter_settings in the body) are refused over HTTP "
+            "while no principals are configured, since every caller acts as the local admin; "
+            "configure [[principals]] with tokens, or set [http] "
+            "allow_adhoc_without_principals = true to accept them from anyone who can reach "
+            "this server"
+        )

@@ -46,6 +46,9 @@ async def enqueue_task(request: web.Request) -> web.Response:
     wait = bodies.query_seconds(request, "wait", schemas.MAX_WAIT_SECONDS)
     body = bodies.validated(await bodies.read_json(request), schemas.TASK_SUBMISSION, "the task")
     task_request = bodies.task_request(body)
+    policy.check_adhoc_without_principals(
+        ctx.registry, ctx.limits.allow_adhoc_without_principals, task_request
+    )
     # A waiting call takes its slot before enqueueing: a 429 must leave nothing behind.
     with ctx.waiting.hold() if wait is not None else nullcontext():
         task, created = await ctx.run(
