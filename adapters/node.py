@@ -31,6 +31,7 @@ from psycopg import sql
 
 from adapters.config_file import learn_hooks_of
 from adapters.executors import executors_by_name
+from adapters.executors.shell_scratch import sweep_orphans
 from adapters.ledger import utc_now
 from adapters.postgres.dispatch import PostgresDispatch
 from adapters.postgres.learn_feed import PostgresDatasetFeed
@@ -109,6 +110,7 @@ class WorkerNode:
             asyncio.create_task(self._watchdog(stop), name="watchdog"),
             asyncio.create_task(self._cron(stop), name="cron"),
             asyncio.create_task(self._learn(stop), name="learn-hooks"),
+            asyncio.create_task(sweep_orphans(stop), name="shell-scratch-sweep"),
         ]
         child = None
         if self.projections and self.projection_process:

@@ -8,7 +8,9 @@ Settings of a task type whose adapter is ``shell``:
   shell is involved unless the task type itself names one (``["sh", "-c", "...", "sh",
   "{args.x}"]`` passes ``x`` as ``$1``, still never as shell text). Literal braces are
   written ``{{`` and ``}}``.
-- ``cwd``: working directory; by default a fresh temporary directory, removed afterwards.
+- ``cwd``: working directory; by default a fresh temporary directory, removed afterwards
+  (under this process's own parent directory, so that one left by a killed worker is
+  removed by the next worker node to start on this host: ``shell_scratch.py``).
 - ``env``: extra environment variables. The child sees only ``PATH=/usr/bin:/bin``,
   ``HOME`` (the working directory), ``LANG=C.UTF-8`` and these.
 - ``max_output_bytes`` (default 1 MiB): stdout and stderr are each kept up to this size; the
@@ -35,7 +37,6 @@ import os
 import resource
 import signal
 import subprocess
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +51,7 @@ from adapters.executors.base import (
     string_map,
 )
 from adapters.executors.inline_code import refuse_templates_in_code
+from adapters.executors.shell_scratch import scratch_directory
 from adapters.executors.templates import ArgumentError, check_template, fill
 from domain.errors import ConfigError
 from domain.execution import Execution, Failure, Success
@@ -109,9 +111,7 @@ class ShellExecutor(Executor[ShellSettings]):
             argv = [settings.argv[0], *(fill(item, execution.args) for item in settings.argv[1:])]
         except ArgumentError as exc:
             return Failure("BadArguments", str(exc), retryable=False)
-        with tempfile.TemporaryDirectory(
-            prefix="ledger-shell-", ignore_cleanup_errors=True
-        ) as scratch:
+        with scratch_directory() as scratch:
             cwd = settings.cwd or scratch
             env = {"PATH": BASE_PATH, "HOME": cwd, "LANG": "C.UTF-8", **settings.env}
             loop = asyncio.get_running_loop()
