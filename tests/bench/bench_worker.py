@@ -1,28 +1,42 @@
 """Benchmark: the execution engine, beside the raw ceiling measured in the same run.
 
-- drain: 20,000 no-op tasks, already enqueued, run by one worker node at concurrency 10
-  and 50 (tasks/s from the node's start to the last task's end; also to the task view
-  showing them all, as the projections run in the node's lower-priority child process);
-- latency: enqueue -> start at 50 tasks/s (p50/p95/p99 from the events' timestamps);
-- chain: a 200-task dependency chain, time per hop (a task's start after its parent's end).
+Every worker node runs in a process of its own, built as ``ledger worker`` builds it (the
+projections in its child process, ``node_process.py``); this process only enqueues and
+watches the database.
 
-    python -m tests.bench.bench_worker [--tasks 20000]
+- drain: 20,000 no-op tasks, already enqueued, run by one node at concurrency 10 and 50,
+  each measured twice: with the projections caught up before the node starts, and with
+  the projections starting with the worker (the log's 20,000 enqueues still to fold, as
+  after a bulk enqueue). Tasks/s from the node's start to the last task's end (the dispatch
+  queue empty), ratio to the raw ceiling; also to the task view showing them all;
+- two nodes: the same drain (concurrency 50, projections starting with the workers) by two
+  node processes, against the one-node figure;
+- latency: enqueue -> start at 50 tasks/s to an idle node, from the caller's clock (the
+  time before the enqueue call, in this process, to the ``time.time()`` the task reads at
+  its start, in the node's process), beside the stored timestamps' difference;
+- chain: a task that enqueues the next from inside itself (Python API), per hop; and a
+  200-task dependency chain enqueued at once (a DAG), per hop from stored timestamps.
+
+The ceiling for rates is single-row INSERT + COMMIT from one client; for times, one such
+commit (so "x" of a time reads: as long as that many commits).
+
+    python -m tests.bench.bench_worker [--tasks 20000] [--only drain,nodes,latency,chain]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import statistics
 import time
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from uuid import UUID
 
 from psycopg import sql
 
-from adapters.node import WorkerNode
 from adapters.runtime import Runtime
 from domain.submission import TaskRequest
-from tests.bench.common import fresh_runtime, raw_insert_rate
+from tests.bench.common import fresh_runtime, percentile, raw_insert_rate
+from tests.bench.node_process import NodeProcesses
 
 CONFIG = """
 [queues.default]
@@ -31,7 +45,28 @@ concurrency = 1000
 [task_types.noop]
 adapter = "python"
 settings = { callable = "adapters.executors.builtin_tasks:noop" }
+
+[task_types.stamp]
+adapter = "python"
+settings = { callable = "tests.bench.chain_tasks:stamp" }
+
+[task_types.hop]
+adapter = "python"
+settings = { callable = "tests.bench.chain_tasks:hop" }
 """
+PART_NAMES = ("drain", "nodes", "latency", "chain")
+WAIT_TIMEOUT = 900.0
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the printed table: a rate (higher is better) or a time in ms."""
+
+    measure: str
+    value: float
+    ceiling: float
+    unit: str  # "tasks/s" or "ms"
+    target: str = ""
 
 
 def count(runtime: Runtime, query: str) -> int:
@@ -49,115 +84,219 @@ def projected_successes(runtime: Runtime) -> int:
     return count(runtime, "SELECT count(*) AS n FROM {schema}.task_view WHERE state = 'succeeded'")
 
 
-async def run_node(
-    runtime: Runtime, concurrency: int, until: Any, producer: Any = None
-) -> tuple[float, float]:
-    """Run a worker node as ``ledger worker`` does (projections in a child process) until
-    ``until()``; return the seconds to that, and to the task view showing every task."""
-    stop = asyncio.Event()
-    node = WorkerNode(runtime, concurrency=concurrency, projection_process=True)
-    running = asyncio.create_task(node.run(stop))
-    feeding = asyncio.create_task(producer()) if producer else None
-    started = time.perf_counter()
-    try:
-        while not await asyncio.to_thread(until):
-            await asyncio.sleep(0.05)
-        done = time.perf_counter() - started
-        while await asyncio.to_thread(unprojected, runtime):
-            await asyncio.sleep(0.05)
-        return done, time.perf_counter() - started
-    finally:
-        stop.set()
-        if feeding:
-            feeding.cancel()
-        await asyncio.gather(running, return_exceptions=True)
+def wait_until(condition: Callable[[], bool], nodes: NodeProcesses, interval: float = 0.02) -> None:
+    """Poll ``condition`` until it holds; raise if a node process exits meanwhile."""
+    deadline = time.monotonic() + WAIT_TIMEOUT
+    while not condition():
+        nodes.check()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gave up waiting after {WAIT_TIMEOUT:.0f} s")
+        time.sleep(interval)
 
 
-def unprojected(runtime: Runtime) -> bool:
-    """The task view still lacks some task's end."""
-    return bool(
-        count(
-            runtime,
-            "SELECT count(*) AS n FROM {schema}.task_view "
-            "WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'skipped')",
-        )
-    )
+def enqueue_noops(runtime: Runtime, tasks: int) -> None:
+    for start in range(0, tasks, 1000):
+        batch = [TaskRequest("noop", {"i": i}) for i in range(start, min(tasks, start + 1000))]
+        runtime.ledger.enqueue_graph(batch)
 
 
-def drain(tasks: int, concurrency: int) -> tuple[float, float]:
-    """Tasks/s from the node's start to the last task's end; and to the task view showing
-    them all (the projections, in their lower-priority process, may trail the worker)."""
+def drain(tasks: int, concurrency: int, caught_up: bool, nodes: int = 1) -> tuple[float, float]:
+    """Tasks/s from the nodes' start to the last task's end; and to the task view showing
+    them all. ``caught_up``: the projections fold the enqueues before the clock starts;
+    otherwise they start with the worker."""
     with fresh_runtime(CONFIG) as runtime:
-        for start in range(0, tasks, 1000):
-            batch = [TaskRequest("noop", {"i": i}) for i in range(start, min(tasks, start + 1000))]
-            runtime.ledger.enqueue_graph(batch)
-        runtime.catch_up()
-        ran, projected = asyncio.run(
-            run_node(runtime, concurrency, lambda: not unfinished(runtime))
-        )
+        enqueue_noops(runtime, tasks)
+        if caught_up:
+            runtime.catch_up()
+        with NodeProcesses(nodes, concurrency) as processes:
+            processes.go()
+            started = time.perf_counter()
+            wait_until(lambda: not unfinished(runtime), processes)
+            ran = time.perf_counter() - started
+            wait_until(lambda: projected_successes(runtime) >= tasks, processes, 0.1)
+            projected = time.perf_counter() - started
         assert projected_successes(runtime) == tasks, "every task must have succeeded"
         return tasks / ran, tasks / projected
 
 
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+def started_at(runtime: Runtime, task_ids: list[UUID]) -> dict[UUID, float]:
+    """The ``started`` wall-clock time each task returned."""
+    tasks = runtime.store.load_many(task_ids)
+    return {task_id: float(tasks[task_id].result["started"]) for task_id in task_ids}
 
 
-def latency(rate: float = 50.0, tasks: int = 500) -> dict[str, float]:
-    with fresh_runtime(CONFIG) as runtime:
-        ids = []
-
-        async def produce() -> None:
-            for i in range(tasks):
-                task = await asyncio.to_thread(
-                    runtime.ledger.enqueue, TaskRequest("noop", {"i": i})
-                )
-                ids.append(task.id)
-                await asyncio.sleep(1 / rate)
-
-        asyncio.run(
-            run_node(runtime, 10, lambda: len(ids) == tasks and not unfinished(runtime), produce)
-        )
-        waits = []
-        for task_id in ids:
-            history = [e.event for e in runtime.store.history(task_id)]
-            started = next(e for e in history if type(e).__name__ == "TaskStarted")
-            waits.append((started.timestamp - history[0].timestamp).total_seconds() * 1000)
-        return {p: percentile(waits, p) for p in (50, 95, 99)} | {"mean": statistics.mean(waits)}
+def stored_waits(runtime: Runtime, task_ids: list[UUID]) -> list[float]:
+    """``TaskStarted.timestamp - TaskEnqueued.timestamp`` of each task, in ms."""
+    waits = []
+    for task_id in task_ids:
+        history = [e.event for e in runtime.store.history(task_id)]
+        started = next(e for e in history if type(e).__name__ == "TaskStarted")
+        waits.append((started.timestamp - history[0].timestamp).total_seconds() * 1000)
+    return waits
 
 
-def chain(length: int = 200) -> float:
+def run_one(runtime: Runtime, request: TaskRequest, nodes: NodeProcesses) -> UUID:
+    """Enqueue one task and wait for its end (a warm-up)."""
+    task_id = runtime.ledger.enqueue(request).id
+    wait_until(lambda: not unfinished(runtime), nodes)
+    return task_id
+
+
+def latency(rate: float, tasks: int) -> tuple[list[float], list[float]]:
+    """Enqueue -> start, ms, from the caller's clock and from the stored timestamps."""
+    with fresh_runtime(CONFIG) as runtime, NodeProcesses(1, 10) as processes:
+        processes.go()
+        run_one(runtime, TaskRequest("stamp", {"i": -1}), processes)
+        calls: dict[UUID, float] = {}
+        first = time.perf_counter()
+        for i in range(tasks):
+            time.sleep(max(0.0, first + i / rate - time.perf_counter()))
+            before = time.time()
+            calls[runtime.ledger.enqueue(TaskRequest("stamp", {"i": i})).id] = before
+        wait_until(lambda: not unfinished(runtime), processes)
+        starts = started_at(runtime, list(calls))
+        caller = [(starts[task_id] - before) * 1000 for task_id, before in calls.items()]
+        return caller, stored_waits(runtime, list(calls))
+
+
+def self_chain(hops: int) -> float:
+    """Ms per hop of a chain whose tasks each enqueue the next from inside themselves:
+    the last task's start minus the first's, over the hops between them."""
+    with fresh_runtime(CONFIG) as runtime, NodeProcesses(1, 10) as processes:
+        processes.go()
+        run_one(
+            runtime, TaskRequest("hop", {"n": 0, "last": 0}), processes
+        )  # opens the task's runtime
+        task_id: UUID | None = runtime.ledger.enqueue(
+            TaskRequest("hop", {"n": 0, "last": hops - 1})
+        ).id
+        wait_until(lambda: not unfinished(runtime), processes)
+        starts = []
+        while task_id is not None:
+            result = runtime.ledger.task(task_id).result
+            starts.append(float(result["started"]))
+            task_id = UUID(result["next"]) if result["next"] else None
+        assert len(starts) == hops, f"the chain ran {len(starts)} hops of {hops}"
+        return (starts[-1] - starts[0]) * 1000 / (hops - 1)
+
+
+def dag_chain(length: int) -> float:
+    """Ms per hop of a dependency chain enqueued at once: from the first task's start to
+    the last task's end, over the hops, by the stored timestamps."""
     with fresh_runtime(CONFIG) as runtime:
         requests = [TaskRequest("noop", ref="t0")] + [
             TaskRequest("noop", ref=f"t{i}", depends_on=(f"t{i - 1}",)) for i in range(1, length)
         ]
         tasks = runtime.ledger.enqueue_graph(requests)
-        asyncio.run(run_node(runtime, 10, lambda: not unfinished(runtime)))
+        with NodeProcesses(1, 10) as processes:
+            processes.go()
+            wait_until(lambda: not unfinished(runtime), processes)
         first = runtime.store.history(tasks[0].id)
         last = runtime.store.history(tasks[-1].id)
         start = next(e.event.timestamp for e in first if type(e.event).__name__ == "TaskStarted")
         return (last[-1].event.timestamp - start).total_seconds() * 1000 / (length - 1)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--tasks", type=int, default=20_000)
-    options = parser.parse_args()
-    raw = raw_insert_rate()
-    print(f"raw ceiling: {raw:,.0f} single-row INSERT+COMMIT/s")
+def drain_rows(tasks: int, raw: float) -> tuple[list[Row], float]:
+    """Both ways of starting the projections at concurrency 10 and 50; also the figure of
+    one node at 50 with projections starting with it (the two-node comparison's base)."""
+    rows, base = [], 0.0
+    targets = {(10, False): ">= 0.8x", (50, False): ">= 2.0x"}
     for concurrency in (10, 50):
-        rate, projected = drain(options.tasks, concurrency)
-        print(
-            f"drain {options.tasks:,} no-op tasks, concurrency {concurrency}: "
-            f"{rate:,.0f} tasks/s ({rate / raw:.2f} x raw); all in the task view: "
-            f"{projected:,.0f} tasks/s"
+        for caught_up in (True, False):
+            rate, projected = drain(tasks, concurrency, caught_up)
+            how = "caught up before" if caught_up else "starting with the worker"
+            label = f"drain {tasks:,}, concurrency {concurrency}, projections {how}"
+            target = targets.get((concurrency, caught_up), "")
+            rows.append(Row(label, rate, raw, "tasks/s", target))
+            rows.append(Row("  ... until all in the task view", projected, raw, "tasks/s"))
+            base = rate if (concurrency, caught_up) == (50, False) else base
+    return rows, base
+
+
+def nodes_rows(tasks: int, raw: float, one_node: float) -> list[Row]:
+    if not one_node:
+        one_node, _ = drain(tasks, 50, caught_up=False)
+    two_nodes, _ = drain(tasks, 50, caught_up=False, nodes=2)
+    label = f"drain {tasks:,}, concurrency 50 per node, projections starting with the workers"
+    return [
+        Row(f"{label}: one node", one_node, raw, "tasks/s"),
+        Row(f"{label}: two nodes", two_nodes, raw, "tasks/s", ">= one node"),
+    ]
+
+
+def latency_rows(rate: float, tasks: int, commit_ms: float) -> list[Row]:
+    caller, stored = latency(rate, tasks)
+    prefix = f"enqueue call -> start at {rate:g}/s"
+    return [
+        Row(f"{prefix}, caller's clock, p50", percentile(caller, 50), commit_ms, "ms", "<= 4 ms"),
+        Row(f"{prefix}, caller's clock, p99", percentile(caller, 99), commit_ms, "ms", "<= 8 ms"),
+        Row(f"{prefix}, stored timestamps, p50", percentile(stored, 50), commit_ms, "ms"),
+        Row(f"{prefix}, stored timestamps, p99", percentile(stored, 99), commit_ms, "ms"),
+    ]
+
+
+def chain_rows(hops: int, commit_ms: float) -> list[Row]:
+    return [
+        Row(f"task enqueues the next from inside itself, {hops} hops, per hop",
+            self_chain(hops), commit_ms, "ms", "<= 4 ms"),
+        Row(f"dependency chain (DAG) of {hops}, per hop", dag_chain(hops), commit_ms, "ms",
+            "<= 3 ms"),
+    ]  # fmt: skip
+
+
+def print_table(rows: list[Row]) -> None:
+    lines = [("measure", "ledger", "ceiling", "x ceiling", "target")]
+    for row in rows:
+        digits = ",.0f" if row.unit == "tasks/s" else ".2f"
+        lines.append(
+            (
+                row.measure,
+                f"{row.value:{digits}} {row.unit}",
+                f"{row.ceiling:{digits}} {row.unit}",
+                f"{row.value / row.ceiling:.2f}x",
+                row.target,
+            )
         )
-    lat = latency()
-    print(
-        f"enqueue->start at 50/s: p50 {lat[50]:.1f} ms, p95 {lat[95]:.1f} ms, p99 {lat[99]:.1f} ms"
-    )
-    print(f"chain of 200: {chain():.1f} ms per hop")
+    widths = [max(len(cell) for cell in column) for column in zip(*lines, strict=True)]
+    for cells in lines:
+        print("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
+
+
+def parse_options() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", type=int, default=20_000, help="tasks per drain")
+    parser.add_argument("--latency-tasks", type=int, default=500)
+    parser.add_argument("--rate", type=float, default=50.0, help="enqueues/s for latency")
+    parser.add_argument("--hops", type=int, default=200, help="length of each chain")
+    parser.add_argument("--only", default=",".join(PART_NAMES), help="comma-separated parts")
+    options = parser.parse_args()
+    unknown = set(options.only.split(",")) - set(PART_NAMES)
+    if unknown:
+        parser.error(f"unknown part {sorted(unknown)[0]!r}; parts: {', '.join(PART_NAMES)}")
+    if min(options.tasks, options.latency_tasks, options.rate) <= 0 or options.hops < 2:
+        parser.error("--tasks, --latency-tasks and --rate must be positive, --hops at least 2")
+    return options
+
+
+def main() -> None:
+    options = parse_options()
+    parts = options.only.split(",")
+    raw = raw_insert_rate()
+    commit_ms = 1000 / raw
+    print(f"raw ceiling: {raw:,.0f} single-row INSERT+COMMIT/s ({commit_ms:.2f} ms each)")
+    rows: list[Row] = []
+    one_node = 0.0
+    if "drain" in parts:
+        drained, one_node = drain_rows(options.tasks, raw)
+        rows += drained
+    if "nodes" in parts:
+        rows += nodes_rows(options.tasks, raw, one_node)
+    if "latency" in parts:
+        rows += latency_rows(options.rate, options.latency_tasks, commit_ms)
+    if "chain" in parts:
+        rows += chain_rows(options.hops, commit_ms)
+    print_table(rows)
 
 
 if __name__ == "__main__":

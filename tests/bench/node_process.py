@@ -1,0 +1,100 @@
+"""Worker nodes for the benchmarks, each in a process of its own, built as ``ledger worker``
+builds one (``WorkerNode`` with its projections in their child process) on the ledger the
+``LEDGER_*`` variables name.
+
+``NodeProcesses(n, concurrency)`` spawns ``n`` of them and waits until each has opened its
+runtime (``ready``); ``go()`` lets them all start their node at once (the node starts its
+projection process then, so projections start with the worker); ``check()`` raises if one
+has exited; ``stop()`` sets each
+node's stop event, as SIGTERM does for ``ledger worker``, and waits for the processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import threading
+import time
+from typing import Any
+
+START_TIMEOUT = 120.0
+STOP_TIMEOUT = 60.0
+
+
+def run_node(concurrency: int, ready: Any, go: Any, stop: Any) -> None:
+    """The child: open the runtime, say ready, wait for go, run the node until stop."""
+    from adapters.node import WorkerNode
+    from adapters.runtime import open_runtime
+
+    runtime = open_runtime()
+    node = WorkerNode(runtime, concurrency=concurrency, projection_process=True)
+    ready.set()
+    go.wait()
+
+    async def main() -> None:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        threading.Thread(
+            target=lambda: (stop.wait(), loop.call_soon_threadsafe(stopping.set)), daemon=True
+        ).start()
+        await node.run(stopping)
+
+    try:
+        asyncio.run(main())
+    finally:
+        runtime.close()
+
+
+def _wait_ready(ready: Any, process: Any) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while not ready.wait(0.2):
+        if not process.is_alive():
+            raise RuntimeError(f"a worker node process exited with {process.exitcode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"worker node process {process.pid} did not get ready")
+
+
+class NodeProcesses:
+    """``count`` worker node processes of ``concurrency`` slots each."""
+
+    def __init__(self, count: int, concurrency: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.go_event = context.Event()
+        self.stop_event = context.Event()
+        self.readies = [context.Event() for _ in range(count)]
+        self.processes = [
+            context.Process(target=run_node, args=(concurrency, r, self.go_event, self.stop_event))
+            for r in self.readies
+        ]
+
+    def __enter__(self) -> NodeProcesses:
+        for process in self.processes:
+            process.start()
+        try:
+            for ready, process in zip(self.readies, self.processes, strict=True):
+                _wait_ready(ready, process)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def go(self) -> None:
+        self.go_event.set()
+
+    def check(self) -> None:
+        """Raise if a node process has exited (a benchmark would otherwise wait for ever)."""
+        for process in self.processes:
+            if not process.is_alive():
+                raise RuntimeError(f"a worker node process exited with {process.exitcode}")
+
+    def stop(self) -> None:
+        self.go_event.set()  # a node still waiting to start ends at once
+        self.stop_event.set()
+        for process in self.processes:
+            process.join(STOP_TIMEOUT)
+            if process.is_alive():
+                process.kill()
+                process.join()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
