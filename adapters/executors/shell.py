@@ -7,7 +7,9 @@ Settings of a task type whose adapter is ``shell``:
   ``"{args[name]}"``; each filled element is exactly one argument, whatever it contains. No
   shell is involved unless the task type itself names one (``["sh", "-c", "...", "sh",
   "{args.x}"]`` passes ``x`` as ``$1``, still never as shell text). Literal braces are
-  written ``{{`` and ``}}``.
+  written ``{{`` and ``}}``. A template inside code an interpreter runs (``sh -c "echo
+  {args.x}"``, ``python3 -c``, ``perl -e``, an awk program...) or in its options is refused
+  by the settings check (``inline_code.py``).
 - ``cwd``: working directory; by default a fresh temporary directory, removed afterwards
   (under this process's own parent directory, so that one left by a killed worker is
   removed by the next worker node to start on this host: ``shell_scratch.py``).
