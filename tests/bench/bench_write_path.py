@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import queue
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -168,15 +169,28 @@ def in_processes(target: Any, processes: int, batches: int, size: int) -> float:
     for child in children:
         child.start()
     try:
-        outcomes = [results.get(timeout=600) for _ in children]
+        outcomes = _collect(results, children)
     finally:
         for child in children:
             child.join(timeout=60)
-    failed = [child.exitcode for child in children if child.exitcode != 0]
-    if failed:
-        raise RuntimeError(f"an appending process failed (exit codes {failed})")
+            if child.is_alive():  # its barrier never broke: a sibling failed
+                child.kill()
+                child.join()
     events = sum(o[0] for o in outcomes)
     return events / (max(o[2] for o in outcomes) - min(o[1] for o in outcomes))
+
+
+def _collect(results: Any, children: list[Any]) -> list[tuple[int, float, float]]:
+    """Each child's (events, start, end); raise as soon as one exits without it."""
+    outcomes: list[tuple[int, float, float]] = []
+    while len(outcomes) < len(children):
+        try:
+            outcomes.append(results.get(timeout=0.5))
+        except queue.Empty:
+            failed = [c.exitcode for c in children if c.exitcode not in (None, 0)]
+            if failed:
+                raise RuntimeError(f"an appending process failed (exit codes {failed})") from None
+    return outcomes
 
 
 def parallel_appends(processes: int, batches: int, size: int = 100) -> tuple[float, float]:
