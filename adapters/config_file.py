@@ -147,6 +147,7 @@ def _http_section(section: Any) -> dict[str, Any]:
         "requests_per_second": ("requests_per_second", _positive_number),
         "burst": ("burst", _whole_number(1)),
         "stream_keepalive": ("stream_keepalive_seconds", parse_duration),
+        "request_deadline": ("request_deadline_seconds", parse_duration),
         "header_read_timeout": ("header_read_timeout_seconds", parse_duration),
         "body_read_timeout": ("body_read_timeout_seconds", parse_duration),
         "keepalive_timeout": ("keepalive_timeout_seconds", parse_duration),

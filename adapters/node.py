@@ -36,6 +36,7 @@ from adapters.ledger import utc_now
 from adapters.postgres.dispatch import PostgresDispatch
 from adapters.postgres.learn_feed import PostgresDatasetFeed
 from adapters.postgres.projection_runner import ProjectionRunner
+from adapters.postgres.reconnect import ReconnectPause, listen_options
 from adapters.postgres.running import CANCEL_CHANNEL, READY_CHANNEL
 from adapters.postgres.schedule_clock import PostgresScheduleClock
 from adapters.postgres.timeouts import PostgresTimeouts
@@ -133,13 +134,16 @@ class WorkerNode:
             self.pool.shutdown(wait=True)
 
     async def _listen(self, stop: asyncio.Event) -> None:
+        pause = ReconnectPause()
         while not stop.is_set():
             try:
                 async with await psycopg.AsyncConnection.connect(
-                    self.runtime.database_url, autocommit=True
+                    self.runtime.database_url, autocommit=True, **listen_options()
                 ) as conn:
                     for channel in (READY_CHANNEL, CANCEL_CHANNEL):
                         await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                    pause.reset()
+                    self.worker.notify_ready()  # work that came while nobody listened
                     async for notice in conn.notifies():
                         if notice.channel == CANCEL_CHANNEL:
                             self._cancelled(notice.payload)
@@ -147,7 +151,7 @@ class WorkerNode:
                             self.worker.notify_ready()
             except (psycopg.Error, OSError):
                 log.warning("notification listener lost its connection; reconnecting")
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(pause.next())
 
     def _cancelled(self, payload: str) -> None:
         try:

@@ -2,7 +2,8 @@
 ``serve_http`` listens until told to stop.
 
 Middlewares, outermost first: the connection guard's request tracking (``connections.py``);
-request metrics; errors to JSON (and denials to the audit trail); the ``Host`` check and CORS
+request metrics; errors to JSON (and denials to the audit trail); the request's deadline for
+a database connection (``deadline.py``); the ``Host`` check and CORS
 preflights (``browser_guard.py``); authentication; the ``Origin`` check; rate limit per
 principal. ``serve_http`` listens through ``connections.GuardedSite``: a cap on open
 connections, a deadline for each request's headers, aiohttp's keep-alive timeout.
@@ -38,6 +39,7 @@ from adapters.http.connections import (
     track_requests,
 )
 from adapters.http.context import CONTEXT, ServerContext, context_of
+from adapters.http.deadline import deadline_middleware
 from adapters.http.errors import error_middleware
 from adapters.http.limits import HttpLimits
 from adapters.runtime import Runtime
@@ -109,6 +111,7 @@ def build_app(
             track_requests,
             metrics_middleware,
             error_middleware(_record_denial),
+            deadline_middleware(limits.request_deadline_seconds),
             host_guard(rules),
             auth_middleware(runtime.settings.config.registry),
             origin_guard(rules),

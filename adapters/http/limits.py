@@ -26,6 +26,9 @@ class HttpLimits:
     requests_per_second: float | None = None
     burst: int = 50
     stream_keepalive_seconds: float = 15.0
+    # A request without a database connection by then is answered 503, nothing written
+    # (``deadline.py``); below common client timeouts (10 s and up).
+    request_deadline_seconds: float = 5.0
     # Slow clients (``connections.py``): the whole header block, then the whole body, must
     # arrive within these; an idle keep-alive connection is closed after the third.
     header_read_timeout_seconds: float = 10.0

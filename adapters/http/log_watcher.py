@@ -15,6 +15,8 @@ import logging
 import psycopg
 from psycopg import sql
 
+from adapters.postgres.reconnect import ReconnectPause, listen_options
+
 log = logging.getLogger(__name__)
 
 FALLBACK_POLL = 1.0  # seconds, while listening (a safety net only)
@@ -46,14 +48,17 @@ class LogWatcher:
         changed.set()
 
     async def run(self) -> None:
-        """LISTEN until cancelled, reconnecting after a lost connection."""
+        """LISTEN until cancelled, reconnecting after a lost connection (short, capped
+        pauses: ``postgres/reconnect.py``)."""
+        pause = ReconnectPause()
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(
-                    self.database_url, autocommit=True
+                    self.database_url, autocommit=True, **listen_options()
                 ) as conn:
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
                     self.listening = True
+                    pause.reset()
                     self.wake_all()  # anything appended while not listening
                     async for _ in conn.notifies():
                         self.wake_all()
@@ -61,4 +66,4 @@ class LogWatcher:
                 log.warning("event log listener lost its connection (%s); reconnecting", error)
             finally:
                 self.listening = False
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(pause.next())

@@ -32,6 +32,7 @@ from psycopg import pq, sql
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.composite import register_composite
 
+from adapters.postgres.connection_pool import use_ledger_pool
 from adapters.postgres.dispatch_queue import DispatchQueue
 from adapters.postgres.group_commit import GroupCommit, SaveUnit
 from adapters.postgres.log_horizon import EVENTS_TABLE, horizon_statement
@@ -100,6 +101,7 @@ class EventStore:
         recorder = self.app.recorder
         assert isinstance(recorder, LedgerRecorder)
         self.recorder = recorder
+        use_ledger_pool(recorder.datastore)  # deadlines, quick reconnection
         self.table = sql.Identifier(schema, EVENTS_TABLE)
         self.dispatch_queue = DispatchQueue(schema)
         self._sql_load_many = (
