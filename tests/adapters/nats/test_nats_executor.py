@@ -3,8 +3,8 @@ JetStream with the ack as result, and the failures a task's retry policy sees.""
 
 from __future__ import annotations
 
-import asyncio
 import json
+import re
 from typing import Any
 from uuid import uuid4
 
@@ -72,17 +72,21 @@ async def test_a_handler_that_does_not_answer_in_time_is_a_retryable_timeout(
     nats_url: str, names: str
 ) -> None:
     async with connected(nats_url) as handler:
-        await handler.subscribe(f"{names}.silent")
+        silent = await handler.subscribe(f"{names}.silent")
         await registered(handler)
-        started = asyncio.get_running_loop().time()
         result = await NatsExecutor().run(
-            execution({"subject": f"{names}.silent", "url": nats_url, "timeout": 0.3})
+            execution(
+                {"subject": f"{names}.silent", "url": nats_url, "timeout": 0.3},
+                start_to_close=600,
+            )
         )
-        took = asyncio.get_running_loop().time() - started
+        request = await silent.next_msg(timeout=10)  # it was asked, and never answered
 
     assert isinstance(result, Failure)
     assert (result.error_class, result.retryable) == ("Timeout", True)
-    assert took < 2
+    waited = re.fullmatch(rf"no reply on {names}\.silent within ([0-9.]+) s", result.message)
+    assert waited and float(waited[1]) <= 0.3  # its own timeout (less the connect), not 600 s
+    assert json.loads(request.data) == {}
 
 
 @pytest.mark.asyncio
