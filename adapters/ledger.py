@@ -101,14 +101,22 @@ class Ledger:
         self, request: TaskRequest, requester: Requester = SYSTEM
     ) -> tuple[Task, bool]:
         """The task and True if it was created; the key's holder and False if not."""
+        task, created, _ = self.enqueue_recorded(request, requester)
+        return task, created
+
+    def enqueue_recorded(
+        self, request: TaskRequest, requester: Requester = SYSTEM
+    ) -> tuple[Task, bool, list[RecordedEvent]]:
+        """As ``enqueue_once``, with the events stored for a new task and their positions
+        (none for a key's holder, which is read from the log)."""
         for _ in range(5):
             holders = self._key_holders([request])
             if holders:
-                return self.store.load(next(iter(holders.values()))), False
+                return self.store.load(next(iter(holders.values()))), False, []
             try:
                 tasks, inline = self._plan([request], requester, keys_checked=True)
-                self.store.save(*tasks, inline=inline)
-                return tasks[0], True
+                recorded = self.store.save(*tasks, inline=inline)
+                return tasks[0], True, recorded
             except IntegrityError:
                 if request.idempotency_key is None:
                     raise

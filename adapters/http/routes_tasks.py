@@ -51,11 +51,16 @@ async def enqueue_task(request: web.Request) -> web.Response:
     )
     # A waiting call takes its slot before enqueueing: a 429 must leave nothing behind.
     with ctx.waiting.hold() if wait is not None else nullcontext():
-        task, created = await ctx.run(
-            ctx.runtime.ledger.enqueue_once, task_request, requester_of(request)
+        task, created, recorded = await ctx.run(
+            ctx.runtime.ledger.enqueue_recorded, task_request, requester_of(request)
         )
         if wait is None:
-            view = task_json(*await ctx.run(load_task, ctx.runtime, task.id))
+            # A new task is shown from the events just stored; a key's holder from the log.
+            view = (
+                task_json(task, recorded)
+                if created
+                else task_json(*await ctx.run(load_task, ctx.runtime, task.id))
+            )
             return json_response(
                 view, status=201 if created else 200, headers=task_location(task.id)
             )

@@ -141,33 +141,37 @@ class EventStore:
         self,
         *aggregates: LedgerAggregate,
         inline: Sequence[Statement] = (),
-    ) -> None:
+    ) -> list[RecordedEvent]:
         """Append the pending events of ``aggregates`` in one transaction (all or nothing),
         shared with the saves of other threads of this process that arrive meanwhile (group
         commit); a conflict or refusal of this save raises here and fails no other save.
-        The dispatch queue moves with the events."""
+        The dispatch queue moves with the events. Returns the events with their positions."""
         statements = [*inline, *self.dispatch_queue.statements_for(aggregates)]
         events = [event for aggregate in aggregates for event in aggregate.collect_events()]
-        stored = [self.app.mapper.to_stored_event(event) for event in events]
-        self.group.submit(SaveUnit(stored, statements))
+        unit = SaveUnit([self.app.mapper.to_stored_event(event) for event in events], statements)
+        self.group.submit(unit)
+        return [RecordedEvent(p, e) for p, e in zip(unit.positions, events, strict=True)]
 
     def _commit_units(self, units: Sequence[SaveUnit]) -> None:
         """One transaction for the units of a group commit: their statements, then one
-        insert of all their events. Pipelined (one round trip) unless it is large: a
-        pipelined insert of thousands of events stalled here with client and server both
-        waiting."""
+        insert of all their events, whose positions each unit gets back. Pipelined (one
+        round trip) unless it is large: a pipelined insert of thousands of events stalled
+        here with client and server both waiting."""
         stored = [event for unit in units for event in unit.stored]
-        large = len(stored) > PIPELINED_SAVE_LIMIT
-        with contextlib.ExitStack() as stack:
-            conn = stack.enter_context(self.recorder.datastore.get_connection())
-            if not large:
-                stack.enter_context(conn.pipeline())
-            stack.enter_context(conn.transaction())
-            cursor = conn.cursor()
-            for unit in units:
-                run_inline(cursor, unit.inline)
-            if stored:
-                self.recorder._insert_stored_events(cursor, stored)
+        pipelined = len(stored) <= PIPELINED_SAVE_LIMIT
+        with self.recorder.datastore.get_connection() as conn:
+            with conn.pipeline() if pipelined else contextlib.nullcontext(), conn.transaction():
+                cursor = conn.cursor()
+                for unit in units:
+                    run_inline(cursor, unit.inline)
+                inserting = conn.cursor()
+                if stored:
+                    self.recorder._insert_stored_events(inserting, stored)
+            found = [row["notification_id"] for row in inserting.fetchall()] if stored else []
+        offset = 0
+        for unit in units:
+            unit.positions = found[offset : offset + len(unit.stored)]
+            offset += len(unit.stored)
 
     def adopt(self, connection: psycopg.Connection[Any]) -> psycopg.Cursor[DictRow]:
         """A cursor on the caller's own connection that ``append_in`` can write with: the

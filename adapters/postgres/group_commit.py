@@ -31,10 +31,11 @@ MAX_BATCH_EVENTS = 512  # events in one batch's transaction (a unit is never spl
 @dataclass
 class SaveUnit:
     """One caller's save: its events (already mapped to stored form), the statements that
-    must commit with them, and, once done, the error it met (None: committed)."""
+    must commit with them, and, once done, their positions or the error it met."""
 
     stored: Sequence[StoredEvent]
     inline: Sequence[Statement]
+    positions: list[int] = field(default_factory=list)  # set by the commit, in event order
     done: bool = False
     error: BaseException | None = None
     _finished: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -45,6 +46,8 @@ class SaveUnit:
         self._finished.set()
 
 
+# Commits the units in one transaction and sets each unit's ``positions``; raises if the
+# transaction failed.
 CommitBatch = Callable[[Sequence[SaveUnit]], None]
 
 
