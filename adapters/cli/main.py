@@ -31,6 +31,7 @@ from rich.progress import (
 from adapters.cli import render
 from adapters.cli.arguments import load_graph_file, parse_args_option, parse_run_at
 from adapters.cli.audit import add_audit_parser, cmd_audit
+from adapters.cli.db import add_db_parser, cmd_db
 from adapters.cli.learn import add_learn_parser, cmd_learn
 from adapters.cli.replay import add_replay_parser, cmd_replay
 from adapters.ledger import utc_now
@@ -196,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild = actions.add_parser("rebuild", help="drop a projection's tables and replay the log")
     rebuild.add_argument("name", help="projection name, or 'all'")
     add_audit_parser(commands)
+    add_db_parser(commands)
     add_replay_parser(commands)
     add_learn_parser(commands)
     return parser
@@ -482,6 +484,7 @@ COMMANDS = {
     "history": cmd_history,
     "worker": cmd_worker,
     "audit": cmd_audit,
+    "db": cmd_db,
     "replay": cmd_replay,
     "learn": cmd_learn,
     "serve": cmd_serve,

@@ -15,6 +15,7 @@ from adapters.postgres.audit import protect_events_table
 from adapters.postgres.dispatch_queue import TABLE as DISPATCH_QUEUE
 from adapters.postgres.dispatch_queue import DispatchQueue
 from adapters.postgres.event_store import EventStore
+from adapters.postgres.grants import may_create_in
 from adapters.postgres.projection_runner import POSITIONS_TABLE
 from adapters.postgres.running import RunningTables
 from projections.base import Projection
@@ -26,6 +27,8 @@ def create_schema(database_url: str, schema: str, projections: Iterable[Projecti
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (f"migrate:{schema}",))
         try:
+            if not may_create_in(conn, schema):
+                return  # a runtime role (``ledger db grant``): the owner keeps the schema
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
             EventStore(database_url, schema, create_table=True, pool_size=1).close()
             protect_events_table(conn, schema)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from typing import Any
 from uuid import UUID
 
 import psycopg
@@ -16,7 +17,7 @@ from psycopg import sql
 
 from adapters.cli.audit import add_audit_parser, cmd_audit
 from adapters.postgres.audit import verify_chain
-from adapters.postgres.event_store import EVENTS_TABLE, EventStore
+from adapters.postgres.event_store import EVENTS_TABLE
 from adapters.postgres.projection_runner import POSITIONS_TABLE, ProjectionRunner
 from adapters.runtime import Runtime
 from domain.submission import TaskRequest
@@ -143,16 +144,18 @@ def test_decodable_events_are_not_reported(
     assert (code, json.loads(out)["undecodable"]) == (0, [])
 
 
-def test_a_chain_that_cannot_catch_up_fails_verification(
-    runtime: Runtime, capsys: pytest.CaptureFixture[str]
-) -> None:
+class ChainLosingItsDatabase(AuditChain):
+    """The audit chain, as if its database connection broke while it caught up."""
+
+    def apply(self, cursor: Any, event: Any, position: int) -> list[Any]:
+        raise psycopg.OperationalError("the connection was lost")
+
+
+def test_a_chain_that_cannot_catch_up_fails_verification(runtime: Runtime) -> None:
     runtime.ledger.enqueue(TaskRequest("echo"))
     runtime.catch_up()
     runtime.ledger.enqueue(TaskRequest("echo"))
-    closed = EventStore(runtime.database_url, runtime.settings.schema, pool_size=1)
-    closed.close()  # the chain's database connections are gone
-    report = verify_chain(
-        runtime.store, ProjectionRunner(closed, AuditChain(runtime.settings.schema))
-    )
+    failing = ProjectionRunner(runtime.store, ChainLosingItsDatabase(runtime.settings.schema))
+    report = verify_chain(runtime.store, failing)
     assert (report.ok, report.reason, report.unchained) == (False, "catch-up-failed", 1)
-    assert "could not catch up" in report.detail
+    assert "could not catch up: OperationalError" in report.detail
