@@ -50,3 +50,22 @@ def write_config(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "ledger.toml"
     path.write_text(text)
     return path
+
+
+DOCKER_SKIP = "no Docker engine"  # how the docker executor's tests name their skip
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One line at the end of the run when container tests were skipped for want of an
+    engine (they skip one by one, easy to miss among the other skips)."""
+    reasons = [
+        str(report.longrepr[2])
+        for report in terminalreporter.stats.get("skipped", [])
+        if isinstance(report.longrepr, tuple) and DOCKER_SKIP in str(report.longrepr[2])
+    ]
+    if reasons:
+        why = reasons[0].split(f"{DOCKER_SKIP}: ", 1)[-1]
+        tests = "test" if len(reasons) == 1 else "tests"
+        terminalreporter.write_line(
+            f"docker: {len(reasons)} {tests} skipped, {DOCKER_SKIP} ({why}); run .ci/start-docker"
+        )
