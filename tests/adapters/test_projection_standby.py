@@ -9,7 +9,9 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from uuid import uuid4
 
 import psutil
@@ -22,6 +24,7 @@ from domain.submission import TaskRequest
 from tests.processors.worker_harness import run_built_nodes_until, wait_until
 
 PROJECTIONS = 4  # task_view, readiness, audit_chain, dataset
+STANDBY_RETRY = 1.0  # seconds between a standby runner's tries of its lock
 
 
 @pytest.fixture
@@ -64,28 +67,34 @@ def locks_held(rt: Runtime, app: str) -> int:
     return int(row[0]) if row else 0
 
 
-def start_projections_process(rt: Runtime, app: str) -> subprocess.Popen[bytes]:
+def start_projections_process(rt: Runtime, app: str, out: Path) -> subprocess.Popen[bytes]:
     env = dict(os.environ, PGAPPNAME=app, LEDGER_DATABASE_URL=rt.database_url)
     env["LEDGER_SCHEMA"] = rt.settings.schema
-    return subprocess.Popen(
-        [sys.executable, "-m", "adapters.cli.main", "projections", "run"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with out.open("wb") as output:
+        return subprocess.Popen(
+            [sys.executable, "-m", "adapters.cli.main", "projections", "run"],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def test_a_standby_takes_over_the_projections_when_the_active_process_is_killed(
-    rt: Runtime,
+    rt: Runtime, tmp_path: Path
 ) -> None:
     first_app, second_app = (f"ledger-projections-{uuid4().hex[:8]}" for _ in range(2))
-    first = start_projections_process(rt, first_app)
+    first = start_projections_process(rt, first_app, tmp_path / "first.log")
     second = None
     try:
         wait_until(lambda: locks_held(rt, first_app) == PROJECTIONS, what="the first active")
-        second = start_projections_process(rt, second_app)
+        second_log = tmp_path / "second.log"
+        second = start_projections_process(rt, second_app, second_log)
         rt.ledger.enqueue(TaskRequest("echo", {"n": 1}))
         wait_until(caught_up(rt), what="the first process following the log")
+        wait_until(lambda: "following the log" in second_log.read_text(), what="second started")
+        # Its runners try the locks at once, then every STANDBY_RETRY: let them find the
+        # locks taken at least twice, so the takeover below is a standby's.
+        time.sleep(2 * STANDBY_RETRY + 0.5)
         assert locks_held(rt, second_app) == 0  # standing by
         first.send_signal(signal.SIGKILL)
         first.wait()
