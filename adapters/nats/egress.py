@@ -42,6 +42,7 @@ from adapters.http.views import dumps, event_json
 from adapters.postgres.event_store import EventStore, RecordedEvent
 from adapters.postgres.projection_runner import POSITIONS_TABLE
 from domain.nats_routes import NatsSettings
+from projections.audit_chain import UndecodableEvent
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -204,6 +205,13 @@ class EventEgress:
         """Publish one event until JetStream acknowledges it (or shows it holds it).
         ``previous`` is the position acknowledged before it; returns None when done, or the
         position to publish after if the stream lost messages it had acknowledged."""
+        if isinstance(recorded.event, UndecodableEvent):
+            log.warning(
+                "NATS egress: the event at position %d does not decode (%s); not published",
+                recorded.position,
+                recorded.event.error,
+            )
+            return None
         subject, payload = event_message(self.settings.event_subject_prefix, recorded)
         headers = {MSG_ID: f"{self.id_prefix}{recorded.position}"}
         delay = 0.1

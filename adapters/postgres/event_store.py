@@ -42,6 +42,7 @@ from domain.errors import TaskNotFound
 from domain.queue import Queue, queue_id
 from domain.schedule_control import ScheduleControl, schedule_control_id
 from domain.task import Task
+from projections.audit_chain import UndecodableEvent
 
 LedgerAggregate = Task | Queue | ScheduleControl | AccessDenial
 APPLICATION_NAME = "Ledger"
@@ -321,7 +322,22 @@ class EventStore:
             if stop <= after:
                 return []
             rows = conn.execute(self._sql_read, (after, stop, limit)).fetchall()
-        return [RecordedEvent(row["notification_id"], self._decode_recent(row)) for row in rows]
+        return [RecordedEvent(row["notification_id"], self._decode_or_mark(row)) for row in rows]
+
+    def _decode_or_mark(self, row: dict[str, Any]) -> Any:
+        """The row's event; an ``UndecodableEvent`` in its place when it does not decode
+        (a topic that does not resolve, a state that does not parse), so that no reader of
+        the log stops at one bad row."""
+        try:
+            return self._decode_recent(row)
+        except Exception as error:
+            return UndecodableEvent(
+                row["notification_id"],
+                row["originator_id"],
+                row["originator_version"],
+                row["topic"],
+                f"{type(error).__name__}: {error}",
+            )
 
     def _decode_recent(self, row: dict[str, Any]) -> DomainEventProtocol[UUID]:
         """The event of a stored row, decoded once while it is recent (events are

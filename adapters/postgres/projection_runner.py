@@ -16,10 +16,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import psycopg
-from eventsourcing.persistence import IntegrityError, PersistenceError
+from eventsourcing.persistence import IntegrityError
 from psycopg import sql
 
-from adapters.postgres.event_store import EVENTS_TABLE, EventStore, RecordedEvent
+from adapters.postgres.event_store import EVENTS_TABLE, EventStore
 from domain.task import Task
 from projections.audit_chain import UndecodableEvent
 from projections.base import Projection, drop_tables
@@ -101,27 +101,13 @@ class ProjectionRunner:
     def _read_tolerating_undecodable(self, start: int, until: int | None) -> list[Any]:
         """The next batch of the log. A stored row whose event does not decode (a topic
         that does not resolve, a state that does not parse) does not stop the projection:
-        it comes as an ``UndecodableEvent`` at its position, with a warning naming it. The
-        audit chain chains it by its stored bytes; the other projections pass over it (it
-        is no task event), and the position moves past it."""
-        try:
-            return self.store.read(start, self.batch_size, until)
-        except (PersistenceError, psycopg.Error):
-            raise
-        except Exception:  # some row does not decode: read this batch row by row
-            pass
-        notifications = self.store.recorder.select_notifications(
-            start, self.batch_size, stop=until, inclusive_of_start=False
-        )
-        events: list[Any] = []
-        for stored in notifications:
-            try:
-                event: Any = self.store.app.mapper.to_domain_event(stored)
-            except Exception as error:
-                why = f"{type(error).__name__}: {error}"
-                event = UndecodableEvent(
-                    stored.id, stored.originator_id, stored.originator_version, stored.topic, why
-                )
+        ``EventStore.read`` hands it on as an ``UndecodableEvent`` at its position, and this
+        warns naming the projection. The audit chain chains it by its stored bytes; the
+        other projections pass over it (it is no task event), and the position moves past
+        it."""
+        events = self.store.read(start, self.batch_size, until)
+        for recorded in events:
+            if isinstance(recorded.event, UndecodableEvent):
                 then = (
                     "chained by its stored bytes"
                     if getattr(self.projection, "takes_undecodable", False)
@@ -130,11 +116,10 @@ class ProjectionRunner:
                 log.warning(
                     "projection %s: the event at position %d does not decode (%s); %s",
                     self.projection.name,
-                    stored.id,
-                    why,
+                    recorded.position,
+                    recorded.event.error,
                     then,
                 )
-            events.append(RecordedEvent(stored.id, event))
         return events
 
     def _apply_batch(self, start: int, events: Sequence[Any]) -> int | None:
