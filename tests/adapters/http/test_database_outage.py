@@ -1,7 +1,7 @@
 """A database outage, seen over HTTP: the API and a worker node on a private PostgreSQL
 cluster that the test stops (``pg_ctl stop -m immediate``) and starts again.
 
-While the database is down, every enqueue is answered 503 with ``Retry-After`` within the
+While the database is down, every enqueue (and read) is answered 503 with ``Retry-After`` within the
 request deadline, and none of them is written later; once it is back, enqueues succeed at
 once and tasks run. The client's timeout (well above the deadline) is only a guard: a call
 that hangs fails the test.
@@ -76,6 +76,7 @@ def test_enqueues_during_an_outage_are_503_and_never_written_then_work_again(
 
         cluster.stop()
         refused = [enqueue(client, "outage-a"), enqueue(client), enqueue(client, "outage-b")]
+        refused.append(client.get("/v1/tasks"))  # reads too
         for response in refused:
             assert response.status_code == 503
             assert response.json()["error"]["code"] == "database_unavailable"
