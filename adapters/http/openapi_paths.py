@@ -17,7 +17,10 @@ ERROR_MEANING = {
     403: "The principal's role does not allow this",
     404: "No such task, task type, queue or route",
     409: "The task or queue cannot make this transition now",
+    408: "The body did not arrive within the server's body read timeout",
     413: "The body is larger than the server accepts",
+    415: "The body is not sent as Content-Type: application/json",
+    421: "The Host header names neither this server nor one of its allowed hosts",
     422: "The body does not match the schema, or the submission is refused (unknown type, "
     "args against the type's schema, dependency cycle, unknown dependency)",
     429: "Too many requests, or too many waiting calls; see Retry-After",
@@ -80,7 +83,11 @@ def _operation(
         "summary": summary,
         "tags": [tag],
         "parameters": parameters or [],
-        "responses": {**responses, **_errors(*(() if public else COMMON_ERRORS), *errors)},
+        "responses": {
+            **responses,
+            **_errors(*(() if public else COMMON_ERRORS), *errors, 421),
+            **(_errors(408, 415) if body is not None else {}),
+        },
     }
     if public:
         operation["security"] = []

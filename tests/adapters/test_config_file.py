@@ -352,7 +352,7 @@ def test_the_http_table_sets_the_http_apis_limits() -> None:
         ("requests_per_second = 0", "expected a number above 0, got 0"),
         ("requests_per_second = inf", "expected a finite number, got inf"),
         ("burst = 1.5", "expected a whole number of at least 1, got 1.5"),
-        ("timeout = 3", "unknown key 'timeout' (expected one of: burst, max_body_bytes"),
+        ("timeout = 3", "unknown key 'timeout' (expected one of: allow_adhoc_without_principals"),
     ],
 )
 def test_a_bad_http_limit_reports_the_line_of_its_key(line: str, reason: str) -> None:
