@@ -234,7 +234,12 @@ class NatsIngress:
             log.info("NATS message on %s refused: %s: %s", msg.subject, refusal.code, refusal)
             return True
         except DATABASE_ERRORS:
-            log.warning("NATS message on %s not enqueued: database unavailable", msg.subject)
+            first = msg.metadata.num_delivered <= 1  # one warning per message, not per retry
+            log.log(
+                logging.WARNING if first else logging.DEBUG,
+                "NATS message on %s not enqueued yet: database unavailable",
+                msg.subject,
+            )
             return False
         log.debug("NATS %s -> task %s (new: %s)", msg.subject, task.id, created)
         return True

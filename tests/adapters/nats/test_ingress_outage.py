@@ -1,23 +1,31 @@
-"""A publish route loses nothing across a NATS outage: messages a publisher got JetStream's
-ack for become tasks, each exactly once, though the server is SIGKILLed and restarted (same
-port, same store) while they are being published and consumed."""
+"""A publish route loses nothing across an outage: messages a publisher got JetStream's ack
+for become tasks, each exactly once, though the NATS server is SIGKILLed and restarted (same
+port, same store) while they are being published and consumed; a message that arrives while
+the database is down is delivered again until it is a task."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
+from uuid import uuid4
 
 import pytest
 from nats.js import JetStreamContext
 
+from adapters.http.errors import DATABASE_ERRORS
 from adapters.nats.bridge import NatsBridge
-from adapters.nats.publish_stream import NATS_FAILURES
+from adapters.nats.ingress import NatsIngress
+from adapters.nats.publish_stream import ACK_WAIT, CONSUMER, NATS_FAILURES
 from adapters.nats.server import NatsServer, start_nats_server
 from adapters.runtime import Runtime
-from tests.adapters.nats.conftest import connected, enqueued, stream_drained
+from tests.adapters.nats.conftest import connected, enqueued, registry_text, stream_drained
+from tests.private_postgres import private_postgres
+from tests.processors.worker_harness import runtime_with_config
 
 pytestmark = pytest.mark.asyncio
 
@@ -72,9 +80,12 @@ async def publish_until_acked(js: JetStreamContext, subject: str, n: int, deadli
 
 
 async def tasks_reach(runtime: Runtime, count: int, deadline: float) -> None:
-    while len(await asyncio.to_thread(enqueued, runtime)) < count:
-        if time.monotonic() > deadline:
-            return
+    """Poll the store until it holds ``count`` tasks (or the deadline passes); a read on a
+    pooled connection the database dropped fails once, then the pool reconnects."""
+    while time.monotonic() < deadline:
+        with contextlib.suppress(*DATABASE_ERRORS):
+            if len(await asyncio.to_thread(enqueued, runtime)) >= count:
+                return
         await asyncio.sleep(0.1)
 
 
@@ -100,7 +111,10 @@ async def test_every_message_published_across_a_nats_kill_and_restart_becomes_on
                 retries += await publish_until_acked(js, f"{names}.note.n", n, deadline)
             await killing
             await tasks_reach(nats_runtime, MESSAGES, deadline)
-            await stream_drained(js, nats_runtime.settings.config.registry.nats.publish_stream)
+            # Every message acked: those whose ack the kill lost come again after ack_wait.
+            stream = nats_runtime.settings.config.registry.nats.publish_stream
+            await stream_drained(js, stream, timeout=ACK_WAIT + 30)
+            consumer = await js.consumer_info(stream, CONSUMER)
     finally:
         stop.set()
         await asyncio.gather(running, return_exceptions=True)
@@ -112,8 +126,49 @@ async def test_every_message_published_across_a_nats_kill_and_restart_becomes_on
     print(
         f"\nsent {MESSAGES}, tasks {sum(numbers.values())}, lost {len(lost)}, "
         f"duplicates {len(duplicated)}, outage {outage.seconds:.1f} s, "
-        f"publishes retried {retries}"
+        f"publishes retried {retries}, deliveries again {consumer.num_redelivered}"
     )
     assert outage.back.is_set() and retries > 0  # publishing really went through the outage
     assert (lost, duplicated) == ([], [])
     assert sorted(numbers) == list(range(MESSAGES))
+
+
+async def test_a_message_stored_while_the_database_is_down_becomes_a_task_once_it_is_back(
+    private_nats: NatsServer, names: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with private_postgres() as cluster:
+        monkeypatch.setenv("LEDGER_DATABASE_URL", cluster.url)
+        monkeypatch.setenv("LEDGER_SCHEMA", f"nats_outage_{uuid4().hex[:8]}")
+        runtime = runtime_with_config(tmp_path, registry_text(names))
+        stream = runtime.settings.config.registry.nats.publish_stream
+        try:
+            async with (
+                connected(private_nats.url) as server_side,
+                connected(private_nats.url) as client,
+            ):
+                ingress = NatsIngress(runtime, server_side)
+                await ingress.start()
+                try:
+                    js = client.jetstream()
+                    await asyncio.to_thread(cluster.stop)
+                    await js.publish(f"{names}.note.db", b'{"during": "outage"}')
+                    await redelivered(js, stream)  # refused by the database, nak'ed
+                    await asyncio.to_thread(cluster.start)
+                    await tasks_reach(runtime, 1, time.monotonic() + 30)
+                    await stream_drained(js, stream)
+                finally:
+                    await ingress.close()
+            tasks = enqueued(runtime)
+        finally:
+            runtime.close()
+
+    assert tasks == [("echo", {"during": "outage"})]
+
+
+async def redelivered(js: JetStreamContext, stream: str, timeout: float = 30.0) -> None:
+    """Wait until the consumer has delivered a message again (it was not acked)."""
+    deadline = time.monotonic() + timeout
+    while (await js.consumer_info(stream, CONSUMER)).num_redelivered < 1:
+        if time.monotonic() > deadline:
+            raise TimeoutError("no message was delivered again")
+        await asyncio.sleep(0.05)
