@@ -105,6 +105,13 @@ def error_response(
     )
 
 
+def http_error_response(error: HttpError) -> web.Response:
+    response = error_response(error.status, error.code, error.message, error.headers)
+    if error.headers.get("Connection") == "close":
+        response.force_close()  # e.g. a body too slow: the connection ends with the answer
+    return response
+
+
 DenialHook = Callable[[web.Request, int, str], Awaitable[None]]
 
 
@@ -115,14 +122,12 @@ def error_middleware(on_denied: DenialHook) -> Callable[..., Awaitable[web.Strea
     async def errors(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
+        recorded = False
         try:
             response = await handler(request)
         except HttpError as error:
-            response = error_response(error.status, error.code, error.message, error.headers)
-            if error.headers.get("Connection") == "close":
-                response.force_close()  # a slow body: do not wait for its next request
+            response = http_error_response(error)
             message = error.message
-            recorded = False
         except LedgerError as error:
             response = error_response(status_of(error), error.code, str(error))
             message = str(error)
@@ -134,7 +139,6 @@ def error_middleware(on_denied: DenialHook) -> Callable[..., Awaitable[web.Strea
             headers = {k: v for k, v in error.headers.items() if k.lower() == "allow"}
             message = error.reason if error.status != 413 else error.text or error.reason
             response = error_response(error.status, code, message, headers)
-            recorded = False
         except DATABASE_ERRORS as error:
             log.warning(
                 "database unavailable during %s %s: %s", request.method, request.path, error
@@ -146,7 +150,6 @@ def error_middleware(on_denied: DenialHook) -> Callable[..., Awaitable[web.Strea
                 {"Retry-After": "1"},
             )
             message = ""
-            recorded = False
         except Exception:
             log.exception("unexpected failure in %s %s", request.method, request.path)
             return error_response(500, "internal_error", "an unexpected error; see the server log")
