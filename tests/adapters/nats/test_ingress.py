@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import nats.errors
 import pytest
 from nats.aio.client import Client
 
@@ -267,3 +268,54 @@ async def test_a_message_repeated_after_the_streams_duplicate_window_records_one
     assert (first.duplicate, again.duplicate) == (None, None)  # both stored
     assert again.seq == first.seq + 1
     assert enqueued(nats_runtime) == [("echo", {"z": 1})]
+
+
+async def test_an_existing_ingress_stream_gets_the_publish_routes_subjects(
+    nats_runtime: Runtime, nats_url: str, names: str
+) -> None:
+    stream = nats_runtime.settings.config.registry.nats.publish_stream
+    async with connected(nats_url) as admin:
+        await admin.jetstream().add_stream(name=stream, subjects=[f"{names}.old"])
+    async with ingress_on(nats_runtime, nats_url) as client:
+        js = client.jetstream()
+        info = await js.stream_info(stream)
+        await js.publish(f"{names}.note.kept", b'{"kept": true}')
+        await until(lambda: len(enqueued(nats_runtime)) == 1)
+
+    assert info.config.subjects == [f"{names}.note.*"]
+    assert info.config.duplicate_window >= 120
+    assert enqueued(nats_runtime) == [("echo", {"kept": True})]
+
+
+async def test_the_ingress_takes_its_stream_once_nats_stops_refusing_it(
+    nats_runtime: Runtime, nats_url: str, names: str
+) -> None:
+    """Another stream holds the publish route's subjects: NATS refuses the ingress's stream
+    (overlapping subjects); once that stream is gone, the ingress creates its own."""
+    other = f"{names.upper()}_OTHER"
+    async with connected(nats_url) as admin:
+        admin_js = admin.jetstream()
+        await admin_js.add_stream(name=other, subjects=[f"{names}.note.*"])
+        try:
+            async with ingress_on(nats_runtime, nats_url) as client:
+                await admin_js.delete_stream(other)
+                js = client.jetstream()
+                ack = await until_stored(js, f"{names}.note.late", b'{"late": 1}')
+                await until(lambda: len(enqueued(nats_runtime)) == 1)
+        finally:
+            await delete_stream(nats_url, other)
+
+    assert ack.stream == nats_runtime.settings.config.registry.nats.publish_stream
+    assert enqueued(nats_runtime) == [("echo", {"late": 1})]
+
+
+async def until_stored(js: Any, subject: str, body: bytes, timeout: float = 15.0) -> Any:
+    """JetStream-publish until a stream acks (no stream holds the subject yet)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            return await js.publish(subject, body, timeout=0.5, headers={"Nats-Msg-Id": "one"})
+        except (nats.errors.Error, TimeoutError):
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.1)
