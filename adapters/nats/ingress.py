@@ -231,7 +231,8 @@ class NatsIngress:
                 self.runtime.ledger.enqueue_once, request, self.requester
             )
         except (Refused, LedgerError) as refusal:
-            log.info("NATS message on %s refused: %s: %s", msg.subject, refusal.code, refusal)
+            # Acked: never delivered again, so the log is where a dropped message shows.
+            log.warning("NATS message on %s refused: %s: %s", msg.subject, refusal.code, refusal)
             return True
         except DATABASE_ERRORS:
             first = msg.metadata.num_delivered <= 1  # one warning per message, not per retry
