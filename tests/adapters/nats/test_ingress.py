@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -129,11 +130,19 @@ async def test_messages_published_while_no_ledger_runs_become_tasks_when_it_star
 
 
 @pytest.mark.parametrize(
-    "body", [b"{not json", b"\xff\xfe", b"[1, 2]"], ids=["bad_json", "not_utf8", "not_an_object"]
+    ("body", "code"),
+    [(b"{not json", "bad_json"), (b"\xff\xfe", "bad_json"), (b"[1, 2]", "schema_violation")],
+    ids=["bad_json", "not_utf8", "not_an_object"],
 )
 async def test_a_publish_route_message_that_cannot_be_a_task_is_acked_and_enqueues_nothing(
-    nats_runtime: Runtime, nats_url: str, names: str, body: bytes
+    nats_runtime: Runtime,
+    nats_url: str,
+    names: str,
+    body: bytes,
+    code: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="adapters.nats.ingress")
     stream = nats_runtime.settings.config.registry.nats.publish_stream
     async with ingress_on(nats_runtime, nats_url) as client:
         js = client.jetstream()
@@ -144,6 +153,7 @@ async def test_a_publish_route_message_that_cannot_be_a_task_is_acked_and_enqueu
 
     assert enqueued(nats_runtime) == [("echo", {"after": 1})]
     assert consumer.num_redelivered == 0
+    assert f"NATS message on {names}.note.bad refused: {code}:" in caplog.text
 
 
 async def test_a_request_answers_with_the_state_reached_when_the_route_timeout_runs_out(
