@@ -3,8 +3,10 @@ JetStream) and the ingress (subjects to tasks) until told to stop.
 
 The connection reconnects on its own (unlimited attempts); a first connection that fails,
 or one that closes for good, is opened again after a pause. Every node may run a bridge:
-the ingress subscribes in a queue group (each message handled once), and the egress
-publishes on one node at a time (advisory lock).
+the ingress subscribes in a queue group and consumes the publish routes' stream through one
+durable consumer (each message handled by one node), and the egress publishes on one node
+at a time (advisory lock). After a reconnect the publish routes resume from the consumer's
+durable position.
 """
 
 from __future__ import annotations
