@@ -6,6 +6,7 @@ tasks need principals or an explicit switch; refused adapter settings are record
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,16 @@ def test_a_host_header_that_does_not_name_the_server_is_421(
             assert response.status_code == 421
             assert response.json()["error"]["code"] == "misdirected_request"
         assert events_of(client) == []
+
+
+def test_a_request_without_a_host_header_is_421(server: LiveServer) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as connection:
+        connection.sendall(b"GET /v1/tasks HTTP/1.0\r\n\r\n")
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.0 421 ")
+    assert b"no Host header" in answer
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1:{port}", "localhost:{port}", "LOCALHOST.:{port}"])
