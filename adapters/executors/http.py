@@ -10,7 +10,8 @@ Settings of a task type whose adapter is ``http``:
   line breaks); ``json_body`` (default false): send the args as a JSON body.
 - ``allowed_hosts``: host names (``"api.example.com"`` or ``"*.example.com"``); required unless
   ``allow_any_host = true``.
-- ``allow_private`` (default false): unless set, the host is resolved and the request refused
+- ``allow_private`` (default false; only in the deployment's ``[adapters.http]``, never a task
+  type's or an ad-hoc task's settings): unless set, the host is resolved and the request refused
   if ANY of its addresses is loopback, private, link-local (169.254.169.254 included),
   shared, reserved, unspecified or multicast (v4 and v6). The request then goes to the very
   address that was checked (Host header and TLS server name keep the host name), so a second
@@ -94,6 +95,9 @@ class TooLarge(Exception):
 
 
 class HttpExecutor(Executor[HttpSettings]):
+    # Only the deployment's [adapters.http] may let tasks reach non-global addresses (the
+    # metadata service, the machine's own ports): no task type or ad-hoc task can.
+    deployment_keys = frozenset({"allow_private"})
     name = "http"
 
     def parse_settings(self, settings: dict[str, Any]) -> HttpSettings:

@@ -19,6 +19,8 @@ from domain.errors import ConfigError
 from domain.execution import Failure, Success
 
 http = HttpExecutor()
+# The deployment's [adapters.http] allow_private: the test servers listen on loopback.
+local_http = HttpExecutor({"allow_private": True})
 
 # A subprocess, connection or future left behind by a cancelled run fails the test.
 pytestmark = pytest.mark.filterwarnings(
@@ -36,7 +38,6 @@ class Server:
         return {
             "url": self.url + path,
             "allowed_hosts": ["127.0.0.1"],
-            "allow_private": True,
             **more,
         }
 
@@ -110,7 +111,7 @@ async def server() -> AsyncIterator[Server]:
 
 @pytest.mark.asyncio
 async def test_a_json_response_is_returned_parsed_with_its_status(execution, server) -> None:
-    result = await http.run(execution(server.settings("/json")))
+    result = await local_http.run(execution(server.settings("/json")))
 
     assert result == Success(
         {
@@ -129,7 +130,7 @@ async def test_args_are_percent_encoded_so_they_cannot_change_the_host_or_path(
     settings = server.settings("/raw/{args.name}?q={args.q}")
     args = {"name": "../x@evil.example/#frag", "q": "a&b=c"}
 
-    result = await http.run(execution(settings, args))
+    result = await local_http.run(execution(settings, args))
 
     assert isinstance(result, Success)
     assert result.result["body"] == {
@@ -144,7 +145,7 @@ async def test_json_body_sends_the_args_and_header_templates_are_filled(executio
         "/echo", method="POST", json_body=True, headers={"X-Trace": "trace-{args.id}"}
     )
 
-    result = await http.run(execution(settings, {"id": 7, "items": [1, 2]}))
+    result = await local_http.run(execution(settings, {"id": 7, "items": [1, 2]}))
 
     assert isinstance(result, Success)
     assert result.result["body"] == {"body": {"id": 7, "items": [1, 2]}, "trace": "trace-7"}
@@ -154,7 +155,7 @@ async def test_json_body_sends_the_args_and_header_templates_are_filled(executio
 async def test_an_argument_cannot_add_a_header_line(execution, server) -> None:
     settings = server.settings("/json", headers={"X-Trace": "{args.id}"})
 
-    result = await http.run(execution(settings, {"id": "1\r\nX-Admin: yes"}))
+    result = await local_http.run(execution(settings, {"id": "1\r\nX-Admin: yes"}))
 
     assert isinstance(result, Failure)
     assert (result.error_class, result.retryable) == ("BadArguments", False)
@@ -168,7 +169,7 @@ async def test_an_argument_cannot_add_a_header_line(execution, server) -> None:
 async def test_an_error_status_is_an_http_status_failure(
     execution, server, status: int, retryable: bool
 ) -> None:
-    result = await http.run(execution(server.settings(f"/status/{status}")))
+    result = await local_http.run(execution(server.settings(f"/status/{status}")))
 
     assert isinstance(result, Failure)
     assert (result.error_class, result.retryable) == ("HttpStatus", retryable)
@@ -180,9 +181,9 @@ async def test_a_refused_connection_is_a_retryable_connect_error(execution) -> N
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    settings = {"url": f"http://127.0.0.1:{port}/", "allow_any_host": True, "allow_private": True}
+    settings = {"url": f"http://127.0.0.1:{port}/", "allow_any_host": True}
 
-    result = await http.run(execution(settings))
+    result = await local_http.run(execution(settings))
 
     assert isinstance(result, Failure)
     assert (result.error_class, result.retryable) == ("ConnectError", True)
@@ -253,10 +254,9 @@ async def test_a_host_name_keeps_its_host_header_when_sent_to_the_checked_addres
     settings = {
         "url": f"http://localhost:{port}/raw/x",
         "allowed_hosts": ["localhost"],
-        "allow_private": True,
     }
 
-    result = await http.run(execution(settings))
+    result = await local_http.run(execution(settings))
 
     assert isinstance(result, Success)
     assert result.result["body"]["host"] == f"localhost:{port}"
@@ -266,7 +266,7 @@ async def test_a_host_name_keeps_its_host_header_when_sent_to_the_checked_addres
 async def test_a_host_outside_the_allow_list_is_refused(execution, server) -> None:
     settings = server.settings("/json", allowed_hosts=["api.example.com", "*.example.org"])
 
-    result = await http.run(execution(settings))
+    result = await local_http.run(execution(settings))
 
     assert isinstance(result, Failure)
     assert result.error_class == "DestinationRefused"
@@ -277,7 +277,7 @@ async def test_a_host_outside_the_allow_list_is_refused(execution, server) -> No
 async def test_a_redirect_is_not_followed_by_default(execution, server) -> None:
     settings = server.settings("/redirect?to=/json")
 
-    result = await http.run(execution(settings))
+    result = await local_http.run(execution(settings))
 
     assert isinstance(result, Success)
     assert result.result["status"] == 302
@@ -289,7 +289,7 @@ async def test_a_redirect_is_not_followed_by_default(execution, server) -> None:
 async def test_a_followed_redirect_to_an_allowed_host_is_fetched(execution, server) -> None:
     settings = server.settings("/redirect?to=/json", follow_redirects=True)
 
-    result = await http.run(execution(settings))
+    result = await local_http.run(execution(settings))
 
     assert isinstance(result, Success)
     assert result.result["body"] == {"hello": "world"}
@@ -302,7 +302,7 @@ async def test_a_redirect_to_a_refused_host_is_not_followed(execution, server) -
         "/redirect?to=http://169.254.169.254/latest/meta-data/", follow_redirects=True
     )
 
-    result = await http.run(execution(settings))
+    result = await local_http.run(execution(settings))
 
     assert isinstance(result, Failure)
     assert (result.error_class, result.retryable) == ("DestinationRefused", False)
@@ -312,7 +312,7 @@ async def test_a_redirect_to_a_refused_host_is_not_followed(execution, server) -
 @pytest.mark.asyncio
 @pytest.mark.parametrize("path", ["/big", "/big-chunked"])
 async def test_an_oversized_response_is_response_too_large(execution, server, path) -> None:
-    result = await http.run(execution(server.settings(path, max_response_bytes=100_000)))
+    result = await local_http.run(execution(server.settings(path, max_response_bytes=100_000)))
 
     assert isinstance(result, Failure)
     assert (result.error_class, result.retryable) == ("ResponseTooLarge", False)
@@ -334,11 +334,10 @@ async def test_cancellation_aborts_the_request_and_closes_the_connection(executi
     settings = {
         "url": f"http://127.0.0.1:{port}/slow",
         "allowed_hosts": ["127.0.0.1"],
-        "allow_private": True,
     }
     try:
         with pytest.raises(TimeoutError):
-            await asyncio.wait_for(http.run(execution(settings, start_to_close=30)), 0.5)
+            await asyncio.wait_for(local_http.run(execution(settings, start_to_close=30)), 0.5)
 
         assert received.is_set()
         await asyncio.wait_for(closed.wait(), 1)
@@ -394,3 +393,23 @@ def test_check_settings_accepts_good_settings_as_written() -> None:
         {"Authorization": "Bearer x"},
         False,
     )
+
+
+@pytest.mark.asyncio
+async def test_a_task_cannot_allow_itself_private_addresses(execution, connects) -> None:
+    """Only the deployment's [adapters.http] may allow private addresses: an ad-hoc task or
+    a task type that sets allow_private is refused, and nothing is contacted."""
+    settings = {
+        "url": "http://169.254.169.254/latest/meta-data/",
+        "allow_any_host": True,
+        "allow_private": True,
+    }
+
+    with pytest.raises(ConfigError) as refused:
+        http.check_settings(settings)
+    result = await http.run(execution(settings))
+
+    assert refused.value.where == ("allow_private",)
+    assert "[adapters.http]" in refused.value.reason
+    assert isinstance(result, Failure) and result.error_class == "BadSettings"
+    assert connects == []
