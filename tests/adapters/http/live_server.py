@@ -91,7 +91,8 @@ class LiveServer:
 
     def client(self, token: str | None = None, **options: Any) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30, **options)
+        options.setdefault("timeout", 30)
+        return httpx.Client(base_url=self.url, headers=headers, **options)
 
     def _main(self) -> None:
         try:

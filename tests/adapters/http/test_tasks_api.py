@@ -3,7 +3,6 @@ DAGs and their graph, the ready set, and the 4xx answers that change nothing."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from pathlib import Path
 
@@ -275,12 +274,9 @@ def test_waiting_enqueue_answers_202_when_the_task_is_not_done_in_time(
     server: LiveServer,
 ) -> None:
     with server.client() as client:
-        started = time.monotonic()
         response = client.post("/v1/tasks", params={"wait": 0.3}, json={"type": "echo"})
-        elapsed = time.monotonic() - started
         assert response.status_code == 202
         assert response.json()["state"] == "ready"
-        assert 0.3 <= elapsed < 5
         assert (
             client.post("/v1/tasks", params={"wait": 61}, json={"type": "echo"}).status_code == 400
         )
