@@ -148,10 +148,19 @@ class WorkerNode:
                         if notice.channel == CANCEL_CHANNEL:
                             self._cancelled(notice.payload)
                         else:
-                            self.worker.notify_ready()
+                            self._ready(notice.payload)
             except (psycopg.Error, OSError):
                 log.warning("notification listener lost its connection; reconnecting")
                 await asyncio.sleep(pause.next())
+
+    def _ready(self, payload: str) -> None:
+        """Wake the worker for a ready notice naming a queue it serves and has not seen
+        paused (no names: wake it whatever; a resume sends none)."""
+        named = payload.split(",") if payload else None
+        if named is None or any(
+            queue in self.queues and queue not in self.dispatch.paused for queue in named
+        ):
+            self.worker.notify_ready()
 
     def _cancelled(self, payload: str) -> None:
         try:

@@ -6,6 +6,7 @@ Resolution order, per kind: task override, else task type, else queue, else glob
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, fields, replace
 from enum import StrEnum
 from typing import Any
@@ -63,8 +64,10 @@ class Timeouts:
         return cls(**{f.name: data.get(f.name) for f in fields(cls)})
 
 
+@functools.lru_cache(maxsize=4096)
 def resolve_timeouts(*levels: TimeoutOverrides, default: Timeouts) -> Timeouts:
-    """Resolve each kind from the most specific level that sets it, else ``default``."""
+    """Resolve each kind from the most specific level that sets it, else ``default``
+    (levels and result are frozen, so one resolution serves every task that shares them)."""
     resolved = default
     for level in reversed(levels):
         values = {f.name: getattr(level, f.name) for f in fields(level)}

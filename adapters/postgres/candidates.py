@@ -36,6 +36,7 @@ class QueueReading(NamedTuple):
     candidates: list[Candidate]
     events: dict[UUID, list[dict[str, Any]]]  # each candidate's stored events, in order
     exhausted: frozenset[str]  # queues whose due tasks were all read
+    paused: frozenset[str] = frozenset()  # queues paused when they were read
 
 
 class CandidateReader:
@@ -99,11 +100,13 @@ class CandidateReader:
             queue_curs = [
                 conn.cursor().execute(self._sql_candidates, (queue, limit)) for queue in queues
             ]
+        flags = budget_cur.fetchall()
+        paused = frozenset(r["queue"] for r in flags if r["paused"])
         budgets = {
             r["queue"]: 0
             if r["paused"]
             else self.registry.queue(r["queue"]).concurrency - r["running"]
-            for r in budget_cur.fetchall()
+            for r in flags
         }
         per_queue = {queue: c.fetchall() for queue, c in zip(queues, queue_curs, strict=True)}
         exhausted = frozenset(
@@ -122,7 +125,7 @@ class CandidateReader:
             events[r["task_id"]].append(r)
         ranked.sort(key=lambda entry: entry[:2])
         chosen = [candidate for _, _, candidate in ranked[:limit]]
-        return QueueReading(budgets, chosen, events, exhausted)
+        return QueueReading(budgets, chosen, events, exhausted, paused)
 
     def within_limits(
         self,

@@ -74,6 +74,9 @@ class PostgresDispatch:
         # something else wrote to them meanwhile (then the save conflicts and we reload).
         self._started: dict[UUID, Task] = {}
         self._started_lock = threading.Lock()
+        # Queues seen paused by the last claim that read them: a ready notice naming only
+        # such queues need not wake this worker (a resume notifies with no names).
+        self.paused: frozenset[str] = frozenset()
 
     # -- claiming -----------------------------------------------------------------------
 
@@ -161,6 +164,7 @@ class PostgresDispatch:
         """Up to ``limit`` due tasks within their queue and lane limits, each started (its
         ``TaskStarted`` pending, not yet saved); and what was read of the queues."""
         reading = self.candidates.read(cur, queues, limit + SPARE_CANDIDATES)
+        self.paused = (self.paused - set(queues)) | reading.paused
         chosen = self.candidates.within_limits(cur, reading.candidates, reading.budgets, limit)
         if not chosen:
             return [], reading

@@ -6,8 +6,9 @@ the transaction that made it ready (its enqueue, its unblock, its retry) commits
 claim never meets a row that lags the log. Each save of tasks carries one statement that
 upserts the row of every task still alive after its new events (state, run_at) and
 deletes the row of every task that ended; a save that leaves a task ready or scheduled, or
-ends one (freeing a queue or lane slot), also notifies ``ledger_ready`` so idle workers on
-every node wake up.
+ends one (freeing a queue or lane slot), also notifies ``ledger_ready`` naming those queues,
+so idle workers of those queues wake up on every node. Rows go in task id order, so two
+transactions writing the same rows take their locks in the same order (no deadlock).
 
 ``seq`` is the order tasks entered the queue (enqueue order): the order within a priority
 and within a lane. A row keeps its ``seq`` while the task lives (blocked, started, retried),
@@ -90,7 +91,6 @@ class DispatchQueue:
     def __init__(self, schema: str) -> None:
         self.table = sql.Identifier(schema, TABLE)
         self._sync = sql.SQL(_SYNC).format(table=self.table).as_string(None)
-        self._notify = Statement("SELECT pg_notify(%s, '')", (READY_CHANNEL,))
 
     def create_statement(self) -> sql.Composable:
         return sql.SQL(_CREATE).format(table=self.table)
@@ -125,14 +125,23 @@ class DispatchQueue:
                     [str(d) for d in task.depends_on] if task.state is TaskState.BLOCKED else None
                 ),
             }
-            for task in live
+            for task in sorted(live, key=lambda task: task.id)
         ]
         ended_ids = id_list(task.id for task in ended)
         statements = [Statement(self._sync, (ended_ids, json.dumps(rows)))]
-        if ended or any(task.state in _CLAIMABLE for task in live):
-            statements.append(self._notify)
+        woken = {task.queue for task in ended}
+        woken.update(task.queue for task in live if task.state in _CLAIMABLE)
+        if woken:
+            statements.append(ready_notice(woken))
         return statements
 
 
 def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
+
+
+def ready_notice(queues: Iterable[str]) -> Statement:
+    """``NOTIFY ledger_ready`` naming the queues with work that became claimable or a slot
+    that was freed (comma-separated; workers of other queues, or of queues they know are
+    paused, stay asleep). An empty payload wakes every worker."""
+    return Statement("SELECT pg_notify(%s, %s)", (READY_CHANNEL, ",".join(sorted(queues))))

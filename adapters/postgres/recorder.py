@@ -2,18 +2,15 @@
 
 ``inline`` statements keep small operational tables (the running attempts with their
 leases) exactly in step with the events that start and end attempts: both commit or neither.
-They run before the library takes its table lock, so they add no time under the lock.
 
 The insert keeps the library's NOTIFY but not its table lock: writers append concurrently
 and readers stop at the log's horizon (``log_horizon.py``); in place of ``LOCK TABLE`` a
-writer calls ``ledger_log_enter()`` (one shared advisory lock). For up to
-``JSON_INSERT_LIMIT`` events, sends the rows as one JSON text (ids as text, states as hex)
-that the server unpacks in order, instead of the library's array of a composite type:
-psycopg dumps a composite array element by element in Python (about 10 µs per event here),
-and a statement with one placeholder per value is parsed again on every call (psycopg
-caches statements of at most 50 parameters), while one string is dumped in C. Larger saves
-(a big DAG) take the library's statement. Both return the notification ids in row order,
-as the library expects.
+writer calls ``ledger_log_enter()`` (one shared advisory lock). The rows go as one JSON text
+(ids as text, states as hex) that the server unpacks in order, instead of the library's
+array of a composite type: psycopg dumps a composite array element by element in Python
+(about 10 µs per event here), and a statement with one placeholder per value is parsed
+again on every call (psycopg caches statements of at most 50 parameters), while one string
+is dumped in C. It returns the notification ids in row order, as the library expects.
 """
 
 from __future__ import annotations
@@ -39,8 +36,6 @@ class Statement:
     params: tuple[Any, ...] = ()
 
 
-JSON_INSERT_LIMIT = 256
-
 
 class LedgerRecorder(PostgresApplicationRecorder):
     def _lock_table(self, curs: Cursor[DictRow]) -> None:
@@ -61,9 +56,6 @@ class LedgerRecorder(PostgresApplicationRecorder):
     def _insert_stored_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> None:
-        if len(stored_events) > JSON_INSERT_LIMIT:
-            super()._insert_stored_events(curs, stored_events, **kwargs)
-            return
         self._lock_table(curs)
         self._notify_channel(curs)
         rows = [

@@ -172,10 +172,13 @@ class RunningTables:
         )
 
     def set_paused(self, queue: str, paused: bool) -> Statement:
+        """The queue's flag, and a ready notice naming no queue: workers that skip notices
+        of queues they saw paused claim again (and see the new flag)."""
         return Statement(
             sql.SQL(
-                "INSERT INTO {} (queue, paused) VALUES (%s, %s) "
-                "ON CONFLICT (queue) DO UPDATE SET paused = excluded.paused"
+                "WITH flag AS (INSERT INTO {} (queue, paused) VALUES (%s, %s) "
+                "ON CONFLICT (queue) DO UPDATE SET paused = excluded.paused RETURNING 1) "
+                "SELECT pg_notify(%s, '') FROM flag"
             ).format(self.flags),
-            (queue, paused),
+            (queue, paused, READY_CHANNEL),
         )

@@ -12,6 +12,7 @@ import psycopg
 from psycopg import sql
 
 from adapters.ledger import utc_now
+from adapters.node import WorkerNode
 from adapters.postgres.dispatch import PostgresDispatch
 from adapters.postgres.schema import create_schema
 from adapters.runtime import Runtime, all_projections
@@ -88,7 +89,35 @@ def test_a_save_that_makes_work_ready_wakes_the_listeners(
         listener.execute("LISTEN ledger_ready")
         runtime.ledger.enqueue(TaskRequest("echo"))
         notices = list(listener.notifies(timeout=2.0, stop_after=1))
-    assert [n.channel for n in notices] == ["ledger_ready"]
+    assert [(n.channel, n.payload) for n in notices] == [("ledger_ready", "default")]
+
+
+def test_resuming_a_queue_wakes_every_worker(runtime: Runtime, database_url: str) -> None:
+    runtime.ledger.pause_queue("agents")
+    with psycopg.connect(database_url, autocommit=True) as listener:
+        listener.execute("LISTEN ledger_ready")
+        runtime.ledger.resume_queue("agents")
+        notices = list(listener.notifies(timeout=2.0, stop_after=1))
+    assert [(n.channel, n.payload) for n in notices] == [("ledger_ready", "")]
+
+
+def test_a_worker_sleeps_through_notices_of_queues_it_does_not_serve_or_saw_paused(
+    runtime: Runtime,
+) -> None:
+    node = WorkerNode(runtime, queues=["default"], projections=False)
+    runtime.ledger.pause_queue("default")
+    node.dispatch.claim(["default"], 10, node.worker_id)  # the claim sees the flag
+    woken = []
+    for payload in ("default", "agents", "agents,default", ""):
+        node.worker.wake.clear()
+        node._ready(payload)
+        woken.append(node.worker.wake.is_set())
+    runtime.ledger.resume_queue("default")
+    node.dispatch.claim(["default"], 10, node.worker_id)
+    node.worker.wake.clear()
+    node._ready("default")
+    assert woken == [False, False, False, True]
+    assert node.worker.wake.is_set()  # resumed: its notices wake it again
 
 
 def test_a_schema_without_the_table_gets_it_filled_from_the_readiness_graph(
