@@ -75,6 +75,8 @@ def check_json_content_type(request: web.Request) -> None:
 
 async def _read_body(request: web.Request) -> bytes:
     """The whole body, or 408 when it does not arrive within ``body_read_timeout``."""
+    if request.content.is_eof():  # all of it arrived with the headers: nothing to wait for
+        return await request.read()
     seconds = context_of(request).limits.body_read_timeout_seconds
     try:
         async with asyncio.timeout(seconds):

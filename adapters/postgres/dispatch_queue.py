@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from psycopg import sql
 
-from adapters.postgres.recorder import Statement, id_list
+from adapters.postgres.recorder import Statement
 from adapters.postgres.running import READY_CHANNEL
 from domain.task import Task, TaskState
 
@@ -106,34 +107,66 @@ class DispatchQueue:
     def statements_for(self, aggregates: Iterable[Any]) -> list[Statement]:
         """What keeps the queue in step with the pending events of ``aggregates`` (tasks
         with no new events and other aggregates change nothing)."""
-        live: list[Task] = []
-        ended: list[Task] = []
-        for task in aggregates:
-            if isinstance(task, Task) and task.pending_events:
-                (ended if task.state.is_terminal else live).append(task)
+        return self.statements([change_of(aggregates)])
+
+    def statements(self, changes: Iterable[DispatchChange]) -> list[Statement]:
+        """One statement for the changes of several saves (a group commit), and one ready
+        notice naming every queue they woke."""
+        live: list[dict[str, Any]] = []
+        ended: list[str] = []
+        woken: set[str] = set()
+        for change in changes:
+            live.extend(change.live)
+            ended.extend(change.ended)
+            woken.update(change.woken)
         if not live and not ended:
             return []
-        rows = [
-            {
-                "task_id": str(task.id),
-                "queue": task.queue,
-                "lane": task.lane,
-                "priority": task.priority,
-                "state": task.state.value,
-                "run_at": _iso(task.run_at) if task.state is TaskState.SCHEDULED else None,
-                "depends_on": (
-                    [str(d) for d in task.depends_on] if task.state is TaskState.BLOCKED else None
-                ),
-            }
-            for task in sorted(live, key=lambda task: task.id)
-        ]
-        ended_ids = id_list(task.id for task in ended)
-        statements = [Statement(self._sync, (ended_ids, json.dumps(rows)))]
-        woken = {task.queue for task in ended}
-        woken.update(task.queue for task in live if task.state in _CLAIMABLE)
+        live.sort(key=lambda row: row["task_id"])
+        statements = [Statement(self._sync, (",".join(ended), json.dumps(live)))]
         if woken:
             statements.append(ready_notice(woken))
         return statements
+
+
+@dataclass(frozen=True)
+class DispatchChange:
+    """What one save changes in the dispatch queue: the rows of the tasks still alive
+    after their new events, the ids of those that ended, the queues to wake."""
+
+    live: tuple[dict[str, Any], ...] = ()
+    ended: tuple[str, ...] = ()
+    woken: frozenset[str] = frozenset()
+
+
+def change_of(aggregates: Iterable[Any]) -> DispatchChange:
+    """The dispatch queue's change for the pending events of ``aggregates`` (call it before
+    their events are collected)."""
+    live: list[Task] = []
+    ended: list[Task] = []
+    for task in aggregates:
+        if isinstance(task, Task) and task.pending_events:
+            (ended if task.state.is_terminal else live).append(task)
+    if not live and not ended:
+        return DispatchChange()
+    woken = {task.queue for task in ended}
+    woken.update(task.queue for task in live if task.state in _CLAIMABLE)
+    return DispatchChange(
+        tuple(_row(task) for task in live), tuple(str(task.id) for task in ended), frozenset(woken)
+    )
+
+
+def _row(task: Task) -> dict[str, Any]:
+    return {
+        "task_id": str(task.id),
+        "queue": task.queue,
+        "lane": task.lane,
+        "priority": task.priority,
+        "state": task.state.value,
+        "run_at": _iso(task.run_at) if task.state is TaskState.SCHEDULED else None,
+        "depends_on": (
+            [str(d) for d in task.depends_on] if task.state is TaskState.BLOCKED else None
+        ),
+    }
 
 
 def _iso(moment: datetime | None) -> str | None:

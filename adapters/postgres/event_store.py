@@ -33,7 +33,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.types.composite import register_composite
 
 from adapters.postgres.connection_pool import use_ledger_pool
-from adapters.postgres.dispatch_queue import DispatchQueue
+from adapters.postgres.dispatch_queue import DispatchQueue, change_of
 from adapters.postgres.group_commit import GroupCommit, SaveUnit
 from adapters.postgres.log_horizon import EVENTS_TABLE, horizon_statement
 from adapters.postgres.recorder import LedgerRecorder, Statement, id_list, run_inline
@@ -147,9 +147,10 @@ class EventStore:
         shared with the saves of other threads of this process that arrive meanwhile (group
         commit); a conflict or refusal of this save raises here and fails no other save.
         The dispatch queue moves with the events. Returns the events with their positions."""
-        statements = [*inline, *self.dispatch_queue.statements_for(aggregates)]
+        dispatch = change_of(aggregates)  # before the events are collected
         events = [event for aggregate in aggregates for event in aggregate.collect_events()]
-        unit = SaveUnit([self.app.mapper.to_stored_event(event) for event in events], statements)
+        stored = [self.app.mapper.to_stored_event(event) for event in events]
+        unit = SaveUnit(stored, list(inline), dispatch)
         self.group.submit(unit)
         return [RecordedEvent(p, e) for p, e in zip(unit.positions, events, strict=True)]
 
@@ -165,6 +166,7 @@ class EventStore:
                 cursor = conn.cursor()
                 for unit in units:
                     run_inline(cursor, unit.inline)
+                run_inline(cursor, self.dispatch_queue.statements(u.dispatch for u in units))
                 inserting = conn.cursor()
                 if stored:
                     self.recorder._insert_stored_events(inserting, stored)

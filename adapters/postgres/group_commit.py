@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
+from adapters.postgres.dispatch_queue import DispatchChange
 from adapters.postgres.recorder import Statement
 
 MAX_BATCH_EVENTS = 512  # events in one batch's transaction (a unit is never split)
@@ -31,10 +32,12 @@ MAX_BATCH_EVENTS = 512  # events in one batch's transaction (a unit is never spl
 @dataclass
 class SaveUnit:
     """One caller's save: its events (already mapped to stored form), the statements that
-    must commit with them, and, once done, their positions or the error it met."""
+    must commit with them, its change of the dispatch queue (merged with the batch's into
+    one statement), and, once done, their positions or the error it met."""
 
     stored: Sequence[StoredEvent]
     inline: Sequence[Statement]
+    dispatch: DispatchChange = field(default_factory=DispatchChange)
     positions: list[int] = field(default_factory=list)  # set by the commit, in event order
     done: bool = False
     error: BaseException | None = None
