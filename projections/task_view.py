@@ -58,6 +58,8 @@ CREATE INDEX IF NOT EXISTS task_view_state_idx ON {table} (state, queue);
 CREATE INDEX IF NOT EXISTS task_view_type_idx ON {table} (type_name, position);
 CREATE INDEX IF NOT EXISTS task_view_position_idx ON {table} (position);
 CREATE INDEX IF NOT EXISTS task_view_lane_idx ON {table} (lane) WHERE lane IS NOT NULL;
+CREATE INDEX IF NOT EXISTS task_view_enqueued_idx ON {table} (enqueued_at DESC, task_id DESC);
+CREATE INDEX IF NOT EXISTS task_view_finished_idx ON {table} (finished_at);
 """
 
 # Per event kind: the columns it sets besides state/version/position/updated_at.

@@ -23,6 +23,8 @@ from aiohttp import web
 
 from adapters.dataset import http as routes_dataset
 from adapters.http import (
+    routes_access,
+    routes_activity,
     routes_audit,
     routes_events,
     routes_registry,
@@ -38,6 +40,7 @@ from adapters.http.connections import (
     GuardedSite,
     track_requests,
 )
+from adapters.http.console import routes as console_routes
 from adapters.http.context import CONTEXT, ServerContext, context_of
 from adapters.http.deadline import deadline_middleware
 from adapters.http.errors import error_middleware
@@ -129,6 +132,9 @@ def build_app(
         routes_events,
         routes_service,
         routes_dataset,
+        routes_access,
+        routes_activity,
+        console_routes,
     ):
         app.router.add_routes(module.routes())
     routes_service.install_openapi(app, runtime.settings.config.registry)

@@ -24,7 +24,11 @@ from domain.submission import Requester
 LOCAL_ADMIN = Requester(principal="local", role="admin")
 ANONYMOUS = "anonymous"
 # Routes anyone may call (no token): liveness and the API description.
-PUBLIC_ROUTES = frozenset({"service.health", "service.openapi"})
+# The console's page and files are public too (it asks for a token, then sends it), and
+# /v1/access, which checks a token itself when one is sent.
+PUBLIC_ROUTES = frozenset(
+    {"service.health", "service.openapi", "console.page", "console.file", "access.get"}
+)
 REQUESTER = web.RequestKey("requester", Requester)
 
 audit_log = logging.getLogger("ledger.audit")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapters.http import response_schemas
+from adapters.http import openapi_console_paths, response_schemas
 from adapters.http.openapi_paths import Operation, api_paths
 from domain.registry import Registry
 
@@ -74,7 +74,7 @@ def _add_examples(paths: dict[str, Any], registry: Registry) -> None:
 
 def openapi_document(registry: Registry | None = None) -> dict[str, Any]:
     """The document; with ``registry``, examples of requests that work against it."""
-    paths = api_paths()
+    paths = api_paths() | openapi_console_paths.console_paths()
     _add_links(paths)
     if registry is not None:
         _add_examples(paths, registry)
@@ -89,7 +89,7 @@ def openapi_document(registry: Registry | None = None) -> dict[str, Any]:
         },
         "paths": paths,
         "components": {
-            "schemas": response_schemas.COMPONENTS,
+            "schemas": response_schemas.COMPONENTS | openapi_console_paths.COMPONENTS,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "security": [{"bearer": []}],

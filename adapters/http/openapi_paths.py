@@ -165,6 +165,13 @@ def api_paths() -> dict[str, Any]:
                     _query("queue", {"type": "string"}, "only tasks of this queue"),
                     _query("lane", {"type": "string"}, "only tasks of this lane"),
                     _query("tag", {"type": "string"}, "only tasks with this tag"),
+                    _query("since", schemas.TIME, "only tasks enqueued at or after this time"),
+                    _query("until", schemas.TIME, "only tasks enqueued before this time"),
+                    _query(
+                        "text",
+                        {"type": "string"},
+                        "only tasks whose args or error contain this text (any case)",
+                    ),
                     LIMIT,
                     _query("cursor", {"type": "string"}, "next_cursor of the previous page"),
                 ],

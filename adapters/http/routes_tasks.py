@@ -115,6 +115,9 @@ async def list_tasks(request: web.Request) -> web.Response:
         queue=bodies.query_text(request, "queue"),
         lane=bodies.query_text(request, "lane"),
         tag=bodies.query_text(request, "tag"),
+        since=bodies.query_time(request, "since"),
+        until=bodies.query_time(request, "until"),
+        text=bodies.query_text(request, "text") or None,
     )
     page = await ctx.run(
         task_queries.list_tasks,

@@ -26,6 +26,9 @@ class TaskFilter:
     queue: str | None = None
     lane: str | None = None
     tag: str | None = None
+    since: datetime | None = None  # enqueued at or after
+    until: datetime | None = None  # enqueued before
+    text: str | None = None  # a substring of the args or the error (case-insensitive)
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ def list_tasks(
     if where.tag is not None:
         conditions.append(sql.SQL("%s = ANY(tags)"))
         params.append(where.tag)
+    conditions.extend(_time_and_text(where, params))
     if cursor is not None:
         enqueued_at, task_id = _decode_cursor(cursor)
         conditions.append(sql.SQL("(enqueued_at, task_id) < (%s, %s)"))
@@ -66,6 +70,24 @@ def list_tasks(
         rows = cur.execute(query, (*params, limit + 1)).fetchall()
     next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
     return Page(rows=rows[:limit], next_cursor=next_cursor)
+
+
+def _time_and_text(where: TaskFilter, params: list[Any]) -> list[sql.Composable]:
+    """The enqueue-time range and the text search of a task filter (appending their
+    parameters)."""
+    conditions: list[sql.Composable] = []
+    if where.since is not None:
+        conditions.append(sql.SQL("enqueued_at >= %s"))
+        params.append(where.since)
+    if where.until is not None:
+        conditions.append(sql.SQL("enqueued_at < %s"))
+        params.append(where.until)
+    if where.text:
+        escaped = where.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = f"%{escaped}%"
+        conditions.append(sql.SQL("(args::text ILIKE %s OR coalesce(error::text, '') ILIKE %s)"))
+        params.extend([pattern, pattern])
+    return conditions
 
 
 def get_task_row(store: EventStore, task_id: UUID) -> dict[str, Any]:
@@ -307,3 +329,28 @@ def projection_positions(store: EventStore) -> dict[str, int]:
             )
         ).fetchall()
     return {row["name"]: int(row["position"]) for row in rows}
+
+
+MAX_ACTIVITY_MINUTES = 24 * 60
+
+
+def finished_per_minute(store: EventStore, minutes: int) -> list[dict[str, Any]]:
+    """Tasks that ended in each of the last ``minutes`` minutes, by final state (from the
+    task view's ``finished_at``, through its index): one row per minute, oldest first,
+    minutes with nothing finished included."""
+    if not 1 <= minutes <= MAX_ACTIVITY_MINUTES:
+        raise InvalidQuery(f"minutes must be between 1 and {MAX_ACTIVITY_MINUTES}")
+    query = sql.SQL(
+        "WITH bounds AS (SELECT date_trunc('minute', now()) AS last_minute), "
+        "minutes AS (SELECT generate_series(last_minute - make_interval(mins => %s - 1), "
+        "last_minute, interval '1 minute') AS minute FROM bounds), "
+        "ended AS (SELECT date_trunc('minute', finished_at) AS minute, state FROM {} "
+        "WHERE finished_at >= (SELECT min(minute) FROM minutes)) "
+        "SELECT m.minute, "
+        "count(e.state) FILTER (WHERE e.state = 'succeeded') AS succeeded, "
+        "count(e.state) FILTER (WHERE e.state = 'failed') AS failed, "
+        "count(e.state) FILTER (WHERE e.state NOT IN ('succeeded', 'failed')) AS other "
+        "FROM minutes m LEFT JOIN ended e USING (minute) GROUP BY m.minute ORDER BY m.minute"
+    ).format(sql.Identifier(store.schema, "task_view"))
+    with store.transaction() as cur:
+        return cur.execute(query, (minutes,)).fetchall()

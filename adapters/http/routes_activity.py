@@ -1,0 +1,34 @@
+"""``GET /v1/activity?minutes=60``: tasks ended per minute over the last minutes, by final
+state (succeeded, failed, other: cancelled or skipped), for throughput and failure charts."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from adapters.http import bodies
+from adapters.http.context import context_of
+from adapters.http.views import json_response
+from adapters.postgres import task_queries
+
+
+async def activity(request: web.Request) -> web.Response:
+    ctx = context_of(request)
+    minutes = bodies.query_int(request, "minutes", 60, 1, task_queries.MAX_ACTIVITY_MINUTES)
+    rows = await ctx.run(task_queries.finished_per_minute, ctx.runtime.store, minutes)
+    return json_response(
+        {
+            "minutes": [
+                {
+                    "minute": row["minute"],
+                    "succeeded": row["succeeded"],
+                    "failed": row["failed"],
+                    "other": row["other"],
+                }
+                for row in rows
+            ]
+        }
+    )
+
+
+def routes() -> list[web.RouteDef]:
+    return [web.get("/v1/activity", activity, name="activity.get")]
