@@ -18,6 +18,7 @@ from adapters.config_file import settings_check
 from adapters.postgres.event_store import EventStore, RecordedEvent
 from adapters.postgres.recorder import Statement
 from adapters.postgres.running import RunningTables
+from domain.children import notify_parents
 from domain.errors import (
     IdempotencyKeyTaken,
     InvalidSubmission,
@@ -30,6 +31,7 @@ from domain.errors import (
 from domain.queue import Queue
 from domain.registry import Registry
 from domain.schedule_control import ScheduleControl
+from domain.signals import check_signal, check_signaller
 from domain.submission import (
     Requester,
     SubmissionContext,
@@ -204,6 +206,20 @@ class Ledger:
 
         return self._change(task_id, cancel)
 
+    def signal(
+        self, task_id: UUID, name: str, data: Any = None, requester: Requester = SYSTEM
+    ) -> Task:
+        """Deliver the signal ``name`` (with JSON ``data``) to a task waiting for it; the
+        last one it waits for makes it ready (``domain/signals.py`` says who may)."""
+        check_signal(self.registry, requester, name, data)
+
+        def deliver(task: Task) -> list[Statement]:
+            check_signaller(self.registry, requester, task)
+            task.signal(name, data, by=requester.principal, now=self.clock())
+            return []
+
+        return self._change(task_id, deliver)
+
     def retry(self, task_id: UUID, by: str = SYSTEM.principal) -> Task:
         """Run a failed, cancelled or skipped task again (one more attempt)."""
 
@@ -281,8 +297,9 @@ class Ledger:
         for _ in range(5):
             task = self.store.load(task_id)
             inline = change(task)
+            parents = notify_parents([task], self.store.load_many)  # an awaited child ended
             try:
-                self.store.save(task, inline=inline)
+                self.store.save(task, *parents, inline=inline)
             except IntegrityError:
                 continue
             return task

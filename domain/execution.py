@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -19,6 +20,25 @@ class Execution:
     args: dict[str, Any]
     settings: dict[str, Any]
     timeouts: Timeouts
+    # Workflows: the dependencies' results by input name (``{"result": ..., "task_id": ...}``
+    # each), None for a task that takes none; and where the task's code reports progress.
+    inputs: Mapping[str, Any] | None = None
+    progress: ProgressReport | None = None
+
+
+# progress (0..1, or None for "still alive") and a message; never raises, never blocks
+ProgressReport = Callable[[float | None, str | None], None]
+
+
+@dataclass(frozen=True)
+class Spawn:
+    """Children an attempt enqueues as it ends (``domain/children.py`` checks them):
+    ``children`` as submitted (objects with ``type``, ``args``, ...), whether the parent
+    waits for them, and what a failed child does to a waiting parent (fail, ignore)."""
+
+    children: tuple[Mapping[str, Any], ...]
+    wait: bool = False
+    on_child_failure: str = "fail"
 
 
 @dataclass(frozen=True)
@@ -28,6 +48,7 @@ class Success:
 
     result: Any
     details: dict[str, Any] = field(default_factory=dict)
+    spawn: Spawn | None = None  # children a python callable enqueued through its context
 
 
 @dataclass(frozen=True)
@@ -57,6 +78,8 @@ class ClaimedAttempt:
     timeouts: Timeouts
     queue: str
     lane: str | None
+    inputs: Mapping[str, Any] | None = None  # resolved at claim time from the log
+    refused: Failure | None = None  # inputs missing or too large: the attempt fails with it
 
 
 @dataclass(frozen=True)

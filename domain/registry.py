@@ -59,6 +59,18 @@ class TaskType:
     learn_hook: str | None = None
     description: str = ""
     tags: tuple[str, ...] = ()
+    inputs: bool = False  # take the dependencies' results as inputs (by ref)
+    signals: tuple[str, ...] = ()  # signals needed before the task runs
+    signal_by_other: bool = False  # a signaller must not be the task's requester
+
+
+@dataclass(frozen=True)
+class WorkflowLimits:
+    """``[defaults.workflows]``: limits on children spawned at run time and on inputs."""
+
+    max_children: int = 100  # children per attempt
+    max_depth: int = 5  # a child's depth (a submitted task is 0)
+    max_input_bytes: int = 1024 * 1024  # the JSON of all of a task's inputs
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,10 @@ class Role:
     adapters: tuple[str, ...] = ("*",)
     may_cancel: bool = True
     adhoc: bool = False
+    signals: tuple[str, ...] = ("*",)  # globs of the signal names it may deliver
+
+    def may_signal(self, name: str) -> bool:
+        return matches_any(name, self.signals)
 
     def may_enqueue(self, task_type: TaskType) -> bool:
         return matches_any(task_type.name, self.task_types) and matches_any(
@@ -96,6 +112,7 @@ class Registry:
     principals: tuple[Principal, ...] = ()
     schedules: Mapping[str, Schedule] = field(default_factory=dict)
     nats: NatsSettings = field(default_factory=NatsSettings)
+    workflows: WorkflowLimits = field(default_factory=WorkflowLimits)
 
     def task_type(self, name: str) -> TaskType | None:
         return self.task_types.get(name)
@@ -135,7 +152,7 @@ def build_registry(data: Mapping[str, Any], adapter_check: AdapterCheck | None =
     """Check and convert the parsed configuration into a ``Registry``."""
     _refuse_unknown(data, _TOP_LEVEL, ())
     defaults = _table(data, "defaults", ())
-    _refuse_unknown(defaults, {"queue", "timeouts", "retry"}, ("defaults",))
+    _refuse_unknown(defaults, {"queue", "timeouts", "retry", "workflows"}, ("defaults",))
     default_timeouts = _default_timeouts(defaults.get("timeouts"))
     default_retry = RetryPolicy().overridden(defaults.get("retry"), ("defaults", "retry"))
     default_queue = _name(defaults.get("queue", "default"), ("defaults", "queue"))
@@ -170,6 +187,7 @@ def build_registry(data: Mapping[str, Any], adapter_check: AdapterCheck | None =
         roles=MappingProxyType(roles),
         principals=_principals(data.get("principals", []), roles),
         nats=build_nats_settings(data.get("nats"), task_types),
+        workflows=_workflows(_table(defaults, "workflows", ("defaults",))),
         schedules=MappingProxyType(
             {
                 name: build_schedule(
@@ -178,6 +196,18 @@ def build_registry(data: Mapping[str, Any], adapter_check: AdapterCheck | None =
                 for name, spec in _table(data, "schedules", ()).items()
             }
         ),
+    )
+
+
+def _workflows(spec: Mapping[str, Any]) -> WorkflowLimits:
+    where = ("defaults", "workflows")
+    _refuse_unknown(spec, {"max_children", "max_depth", "max_input_bytes"}, where)
+    base = WorkflowLimits()
+    return WorkflowLimits(
+        **{
+            key: _positive_int(spec.get(key, getattr(base, key)), (*where, key))
+            for key in ("max_children", "max_depth", "max_input_bytes")
+        }
     )
 
 
@@ -222,6 +252,9 @@ _TASK_TYPE_KEYS = {
     "learn_hook",
     "description",
     "tags",
+    "inputs",
+    "signals",
+    "signal_by_other",
 }
 
 
@@ -256,6 +289,12 @@ def _task_type(
         learn_hook=_optional_str(spec.get("learn_hook"), (*where, "learn_hook")),
         description=_optional_str(spec.get("description"), (*where, "description")) or "",
         tags=_strings(spec.get("tags", []), (*where, "tags")),
+        inputs=_bool(spec.get("inputs", False), (*where, "inputs")),
+        signals=tuple(
+            _name(signal, (*where, "signals"))
+            for signal in _strings(spec.get("signals", []), (*where, "signals"))
+        ),
+        signal_by_other=_bool(spec.get("signal_by_other", False), (*where, "signal_by_other")),
     )
 
 
@@ -277,13 +316,14 @@ def _roles(data: Mapping[str, Any]) -> dict[str, Role]:
         where = ("roles", name)
         _name(name, where)
         spec = _as_table(spec, where)
-        _refuse_unknown(spec, {"task_types", "adapters", "may_cancel", "adhoc"}, where)
+        _refuse_unknown(spec, {"task_types", "adapters", "may_cancel", "adhoc", "signals"}, where)
         roles[name] = Role(
             name=name,
             task_types=_strings(spec.get("task_types", ["*"]), (*where, "task_types")),
             adapters=_strings(spec.get("adapters", ["*"]), (*where, "adapters")),
             may_cancel=_bool(spec.get("may_cancel", True), (*where, "may_cancel")),
             adhoc=_bool(spec.get("adhoc", name == "admin"), (*where, "adhoc")),
+            signals=_strings(spec.get("signals", ["*"]), (*where, "signals")),
         )
     return roles
 

@@ -69,6 +69,9 @@ class TaskRequest:
     max_attempts: int | None = None
     adapter: str | None = None  # ad-hoc tasks only (roles with ``adhoc``)
     adapter_settings: Mapping[str, Any] | None = None
+    # Dependencies whose results this task takes as inputs: True for all of them (named by
+    # their ref, or id), a mapping input name -> ref or id, None for the type's default.
+    inputs: bool | Mapping[str, str] | None = None
 
 
 def external_dependencies(requests: Sequence[TaskRequest]) -> set[UUID]:
@@ -99,6 +102,8 @@ class SubmissionContext:
     now: datetime
     new_id: Callable[[], UUID]
     adapter_check: AdapterCheck | None = None
+    parent_id: UUID | None = None  # children spawned at run time: their parent
+    depth: int = 0  # and their depth (the parent's + 1)
 
 
 def plan_tasks(
@@ -223,6 +228,8 @@ def _plan_one(
         registry.queue(queue).timeouts,
         default=registry.default_timeouts,
     )
+    if task_type.signals and state is not TaskState.BLOCKED:
+        state = TaskState.WAITING
     retry = task_type.retry.as_dict()
     if request.max_attempts is not None:
         if not 1 <= request.max_attempts <= MAX_ATTEMPTS:
@@ -248,7 +255,39 @@ def _plan_one(
         graph_id=graph_id,
         ref=request.ref,
         adapter_settings=dict(request.adapter_settings or {}) if request.adapter else None,
+        inputs=_inputs(request, task_type, dict(zip(request.depends_on, depends_on, strict=True))),
+        parent_id=context.parent_id,
+        depth=context.depth,
+        signals=list(task_type.signals) or None,
     )
+
+
+def _inputs(
+    request: TaskRequest, task_type: TaskType, deps: Mapping[str, UUID]
+) -> dict[str, UUID] | None:
+    """Input name -> dependency id, for the dependencies whose results the task takes."""
+    wanted = request.inputs if request.inputs is not None else task_type.inputs
+    if wanted is False or wanted is None:
+        return None
+    if wanted is True:
+        return dict(deps) or None
+    if not isinstance(wanted, Mapping) or not wanted:
+        raise InvalidSubmission(
+            f"{_label(request)}: inputs must be true, false or an object of input name -> ref"
+        )
+    chosen: dict[str, UUID] = {}
+    for name, dep in wanted.items():
+        if not isinstance(name, str) or not _INPUT_NAME.fullmatch(name):
+            raise InvalidSubmission(f"{_label(request)}: {name!r} is not a valid input name")
+        if not isinstance(dep, str) or dep not in deps:
+            raise InvalidSubmission(
+                f"{_label(request)}: input {name!r} names {dep!r}, which is not in depends_on"
+            )
+        chosen[name] = deps[dep]
+    return chosen
+
+
+_INPUT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,99}")
 
 
 def _storable(text: str) -> bool:

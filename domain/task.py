@@ -5,6 +5,9 @@ raise ``InvalidTransition`` rather than record an event the life cycle does not 
 
 States: blocked -> (unblocked) -> ready | scheduled -> running -> succeeded | failed;
 failed -> (retry scheduled) -> scheduled; any non-terminal -> cancelled; blocked -> skipped.
+Workflows add ``waiting``: a task whose type needs signals before it runs waits for them
+(``TaskSignalled`` moves it on), and an attempt that spawned children to wait for ends in
+``waiting`` until its children end (``TaskChildEnded`` for each, then its outcome).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ class TaskState(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     SKIPPED = "skipped"
+    WAITING = "waiting"
 
     @property
     def is_terminal(self) -> bool:
@@ -39,11 +43,13 @@ TERMINAL_STATES = frozenset(
     {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED, TaskState.SKIPPED}
 )
 _CANCELLABLE = frozenset(
-    {TaskState.BLOCKED, TaskState.SCHEDULED, TaskState.READY, TaskState.RUNNING}
+    {TaskState.BLOCKED, TaskState.SCHEDULED, TaskState.READY, TaskState.RUNNING, TaskState.WAITING}
 )
 _WAITING = frozenset({TaskState.BLOCKED, TaskState.SCHEDULED, TaskState.READY})
 # Kinds after which the task is over, whatever its retry policy says.
-FINAL_TIMEOUT_KINDS = frozenset({TimeoutKind.SCHEDULE_TO_START, TimeoutKind.SCHEDULE_TO_CLOSE})
+FINAL_TIMEOUT_KINDS = frozenset(
+    {TimeoutKind.SCHEDULE_TO_START, TimeoutKind.SCHEDULE_TO_CLOSE, TimeoutKind.SIGNAL_WAIT}
+)
 
 
 class Task(Aggregate):
@@ -68,6 +74,11 @@ class Task(Aggregate):
         graph_id: UUID | None
         ref: str | None
         adapter_settings: dict[str, Any] | None
+        # Workflow fields (defaults, so events stored before them still load):
+        inputs: dict[str, UUID] | None = None  # input name -> dependency whose result it is
+        parent_id: UUID | None = None  # the task that spawned this one at run time
+        depth: int = 0  # 0 for a submitted task, parent's depth + 1 for a child
+        signals: list[str] | None = None  # signals needed before the first start
 
     @event(TaskEnqueued)
     def __init__(
@@ -91,6 +102,10 @@ class Task(Aggregate):
         graph_id: UUID | None,
         ref: str | None,
         adapter_settings: dict[str, Any] | None,
+        inputs: dict[str, UUID] | None = None,
+        parent_id: UUID | None = None,
+        depth: int = 0,
+        signals: list[str] | None = None,
     ) -> None:
         self.type_name = type_name
         self.adapter = adapter
@@ -117,6 +132,18 @@ class Task(Aggregate):
         self.result: Any = None
         self.error: dict[str, Any] | None = None
         self.timeout_kind: str | None = None
+        self.inputs = dict(inputs) if inputs else None
+        self.parent_id = parent_id
+        self.depth = depth
+        self.awaited_signals = list(signals or [])  # still to come
+        self.signals: dict[str, Any] = {}  # name -> data, as delivered
+        self.progress: float | None = None
+        self.progress_message: str | None = None
+        self.children: list[UUID] = []
+        self.children_ended: dict[UUID, str] = {}
+        self.child_results: dict[UUID, Any] = {}
+        self.on_child_failure = "fail"
+        self.held: dict[str, Any] | None = None  # the waiting attempt's result and details
 
     # -- dependencies -------------------------------------------------------------------
 
@@ -126,6 +153,9 @@ class Task(Aggregate):
     def unblock(self, now: datetime) -> None:
         """All dependencies succeeded: become ready, or scheduled if ``run_at`` is later."""
         self._require({TaskState.BLOCKED}, "unblock")
+        if self.awaited_signals:
+            self._unblocked(state=TaskState.WAITING.value)
+            return
         due = self.run_at is None or self.run_at <= now
         self._unblocked(state=(TaskState.READY if due else TaskState.SCHEDULED).value)
 
@@ -180,14 +210,33 @@ class Task(Aggregate):
     class TaskHeartbeat(Aggregate.Event):
         attempt: int
         lease_expires_at: datetime
+        progress: float | None = None  # 0..1, reported by the task's code
+        message: str | None = None
 
-    def heartbeat(self, attempt: int, lease_expires_at: datetime) -> None:
+    def heartbeat(
+        self,
+        attempt: int,
+        lease_expires_at: datetime,
+        progress: float | None = None,
+        message: str | None = None,
+    ) -> None:
         self._require_current(attempt, "heartbeat")
-        self._heartbeat(attempt=attempt, lease_expires_at=lease_expires_at)
+        self._heartbeat(
+            attempt=attempt, lease_expires_at=lease_expires_at, progress=progress, message=message
+        )
 
     @event(TaskHeartbeat)
-    def _heartbeat(self, attempt: int, lease_expires_at: datetime) -> None:
+    def _heartbeat(
+        self,
+        attempt: int,
+        lease_expires_at: datetime,
+        progress: float | None = None,
+        message: str | None = None,
+    ) -> None:
         self.lease_expires_at = lease_expires_at
+        if progress is not None or message is not None:
+            self.progress = progress
+            self.progress_message = message
 
     class TaskSucceeded(Aggregate.Event):
         attempt: int
@@ -246,6 +295,9 @@ class Task(Aggregate):
         if kind in (TimeoutKind.START_TO_CLOSE, TimeoutKind.HEARTBEAT):
             self._require({TaskState.RUNNING}, f"time out ({kind.value})")
             attempt: int | None = self.attempts
+        elif kind is TimeoutKind.SIGNAL_WAIT:
+            self._require({TaskState.WAITING}, f"time out ({kind.value})")
+            attempt = None
         elif kind is TimeoutKind.SCHEDULE_TO_START:
             self._require(_WAITING - {TaskState.BLOCKED}, f"time out ({kind.value})")
             attempt = None
@@ -304,6 +356,127 @@ class Task(Aggregate):
     def _cancelled(self, by: str, reason: str) -> None:
         self.state = TaskState.CANCELLED
         self.lease_expires_at = None
+
+    # -- workflows: signals and children ------------------------------------------------
+
+    class TaskSignalled(Aggregate.Event):
+        name: str
+        data: Any
+        by: str
+        state: str  # the state after it (waiting until the last awaited signal comes)
+
+    def signal(self, name: str, data: Any, by: str, now: datetime) -> None:
+        """Deliver the signal ``name``; the last one awaited makes the task ready."""
+        if self.state.is_terminal:
+            raise InvalidTransition(f"cannot signal task {self.id}: it is {self.state.value}")
+        if name not in self.awaited_signals:
+            awaited = ", ".join(self.awaited_signals) or "none"
+            raise InvalidTransition(
+                f"task {self.id} does not wait for the signal {name!r} (it waits for: {awaited})"
+            )
+        state = self.state
+        if state is TaskState.WAITING and self.awaited_signals == [name] and not self.children:
+            due = self.run_at is None or self.run_at <= now
+            state = TaskState.READY if due else TaskState.SCHEDULED
+        self._signalled(name=name, data=data, by=by, state=state.value)
+
+    @event(TaskSignalled)
+    def _signalled(self, name: str, data: Any, by: str, state: str) -> None:
+        self.awaited_signals = [s for s in self.awaited_signals if s != name]
+        self.signals[name] = data
+        self.state = TaskState(state)
+
+    class TaskChildrenSpawned(Aggregate.Event):
+        attempt: int
+        children: list[UUID]
+        wait: bool
+        on_child_failure: str  # "fail" or "ignore"
+        result: Any  # the attempt's own result, held until the children end
+        details: dict[str, Any]
+        state: str  # "waiting" when it waits; else "running" (its TaskSucceeded follows)
+
+    def spawn_children(
+        self,
+        attempt: int,
+        children: list[UUID],
+        wait: bool,
+        on_child_failure: str,
+        result: Any,
+        details: dict[str, Any],
+    ) -> None:
+        """The attempt ended by spawning ``children``: wait for them, or succeed at once."""
+        self._require_current(attempt, "spawn children of")
+        waits = wait and bool(children)
+        self._children_spawned(
+            attempt=attempt,
+            children=children,
+            wait=waits,
+            on_child_failure=on_child_failure,
+            result=result,
+            details=details,
+            state=(TaskState.WAITING if waits else TaskState.RUNNING).value,
+        )
+        if not waits:
+            self.succeed(attempt, result, details)
+
+    @event(TaskChildrenSpawned)
+    def _children_spawned(
+        self,
+        attempt: int,
+        children: list[UUID],
+        wait: bool,
+        on_child_failure: str,
+        result: Any,
+        details: dict[str, Any],
+        state: str,
+    ) -> None:
+        self.children = list(children)
+        self.on_child_failure = on_child_failure
+        self.held = {"result": result, "details": details} if wait else None
+        self.state = TaskState(state)
+
+    class TaskChildEnded(Aggregate.Event):
+        child_id: UUID
+        child_state: str
+        result: Any
+        state: str
+
+    def child_ended(self, child_id: UUID, child_state: TaskState, result: Any) -> None:
+        """One awaited child ended; the last one decides this task's outcome."""
+        if self.state is not TaskState.WAITING or child_id not in self.children:
+            return  # not waiting for it (ended, cancelled, or not awaited): nothing to record
+        if child_id in self.children_ended:
+            return
+        self._child_ended(
+            child_id=child_id, child_state=child_state.value, result=result, state="waiting"
+        )
+        if len(self.children_ended) < len(self.children):
+            return
+        bad = [c for c, s in self.children_ended.items() if s != TaskState.SUCCEEDED.value]
+        if bad and self.on_child_failure == "fail":
+            self._failed(
+                attempt=self.attempts,
+                error_class="ChildFailed",
+                message=f"{len(bad)} of {len(self.children)} children did not succeed "
+                f"(first: {bad[0]}, {self.children_ended[bad[0]]})",
+                retryable=False,
+                details={"children": {str(c): s for c, s in self.children_ended.items()}},
+            )
+            return
+        held = self.held or {}
+        self._succeeded(
+            attempt=self.attempts,
+            result={
+                "result": held.get("result"),
+                "children": [self.child_results.get(c) for c in self.children],
+            },
+            details=dict(held.get("details") or {}),
+        )
+
+    @event(TaskChildEnded)
+    def _child_ended(self, child_id: UUID, child_state: str, result: Any, state: str) -> None:
+        self.children_ended[child_id] = child_state
+        self.child_results[child_id] = result
 
     # -- guards -------------------------------------------------------------------------
 

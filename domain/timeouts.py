@@ -1,4 +1,7 @@
-"""One timeout policy for every adapter: the four kinds and how they are resolved.
+"""One timeout policy for every adapter: the five kinds and how they are resolved.
+
+``signal_wait`` bounds how long a task waits for the signals its type needs before it runs
+(from its enqueue, or its unblock); the watchdog fails it (final, never retried).
 
 Resolution order, per kind: task override, else task type, else queue, else global default.
 ``start_to_close`` is always finite; the others may be ``None`` (no limit).
@@ -20,6 +23,7 @@ class TimeoutKind(StrEnum):
     START_TO_CLOSE = "start_to_close"
     HEARTBEAT = "heartbeat"
     SCHEDULE_TO_CLOSE = "schedule_to_close"
+    SIGNAL_WAIT = "signal_wait"
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,7 @@ class TimeoutOverrides:
     start_to_close: float | None = None
     heartbeat: float | None = None
     schedule_to_close: float | None = None
+    signal_wait: float | None = None
 
     @classmethod
     def from_mapping(cls, data: Any, where: tuple[str, ...] = ()) -> TimeoutOverrides:
@@ -55,9 +60,15 @@ class Timeouts:
     schedule_to_start: float | None = None
     heartbeat: float | None = None
     schedule_to_close: float | None = None
+    signal_wait: float | None = None
 
     def as_dict(self) -> dict[str, float | None]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """Every kind; ``signal_wait`` only when set (events stored before it had no such
+        key, and a task that waits for no signal keeps its old shape)."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        if data["signal_wait"] is None:
+            del data["signal_wait"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Timeouts:

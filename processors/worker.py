@@ -11,6 +11,9 @@ policy, record how each ended. One loop, top to bottom:
 
 Leases are renewed for all running attempts of this worker in one statement per interval;
 an attempt whose lease is gone (cancelled, or timed out by the watchdog) is stopped here.
+Progress that task code reports (``Execution.progress``) is coalesced per attempt: the
+latest report goes with the next renewal as a ``TaskHeartbeat``, at most one per attempt
+every ``progress_interval`` seconds.
 On ``stop`` the loop claims no more; the attempts running get ``shutdown_grace`` to end,
 the rest are cancelled (``WorkerShutdown``), and leases are renewed until all are recorded.
 """
@@ -19,10 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 from uuid import UUID
 
 from domain.execution import (
@@ -48,7 +53,18 @@ class Dispatch(Protocol):
 
     def complete(self, outcomes: Sequence[AttemptOutcome]) -> None: ...
 
-    def renew(self, worker: str, held: Sequence[UUID]) -> set[UUID]: ...
+    def renew(
+        self, worker: str, held: Sequence[UUID], progress: Sequence[ProgressNote] = ()
+    ) -> set[UUID]: ...
+
+
+class ProgressNote(NamedTuple):
+    """The latest progress an attempt's code reported, to record as a heartbeat."""
+
+    task_id: UUID
+    attempt: int
+    progress: float | None
+    message: str | None
 
     def next_due(self, queues: Sequence[str]) -> datetime | None: ...
 
@@ -66,6 +82,7 @@ class WorkerSettings:
     renew_interval: float = 1.0
     shutdown_grace: float = 5.0
     claim_gather: float = 0.002  # seconds to let freed slots gather before a claim
+    progress_interval: float = 2.0  # at most one TaskHeartbeat per attempt this often
 
 
 class Worker:
@@ -88,6 +105,8 @@ class Worker:
         self.outcomes: asyncio.Queue[AttemptOutcome] = asyncio.Queue()
         self.wake = asyncio.Event()
         self.stopped: set[UUID] = set()  # attempts stopped because their task moved on
+        self.reported: dict[UUID, ProgressNote] = {}  # latest progress, not yet recorded
+        self.noted_at: dict[UUID, float] = {}  # when each attempt's last heartbeat went
 
     # -- called from outside (notifications) --------------------------------------------
 
@@ -192,6 +211,8 @@ class Worker:
         finally:
             self.running.pop(attempt.task_id, None)
             self.stopped.discard(attempt.task_id)
+            self.reported.pop(attempt.task_id, None)
+            self.noted_at.pop(attempt.task_id, None)
             self.wake.set()
         if outcome is not None:
             self.outcomes.put_nowait(outcome)
@@ -207,6 +228,8 @@ class Worker:
             )
             failure = Failure("NotConfigured", f"this worker has no {what}", retryable=False)
             return AttemptOutcome(attempt.task_id, attempt.attempt, failure)
+        if attempt.refused is not None:  # its inputs are missing or too large
+            return AttemptOutcome(attempt.task_id, attempt.attempt, attempt.refused)
         execution = Execution(
             task_id=attempt.task_id,
             attempt=attempt.attempt,
@@ -214,6 +237,8 @@ class Worker:
             args=attempt.args,
             settings=settings,
             timeouts=attempt.timeouts,
+            inputs=attempt.inputs,
+            progress=self._reporter(attempt),
         )
         try:
             async with asyncio.timeout(attempt.timeouts.start_to_close):
@@ -230,6 +255,37 @@ class Worker:
             return dict(attempt.adhoc_settings)
         task_type = self.registry.task_type(attempt.type_name)
         return dict(task_type.settings) if task_type is not None else None
+
+    def _reporter(self, attempt: ClaimedAttempt) -> Callable[[float | None, str | None], None]:
+        """Where the attempt's code reports progress: the latest report replaces the one
+        before (coalesced); bad values are dropped, never raised into the task's code."""
+
+        def report(progress: float | None, message: str | None = None) -> None:
+            if attempt.task_id not in self.running:
+                return
+            if progress is not None:
+                if not isinstance(progress, (int, float)) or not math.isfinite(progress):
+                    return
+                progress = min(1.0, max(0.0, float(progress)))
+            text = None if message is None else str(message)[:500]
+            self.reported[attempt.task_id] = ProgressNote(
+                attempt.task_id, attempt.attempt, progress, text
+            )
+
+        return report
+
+    def _due_notes(self) -> list[ProgressNote]:
+        """The reports to record now: at most one per attempt per ``progress_interval``."""
+        now = time.monotonic()
+        due = [
+            note
+            for task_id, note in self.reported.items()
+            if now - self.noted_at.get(task_id, -math.inf) >= self.settings.progress_interval
+        ]
+        for note in due:
+            del self.reported[note.task_id]
+            self.noted_at[note.task_id] = now
+        return due
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -258,10 +314,16 @@ class Worker:
         while True:
             await asyncio.sleep(self.settings.renew_interval)
             held = list(self.running)
+            notes = self._due_notes()
             try:
-                kept: set[UUID] = await self.blocking(  # type: ignore[assignment]
-                    self.dispatch.renew, self.settings.worker_id, held
-                )
+                if notes:
+                    kept: set[UUID] = await self.blocking(  # type: ignore[assignment]
+                        self.dispatch.renew, self.settings.worker_id, held, notes
+                    )
+                else:
+                    kept = await self.blocking(  # type: ignore[assignment]
+                        self.dispatch.renew, self.settings.worker_id, held
+                    )
             except Exception:
                 log.exception("lease renewal failed")
                 continue

@@ -162,7 +162,8 @@ class ReadinessGraph:
         name = kind(event)
         if name == "TaskEnqueued":
             return self._enqueued(cursor, event, position)
-        state = event.state if name == "TaskUnblocked" else _STATE_AFTER[name]  # type: ignore[attr-defined]
+        # TaskUnblocked and the workflow events (TaskSignalled, ...) carry their state after.
+        state = _STATE_AFTER.get(name) or event.state  # type: ignore[attr-defined]
         run_at = event.retry_at if name == "TaskRetryScheduled" else None  # type: ignore[attr-defined]
         # due_at: from when the task may start (the schedule_to_start clock starts there).
         due_now = event.timestamp if name == "TaskUnblocked" else None

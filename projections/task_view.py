@@ -54,6 +54,11 @@ CREATE TABLE IF NOT EXISTS {table} (
     version integer NOT NULL,
     position bigint NOT NULL
 );
+ALTER TABLE {table} ADD COLUMN IF NOT EXISTS parent_id uuid;
+ALTER TABLE {table} ADD COLUMN IF NOT EXISTS progress double precision;
+ALTER TABLE {table} ADD COLUMN IF NOT EXISTS progress_message text;
+ALTER TABLE {table} ADD COLUMN IF NOT EXISTS signal_wait_since timestamptz;
+CREATE INDEX IF NOT EXISTS task_view_parent_idx ON {table} (parent_id) WHERE parent_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS task_view_state_idx ON {table} (state, queue);
 CREATE INDEX IF NOT EXISTS task_view_type_idx ON {table} (type_name, position);
 CREATE INDEX IF NOT EXISTS task_view_position_idx ON {table} (position);
@@ -79,6 +84,9 @@ _COLUMN_TYPES = {
     "error": "jsonb",
     "timeout_kind": "text",
     "run_at": "timestamptz",
+    "progress": "double precision",
+    "progress_message": "text",
+    "signal_wait_since": "timestamptz",
 }
 
 
@@ -154,9 +162,10 @@ class TaskView:
             sql.SQL(
                 "INSERT INTO {} (task_id, type_name, adapter, queue, priority, lane, state, "
                 "principal, role, tags, args, max_attempts, depends_on, graph_id, ref, "
-                "idempotency_key, timeouts, run_at, enqueued_at, updated_at, version, position) "
+                "idempotency_key, timeouts, run_at, enqueued_at, updated_at, version, position, "
+                "parent_id, signal_wait_since) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
-                "%s, %s, %s, %s, %s)"
+                "%s, %s, %s, %s, %s, %s, %s)"
             ).format(self.table),
             (
                 event.originator_id,
@@ -181,6 +190,8 @@ class TaskView:
                 event.timestamp,
                 event.originator_version,
                 position,
+                event.parent_id,
+                event.timestamp if event.initial_state == "waiting" else None,
             ),
         )
 
@@ -232,6 +243,8 @@ def _row_changes(event: Any, position: int, name: str) -> dict[str, Any]:
 def _changes(event: Any, name: str) -> tuple[str, dict[str, Any]]:
     """The new state and the other columns one event sets."""
     if name == "TaskUnblocked":
+        if event.state == "waiting":  # for the signals its type needs
+            return event.state, {"signal_wait_since": event.timestamp}
         return event.state, {}
     if name == "TaskStarted":
         return "running", {
@@ -241,9 +254,23 @@ def _changes(event: Any, name: str) -> tuple[str, dict[str, Any]]:
             "lease_expires_at": event.lease_expires_at,
             "finished_at": None,
             "error": None,
+            "progress": None,
+            "progress_message": None,
         }
     if name == "TaskHeartbeat":
-        return "running", {"lease_expires_at": event.lease_expires_at}
+        if event.progress is None and event.message is None:
+            return "running", {"lease_expires_at": event.lease_expires_at}
+        return "running", {
+            "lease_expires_at": event.lease_expires_at,
+            "progress": event.progress,
+            "progress_message": event.message,
+        }
+    if name == "TaskSignalled":
+        return event.state, ({} if event.state == "waiting" else {"signal_wait_since": None})
+    if name == "TaskChildrenSpawned":
+        return event.state, {"lease_expires_at": None}
+    if name == "TaskChildEnded":
+        return event.state, {}
     if name == "TaskSucceeded":
         return "succeeded", {"result": Jsonb(event.result), "error": None, "lease_expires_at": None}
     if name == "TaskFailed":

@@ -64,7 +64,9 @@ def load_graph_file(path: Path) -> list[TaskRequest]:
     return graph_requests(data)
 
 
-_GRAPH_TASK_KEYS = {"ref", "type", "args", "depends_on", "queue", "priority", "lane", "tags"}
+_GRAPH_TASK_KEYS = {
+    *("ref", "type", "args", "depends_on", "queue", "priority", "lane", "tags", "inputs"),
+}
 
 
 def _tags(value: Any, index: int) -> tuple[str, ...]:
@@ -96,6 +98,7 @@ def graph_requests(data: Any) -> list[TaskRequest]:
                 priority=item.get("priority"),
                 lane=item.get("lane"),
                 tags=_tags(item.get("tags", []), index),
+                inputs=item.get("inputs"),
             )
         )
     return requests

@@ -70,7 +70,13 @@ from adapters.executors.base import (
     string_map,
 )
 from adapters.executors.inline_code import refuse_templates_in_code
-from adapters.executors.templates import ArgumentError, check_template, fill
+from adapters.executors.progress_lines import ProgressLines
+from adapters.executors.templates import (
+    ArgumentError,
+    check_template,
+    fill,
+)
+from adapters.executors.templates import error_class as _error_class
 from domain.errors import ConfigError
 from domain.execution import Execution, Failure, Success
 
@@ -153,11 +159,17 @@ class DockerExecutor(Executor[DockerSettings]):
         try:
             command = [
                 *settings.command[:1],
-                *(fill(item, execution.args) for item in settings.command[1:]),
+                *(
+                    fill(item, execution.args, deps=execution.inputs)
+                    for item in settings.command[1:]
+                ),
             ]
-            env = {key: fill(value, execution.args) for key, value in settings.env.items()}
+            env = {
+                key: fill(value, execution.args, deps=execution.inputs)
+                for key, value in settings.env.items()
+            }
         except ArgumentError as exc:
-            return Failure("BadArguments", str(exc), retryable=False)
+            return Failure(_error_class(exc), str(exc), retryable=False)
         try:
             client = await _in_thread(
                 _connect, settings.docker_host, undo=docker.DockerClient.close
@@ -198,6 +210,11 @@ async def _run_container(
         await _in_thread(container.start)
         timeout = execution.timeouts.start_to_close
         loop = asyncio.get_running_loop()
+        if execution.progress is not None:  # ::progress lines, as a shell task writes them
+            report = execution.progress
+            lines = ProgressLines(lambda *note: loop.call_soon_threadsafe(report, *note))
+            following = asyncio.ensure_future(asyncio.to_thread(_follow, container, lines))
+            following.add_done_callback(lambda f: f.cancelled() or f.exception())
         started = loop.time()
         waiting = asyncio.ensure_future(asyncio.to_thread(container.wait, timeout=timeout))
         try:
@@ -239,6 +256,12 @@ async def _run_container(
         f"{command[0] if command else settings.image} exited with code {exit_code}",
         details={"exit_code": exit_code, "stderr": tail},
     )
+
+
+def _follow(container: Container, lines: ProgressLines) -> None:
+    """Feed the container's stdout to ``lines`` until it ends (the container stops)."""
+    for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=False):
+        lines.feed(chunk)
 
 
 def _container_options(

@@ -50,7 +50,13 @@ from adapters.executors.base import (
     string_list,
     string_map,
 )
-from adapters.executors.templates import ArgumentError, check_template, fill
+from adapters.executors.templates import (
+    ArgumentError,
+    check_template,
+    fill,
+    payload_of,
+)
+from adapters.executors.templates import error_class as _error_class
 from domain.errors import ConfigError
 from domain.execution import Execution, Failure, Success
 
@@ -138,15 +144,20 @@ class HttpExecutor(Executor[HttpSettings]):
 
     async def execute(self, settings: HttpSettings, execution: Execution) -> Success | Failure:
         try:
-            url = httpx.URL(fill(settings.url, execution.args, quote=_quote))
-            headers = {k: fill(v, execution.args) for k, v in settings.headers.items()}
+            url = httpx.URL(fill(settings.url, execution.args, quote=_quote, deps=execution.inputs))
+            headers = {
+                k: fill(v, execution.args, deps=execution.inputs)
+                for k, v in settings.headers.items()
+            }
             if any("\r" in v or "\n" in v for v in headers.values()):
                 raise ArgumentError("a header value would contain a line break")
             body = (
-                json.dumps(execution.args, allow_nan=False).encode() if settings.json_body else None
+                json.dumps(payload_of(execution.args, execution.inputs), allow_nan=False).encode()
+                if settings.json_body
+                else None
             )
         except (ArgumentError, httpx.InvalidURL, TypeError, ValueError) as exc:
-            return Failure("BadArguments", str(exc), retryable=False)
+            return Failure(_error_class(exc), str(exc), retryable=False)
         if body is not None and not any(k.lower() == "content-type" for k in headers):
             headers["content-type"] = "application/json"
         timeout = httpx.Timeout(execution.timeouts.start_to_close)

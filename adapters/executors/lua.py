@@ -4,7 +4,9 @@ Settings of a task type whose adapter is ``lua``:
 
 - ``script`` (required): Lua source text. Convention: the chunk reads the task's arguments
   from the global ``args`` (a Lua table; JSON lists become sequences, objects tables, null
-  values are absent) and ``return``s its result, e.g. ``return {sum = args.a + args.b}``.
+  values are absent) and ``return``s its result, e.g. ``return {sum = args.a + args.b}``. A
+  task that takes its dependencies' results reads them from the global ``deps``
+  (``deps.coder.result``).
   The script is compiled (text only, never bytecode) when settings are checked, so a syntax
   error fails at start.
 - ``max_memory_bytes`` (default 64 MiB): the Lua allocator refuses more.
@@ -78,6 +80,7 @@ class LuaExecutor(Executor[LuaSettings]):
                 {
                     "script": settings.script,
                     "args": execution.args,
+                    "deps": execution.inputs,
                     "max_memory_bytes": settings.max_memory_bytes,
                     "max_instructions": settings.max_instructions,
                 },

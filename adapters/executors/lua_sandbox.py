@@ -71,10 +71,11 @@ local env = {
 }
 env._G = env
 
-local function run(script, args)
+local function run(script, args, deps)
   local chunk, message = load(script, "=script", "t", env)
   if not chunk then error(message, 0) end
   env.args = args
+  env.deps = deps
   sethook(count_instructions, "", step)
   return chunk()
 end
@@ -93,7 +94,11 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     )
     run_script, state = lua.execute(SANDBOX, request["max_instructions"], HOOK_STEP)
     try:
-        value = run_script(request["script"], lua.table_from(request["args"], recursive=True))
+        value = run_script(
+            request["script"],
+            lua.table_from(request["args"], recursive=True),
+            lua.table_from(request.get("deps") or {}, recursive=True),
+        )
         return {"ok": True, "result": to_json(value, 0)}
     except LuaError as exc:
         if state["exceeded"]:

@@ -43,7 +43,13 @@ import nats.errors
 import nats.js.errors
 
 from adapters.executors.base import Executor, refuse_unknown, string
-from adapters.executors.templates import ArgumentError, check_template, fill
+from adapters.executors.templates import (
+    ArgumentError,
+    check_template,
+    fill,
+    payload_of,
+)
+from adapters.executors.templates import error_class as _error_class
 from domain.errors import ConfigError
 from domain.execution import Execution, Failure, Success
 
@@ -74,7 +80,7 @@ class NatsExecutor(Executor[NatsTaskSettings]):
         subject = string(settings, "subject")
         check_template(subject, ("subject",))
         try:
-            check_subject(fill(subject, _Placeholder(), quote=lambda _: "x"))
+            check_subject(fill(subject, _Placeholder(), quote=lambda _: "x", deps=_Placeholder()))
         except (ArgumentError, ValueError) as exc:
             raise ConfigError(str(exc), ("subject",)) from None
         mode = string(settings, "mode", "request")
@@ -107,15 +113,15 @@ class NatsExecutor(Executor[NatsTaskSettings]):
 
     async def execute(self, settings: NatsTaskSettings, execution: Execution) -> Success | Failure:
         try:
-            subject = fill(settings.subject, execution.args, quote=_token)
+            subject = fill(settings.subject, execution.args, quote=_token, deps=execution.inputs)
             check_subject(subject)
             payload = (
-                json.dumps(execution.args, allow_nan=False).encode()
+                json.dumps(payload_of(execution.args, execution.inputs), allow_nan=False).encode()
                 if settings.payload == "args"
                 else b""
             )
         except (ArgumentError, TypeError, ValueError) as exc:
-            return Failure("BadArguments", str(exc), retryable=False)
+            return Failure(_error_class(exc), str(exc), retryable=False)
         url = settings.url or os.environ.get("LEDGER_NATS_URL")
         if not url:
             return Failure(

@@ -6,7 +6,10 @@ Settings of a task type whose adapter is ``python``:
   dotted path such as ``Class.method``). It is imported and checked to be callable when
   settings are checked, so a typo fails at start.
 
-The function receives the args as ONE positional argument, a dict: ``function(args)``.
+The function receives the args as ONE positional argument, a dict: ``function(args)``; a
+function with a second parameter also gets a ``TaskContext`` (``task_context.py``: its
+dependencies' results as ``inputs``, ``progress``, ``spawn`` children):
+``function(args, context)``.
 An ``async def`` function is awaited in the worker's event loop; cancelling ``run()`` (the
 worker's deadline) cancels it. A plain function runs in a thread (``asyncio.to_thread``) so it
 does not block the loop; Python cannot stop a thread, so on cancellation a sync function keeps
@@ -22,6 +25,7 @@ traceback in ``details`` — a task type's retry policy lists the classes not wo
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import inspect
 import json
@@ -30,6 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 from adapters.executors.base import Executor, refuse_unknown, string
+from adapters.executors.task_context import TaskContext
 from domain.errors import ConfigError
 from domain.execution import Execution, Failure, Success
 
@@ -47,11 +52,15 @@ class PythonExecutor(Executor[Callable[[dict[str, Any]], Any]]):
         self, settings: Callable[[dict[str, Any]], Any], execution: Execution
     ) -> Success | Failure:
         function = settings
+        params: list[Any] = [dict(execution.args)]
+        context = TaskContext(execution) if _takes_context(function) else None
+        if context is not None:
+            params.append(context)
         try:
             if inspect.iscoroutinefunction(function):
-                value = await function(dict(execution.args))
+                value = await function(*params)
             else:
-                value = await asyncio.to_thread(function, dict(execution.args))
+                value = await asyncio.to_thread(function, *params)
         except Exception as exc:
             return Failure(
                 type(exc).__name__,
@@ -60,9 +69,26 @@ class PythonExecutor(Executor[Callable[[dict[str, Any]], Any]]):
                 details={"traceback": traceback.format_exc()[-TRACEBACK_TAIL_CHARS:]},
             )
         try:
-            return Success(json.loads(json.dumps(value, allow_nan=False)))
+            result = json.loads(json.dumps(value, allow_nan=False))
+            spawn = context.spawned() if context is not None else None
+            return Success(result, spawn=spawn)
         except (TypeError, ValueError) as exc:
             return Failure("BadResult", f"the result is not JSON-serialisable: {exc}", False)
+
+
+@functools.lru_cache(maxsize=1024)
+def _takes_context(function: Callable[..., Any]) -> bool:
+    """True when ``function`` has a second positional parameter (or ``*args``)."""
+    try:
+        parameters = list(inspect.signature(function).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    positional = [
+        p
+        for p in parameters
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+    ]
+    return len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in positional[1:])
 
 
 def load_callable(reference: str) -> Callable[[dict[str, Any]], Any]:

@@ -53,10 +53,16 @@ from adapters.executors.base import (
     string_map,
 )
 from adapters.executors.inline_code import refuse_templates_in_code
+from adapters.executors.progress_lines import ProgressLines
 from adapters.executors.shell_scratch import scratch_directory
-from adapters.executors.templates import ArgumentError, check_template, fill
+from adapters.executors.templates import (
+    ArgumentError,
+    check_template,
+    fill,
+)
+from adapters.executors.templates import error_class as _error_class
 from domain.errors import ConfigError
-from domain.execution import Execution, Failure, Success
+from domain.execution import Execution, Failure, ProgressReport, Success
 
 BASE_PATH = "/usr/bin:/bin"
 DEFAULT_MAX_OUTPUT_BYTES = 1024 * 1024
@@ -110,16 +116,19 @@ class ShellExecutor(Executor[ShellSettings]):
 
     async def execute(self, settings: ShellSettings, execution: Execution) -> Success | Failure:
         try:
-            argv = [settings.argv[0], *(fill(item, execution.args) for item in settings.argv[1:])]
+            argv = [
+                settings.argv[0],
+                *(fill(item, execution.args, deps=execution.inputs) for item in settings.argv[1:]),
+            ]
         except ArgumentError as exc:
-            return Failure("BadArguments", str(exc), retryable=False)
+            return Failure(_error_class(exc), str(exc), retryable=False)
         with scratch_directory() as scratch:
             cwd = settings.cwd or scratch
             env = {"PATH": BASE_PATH, "HOME": cwd, "LANG": "C.UTF-8", **settings.env}
             loop = asyncio.get_running_loop()
             spawn = asyncio.ensure_future(
                 loop.subprocess_exec(
-                    lambda: CommandOutput(settings.max_output_bytes, loop),
+                    lambda: CommandOutput(settings.max_output_bytes, loop, execution.progress),
                     *argv,
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE,
@@ -178,9 +187,16 @@ async def _stop_spawned(spawn: asyncio.Future[Any]) -> None:
 
 class CommandOutput(asyncio.SubprocessProtocol):
     """Keeps the first ``cap`` bytes of stdout and stderr (reading and dropping the rest) and
-    tells when the command has exited and when its pipes are closed."""
+    tells when the command has exited and when its pipes are closed. Lines of stdout that
+    start with ``::progress`` go to ``report`` as they come (``progress_lines.py``)."""
 
-    def __init__(self, cap: int, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        cap: int,
+        loop: asyncio.AbstractEventLoop,
+        report: ProgressReport | None = None,
+    ) -> None:
+        self.progress = ProgressLines(report) if report is not None else None
         self.cap = cap
         self.kept = {1: bytearray(), 2: bytearray()}
         self.truncated = {1: False, 2: False}
@@ -188,6 +204,8 @@ class CommandOutput(asyncio.SubprocessProtocol):
         self.closed: asyncio.Future[None] = loop.create_future()
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
+        if fd == 1 and self.progress is not None:
+            self.progress.feed(data)
         room = self.cap - len(self.kept[fd])
         self.truncated[fd] = self.truncated[fd] or len(data) > room
         self.kept[fd] += data[:room]

@@ -1,4 +1,6 @@
-"""Argument templates: ``"{args.path}"`` or ``"{args[name]}"`` filled from a task's args.
+"""Argument templates: ``"{args.path}"`` or ``"{args[name]}"`` filled from a task's args,
+and ``"{deps.NAME.result.path}"`` from the results of the dependencies it takes as inputs
+(``domain/inputs.py``; ``NAME`` is the input's name, by default the dependency's ``ref``).
 
 The formatter can only look up keys of the args mapping (``args.a.b`` and ``args[a][b]`` are
 both key lookups, never attribute access), so a template cannot reach Python objects. Strings
@@ -17,7 +19,15 @@ from domain.errors import ConfigError
 
 
 class ArgumentError(Exception):
-    """The task's args cannot fill a template: a key is missing or a value does not fit."""
+    """The task's args cannot fill a template: a key is missing or a value does not fit.
+    ``error_class`` is the failure's stable name: ``BadArguments``, or ``InputMissing``
+    when a ``{deps...}`` field names an input or a part of a result that is not there."""
+
+    error_class = "BadArguments"
+
+
+class InputMissing(ArgumentError):
+    error_class = "InputMissing"
 
 
 class ArgsFormatter(string.Formatter):
@@ -34,10 +44,11 @@ class ArgsFormatter(string.Formatter):
             path.append(str(key))
             if isinstance(value, list) and isinstance(key, int) and 0 <= key < len(value):
                 value = value[key]
-            elif isinstance(value, dict) and str(key) in value:
+            elif isinstance(value, Mapping) and str(key) in value:
                 value = value[str(key)]
             else:
-                raise ArgumentError(f"the template needs {'.'.join(path)}, which is missing")
+                error = InputMissing if root == "deps" else ArgumentError
+                raise error(f"the template needs {'.'.join(path)}, which is missing")
         return value, root
 
     def format_field(self, value: Any, format_spec: str) -> str:
@@ -60,15 +71,32 @@ def check_template(template: str, where: tuple[str, ...]) -> None:
     for _text, field, spec, _conversion in parsed:
         if field is None:
             continue
-        if _field_path(field)[0] != "args":
-            raise ConfigError(f"template field {{{field}}} must start with 'args'", where)
+        if _field_path(field)[0] not in ("args", "deps"):
+            raise ConfigError(f"template field {{{field}}} must start with 'args' or 'deps'", where)
         if spec and "{" in spec:
             raise ConfigError(f"template field {{{field}}} has a nested field in its format", where)
 
 
-def fill(template: str, args: Mapping[str, Any], quote: Callable[[str], str] = str) -> str:
-    """Fill ``template`` from ``args``; raises ``ArgumentError`` if they do not fit it."""
+def fill(
+    template: str,
+    args: Mapping[str, Any],
+    quote: Callable[[str], str] = str,
+    deps: Mapping[str, Any] | None = None,
+) -> str:
+    """Fill ``template`` from ``args`` and ``deps`` (the task's inputs); raises
+    ``ArgumentError`` if they do not fit it."""
     try:
-        return ArgsFormatter(quote).vformat(template, (), {"args": args})
+        return ArgsFormatter(quote).vformat(template, (), {"args": args, "deps": deps or {}})
     except ValueError as exc:
         raise ArgumentError(f"cannot fill {template!r}: {exc}") from exc
+
+
+def error_class(error: Exception) -> str:
+    """The failure's stable name for an error met while filling templates."""
+    return getattr(error, "error_class", "BadArguments")
+
+
+def payload_of(args: Mapping[str, Any], inputs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The JSON object an HTTP body or a NATS payload carries: the args, and for a task that
+    takes its dependencies' results, those under ``"deps"`` (replacing an arg of that name)."""
+    return dict(args) if inputs is None else {**args, "deps": dict(inputs)}

@@ -146,6 +146,7 @@ def task_request(body: Mapping[str, Any]) -> TaskRequest:
         max_attempts=body.get("max_attempts"),
         adapter=body.get("adapter"),
         adapter_settings=body.get("adapter_settings"),
+        inputs=body.get("inputs"),
     )
 
 

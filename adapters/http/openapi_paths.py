@@ -224,6 +224,16 @@ def api_paths() -> dict[str, Any]:
                 parameters=[TASK_ID],
             )
         },
+        "/v1/tasks/{task_id}/signal": {
+            "post": _operation(
+                "tasks.signal",
+                "Deliver a named signal (an approval, an input) to a task waiting for it",
+                {"200": _json("Task", "Delivered (the task is ready once it has them all)")},
+                errors=(403, 404, 409, 413, 422),
+                parameters=[TASK_ID],
+                body="SignalRequest",
+            )
+        },
         "/v1/graph": {
             "get": _operation(
                 "graph.get",

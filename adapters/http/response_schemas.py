@@ -8,6 +8,7 @@ from adapters.http.schemas import (
     NULLABLE_STRING,
     NULLABLE_TIME,
     NULLABLE_UUID,
+    SIGNAL_REQUEST,
     STATE,
     TASK_SUBMISSION,
     TIME,
@@ -98,6 +99,28 @@ TASK: Schema = {
         "updated_at": TIME,
         "version": {"type": "integer", "minimum": 1},
         "position": {"type": "integer", "minimum": 1},
+        "progress": {
+            "type": ["object", "null"],
+            "description": "GET /v1/tasks/{id} only: the latest progress its code reported",
+            "properties": {
+                "fraction": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+                "message": NULLABLE_STRING,
+            },
+        },
+        "workflow": {
+            "type": "object",
+            "description": "GET /v1/tasks/{id} only: parent, children, signals, inputs",
+            "properties": {
+                "parent_id": NULLABLE_UUID,
+                "depth": {"type": "integer", "minimum": 0},
+                "children": {"type": "array", "items": UUID},
+                "children_ended": {"type": "object", "additionalProperties": STATE},
+                "on_child_failure": {"type": ["string", "null"], "enum": ["fail", "ignore", None]},
+                "awaiting_signals": {"type": "array", "items": {"type": "string"}},
+                "signals": {"type": "object", "description": "name -> data, as delivered"},
+                "inputs": {"type": "object", "additionalProperties": UUID},
+            },
+        },
     },
 }
 
@@ -212,6 +235,8 @@ TASK_GRAPH: Schema = {
             },
         },
         "truncated": {"type": "boolean"},
+        "parent_id": {**NULLABLE_UUID, "description": "the task that spawned this one"},
+        "children": {"type": "array", "items": UUID, "description": "children it spawned"},
     },
 }
 
@@ -489,6 +514,7 @@ COMPONENTS: dict[str, Schema] = {
     "TaskSubmission": TASK_SUBMISSION,
     "GraphSubmission": GRAPH_SUBMISSION,
     "CancelRequest": CANCEL_REQUEST,
+    "SignalRequest": SIGNAL_REQUEST,
     "Task": TASK,
     "TaskPage": TASK_PAGE,
     "GraphCreated": GRAPH_CREATED,

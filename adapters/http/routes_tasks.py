@@ -1,5 +1,6 @@
 """Task routes: enqueue one task (optionally waiting for its result) or a DAG, read, list,
-history, cancel, retry, the connected graph of a task and the ready set of a queue."""
+history, cancel, retry, signal, the connected graph of a task (and its run-time children) and
+the ready set of a queue."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from adapters.http import bodies, policy, schemas
 from adapters.http.auth import requester_of
 from adapters.http.context import ServerContext, context_of
 from adapters.http.views import event_json, fold_task, json_response, task_json, task_row_json
+from adapters.http.workflow_views import progress_json, workflow_json
 from adapters.postgres import task_queries
 from adapters.postgres.event_store import RecordedEvent
 from adapters.runtime import Runtime
@@ -100,7 +102,9 @@ async def enqueue_graph(request: web.Request) -> web.Response:
 async def get_task(request: web.Request) -> web.Response:
     ctx = context_of(request)
     task, events = await ctx.run(load_task, ctx.runtime, bodies.path_task_id(request))
-    return json_response(task_json(task, events))
+    view = task_json(task, events)
+    view.update(progress=progress_json(task), workflow=workflow_json(task))
+    return json_response(view)
 
 
 async def list_tasks(request: web.Request) -> web.Response:
@@ -150,6 +154,22 @@ async def cancel_task(request: web.Request) -> web.Response:
     return json_response(task_json(*await ctx.run(load_task, ctx.runtime, task_id)))
 
 
+async def signal_task(request: web.Request) -> web.Response:
+    """Deliver a named signal (an approval, an input) to a task waiting for it."""
+    ctx = context_of(request)
+    task_id = bodies.path_task_id(request)
+    body = bodies.validated(await bodies.read_json(request), schemas.SIGNAL_REQUEST, "the body")
+    requester = requester_of(request)
+    await ctx.run(load_task, ctx.runtime, task_id)  # 404 for an unknown task
+    await ctx.run(
+        ctx.runtime.ledger.signal, task_id, body["name"], body.get("data"), requester
+    )
+    task, events = await ctx.run(load_task, ctx.runtime, task_id)
+    view = task_json(task, events)
+    view.update(progress=progress_json(task), workflow=workflow_json(task))
+    return json_response(view)
+
+
 async def retry_task(request: web.Request) -> web.Response:
     ctx = context_of(request)
     task_id = bodies.path_task_id(request)
@@ -166,7 +186,7 @@ async def task_graph(request: web.Request) -> web.Response:
     task_id = bodies.query_uuid(request, "task")
     if task_id is None:
         raise InvalidQuery("name a task: /v1/graph?task=ID")
-    await ctx.run(load_task, ctx.runtime, task_id)  # 404 for an unknown task
+    task, _ = await ctx.run(load_task, ctx.runtime, task_id)  # 404 for an unknown task
     graph = await ctx.run(task_queries.task_graph, ctx.runtime.store, task_id)
     nodes = [
         {
@@ -185,7 +205,15 @@ async def task_graph(request: web.Request) -> web.Response:
     ]
     edges = [{"from": e["parent"], "to": e["child"]} for e in graph.edges]
     return json_response(
-        {"task_id": task_id, "nodes": nodes, "edges": edges, "truncated": graph.truncated}
+        {
+            "task_id": task_id,
+            "nodes": nodes,
+            "edges": edges,
+            "truncated": graph.truncated,
+            # The run-time tree (children spawned by an attempt), from the log.
+            "parent_id": task.parent_id,
+            "children": list(task.children),
+        }
     )
 
 
@@ -227,6 +255,7 @@ def routes() -> list[web.RouteDef]:
         web.get("/v1/tasks/{task_id}/history", task_history, name="tasks.history"),
         web.post("/v1/tasks/{task_id}/cancel", cancel_task, name="tasks.cancel"),
         web.post("/v1/tasks/{task_id}/retry", retry_task, name="tasks.retry"),
+        web.post("/v1/tasks/{task_id}/signal", signal_task, name="tasks.signal"),
         web.get("/v1/graph", task_graph, name="graph.get"),
         web.get("/v1/ready", ready_set, name="ready.list"),
     ]

@@ -16,7 +16,13 @@ MAX_WAIT_SECONDS = 60.0  # ?wait= of an enqueue; a server may cap it lower
 MAX_ATTEMPTS = 1000
 MAX_TAGS = 50
 MAX_DEPENDENCIES = 10_000
-TIMEOUT_KINDS = ("schedule_to_start", "start_to_close", "heartbeat", "schedule_to_close")
+TIMEOUT_KINDS = (
+    "schedule_to_start",
+    "start_to_close",
+    "heartbeat",
+    "schedule_to_close",
+    "signal_wait",
+)
 
 Schema = dict[str, Any]
 
@@ -70,6 +76,14 @@ TASK_SUBMISSION: Schema = {
         "max_attempts": {"type": "integer", "minimum": 1, "maximum": MAX_ATTEMPTS},
         "adapter": {**NAME, "description": "ad-hoc task: the adapter to run it (admin only)"},
         "adapter_settings": {"type": "object", "description": "ad-hoc task: adapter settings"},
+        "inputs": {
+            "description": "dependencies whose results the task takes: true (all, by ref or "
+            "id), false, or an object input name -> ref or id (default: the type's inputs)",
+            "anyOf": [
+                {"type": "boolean"},
+                {"type": "object", "additionalProperties": {"type": "string"}},
+            ],
+        },
     },
 }
 
@@ -91,6 +105,14 @@ GRAPH_TASK: Schema = {
         "priority": {"type": "integer", "minimum": -1000, "maximum": 1000},
         "lane": SHORT_TEXT,
         "tags": TAGS,
+        "inputs": {
+            "description": "dependencies whose results the task takes: true (all, by ref), "
+            "false, or an object input name -> ref (default: the type's inputs)",
+            "anyOf": [
+                {"type": "boolean"},
+                {"type": "object", "additionalProperties": {"type": "string"}},
+            ],
+        },
     },
 }
 
@@ -100,6 +122,16 @@ GRAPH_SUBMISSION: Schema = {
     "additionalProperties": False,
     "properties": {
         "tasks": {"type": "array", "minItems": 1, "maxItems": MAX_GRAPH_TASKS, "items": GRAPH_TASK}
+    },
+}
+
+SIGNAL_REQUEST: Schema = {
+    "type": "object",
+    "required": ["name"],
+    "additionalProperties": False,
+    "properties": {
+        "name": {**NAME, "description": "the signal the task waits for (e.g. approval)"},
+        "data": {"description": "any JSON the task's code will see (at most 64 KiB)"},
     },
 }
 

@@ -18,6 +18,7 @@ starts after the locks are held, so it sees every claim committed before it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import threading
@@ -25,7 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import psycopg
 from eventsourcing.persistence import IntegrityError
@@ -36,11 +37,15 @@ from adapters.postgres.event_store import EventStore
 from adapters.postgres.inline_unblock import InlineUnblock
 from adapters.postgres.recorder import Statement
 from adapters.postgres.running import RunningTables, StartedAttempt
-from domain.execution import AttemptOutcome, ClaimedAttempt
+from domain.children import notify_parents, plan_children, spawn_of
+from domain.errors import LedgerError
+from domain.execution import AttemptOutcome, ClaimedAttempt, Success
+from domain.inputs import resolve_inputs
 from domain.outcomes import record_result, record_timeout
 from domain.registry import Registry
 from domain.task import Task, TaskState
 from domain.timeouts import TimeoutKind, Timeouts
+from processors.worker import ProgressNote
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +161,27 @@ class PostgresDispatch:
                     started += more
         with self._started_lock:
             self._started.update((start.task.id, start.task) for start in started)
-        return [_claimed(start) for start in started]
+        return self._with_inputs([_claimed(start) for start in started], started)
+
+    def _with_inputs(
+        self, claimed: list[ClaimedAttempt], started: list[_Start]
+    ) -> list[ClaimedAttempt]:
+        """Resolve the inputs of the attempts whose tasks take their dependencies' results,
+        from the dependencies folded from the log (only for those: others cost nothing)."""
+        wanted = {dep for s in started if s.task.inputs for dep in s.task.inputs.values()}
+        if not wanted:
+            return claimed
+        dependencies = self.store.load_many(sorted(wanted))
+        limit = self.registry.workflows.max_input_bytes
+        resolved = {
+            s.task.id: resolve_inputs(s.task.inputs, dependencies, limit)
+            for s in started
+            if s.task.inputs
+        }
+        return [
+            _with(c, *resolved[c.task_id]) if c.task_id in resolved else c
+            for c in claimed
+        ]
 
     def _start_due(
         self, cur: psycopg.Cursor[Any], queues: list[str], limit: int, worker: str
@@ -282,24 +307,57 @@ class PostgresDispatch:
                 record_timeout(task, TimeoutKind.START_TO_CLOSE, now, self.jitter())
             else:
                 assert outcome.result is not None
-                record_result(task, outcome.attempt, outcome.result, now, self.jitter())
+                children = self._spawned(task, outcome, now)
+                if children is None:
+                    record_result(task, outcome.attempt, outcome.result, now, self.jitter())
+                tasks.extend(children or ())
             tasks.append(task)
+        tasks.extend(notify_parents(tasks, self.store.load_many))
         return tasks
+
+    def _spawned(self, task: Task, outcome: AttemptOutcome, now: datetime) -> list[Task] | None:
+        """The children a success spawns (its parent's events pending), or None when it
+        spawns none; children refused fail the parent (``ChildrenRefused``, not retried)."""
+        success = outcome.result
+        if not isinstance(success, Success):
+            return None
+        try:
+            spawn = spawn_of(success)
+            if spawn is None:
+                return None
+            children = plan_children(self.registry, task, spawn, now, uuid4)
+        except LedgerError as error:
+            task.fail(outcome.attempt, "ChildrenRefused", str(error), retryable=False)
+            return []
+        task.spawn_children(
+            outcome.attempt,
+            [child.id for child in children],
+            spawn.wait,
+            spawn.on_child_failure,
+            success.result,
+            success.details,
+        )
+        return children
 
     # -- leases and workers -------------------------------------------------------------
 
-    def renew(self, worker: str, held: Sequence[UUID]) -> set[UUID]:
-        """Extend the leases of ``worker``'s attempts; return those it still holds."""
+    def renew(
+        self, worker: str, held: Sequence[UUID], progress: Sequence[ProgressNote] = ()
+    ) -> set[UUID]:
+        """Extend the leases of ``worker``'s attempts; return those it still holds.
+        ``progress`` (what task code reported, already coalesced by the worker) becomes a
+        ``TaskHeartbeat`` per attempt still held, with its new lease."""
         with self.store.transaction() as cur:
             cur.execute(
                 sql.SQL(
                     "UPDATE {} SET lease_expires_at = "
                     "now() + heartbeat_seconds * interval '1 second' "
-                    "WHERE worker = %s AND task_id = ANY(%s) RETURNING task_id"
+                    "WHERE worker = %s AND task_id = ANY(%s) RETURNING task_id, lease_expires_at"
                 ).format(self.tables.running),
                 (worker, list(held)),
             )
-            kept = {row["task_id"] for row in cur.fetchall()}
+            leases = {row["task_id"]: row["lease_expires_at"] for row in cur.fetchall()}
+            kept = set(leases)
             cur.execute(
                 sql.SQL("UPDATE {} SET last_seen = now() WHERE worker = %s").format(
                     self.tables.workers
@@ -309,7 +367,27 @@ class PostgresDispatch:
         with self._started_lock:  # attempts ended elsewhere (cancel, watchdog) leave the cache
             for task_id in [t for t in self._started if t not in kept]:
                 del self._started[task_id]
+        notes = [note for note in progress if note.task_id in leases]
+        if notes:
+            self._heartbeats(notes, leases)
         return kept
+
+    def _heartbeats(self, notes: Sequence[ProgressNote], leases: dict[UUID, datetime]) -> None:
+        """One ``TaskHeartbeat`` per note whose attempt still runs; one that meets a
+        concurrent write (its outcome, a cancel) is dropped: the next note carries on."""
+        with self._started_lock:  # their cached versions are about to be stale
+            for note in notes:
+                self._started.pop(note.task_id, None)
+        loaded = self.store.load_many([note.task_id for note in notes])
+        for note in notes:
+            task = loaded.get(note.task_id)
+            if task is None or task.state is not TaskState.RUNNING or task.attempts != note.attempt:
+                continue
+            task.heartbeat(note.attempt, leases[note.task_id], note.progress, note.message)
+            try:
+                self.store.save(task)
+            except IntegrityError:
+                log.debug("heartbeat of %s met a concurrent write; dropped", note.task_id)
 
     def register_worker(
         self, worker: str, host: str, pid: int, queues: Sequence[str], concurrency: int
@@ -337,6 +415,10 @@ class PostgresDispatch:
             )
             row = cur.fetchone()
         return row["due"] if row else None
+
+
+def _with(claimed: ClaimedAttempt, inputs: Any, refused: Any) -> ClaimedAttempt:
+    return dataclasses.replace(claimed, inputs=inputs, refused=refused)
 
 
 def _claimed(start: _Start) -> ClaimedAttempt:

@@ -4,7 +4,12 @@
 - start_to_close: a running attempt past its deadline that its own worker did not end
   (the worker normally records this itself; this is the backstop, after a grace period);
 - schedule_to_start: a ready task not started in time;
-- schedule_to_close: a task past its overall deadline, whatever it is doing.
+- schedule_to_close: a task past its overall deadline, whatever it is doing;
+- signal_wait: a task still waiting for a signal its type needs, longer than allowed (from
+  the task view: when it began to wait, and its timeouts).
+
+A task that ends here and is an awaited child tells its parent in the same save
+(``domain/children.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from psycopg import sql
 from adapters.postgres.event_store import EventStore
 from adapters.postgres.recorder import Statement
 from adapters.postgres.running import RunningTables
+from domain.children import notify_parents
 from domain.outcomes import record_timeout
 from domain.task import TaskState
 from domain.timeouts import TimeoutKind
@@ -49,6 +55,7 @@ class PostgresTimeouts:
         self.jitter = jitter
         self.tables = RunningTables(store.schema)
         self.nodes = sql.Identifier(store.schema, "readiness_nodes")
+        self.view = sql.Identifier(store.schema, "task_view")
 
     def fired(self, limit: int = 200) -> list[FiredTimeout]:
         queries = (
@@ -73,12 +80,22 @@ class PostgresTimeouts:
                 "SELECT task_id, NULL AS attempt FROM {nodes} WHERE deadline < now() "
                 "AND state IN ('blocked', 'scheduled', 'ready', 'running') LIMIT %s",
             ),
+            (
+                TimeoutKind.SIGNAL_WAIT,
+                "SELECT task_id, NULL AS attempt FROM {view} WHERE state = 'waiting' "
+                "AND signal_wait_since IS NOT NULL AND timeouts ? 'signal_wait' "
+                "AND signal_wait_since + (timeouts->>'signal_wait')::float8 * interval '1 second'"
+                " < now() LIMIT %s",
+            ),
         )
         fired: dict[UUID, FiredTimeout] = {}
         with self.store.transaction() as cur:
             for kind, query in reversed(queries):  # the broadest kind wins for a task
                 cur.execute(
-                    sql.SQL(query).format(running=self.tables.running, nodes=self.nodes), (limit,)
+                    sql.SQL(query).format(
+                        running=self.tables.running, nodes=self.nodes, view=self.view
+                    ),
+                    (limit,),
                 )
                 for row in cur.fetchall():
                     fired.setdefault(
@@ -109,10 +126,15 @@ class PostgresTimeouts:
             and task.state not in (TaskState.READY, TaskState.SCHEDULED)
         ):
             return 0
+        if timeout.kind is TimeoutKind.SIGNAL_WAIT and not (
+            task.state is TaskState.WAITING and task.awaited_signals
+        ):
+            return 0  # the signal came meanwhile
         record_timeout(task, timeout.kind, self.clock(), self.jitter())
         inline: list[Statement] = []
         if running:
             inline = [self.tables.attempt_ended(task.id), self.tables.cancel_notice(task.id)]
-        self.store.save(task, inline=inline)
+        parents = notify_parents([task], self.store.load_many)
+        self.store.save(task, *parents, inline=inline)
         log.info("task %s timed out (%s)", task.id, timeout.kind.value)
         return 1

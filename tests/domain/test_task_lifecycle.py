@@ -75,6 +75,9 @@ def brought_to(state: str) -> Task:
     elif state == "cancelled":
         task = enqueue()
         task.cancel(by="alice")
+    elif state == "waiting":  # an attempt that spawned a child to wait for
+        task = brought_to("running")
+        task.spawn_children(1, [UNFINISHED_DEPENDENCY], True, "fail", None, {})
     else:  # pragma: no cover - a typo in a test
         raise ValueError(state)
     assert task.state is TaskState(state)
@@ -535,10 +538,10 @@ ALLOWED_FROM = {
     "time out start_to_close": {"running"},
     "time out heartbeat": {"running"},
     "time out schedule_to_start": {"scheduled", "ready"},
-    "time out schedule_to_close": {"blocked", "scheduled", "ready", "running"},
+    "time out schedule_to_close": {"blocked", "scheduled", "ready", "running", "waiting"},
     "schedule retry": {"failed"},
     "retry manually": {"failed", "cancelled", "skipped"},
-    "cancel": {"blocked", "scheduled", "ready", "running"},
+    "cancel": {"blocked", "scheduled", "ready", "running", "waiting"},
 }
 
 STATES = [state.value for state in TaskState]

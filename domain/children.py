@@ -1,0 +1,145 @@
+"""Children spawned at run time, and the fan-in that decides a waiting parent.
+
+An attempt spawns children in one of two ways: a python callable through its context
+(``Success.spawn``), or any adapter through its result's shape::
+
+    {"children": [{"type": "square", "args": {"n": 3}}, ...], "wait": true,
+     "on_child_failure": "fail"}
+
+(the result itself, or its ``json`` member: a shell or docker command's stdout, an HTTP
+response's body). Each child is a submission like any other (``plan_tasks``: the type's
+schema, the roles of the parent's requester, queues, limits), plus the workflow limits
+(children per attempt, depth). The children carry the parent's id and depth.
+
+When a child ends (succeeded, failed for good, cancelled, skipped, timed out), the same
+transaction appends ``TaskChildEnded`` to its waiting parent (``notify_parents``); the last
+one decides the parent (``Task.child_ended``). Two children ending at once write the same
+parent, so one of them meets a version conflict and is recorded again: none is lost.
+Pure: the caller supplies the registry, clock and ids, and saves what comes back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from domain.errors import InvalidSubmission
+from domain.execution import Spawn, Success
+from domain.registry import Registry
+from domain.submission import Requester, SubmissionContext, TaskRequest, plan_tasks
+from domain.task import Task, TaskState
+
+ON_CHILD_FAILURE = ("fail", "ignore")
+_CHILD_KEYS = {"ref", "type", "args", "depends_on", "queue", "priority", "lane", "tags", "inputs"}
+
+
+def spawn_of(success: Success) -> Spawn | None:
+    """The children an attempt's success asks for, or None. Raises ``InvalidSubmission``
+    when the result has a ``children`` member of the wrong shape."""
+    if success.spawn is not None:
+        return success.spawn
+    result = success.result
+    if (
+        isinstance(result, dict)
+        and "children" not in result
+        and isinstance(result.get("json"), dict)
+    ):
+        result = result["json"]
+    if not isinstance(result, dict) or "children" not in result:
+        return None
+    children = result["children"]
+    if not isinstance(children, list) or not all(isinstance(c, dict) for c in children):
+        raise InvalidSubmission("children must be an array of task objects")
+    wait = result.get("wait", False)
+    policy = result.get("on_child_failure", "fail")
+    if not isinstance(wait, bool):
+        raise InvalidSubmission("wait must be true or false")
+    if policy not in ON_CHILD_FAILURE:
+        raise InvalidSubmission(f"on_child_failure must be one of {', '.join(ON_CHILD_FAILURE)}")
+    return Spawn(tuple(children), wait, policy)
+
+
+def child_requests(children: Iterable[Mapping[str, Any]]) -> list[TaskRequest]:
+    """Task requests from the children's JSON objects (refs and depends_on among siblings)."""
+    requests = []
+    for index, item in enumerate(children):
+        if not isinstance(item.get("type"), str):
+            raise InvalidSubmission(f'children[{index}] must be an object with a "type"')
+        unknown = set(item) - _CHILD_KEYS
+        if unknown:
+            raise InvalidSubmission(f"children[{index}]: unknown field {sorted(unknown)[0]!r}")
+        depends_on = item.get("depends_on", [])
+        tags = item.get("tags", [])
+        if not isinstance(depends_on, list) or not isinstance(tags, list):
+            raise InvalidSubmission(f"children[{index}]: depends_on and tags must be arrays")
+        requests.append(
+            TaskRequest(
+                type_name=item["type"],
+                args=item.get("args", {}),
+                ref=item.get("ref"),
+                depends_on=tuple(depends_on),
+                queue=item.get("queue"),
+                priority=item.get("priority"),
+                lane=item.get("lane"),
+                tags=tuple(tags),
+                inputs=item.get("inputs"),
+            )
+        )
+    return requests
+
+
+def plan_children(
+    registry: Registry,
+    parent: Task,
+    spawn: Spawn,
+    now: datetime,
+    new_id: Callable[[], UUID],
+) -> list[Task]:
+    """The children as new tasks, checked as the parent's requester would submit them.
+    Raises a ``LedgerError`` (``InvalidSubmission``, ``Forbidden``, ...) if any is refused."""
+    limits = registry.workflows
+    if len(spawn.children) > limits.max_children:
+        raise InvalidSubmission(
+            f"{len(spawn.children)} children, more than the {limits.max_children} allowed"
+        )
+    if parent.depth + 1 > limits.max_depth:
+        raise InvalidSubmission(
+            f"a child would be at depth {parent.depth + 1}, deeper than the "
+            f"{limits.max_depth} allowed"
+        )
+    if not spawn.children:
+        return []
+    context = SubmissionContext(
+        registry=registry,
+        requester=Requester(parent.principal, parent.role),
+        now=now,
+        new_id=new_id,
+        parent_id=parent.id,
+        depth=parent.depth + 1,
+    )
+    # Children may depend on siblings (refs) only: no stored task is known to them.
+    return plan_tasks(context, child_requests(spawn.children), {}, graph_id=parent.graph_id)
+
+
+def notify_parents(
+    ended: Iterable[Task], load: Callable[[list[UUID]], Mapping[UUID, Task]]
+) -> list[Task]:
+    """``TaskChildEnded`` (and the parent's outcome when it was the last) for every ended
+    child of a waiting parent; returns the parents with new events, to save with them."""
+    children = [t for t in ended if t.parent_id is not None and t.state.is_terminal]
+    if not children:
+        return []
+    parents = dict(load(sorted({c.parent_id for c in children if c.parent_id is not None})))
+    changed: dict[UUID, Task] = {}
+    for child in children:
+        parent = parents.get(child.parent_id)  # type: ignore[arg-type]
+        if parent is None or parent.state is not TaskState.WAITING:
+            continue
+        before = len(parent.pending_events)
+        result = child.result if child.state is TaskState.SUCCEEDED else None
+        parent.child_ended(child.id, child.state, result)
+        if len(parent.pending_events) > before:
+            changed[parent.id] = parent
+    return list(changed.values())
