@@ -120,7 +120,14 @@ def settings_check(
 
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-_LEDGER_KEYS = {"database_url", "nats_url", "schema"}
+_LEDGER_KEYS = {
+    "database_url",
+    "nats_url",
+    "schema",
+    "read_database_url",
+    "read_max_lag",
+    "password_file",
+}
 
 
 def _ledger_section(section: Any) -> dict[str, str]:

@@ -16,6 +16,10 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
 
 BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -29,17 +33,54 @@ def free_port() -> int:
 class PrivatePostgres:
     """One cluster in its own directory; ``start`` / ``stop`` as often as needed."""
 
-    def __init__(self) -> None:
+    def __init__(self, password: str | None = None, primary: PrivatePostgres | None = None):
+        """A new cluster (with ``password``: connections over TCP need it, scram-sha-256),
+        or, with ``primary``, a streaming replica of that started cluster
+        (``pg_basebackup -R``; a hot standby, read-only until ``promote``)."""
         self.root = Path(tempfile.mkdtemp(prefix="ledger-private-pg-"))
         self.data = self.root / "data"
         self.port = free_port()
         self._as_postgres = os.geteuid() == 0
         if self._as_postgres:
             shutil.chown(self.root, "postgres", "postgres")
+        if primary is not None:
+            self._run(
+                "pg_basebackup", "-D", str(self.data), "-h", "127.0.0.1",
+                "-p", str(primary.port), "-U", "postgres", "-R", "-X", "stream", "-c", "fast",
+            )  # fmt: skip
+            return
         self._run(
             "initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync",
             "-E", "UTF8",
         )  # fmt: skip
+        if password is not None:
+            self._require_password(password)
+
+    def _require_password(self, password: str) -> None:
+        """Set the superuser's password and ask it of every TCP connection."""
+        self.start()
+        try:
+            with psycopg.connect(self.url, autocommit=True) as conn:
+                conn.execute(
+                    sql.SQL("ALTER ROLE postgres PASSWORD {}").format(sql.Literal(password))
+                )
+        finally:
+            self.stop("fast")
+        hba = self.data / "pg_hba.conf"
+        lines = hba.read_text().splitlines()
+        rules = [line.replace("trust", "scram-sha-256") if line.startswith("host") else line
+                 for line in lines]  # fmt: skip
+        hba.write_text("\n".join(rules) + "\n")
+
+    def promote(self) -> None:
+        """Make this replica a primary (its primary stopped: a failover)."""
+        self._run("pg_ctl", "promote", "-D", str(self.data), "-w")
+
+    def execute(self, statement: str) -> list[tuple[Any, ...]]:
+        """Run one statement as the superuser (e.g. ``SELECT pg_wal_replay_pause()``)."""
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            cursor = conn.execute(statement)
+            return cursor.fetchall() if cursor.description else []
 
     @property
     def url(self) -> str:
@@ -80,9 +121,9 @@ class PrivatePostgres:
 
 
 @contextmanager
-def private_postgres() -> Iterator[PrivatePostgres]:
+def private_postgres(password: str | None = None) -> Iterator[PrivatePostgres]:
     """A started private cluster, stopped and removed afterwards."""
-    server = PrivatePostgres()
+    server = PrivatePostgres(password)
     try:
         server.start()
         yield server

@@ -1,7 +1,8 @@
 """The event store's connection pool, tuned for outages: give up in time, come back fast.
 
 The eventsourcing library's ``PostgresDatastore`` builds a psycopg pool; ``use_ledger_pool``
-replaces it (before first use, same sizes and setup) by a ``LedgerPool`` that
+(called by ``LedgerPostgresFactory``, the library's factory for the ledger) replaces it
+(before first use, same sizes and setup) by a ``LedgerPool`` that
 
 - waits for a connection no longer than the current call's deadline (``adapters/deadlines``)
   and then raises ``NoConnectionInTime`` instead of the pool's own timeout, so the thread
@@ -12,7 +13,9 @@ replaces it (before first use, same sizes and setup) by a ``LedgerPool`` that
 - retries a lost connection every ``RECONNECT_DELAY_MAX`` seconds at most (psycopg's own
   back-off doubles up to minutes);
 - connects with a short ``connect_timeout`` and TCP keep-alives, so neither a connect nor a
-  statement (a ``COMMIT`` among them) waits for ever on a peer that went silent.
+  statement (a ``COMMIT`` among them) waits for ever on a peer that went silent;
+- connects with the operator's whole connection string (TLS, several hosts with
+  ``target_session_attrs``, ...), those options only where it sets none of its own.
 """
 
 from __future__ import annotations
@@ -23,14 +26,17 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
-from eventsourcing.postgres import ConnectionPool, PostgresDatastore
+from eventsourcing.persistence import Environment
+from eventsourcing.postgres import ConnectionPool, PostgresDatastore, PostgresFactory
 from psycopg_pool import PoolClosed
 from psycopg_pool.pool import AddConnection
 
 from adapters.deadlines import NoConnectionInTime, current_deadline
+from adapters.postgres.conninfo import connection_kwargs
 
 CONNECT_TIMEOUT = 2  # seconds for libpq to connect (its smallest useful value)
 POOL_WAIT = 10.0  # seconds a caller without a deadline waits for a connection
+CONNINFO_KEY = "POSTGRES_CONNINFO"  # the library setting holding the whole connection string
 RECONNECT_DELAY_MAX = 0.25  # seconds between two attempts to replace a lost connection
 CONNECTION_OPTIONS: dict[str, Any] = {
     "connect_timeout": CONNECT_TIMEOUT,
@@ -78,13 +84,16 @@ class LedgerPool(ConnectionPool[Any]):
         super().schedule_task(task, delay)
 
 
-def use_ledger_pool(datastore: PostgresDatastore) -> None:
-    """Give ``datastore`` a ``LedgerPool`` in place of the pool it built (not yet used)."""
+def use_ledger_pool(datastore: PostgresDatastore, conninfo: str) -> None:
+    """Give ``datastore`` a ``LedgerPool`` in place of the pool it built (not yet used),
+    connecting with every parameter of the operator's ``conninfo`` (the library's own
+    settings hold only five of them); ``CONNECTION_OPTIONS`` fill in what it leaves out."""
     old = datastore.pool
     holder: list[weakref.ref[LedgerPool]] = []
+    row_factory = (old.kwargs or {}).get("row_factory")
     pool = LedgerPool(
         connection_class=old.connection_class,
-        kwargs={**(old.kwargs or {}), **CONNECTION_OPTIONS},
+        kwargs={**connection_kwargs(conninfo, CONNECTION_OPTIONS), "row_factory": row_factory},
         min_size=old.min_size,
         max_size=old.max_size,
         open=False,
@@ -98,6 +107,16 @@ def use_ledger_pool(datastore: PostgresDatastore) -> None:
     holder.append(weakref.ref(pool))
     old.close()
     datastore.pool = pool
+
+
+class LedgerPostgresFactory(PostgresFactory):
+    """The library's Postgres factory, whose datastore gets a ``LedgerPool`` on the whole
+    connection string (``CONNINFO_KEY``) before its first connection (the recorder
+    connects at construction)."""
+
+    def __init__(self, env: Environment):
+        super().__init__(env)
+        use_ledger_pool(self.datastore, self.env.get(CONNINFO_KEY) or "")
 
 
 def _check_on_checkout(holder: list[weakref.ref[LedgerPool]]) -> Callable[[Any], None]:

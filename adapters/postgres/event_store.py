@@ -32,7 +32,7 @@ from psycopg import pq, sql
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.composite import register_composite
 
-from adapters.postgres.connection_pool import use_ledger_pool
+from adapters.postgres.connection_pool import CONNINFO_KEY
 from adapters.postgres.dispatch_queue import DispatchQueue, change_of
 from adapters.postgres.group_commit import GroupCommit, SaveUnit
 from adapters.postgres.log_horizon import EVENTS_TABLE, horizon_statement
@@ -67,10 +67,15 @@ class RecordedEvent:
 def eventsourcing_env(
     database_url: str, schema: str, *, create_table: bool, pool_size: int
 ) -> dict[str, str]:
-    """The library's settings for a database URL (any libpq URL or key=value string)."""
+    """The library's settings for a database URL (any libpq URL or key=value string).
+
+    The library keeps only five parameters: they name the database in its settings, but its
+    factory (``LedgerPostgresFactory``) gives it a pool that connects with the whole URL
+    (``POSTGRES_CONNINFO``) before its first connection."""
     params = psycopg.conninfo.conninfo_to_dict(database_url)
     return {
-        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "PERSISTENCE_MODULE": "adapters.postgres.connection_pool:LedgerPostgresFactory",
+        CONNINFO_KEY: database_url,
         "POSTGRES_DBNAME": str(params.get("dbname") or params.get("user") or "postgres"),
         "POSTGRES_HOST": str(params.get("host") or "127.0.0.1"),
         "POSTGRES_PORT": str(params.get("port") or "5432"),
@@ -102,7 +107,6 @@ class EventStore:
         recorder = self.app.recorder
         assert isinstance(recorder, LedgerRecorder)
         self.recorder = recorder
-        use_ledger_pool(recorder.datastore)  # deadlines, quick reconnection
         self.table = sql.Identifier(schema, EVENTS_TABLE)
         self.dispatch_queue = DispatchQueue(schema)
         self._sql_load_many = (

@@ -1,0 +1,172 @@
+"""Connections as operators write them: every parameter of the URL reaches the event
+store's pool, the password may come from a file or libpq's ``PGPASSWORD``, and a URL is
+only ever shown with its password hidden."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from uuid import uuid4
+
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+
+from adapters.cli.main import main
+from adapters.config_file import DEFAULT_REGISTRY
+from adapters.postgres.conninfo import redact
+from adapters.runtime import open_runtime
+from adapters.settings import load_settings
+from domain.errors import ConfigError
+from domain.submission import TaskRequest
+from tests.private_postgres import PrivatePostgres, private_postgres
+
+PASSWORD = "s3cret-Pw-9f2"
+
+
+@pytest.fixture(scope="module")
+def guarded() -> Iterator[PrivatePostgres]:
+    """A private cluster asking a password of every TCP connection."""
+    with private_postgres(password=PASSWORD) as server:
+        yield server
+
+
+@pytest.fixture
+def guarded_env(guarded: PrivatePostgres, monkeypatch: pytest.MonkeyPatch) -> PrivatePostgres:
+    monkeypatch.setenv("LEDGER_DATABASE_URL", guarded.url)  # no password in it
+    monkeypatch.setenv("LEDGER_SCHEMA", f"test_{uuid4().hex[:16]}")
+    for name in ("LEDGER_CONFIG", "PGPASSWORD", "PGPASSFILE", "LEDGER_READ_DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PGPASSFILE", "/nonexistent")  # not the machine's ~/.pgpass
+    return guarded
+
+
+def enqueue_and_read_back() -> str:
+    """Open the runtime, enqueue a task, read it back through the pool; the task id."""
+    runtime = open_runtime(pool_size=1)
+    try:
+        task = runtime.ledger.enqueue(TaskRequest(type_name="echo", args={"n": 1}))
+        runtime.catch_up()
+        with runtime.store.transaction() as cur:
+            row = cur.execute(
+                f'SELECT task_id FROM "{runtime.settings.schema}".task_view'
+            ).fetchone()
+        assert row is not None and row["task_id"] == task.id
+        return str(task.id)
+    finally:
+        runtime.close()
+
+
+def test_every_parameter_of_the_url_reaches_the_event_store_pool(
+    ledger_env: None, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = f"ledger-{uuid4().hex[:8]}"
+    url = make_conninfo(
+        database_url, application_name=name, options="-c statement_timeout=4321", sslmode="disable"
+    )
+    monkeypatch.setenv("LEDGER_DATABASE_URL", url)
+    runtime = open_runtime(pool_size=1)
+    try:
+        with runtime.store.transaction() as cur:
+            shown = cur.execute(
+                "SELECT current_setting('application_name') AS name, "
+                "current_setting('statement_timeout') AS timeout"
+            ).fetchone()
+        assert shown == {"name": name, "timeout": "4321ms"}
+    finally:
+        runtime.close()
+
+
+def test_the_password_comes_from_the_password_file(
+    guarded_env: PrivatePostgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = tmp_path / "db-password"
+    secret.write_text(PASSWORD + "\n")
+    monkeypatch.setenv("LEDGER_DATABASE_PASSWORD_FILE", str(secret))
+    enqueue_and_read_back()
+
+
+def test_the_password_file_may_be_named_in_the_config_file(
+    guarded_env: PrivatePostgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = tmp_path / "db-password"
+    secret.write_text(PASSWORD)
+    config = tmp_path / "ledger.toml"
+    registry = DEFAULT_REGISTRY.read_text()
+    config.write_text(registry.replace("[ledger]\n", f'[ledger]\npassword_file = "{secret}"\n'))
+    monkeypatch.setenv("LEDGER_CONFIG", str(config))
+    enqueue_and_read_back()
+
+
+def test_libpq_pgpassword_reaches_the_event_store(
+    guarded_env: PrivatePostgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PGPASSWORD", PASSWORD)
+    enqueue_and_read_back()
+
+
+def test_without_a_password_the_guarded_database_refuses_and_nothing_is_shown(
+    guarded_env: PrivatePostgres,
+) -> None:
+    with pytest.raises(psycopg.OperationalError, match="password"):
+        open_runtime(pool_size=1)
+
+
+def test_an_unreadable_password_file_is_refused_naming_it(
+    guarded_env: PrivatePostgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = tmp_path / "no-such-file"
+    monkeypatch.setenv("LEDGER_DATABASE_PASSWORD_FILE", str(missing))
+    with pytest.raises(ConfigError, match="cannot read the password file") as refused:
+        load_settings()
+    assert str(missing) in str(refused.value)
+
+
+def test_an_empty_password_file_is_refused(
+    guarded_env: PrivatePostgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    empty = tmp_path / "empty"
+    empty.write_text("")
+    monkeypatch.setenv("LEDGER_DATABASE_PASSWORD_FILE", str(empty))
+    with pytest.raises(ConfigError, match="is empty"):
+        load_settings()
+
+
+@pytest.mark.parametrize("variable", ["LEDGER_DATABASE_URL", "LEDGER_READ_DATABASE_URL"])
+def test_a_malformed_url_is_refused_with_its_password_hidden(
+    ledger_env: None,
+    variable: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv(variable, f"postgresql://ops:{PASSWORD}@127.0.0.1:5432/test?bogus=1")
+    with pytest.raises(ConfigError, match="not a valid PostgreSQL connection string") as refused:
+        load_settings()
+    assert PASSWORD not in str(refused.value)
+    assert variable in str(refused.value)
+    assert main(["tasks"]) == 2
+    captured = capsys.readouterr()
+    assert "not a valid PostgreSQL connection string" in captured.err
+    assert PASSWORD not in captured.out + captured.err
+
+
+def test_a_wrong_read_max_lag_is_refused(ledger_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LEDGER_READ_MAX_LAG", "-3s")
+    with pytest.raises(ConfigError, match="LEDGER_READ_MAX_LAG"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        f"postgresql://ops:{PASSWORD}@db.example:5432/ledger?sslmode=verify-full",
+        f"postgres://ops@db.example/ledger?password={PASSWORD}&sslmode=require",
+        f"host=a,b port=5432,5433 password={PASSWORD} target_session_attrs=read-write",
+        f"host=a password='{PASSWORD} x' dbname=ledger",
+    ],
+)
+def test_redact_hides_the_password_and_keeps_the_rest(written: str) -> None:
+    shown = redact(f"could not connect with {written} today")
+    assert PASSWORD not in shown
+    assert "***" in shown
+    assert shown.endswith(" today")
