@@ -10,58 +10,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from datetime import datetime, timedelta
-from typing import Any
-from uuid import UUID
 
 from rich.table import Table
 
 from adapters.cli import render
+from adapters.cli.parsers import add_audit_parser as add_audit_parser  # re-exported
 from adapters.ledger import utc_now
 from adapters.postgres.audit import AuditEntry, AuditFilter, audit_events, verify_chain
 from adapters.runtime import Runtime
 from domain.durations import parse_duration
 from domain.errors import ConfigError, InvalidQuery
 from projections.audit_chain import AuditChain
-
-EPILOG = """\
-examples:
-  ledger audit verify
-  ledger audit log --task 0b9c...
-  ledger audit log --principal alice --since 1d
-  ledger audit log --type TaskCancelled,TaskRetryScheduled --since 2026-01-01T00:00:00+00:00
-"""
-
-
-def add_audit_parser(commands: Any) -> argparse.ArgumentParser:
-    """Add ``audit`` (with ``verify`` and ``log``) to the ``ledger`` sub-commands."""
-    audit = commands.add_parser(
-        "audit",
-        help="verify the log's hash chain; review who did what, when",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    actions = audit.add_subparsers(dest="action", required=True, metavar="ACTION")
-    verify = actions.add_parser(
-        "verify", help="check the log against the chain: ok (exit 0) or where it was altered (1)"
-    )
-    verify.add_argument("--json", action="store_true")
-    log = actions.add_parser("log", help="the event log with who / what / when, oldest first")
-    log.add_argument("--task", type=_uuid, help="one task's history")
-    log.add_argument("--principal", help="on whose authority (enqueuer, canceller, ...)")
-    log.add_argument("--actor", help="who acted (a principal, a worker id, or 'system')")
-    log.add_argument(
-        "--type",
-        action="append",
-        default=[],
-        metavar="EVENT",
-        help="event type, e.g. TaskCancelled (comma-separated or repeated)",
-    )
-    log.add_argument("--since", help="ISO 8601 time with zone, or a duration ago (e.g. 2h)")
-    log.add_argument("--until", help="ISO 8601 time with zone, or a duration ago")
-    log.add_argument("--limit", type=int, default=100)
-    log.add_argument("--after", type=int, default=0, help="continue after this log position")
-    log.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    return audit
 
 
 def cmd_audit(rt: Runtime, options: argparse.Namespace) -> int:
@@ -145,10 +104,3 @@ def _moment(text: str | None, option: str, now: datetime) -> datetime | None:
     if moment.tzinfo is None:
         raise InvalidQuery(f"{option} needs a time zone (e.g. 2026-01-01T09:00:00+00:00)")
     return moment
-
-
-def _uuid(text: str) -> UUID:
-    try:
-        return UUID(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a task id: {text!r}") from None

@@ -4,44 +4,33 @@ ledger's schema, and nothing that can edit the log or disable its guard (see
 
 Run it as the schema's owner (the role that created it); then run the service with
 ``LEDGER_DATABASE_URL`` naming ROLE.
+
+``ledger db status|stop|reset``: the embedded PostgreSQL (``adapters/postgres/embedded.py``),
+run without opening the runtime (which would start the server they act on). ``reset``
+asks before deleting the data directory (``--yes`` skips the question; without a terminal
+to ask on, it is refused).
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import os
+import sys
+from pathlib import Path
 
 import psycopg
 
 from adapters.cli import render
+from adapters.cli.parsers import add_db_parser as add_db_parser  # re-exported
+from adapters.postgres.embedded import (
+    default_data_dir,
+    reset_embedded_postgres,
+    running_server,
+    stop_embedded_postgres,
+)
 from adapters.postgres.grants import grant_runtime_role
 from adapters.runtime import Runtime
-from domain.errors import InvalidQuery
-
-EPILOG = """\
-examples:
-  ledger db grant ledger_service
-  ledger db grant ledger_service --show     # also print the statements run
-"""
-
-
-def add_db_parser(commands: Any) -> argparse.ArgumentParser:
-    """Add ``db`` (with ``grant``) to the ``ledger`` sub-commands."""
-    db = commands.add_parser(
-        "db",
-        help="database roles: grant a least-privilege role what the service needs",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    actions = db.add_subparsers(dest="action", required=True, metavar="ACTION")
-    grant = actions.add_parser(
-        "grant",
-        help="grant ROLE use of this schema: read and append the log, keep the read models; "
-        "never edit the log",
-    )
-    grant.add_argument("role", help="an existing role that owns nothing here")
-    grant.add_argument("--show", action="store_true", help="print the statements run")
-    return db
+from domain.errors import InvalidQuery, InvalidSubmission
 
 
 def cmd_db(rt: Runtime, options: argparse.Namespace) -> int:
@@ -56,4 +45,44 @@ def cmd_db(rt: Runtime, options: argparse.Namespace) -> int:
     if options.show:
         for statement in statements:
             print(f"{statement};")
+    return 0
+
+
+def cmd_embedded(options: argparse.Namespace) -> int:
+    """Run ``ledger db status|stop|reset`` on the embedded server's data directory."""
+    data_dir = default_data_dir()
+    if os.environ.get("LEDGER_DATABASE_URL"):
+        print(f"note: LEDGER_DATABASE_URL is set; commands use it, not the server in {data_dir}")
+    if options.action == "status":
+        server = running_server(data_dir)
+        if server is not None:
+            print(f"running: {server.where()}")
+        elif (data_dir / "PG_VERSION").exists():
+            print(f"stopped: data dir {data_dir} (the next command starts it)")
+        else:
+            print(f"absent: no data dir at {data_dir} (the next command creates it)")
+        return 0
+    if options.action == "stop":
+        stopped = stop_embedded_postgres(data_dir)
+        print(f"stopped: {stopped.where()}" if stopped else f"not running: data dir {data_dir}")
+        return 0
+    return _reset(data_dir, options.yes)
+
+
+def _reset(data_dir: Path, confirmed: bool) -> int:
+    if not data_dir.exists():
+        print(f"nothing to reset: no data dir at {data_dir}")
+        return 0
+    if not confirmed:
+        if not sys.stdin.isatty():
+            raise InvalidSubmission(
+                f"reset deletes {data_dir} and every ledger in it; give --yes to confirm"
+            )
+        answer = input(f"delete {data_dir} and every ledger in it? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return 1
+    stopped = reset_embedded_postgres(data_dir)
+    was = f"stopped pid {stopped.pid}, " if stopped else ""
+    print(f"reset: {was}deleted {data_dir}")
     return 0

@@ -8,25 +8,12 @@ ledger learn rerun POSITION [--type T]   deliver again every row after POSITION 
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from adapters.cli import render
+from adapters.cli.parsers import add_learn_parser as add_learn_parser  # re-exported
 from adapters.postgres.learn_feed import PostgresDatasetFeed
 from adapters.runtime import Runtime
 from domain.errors import InvalidSubmission
-
-
-def add_learn_parser(commands: Any) -> argparse.ArgumentParser:
-    """Add ``learn`` (with ``status`` and ``rerun``) to the ``ledger`` sub-commands."""
-    learn = commands.add_parser("learn", help="learn hooks: their positions; re-run them")
-    actions = learn.add_subparsers(dest="action", required=True, metavar="ACTION")
-    actions.add_parser("status", help="each hook's delivery position against the dataset's")
-    rerun = actions.add_parser(
-        "rerun", help="deliver again every finished attempt after a log position"
-    )
-    rerun.add_argument("position", type=int, help="log position; 0 delivers everything again")
-    rerun.add_argument("--type", dest="task_type", help="only this task type's hook")
-    return learn
 
 
 def cmd_learn(rt: Runtime, options: argparse.Namespace) -> int:

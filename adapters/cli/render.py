@@ -55,8 +55,9 @@ def _time(value: datetime | None) -> str:
 
 def task_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(show_lines=False, header_style="bold")
-    for column in ("id", "type", "queue", "state", "attempts", "lane", "enqueued"):
-        table.add_column(column)
+    for column in TASK_COLUMNS:  # id and state are never cut: the others give way
+        whole = {"id": 36, "state": 9}.get(column)
+        table.add_column(column, no_wrap=whole is not None, min_width=whole)
     for row in rows:
         table.add_row(
             str(row["task_id"]),
@@ -68,6 +69,29 @@ def task_table(rows: list[dict[str, Any]]) -> Table:
             _time(row["enqueued_at"]),
         )
     return table
+
+
+TASK_COLUMNS = ("id", "type", "queue", "state", "attempts", "lane", "enqueued")
+
+
+def _task_cells(row: dict[str, Any]) -> list[str]:
+    return [
+        str(row["task_id"]),
+        row["type_name"],
+        row["queue"],
+        row["state"],
+        f"{row['attempts']}/{row['max_attempts']}",
+        row["lane"] or "-",
+        _time(row["enqueued_at"]),
+    ]
+
+
+def task_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The task list as plain aligned text, nothing cut (for pipes and ``--wide``)."""
+    cells = [list(TASK_COLUMNS), *(_task_cells(row) for row in rows)]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(TASK_COLUMNS))]
+    return ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+            for line in cells]
 
 
 def task_details(row: dict[str, Any]) -> Table:

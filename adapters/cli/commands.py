@@ -1,0 +1,201 @@
+"""What the ``ledger`` commands do, once ``adapters/cli/main.py`` has parsed the line.
+
+Imported only when a command runs (not for ``--help`` or ``--version``): it pulls in the
+runtime, PostgreSQL and rich. Each ``cmd_*`` takes the opened runtime and the parsed
+options; errors the user can cause are ``LedgerError``s (one line, exit status 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from adapters.cli import render
+from adapters.cli.arguments import load_graph_file, parse_args_option, parse_run_at
+from adapters.cli.task_ids import resolve_task_id
+from adapters.ledger import utc_now
+from adapters.postgres.task_queries import TaskFilter, get_task_row, list_tasks
+from adapters.runtime import Runtime
+from domain.durations import parse_duration
+from domain.errors import ConfigError, InvalidQuery, InvalidSubmission
+from domain.submission import TaskRequest
+from domain.task import TaskState
+
+if TYPE_CHECKING:
+    from adapters.node import WorkerNode
+
+
+def _optional_duration(text: str | None, option: str) -> float | None:
+    if text is None:
+        return None
+    try:
+        return parse_duration(text)
+    except ConfigError as error:
+        raise InvalidSubmission(f"{option}: {error.reason}") from None
+
+
+def cmd_enqueue(rt: Runtime, options: argparse.Namespace) -> None:
+    if options.graph:
+        if options.type:
+            raise InvalidSubmission("give a task type or --graph, not both")
+        tasks = rt.ledger.enqueue_graph(load_graph_file(options.graph))
+        render.console.print(f"enqueued {len(tasks)} tasks atomically")
+        for task in tasks:
+            render.console.print(
+                f"  {task.ref or '-':<16} {task.id}  {task.type_name}  {task.state.value}"
+            )
+        return
+    if not options.type:
+        raise InvalidSubmission("name a task type (ledger enqueue TYPE) or give --graph FILE")
+    request = TaskRequest(
+        type_name=options.type,
+        args=parse_args_option(options.args_json, options.pairs),
+        depends_on=tuple(options.depends_on),
+        run_at=parse_run_at(options.run_at, options.delay, utc_now()),
+        queue=options.queue,
+        priority=options.priority,
+        lane=options.lane,
+        idempotency_key=options.idempotency_key,
+        idempotency_period=_optional_duration(options.unique_for, "--unique-for"),
+        tags=tuple(options.tag),
+    )
+    task, created = rt.ledger.enqueue_once(request)
+    note = "" if created else "  (existing task: idempotency key already held)"
+    render.console.print(f"{task.id}  {task.type_name}  {task.state.value}{note}")
+
+
+def _check_filters(rt: Runtime, options: argparse.Namespace) -> None:
+    """Refuse a state or queue that cannot match, naming the valid values."""
+    states = [state.value for state in TaskState]
+    if options.state is not None and options.state not in states:
+        raise InvalidQuery(f"unknown state {options.state!r} (valid: {', '.join(states)})")
+    queues = sorted(rt.settings.config.registry.queues)
+    if options.queue is not None and options.queue not in queues:
+        raise InvalidQuery(f"unknown queue {options.queue!r} (valid: {', '.join(queues)})")
+
+
+def cmd_tasks(rt: Runtime, options: argparse.Namespace) -> None:
+    _check_filters(rt, options)
+    rt.catch_up()
+    page = list_tasks(
+        rt.store,
+        TaskFilter(options.state, options.type_name, options.queue, options.lane, options.tag),
+        limit=options.limit,
+        cursor=options.cursor,
+    )
+    types = rt.settings.config.registry.task_types
+    if options.type_name is not None and options.type_name not in types and not page.rows:
+        # An ad-hoc type is not in the registry: refused only when no task has it.
+        raise InvalidQuery(
+            f"unknown task type {options.type_name!r} (valid: {', '.join(sorted(types))})"
+        )
+    if options.json:
+        print(render.to_json({"tasks": page.rows, "next_cursor": page.next_cursor}))
+        return
+    if options.wide or not render.console.is_terminal:
+        for line in render.task_lines(page.rows):
+            print(line)
+    else:
+        render.console.print(render.task_table(page.rows))
+    if page.next_cursor:
+        render.console.print(f"more: ledger tasks --cursor {page.next_cursor}")
+
+
+def cmd_show(rt: Runtime, options: argparse.Namespace) -> None:
+    task_id = resolve_task_id(rt.store, options.task_id)
+    rt.ledger.task(task_id)  # refuses an unknown id from the log itself
+    rt.catch_up()
+    row = get_task_row(rt.store, task_id)
+    if options.json:
+        print(render.to_json(row))
+    else:
+        render.console.print(render.task_details(row))
+
+
+def cmd_history(rt: Runtime, options: argparse.Namespace) -> None:
+    events = rt.ledger.history(resolve_task_id(rt.store, options.task_id))
+    if options.json:
+        print(
+            render.to_json(
+                [
+                    {
+                        "position": e.position,
+                        "version": e.event.originator_version,
+                        "event": type(e.event).__name__,
+                        "time": e.event.timestamp,
+                        "data": render.event_data(e),
+                    }
+                    for e in events
+                ]
+            )
+        )
+    else:
+        render.console.print(render.history_table(events))
+
+
+def cmd_demo(rt: Runtime, options: argparse.Namespace) -> None:
+    from adapters.cli.demo import run_demo
+
+    run_demo(rt)
+
+
+def cmd_cancel(rt: Runtime, options: argparse.Namespace) -> None:
+    task = rt.ledger.cancel(resolve_task_id(rt.store, options.task_id), reason=options.reason)
+    render.console.print(f"{task.id}  {task.state.value}")
+
+
+def cmd_retry(rt: Runtime, options: argparse.Namespace) -> None:
+    task = rt.ledger.retry(resolve_task_id(rt.store, options.task_id))
+    render.console.print(f"{task.id}  {task.state.value}")
+
+
+def cmd_queues(rt: Runtime, options: argparse.Namespace) -> None:
+    if options.action == "pause":
+        rt.ledger.pause_queue(options.name)
+    elif options.action == "resume":
+        rt.ledger.resume_queue(options.name)
+    for name, queue in sorted(rt.settings.config.registry.queues.items()):
+        paused = rt.store.load_queue(name).paused
+        render.console.print(
+            f"{name:<20} concurrency {queue.concurrency:>4}  {'paused' if paused else 'running'}"
+        )
+
+
+def cmd_schedules(rt: Runtime, options: argparse.Namespace) -> None:
+    if options.action == "pause":
+        rt.ledger.pause_schedule(options.name)
+    elif options.action == "resume":
+        rt.ledger.resume_schedule(options.name)
+    schedules = rt.settings.config.registry.schedules
+    if not schedules:
+        render.console.print("no schedules in the registry")
+        return
+    now = utc_now()
+    for name, schedule in sorted(schedules.items()):
+        paused = rt.store.load_schedule_control(name).paused
+        state = "paused" if paused else f"next {schedule.next_fire(now).isoformat()}"
+        render.console.print(
+            f"{name:<24} {schedule.cron:<16} {schedule.timezone:<16} {schedule.task_type:<16} "
+            f"catch-up {schedule.catch_up.value:<6} {state}"
+        )
+
+
+def worker_node(rt: Runtime, options: argparse.Namespace) -> WorkerNode:
+    """The node of ``ledger worker`` / ``ledger serve``, its options checked."""
+    from adapters.node import WorkerNode
+
+    if options.concurrency < 1:
+        raise InvalidSubmission("--concurrency must be at least 1")
+    queues = [q for q in (options.queues or "").split(",") if q] or None
+    unknown = sorted(set(queues or ()) - set(rt.settings.config.registry.queues))
+    if unknown:
+        known = ", ".join(sorted(rt.settings.config.registry.queues))
+        raise InvalidSubmission(f"unknown queue {unknown[0]!r} (known: {known})")
+    run_projections = not getattr(options, "no_projections", False)
+    return WorkerNode(
+        rt,
+        queues=queues,
+        concurrency=options.concurrency,
+        projections=run_projections,
+        projection_process=not options.projection_threads,
+    )
