@@ -53,19 +53,30 @@ def write_config(tmp_path: Path, text: str) -> Path:
 
 
 DOCKER_SKIP = "no Docker engine"  # how the docker executor's tests name their skip
+CHROMIUM_SKIP = "no headless Chromium"  # how the console's browser tests name theirs
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """One line at the end of the run when container tests were skipped for want of an
-    engine (they skip one by one, easy to miss among the other skips)."""
-    reasons = [
-        str(report.longrepr[2])
-        for report in terminalreporter.stats.get("skipped", [])
-        if isinstance(report.longrepr, tuple) and DOCKER_SKIP in str(report.longrepr[2])
-    ]
+    engine (they skip one by one, easy to miss among the other skips); one more for the
+    console's browser tests skipped for want of Chromium."""
+    reasons = _skips(terminalreporter, DOCKER_SKIP)
     if reasons:
         why = reasons[0].split(f"{DOCKER_SKIP}: ", 1)[-1]
         tests = "test" if len(reasons) == 1 else "tests"
         terminalreporter.write_line(
             f"docker: {len(reasons)} {tests} skipped, {DOCKER_SKIP} ({why}); run .ci/start-docker"
         )
+    reasons = _skips(terminalreporter, CHROMIUM_SKIP)
+    if reasons:
+        why = reasons[0].split(f"{CHROMIUM_SKIP}: ", 1)[-1]
+        tests = "test" if len(reasons) == 1 else "tests"
+        terminalreporter.write_line(f"browser: {len(reasons)} {tests} skipped, {CHROMIUM_SKIP} ({why})")
+
+
+def _skips(terminalreporter: pytest.TerminalReporter, marker: str) -> list[str]:
+    return [
+        str(report.longrepr[2])
+        for report in terminalreporter.stats.get("skipped", [])
+        if isinstance(report.longrepr, tuple) and marker in str(report.longrepr[2])
+    ]

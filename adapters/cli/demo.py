@@ -4,13 +4,15 @@ DAG over HTTP that uses several adapters, watch it run, then show it.
 It shows, on the embedded database by default: a shell, a Lua and a Python task feeding a
 third; a task that fails, is retried and fails for good, with its dependent skipped; three
 steps of one agent running one at a time in their lane. Then the results, the readiness
-graph and one task's history, each read from the API as any client would.
+graph and one task's history, each read from the API as any client would. It prints the web
+console's address and, run at a terminal, keeps serving it until Enter is pressed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from typing import Any
 
@@ -74,8 +76,12 @@ async def _demo(runtime: Runtime) -> None:
             await asyncio.sleep(0.02)
         base = f"http://127.0.0.1:{bound[0][1]}"
         render.console.print(f"service up at {base}/v1 (OpenAPI at {base}/openapi.json)")
+        render.console.print(f"web console at {base}/ (open it in a browser while the demo runs)")
         async with httpx.AsyncClient(base_url=base, timeout=30) as client:
             await _show(client)
+        if sys.stdin.isatty():  # a person at a terminal: keep serving the console
+            render.console.print(f"\nweb console: {base}/#/tasks (press Enter to stop)")
+            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     finally:
         stop.set()
         await asyncio.gather(server, node, return_exceptions=True)

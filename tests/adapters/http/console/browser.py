@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-CHROMIUM_SKIP = "no headless Chromium"  # how the console's browser tests name their skip
+from tests.conftest import CHROMIUM_SKIP
+
 ARTIFACTS = Path(__file__).resolve().parents[4] / "test-artifacts" / "console"
 WAIT_SECONDS = 20
 

@@ -265,3 +265,25 @@ def test_an_admin_verifies_the_chain_and_sees_the_denials(
     page.css("#download").click()
     page.wait_for(lambda _: "Downloaded dataset.csv" in page.css("#dataset-status").text)
     assert page.errors() == []
+
+
+def test_a_large_graph_is_drawn_around_the_task(chromium: Any, live: LiveServer) -> None:
+    page = Page(chromium, live.url)
+    width = 400  # more than the console draws at once (graph.js MAX_DRAWN = 300)
+    tasks = [{"ref": "root", "type": "echo"}] + [
+        {"ref": f"leaf-{n}", "type": "echo", "depends_on": ["root"]} for n in range(width)
+    ]
+    with live.client() as client:
+        client.post("/v1/queues/default/pause")
+        refs = client.post("/v1/graphs", json={"tasks": tasks}).json()["tasks"]
+        page.wait_for(
+            lambda _: len(client.get("/v1/graph", params={"task": refs["root"]}).json()["nodes"])
+            == width + 1
+        )
+    page.open(f"task/{refs['leaf-7']}")
+    page.wait_text("#graph-note", f"{width + 1} tasks")
+    drawn = page.all("svg.dag g.node")
+    assert len(drawn) == 300
+    assert {refs["root"], refs["leaf-7"]} <= {node.get_attribute("data-task") for node in drawn}
+    assert page.css("svg.dag g.node.focus").get_attribute("data-task") == refs["leaf-7"]
+    assert page.errors() == []
