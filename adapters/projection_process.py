@@ -8,7 +8,8 @@ worker and to PostgreSQL when none is: under a burst they fall behind and catch 
 
 The child is ``ledger projections run --nice N --parent-pid PID`` with the node's
 database, schema and registry file; it is restarted if it exits, stopped (SIGTERM, then
-SIGKILL) with the node, and stops by itself within a second if the node is killed. Only one
+SIGKILL) with the node, and stops by itself within a second if the node is killed. It runs
+in a session of its own, so a Ctrl-C at the terminal goes to the node only. Only one
 process runs each projection at a time (advisory locks), so the children of several nodes
 stand by for one another.
 """
@@ -64,8 +65,10 @@ class ProjectionProcess:
         """Keep the child running until ``stop`` is set (or this task is cancelled);
         then stop it."""
         while not stop.is_set():
+            # Its own session: a Ctrl-C at the terminal reaches the node, which stops the
+            # child itself (SIGTERM), never the child half-started (a KeyboardInterrupt).
             self.process = await asyncio.create_subprocess_exec(
-                *self.command(), env=child_environment(self.runtime)
+                *self.command(), env=child_environment(self.runtime), start_new_session=True
             )
             try:
                 exited = await self._exit_or_stop(self.process, stop)

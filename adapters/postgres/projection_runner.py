@@ -154,17 +154,24 @@ class ProjectionRunner:
             changes.extend(self.projection.apply(cursor, recorded.event, recorded.position))
         return changes
 
-    def catch_up(self, until: int | None = None, progress: Progress | None = None) -> int:
-        """Apply events until the head of the log (or ``until``); return how many."""
+    def catch_up(
+        self,
+        until: int | None = None,
+        progress: Progress | None = None,
+        stop: threading.Event | None = None,
+    ) -> int:
+        """Apply events until the head of the log (or ``until``, or ``stop`` is set between
+        two batches); return how many."""
         total = 0
         head = until if until is not None else self.store.head_position()
-        while True:
+        while stop is None or not stop.is_set():
             applied = self.run_batch(until)
             if applied == 0:
                 return total
             total += applied
             if progress is not None:
                 progress(self.position(), max(head, self.position()))
+        return total
 
     # -- rebuild ------------------------------------------------------------------------
 
@@ -205,7 +212,7 @@ class ProjectionRunner:
                 channel = sql.Identifier(EVENTS_TABLE)
                 lock.connection.execute(sql.SQL("LISTEN {}").format(channel))
                 while not stop.is_set():
-                    self.catch_up()
+                    self.catch_up(stop=stop)  # a long catch-up stops between batches
                     if pause and stop.wait(pause):
                         break
                     for _ in lock.connection.notifies(timeout=fallback_poll, stop_after=1):
