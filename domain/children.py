@@ -127,19 +127,23 @@ def notify_parents(
     ended: Iterable[Task], load: Callable[[list[UUID]], Mapping[UUID, Task]]
 ) -> list[Task]:
     """``TaskChildEnded`` (and the parent's outcome when it was the last) for every ended
-    child of a waiting parent; returns the parents with new events, to save with them."""
-    children = [t for t in ended if t.parent_id is not None and t.state.is_terminal]
-    if not children:
-        return []
-    parents = dict(load(sorted({c.parent_id for c in children if c.parent_id is not None})))
+    child of a waiting parent, up the tree as long as a parent ends too; returns the
+    parents with new events, to save with them."""
     changed: dict[UUID, Task] = {}
-    for child in children:
-        parent = parents.get(child.parent_id)  # type: ignore[arg-type]
-        if parent is None or parent.state is not TaskState.WAITING:
-            continue
-        before = len(parent.pending_events)
-        result = child.result if child.state is TaskState.SUCCEEDED else None
-        parent.child_ended(child.id, child.state, result)
-        if len(parent.pending_events) > before:
-            changed[parent.id] = parent
+    frontier = [t for t in ended if t.parent_id is not None and t.state.is_terminal]
+    while frontier:
+        wanted = sorted({c.parent_id for c in frontier if c.parent_id not in changed})
+        parents = {**dict(load(wanted)), **changed}  # type: ignore[arg-type]
+        decided: list[Task] = []
+        for child in frontier:
+            parent = parents.get(child.parent_id)  # type: ignore[arg-type]
+            if parent is None or parent.state is not TaskState.WAITING:
+                continue
+            result = child.result if child.state is TaskState.SUCCEEDED else None
+            parent.child_ended(child.id, child.state, result)
+            if parent.pending_events:
+                changed[parent.id] = parent
+            if parent.state.is_terminal and parent.parent_id is not None:
+                decided.append(parent)
+        frontier = decided
     return list(changed.values())

@@ -3,6 +3,8 @@ or Parquet: the same bytes as ``ledger replay`` for the same bound and filters.
 
 Query: ``format`` (jsonl, the default; csv; parquet), ``until`` and ``since`` (a log position
 or an ISO 8601 time with a zone, as for ``ledger replay``), ``type`` (one task type).
+``kind=workflow`` streams the workflow steps instead (``workflow_replay.py``: JSONL only,
+``until`` a log position).
 Everything is checked before the first byte is sent, so bad input is a JSON 400; a failure
 while streaming ends the response without its final chunk (the client sees it truncated).
 An export counts as a long call (``HttpLimits.max_waiting``, 429 past it): each replays the
@@ -17,14 +19,21 @@ from aiohttp import web
 
 from adapters.dataset.formats import MEDIA_TYPES, format_for, require_parquet
 from adapters.dataset.replay import LogBound, Replay, RowFilter, parse_bound
+from adapters.dataset.workflow_replay import workflow_step_lines
 from adapters.http.bodies import query_text
 from adapters.http.context import context_of
+from domain.errors import InvalidQuery
 
 log = logging.getLogger(__name__)
 
 
 async def export_dataset(request: web.Request) -> web.StreamResponse:
     ctx = context_of(request)
+    kind = query_text(request, "kind") or "attempts"
+    if kind not in ("attempts", "workflow"):
+        raise InvalidQuery(f"kind must be attempts or workflow, not {kind!r}")
+    if kind == "workflow":
+        return await _stream_steps(request)
     fmt = format_for(None, query_text(request, "format") or "jsonl")
     if fmt == "parquet":
         require_parquet()
@@ -68,6 +77,34 @@ async def _stream(
         await ctx.run(chunks.close)
     await response.write_eof()
     return response
+
+
+async def _stream_steps(request: web.Request) -> web.StreamResponse:
+    ctx = context_of(request)
+    if (query_text(request, "format") or "jsonl") != "jsonl":
+        raise InvalidQuery("the workflow steps are JSONL only")
+    until_text = query_text(request, "until")
+    until = parse_bound(until_text, "until") if until_text else None
+    if until is not None and until.position is None:
+        raise InvalidQuery("until must be a log position for the workflow steps")
+    with ctx.waiting.hold():
+        end = (
+            until.position if until is not None else await ctx.run(ctx.runtime.store.head_position)
+        )
+        lines = workflow_step_lines(ctx.runtime.store, end)
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": MEDIA_TYPES["jsonl"],
+                "Content-Disposition": 'attachment; filename="workflow-steps.jsonl"',
+                "Cache-Control": "no-store",
+                "X-Ledger-Until-Position": str(end),
+            }
+        )
+        await response.prepare(request)
+        while (line := await ctx.run(next, lines, None)) is not None:
+            await response.write(line)
+        await response.write_eof()
+        return response
 
 
 def routes() -> list[web.RouteDef]:

@@ -59,3 +59,17 @@ def agent_step(args: dict[str, Any], context: TaskContext) -> dict[str, Any]:
         "turns": turns,
         "reply": f"turn {len(turns)}: heard {message!r} after {len(turns) - 1} before",
     }
+
+
+def inputs_of(args: dict[str, Any], context: TaskContext) -> dict[str, Any]:
+    """Return the inputs the task was given (its dependencies' results, by name)."""
+    return dict(context.inputs)
+
+
+def nest(args: dict[str, Any], context: TaskContext) -> dict[str, Any]:
+    """Spawn one ``nest`` child with ``levels - 1`` until 0, each waiting for its child."""
+    levels = int(args["levels"])
+    if levels > 0:
+        context.spawn(str(args.get("type", "nest")), {"levels": levels - 1})
+        context.wait_for_children()
+    return {"levels": levels}

@@ -378,6 +378,12 @@ def api_paths() -> dict[str, Any]:
                         "this time",
                     ),
                     _query("type", {"type": "string"}, "only attempts of this task type"),
+                    _query(
+                        "kind",
+                        {"type": "string", "enum": ["attempts", "workflow"]},
+                        "attempts (default), or workflow: one JSONL row per workflow step "
+                        "(children, signals, progress; docs/dataset.md)",
+                    ),
                 ],
                 tag="dataset",
             )

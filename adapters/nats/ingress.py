@@ -55,6 +55,7 @@ from adapters.nats.publish_stream import (
     NATS_FAILURES,
     PublishConsumer,
 )
+from adapters.nats.signal_ingress import subscribe_signals
 from adapters.postgres.event_store import RecordedEvent
 from adapters.runtime import Runtime
 from domain.errors import Forbidden, LedgerError
@@ -138,6 +139,11 @@ class NatsIngress:
             if route.mode is RouteMode.REQUEST:
                 await self._subscribe(route.subject, route)
         await self._subscribe(self.settings.request_subject, None)
+        self._subscriptions.append(  # signals to waiting tasks (signal_ingress.py)
+            await subscribe_signals(
+                self.nc, self.runtime, self.requester, self._run, self.queue_group
+            )
+        )
         await registered(self.nc)  # the server knows the subscriptions before we say we listen
         log.info(
             "NATS ingress on %s (queue group %s)",

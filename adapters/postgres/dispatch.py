@@ -310,7 +310,10 @@ class PostgresDispatch:
                 children = self._spawned(task, outcome, now)
                 if children is None:
                     record_result(task, outcome.attempt, outcome.result, now, self.jitter())
-                tasks.extend(children or ())
+                else:  # the parent's TaskChildrenSpawned first, then its children
+                    tasks.append(task)
+                    tasks.extend(children)
+                    continue
             tasks.append(task)
         tasks.extend(notify_parents(tasks, self.store.load_many))
         return tasks

@@ -1,0 +1,42 @@
+"""``ledger signal ID NAME [--data JSON]``: deliver a named signal (an approval, an input)
+to a task that waits for it, as the local admin (the HTTP API and the NATS subject check
+the caller's role; see docs/patterns.md, "Signals and approval steps")."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import TYPE_CHECKING, Any
+
+from adapters.cli.task_ids import resolve_task_id, task_ref
+from domain.errors import InvalidSubmission
+
+if TYPE_CHECKING:  # the runtime and the renderer load only when the command runs
+    from adapters.runtime import Runtime
+
+
+def add_signal_parser(commands: Any) -> argparse.ArgumentParser:
+    command: argparse.ArgumentParser = commands.add_parser(
+        "signal", help="deliver a named signal (e.g. an approval) to a task waiting for it"
+    )
+    command.add_argument("task_id", type=task_ref, help="task id, or a unique prefix")
+    command.add_argument("name", help="the signal's name, e.g. approval")
+    command.add_argument("--data", help="JSON the task will see with the signal")
+    return command
+
+
+def cmd_signal(rt: Runtime, options: argparse.Namespace) -> None:
+    from adapters.cli import render
+
+    data = None
+    if options.data is not None:
+        try:
+            data = json.loads(options.data)
+        except json.JSONDecodeError as error:
+            raise InvalidSubmission(f"--data is not valid JSON: {error}") from None
+    task_id = resolve_task_id(rt.store, options.task_id)
+    task = rt.ledger.signal(task_id, options.name, data)
+    waiting = ", ".join(task.awaited_signals)
+    render.console.print(
+        f"{task.id}  {task.state.value}" + (f"  (still waits for: {waiting})" if waiting else "")
+    )

@@ -1,0 +1,91 @@
+"""NATS ingress of signals: a message on the signal subject delivers a named signal (an
+approval, an input) to a task waiting for it, as ``POST /v1/tasks/{id}/signal`` does.
+
+The subject is the request subject's with its last token replaced by ``signal``
+(``execution.request.task`` -> ``execution.request.signal``; queue group ``ledger``, so one
+node handles each message). The body is ``{"task_id": "...", "name": "approval",
+"data": ...}``; the signaller is the ingress's principal (``nats``) with its role, so the
+role's ``signals`` globs and the type's ``signal_by_other`` apply as over HTTP. A request
+is answered with ``{"task_id", "state", "awaiting_signals"}``, or a refusal
+``{"error": {"code", "message"}}`` (``bad_json``, ``forbidden``, ``invalid_transition``,
+``task_not_found``, ...) with nothing recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+from uuid import UUID
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from adapters.http.errors import DATABASE_ERRORS
+from adapters.runtime import Runtime
+from domain.errors import LedgerError
+from domain.submission import Requester
+
+log = logging.getLogger(__name__)
+
+Run = Callable[..., Awaitable[Any]]  # runs a blocking call off the event loop
+
+
+def signal_subject(request_subject: str) -> str:
+    return request_subject.rsplit(".", 1)[0] + ".signal"
+
+
+async def subscribe_signals(
+    nc: Client, runtime: Runtime, requester: Requester, run: Run, queue_group: str
+) -> Subscription:
+    """Subscribe to the signal subject; each message is handled as it comes."""
+    subject = signal_subject(runtime.settings.config.registry.nats.request_subject)
+
+    async def on_message(msg: Msg) -> None:
+        answer = await deliver(msg, runtime, requester, run)
+        if msg.reply:
+            await msg.respond(json.dumps(answer, separators=(",", ":")).encode())
+
+    return await nc.subscribe(subject, queue=queue_group, cb=on_message)
+
+
+async def deliver(msg: Msg, runtime: Runtime, requester: Requester, run: Run) -> dict[str, Any]:
+    try:
+        task_id, name, data = _parsed(msg.data)
+        task = await run(runtime.ledger.signal, task_id, name, data, requester)
+    except _BadMessage as error:
+        return _refusal(msg, "bad_json", str(error))
+    except LedgerError as error:
+        return _refusal(msg, error.code, str(error))
+    except DATABASE_ERRORS as error:
+        return _refusal(msg, "database_unavailable", str(error))
+    return {
+        "task_id": str(task.id),
+        "state": task.state.value,
+        "awaiting_signals": list(task.awaited_signals),
+    }
+
+
+class _BadMessage(Exception):
+    pass
+
+
+def _parsed(body: bytes) -> tuple[UUID, Any, Any]:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise _BadMessage(f"the body is not JSON: {error}") from None
+    if not isinstance(data, dict) or set(data) - {"task_id", "name", "data"}:
+        raise _BadMessage('the body is {"task_id", "name", "data"} (data optional)')
+    try:
+        task_id = UUID(str(data.get("task_id")))
+    except ValueError:
+        raise _BadMessage("task_id must be a task id") from None
+    return task_id, data.get("name"), data.get("data")
+
+
+def _refusal(msg: Msg, code: str, message: str) -> dict[str, Any]:
+    log.warning("NATS signal on %s refused: %s: %s", msg.subject, code, message)
+    return {"error": {"code": code, "message": message}}

@@ -1,0 +1,52 @@
+"""``ledger signal ID NAME [--data JSON]`` on a real PostgreSQL, and ``ledger history``
+showing the workflow events."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from adapters.cli.main import main
+
+CONFIG = """
+[task_types.gate]
+adapter = "python"
+signals = ["approval"]
+settings = { callable = "adapters.executors.builtin_tasks:echo" }
+"""
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.usefixtures("ledger_env")
+def test_signal_delivers_its_data_and_history_shows_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    config = tmp_path / "ledger.toml"
+    config.write_text(CONFIG)
+    code, out, _ = run(capsys, "--config", str(config), "enqueue", "gate", "-a", "x=1")
+    assert code == 0 and "waiting" in out
+    task_id = out.split()[0]
+
+    code, _, err = run(
+        capsys, "--config", str(config), "signal", task_id, "approval", "--data", "{"
+    )
+    assert code == 2 and "--data is not valid JSON" in err
+    code, _, err = run(capsys, "--config", str(config), "signal", task_id, "deploy")
+    assert code == 2 and "does not wait for the signal 'deploy'" in err
+
+    code, out, _ = run(
+        capsys, "--config", str(config), "signal", task_id, "approval", "--data", '{"by": "me"}'
+    )
+    assert code == 0 and "ready" in out
+    code, out, _ = run(capsys, "--config", str(config), "history", task_id, "--json")
+    events = json.loads(out)
+    assert [e["event"] for e in events] == ["TaskEnqueued", "TaskSignalled"]
+    assert events[1]["data"]["name"] == "approval"
+    assert events[1]["data"]["data"] == {"by": "me"}
