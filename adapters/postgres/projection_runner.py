@@ -25,6 +25,9 @@ from projections.audit_chain import UndecodableEvent
 from projections.base import Projection, drop_tables
 
 POSITIONS_TABLE = "projection_positions"
+REBUILD_SUFFIX = ":rebuild"  # the advisory lock a rebuild holds while it runs
+REBUILD_NOTICE = "rebuild "  # NOTIFY payload on the log's channel, + schema.projection
+REBUILD_POLL = 0.2  # seconds between a paused runner's looks at the rebuild lock
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]  # (position reached, head position)
@@ -175,16 +178,42 @@ class ProjectionRunner:
 
     # -- rebuild ------------------------------------------------------------------------
 
-    def rebuild(self, progress: Progress | None = None) -> int:
-        """Drop the tables, recreate them and replay the whole log."""
-        with self.exclusive(wait_seconds=10):
-            with self.store.transaction() as cursor:
-                self._locked_position(cursor)
-                drop_tables(cursor, self.store.schema, self.projection.tables)
-                self.projection.create(cursor)
-                cursor.execute(self._sql_advance, (0, self.projection.name))
-            self._last_applied = None
-            return self.catch_up(progress=progress)
+    def rebuild(self, progress: Progress | None = None, wait_seconds: float = 60) -> int:
+        """Drop the tables, recreate them and replay the whole log.
+
+        A runner following the log (in this process or another) is asked to let go first:
+        the rebuild holds the projection's rebuild lock and sends ``REBUILD_NOTICE`` on the
+        log's channel; the runner finishes its batch, releases the projection's lock and
+        waits until the rebuild lock is free, then follows the log again. ``ProjectionBusy``
+        if the projection is still held after ``wait_seconds``."""
+        key = f"{self.store.schema}.{self.projection.name}"
+        asking = _AdvisoryLock(self.store.database_url, f"{key}{REBUILD_SUFFIX}", wait_seconds)
+        with asking as asked:
+            notice = sql.SQL("NOTIFY {}, {}").format(
+                sql.Identifier(EVENTS_TABLE), sql.Literal(f"{REBUILD_NOTICE}{key}")
+            )
+            asked.connection.execute(notice)
+            try:
+                lock = self.exclusive(wait_seconds=wait_seconds).__enter__()
+            except ProjectionBusy:
+                raise ProjectionBusy(
+                    f"projection {self.projection.name} is still run by another process after "
+                    f"{wait_seconds:g} s (one that does not pause for rebuilds?); stop it first"
+                ) from None
+            try:
+                return self._replay_from_scratch(progress)
+            finally:
+                lock.__exit__()
+
+    def _replay_from_scratch(self, progress: Progress | None) -> int:
+        with self.store.transaction() as cursor:
+            self._locked_position(cursor)
+            drop_tables(cursor, self.store.schema, self.projection.tables)
+            self.projection.create(cursor)
+            cursor.execute(self._sql_advance, (0, self.projection.name))
+        self._last_applied = None
+        _forget(self.projection)
+        return self.catch_up(progress=progress)
 
     # -- running live -------------------------------------------------------------------
 
@@ -192,6 +221,30 @@ class ProjectionRunner:
         return _AdvisoryLock(
             self.store.database_url, f"{self.store.schema}.{self.projection.name}", wait_seconds
         )
+
+    def _rebuild_asked(self, connection: psycopg.Connection[Any], listen: bool = False) -> bool:
+        """Whether a rebuild holds this projection's rebuild lock (autocommit: the shared
+        lock tried here ends with the statement). ``listen``: LISTEN on the log's channel
+        in the same round trip, first (so the session's last query still reads LISTEN)."""
+        key = f"{self.store.schema}.{self.projection.name}{REBUILD_SUFFIX}"
+        query = sql.SQL("SELECT pg_try_advisory_xact_lock_shared(hashtextextended({}, 0))")
+        query = query.format(sql.Literal(key))
+        if listen:
+            query = sql.SQL("LISTEN {}; ").format(sql.Identifier(EVENTS_TABLE)) + query
+        cursor = connection.execute(query)
+        if listen:
+            cursor.nextset()
+        row = cursor.fetchone()
+        return not (row and row[0])
+
+    def _wait_out_rebuild(self, stop: threading.Event) -> None:
+        """Stand aside until the rebuild that asked for the projection is done."""
+        log.info("projection %s: paused for a rebuild", self.projection.name)
+        with psycopg.connect(self.store.database_url, autocommit=True) as connection:
+            while self._rebuild_asked(connection) and not stop.wait(REBUILD_POLL):
+                pass
+        self._last_applied = None  # the rebuild moved the position
+        _forget(self.projection)
 
     def run(self, stop: threading.Event, fallback_poll: float = 0.5, pause: float = 0.0) -> None:
         """Follow the log until ``stop`` is set: woken by NOTIFY, polling as a fallback.
@@ -209,16 +262,32 @@ class ProjectionRunner:
                 stop.wait(1.0)
                 continue
             try:
-                channel = sql.Identifier(EVENTS_TABLE)
-                lock.connection.execute(sql.SQL("LISTEN {}").format(channel))
-                while not stop.is_set():
-                    self.catch_up(stop=stop)  # a long catch-up stops between batches
-                    if pause and stop.wait(pause):
-                        break
-                    for _ in lock.connection.notifies(timeout=fallback_poll, stop_after=1):
-                        pass
+                asked = self._follow(lock.connection, stop, fallback_poll, pause)
             finally:
                 lock.__exit__()
+            if asked:
+                self._wait_out_rebuild(stop)
+
+    def _follow(
+        self,
+        connection: psycopg.Connection[Any],
+        stop: threading.Event,
+        fallback_poll: float,
+        pause: float,
+    ) -> bool:
+        """Catch up whenever the log moves, until ``stop`` is set (False) or a rebuild asks
+        for the projection (True)."""
+        rebuild = f"{REBUILD_NOTICE}{self.store.schema}.{self.projection.name}"
+        if self._rebuild_asked(connection, listen=True):  # asked before LISTEN could hear it
+            return True
+        while not stop.is_set():
+            self.catch_up(stop=stop)  # a long catch-up stops between batches
+            if pause and stop.wait(pause):
+                break
+            for notice in connection.notifies(timeout=fallback_poll, stop_after=1):
+                if notice.payload == rebuild:
+                    return True
+        return False
 
 
 def _compose(template: str, table: sql.Identifier) -> str:

@@ -92,13 +92,19 @@ export function drawGraph(graph, focus, { onOpen } = {}) {
   const columns = layers(nodes, edges);
   order(columns, edges);
   const at = new Map();
+  const layer = new Map();
+  columns.forEach((column, x) => column.forEach((n) => layer.set(n.id, x)));
+  // An edge that skips layers arcs over the nodes between (higher the more it skips).
+  const bulge = (e) => Math.max(0, layer.get(e.to) - layer.get(e.from) - 1) * 14 + 10;
+  const long = edges.filter((e) => layer.get(e.to) - layer.get(e.from) > 1);
+  const top = 10 + (long.length ? Math.max(...long.map(bulge)) + NODE_H / 2 : 0);
   const tallest = Math.max(...columns.map((c) => c.length), 1);
   columns.forEach((column, x) => column.forEach((n, y) => {
     const offset = ((tallest - column.length) * (NODE_H + GAP_Y)) / 2;
-    at.set(n.id, { x: 10 + x * (NODE_W + GAP_X), y: 10 + offset + y * (NODE_H + GAP_Y) });
+    at.set(n.id, { x: 10 + x * (NODE_W + GAP_X), y: top + offset + y * (NODE_H + GAP_Y) });
   }));
   const width = 20 + columns.length * (NODE_W + GAP_X) - GAP_X;
-  const height = 20 + tallest * (NODE_H + GAP_Y) - GAP_Y;
+  const height = top + 10 + tallest * (NODE_H + GAP_Y) - GAP_Y;
   const drawing = svg('svg', {
     class: 'dag', width, height, viewBox: `0 0 ${width} ${height}`, role: 'img', 'aria-label': 'task graph',
   });
@@ -110,8 +116,15 @@ export function drawGraph(graph, focus, { onOpen } = {}) {
     const b = at.get(e.to);
     if (!a || !b) continue;
     const x1 = a.x + NODE_W; const y1 = a.y + NODE_H / 2; const x2 = b.x; const y2 = b.y + NODE_H / 2;
-    const mid = (x1 + x2) / 2;
-    drawing.append(svg('path', { d: `M${x1},${y1} C${mid},${y1} ${mid},${y2} ${x2},${y2}`, class: 'edge', 'marker-end': 'url(#arrow)' }));
+    let d;
+    if (layer.get(e.to) - layer.get(e.from) > 1) {
+      const over = Math.min(a.y, b.y) - bulge(e);
+      d = `M${a.x + NODE_W / 2},${a.y} C${a.x + NODE_W / 2},${over} ${b.x + NODE_W / 2},${over} ${b.x + NODE_W / 2},${b.y}`;
+    } else {
+      const mid = (x1 + x2) / 2;
+      d = `M${x1},${y1} C${mid},${y1} ${mid},${y2} ${x2},${y2}`;
+    }
+    drawing.append(svg('path', { d, class: 'edge', 'marker-end': 'url(#arrow)' }));
   }
   for (const n of nodes) {
     const { x, y } = at.get(n.id);

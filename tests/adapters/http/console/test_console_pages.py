@@ -94,6 +94,10 @@ def test_every_page_renders_what_it_shows_without_a_console_error(
     row = page.css('tr[data-schedule="nightly-report"]')
     assert "0 3 * * *" in row.text and "Europe/Paris" in row.text
     page.screenshot("schedules")
+    page.css('tr[data-schedule="nightly-report"] button').click()
+    page.wait_text('tr[data-schedule="nightly-report"]', "paused")
+    with live.client() as client:
+        assert client.get("/v1/schedules").json()["schedules"][0]["paused"] is True
 
     page.open("audit")
     page.wait_for(lambda _: len(page.all('#audit-rows tr[data-event="TaskSkipped"]')) == 2)

@@ -101,10 +101,9 @@ export function segments(events, now) {
     else if (e.type === 'TaskRetryScheduled') { close(); waitingSince = at; waitingKind = e.data.manual ? 'waiting' : 'backoff'; }
     else if (ENDINGS.has(e.type)) {
       const outcome = { TaskSucceeded: 'succeeded', TaskFailed: 'failed', TaskTimedOut: `timed out (${e.data.kind})`, TaskCancelled: 'cancelled', TaskSkipped: 'skipped' }[e.type];
-      if (running || waitingSince !== null) {
-        if (!running) result.push({ kind: 'ended', start: at, end: at, outcome });
-        close(outcome);
-      }
+      const idle = !running;
+      close(outcome);
+      if (idle) result.push({ kind: 'ended', start: at, end: at, outcome });
     }
   }
   if (waitingSince !== null) result.push({ kind: waitingKind, start: waitingSince, end: now, open: true });
@@ -116,7 +115,7 @@ function timeline(events, t) {
   const now = Date.now();
   const parts = segments(events, t.finished_at ? new Date(t.finished_at).getTime() : now);
   if (!parts.length) return h('p', { class: 'muted' }, 'No attempt yet.');
-  const start = parts[0].start;
+  const start = Math.min(...parts.map((p) => p.start));
   const span = Math.max(1, Math.max(...parts.map((p) => p.end)) - start);
   const width = 760; const left = 190; const rowH = 24;
   const drawing = svg('svg', { class: 'timeline', viewBox: `0 0 ${width} ${parts.length * rowH + 6}`, width: '100%' });
