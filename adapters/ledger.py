@@ -4,6 +4,7 @@ and read a task and its history. Application code that shares the database uses 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ from adapters.config_file import settings_check
 from adapters.postgres.event_store import EventStore, RecordedEvent
 from adapters.postgres.recorder import Statement
 from adapters.postgres.running import RunningTables
+from domain.access import AccessDenial, DenialBudget
 from domain.children import notify_parents
 from domain.errors import (
     IdempotencyKeyTaken,
@@ -42,6 +44,7 @@ from domain.submission import (
 from domain.task import Task, TaskState
 
 SYSTEM = Requester(principal="system", role="admin")
+_denials = DenialBudget()  # per process, shared by every ledger of it
 
 
 @dataclass(frozen=True)
@@ -304,6 +307,19 @@ class Ledger:
                 continue
             return task
         raise InvalidTransition(f"task {task_id} keeps changing; try again")
+
+    # -- refusals -----------------------------------------------------------------------
+
+    def record_denial(self, principal: str, action: str, reason: str) -> bool:
+        """Record a refused request as an ``AccessDenied`` event (a way in refused it: a bad
+        token, a role, an ad-hoc task or setting the policy does not allow). At most
+        ``DENIALS_PER_MINUTE`` a minute per principal and process are recorded; returns
+        whether this one was."""
+        key = f"{self.store.schema}:{principal}"
+        if not _denials.allow(key, time.monotonic()):
+            return False
+        self.store.save(AccessDenial.record(principal, action, reason))
+        return True
 
     # -- reading ------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate, event
@@ -24,3 +25,29 @@ class AccessDenial(Aggregate):
     @classmethod
     def record(cls, principal: str, action: str, reason: str) -> AccessDenial:
         return cls(id=uuid4(), principal=principal, action=action, reason=reason[:MAX_REASON_CHARS])
+
+
+DENIALS_PER_MINUTE = 60
+
+
+class DenialBudget:
+    """How many refusals per principal a minute become ``AccessDenied`` events (the rest
+    are only counted and logged), so a flood of bad requests cannot flood the log."""
+
+    def __init__(self, per_minute: int = DENIALS_PER_MINUTE) -> None:
+        self.per_minute = per_minute
+        self._lock = threading.Lock()
+        self._minute = 0
+        self._counts: dict[str, int] = {}
+
+    def allow(self, key: str, now_seconds: float) -> bool:
+        """Take one from ``key``'s budget for the minute of ``now_seconds``, if any is left."""
+        minute = int(now_seconds // 60)
+        with self._lock:
+            if minute != self._minute:
+                self._minute, self._counts = minute, {}
+            count = self._counts.get(key, 0)
+            if count >= self.per_minute:
+                return False
+            self._counts[key] = count + 1
+            return True

@@ -9,15 +9,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import threading
-import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from adapters.http.errors import unauthenticated
 from adapters.runtime import Runtime
-from domain.access import AccessDenial
 from domain.registry import Registry
 from domain.submission import Requester
 
@@ -89,14 +86,10 @@ def auth_middleware(registry: Registry) -> Callable[..., Awaitable[web.StreamRes
 
 
 def record_denial(runtime: Runtime, principal: str, action: str, reason: str) -> None:
-    """Record a refused request (401/403) in the audit trail: an ``AccessDenied`` event.
-
-    At most ``DENIALS_PER_MINUTE`` events per principal a minute, so a flood of bad tokens
-    cannot flood the log (the ``ledger_http_denied_total`` metric still counts them all).
-    Blocking: call it from a thread.
-    """
-    if _denials.allow(f"{runtime.settings.schema}:{principal}"):
-        runtime.store.save(AccessDenial.record(principal, action, reason))
+    """Record a refused request (401/403) in the audit trail (``Ledger.record_denial``:
+    an ``AccessDenied`` event, within a budget per principal) and the audit log.
+    Blocking: call it from a thread."""
+    runtime.ledger.record_denial(principal, action, reason)
     audit_log.warning(
         "access denied: principal=%s action=%s reason=%s schema=%s",
         principal,
@@ -105,29 +98,3 @@ def record_denial(runtime: Runtime, principal: str, action: str, reason: str) ->
         runtime.settings.schema,
         extra={"principal": principal, "action": action, "reason": reason},
     )
-
-
-DENIALS_PER_MINUTE = 60
-
-
-class _DenialBudget:
-    """A per-principal count of recorded denials in the current minute."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._minute = 0
-        self._counts: dict[str, int] = {}
-
-    def allow(self, key: str) -> bool:
-        minute = int(time.monotonic() // 60)
-        with self._lock:
-            if minute != self._minute:
-                self._minute, self._counts = minute, {}
-            count = self._counts.get(key, 0)
-            if count >= DENIALS_PER_MINUTE:
-                return False
-            self._counts[key] = count + 1
-            return True
-
-
-_denials = _DenialBudget()

@@ -58,7 +58,7 @@ from adapters.nats.publish_stream import (
 from adapters.nats.signal_ingress import subscribe_signals
 from adapters.postgres.event_store import RecordedEvent
 from adapters.runtime import Runtime
-from domain.errors import Forbidden, LedgerError
+from domain.errors import AdapterSettingsRefused, Forbidden, LedgerError
 from domain.nats_routes import NatsRoute, NatsSettings, RouteMode, subjects_overlap
 from domain.submission import Requester, TaskRequest
 from domain.task import Task
@@ -239,6 +239,7 @@ class NatsIngress:
         except (Refused, LedgerError) as refusal:
             # Acked: never delivered again, so the log is where a dropped message shows.
             log.warning("NATS message on %s refused: %s: %s", msg.subject, refusal.code, refusal)
+            await self._record_if_denied(msg, refusal)
             return True
         except DATABASE_ERRORS:
             first = msg.metadata.num_delivered <= 1  # one warning per message, not per retry
@@ -271,6 +272,7 @@ class NatsIngress:
             await self._refuse(msg, answers, refusal.code, refusal.message)
             return
         except LedgerError as error:
+            await self._record_if_denied(msg, error)
             await self._refuse(msg, answers, error.code, str(error))
             return
         except DATABASE_ERRORS as error:
@@ -325,6 +327,21 @@ class NatsIngress:
             pause = min(looked + WAKE_INTERVAL, deadline) - time.monotonic()
             if pause > 0:
                 await asyncio.sleep(pause)
+
+    async def _record_if_denied(self, msg: Msg, refusal: Exception) -> None:
+        """A refusal by policy (the role, an ad-hoc task, a refused adapter setting) is an
+        ``AccessDenied`` event, as over HTTP; a malformed message is only logged."""
+        if not isinstance(refusal, Forbidden | AdapterSettingsRefused):
+            return
+        try:
+            await self._run(
+                self.runtime.ledger.record_denial,
+                self.requester.principal,
+                f"nats {msg.subject}",
+                str(refusal),
+            )
+        except DATABASE_ERRORS:
+            log.warning("could not record the refusal of a NATS message on %s", msg.subject)
 
     async def _refuse(self, msg: Msg, answers: bool, code: str, message: str) -> None:
         log.info("NATS message on %s refused: %s: %s", msg.subject, code, message)

@@ -233,6 +233,36 @@ async def test_a_message_that_cannot_be_a_task_is_answered_with_an_error_and_enq
     assert enqueued(nats_runtime) == []
 
 
+def denials(runtime: Runtime) -> list[tuple[str, str, str]]:
+    """The ``AccessDenied`` events of the log: (principal, action, reason)."""
+    found = []
+    for recorded in runtime.store.read(0, 1000):
+        if type(recorded.event).__name__ == "AccessDenied":
+            event: Any = recorded.event
+            found.append((event.principal, event.action, event.reason))
+    return found
+
+
+async def test_a_message_refused_by_policy_is_recorded_as_a_denial_and_a_malformed_one_is_not(
+    nats_runtime: Runtime, nats_url: str, names: str
+) -> None:
+    adhoc = {"type": "x", "adapter": "shell", "adapter_settings": {"argv": ["id"]}}
+    async with ingress_on(nats_runtime, nats_url) as client:
+        refused = await ask(client, f"{names}.execution.request.task", adhoc)
+        malformed = await ask(client, f"{names}.execution.request.task", {"args": {}})
+
+    assert (refused["error"]["code"], malformed["error"]["code"]) == (
+        "forbidden",
+        "invalid_submission",
+    )
+    recorded = denials(nats_runtime)
+    assert len(recorded) == 1
+    principal, action, reason = recorded[0]
+    assert principal == "nats" and action == f"nats {names}.execution.request.task"
+    assert "ad-hoc" in reason
+    assert enqueued(nats_runtime) == []
+
+
 async def test_a_redelivered_message_with_the_same_nats_msg_id_records_one_task(
     nats_runtime: Runtime, nats_url: str, names: str
 ) -> None:
