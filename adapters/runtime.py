@@ -13,6 +13,7 @@ from adapters.ledger import Ledger, utc_now
 from adapters.postgres.embedded import start_embedded_postgres
 from adapters.postgres.event_store import EventStore
 from adapters.postgres.projection_runner import ProjectionRunner
+from adapters.postgres.read_replica import ReadReplica
 from adapters.postgres.schema import create_schema
 from adapters.settings import Settings, load_settings
 from processors.dependency_cascade import DependencyCascade
@@ -44,6 +45,8 @@ class Runtime:
             runner.catch_up()
 
     def close(self) -> None:
+        if self.store.replica is not None:
+            self.store.replica.close()
         self.store.close()
 
 
@@ -57,6 +60,8 @@ def open_runtime(config_path: str | Path | None = None, *, pool_size: int = 5) -
     projections = all_projections(settings.schema)
     create_schema(database_url, settings.schema, projections)
     store = EventStore(database_url, settings.schema, pool_size=pool_size)
+    if settings.read_database_url:
+        store.replica = ReadReplica(settings.read_database_url, settings.read_max_lag)
     cascade = DependencyCascade(store, clock=utc_now)
     runners = {p.name: ProjectionRunner(store, p) for p in projections if p.name != "readiness"}
     runners["readiness"] = ProjectionRunner(store, ReadinessGraph(settings.schema), reactor=cascade)

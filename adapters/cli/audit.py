@@ -17,6 +17,7 @@ from adapters.cli import render
 from adapters.cli.parsers import add_audit_parser as add_audit_parser  # re-exported
 from adapters.ledger import utc_now
 from adapters.postgres.audit import AuditEntry, AuditFilter, audit_events, verify_chain
+from adapters.postgres.read_replica import whole_log_url
 from adapters.runtime import Runtime
 from domain.durations import parse_duration
 from domain.errors import ConfigError, InvalidQuery
@@ -31,11 +32,21 @@ def cmd_audit(rt: Runtime, options: argparse.Namespace) -> int:
 
 
 def _verify(rt: Runtime, options: argparse.Namespace) -> int:
-    report = verify_chain(rt.store, rt.runners[AuditChain.name])
+    source: list[str] = []
+
+    def read_url() -> str:  # the replica once it holds the whole log, else the primary
+        name, url = whole_log_url(rt.store)
+        source.append(name)
+        return url
+
+    report = verify_chain(rt.store, rt.runners[AuditChain.name], read_url)
+    # With a replica configured, which database was read.
+    read_from = {"read_from": source[0]} if rt.store.replica is not None and source else {}
     if options.json:
-        print(render.to_json(dataclasses.asdict(report)))
+        print(render.to_json(dataclasses.asdict(report) | read_from))
     elif report.ok:
-        render.console.print(f"ok: {report.detail}")
+        where = f" (read from the {read_from['read_from']})" if read_from else ""
+        render.console.print(f"ok: {report.detail}{where}")
     elif report.first_bad_position is None:
         render.console.print(f"[red]not verified[/]: {report.reason} ({report.detail})")
     else:

@@ -34,6 +34,8 @@ def replay_options(options: argparse.Namespace) -> tuple[str, LogBound | None, R
 def cmd_replay(rt: Runtime, options: argparse.Namespace) -> None:
     fmt, until, row_filter = replay_options(options)
     replay = Replay(rt.store, until, row_filter)
+    if rt.store.replica is not None:
+        render.console.print(f"reading the log from the {replay.source}")
     with Progress(
         TextColumn("replaying the log"),
         BarColumn(),

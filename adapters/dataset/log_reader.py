@@ -33,6 +33,7 @@ from psycopg import sql
 
 from adapters.dataset.text_form import text_facts
 from adapters.postgres.event_store import EventStore
+from adapters.postgres.read_replica import LogConnections
 from projections.attempt_fold import AttemptFold, AttemptRow
 from projections.event_facts import EventFacts, event_facts
 
@@ -156,15 +157,19 @@ def read_log(
     fast: bool | None = None,
     ahead: int = READ_AHEAD,
     every_task_event: bool = False,
+    connections: LogConnections | None = None,
 ) -> Iterator[LogPage]:
     """Pages of task events with ``after < position <= until``, in log order: those the
     fold reads, or every task event.
 
     A page is a range of ``page_size`` positions (fewer events where the log has gaps);
     ``ahead`` pages are read at once on their own connections, so the server decodes the
-    next pages while this thread folds the current one.
+    next pages while this thread folds the current one. ``connections``: where the pages
+    are read (a replica's connections; the store's pool by default).
     """
     reader = LogReader(store, fast=fast, every_task_event=every_task_event)
+    if connections is not None:
+        reader.connections = connections
     starts = iter(range(after, until, page_size))
     with ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="replay-read") as pool:
         pending: deque[Future[LogPage]] = deque()
@@ -199,6 +204,7 @@ class LogReader:
         self.fast = can_read_fast(store) if fast is None else fast
         self.every_task_event = every_task_event
         self._query = page_query(store.table, every_task_event)
+        self.connections: LogConnections = store.recorder.datastore.get_connection
 
     def page(self, after: int, until: int) -> LogPage:
         """The task events with ``after < position <= until``."""
@@ -211,7 +217,7 @@ class LogReader:
 
     def _page_from_sql(self, after: int, until: int) -> LogPage:
         with (
-            self.store.recorder.datastore.get_connection() as conn,
+            self.connections() as conn,
             conn.transaction(),
             conn.cursor(row_factory=psycopg.rows.tuple_row) as cursor,
         ):

@@ -30,6 +30,7 @@ from adapters.dataset.formats import open_writer
 from adapters.dataset.log_reader import PageFolder, read_log
 from adapters.dataset.text_form import iso_seconds_between, iso_time, typed_row
 from adapters.postgres.event_store import EventStore
+from adapters.postgres.read_replica import whole_log_reads
 from domain.errors import InvalidQuery
 from projections.attempt_fold import AttemptFold, AttemptRow
 
@@ -108,6 +109,8 @@ class Replay:
         self.fast = fast
         head = store.head_position()
         self.end = head if until is None or until.position is None else min(until.position, head)
+        # The replica once it holds the log up to ``head``, else the primary.
+        self.source, self.connections = whole_log_reads(store)
         self.deadline = None if until is None else until.time
         self.position = 0  # every event up to here has been folded
         self.events = 0  # task events folded
@@ -125,7 +128,13 @@ class Replay:
         everything = self.row_filter == RowFilter()
         deadline = None if self.deadline is None else iso_time(self.deadline)
         folder = PageFolder(AttemptFold(between=iso_seconds_between), deadline)
-        pages = read_log(self.store, self.end, fast=self.fast, every_task_event=bool(deadline))
+        pages = read_log(
+            self.store,
+            self.end,
+            fast=self.fast,
+            every_task_event=bool(deadline),
+            connections=self.connections,
+        )
         for page in pages:
             rows = folder.rows(page)
             self.events = folder.events

@@ -9,17 +9,22 @@ from adapters.http.metrics import CONTENT_TYPE
 from adapters.http.openapi import openapi_document
 from adapters.http.views import json_response
 from adapters.postgres import task_queries
+from adapters.postgres.read_replica import read_status
 from domain.registry import Registry
 
 OPENAPI = web.AppKey("openapi", dict)
 
 
 async def health(request: web.Request) -> web.Response:
-    """200 when the database answers (503 otherwise, from the error middleware)."""
+    """200 when the database answers (503 otherwise, from the error middleware); ``reads``:
+    where lag-tolerant reads go (``target``) and, with a replica, its lag and the bound."""
     ctx = context_of(request)
     positions = await ctx.run(task_queries.projection_positions, ctx.runtime.store)
     head = await ctx.run(ctx.runtime.store.head_position)
-    return json_response({"status": "ok", "head": head, "projections": positions})
+    reads = await ctx.run(read_status, ctx.runtime.store)
+    return json_response(
+        {"status": "ok", "head": head, "projections": positions, "reads": reads.as_json()}
+    )
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -133,12 +133,17 @@ class VerifyReport:
     undecodable: tuple[int, ...] = ()
 
 
-def verify_chain(store: EventStore, chain: ProjectionRunner | None = None) -> VerifyReport:
+def verify_chain(
+    store: EventStore,
+    chain: ProjectionRunner | None = None,
+    read_url: Callable[[], str] | None = None,
+) -> VerifyReport:
     """Recompute the chain from the stored events and compare it with ``audit_chain``.
 
     With ``chain`` (the audit chain's runner), catch it up first, so that everything in
     the log now is checked; events appended meanwhile are counted as ``unchained``. Both
-    tables are read in one snapshot through server-side cursors: memory stays flat.
+    tables are read in one snapshot through server-side cursors: memory stays flat;
+    ``read_url``, asked after the catch-up, says where (a replica; the store's by default).
     """
     catch_up_error = None
     if chain is not None:
@@ -146,7 +151,8 @@ def verify_chain(store: EventStore, chain: ProjectionRunner | None = None) -> Ve
             chain.catch_up()
         except Exception as error:  # e.g. an altered event that no longer decodes
             catch_up_error = f"the chain could not catch up: {type(error).__name__}: {error}"
-    with psycopg.connect(store.database_url, row_factory=dict_row) as conn:
+    url = store.database_url if read_url is None else read_url()
+    with psycopg.connect(url, row_factory=dict_row) as conn:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
         report = _with_undecodable(_compare(conn, store.schema), conn, store.schema)

@@ -36,6 +36,7 @@ from adapters.postgres.connection_pool import CONNINFO_KEY
 from adapters.postgres.dispatch_queue import DispatchQueue, change_of
 from adapters.postgres.group_commit import GroupCommit, SaveUnit
 from adapters.postgres.log_horizon import EVENTS_TABLE, horizon_statement
+from adapters.postgres.read_replica import ReadReplica
 from adapters.postgres.recorder import LedgerRecorder, Statement, id_list, run_inline
 from domain.access import AccessDenial
 from domain.errors import TaskNotFound
@@ -93,6 +94,8 @@ def eventsourcing_env(
 
 class EventStore:
     """Reads and writes of the ledger's events."""
+
+    replica: ReadReplica | None = None  # lag-tolerant reads (``read_replica.py``), if any
 
     def __init__(
         self, database_url: str, schema: str, *, create_table: bool = False, pool_size: int = 5

@@ -1,5 +1,9 @@
 """Queries of the read models (task view, readiness graph, learning dataset, operational
-tables), shared by the CLI and the HTTP API."""
+tables), shared by the CLI and the HTTP API.
+
+The lists and counts may lag: they read from the replica when one is configured and close
+enough (``read_replica.lag_tolerant_reads``). One task's row, its graph and the projection
+positions are read from the primary."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from uuid import UUID
 from psycopg import sql
 
 from adapters.postgres.event_store import EventStore
+from adapters.postgres.read_replica import lag_tolerant_reads
 from domain.errors import InvalidQuery, TaskNotFound
 from domain.learning import suggest_start_to_close
 
@@ -66,7 +71,7 @@ def list_tasks(
         sql.Identifier(store.schema, "task_view"),
         sql.SQL("WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL(""),
     )
-    with store.transaction() as cur:
+    with lag_tolerant_reads(store) as cur:
         rows = cur.execute(query, (*params, limit + 1)).fetchall()
     next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
     return Page(rows=rows[:limit], next_cursor=next_cursor)
@@ -108,7 +113,7 @@ def ready_tasks(store: EventStore, queue: str, limit: int = 100) -> list[dict[st
         "WHERE queue = %s AND (state = 'ready' OR (state = 'scheduled' AND run_at <= now())) "
         "ORDER BY priority DESC, enqueued_position LIMIT %s"
     ).format(sql.Identifier(store.schema, "readiness_nodes"))
-    with store.transaction() as cur:
+    with lag_tolerant_reads(store) as cur:
         return cur.execute(query, (queue, limit)).fetchall()
 
 
@@ -182,7 +187,7 @@ def queue_counts(store: EventStore) -> dict[str, dict[str, Any]]:
     def entry(queue: str) -> dict[str, Any]:
         return counts.setdefault(queue, {"ready": 0, "scheduled": 0, "running": 0, "paused": False})
 
-    with store.transaction() as cur:
+    with lag_tolerant_reads(store) as cur:
         for row in cur.execute(
             sql.SQL(
                 "SELECT queue, "
@@ -207,7 +212,7 @@ def queue_counts(store: EventStore) -> dict[str, dict[str, Any]]:
 
 def worker_nodes(store: EventStore, limit: int = MAX_PAGE) -> list[dict[str, Any]]:
     """Worker nodes, most recently seen first, each with its running attempts."""
-    with store.transaction() as cur:
+    with lag_tolerant_reads(store) as cur:
         workers = cur.execute(
             sql.SQL(
                 "SELECT worker, host, pid, queues, concurrency, started_at, last_seen, "
@@ -233,7 +238,7 @@ def task_type_statistics(store: EventStore, type_name: str) -> dict[str, Any]:
     """What history says of one type: its tasks per state (task view), and from the learning
     dataset its attempts per outcome, success and timeout rates, run-time percentiles of
     successful attempts and a suggested start_to_close."""
-    with store.transaction() as cur:
+    with lag_tolerant_reads(store) as cur:
         states = cur.execute(
             sql.SQL(
                 "SELECT state, count(*) AS n FROM {} WHERE type_name = %s GROUP BY state"
@@ -275,7 +280,7 @@ def task_type_statistics(store: EventStore, type_name: str) -> dict[str, Any]:
 
 def task_counts(store: EventStore) -> list[dict[str, Any]]:
     """Tasks per queue, type and state (a scan of the task view)."""
-    with store.transaction() as cur:
+    with lag_tolerant_reads(store) as cur:
         return cur.execute(
             sql.SQL(
                 "SELECT queue, type_name, state, count(*) AS n FROM {} "
@@ -316,7 +321,7 @@ def task_duration_buckets(store: EventStore, buckets: list[float]) -> list[dict[
         )
         params.extend([measure, *buckets])
     query = sql.SQL(" UNION ALL ").join(selects)
-    with store.transaction() as cur:
+    with lag_tolerant_reads(store) as cur:
         return cur.execute(query, params).fetchall()
 
 
@@ -352,5 +357,5 @@ def finished_per_minute(store: EventStore, minutes: int) -> list[dict[str, Any]]
         "count(e.state) FILTER (WHERE e.state NOT IN ('succeeded', 'failed')) AS other "
         "FROM minutes m LEFT JOIN ended e USING (minute) GROUP BY m.minute ORDER BY m.minute"
     ).format(sql.Identifier(store.schema, "task_view"))
-    with store.transaction() as cur:
+    with lag_tolerant_reads(store) as cur:
         return cur.execute(query, (minutes,)).fetchall()
