@@ -6,10 +6,10 @@ never come here.
 
 The lag is how old the newest replayed transaction is while the replica has received more
 than it replayed (zero when it replayed all it received, or when it is a primary itself, as
-after a promotion); it is measured at most once a second. A replay or a verification wants
-more than a bounded lag: the whole log up to the primary's head, so ``caught_up`` waits (at
-most ``read_max_lag``) until the replica has replayed the primary's WAL position taken after
-the head was read.
+after a promotion); it is measured at most once a second (an unreachable replica is tried
+again every 5 s). A replay or a verification wants more than a bounded lag: the whole log up
+to the primary's head, so ``caught_up`` waits (at most ``read_max_lag``) until the replica
+has replayed the primary's WAL position taken after the head was read.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STATUS_TTL = 1.0  # seconds a lag measurement is reused
+DOWN_TTL = 5.0  # seconds before an unreachable replica is tried again (a try may take 2 s)
 CATCH_UP_POLL = 0.05  # seconds between two looks at the replica's replay position
 LAG_QUERY = (
     "SELECT CASE WHEN NOT pg_is_in_recovery() THEN 0.0 "
@@ -56,6 +57,10 @@ class ReadStatus:
     lag_seconds: float | None = None
     max_lag_seconds: float | None = None
     reason: str | None = None  # why the primary, when a replica is configured
+
+    @property
+    def reachable(self) -> bool:
+        return self.reason is None or not self.reason.startswith("replica unreachable")
 
     def as_json(self) -> dict[str, Any]:
         shown: dict[str, Any] = {"target": self.target}
@@ -102,7 +107,8 @@ class ReadReplica:
         """Where lag-tolerant reads go now (measured at most every ``STATUS_TTL`` s)."""
         with self._lock:
             now = time.monotonic()
-            if self._status is None or now - self._measured_at >= STATUS_TTL:
+            ttl = STATUS_TTL if self._status is None or self._status.reachable else DOWN_TTL
+            if self._status is None or now - self._measured_at >= ttl:
                 self._status = self._measure()
                 self._measured_at = time.monotonic()
             return self._status

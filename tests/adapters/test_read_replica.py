@@ -20,7 +20,7 @@ import pytest
 from adapters.cli.main import main
 from adapters.runtime import Runtime, open_runtime
 from tests.adapters.http.live_server import LiveServer
-from tests.private_postgres import PrivatePostgres
+from tests.private_postgres import PrivatePostgres, free_port
 
 WAIT = 60.0  # seconds a test waits for a positive signal before it fails
 
@@ -324,3 +324,33 @@ def _each_task_once_in_the_log(
     assert all(c == (1, 1, 1) for c in tasks.values()), {
         t: c for t, c in tasks.items() if c != (1, 1, 1)
     }
+
+
+def test_an_unreachable_replica_sends_reads_to_the_primary_and_its_password_is_never_shown(
+    ledger_env: None,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    secret = "Rep1ica-s3cret"
+    nobody = free_port()  # nothing listens there
+    monkeypatch.setenv(
+        "LEDGER_READ_DATABASE_URL", f"postgresql://reader:{secret}@127.0.0.1:{nobody}/ledger"
+    )
+    runtime = open_runtime(pool_size=2)
+    try:
+        with LiveServer(runtime) as server, server.client() as client:
+            task = enqueue(client, 1)
+            runtime.catch_up()
+            assert task in listed(client)
+            health = client.get("/healthz")
+            shown = health.json()["reads"]
+            assert shown["target"] == "primary"
+            assert shown["replica"] == f"127.0.0.1:{nobody}/ledger"
+            assert shown["reason"].startswith("replica unreachable")
+            assert shown["replica_lag_seconds"] is None
+            assert secret not in health.text
+    finally:
+        runtime.close()
+    assert "replica unreachable" in caplog.text
+    assert secret not in caplog.text
