@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
+from psycopg import sql
 
 from adapters.config_file import DEFAULT_REGISTRY
 from adapters.runtime import open_runtime
@@ -246,7 +248,7 @@ def test_a_role_that_may_not_cancel_is_offered_no_cancel(
 
 
 def test_an_admin_verifies_the_chain_and_sees_the_denials(
-    chromium: Any, secured_live: LiveServer
+    chromium: Any, secured_live: LiveServer, database_url: str, schema: str
 ) -> None:
     page = Page(chromium, secured_live.url)
     with secured_live.client(TOKENS["admin"]) as admin:
@@ -264,6 +266,16 @@ def test_an_admin_verifies_the_chain_and_sees_the_denials(
     assert result.text == "intact"
     assert "checked" in page.css("#verify-result").text and "by alice" in page.css("#verify-result").text
     page.screenshot("audit-verified")
+    with psycopg.connect(database_url, autocommit=True) as tamper:
+        tamper.execute("SET session_replication_role = replica")  # past the append-only guard
+        tamper.execute(
+            sql.SQL("UPDATE {} SET state = state || ' '::bytea WHERE notification_id = 1").format(
+                sql.Identifier(schema, "ledger_events")
+            )
+        )
+    page.css("#verify").click()
+    page.wait_text("#verify-result .state-failed", "altered at position 1 (altered)")
+    page.screenshot("audit-altered")
     page.open("dataset")
     page.css("#dataset-format option[value=csv]").click()
     page.css("#download").click()

@@ -29,7 +29,7 @@ export async function render(main, _param, session, search) {
   const load = async () => {
     const page = await api(`/v1/audit/log${query({ ...filter, after, limit: 200 })}`);
     entries.push(...page.entries);
-    rows.replaceChildren(h('p', { class: 'muted' }, `${entries.length} entries after position ${filter.after || after}`
+    rows.replaceChildren(h('p', { class: 'muted' }, `${entries.length} ${entries.length === 1 ? 'entry' : 'entries'} after position ${filter.after || after}`
       + ` (log head ${page.head})`), auditTable(entries));
     more.hidden = page.next_after === null;
     after = String(page.next_after ?? after);
