@@ -99,7 +99,8 @@ export function verificationView(last) {
   const verdict = last.ok
     ? h('span', { class: 'state state-succeeded' }, 'intact')
     : h('span', { class: 'state state-failed' }, `altered at position ${last.first_bad_position} (${last.reason})`);
+  const what = last.ok ? `${last.checked} events checked` : last.detail;
   return h('p', { id: 'last-verification' }, verdict,
-    ` — ${last.checked} events checked at ${fmtTime(last.verified_at)} by ${last.by}`,
+    ` — ${what}; verified at ${fmtTime(last.verified_at)} by ${last.by}`,
     last.unchained ? `; ${last.unchained} newer events not yet chained` : '');
 }
