@@ -303,3 +303,26 @@ def test_a_large_graph_is_drawn_around_the_task(chromium: Any, live: LiveServer)
     assert {refs["root"], refs["leaf-7"]} <= {node.get_attribute("data-task") for node in drawn}
     assert page.css("svg.dag g.node.focus").get_attribute("data-task") == refs["leaf-7"]
     assert page.errors() == []
+
+
+def test_bulk_retry_schedules_each_selected_failed_task_again(
+    chromium: Any, live: LiveServer
+) -> None:
+    page = Page(chromium, live.url)
+    with live.client() as client:
+        ids = [client.post("/v1/tasks", json={"type": "fail"}).json()["id"] for _ in range(2)]
+        for task_id in ids:
+            wait_state(client, page, task_id, {"failed"})
+        client.post("/v1/queues/default/pause")
+        page.open("tasks?state=failed")
+        page.wait_for(lambda _: len(page.all("#task-rows tr[data-task]")) == 2)
+        page.css("#select-all").click()
+        page.css("#retry-selected").click()
+        page.wait_for(lambda _: page.all("#task-rows tr[data-task]") == [])
+        retries = client.get("/v1/events", params={"type": "TaskRetryScheduled"}).json()["events"]
+        states = {client.get(f"/v1/tasks/{i}").json()["state"] for i in ids}
+    manual = [e for e in retries if e["data"]["manual"]]
+    assert sorted(e["aggregate_id"] for e in manual) == sorted(ids)
+    assert {e["principal"] for e in manual} == {"local"}
+    assert states <= {"scheduled", "ready"}
+    assert page.errors() == []
