@@ -25,8 +25,8 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from domain.errors import InvalidSubmission
-from domain.execution import Spawn, Success
+from domain.errors import InvalidSubmission, LedgerError
+from domain.execution import ExecutionResult, Spawn, Success
 from domain.registry import Registry
 from domain.submission import Requester, SubmissionContext, TaskRequest, plan_tasks
 from domain.task import Task, TaskState
@@ -121,6 +121,52 @@ def plan_children(
     )
     # Children may depend on siblings (refs) only: no stored task is known to them.
     return plan_tasks(context, child_requests(spawn.children), {}, graph_id=parent.graph_id)
+
+
+def spawned_children(
+    registry: Registry,
+    task: Task,
+    attempt: int,
+    result: ExecutionResult,
+    now: datetime,
+    new_id: Callable[[], UUID],
+) -> list[Task] | None:
+    """The children an attempt's success spawns, new and unsaved, the parent's
+    ``TaskChildrenSpawned`` (and ``TaskSucceeded`` when it does not wait) pending. Refused
+    children fail the parent (``ChildrenRefused``, not retried) and none is returned. A
+    success that spawns none but whose type has ``signals_to_finish`` is held for them
+    (``TaskAwaitingSignals``; ``[]``). None: a plain success, for the caller to record."""
+    if not isinstance(result, Success):
+        return None
+    try:
+        spawn = spawn_of(result)
+        if spawn is None:
+            return _held_for_signals(registry, task, attempt, result)
+        children = plan_children(registry, task, spawn, now, new_id)
+    except LedgerError as error:
+        task.fail(attempt, "ChildrenRefused", str(error), retryable=False)
+        return []
+    task.spawn_children(
+        attempt,
+        [child.id for child in children],
+        spawn.wait,
+        spawn.on_child_failure,
+        result.result,
+        result.details,
+    )
+    return children
+
+
+def _held_for_signals(
+    registry: Registry, task: Task, attempt: int, result: Success
+) -> list[Task] | None:
+    """A success of a type with ``signals_to_finish`` waits for them (``TaskAwaitingSignals``,
+    no child); None for any other success (recorded as it is)."""
+    task_type = registry.task_type(task.type_name)
+    if task_type is None or not task_type.signals_to_finish:
+        return None
+    task.await_signals(attempt, list(task_type.signals_to_finish), result.result, result.details)
+    return []
 
 
 def notify_parents(

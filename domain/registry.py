@@ -62,6 +62,7 @@ class TaskType:
     inputs: bool = False  # take the dependencies' results as inputs (by ref)
     signals: tuple[str, ...] = ()  # signals needed before the task runs
     signal_by_other: bool = False  # a signaller must not be the task's requester
+    signals_to_finish: tuple[str, ...] = ()  # signals needed before a success is final
 
 
 @dataclass(frozen=True)
@@ -255,6 +256,7 @@ _TASK_TYPE_KEYS = {
     "inputs",
     "signals",
     "signal_by_other",
+    "signals_to_finish",
 }
 
 
@@ -295,6 +297,10 @@ def _task_type(
             for signal in _strings(spec.get("signals", []), (*where, "signals"))
         ),
         signal_by_other=_bool(spec.get("signal_by_other", False), (*where, "signal_by_other")),
+        signals_to_finish=tuple(
+            _name(signal, (*where, "signals_to_finish"))
+            for signal in _strings(spec.get("signals_to_finish", []), (*where, "signals_to_finish"))
+        ),
     )
 
 

@@ -375,9 +375,21 @@ class Task(Aggregate):
                 f"task {self.id} does not wait for the signal {name!r} (it waits for: {awaited})"
             )
         state = self.state
-        if state is TaskState.WAITING and self.awaited_signals == [name] and not self.children:
+        last = self.awaited_signals == [name]
+        if state is TaskState.WAITING and last and self.held is not None:
+            state = TaskState.SUCCEEDED  # it waited to finish: its held result is its own
+        elif state is TaskState.WAITING and last and not self.children:
             due = self.run_at is None or self.run_at <= now
             state = TaskState.READY if due else TaskState.SCHEDULED
+        if state is TaskState.SUCCEEDED:
+            self._signalled(name=name, data=data, by=by, state=TaskState.WAITING.value)
+            held = self.held or {}
+            self._succeeded(
+                attempt=self.attempts,
+                result=held.get("result"),
+                details=dict(held.get("details") or {}),
+            )
+            return
         self._signalled(name=name, data=data, by=by, state=state.value)
 
     @event(TaskSignalled)
@@ -434,6 +446,31 @@ class Task(Aggregate):
         self.on_child_failure = on_child_failure
         self.held = {"result": result, "details": details} if wait else None
         self.state = TaskState(state)
+
+    class TaskAwaitingSignals(Aggregate.Event):
+        attempt: int
+        signals: list[str]
+        result: Any  # the attempt's result, held until the signals come
+        details: dict[str, Any]
+        state: str  # "waiting"
+
+    def await_signals(
+        self, attempt: int, signals: list[str], result: Any, details: dict[str, Any]
+    ) -> None:
+        """The attempt succeeded, but its type needs ``signals`` before the task finishes."""
+        self._require_current(attempt, "hold the result of")
+        self._awaiting_signals(
+            attempt=attempt, signals=signals, result=result, details=details, state="waiting"
+        )
+
+    @event(TaskAwaitingSignals)
+    def _awaiting_signals(
+        self, attempt: int, signals: list[str], result: Any, details: dict[str, Any], state: str
+    ) -> None:
+        self.awaited_signals = list(signals)
+        self.held = {"result": result, "details": details}
+        self.state = TaskState(state)
+        self.lease_expires_at = None
 
     class TaskChildEnded(Aggregate.Event):
         child_id: UUID

@@ -267,6 +267,8 @@ def _changes(event: Any, name: str) -> tuple[str, dict[str, Any]]:
         }
     if name == "TaskSignalled":
         return event.state, ({} if event.state == "waiting" else {"signal_wait_since": None})
+    if name == "TaskAwaitingSignals":
+        return event.state, {"signal_wait_since": event.timestamp, "lease_expires_at": None}
     if name == "TaskChildrenSpawned":
         return event.state, {"lease_expires_at": None}
     if name == "TaskChildEnded":

@@ -8,7 +8,8 @@ other event (so a log without workflow events has no step rows, and the attempt 
 
 - ``position``, ``task_id``, ``at`` (the event's timestamp), ``step``: ``enqueued_child``
   (a task spawned at run time), ``awaiting_signals`` (a task enqueued or unblocked to wait
-  for signals), ``signalled``, ``children_spawned``, ``child_ended``, ``progress``;
+  for signals, or a success held for them), ``signalled``, ``children_spawned``,
+  ``child_ended``, ``progress``;
 - ``parent_id``, ``depth``: of an ``enqueued_child``;
 - ``signal``, ``by``: of a ``signalled`` (``signal`` also lists the awaited names of an
   ``awaiting_signals``, comma-separated);
@@ -68,6 +69,8 @@ def _values(name: str, e: Any) -> dict[str, Any] | None:
         return None
     if name == "TaskUnblocked" and e.state == "waiting":
         return {"step": "awaiting_signals", "state": "waiting"}
+    if name == "TaskAwaitingSignals":  # a success held until signals come
+        return {"step": "awaiting_signals", "state": "waiting", "signal": _names(e.signals)}
     if name == "TaskSignalled":
         return {"step": "signalled", "state": e.state, "signal": e.name, "by": e.by}
     if name == "TaskChildrenSpawned":

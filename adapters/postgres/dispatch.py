@@ -37,9 +37,8 @@ from adapters.postgres.event_store import EventStore
 from adapters.postgres.inline_unblock import InlineUnblock
 from adapters.postgres.recorder import Statement
 from adapters.postgres.running import RunningTables, StartedAttempt
-from domain.children import notify_parents, plan_children, spawn_of
-from domain.errors import LedgerError
-from domain.execution import AttemptOutcome, ClaimedAttempt, Success
+from domain.children import notify_parents, spawned_children
+from domain.execution import AttemptOutcome, ClaimedAttempt
 from domain.inputs import resolve_inputs
 from domain.outcomes import record_result, record_timeout
 from domain.registry import Registry
@@ -307,7 +306,9 @@ class PostgresDispatch:
                 record_timeout(task, TimeoutKind.START_TO_CLOSE, now, self.jitter())
             else:
                 assert outcome.result is not None
-                children = self._spawned(task, outcome, now)
+                children = spawned_children(
+                    self.registry, task, outcome.attempt, outcome.result, now, uuid4
+                )
                 if children is None:
                     record_result(task, outcome.attempt, outcome.result, now, self.jitter())
                 else:  # the parent's TaskChildrenSpawned first, then its children
@@ -317,30 +318,6 @@ class PostgresDispatch:
             tasks.append(task)
         tasks.extend(notify_parents(tasks, self.store.load_many))
         return tasks
-
-    def _spawned(self, task: Task, outcome: AttemptOutcome, now: datetime) -> list[Task] | None:
-        """The children a success spawns (its parent's events pending), or None when it
-        spawns none; children refused fail the parent (``ChildrenRefused``, not retried)."""
-        success = outcome.result
-        if not isinstance(success, Success):
-            return None
-        try:
-            spawn = spawn_of(success)
-            if spawn is None:
-                return None
-            children = plan_children(self.registry, task, spawn, now, uuid4)
-        except LedgerError as error:
-            task.fail(outcome.attempt, "ChildrenRefused", str(error), retryable=False)
-            return []
-        task.spawn_children(
-            outcome.attempt,
-            [child.id for child in children],
-            spawn.wait,
-            spawn.on_child_failure,
-            success.result,
-            success.details,
-        )
-        return children
 
     # -- leases and workers -------------------------------------------------------------
 

@@ -17,8 +17,12 @@ from psycopg import sql
 
 from adapters.runtime import Runtime
 from domain.errors import Forbidden, InvalidTransition
+from domain.execution import ClaimedAttempt
+from domain.registry import build_registry
 from domain.submission import Requester, TaskRequest
 from domain.task import Task, TaskState, event_name
+from domain.timeouts import Timeouts
+from processors import worker as worker_module
 from tests.processors.worker_harness import run_nodes_until, runtime_with_config
 
 DEMO = "adapters.executors.workflow_demo"
@@ -94,6 +98,11 @@ CONFIG = textwrap.dedent(
     adapter = "python"
     signals = ["approval"]
     signal_by_other = true
+    settings = {{ callable = "adapters.executors.builtin_tasks:echo" }}
+
+    [task_types.finish_gate]
+    adapter = "python"
+    signals_to_finish = ["review"]
     settings = {{ callable = "adapters.executors.builtin_tasks:echo" }}
 
     [task_types.progress]
@@ -322,6 +331,26 @@ def test_a_signal_waits_behind_its_dependencies_and_a_bad_signal_records_nothing
     assert done.state is TaskState.SUCCEEDED
 
 
+def test_a_success_waits_for_the_signals_its_type_needs_before_it_finishes(
+    rt: Runtime,
+) -> None:
+    task = rt.ledger.enqueue(TaskRequest("finish_gate", {"draft": 3}))
+    with pytest.raises(InvalidTransition, match="does not wait for the signal 'review'"):
+        rt.ledger.signal(task.id, "review", None)  # not yet: it has not run
+    run_nodes_until(rt, lambda: rt.store.load(task.id).state is TaskState.WAITING, timeout=30)
+    held = rt.store.load(task.id)
+    assert held.result is None and held.awaited_signals == ["review"]
+    done = rt.ledger.signal(task.id, "review", {"ok": True})
+    assert done.state is TaskState.SUCCEEDED and done.result == {"draft": 3}
+    assert events_of(rt, task.id) == [
+        "TaskEnqueued",
+        "TaskStarted",
+        "TaskAwaitingSignals",
+        "TaskSignalled",
+        "TaskSucceeded",
+    ]
+
+
 # -- progress -----------------------------------------------------------------------------
 
 
@@ -428,3 +457,31 @@ def test_an_agent_step_sees_the_previous_steps_result_in_lane_order(rt: Runtime)
         for d in done
     ]
     assert starts == sorted(starts)
+
+
+def test_progress_reports_are_coalesced_and_rate_limited_per_attempt(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worker keeps the latest report of an attempt and hands out at most one per
+    ``progress_interval`` (the clock is the worker's monotonic clock, set here)."""
+    now = [100.0]
+    monkeypatch.setattr(worker_module.time, "monotonic", lambda: now[0])
+    settings = worker_module.WorkerSettings("w", ("default",), progress_interval=2.0)
+    worker = worker_module.Worker(settings, None, {}, build_registry({}), None, None)  # type: ignore[arg-type]
+    attempt = ClaimedAttempt(
+        UUID(int=1), 1, "t", "python", {}, None, Timeouts(start_to_close=5), "default", None
+    )
+    worker.running[attempt.task_id] = None  # type: ignore[assignment]  # "running"
+    report = worker._reporter(attempt)
+
+    report(0.1, "a")
+    report(0.2, "b")
+    assert [(n.progress, n.message) for n in worker._due_notes()] == [(0.2, "b")]
+    report(0.3, "c")
+    report(7.0, "past the end")  # clamped to 1
+    assert worker._due_notes() == []  # within the interval: kept, not handed out
+    now[0] += 2.0
+    assert [(n.progress, n.message) for n in worker._due_notes()] == [(1.0, "past the end")]
+    report(float("nan"), "dropped")
+    now[0] += 2.0
+    assert worker._due_notes() == []
