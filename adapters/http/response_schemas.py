@@ -506,6 +506,18 @@ HEALTH: Schema = {
             "additionalProperties": {"type": "integer"},
             "description": "position each projection has read up to",
         },
+        "reads": {
+            "type": "object",
+            "required": ["target"],
+            "description": "where lag-tolerant reads (lists, counts, the dataset) go now",
+            "properties": {
+                "target": {"type": "string", "enum": ["replica", "primary"]},
+                "replica": {"type": "string", "description": "host:port/dbname"},
+                "replica_lag_seconds": {"type": ["number", "null"], "minimum": 0},
+                "read_max_lag_seconds": {"type": "number"},
+                "reason": {"type": "string", "description": "why the primary"},
+            },
+        },
     },
 }
 
