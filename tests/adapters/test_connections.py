@@ -170,3 +170,40 @@ def test_redact_hides_the_password_and_keeps_the_rest(written: str) -> None:
     assert PASSWORD not in shown
     assert "***" in shown
     assert shown.endswith(" today")
+
+
+def test_the_pool_keeps_the_operators_own_timeouts_and_adds_its_own_elsewhere(
+    ledger_env: None, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "LEDGER_DATABASE_URL", make_conninfo(database_url, connect_timeout=7, keepalives_idle=17)
+    )
+    runtime = open_runtime(pool_size=1)
+    try:
+        with runtime.store.recorder.datastore.get_connection() as conn:
+            used = psycopg.conninfo.conninfo_to_dict(conn.info.dsn)
+        assert used["connect_timeout"] == "7" and used["keepalives_idle"] == "17"
+        assert used["keepalives_interval"] == "2"  # the pool's, the URL naming none
+    finally:
+        runtime.close()
+
+
+def test_the_read_replica_and_its_lag_may_be_named_in_the_config_file(
+    ledger_env: None, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("LEDGER_READ_DATABASE_URL", "LEDGER_READ_MAX_LAG"):
+        monkeypatch.delenv(name, raising=False)
+    config = tmp_path / "ledger.toml"
+    registry = DEFAULT_REGISTRY.read_text()
+    config.write_text(
+        registry.replace(
+            "[ledger]\n", f'[ledger]\nread_database_url = "{database_url}"\nread_max_lag = "250ms"\n'
+        )
+    )
+    monkeypatch.setenv("LEDGER_CONFIG", str(config))
+    settings = load_settings()
+    assert settings.read_database_url == database_url
+    assert settings.read_max_lag == 0.25
+    config.write_text(registry.replace("[ledger]\n", '[ledger]\nread_max_lag = "soon"\n'))
+    with pytest.raises(ConfigError, match=r"\[ledger\] read_max_lag"):
+        load_settings()
