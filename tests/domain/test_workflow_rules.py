@@ -38,7 +38,11 @@ def stored_enqueue(**missing_fields_dropped: Any) -> Task.TaskEnqueued:
 
 
 def test_an_enqueue_stored_before_the_workflow_fields_loads_with_their_defaults() -> None:
-    task = stored_enqueue().mutate(None)
+    event = stored_enqueue()
+    # What the projections and the dataset read of the stored event ...
+    assert (event.inputs, event.parent_id, event.depth, event.signals) == (None, None, 0, None)
+    # ... and the task it rebuilds.
+    task = event.mutate(None)
     assert task is not None and task.state is TaskState.READY
     assert (task.inputs, task.parent_id, task.depth, task.awaited_signals) == (None, None, 0, [])
 
