@@ -56,8 +56,9 @@ export function query(params) {
 }
 
 // Follow /v1/events/stream (with `params` as filters), calling onEvent(event) for each event;
-// reconnects (with Last-Event-ID) until signal aborts. onOpen() is called on each connection.
-export async function follow(params, onEvent, signal, onOpen = () => {}) {
+// reconnects (with Last-Event-ID) every second until signal aborts. onOpen() is called on
+// each connection, onLost(error) when one fails or ends.
+export async function follow(params, onEvent, signal, onOpen = () => {}, onLost = () => {}) {
   let last = null;
   while (!signal.aborted) {
     try {
@@ -68,9 +69,11 @@ export async function follow(params, onEvent, signal, onOpen = () => {}) {
       if (!response.ok) throw await failure(response);
       onOpen();
       last = await readFrames(response.body, onEvent, last);
+      if (!signal.aborted) onLost(new Error('the stream ended'));
     } catch (error) {
       if (signal.aborted) return;
       if (error instanceof ApiError && (error.status === 401 || error.status === 403)) throw error;
+      onLost(error);
     }
     await new Promise((resolve) => setTimeout(resolve, 1000));
   }

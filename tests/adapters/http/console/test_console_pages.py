@@ -15,7 +15,8 @@ import pytest
 from psycopg import sql
 
 from adapters.config_file import DEFAULT_REGISTRY
-from adapters.runtime import open_runtime
+from adapters.http.limits import HttpLimits
+from adapters.runtime import Runtime, open_runtime
 from tests.adapters.http.console.browser import Page
 from tests.adapters.http.live_server import TOKENS, LiveServer, secured_config
 
@@ -191,10 +192,15 @@ def test_a_dags_failed_node_shows_its_skipped_dependents(chromium: Any, live: Li
 
 def sign_in(page: Page, token: str) -> None:
     page.open("")
-    field = page.css("#token")
-    field.clear()
-    field.send_keys(token)
-    page.css("#signin button[type=submit]").click()
+
+    def fill(_: Any) -> bool:  # again if the form was drawn anew meanwhile (stale)
+        field = page.css("#token")
+        field.clear()
+        field.send_keys(token)
+        page.css("#signin button[type=submit]").click()
+        return True
+
+    page.wait_for(fill)
 
 
 @pytest.fixture
@@ -326,3 +332,14 @@ def test_bulk_retry_schedules_each_selected_failed_task_again(
     assert {e["principal"] for e in manual} == {"local"}
     assert states <= {"scheduled", "ready"}
     assert page.errors() == []
+
+
+def test_the_list_says_it_is_not_live_when_the_server_refuses_its_stream(
+    chromium: Any, runtime: Runtime
+) -> None:
+    with LiveServer(runtime, limits=HttpLimits(max_waiting=0)) as server:
+        page = Page(chromium, server.url)
+        page.open("tasks")
+        page.wait_text('#live[data-live="off"]', "not live: 0 calls are already waiting")
+        page.css("#filters")  # the list itself still works
+    assert page.errors(ignore=("429 (Too Many Requests)",)) == []

@@ -135,12 +135,12 @@ export async function render(main, _param, session, search) {
 
   await loadPage(true);
   const stop = new AbortController();
+  const notLive = (error) => { live.dataset.live = 'off'; live.textContent = `not live: ${error.message}`; };
   follow({}, (event) => {
     if (event.aggregate !== 'Task') return;
     pending.add(event.aggregate_id);
     if (!flushing) flushing = setTimeout(flush, 300);
-  }, stop.signal, () => { live.dataset.live = 'on'; live.textContent = 'live'; })
-    .catch((error) => { live.dataset.live = 'off'; live.textContent = `not live: ${error.message}`; });
+  }, stop.signal, () => { live.dataset.live = 'on'; live.textContent = 'live'; }, notLive).catch(notLive);
   return () => { stop.abort(); clearTimeout(flushing); };
 }
 
