@@ -71,15 +71,19 @@ def test_every_page_renders_what_it_shows_without_a_console_error(
         refs = failing_graph(client)
         wait_state(client, page, refs["report"], {"skipped"})
         client.post("/v1/tasks", json={"type": "echo", "args": {"note": "hello"}, "tags": ["demo"]})
+        shell = client.post("/v1/tasks", json={"type": "hello", "args": {"name": "console"}}).json()
+        wait_state(client, page, shell["id"], {"succeeded"})
         client.get("/v1/audit/verify")
 
     page.open("")
     page.css("#last-verification .state-succeeded")
     page.wait_for(lambda _: "default" in page.text() and "Worker nodes" in page.text())
+    assert page.all("svg.chart rect.bar-succeeded") and page.all("svg.chart rect.bar-failed")
+    assert page.css('tr[data-queue="default"]').text.startswith("default")
     page.screenshot("overview")
 
     page.open("tasks")
-    page.wait_for(lambda _: len(page.all("#task-rows tr[data-task]")) == 5)
+    page.wait_for(lambda _: len(page.all("#task-rows tr[data-task]")) == 6)
     page.css('#live[data-live="on"]')
     page.screenshot("tasks")
 
@@ -88,6 +92,10 @@ def test_every_page_renders_what_it_shows_without_a_console_error(
     page.css("svg.timeline")
     page.wait_for(lambda _: "TaskFailed" in page.text())
     page.screenshot("task")
+
+    page.open(f"task/{shell['id']}")
+    page.wait_text(".output pre", "hello console")  # the shell task's stdout
+    assert "attempt 1 · stdout" in page.css(".output h3").text
 
     page.open("types/fail")
     assert "Suggested start_to_close" in page.css("#type-detail").text
