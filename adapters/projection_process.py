@@ -67,8 +67,13 @@ class ProjectionProcess:
         while not stop.is_set():
             # Its own session: a Ctrl-C at the terminal reaches the node, which stops the
             # child itself (SIGTERM), never the child half-started (a KeyboardInterrupt).
+            # Its stdout (one "following the log" line) is dropped: written into the node's
+            # terminal, it would break a live display (ledger demo); warnings still show.
             self.process = await asyncio.create_subprocess_exec(
-                *self.command(), env=child_environment(self.runtime), start_new_session=True
+                *self.command(),
+                env=child_environment(self.runtime),
+                start_new_session=True,
+                stdout=asyncio.subprocess.DEVNULL,
             )
             try:
                 exited = await self._exit_or_stop(self.process, stop)

@@ -94,6 +94,8 @@ async def _show(client: httpx.AsyncClient) -> None:
         f"POST /v1/graphs: {len(ids)} tasks stored atomically (graph {submitted['graph_id']})\n"
     )
     tasks = await _watch(client, ids)
+    if not render.console.is_terminal:  # off a terminal, rich's live display ends its
+        render.console.line()  # last frame without a newline: the next title joined it
     render.console.print(_results_table(tasks))
     graph = (await client.get("/v1/graph", params={"task": ids["sum"]})).json()
     flaky = (await client.get("/v1/graph", params={"task": ids["flaky"]})).json()

@@ -13,11 +13,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from uuid import uuid4
 
 import psutil
+import psycopg
 import pytest
 
 HANG = 30.0  # seconds: only a hang fails the test
+PROJECTIONS = 4  # task_view, readiness, audit_chain, dataset
+APP = f"ledger-stop-{uuid4().hex[:8]}"  # names the node's database sessions
 
 
 def free_port() -> int:
@@ -38,7 +42,7 @@ def started() -> Iterator[list[subprocess.Popen[bytes]]]:
 def start(processes: list[subprocess.Popen[bytes]], *argv: str) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
         [sys.executable, "-m", "adapters.cli.main", *argv],
-        env=os.environ.copy(),
+        env={**os.environ, "PGAPPNAME": APP},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,  # its own process group, as a terminal's foreground job
@@ -53,6 +57,24 @@ def wait_for_line(process: subprocess.Popen[bytes], text: str) -> None:
         if text in line.decode():
             return
     raise AssertionError(f"exited ({process.wait()}) before printing {text!r}")
+
+
+def wait_for_the_projections(database_url: str) -> None:
+    """Every projection runner of the node's child follows the log (LISTEN on the
+    connection that holds its lock): everything the node starts is running."""
+    deadline = time.monotonic() + HANG
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        while True:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity AS a WHERE a.application_name = %s "
+                "AND a.query LIKE 'LISTEN %%ledger_events%%' AND EXISTS (SELECT 1 FROM "
+                "pg_locks AS l WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted)",
+                (APP,),
+            ).fetchone()
+            if row is not None and row[0] == PROJECTIONS:
+                return
+            assert time.monotonic() < deadline, "the projections did not start"
+            time.sleep(0.05)
 
 
 def wait_for_child(process: subprocess.Popen[bytes]) -> list[psutil.Process]:
@@ -80,10 +102,10 @@ def stop_and_check(
 @pytest.mark.usefixtures("ledger_env")
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
 def test_a_worker_following_the_log_stops_on_a_signal_leaving_nothing(
-    started: list[subprocess.Popen[bytes]], how: str
+    started: list[subprocess.Popen[bytes]], database_url: str, how: str
 ) -> None:
     worker = start(started, "worker")
-    wait_for_line(worker, "following the log")  # the child's line: everything runs
+    wait_for_the_projections(database_url)
     stop_and_check(worker, wait_for_child(worker), how)
 
 
@@ -99,8 +121,9 @@ def test_ctrl_c_while_the_projection_child_starts_leaves_nothing(
 @pytest.mark.usefixtures("ledger_env")
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
 def test_serve_stops_on_a_signal_leaving_nothing(
-    started: list[subprocess.Popen[bytes]], how: str
+    started: list[subprocess.Popen[bytes]], database_url: str, how: str
 ) -> None:
     server = start(started, "serve", "--port", str(free_port()))
-    wait_for_line(server, "following the log")
+    wait_for_line(server, "serving http://")
+    wait_for_the_projections(database_url)
     stop_and_check(server, wait_for_child(server), how)
