@@ -53,8 +53,9 @@ examples:
 """
 
 STOPPING = (
-    "Ctrl-C or SIGTERM stops it: claims stop at once, running attempts get up to 5 s to end "
-    "(then they are cancelled and retried elsewhere; docs/worker.md, 'Graceful shutdown')"
+    "Ctrl-C or SIGTERM stops it: with no attempt running, within a second or so; otherwise "
+    "claims stop at once and running attempts get up to 5 s to end, then are cancelled "
+    "(retried when their policy allows; docs/worker.md, 'Graceful shutdown')"
 )
 
 

@@ -5,6 +5,7 @@ starts it says where it runs; status, stop and reset act on it without starting 
 from __future__ import annotations
 
 import os
+import pty
 import shutil
 import subprocess
 import sys
@@ -90,3 +91,28 @@ def test_reset_stops_a_running_server_before_deleting_its_data(data_dir: Path) -
     assert reset.stdout == f"reset: stopped pid {server.pid}, deleted {data_dir}\n"
     assert not data_dir.exists()
     assert not psutil.pid_exists(server.pid) or psutil.Process(server.pid).status() == "zombie"
+
+
+@pytest.mark.parametrize(("answer", "kept"), [(b"n\n", True), (b"\n", True), (b"yes\n", False)])
+def test_reset_at_a_terminal_asks_first(data_dir: Path, answer: bytes, kept: bool) -> None:
+    data_dir.mkdir()
+    (data_dir / "PG_VERSION").write_text("18\n")  # no server runs on it: nothing to stop
+    leader, follower = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k != "LEDGER_DATABASE_URL"}
+    env["LEDGER_EMBEDDED_DIR"] = str(data_dir)
+    process = subprocess.Popen(
+        [*LEDGER, "db", "reset"], env=env, stdin=follower, stdout=subprocess.PIPE, text=True
+    )
+    os.close(follower)
+    try:
+        os.write(leader, answer)
+        out, _ = process.communicate(timeout=60)
+    finally:
+        os.close(leader)
+    assert f"delete {data_dir} and every ledger in it? [y/N]" in out
+    if kept:
+        assert process.returncode == 1 and out.endswith("nothing deleted\n")
+        assert (data_dir / "PG_VERSION").exists()
+    else:
+        assert process.returncode == 0 and out.endswith(f"reset: deleted {data_dir}\n")
+        assert not data_dir.exists()
