@@ -206,6 +206,7 @@ class Task(Aggregate):
         self.attempts = attempt
         self.worker = worker
         self.lease_expires_at = lease_expires_at
+        self.held = None  # a result held by an earlier attempt is not this one's
 
     class TaskHeartbeat(Aggregate.Event):
         attempt: int
@@ -443,6 +444,8 @@ class Task(Aggregate):
         state: str,
     ) -> None:
         self.children = list(children)
+        self.children_ended = {}  # a retried parent counts only this attempt's children
+        self.child_results = {}
         self.on_child_failure = on_child_failure
         self.held = {"result": result, "details": details} if wait else None
         self.state = TaskState(state)

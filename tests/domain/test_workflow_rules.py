@@ -139,3 +139,22 @@ def test_malformed_workflow_keys_are_refused_with_their_path(
     with pytest.raises(ConfigError) as refused:
         build_registry(config)
     assert where in refused.value.where
+
+
+def test_a_retried_parent_waits_for_the_children_of_its_new_attempt_only() -> None:
+    parent = stored_enqueue().mutate(None)
+    assert parent is not None
+    first, second, third = uuid4(), uuid4(), uuid4()
+    parent.start("w", NOW, NOW)
+    parent.spawn_children(1, [first], True, "fail", {"try": 1}, {})
+    parent.child_ended(first, TaskState.FAILED, None)
+    assert parent.state is TaskState.FAILED and parent.error["class"] == "ChildFailed"
+    parent.retry_manually(NOW, by="root")
+    parent.start("w", NOW, NOW)
+    parent.spawn_children(2, [second, third], True, "fail", {"try": 2}, {})
+    parent.child_ended(first, TaskState.SUCCEEDED, {"late": True})  # not this attempt's
+    parent.child_ended(second, TaskState.SUCCEEDED, {"n": 2})
+    assert parent.state is TaskState.WAITING
+    parent.child_ended(third, TaskState.SUCCEEDED, {"n": 3})
+    assert parent.state is TaskState.SUCCEEDED
+    assert parent.result == {"result": {"try": 2}, "children": [{"n": 2}, {"n": 3}]}
