@@ -138,7 +138,9 @@ class WorkerNode:
         while not stop.is_set():
             try:
                 async with await psycopg.AsyncConnection.connect(
-                    self.runtime.database_url, autocommit=True, **listen_options()
+                    self.runtime.database_url,
+                    autocommit=True,
+                    **listen_options(self.runtime.database_url),
                 ) as conn:
                     for channel in (READY_CHANNEL, CANCEL_CHANNEL):
                         await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))

@@ -296,13 +296,16 @@ class Worker:
         return taken
 
     async def _complete_apart(self, outcomes: list[AttemptOutcome]) -> None:
-        """Record outcomes on their own (the claim they went with failed)."""
+        """Record outcomes on their own (the claim they went with failed); if that fails too
+        (the database away, a failover), they wait for the next round rather than for the
+        watchdog, which would run the work again. Recording one twice is harmless: the
+        outcome of an attempt that already ended is dropped."""
         try:
             await self.blocking(self.dispatch.complete, outcomes)
         except Exception:
-            log.exception(
-                "recording %d outcomes failed; the watchdog will time them out", len(outcomes)
-            )
+            log.exception("recording %d outcomes failed; the next round tries again", len(outcomes))
+            for outcome in outcomes:
+                self.outcomes.put_nowait(outcome)
 
     async def _renew_loop(self) -> None:
         """Renew the leases of the running attempts every interval, until cancelled.

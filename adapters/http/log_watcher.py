@@ -54,7 +54,7 @@ class LogWatcher:
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(
-                    self.database_url, autocommit=True, **listen_options()
+                    self.database_url, autocommit=True, **listen_options(self.database_url)
                 ) as conn:
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
                     self.listening = True

@@ -7,15 +7,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from psycopg.conninfo import conninfo_to_dict
+
 from adapters.postgres.connection_pool import CONNECTION_OPTIONS
 
 FIRST_PAUSE = 0.05  # seconds before the first new attempt
 MAX_PAUSE = 0.25  # seconds between attempts, at most
 
 
-def listen_options() -> dict[str, Any]:
-    """Keyword arguments of ``psycopg.(Async)Connection.connect`` for a LISTEN connection."""
-    return dict(CONNECTION_OPTIONS)
+def listen_options(conninfo: str = "") -> dict[str, Any]:
+    """Keyword arguments of ``psycopg.(Async)Connection.connect`` for a LISTEN connection to
+    ``conninfo``: the short connect timeout and keep-alives, where it sets none of its own."""
+    given = conninfo_to_dict(conninfo)
+    return {key: value for key, value in CONNECTION_OPTIONS.items() if key not in given}
 
 
 class ReconnectPause:

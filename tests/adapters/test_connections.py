@@ -15,6 +15,7 @@ from psycopg.conninfo import make_conninfo
 from adapters.cli.main import main
 from adapters.config_file import DEFAULT_REGISTRY
 from adapters.postgres.conninfo import redact
+from adapters.postgres.reconnect import listen_options
 from adapters.runtime import open_runtime
 from adapters.settings import load_settings
 from domain.errors import ConfigError
@@ -207,3 +208,9 @@ def test_the_read_replica_and_its_lag_may_be_named_in_the_config_file(
     config.write_text(registry.replace("[ledger]\n", '[ledger]\nread_max_lag = "soon"\n'))
     with pytest.raises(ConfigError, match=r"\[ledger\] read_max_lag"):
         load_settings()
+
+
+def test_listen_connections_keep_the_operators_own_timeouts() -> None:
+    options = listen_options("host=db.example connect_timeout=9 keepalives_idle=30")
+    assert "connect_timeout" not in options and "keepalives_idle" not in options
+    assert options["keepalives_interval"] == 2  # the LISTEN loop's own, the URL naming none
