@@ -6,10 +6,11 @@ An attempt spawns children in one of two ways: a python callable through its con
     {"children": [{"type": "square", "args": {"n": 3}}, ...], "wait": true,
      "on_child_failure": "fail"}
 
-(the result itself, or its ``json`` member: a shell or docker command's stdout, an HTTP
-response's body). Each child is a submission like any other (``plan_tasks``: the type's
-schema, the roles of the parent's requester, queues, limits), plus the workflow limits
-(children per attempt, depth). The children carry the parent's id and depth.
+(the result itself, e.g. a Lua table or a NATS reply; or its ``json`` member: a shell or
+docker command's stdout as JSON; or its ``body`` member: an HTTP response's JSON body).
+Each child is a submission like any other (``plan_tasks``: the type's schema, the roles of
+the parent's requester, queues, limits), plus the workflow limits (children per attempt,
+depth). The children carry the parent's id and depth.
 
 When a child ends (succeeded, failed for good, cancelled, skipped, timed out), the same
 transaction appends ``TaskChildEnded`` to its waiting parent (``notify_parents``); the last
@@ -41,12 +42,9 @@ def spawn_of(success: Success) -> Spawn | None:
     if success.spawn is not None:
         return success.spawn
     result = success.result
-    if (
-        isinstance(result, dict)
-        and "children" not in result
-        and isinstance(result.get("json"), dict)
-    ):
-        result = result["json"]
+    if isinstance(result, dict) and "children" not in result:
+        inner = result.get("json", result.get("body"))
+        result = inner if isinstance(inner, dict) else result
     if not isinstance(result, dict) or "children" not in result:
         return None
     children = result["children"]

@@ -86,7 +86,8 @@ def fill(
     """Fill ``template`` from ``args`` and ``deps`` (the task's inputs); raises
     ``ArgumentError`` if they do not fit it."""
     try:
-        return ArgsFormatter(quote).vformat(template, (), {"args": args, "deps": deps or {}})
+        values = {"args": args, "deps": deps if deps is not None else {}}
+        return ArgsFormatter(quote).vformat(template, (), values)
     except ValueError as exc:
         raise ArgumentError(f"cannot fill {template!r}: {exc}") from exc
 

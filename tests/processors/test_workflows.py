@@ -5,8 +5,10 @@ signals before a task runs, progress reported by task code, and a conversing age
 
 from __future__ import annotations
 
+import http.server
 import json
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -485,3 +487,66 @@ def test_progress_reports_are_coalesced_and_rate_limited_per_attempt(
     report(float("nan"), "dropped")
     now[0] += 2.0
     assert worker._due_notes() == []
+
+
+class _Echo(http.server.BaseHTTPRequestHandler):
+    """Answers a POST with what it got, and asks for a child when the body says so."""
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        answer: dict[str, Any] = {"path": self.path, "got": body}
+        if body.get("spawn"):
+            answer.update(children=[{"type": "square", "args": {"n": body["spawn"]}}], wait=True)
+        data = json.dumps(answer).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def echo_url() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    thread.join(5)
+
+
+def test_an_http_task_takes_inputs_in_its_url_and_body_and_spawns_from_its_body(
+    ledger_env: None, tmp_path: Path, echo_url: str
+) -> None:
+    config = CONFIG + textwrap.dedent(
+        f"""
+        [adapters.http]
+        allow_private = true      # the test server listens on loopback
+
+        [task_types.http_inputs]
+        adapter = "http"
+        inputs = true
+        settings = {{ url = "{echo_url}/sum/{{deps[sum][result][sum]}}", method = "POST", json_body = true, allowed_hosts = ["127.0.0.1"] }}
+        """
+    )
+    runtime = runtime_with_config(tmp_path, config)
+    try:
+        tasks = runtime.ledger.enqueue_graph(
+            [
+                TaskRequest("add", {"a": 2, "b": 5}, ref="sum"),
+                TaskRequest("http_inputs", {"spawn": 3}, ref="call", depends_on=("sum",)),
+            ]
+        )
+        total, call = run_until_ended(runtime, *(t.id for t in tasks))
+    finally:
+        runtime.close()
+    body = call.result["result"]["body"]
+    assert body["path"] == "/sum/7"
+    assert body["got"] == {
+        "spawn": 3,
+        "deps": {"sum": {"result": {"sum": 7}, "task_id": str(total.id)}},
+    }
+    assert call.result["children"] == [{"square": 9}]
