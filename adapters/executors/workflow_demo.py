@@ -73,3 +73,10 @@ def nest(args: dict[str, Any], context: TaskContext) -> dict[str, Any]:
         context.spawn(str(args.get("type", "nest")), {"levels": levels - 1})
         context.wait_for_children()
     return {"levels": levels}
+
+
+def spawn_one(args: dict[str, Any], context: TaskContext) -> dict[str, Any]:
+    """Spawn one child of type ``child`` with ``child_args`` and wait for it."""
+    context.spawn(str(args["child"]), dict(args.get("child_args", {})))
+    context.wait_for_children(on_child_failure=args.get("on_child_failure", "fail"))
+    return {"child": args["child"]}

@@ -102,6 +102,10 @@ CONFIG = textwrap.dedent(
     signal_by_other = true
     settings = {{ callable = "adapters.executors.builtin_tasks:echo" }}
 
+    [task_types.spawn_one]
+    adapter = "python"
+    settings = {{ callable = "{DEMO}:spawn_one" }}
+
     [task_types.finish_gate]
     adapter = "python"
     signals_to_finish = ["review"]
@@ -270,6 +274,30 @@ def _tree_ended(rt: Runtime, task_id: UUID) -> bool:
 def _deepest(rt: Runtime, task_id: UUID) -> Task:
     task = rt.store.load(task_id)
     return _deepest(rt, task.children[0]) if task.children else task
+
+
+def test_a_cancelled_child_decides_its_waiting_parent(rt: Runtime, tmp_path: Path) -> None:
+    never = tmp_path / "never"
+    parent = rt.ledger.enqueue(
+        TaskRequest(
+            "spawn_one",
+            {"child": "progress", "child_args": {"until": str(never), "seconds": 2}},
+        )
+    )
+
+    def cancel_the_running_child() -> bool:
+        task = rt.store.load(parent.id)
+        if task.children and rt.store.load(task.children[0]).state is TaskState.RUNNING:
+            rt.ledger.cancel(task.children[0], reason="not needed")
+        return task.state.is_terminal
+
+    run_nodes_until(rt, cancel_the_running_child, timeout=30)
+    done = rt.store.load(parent.id)
+    assert done.state is TaskState.FAILED and done.error["class"] == "ChildFailed"
+    assert "cancelled" in done.error["message"]
+    child_ended = rt.ledger.history(parent.id)[-2].event
+    assert event_name(type(child_ended)) == "TaskChildEnded"
+    assert child_ended.child_state == "cancelled"  # type: ignore[attr-defined]
 
 
 def test_children_are_checked_against_the_roles_of_the_parents_requester(rt: Runtime) -> None:
