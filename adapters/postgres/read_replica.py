@@ -200,9 +200,7 @@ def lag_tolerant_reads(store: EventStore) -> Iterator[psycopg.Cursor[DictRow]]:
             yield conn.cursor()
 
 
-def _replica_connection(
-    store: EventStore, stack: ExitStack
-) -> psycopg.Connection[DictRow] | None:
+def _replica_connection(store: EventStore, stack: ExitStack) -> psycopg.Connection[DictRow] | None:
     """A connection to ``store``'s replica while reads go there (``None`` otherwise)."""
     replica = store.replica
     if replica is None or replica.status().target != "replica":

@@ -198,7 +198,8 @@ def test_the_read_replica_and_its_lag_may_be_named_in_the_config_file(
     registry = DEFAULT_REGISTRY.read_text()
     config.write_text(
         registry.replace(
-            "[ledger]\n", f'[ledger]\nread_database_url = "{database_url}"\nread_max_lag = "250ms"\n'
+            "[ledger]\n",
+            f'[ledger]\nread_database_url = "{database_url}"\nread_max_lag = "250ms"\n',
         )
     )
     monkeypatch.setenv("LEDGER_CONFIG", str(config))

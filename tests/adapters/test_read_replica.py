@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from adapters.cli.main import main
+from adapters.config_file import DEFAULT_REGISTRY
 from adapters.runtime import Runtime, open_runtime
 from tests.adapters.http.live_server import LiveServer
 from tests.private_postgres import PrivatePostgres, free_port
@@ -118,8 +119,7 @@ def test_list_reads_go_to_the_replica_and_to_the_primary_past_the_lag(
             assert shown["read_max_lag_seconds"] == 60.0
             replica.execute("SELECT pg_wal_replay_pause()")
             eventually(
-                lambda: replica.execute("SELECT pg_get_wal_replay_pause_state()")[0][0]
-                == "paused",
+                lambda: replica.execute("SELECT pg_get_wal_replay_pause_state()")[0][0] == "paused",
                 "replay paused",
             )
             second = enqueue(client, 2)
@@ -240,7 +240,7 @@ class Enqueuer(threading.Thread):
                     n += 1
 
     def _enqueue(self, client: httpx.Client, key: str, n: int) -> bool:
-        body = {"type": "echo", "args": {"n": n}, "idempotency_key": key}
+        body = {"type": "tally", "args": {"key": key}, "idempotency_key": key}
         try:
             answer = client.post("/v1/tasks", json=body)
         except httpx.HTTPError:
@@ -255,18 +255,37 @@ class Enqueuer(threading.Thread):
         return False
 
 
+TALLY = """
+[task_types.tally]
+adapter = "shell"
+description = "Appends its key to runs.txt: one line per run."
+settings = { argv = ["/bin/sh", "-c", "echo \\"$1\\" >> runs.txt", "sh", "{args[key]}"], cwd = "CWD" }
+"""
+
+
+def tally_config(tmp_path: Path) -> Path:
+    """The built-in registry with a ``tally`` task type writing into ``tmp_path`` and a
+    10 s heartbeat (an attempt whose claim reply was lost is timed out sooner)."""
+    registry = DEFAULT_REGISTRY.read_text().replace('heartbeat = "30s"', 'heartbeat = "10s"')
+    config = tmp_path / "ledger.toml"
+    config.write_text(registry + TALLY.replace("CWD", str(tmp_path)))
+    return config
+
+
 def test_failover_to_the_promoted_replica_loses_and_doubles_no_task(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     primary, replica = start_pair(synchronous=True)
     try:
         schema = use_databases(monkeypatch, multi_host_url(primary, replica), None)
-        runtime = open_runtime(pool_size=4)
+        runtime = open_runtime(tally_config(tmp_path), pool_size=4)
         try:
             acknowledged = _enqueue_across_failover(runtime, primary, replica)
         finally:
             runtime.close()
-        _each_task_once_in_the_log(replica, schema, acknowledged)
+        _each_task_once_in_the_log(replica, schema, list(acknowledged.values()))
+        runs = (tmp_path / "runs.txt").read_text().split()
+        assert sorted(runs) == sorted(acknowledged)  # each acknowledged task ran once
     finally:
         replica.close()
         primary.close()
@@ -274,9 +293,9 @@ def test_failover_to_the_promoted_replica_loses_and_doubles_no_task(
 
 def _enqueue_across_failover(
     runtime: Runtime, primary: PrivatePostgres, replica: PrivatePostgres
-) -> list[str]:
-    """Two enqueuers and a worker through a failover; the acknowledged ids, once each of
-    them succeeded."""
+) -> dict[str, str]:
+    """Two enqueuers and a worker through a failover; the acknowledged tasks (key -> id),
+    once each of them succeeded."""
     stop = threading.Event()
     with LiveServer(runtime, worker=True) as server, server.client() as client:
         enqueuers = [Enqueuer(server.url, f"enqueuer{i}", stop) for i in range(2)]
@@ -295,35 +314,38 @@ def _enqueue_across_failover(
             stop.set()
             for enqueuer in enqueuers:
                 enqueuer.join(30)
-        ids = [i for e in enqueuers for i in e.acknowledged.values()]
-        assert len(ids) == len(set(ids))
-        for task_id in ids:
+        acknowledged = {k: i for e in enqueuers for k, i in e.acknowledged.items()}
+        assert len(set(acknowledged.values())) == len(acknowledged)
+        for task_id in acknowledged.values():
             eventually(
-                lambda task_id=task_id: client.get(f"/v1/tasks/{task_id}").json()["state"]
-                == "succeeded",
+                lambda task_id=task_id: (
+                    client.get(f"/v1/tasks/{task_id}").json()["state"] == "succeeded"
+                ),
                 f"task {task_id} succeeded",
             )
-    return ids
+    return acknowledged
 
 
 def _each_task_once_in_the_log(
     new_primary: PrivatePostgres, schema: str, acknowledged: list[str]
 ) -> None:
-    """Every acknowledged task enqueued, started and succeeded exactly once, counted in
-    the new primary's log; no other task either."""
+    """Every acknowledged task, and no other, in the new primary's log: enqueued once,
+    succeeded once. A second ``TaskStarted`` is allowed only after a heartbeat timeout of
+    the first: a claim whose commit reached the standby but whose reply the worker lost
+    (it never ran that attempt; the tally file shows each task ran once)."""
     rows = new_primary.execute(
         f"SELECT originator_id::text, "
         f"count(*) FILTER (WHERE topic LIKE '%TaskEnqueued'), "
+        f"count(*) FILTER (WHERE topic LIKE '%TaskSucceeded'), "
         f"count(*) FILTER (WHERE topic LIKE '%TaskStarted'), "
-        f"count(*) FILTER (WHERE topic LIKE '%TaskSucceeded') "
+        f"count(*) FILTER (WHERE topic LIKE '%TaskTimedOut' "
+        f"AND convert_from(state, 'UTF8')::jsonb ->> 'kind' = 'heartbeat') "
         f'FROM "{schema}".ledger_events GROUP BY originator_id'
     )
-    counts = {row[0]: row[1:] for row in rows}
-    tasks = {task: c for task, c in counts.items() if c[0] > 0}
+    tasks = {row[0]: row[1:] for row in rows if row[1] > 0}
     assert set(acknowledged) == set(tasks)
-    assert all(c == (1, 1, 1) for c in tasks.values()), {
-        t: c for t, c in tasks.items() if c != (1, 1, 1)
-    }
+    wrong = {t: c for t, c in tasks.items() if c[:2] != (1, 1) or c[2] != 1 + c[3]}
+    assert not wrong, wrong
 
 
 def test_an_unreachable_replica_sends_reads_to_the_primary_and_its_password_is_never_shown(
