@@ -146,6 +146,13 @@ def add_replay_parser(commands: Any) -> argparse.ArgumentParser:
     replay.add_argument(
         "--format", choices=REPLAY_FORMATS, help="default: from the extension of --out"
     )
+    replay.add_argument(
+        "--kind",
+        choices=("attempts", "workflow"),
+        default="attempts",
+        help="attempts: one row per finished attempt (default); workflow: one JSONL row per "
+        "workflow event (children, signals, progress), --until a position only",
+    )
     replay.add_argument("--type", dest="task_type", help="only attempts of this task type")
     replay.add_argument(
         "--since",

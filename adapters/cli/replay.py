@@ -18,7 +18,9 @@ from adapters.cli import render
 from adapters.cli.parsers import add_replay_parser as add_replay_parser  # re-exported
 from adapters.dataset.formats import format_for, require_parquet
 from adapters.dataset.replay import LogBound, Replay, RowFilter, parse_bound
+from adapters.dataset.workflow_replay import workflow_step_lines
 from adapters.runtime import Runtime
+from domain.errors import InvalidQuery
 
 
 def replay_options(options: argparse.Namespace) -> tuple[str, LogBound | None, RowFilter]:
@@ -32,6 +34,9 @@ def replay_options(options: argparse.Namespace) -> tuple[str, LogBound | None, R
 
 
 def cmd_replay(rt: Runtime, options: argparse.Namespace) -> None:
+    if options.kind == "workflow":
+        write_workflow_steps(rt, options)
+        return
     fmt, until, row_filter = replay_options(options)
     replay = Replay(rt.store, until, row_filter)
     if rt.store.replica is not None:
@@ -55,3 +60,21 @@ def cmd_replay(rt: Runtime, options: argparse.Namespace) -> None:
         f"{options.out}: {replay.rows} attempts ({fmt}) from {replay.events} task events, "
         f"log replayed to position {replay.position}"
     )
+
+
+def write_workflow_steps(rt: Runtime, options: argparse.Namespace) -> None:
+    """``ledger replay --kind workflow``: the workflow steps of the log as JSONL (the lines
+    of ``GET /v1/dataset?kind=workflow``), up to a log position."""
+    if (options.format or "jsonl") != "jsonl" or options.out.suffix not in ("", ".jsonl"):
+        raise InvalidQuery("the workflow steps are JSONL only (--out FILE.jsonl)")
+    if options.task_type is not None or options.since is not None:
+        raise InvalidQuery("--type and --since apply to attempts, not to the workflow steps")
+    bound = parse_bound(options.until, "--until") if options.until is not None else None
+    if bound is not None and bound.position is None:
+        raise InvalidQuery("--until must be a log position for the workflow steps")
+    rows = 0
+    with options.out.open("wb") as out:
+        for line in workflow_step_lines(rt.store, bound.position if bound else None):
+            out.write(line)
+            rows += 1
+    render.console.print(f"{options.out}: {rows} workflow steps (jsonl)")

@@ -50,3 +50,31 @@ def test_signal_delivers_its_data_and_history_shows_it(
     assert [e["event"] for e in events] == ["TaskEnqueued", "TaskSignalled"]
     assert events[1]["data"]["name"] == "approval"
     assert events[1]["data"]["data"] == {"by": "me"}
+
+
+@pytest.mark.usefixtures("ledger_env")
+def test_replay_writes_the_workflow_steps_and_refuses_what_does_not_apply(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    config = tmp_path / "ledger.toml"
+    config.write_text(CONFIG)
+    code, out, _ = run(capsys, "--config", str(config), "enqueue", "gate", "-a", "x=1")
+    task_id = out.split()[0]
+    run(capsys, "--config", str(config), "signal", task_id, "approval")
+    steps = tmp_path / "steps.jsonl"
+
+    code, out, _ = run(
+        capsys, "--config", str(config), "replay", "--kind", "workflow", "--out", str(steps)
+    )
+
+    assert code == 0 and "2 workflow steps" in " ".join(out.split())
+    rows = [json.loads(line) for line in steps.read_text().splitlines()]
+    assert [row["step"] for row in rows] == ["awaiting_signals", "signalled"]
+    assert rows[1]["signal"] == "approval"
+    for wrong, why in (
+        (["--out", str(tmp_path / "steps.csv")], "JSONL only"),
+        (["--out", str(steps), "--until", "2026-11-25T15:00:00Z"], "a log position"),
+        (["--out", str(steps), "--type", "gate"], "apply to attempts"),
+    ):
+        code, _, err = run(capsys, "--config", str(config), "replay", "--kind", "workflow", *wrong)
+        assert code == 2 and why in err
