@@ -174,13 +174,15 @@ def notify_parents(
     child of a waiting parent, up the tree as long as a parent ends too; returns the
     parents with new events, to save with them."""
     changed: dict[UUID, Task] = {}
-    frontier = [t for t in ended if t.parent_id is not None and t.state.is_terminal]
+    frontier = [  # (parent id, ended child)
+        (t.parent_id, t) for t in ended if t.parent_id is not None and t.state.is_terminal
+    ]
     while frontier:
-        wanted = sorted({c.parent_id for c in frontier if c.parent_id not in changed})
-        parents = {**dict(load(wanted)), **changed}  # type: ignore[arg-type]
-        decided: list[Task] = []
-        for child in frontier:
-            parent = parents.get(child.parent_id)  # type: ignore[arg-type]
+        wanted = sorted({parent_id for parent_id, _ in frontier if parent_id not in changed})
+        parents = {**dict(load(wanted)), **changed}
+        decided: list[tuple[UUID, Task]] = []
+        for parent_id, child in frontier:
+            parent = parents.get(parent_id)
             if parent is None or parent.state is not TaskState.WAITING:
                 continue
             result = child.result if child.state is TaskState.SUCCEEDED else None
@@ -188,6 +190,6 @@ def notify_parents(
             if parent.pending_events:
                 changed[parent.id] = parent
             if parent.state.is_terminal and parent.parent_id is not None:
-                decided.append(parent)
+                decided.append((parent.parent_id, parent))
         frontier = decided
     return list(changed.values())

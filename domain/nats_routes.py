@@ -149,7 +149,7 @@ def _route(spec: Any, where: tuple[str, ...], task_types: Mapping[str, Any]) -> 
                 (*where, key),
             )
     task_type = spec.get("task_type")
-    if task_type not in task_types:
+    if not isinstance(task_type, str) or task_type not in task_types:
         raise ConfigError(f"unknown task type {task_type!r}", (*where, "task_type"))
     try:
         mode = RouteMode(spec.get("mode", "request"))

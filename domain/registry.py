@@ -399,15 +399,17 @@ PRIORITY_RANGE = (-1000, 1000)
 
 def _priority(value: Any, where: tuple[str, ...]) -> int:
     low, high = PRIORITY_RANGE
-    if not low <= _int(value, where) <= high:
+    priority = _int(value, where)
+    if not low <= priority <= high:
         raise ConfigError(f"priority must be from {low} to {high}, got {value!r}", where)
-    return value
+    return priority
 
 
 def _positive_int(value: Any, where: tuple[str, ...]) -> int:
-    if _int(value, where) < 1:
+    number = _int(value, where)
+    if number < 1:
         raise ConfigError(f"expected an integer >= 1, got {value!r}", where)
-    return value
+    return number
 
 
 def _bool(value: Any, where: tuple[str, ...]) -> bool:

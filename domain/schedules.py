@@ -41,7 +41,8 @@ class Schedule:
     def next_fire(self, after: datetime) -> datetime:
         """The first tick strictly after ``after`` (in the schedule's time zone)."""
         local = after.astimezone(ZoneInfo(self.timezone))
-        return croniter(self.cron, local).get_next(datetime)
+        tick: datetime = croniter(self.cron, local).get_next(datetime)  # croniter is untyped
+        return tick
 
     def due_ticks(self, last_tick: datetime, now: datetime) -> list[datetime]:
         """Ticks in (last_tick, now] that should fire now, oldest first, by the catch-up rule."""
@@ -83,7 +84,7 @@ def build_schedule(
     except (ZoneInfoNotFoundError, ValueError, TypeError):
         raise ConfigError(f"unknown time zone {timezone!r}", (*where, "timezone")) from None
     task_type = spec.get("task_type")
-    if task_type not in task_types:
+    if not isinstance(task_type, str) or task_type not in task_types:
         raise ConfigError(f"unknown task type {task_type!r}", (*where, "task_type"))
     args = spec.get("args", {})
     if not isinstance(args, Mapping):

@@ -413,14 +413,14 @@ def _checked_args(request: TaskRequest, task_type: TaskType) -> dict[str, Any]:
             f"{_label(request)}: args are {size} bytes, more than the {MAX_ARGS_BYTES} allowed"
         )
     if task_type.schema is not None:
-        error = jsonschema.exceptions.best_match(
+        mismatch = jsonschema.exceptions.best_match(
             jsonschema.Draft202012Validator(task_type.schema).iter_errors(args)
         )
-        if error is not None:
-            where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+        if mismatch is not None:
+            where = "/".join(str(p) for p in mismatch.absolute_path) or "(root)"
             raise SchemaViolation(
                 f"{_label(request)}: args do not match the schema of {task_type.name!r} "
-                f"at {where}: {error.message}"
+                f"at {where}: {mismatch.message}"
             )
     return args
 

@@ -72,7 +72,8 @@ class Timeouts:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Timeouts:
-        return cls(**{f.name: data.get(f.name) for f in fields(cls)})
+        values: dict[str, Any] = {f.name: data.get(f.name) for f in fields(cls)}
+        return cls(**values)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 from uuid import UUID
 
 from domain.execution import (
@@ -40,6 +40,8 @@ from domain.execution import (
 from domain.registry import Registry
 
 log = logging.getLogger(__name__)
+
+_Result = TypeVar("_Result")
 
 
 class Dispatch(Protocol):
@@ -57,6 +59,14 @@ class Dispatch(Protocol):
         self, worker: str, held: Sequence[UUID], progress: Sequence[ProgressNote] = ()
     ) -> set[UUID]: ...
 
+    def next_due(self, queues: Sequence[str]) -> datetime | None: ...
+
+
+class OffLoop(Protocol):
+    """Runs a blocking store call off the event loop; awaiting it gives the call's result."""
+
+    def __call__(self, function: Callable[..., _Result], /, *args: Any) -> Awaitable[_Result]: ...
+
 
 class ProgressNote(NamedTuple):
     """The latest progress an attempt's code reported, to record as a heartbeat."""
@@ -65,8 +75,6 @@ class ProgressNote(NamedTuple):
     attempt: int
     progress: float | None
     message: str | None
-
-    def next_due(self, queues: Sequence[str]) -> datetime | None: ...
 
 
 class Executor(Protocol):
@@ -92,7 +100,7 @@ class Worker:
         dispatch: Dispatch,
         executors: Mapping[str, Executor],
         registry: Registry,
-        blocking: Callable[..., Awaitable[object]],  # runs a store call off the event loop
+        blocking: OffLoop,
         clock: Callable[[], datetime],
     ) -> None:
         self.settings = settings
@@ -150,7 +158,7 @@ class Worker:
         if free == 0 and not outcomes:
             return 0
         try:
-            claimed: list[ClaimedAttempt] = await self.blocking(  # type: ignore[assignment]
+            claimed = await self.blocking(
                 self.dispatch.claim, self.settings.queues, free, self.settings.worker_id, outcomes
             )
         except Exception:
@@ -171,7 +179,7 @@ class Worker:
         timeout = self.settings.poll_interval
         if idle:
             try:
-                due: datetime | None = await self.blocking(  # type: ignore[assignment]
+                due = await self.blocking(
                     self.dispatch.next_due, self.settings.queues
                 )
             except Exception:
@@ -320,11 +328,11 @@ class Worker:
             notes = self._due_notes()
             try:
                 if notes:
-                    kept: set[UUID] = await self.blocking(  # type: ignore[assignment]
+                    kept = await self.blocking(
                         self.dispatch.renew, self.settings.worker_id, held, notes
                     )
                 else:
-                    kept = await self.blocking(  # type: ignore[assignment]
+                    kept = await self.blocking(
                         self.dispatch.renew, self.settings.worker_id, held
                     )
             except Exception:

@@ -90,3 +90,11 @@ def test_a_route_on_the_events_subjects_is_refused() -> None:
         build_nats_settings(spec, TYPES)
     assert caught.value.where == ("nats", "routes", "1", "subject")
     assert "the ledger's events would become tasks" in caught.value.reason
+
+
+def test_a_route_whose_task_type_is_not_a_name_is_refused_at_its_key() -> None:
+    spec = {"routes": [{"subject": "orders.new", "task_type": ["a"]}]}
+    with pytest.raises(ConfigError) as caught:
+        build_nats_settings(spec, TYPES)
+    assert caught.value.where == ("nats", "routes", "0", "task_type")
+    assert caught.value.reason == "unknown task type ['a']"

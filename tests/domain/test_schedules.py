@@ -82,6 +82,7 @@ def test_a_schedule_is_read_from_the_configuration() -> None:
         ({"cron": "every day"}, "not a valid cron expression", "cron"),
         ({"timezone": "Mars/Olympus"}, "unknown time zone", "timezone"),
         ({"task_type": "nope"}, "unknown task type 'nope'", "task_type"),
+        ({"task_type": ["echo"]}, r"unknown task type \['echo'\]", "task_type"),
         ({"catch_up": "some"}, "catch_up must be one of", "catch_up"),
         ({"max_catch_up": 0}, "max_catch_up must be an integer", "max_catch_up"),
         ({"args": {"n": "one"}}, "args do not match the schema", "args"),
