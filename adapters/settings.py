@@ -72,6 +72,7 @@ def _password(section: Any) -> str | None:
 def _read_max_lag(section: Any) -> float:
     """How far behind the replica may be (a duration, e.g. ``5s``) before reads go to the
     primary."""
+    where: tuple[str, ...]
     if text := os.environ.get("LEDGER_READ_MAX_LAG"):
         value, where = text, ("LEDGER_READ_MAX_LAG",)
     elif "read_max_lag" in section:

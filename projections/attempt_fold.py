@@ -17,18 +17,21 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Generic, NamedTuple, Protocol
 from uuid import UUID
 
 from projections.base import Event
-from projections.event_facts import EventFacts, event_facts
+from projections.event_facts import EventFacts, IdT, TimeT, event_facts
 
 
-class AttemptRow(NamedTuple):
-    """One finished attempt; the field order is the column order of every export."""
+class AttemptRow(NamedTuple, Generic[IdT, TimeT]):
+    """One finished attempt; the field order is the column order of every export.
+
+    ``AttemptRow[UUID, datetime]``, or ``AttemptRow[str, str]`` in the replay's text form
+    (``adapters/dataset/text_form.py``)."""
 
     position: int  # log position of the event that ended the attempt
-    task_id: UUID
+    task_id: IdT
     attempt: int
     task_type: str
     adapter: str
@@ -37,10 +40,10 @@ class AttemptRow(NamedTuple):
     principal: str
     role: str
     node: str
-    enqueued_at: datetime
-    ready_at: datetime | None
-    started_at: datetime
-    finished_at: datetime
+    enqueued_at: TimeT
+    ready_at: TimeT | None
+    started_at: TimeT
+    finished_at: TimeT
     queue_wait_s: float | None
     run_s: float
     outcome: str  # succeeded | failed | timed_out | cancelled
@@ -58,8 +61,9 @@ COLUMNS: tuple[str, ...] = AttemptRow._fields
 
 
 @dataclass(slots=True)
-class TaskFacts:
-    """What the fold must remember about a task between its events."""
+class TaskFacts(Generic[TimeT]):
+    """What the fold must remember about a task between its events (times as the fold
+    gets them: datetimes, or text in a replay)."""
 
     task_type: str
     adapter: str
@@ -67,14 +71,14 @@ class TaskFacts:
     lane: str | None
     principal: str
     role: str
-    enqueued_at: datetime
-    ready_at: datetime | None
-    run_at: datetime | None
+    enqueued_at: TimeT
+    ready_at: TimeT | None
+    run_at: TimeT | None
     args_bytes: int
     dependencies: int
     dag_depth: int
     attempt: int = 0
-    started_at: datetime | None = None  # set while an attempt runs
+    started_at: TimeT | None = None  # set while an attempt runs
     node: str | None = None
 
 
@@ -359,6 +363,7 @@ class AttemptFold:
         result_bytes: int | None,
     ) -> AttemptRow:
         started_at = facts.started_at
+        assert started_at is not None, "a row is made only for an attempt that started"
         ready_at = facts.ready_at
         between = self.between
         return AttemptRow(

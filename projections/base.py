@@ -6,6 +6,7 @@ and records the position read in that same transaction: a crash never double-cou
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -16,12 +17,27 @@ from psycopg import sql
 from domain.task import event_name
 
 Cursor = psycopg.Cursor[Any]
-Event = DomainEventProtocol[UUID]
+
+
+class Event(DomainEventProtocol[UUID], Protocol):
+    """An event of the ledger's log: each is an ``Aggregate.Event`` of one of the ledger's
+    aggregates, so it carries its ``timestamp`` and can ``mutate`` its aggregate (the
+    library's ``DomainEventProtocol`` promises neither)."""
+
+    @property
+    def timestamp(self) -> datetime: ...
+
+    def mutate(self, aggregate: Any) -> Any:
+        """The aggregate after this event (``None`` in: a new one, for a created event)."""
+
 
 
 class Projection(Protocol):
     name: str
-    tables: tuple[str, ...]
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        """The tables it owns (dropped by a rebuild)."""
 
     def create(self, cursor: Cursor) -> None:
         """Create the tables if they do not exist."""

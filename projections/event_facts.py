@@ -11,28 +11,32 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, Generic, NamedTuple, TypeVar
 from uuid import UUID
 
 from eventsourcing.persistence import DatetimeAsISO, DecimalAsStr, JSONTranscoder, UUIDAsHex
 
 from projections.base import Event, is_task_event, kind
 
+IdT = TypeVar("IdT")  # a task id: UUID, or str in the replay's text form
+TimeT = TypeVar("TimeT")  # a time: datetime, or UTC ISO str in the replay's text form
 
-class EventFacts(NamedTuple):
+
+class EventFacts(NamedTuple, Generic[IdT, TimeT]):
     """What the fold reads of one task event, flat: fields an event does not have are None.
 
     ``event_facts`` makes them from a domain event (the live projection, and a replay's
     pages read through the library, put in the text form by
     ``adapters/dataset/text_form.py``). The replay's page query reads the same facts straight
     from the stored JSON as text lines (``adapters/dataset/log_reader.py``) and must agree.
-    Sizes are bytes of the value as stored: the library's compact UTF-8 JSON.
+    Sizes are bytes of the value as stored: the library's compact UTF-8 JSON. Typed as
+    ``EventFacts[UUID, datetime]`` from a domain event, ``EventFacts[str, str]`` as text.
     """
 
     position: int
     name: str  # the event's short name, e.g. TaskStarted
-    task_id: UUID
-    timestamp: datetime
+    task_id: IdT
+    timestamp: TimeT
     type_name: str | None = None  # TaskEnqueued
     adapter: str | None = None
     queue: str | None = None
@@ -40,14 +44,14 @@ class EventFacts(NamedTuple):
     principal: str | None = None
     role: str | None = None
     initial_state: str | None = None
-    run_at: datetime | None = None
-    depends_on: list[UUID] | None = None
+    run_at: TimeT | None = None
+    depends_on: list[IdT] | None = None
     args_bytes: int | None = None
     attempt: int | None = None  # TaskStarted, TaskSucceeded, TaskFailed, TaskTimedOut
     worker: str | None = None  # TaskStarted
     error_class: str | None = None  # TaskFailed
     timeout_kind: str | None = None  # TaskTimedOut
-    retry_at: datetime | None = None  # TaskRetryScheduled
+    retry_at: TimeT | None = None  # TaskRetryScheduled
     result_bytes: int | None = None  # TaskSucceeded
     exit_code: int | None = None  # TaskSucceeded, TaskFailed (from details)
     http_status: int | None = None
@@ -80,7 +84,7 @@ def _code(details: Mapping[str, Any] | None, key: str) -> int | None:
     return None
 
 
-def event_facts(event: Event, position: int) -> EventFacts | None:
+def event_facts(event: Event, position: int) -> EventFacts[UUID, datetime] | None:
     """The fold's view of a domain event; None for events of other aggregates."""
     if not is_task_event(event):
         return None

@@ -162,7 +162,8 @@ class ReadinessGraph:
         name = kind(event)
         if name == "TaskEnqueued":
             return self._enqueued(cursor, event, position)
-        # TaskUnblocked and the workflow events (TaskSignalled, ...) carry their state after.
+        # TaskUnblocked and the workflow events (TaskSignalled, ...) carry their state after;
+        # a TaskRetryScheduled its retry_at (attr-defined: ``Event`` names neither).
         state = _STATE_AFTER.get(name) or event.state  # type: ignore[attr-defined]
         run_at = event.retry_at if name == "TaskRetryScheduled" else None  # type: ignore[attr-defined]
         # due_at: from when the task may start (the schedule_to_start clock starts there).

@@ -117,6 +117,7 @@ class TaskView:
             if not is_task_event(event):
                 continue
             name = kind(event)
+            # attr-defined: a TaskRetryScheduled (known by its name) has ``manual``.
             if name == "TaskEnqueued" or (name == "TaskRetryScheduled" and event.manual):  # type: ignore[attr-defined]
                 self._flush(cursor, merged)
                 self.apply(cursor, event, position)
@@ -216,7 +217,9 @@ class TaskView:
     @functools.cache  # noqa: B019 - a handful of shapes per projection object, kept for its life
     def _update_query(self, columns: tuple[str, ...], raise_budget: bool) -> str:
         """The UPDATE statement for one set of columns, composed once."""
-        assignments = [sql.SQL("{} = %s").format(sql.Identifier(c)) for c in columns]
+        assignments: list[sql.Composable] = [
+            sql.SQL("{} = %s").format(sql.Identifier(c)) for c in columns
+        ]
         if raise_budget:
             assignments.append(sql.SQL("max_attempts = greatest(max_attempts, attempts + 1)"))
         return (

@@ -12,9 +12,9 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Sequence
-from json.encoder import encode_basestring  # type: ignore[attr-defined]
+from json.encoder import encode_basestring
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 from domain.errors import InvalidQuery
 from projections.attempt_fold import COLUMNS, AttemptRow
@@ -37,8 +37,15 @@ class MissingParquetSupport(InvalidQuery):
     code = "parquet_unavailable"
 
 
+class ByteSink(Protocol):
+    """Where a writer puts its bytes: an open binary file, or ``replay.ChunkBuffer`` (which
+    also answers what ``pyarrow`` asks of a file: ``tell``, ``flush``, ``closed``...)."""
+
+    def write(self, data: bytes, /) -> int: ...
+
+
 class RowWriter(Protocol):
-    def write(self, rows: Sequence[AttemptRow]) -> None: ...
+    def write(self, rows: Sequence[AttemptRow[str, str]]) -> None: ...
 
     def close(self) -> None:
         """Write whatever the format needs at the end (CSV and JSONL: nothing)."""
@@ -61,7 +68,7 @@ def format_for(path: Path | None, explicit: str | None) -> str:
     return "jsonl"
 
 
-def open_writer(fmt: str, sink: IO[bytes]) -> RowWriter:
+def open_writer(fmt: str, sink: ByteSink) -> RowWriter:
     if fmt == "jsonl":
         return JsonLinesWriter(sink)
     if fmt == "csv":
@@ -91,10 +98,10 @@ class JsonLinesWriter:
     bytes ``json.dumps(..., separators=(",", ":"), ensure_ascii=False)`` gives, built
     column by column because that is three times faster)."""
 
-    def __init__(self, sink: IO[bytes]) -> None:
+    def __init__(self, sink: ByteSink) -> None:
         self.sink = sink
 
-    def write(self, rows: Sequence[AttemptRow]) -> None:
+    def write(self, rows: Sequence[AttemptRow[str, str]]) -> None:
         if not rows:
             return
         lines = [_json_line(row) for row in rows]
@@ -105,7 +112,7 @@ class JsonLinesWriter:
         return None
 
 
-def _json_line(row: AttemptRow) -> str:
+def _json_line(row: AttemptRow[str, str]) -> str:
     """``json.dumps(dict(zip(COLUMNS, row)), separators=(",", ":"), ensure_ascii=False)``
     spelled out for the known columns of a row in the text form (tests check the two
     agree). Numbers are whole or the fold's float seconds, which are always finite."""
@@ -140,14 +147,14 @@ class CsvWriter:
     """A header line, then one line per row; empty cell for null; floats with 6 decimals;
     lines end in ``\\n``; quoting only where needed (the ``csv`` module's minimal quoting)."""
 
-    def __init__(self, sink: IO[bytes]) -> None:
+    def __init__(self, sink: ByteSink) -> None:
         self.sink = sink
         self._buffer = io.StringIO()
         self._csv = csv.writer(self._buffer, lineterminator="\n")
         self._csv.writerow(COLUMNS)
         self._flush()
 
-    def write(self, rows: Sequence[AttemptRow]) -> None:
+    def write(self, rows: Sequence[AttemptRow[str, str]]) -> None:
         if not rows:
             return
         for row in rows:
@@ -212,25 +219,25 @@ class ParquetRowWriter:
     """Row groups of ``PARQUET_ROW_GROUP`` rows under a fixed schema (zstd; the Arrow
     schema in the metadata, no pandas metadata); the file's footer is written by ``close``."""
 
-    def __init__(self, sink: IO[bytes], row_group: int = PARQUET_ROW_GROUP) -> None:
+    def __init__(self, sink: ByteSink, row_group: int = PARQUET_ROW_GROUP) -> None:
         pq = require_parquet()
         import pyarrow as pa
 
         self._pa = pa
         self.schema = parquet_schema()
         self.row_group = row_group
-        self._pending: list[AttemptRow] = []
+        self._pending: list[AttemptRow[str, str]] = []
         self._writer = pq.ParquetWriter(
             sink, self.schema, compression="zstd", write_statistics=True
         )
 
-    def write(self, rows: Sequence[AttemptRow]) -> None:
+    def write(self, rows: Sequence[AttemptRow[str, str]]) -> None:
         self._pending.extend(rows)
         while len(self._pending) >= self.row_group:
             self._write_group(self._pending[: self.row_group])
             del self._pending[: self.row_group]
 
-    def _write_group(self, rows: Sequence[AttemptRow]) -> None:
+    def _write_group(self, rows: Sequence[AttemptRow[str, str]]) -> None:
         pa = self._pa
         arrays = []
         for values, field in zip(zip(*rows, strict=True), self.schema, strict=True):

@@ -144,7 +144,7 @@ class LogPage(NamedTuple):
     text, or (read through the library) ``EventFacts``."""
 
     text: str | None
-    events: list[EventFacts]
+    events: list[EventFacts[str, str]]  # in the text form
     last_position: int
 
 
@@ -285,13 +285,13 @@ class PageFolder:
         self._literals = _Literals()
         self._codes = _Codes()
 
-    def rows(self, page: LogPage) -> list[AttemptRow]:
+    def rows(self, page: LogPage) -> list[AttemptRow[str, str]]:
         """The rows the page's events finish, in log order."""
         if page.text is None:
             return self._fold_facts(page.events)
         return self._fold_lines(page.text) if page.text else []
 
-    def _fold_facts(self, events: list[EventFacts]) -> list[AttemptRow]:
+    def _fold_facts(self, events: list[EventFacts[str, str]]) -> list[AttemptRow[str, str]]:
         apply, deadline, rows = self.fold.apply, self.deadline, []
         for event in events:
             if deadline is not None and event.timestamp > deadline:
@@ -303,12 +303,12 @@ class PageFolder:
                 rows.append(row)
         return rows
 
-    def _fold_lines(self, text: str) -> list[AttemptRow]:
+    def _fold_lines(self, text: str) -> list[AttemptRow[str, str]]:
         """The page query's lines, each given to the fold's method for its kind."""
         fold, deadline, literal, code = self.fold, self.deadline, self._literals, self._codes
         started, succeeded = fold.started, fold.succeeded
-        rows: list[AttemptRow] = []
-        row: AttemptRow | None
+        rows: list[AttemptRow[str, str]] = []
+        row: AttemptRow[str, str] | None
         lines = text.split("\n")
         for line in lines:
             f = line.split("\t")

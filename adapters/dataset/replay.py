@@ -20,11 +20,12 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
+from uuid import UUID
 
 from adapters.dataset.formats import open_writer
 from adapters.dataset.log_reader import PageFolder, read_log
@@ -76,7 +77,7 @@ class RowFilter:
     task_type: str | None = None
     since: LogBound | None = None
 
-    def keeps(self, row: AttemptRow) -> bool:
+    def keeps(self, row: AttemptRow[str, str]) -> bool:
         """Whether to write ``row`` (in the text form)."""
         if self.task_type is not None and row.task_type != self.task_type:
             return False
@@ -84,7 +85,7 @@ class RowFilter:
         if since is None:
             return True
         if since.time is not None:
-            return row.finished_at >= self._since_time  # type: ignore[no-any-return]
+            return row.finished_at >= self._since_time
         return row.position > (since.position or 0)
 
     @cached_property
@@ -116,13 +117,15 @@ class Replay:
         self.events = 0  # task events folded
         self.rows = 0  # rows written (after the filter)
 
-    def pages(self, progress: Progress | None = None) -> Iterator[list[AttemptRow]]:
+    def pages(
+        self, progress: Progress | None = None
+    ) -> Iterator[list[AttemptRow[UUID, datetime]]]:
         """The rows each page of the log finishes, in log order (ids as UUIDs, times as
         datetimes)."""
         for rows in self.text_pages(progress):
             yield [typed_row(row) for row in rows]
 
-    def text_pages(self, progress: Progress | None = None) -> Iterator[list[AttemptRow]]:
+    def text_pages(self, progress: Progress | None = None) -> Iterator[list[AttemptRow[str, str]]]:
         """The rows each page of the log finishes, in log order, in the text form."""
         keeps = self.row_filter.keeps
         everything = self.row_filter == RowFilter()
@@ -152,7 +155,7 @@ class Replay:
                 progress(self.position, self.end)
         self.position = self.end
 
-    def _kept(self, rows: list[AttemptRow]) -> list[AttemptRow]:
+    def _kept(self, rows: list[AttemptRow[str, str]]) -> list[AttemptRow[str, str]]:
         self.rows += len(rows)
         return rows
 
@@ -170,7 +173,7 @@ class Replay:
             with contextlib.suppress(FileNotFoundError):
                 partial.unlink()
 
-    def chunks(self, fmt: str) -> Iterator[bytes]:
+    def chunks(self, fmt: str) -> Generator[bytes, None, None]:
         """The same bytes as ``write_file``, in chunks of about ``CHUNK_BYTES``."""
         buffer = ChunkBuffer()
         writer = open_writer(fmt, buffer)

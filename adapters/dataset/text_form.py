@@ -11,6 +11,7 @@ unchanged. ``typed_row`` turns a row back into UUIDs and datetimes (``Replay.pag
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 from projections.attempt_fold import AttemptRow, seconds_between
@@ -34,10 +35,11 @@ def iso_seconds_between(start: str, end: str) -> float:
     return seconds_between(_from_iso(start), _from_iso(end))
 
 
-def text_facts(event: EventFacts) -> EventFacts:
+def text_facts(event: EventFacts[UUID, datetime]) -> EventFacts[str, str]:
     """Facts of a domain event (``projections.event_facts.event_facts``) in the text form."""
     run_at, retry_at, depends_on = event.run_at, event.retry_at, event.depends_on
-    return event._replace(
+    retyped: EventFacts[Any, Any] = event  # the same tuple, its ids and times replaced below
+    return retyped._replace(
         task_id=str(event.task_id),
         timestamp=iso_time(event.timestamp),
         run_at=None if run_at is None else iso_time(run_at),
@@ -46,10 +48,11 @@ def text_facts(event: EventFacts) -> EventFacts:
     )
 
 
-def typed_row(row: AttemptRow) -> AttemptRow:
+def typed_row(row: AttemptRow[str, str]) -> AttemptRow[UUID, datetime]:
     """A row in the text form with its id and times as a UUID and datetimes."""
     ready_at = row.ready_at
-    return row._replace(
+    retyped: AttemptRow[Any, Any] = row  # the same tuple, its id and times replaced below
+    return retyped._replace(
         task_id=UUID(row.task_id),
         enqueued_at=_from_iso(row.enqueued_at),
         ready_at=None if ready_at is None else _from_iso(ready_at),

@@ -78,7 +78,7 @@ from adapters.executors.templates import (
 )
 from adapters.executors.templates import error_class as _error_class
 from domain.errors import ConfigError
-from domain.execution import Execution, Failure, Success
+from domain.execution import Execution, Failure, ProgressReport, Success
 
 DEFAULT_MEMORY_BYTES = 256 * 1024 * 1024
 MIN_MEMORY_BYTES = 6 * 1024 * 1024  # the engine refuses less
@@ -211,8 +211,7 @@ async def _run_container(
         timeout = execution.timeouts.start_to_close
         loop = asyncio.get_running_loop()
         if execution.progress is not None:  # ::progress lines, as a shell task writes them
-            report = execution.progress
-            lines = ProgressLines(lambda *note: loop.call_soon_threadsafe(report, *note))
+            lines = ProgressLines(_on_loop(loop, execution.progress))
             following = asyncio.ensure_future(asyncio.to_thread(_follow, container, lines))
             following.add_done_callback(lambda f: f.cancelled() or f.exception())
         started = loop.time()
@@ -256,6 +255,15 @@ async def _run_container(
         f"{command[0] if command else settings.image} exited with code {exit_code}",
         details={"exit_code": exit_code, "stderr": tail},
     )
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop, report: ProgressReport) -> ProgressReport:
+    """``report``, callable from another thread: each note is handed to ``loop``."""
+
+    def note(progress: float | None, message: str | None) -> None:
+        loop.call_soon_threadsafe(report, progress, message)
+
+    return note
 
 
 def _follow(container: Container, lines: ProgressLines) -> None:

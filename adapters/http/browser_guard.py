@@ -26,6 +26,7 @@ import ipaddress
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from aiohttp import hdrs, web
 
@@ -33,7 +34,15 @@ from adapters.http.errors import HttpError
 from adapters.http.limits import HttpLimits
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+
+
+class Middleware(Protocol):
+    """An aiohttp middleware (aiohttp passes ``request`` and ``handler`` by name)."""
+
+    def __call__(
+        self, request: web.Request, handler: Handler
+    ) -> Awaitable[web.StreamResponse]: ...
+
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})

@@ -96,8 +96,9 @@ def outcome_unknown() -> HttpError:
 def _connection_lost(error: BaseException) -> bool:
     """A failure the server did not report (no SQLSTATE): the connection went away, so the
     server may have committed what it was sent."""
-    while error is not None:
-        if isinstance(error, psycopg.Error):
-            return error.sqlstate is None
-        error = error.__cause__  # type: ignore[assignment]
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, psycopg.Error):
+            return cause.sqlstate is None
+        cause = cause.__cause__
     return True

@@ -97,7 +97,7 @@ def read_events(store: EventStore, after: int, limit: int, where: EventFilter) -
                 after, fetch, stop=read_up_to, topics=topics, inclusive_of_start=False
             )
             candidates = [
-                RecordedEvent(n.id, store.app.mapper.to_domain_event(n)) for n in notifications
+                RecordedEvent(n.id, store.to_event(n)) for n in notifications
             ]
             if len(candidates) == fetch:
                 read_up_to = candidates[-1].position

@@ -56,7 +56,7 @@ def fold_task(events: Sequence[RecordedEvent]) -> Task:
         raise TaskNotFound("no such task")
     task: Any = None
     for recorded in events:
-        task = recorded.event.mutate(task)  # type: ignore[attr-defined]
+        task = recorded.event.mutate(task)
     assert isinstance(task, Task)
     return task
 

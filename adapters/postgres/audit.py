@@ -448,4 +448,4 @@ class _Context:
             topic=row["topic"],
             state=bytes(row["state"]),
         )
-        return self.store.app.mapper.to_domain_event(stored)
+        return self.store.to_event(stored)

@@ -145,7 +145,7 @@ class CandidateReader:
             )
             lane_running = {row["lane"]: row["running"] for row in cur.fetchall()}
         budgets = dict(budgets)
-        chosen = []
+        chosen: list[Candidate] = []
         for candidate in candidates:
             if len(chosen) == limit or budgets[candidate.queue] <= 0:
                 continue

@@ -90,7 +90,8 @@ def use_ledger_pool(datastore: PostgresDatastore, conninfo: str) -> None:
     settings hold only five of them); ``CONNECTION_OPTIONS`` fill in what it leaves out."""
     old = datastore.pool
     holder: list[weakref.ref[LedgerPool]] = []
-    row_factory = (old.kwargs or {}).get("row_factory")
+    old_kwargs = old.kwargs() if callable(old.kwargs) else old.kwargs  # a dict or a callable
+    row_factory = (old_kwargs or {}).get("row_factory")
     pool = LedgerPool(
         connection_class=old.connection_class,
         kwargs={**connection_kwargs(conninfo, CONNECTION_OPTIONS), "row_factory": row_factory},

@@ -93,12 +93,12 @@ class DispatchQueue:
         self.table = sql.Identifier(schema, TABLE)
         self._sync = sql.SQL(_SYNC).format(table=self.table).as_string(None)
 
-    def create_statement(self) -> sql.Composable:
+    def create_statement(self) -> sql.Composed:
         return sql.SQL(_CREATE).format(table=self.table)
 
     def fill_from_readiness(
         self, readiness_nodes: sql.Identifier, readiness_edges: sql.Identifier
-    ) -> sql.Composable:
+    ) -> sql.Composed:
         """Rows for the live tasks of an existing readiness graph (a schema upgrade)."""
         return sql.SQL(_FILL_FROM_READINESS).format(
             table=self.table, nodes=readiness_nodes, edges=readiness_edges

@@ -21,12 +21,11 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 import psycopg
 from eventsourcing.application import Application
-from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import StoredEvent
 from psycopg import pq, sql
 from psycopg.rows import DictRow, dict_row
@@ -44,6 +43,7 @@ from domain.queue import Queue, queue_id
 from domain.schedule_control import ScheduleControl, schedule_control_id
 from domain.task import Task
 from projections.audit_chain import UndecodableEvent
+from projections.base import Event
 
 LedgerAggregate = Task | Queue | ScheduleControl | AccessDenial
 APPLICATION_NAME = "Ledger"
@@ -62,7 +62,7 @@ class RecordedEvent:
     """A stored event with its position in the global log."""
 
     position: int
-    event: DomainEventProtocol[UUID]
+    event: Event
 
 
 def eventsourcing_env(
@@ -137,7 +137,7 @@ class EventStore:
             .as_string(None)
         )
         self.group = GroupCommit(self._commit_units)
-        self._recent: dict[tuple[int, UUID, int], DomainEventProtocol[UUID]] = {}
+        self._recent: dict[tuple[int, UUID, int], Event] = {}
         self._recent_lock = threading.Lock()
 
     def close(self) -> None:
@@ -249,7 +249,7 @@ class EventStore:
         from eventsourcing.application import AggregateNotFoundError
 
         try:
-            task = self.app.repository.get(task_id)
+            task: object = self.app.repository.get(task_id)  # any aggregate: checked below
         except AggregateNotFoundError:
             raise TaskNotFound(f"no task {task_id}") from None
         if not isinstance(task, Task):
@@ -275,7 +275,7 @@ class EventStore:
         tasks: dict[UUID, Any] = {}
         for row in rows:
             event = self._decode(row)
-            tasks[row["originator_id"]] = event.mutate(tasks.get(row["originator_id"]))  # type: ignore[attr-defined]
+            tasks[row["originator_id"]] = event.mutate(tasks.get(row["originator_id"]))
         return tasks
 
     def load_queue(self, name: str) -> Queue:
@@ -348,7 +348,7 @@ class EventStore:
                 f"{type(error).__name__}: {error}",
             )
 
-    def _decode_recent(self, row: dict[str, Any]) -> DomainEventProtocol[UUID]:
+    def _decode_recent(self, row: dict[str, Any]) -> Event:
         """The event of a stored row, decoded once while it is recent (events are
         immutable, so readers can share one object)."""
         key = (row["notification_id"], row["originator_id"], row["originator_version"])
@@ -372,11 +372,16 @@ class EventStore:
             rows = conn.execute(query, (task_id,)).fetchall()
         return [RecordedEvent(row["notification_id"], self._decode(row)) for row in rows]
 
-    def _decode(self, row: dict[str, Any]) -> DomainEventProtocol[UUID]:
+    def _decode(self, row: dict[str, Any]) -> Event:
         stored = StoredEvent(
             originator_id=row["originator_id"],
             originator_version=row["originator_version"],
             topic=row["topic"],
             state=bytes(row["state"]),
         )
-        return self.app.mapper.to_domain_event(stored)
+        return self.to_event(stored)
+
+    def to_event(self, stored: StoredEvent) -> Event:
+        """The domain event of a stored one. The library promises a ``DomainEventProtocol``;
+        the log holds only the ledger's aggregate events, which all carry a timestamp."""
+        return cast(Event, self.app.mapper.to_domain_event(stored))

@@ -227,8 +227,9 @@ class ProjectionRunner:
         lock tried here ends with the statement). ``listen``: LISTEN on the log's channel
         in the same round trip, first (so the session's last query still reads LISTEN)."""
         key = f"{self.store.schema}.{self.projection.name}{REBUILD_SUFFIX}"
-        query = sql.SQL("SELECT pg_try_advisory_xact_lock_shared(hashtextextended({}, 0))")
-        query = query.format(sql.Literal(key))
+        query = sql.SQL("SELECT pg_try_advisory_xact_lock_shared(hashtextextended({}, 0))").format(
+            sql.Literal(key)
+        )
         if listen:
             query = sql.SQL("LISTEN {}; ").format(sql.Identifier(EVENTS_TABLE)) + query
         cursor = connection.execute(query)

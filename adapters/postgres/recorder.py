@@ -32,7 +32,7 @@ from adapters.postgres.log_horizon import enter_statement
 
 @dataclass(frozen=True)
 class Statement:
-    query: sql.Composable | str
+    query: sql.SQL | sql.Composed | str
     params: tuple[Any, ...] = ()
 
 

@@ -110,7 +110,7 @@ class RunningTables:
             .as_string(None)
         )
 
-    def create_statement(self) -> sql.Composable:
+    def create_statement(self) -> sql.Composed:
         return sql.SQL(_CREATE).format(
             running=self.running,
             workers=self.workers,
