@@ -7,11 +7,13 @@ rarely still answers quickly and the caller pages on.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import Notification
 from eventsourcing.utils import get_topic
 
 from adapters.http.views import event_principal
@@ -21,6 +23,9 @@ from domain.errors import InvalidQuery
 from domain.queue import Queue
 from domain.schedule_control import ScheduleControl
 from domain.task import Task
+from projections.base import Event
+
+log = logging.getLogger(__name__)
 
 SCAN_WINDOW = 10_000
 MAX_EVENTS_PAGE = 1000
@@ -97,12 +102,30 @@ def read_events(store: EventStore, after: int, limit: int, where: EventFilter) -
                 after, fetch, stop=read_up_to, topics=topics, inclusive_of_start=False
             )
             candidates = [
-                RecordedEvent(n.id, store.to_event(n)) for n in notifications
+                RecordedEvent(n.id, event)
+                for n in notifications
+                if (event := _decoded(store, n)) is not None
             ]
-            if len(candidates) == fetch:
-                read_up_to = candidates[-1].position
+            if len(notifications) == fetch:
+                read_up_to = notifications[-1].id
     matching = [e for e in candidates if where.matches(e)]
     if len(matching) > limit:
         matching = matching[:limit]
         read_up_to = matching[-1].position
     return EventPage(matching, max(after, read_up_to), head)
+
+
+def _decoded(store: EventStore, notification: Notification) -> Event | None:
+    """The event of a stored row, or None (with a warning) for a row that does not decode:
+    the event list and stream pass over it, as the projections do (``ledger audit verify``
+    reports it)."""
+    try:
+        return store.to_event(notification)
+    except Exception as error:
+        log.warning(
+            "event list: the event at position %d does not decode (%s: %s); passed over",
+            notification.id,
+            type(error).__name__,
+            error,
+        )
+        return None

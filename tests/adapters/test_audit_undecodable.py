@@ -16,6 +16,7 @@ import pytest
 from psycopg import sql
 
 from adapters.cli.audit import add_audit_parser, cmd_audit
+from adapters.http.event_log import EventFilter, read_events
 from adapters.postgres.audit import verify_chain
 from adapters.postgres.event_store import EVENTS_TABLE
 from adapters.postgres.projection_runner import POSITIONS_TABLE, ProjectionRunner
@@ -159,3 +160,18 @@ def test_a_chain_that_cannot_catch_up_fails_verification(runtime: Runtime) -> No
     report = verify_chain(runtime.store, failing)
     assert (report.ok, report.reason, report.unchained) == (False, "catch-up-failed", 1)
     assert "could not catch up: OperationalError" in report.detail
+
+
+def test_the_event_list_passes_over_an_undecodable_row(
+    runtime: Runtime, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    before = runtime.ledger.enqueue(TaskRequest("echo", {"n": 1}))
+    bad = insert_raw_row(runtime, database_url, "nowhere.module:Nothing", b"{}")
+    after = runtime.ledger.enqueue(TaskRequest("echo", {"n": 2}))
+    caplog.set_level(logging.WARNING)
+
+    page = read_events(runtime.store, 0, 100, EventFilter())
+
+    assert [e.event.originator_id for e in page.events] == [before.id, after.id]
+    assert page.next_after == page.head > bad
+    assert any(f"position {bad} does not decode" in r.getMessage() for r in caplog.records)
