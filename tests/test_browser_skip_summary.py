@@ -36,7 +36,7 @@ def test_skipped_browser_tests_are_counted_in_one_line_with_what_is_missing(
     pytester.makeconftest("from tests.conftest import pytest_terminal_summary  # noqa: F401\n")
     pytester.makepyfile(test_pages=BROWSER_TESTS)
 
-    result = pytester.runpytest()
+    result = pytester.runpytest("-o", "asyncio_default_fixture_loop_scope=function")
 
     result.assert_outcomes(passed=1, skipped=2)
     lines = [line for line in result.outlines if line.startswith("browser:")]

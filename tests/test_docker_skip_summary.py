@@ -44,7 +44,7 @@ def test_skipped_container_tests_are_counted_in_one_line_with_the_reason(
 ) -> None:
     run_with_the_hook.makepyfile(test_containers=CONTAINER_TESTS)
 
-    result = run_with_the_hook.runpytest()
+    result = run_with_the_hook.runpytest("-o", "asyncio_default_fixture_loop_scope=function")
 
     result.assert_outcomes(passed=1, skipped=3)
     docker_lines = [line for line in result.outlines if line.startswith("docker:")]
@@ -61,7 +61,7 @@ def test_a_run_without_such_skips_prints_no_docker_line(
         test_plain="import pytest\n\n\ndef test_skips():\n    pytest.skip('not today')\n"
     )
 
-    result = run_with_the_hook.runpytest()
+    result = run_with_the_hook.runpytest("-o", "asyncio_default_fixture_loop_scope=function")
 
     result.assert_outcomes(skipped=1)
     assert not [line for line in result.outlines if line.startswith("docker:")]
