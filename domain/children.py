@@ -28,14 +28,12 @@ from uuid import UUID
 
 from domain.errors import InvalidSubmission, LedgerError
 from domain.execution import ExecutionResult, Spawn, Success
+from domain.graph_json import task_requests
 from domain.registry import Registry
 from domain.submission import Requester, SubmissionContext, TaskRequest, plan_tasks
 from domain.task import Task, TaskState
 
 ON_CHILD_FAILURE = ("fail", "ignore")
-_CHILD_KEYS = {"ref", "type", "args", "depends_on", "queue", "priority", "lane", "tags", "inputs"}
-
-
 def spawn_of(success: Success) -> Spawn | None:
     """The children an attempt's success asks for, or None. Raises ``InvalidSubmission``
     when the result has a ``children`` member of the wrong shape."""
@@ -61,31 +59,7 @@ def spawn_of(success: Success) -> Spawn | None:
 
 def child_requests(children: Iterable[Mapping[str, Any]]) -> list[TaskRequest]:
     """Task requests from the children's JSON objects (refs and depends_on among siblings)."""
-    requests = []
-    for index, item in enumerate(children):
-        if not isinstance(item.get("type"), str):
-            raise InvalidSubmission(f'children[{index}] must be an object with a "type"')
-        unknown = set(item) - _CHILD_KEYS
-        if unknown:
-            raise InvalidSubmission(f"children[{index}]: unknown field {sorted(unknown)[0]!r}")
-        depends_on = item.get("depends_on", [])
-        tags = item.get("tags", [])
-        if not isinstance(depends_on, list) or not isinstance(tags, list):
-            raise InvalidSubmission(f"children[{index}]: depends_on and tags must be arrays")
-        requests.append(
-            TaskRequest(
-                type_name=item["type"],
-                args=item.get("args", {}),
-                ref=item.get("ref"),
-                depends_on=tuple(depends_on),
-                queue=item.get("queue"),
-                priority=item.get("priority"),
-                lane=item.get("lane"),
-                tags=tuple(tags),
-                inputs=item.get("inputs"),
-            )
-        )
-    return requests
+    return task_requests(children, "children")
 
 
 def plan_children(

@@ -9,6 +9,7 @@ from typing import Any
 
 from domain.durations import parse_duration
 from domain.errors import ConfigError, InvalidSubmission
+from domain.graph_json import graph_requests
 from domain.submission import TaskRequest
 
 
@@ -64,41 +65,3 @@ def load_graph_file(path: Path) -> list[TaskRequest]:
     return graph_requests(data)
 
 
-_GRAPH_TASK_KEYS = {
-    *("ref", "type", "args", "depends_on", "queue", "priority", "lane", "tags", "inputs"),
-}
-
-
-def _tags(value: Any, index: int) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
-        raise InvalidSubmission(f"tasks[{index}].tags must be an array of strings")
-    return tuple(value)
-
-
-def graph_requests(data: Any) -> list[TaskRequest]:
-    if not isinstance(data, dict) or not isinstance(data.get("tasks"), list):
-        raise InvalidSubmission('a graph is an object with a "tasks" array')
-    requests = []
-    for index, item in enumerate(data["tasks"]):
-        if not isinstance(item, dict) or not isinstance(item.get("type"), str):
-            raise InvalidSubmission(f'tasks[{index}] must be an object with a "type"')
-        unknown = set(item) - _GRAPH_TASK_KEYS
-        if unknown:
-            raise InvalidSubmission(f"tasks[{index}]: unknown field {sorted(unknown)[0]!r}")
-        depends_on = item.get("depends_on", [])
-        if not isinstance(depends_on, list) or not all(isinstance(d, str) for d in depends_on):
-            raise InvalidSubmission(f"tasks[{index}].depends_on must be an array of strings")
-        requests.append(
-            TaskRequest(
-                type_name=item["type"],
-                args=item.get("args", {}),
-                ref=item.get("ref"),
-                depends_on=tuple(depends_on),
-                queue=item.get("queue"),
-                priority=item.get("priority"),
-                lane=item.get("lane"),
-                tags=_tags(item.get("tags", []), index),
-                inputs=item.get("inputs"),
-            )
-        )
-    return requests

@@ -20,12 +20,12 @@ from uuid import UUID
 import jsonschema
 from aiohttp import web
 
-from adapters.cli.arguments import graph_requests
 from adapters.http.context import context_of
 from adapters.http.errors import HttpError, bad_json, unsupported_media_type
 from adapters.http.schemas import MAX_TIMEOUT_SECONDS, Schema
 from domain.durations import parse_duration
 from domain.errors import ConfigError, InvalidQuery, InvalidSubmission, TaskNotFound
+from domain.graph_json import graph_requests
 from domain.submission import TaskRequest
 from domain.timeouts import TimeoutOverrides
 
