@@ -327,14 +327,9 @@ class Worker:
             held = list(self.running)
             notes = self._due_notes()
             try:
-                if notes:
-                    kept = await self.blocking(
-                        self.dispatch.renew, self.settings.worker_id, held, notes
-                    )
-                else:
-                    kept = await self.blocking(
-                        self.dispatch.renew, self.settings.worker_id, held
-                    )
+                kept = await self.blocking(
+                    self.dispatch.renew, self.settings.worker_id, held, notes
+                )
             except Exception:
                 log.exception("lease renewal failed")
                 continue

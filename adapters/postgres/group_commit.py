@@ -41,12 +41,10 @@ class SaveUnit:
     positions: list[int] = field(default_factory=list)  # set by the commit, in event order
     done: bool = False
     error: BaseException | None = None
-    _finished: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def finish(self, error: BaseException | None = None) -> None:
         self.error = error
         self.done = True
-        self._finished.set()
 
 
 # Commits the units in one transaction and sets each unit's ``positions``; raises if the
@@ -121,10 +119,11 @@ class GroupCommit:
                 except BaseException as own_error:
                     unit.finish(own_error)
                 else:
-                    unit.finish()
-                    self.batches += 1
-                    self.units += 1
+                    self._committed([unit])
             return
+        self._committed(batch)
+
+    def _committed(self, batch: list[SaveUnit]) -> None:
         for unit in batch:
             unit.finish()
         self.batches += 1
