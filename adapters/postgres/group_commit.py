@@ -18,6 +18,7 @@ error, as a lone save would have).
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -41,10 +42,17 @@ class SaveUnit:
     positions: list[int] = field(default_factory=list)  # set by the commit, in event order
     done: bool = False
     error: BaseException | None = None
+    leads: bool = False  # handed the lead by the previous leader
+    wake: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def finish(self, error: BaseException | None = None) -> None:
         self.error = error
         self.done = True
+        self.wake.set()
+
+    def lead(self) -> None:
+        self.leads = True
+        self.wake.set()
 
 
 # Commits the units in one transaction and sets each unit's ``positions``; raises if the
@@ -54,56 +62,58 @@ CommitBatch = Callable[[Sequence[SaveUnit]], None]
 
 class GroupCommit:
     """Leader/follower batching of ``SaveUnit``s over ``commit`` (one transaction for all
-    the units it is given; raises if that transaction failed)."""
+    the units it is given; raises if that transaction failed).
+
+    Each waiting caller sleeps on its own unit's event and is woken once: when its unit is
+    done, or when the leader hands it the lead (the first unit still queued after a commit).
+    No caller is woken to find that nothing concerns it."""
 
     def __init__(self, commit: CommitBatch, max_batch_events: int = MAX_BATCH_EVENTS) -> None:
         self._commit = commit
         self._max_batch_events = max_batch_events
-        self._queue: list[SaveUnit] = []
+        self._queue: deque[SaveUnit] = deque()
         self._leading = False
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self.batches = 0  # committed transactions, for tests and metrics
         self.units = 0
 
     def submit(self, unit: SaveUnit) -> None:
         """Commit ``unit`` (with whatever else is queued); raise its own error if it failed."""
-        with self._cond:
+        with self._lock:
             self._queue.append(unit)
-        while not unit.done:
-            batch = self._lead_or_wait(unit)
-            if batch:
-                self._run(batch)
+            if not self._leading:
+                self._leading = unit.leads = True
+        if not unit.leads:
+            unit.wake.wait()
+        if unit.leads:
+            self._lead()
         if unit.error is not None:
             raise unit.error
 
-    def _lead_or_wait(self, unit: SaveUnit) -> list[SaveUnit]:
-        """The batch to commit if this caller leads now; else wait for a change."""
-        with self._cond:
-            while not unit.done and self._leading:
-                self._cond.wait()
-            if unit.done:
-                return []
-            self._leading = True
-            return self._take()
-
-    def _take(self) -> list[SaveUnit]:
-        batch: list[SaveUnit] = []
-        events = 0
-        while self._queue:
-            size = len(self._queue[0].stored)
-            if batch and events + size > self._max_batch_events:
-                break
-            batch.append(self._queue.pop(0))
-            events += size
-        return batch
-
-    def _run(self, batch: list[SaveUnit]) -> None:
+    def _lead(self) -> None:
+        """Commit the queued units, a batch at a time: the first batch holds the leader's
+        own unit; after each commit the lead passes to the first unit still queued."""
+        batch = self._take()
         try:
             self._commit_with_fallback(batch)
         finally:
-            with self._cond:
-                self._leading = False
-                self._cond.notify_all()
+            with self._lock:
+                following = self._queue[0] if self._queue else None
+                self._leading = following is not None
+            if following is not None:
+                following.lead()
+
+    def _take(self) -> list[SaveUnit]:
+        with self._lock:
+            batch: list[SaveUnit] = []
+            events = 0
+            while self._queue:
+                size = len(self._queue[0].stored)
+                if batch and events + size > self._max_batch_events:
+                    break
+                batch.append(self._queue.popleft())
+                events += size
+            return batch
 
     def _commit_with_fallback(self, batch: list[SaveUnit]) -> None:
         try:
@@ -124,10 +134,10 @@ class GroupCommit:
         self._committed(batch)
 
     def _committed(self, batch: list[SaveUnit]) -> None:
-        for unit in batch:
-            unit.finish()
         self.batches += 1
         self.units += len(batch)
+        for unit in batch:
+            unit.finish()
 
 
 def _unit_may_be_at_fault(error: BaseException) -> bool:

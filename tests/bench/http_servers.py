@@ -113,14 +113,17 @@ def _wait_until_answering(process: subprocess.Popen[bytes], port: int) -> None:
 
 
 @contextmanager
-def running(kind: str, port: int, schema: str = "", table: str = "") -> Iterator[None]:
-    """The server ``kind`` listening on ``127.0.0.1:port`` for the block's duration."""
+def running(
+    kind: str, port: int, schema: str = "", table: str = ""
+) -> Iterator[subprocess.Popen[bytes]]:
+    """The server ``kind`` listening on ``127.0.0.1:port`` for the block's duration (the block
+    is given its process, to read its CPU time)."""
     process = subprocess.Popen(
         command(kind, port, schema, table), env=dict(os.environ), stdout=subprocess.DEVNULL
     )
     try:
         _wait_until_answering(process, port)
-        yield
+        yield process
     finally:
         process.terminate()
         try:
