@@ -15,11 +15,13 @@ import psycopg
 from eventsourcing.persistence import IntegrityError
 from psycopg import sql
 
+from adapters.bulk_actions import BulkActions, BulkPreview, BulkRequest, Permit, allow_all
 from adapters.config_file import settings_check
 from adapters.postgres.event_store import EventStore, RecordedEvent
 from adapters.postgres.recorder import Statement
 from adapters.postgres.running import RunningTables
 from domain.access import AccessDenial, DenialBudget
+from domain.bulk import BulkAction
 from domain.children import notify_parents
 from domain.errors import (
     IdempotencyKeyTaken,
@@ -307,6 +309,34 @@ class Ledger:
                 continue
             return task
         raise InvalidTransition(f"task {task_id} keeps changing; try again")
+
+    # -- bulk actions (adapters/bulk_actions.py) ----------------------------------------
+
+    def bulk_preview(self, request: BulkRequest, permit: Permit = allow_all) -> BulkPreview:
+        """How many tasks a bulk action would change now, and a sample; writes nothing."""
+        return self._bulk_actions().preview(request, permit)
+
+    def bulk_request(
+        self, request: BulkRequest, requester: Requester = SYSTEM, permit: Permit = allow_all
+    ) -> BulkAction:
+        """Record a bulk action (``BulkActionRequested``); ``bulk_run`` carries it out."""
+        return self._bulk_actions().request(request, requester, permit)
+
+    def bulk_run(
+        self,
+        bulk_id: UUID,
+        permit: Permit = allow_all,
+        progress: Callable[[BulkAction], None] | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> BulkAction:
+        """Change the matches of a recorded bulk action in bounded batches."""
+        return self._bulk_actions().run(bulk_id, permit, progress, should_stop)
+
+    def bulk_action(self, bulk_id: UUID) -> BulkAction:
+        return self._bulk_actions().load(bulk_id)
+
+    def _bulk_actions(self) -> BulkActions:
+        return BulkActions(self.store, self.registry, self.clock, self.running)
 
     # -- refusals -----------------------------------------------------------------------
 

@@ -8,6 +8,8 @@ failed -> (retry scheduled) -> scheduled; any non-terminal -> cancelled; blocked
 Workflows add ``waiting``: a task whose type needs signals before it runs waits for them
 (``TaskSignalled`` moves it on), and an attempt that spawned children to wait for ends in
 ``waiting`` until its children end (``TaskChildEnded`` for each, then its outcome).
+A task not yet started (blocked, scheduled, ready) may be given another priority
+(``TaskReprioritised``) or queue (``TaskMoved``); its state stays as it was.
 """
 
 from __future__ import annotations
@@ -42,10 +44,12 @@ class TaskState(StrEnum):
 TERMINAL_STATES = frozenset(
     {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED, TaskState.SKIPPED}
 )
-_CANCELLABLE = frozenset(
+CANCELLABLE_STATES = frozenset(
     {TaskState.BLOCKED, TaskState.SCHEDULED, TaskState.READY, TaskState.RUNNING, TaskState.WAITING}
 )
-_WAITING = frozenset({TaskState.BLOCKED, TaskState.SCHEDULED, TaskState.READY})
+RETRYABLE_STATES = frozenset({TaskState.FAILED, TaskState.CANCELLED, TaskState.SKIPPED})
+# Not yet started: the states in which a task's priority and queue may still change.
+WAITING_STATES = frozenset({TaskState.BLOCKED, TaskState.SCHEDULED, TaskState.READY})
 # Kinds after which the task is over, whatever its retry policy says.
 FINAL_TIMEOUT_KINDS = frozenset(
     {TimeoutKind.SCHEDULE_TO_START, TimeoutKind.SCHEDULE_TO_CLOSE, TimeoutKind.SIGNAL_WAIT}
@@ -300,10 +304,10 @@ class Task(Aggregate):
             self._require({TaskState.WAITING}, f"time out ({kind.value})")
             attempt = None
         elif kind is TimeoutKind.SCHEDULE_TO_START:
-            self._require(_WAITING - {TaskState.BLOCKED}, f"time out ({kind.value})")
+            self._require(WAITING_STATES - {TaskState.BLOCKED}, f"time out ({kind.value})")
             attempt = None
         else:
-            self._require(_CANCELLABLE, f"time out ({kind.value})")
+            self._require(CANCELLABLE_STATES, f"time out ({kind.value})")
             attempt = self.attempts if self.state is TaskState.RUNNING else None
         self._timed_out(kind=kind.value, attempt=attempt)
 
@@ -318,6 +322,7 @@ class Task(Aggregate):
         retry_at: datetime
         manual: bool
         by: str | None
+        bulk_id: UUID | None = None  # the bulk action that asked for it, if one did
 
     def schedule_retry(self, retry_at: datetime) -> None:
         """Automatic retry after a failed attempt, within the attempts budget."""
@@ -328,17 +333,19 @@ class Task(Aggregate):
             raise InvalidTransition(f"task {self.id} has used all {self.max_attempts} attempts")
         self._retry_scheduled(retry_at=retry_at, manual=False, by=None)
 
-    def retry_manually(self, retry_at: datetime, by: str) -> None:
+    def retry_manually(self, retry_at: datetime, by: str, bulk_id: UUID | None = None) -> None:
         """A person asks to run a failed, cancelled or skipped task again (one more attempt)."""
-        self._require({TaskState.FAILED, TaskState.CANCELLED, TaskState.SKIPPED}, "retry")
+        self._require(RETRYABLE_STATES, "retry")
         if self.timeout_kind == TimeoutKind.SCHEDULE_TO_CLOSE.value:
             raise InvalidTransition(
                 f"task {self.id} is past its schedule_to_close deadline; enqueue it again"
             )
-        self._retry_scheduled(retry_at=retry_at, manual=True, by=by)
+        self._retry_scheduled(retry_at=retry_at, manual=True, by=by, bulk_id=bulk_id)
 
     @event(TaskRetryScheduled)
-    def _retry_scheduled(self, retry_at: datetime, manual: bool, by: str | None) -> None:
+    def _retry_scheduled(
+        self, retry_at: datetime, manual: bool, by: str | None, bulk_id: UUID | None = None
+    ) -> None:
         self.state = TaskState.SCHEDULED
         self.run_at = retry_at
         self.timeout_kind = None
@@ -348,15 +355,50 @@ class Task(Aggregate):
     class TaskCancelled(Aggregate.Event):
         by: str
         reason: str
+        bulk_id: UUID | None = None  # the bulk action that asked for it, if one did
 
-    def cancel(self, by: str, reason: str = "") -> None:
-        self._require(_CANCELLABLE, "cancel")
-        self._cancelled(by=by, reason=reason)
+    def cancel(self, by: str, reason: str = "", bulk_id: UUID | None = None) -> None:
+        self._require(CANCELLABLE_STATES, "cancel")
+        self._cancelled(by=by, reason=reason, bulk_id=bulk_id)
 
     @event(TaskCancelled)
-    def _cancelled(self, by: str, reason: str) -> None:
+    def _cancelled(self, by: str, reason: str, bulk_id: UUID | None = None) -> None:
         self.state = TaskState.CANCELLED
         self.lease_expires_at = None
+
+    # -- placement: priority and queue, changed while the task waits to start ------------
+
+    class TaskReprioritised(Aggregate.Event):
+        priority: int
+        state: str  # unchanged: the state it waits in (the read models set it as for others)
+        by: str
+        bulk_id: UUID | None = None
+
+    def reprioritise(self, priority: int, by: str, bulk_id: UUID | None = None) -> None:
+        """Claim it before (higher) or after (lower) the other tasks of its queue."""
+        self._require(WAITING_STATES, "reprioritise")
+        self._reprioritised(priority=priority, state=self.state.value, by=by, bulk_id=bulk_id)
+
+    @event(TaskReprioritised)
+    def _reprioritised(
+        self, priority: int, state: str, by: str, bulk_id: UUID | None = None
+    ) -> None:
+        self.priority = priority
+
+    class TaskMoved(Aggregate.Event):
+        queue: str
+        state: str  # unchanged, as for ``TaskReprioritised``
+        by: str
+        bulk_id: UUID | None = None
+
+    def move(self, queue: str, by: str, bulk_id: UUID | None = None) -> None:
+        """Run it in ``queue`` (a declared queue: the caller checks) from now on."""
+        self._require(WAITING_STATES, "move")
+        self._moved(queue=queue, state=self.state.value, by=by, bulk_id=bulk_id)
+
+    @event(TaskMoved)
+    def _moved(self, queue: str, state: str, by: str, bulk_id: UUID | None = None) -> None:
+        self.queue = queue
 
     # -- workflows: signals and children ------------------------------------------------
 

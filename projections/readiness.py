@@ -139,6 +139,11 @@ class ReadinessGraph:
             "SELECT task_id, version FROM {nodes} WHERE task_id = ANY(%s) AND state = 'blocked'",
             nodes=self.nodes,
         )
+        self._sql_place = _compose(
+            "UPDATE {nodes} SET version = %s, priority = coalesce(%s, priority), "
+            "queue = coalesce(%s, queue) WHERE task_id = %s",
+            nodes=self.nodes,
+        )
         self._sql_move_states = _compose(
             "UPDATE {nodes} AS n SET state = u.state, version = u.version "
             "FROM unnest(%s::uuid[], %s::text[], %s::integer[]) AS u(task_id, state, version) "
@@ -162,6 +167,9 @@ class ReadinessGraph:
         name = kind(event)
         if name == "TaskEnqueued":
             return self._enqueued(cursor, event, position)
+        if name in ("TaskReprioritised", "TaskMoved"):
+            self._placed(cursor, event, name)
+            return []
         # TaskUnblocked and the workflow events (TaskSignalled, ...) carry their state after;
         # a TaskRetryScheduled its retry_at (attr-defined: ``Event`` names neither).
         state = _STATE_AFTER.get(name) or event.state  # type: ignore[attr-defined]
@@ -272,6 +280,14 @@ class ReadinessGraph:
         if doomed:
             return list(doomed)
         return [Unblocked(event.originator_id, event.originator_version)] if pending == 0 else []
+
+    def _placed(self, cursor: Cursor, event: Any, name: str) -> None:
+        """A waiting task's new priority or queue (its state stays)."""
+        priority = event.priority if name == "TaskReprioritised" else None
+        queue = event.queue if name == "TaskMoved" else None
+        cursor.execute(
+            self._sql_place, (event.originator_version, priority, queue, event.originator_id)
+        )
 
     def _children(self, cursor: Cursor, task_id: UUID) -> list[UUID]:
         """Direct dependents, by the edges' primary key (parent first)."""

@@ -87,6 +87,8 @@ _COLUMN_TYPES = {
     "progress": "double precision",
     "progress_message": "text",
     "signal_wait_since": "timestamptz",
+    "priority": "integer",
+    "queue": "text",
 }
 
 
@@ -296,4 +298,8 @@ def _changes(event: Any, name: str) -> tuple[str, dict[str, Any]]:
     if name == "TaskSkipped":
         error = {"class": "Skipped", "message": event.reason, "dependency": str(event.dependency)}
         return "skipped", {"error": Jsonb(error)}
+    if name == "TaskReprioritised":
+        return event.state, {"priority": event.priority}
+    if name == "TaskMoved":
+        return event.state, {"queue": event.queue}
     raise ValueError(f"the task view does not know the event {name}")

@@ -19,6 +19,7 @@ from eventsourcing.utils import get_topic
 from adapters.http.views import event_principal
 from adapters.postgres.event_store import EventStore, RecordedEvent
 from domain.access import AccessDenial
+from domain.bulk import BulkAction
 from domain.errors import InvalidQuery
 from domain.queue import Queue
 from domain.schedule_control import ScheduleControl
@@ -30,7 +31,13 @@ log = logging.getLogger(__name__)
 SCAN_WINDOW = 10_000
 MAX_EVENTS_PAGE = 1000
 MAX_POSITION = 2**63 - 1  # log positions are bigint
-AGGREGATES: tuple[type[Aggregate], ...] = (Task, Queue, ScheduleControl, AccessDenial)
+AGGREGATES: tuple[type[Aggregate], ...] = (
+    Task,
+    Queue,
+    ScheduleControl,
+    AccessDenial,
+    BulkAction,
+)
 
 
 def _topics_by_event_name() -> dict[str, list[str]]:

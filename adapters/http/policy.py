@@ -3,6 +3,8 @@
 - read: every authenticated role (the registry has no read policy yet);
 - cancel: roles with ``may_cancel`` whose ``task_types`` and ``adapters`` patterns match the task;
 - retry: roles that may enqueue the task's type (or, for an ad-hoc task, enqueue ad-hoc tasks);
+- bulk actions: each kind of task among the matches as above (cancel as cancel; retry,
+  re-prioritise and move as retry);
 - pause and resume queues: the ``admin`` role only;
 - ad-hoc tasks (an adapter named in the body): refused over HTTP while no principals are
   configured (every caller would be the local admin), unless ``[http]
@@ -11,12 +13,24 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from domain.errors import Forbidden
 from domain.registry import Registry, Role, matches_any
 from domain.submission import Requester, TaskRequest
-from domain.task import Task
 
 QUEUE_CONTROL_ROLES = frozenset({"admin"})
+
+
+class TaskKind(Protocol):
+    """What the cancel and retry rules read of a task: a ``Task``, or a kind of task (type
+    and adapter) among the matches of a bulk action."""
+
+    @property
+    def type_name(self) -> str: ...
+
+    @property
+    def adapter(self) -> str: ...
 
 
 def role_of(registry: Registry, requester: Requester) -> Role:
@@ -26,11 +40,11 @@ def role_of(registry: Registry, requester: Requester) -> Role:
     return role
 
 
-def _covers(role: Role, task: Task) -> bool:
+def _covers(role: Role, task: TaskKind) -> bool:
     return matches_any(task.type_name, role.task_types) and matches_any(task.adapter, role.adapters)
 
 
-def check_cancel(registry: Registry, requester: Requester, task: Task) -> None:
+def check_cancel(registry: Registry, requester: Requester, task: TaskKind) -> None:
     role = role_of(registry, requester)
     if not role.may_cancel:
         raise Forbidden(f"role {role.name!r} may not cancel tasks")
@@ -38,15 +52,27 @@ def check_cancel(registry: Registry, requester: Requester, task: Task) -> None:
         raise Forbidden(f"role {role.name!r} may not cancel tasks of type {task.type_name!r}")
 
 
-def check_retry(registry: Registry, requester: Requester, task: Task) -> None:
-    role = role_of(registry, requester)
+def check_retry(registry: Registry, requester: Requester, task: TaskKind) -> None:
+    _check_may_enqueue(registry, role_of(registry, requester), task, "retry")
+
+
+def check_bulk(registry: Registry, requester: Requester, action: str, task: TaskKind) -> None:
+    """A bulk action on tasks of this kind: cancel as one cancel; retry, reprioritise and
+    move need a role that may enqueue the type (as a retry does)."""
+    if action == "cancel":
+        check_cancel(registry, requester, task)
+    else:
+        _check_may_enqueue(registry, role_of(registry, requester), task, action)
+
+
+def _check_may_enqueue(registry: Registry, role: Role, task: TaskKind, action: str) -> None:
     task_type = registry.task_type(task.type_name)
     if task_type is None or task_type.adapter != task.adapter:
         allowed = role.adhoc and matches_any(task.adapter, role.adapters)
     else:
         allowed = role.name in task_type.roles and role.may_enqueue(task_type)
     if not allowed:
-        raise Forbidden(f"role {role.name!r} may not retry tasks of type {task.type_name!r}")
+        raise Forbidden(f"role {role.name!r} may not {action} tasks of type {task.type_name!r}")
 
 
 def check_queue_control(registry: Registry, requester: Requester, what: str = "queues") -> None:

@@ -38,6 +38,7 @@ from adapters.postgres.log_horizon import EVENTS_TABLE, horizon_statement
 from adapters.postgres.read_replica import ReadReplica
 from adapters.postgres.recorder import LedgerRecorder, Statement, id_list, run_inline
 from domain.access import AccessDenial
+from domain.bulk import BulkAction
 from domain.errors import TaskNotFound
 from domain.queue import Queue, queue_id
 from domain.schedule_control import ScheduleControl, schedule_control_id
@@ -45,7 +46,7 @@ from domain.task import Task
 from projections.audit_chain import UndecodableEvent
 from projections.base import Event
 
-LedgerAggregate = Task | Queue | ScheduleControl | AccessDenial
+LedgerAggregate = Task | Queue | ScheduleControl | AccessDenial | BulkAction
 APPLICATION_NAME = "Ledger"
 PIPELINED_SAVE_LIMIT = 500
 RECENT_EVENTS = 20_000  # decoded events kept for the other readers; the oldest quarter goes
@@ -289,6 +290,11 @@ class EventStore:
         if isinstance(control, ScheduleControl):
             return control
         return ScheduleControl.register(name)
+
+    def load_bulk_action(self, bulk_id: UUID) -> BulkAction | None:
+        """A bulk action's aggregate, None if there is none with this id."""
+        action = self._load_or_none(bulk_id)
+        return action if isinstance(action, BulkAction) else None
 
     def _load_or_none(self, aggregate_id: UUID) -> object | None:
         from eventsourcing.application import AggregateNotFoundError

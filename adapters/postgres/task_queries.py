@@ -48,8 +48,25 @@ def list_tasks(
     """Newest first; ``cursor`` continues after the last row of the previous page."""
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidQuery(f"limit must be between 1 and {MAX_PAGE}")
-    conditions: list[sql.Composable] = []
     params: list[Any] = []
+    conditions = filter_conditions(where, params)
+    if cursor is not None:
+        enqueued_at, task_id = _decode_cursor(cursor)
+        conditions.append(sql.SQL("(enqueued_at, task_id) < (%s, %s)"))
+        params.extend([enqueued_at, task_id])
+    query = sql.SQL("SELECT * FROM {} {} ORDER BY enqueued_at DESC, task_id DESC LIMIT %s").format(
+        sql.Identifier(store.schema, "task_view"),
+        sql.SQL("WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL(""),
+    )
+    with lag_tolerant_reads(store) as cur:
+        rows = cur.execute(query, (*params, limit + 1)).fetchall()
+    next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return Page(rows=rows[:limit], next_cursor=next_cursor)
+
+
+def filter_conditions(where: TaskFilter, params: list[Any]) -> list[sql.Composable]:
+    """The conditions on task view rows of a task filter (appending their parameters)."""
+    conditions: list[sql.Composable] = []
     for column, value in (
         ("state", where.state),
         ("type_name", where.type_name),
@@ -63,18 +80,7 @@ def list_tasks(
         conditions.append(sql.SQL("%s = ANY(tags)"))
         params.append(where.tag)
     conditions.extend(_time_and_text(where, params))
-    if cursor is not None:
-        enqueued_at, task_id = _decode_cursor(cursor)
-        conditions.append(sql.SQL("(enqueued_at, task_id) < (%s, %s)"))
-        params.extend([enqueued_at, task_id])
-    query = sql.SQL("SELECT * FROM {} {} ORDER BY enqueued_at DESC, task_id DESC LIMIT %s").format(
-        sql.Identifier(store.schema, "task_view"),
-        sql.SQL("WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL(""),
-    )
-    with lag_tolerant_reads(store) as cur:
-        rows = cur.execute(query, (*params, limit + 1)).fetchall()
-    next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
-    return Page(rows=rows[:limit], next_cursor=next_cursor)
+    return conditions
 
 
 def _time_and_text(where: TaskFilter, params: list[Any]) -> list[sql.Composable]:
