@@ -16,6 +16,7 @@ from eventsourcing.persistence import IntegrityError
 from psycopg import sql
 
 from adapters.bulk_actions import BulkActions, BulkPreview, BulkRequest, Permit, allow_all
+from adapters.coalesced_enqueue import CoalescedEnqueue
 from adapters.config_file import settings_check
 from adapters.postgres.event_store import EventStore, RecordedEvent
 from adapters.postgres.recorder import Statement
@@ -73,6 +74,7 @@ class Ledger:
     ) -> None:
         self.store = store
         self.running = RunningTables(store.schema)
+        self.coalescing = CoalescedEnqueue(store)
         self.registry = registry
         self.clock = clock
         self.new_id = new_id
@@ -122,13 +124,19 @@ class Ledger:
                 return self.store.load(next(iter(holders.values()))), False, []
             try:
                 tasks, inline = self._plan([request], requester, keys_checked=True)
+                task = tasks[0]
+                if task.singleton_key is not None or task.debounce_key is not None:
+                    done = self.coalescing.try_enqueue(task, inline, request, requester)
+                    if done is not None:
+                        return done
+                    continue  # its key met a concurrent enqueue or start: look again
                 recorded = self.store.save(*tasks, inline=inline)
-                return tasks[0], True, recorded
+                return task, True, recorded
             except IntegrityError:
                 if request.idempotency_key is None:
                     raise
                 # Another enqueue took the key between our look and our save: look again.
-        raise InvalidTransition(f"idempotency key {request.idempotency_key!r} keeps changing")
+        raise InvalidTransition(f"the keys of this {request.type_name!r} task keep changing")
 
     def enqueue_graph(
         self, requests: Sequence[TaskRequest], requester: Requester = SYSTEM
@@ -160,7 +168,10 @@ class Ledger:
         if not keys_checked:
             for key, holder in self._key_holders(requests).items():
                 raise IdempotencyKeyTaken(f"idempotency key {key!r} is held by task {holder}")
-        return tasks, self._keys_taken(tasks, requests, context.now)
+        inline = self._keys_taken(tasks, requests, context.now)
+        if not keys_checked:  # a graph or enqueue_in: singleton keys taken (or refused) here
+            inline += self.coalescing.statements_for_graph(tasks)
+        return tasks, inline
 
     def _key_holders(self, requests: Sequence[TaskRequest]) -> dict[str, UUID]:
         keys = [r.idempotency_key for r in requests if r.idempotency_key is not None]

@@ -53,6 +53,13 @@ class IdempotencyKeyTaken(LedgerError):
     code = "idempotency_key_taken"
 
 
+class SingletonKeyTaken(InvalidTransition):
+    """A graph (or ``enqueue_in``) names a singleton key that a live task already holds, or
+    names one twice (one enqueue on its own is answered with the holder instead)."""
+
+    code = "singleton_key_taken"
+
+
 class UnknownQueue(LedgerError):
     code = "unknown_queue"
 

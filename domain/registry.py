@@ -15,6 +15,7 @@ from typing import Any
 
 import jsonschema
 
+from domain.coalescing import check_type_singleton
 from domain.errors import ConfigError
 from domain.nats_routes import NatsSettings, build_nats_settings
 from domain.retry import RetryPolicy
@@ -63,6 +64,7 @@ class TaskType:
     signals: tuple[str, ...] = ()  # signals needed before the task runs
     signal_by_other: bool = False  # a signaller must not be the task's requester
     signals_to_finish: tuple[str, ...] = ()  # signals needed before a success is final
+    singleton: str | None = None  # a key template: one queued-or-running task per key
 
 
 @dataclass(frozen=True)
@@ -257,6 +259,7 @@ _TASK_TYPE_KEYS = {
     "signals",
     "signal_by_other",
     "signals_to_finish",
+    "singleton",
 }
 
 
@@ -301,6 +304,7 @@ def _task_type(
             _name(signal, (*where, "signals_to_finish"))
             for signal in _strings(spec.get("signals_to_finish", []), (*where, "signals_to_finish"))
         ),
+        singleton=check_type_singleton(spec.get("singleton"), (*where, "singleton")),
     )
 
 

@@ -16,6 +16,7 @@ from uuid import UUID
 
 import jsonschema
 
+from domain.coalescing import Debounce, coalescing_of, refuse_conflicts
 from domain.durations import MAX_DURATION_SECONDS
 from domain.errors import (
     AdapterSettingsRefused,
@@ -72,6 +73,10 @@ class TaskRequest:
     # Dependencies whose results this task takes as inputs: True for all of them (named by
     # their ref, or id), a mapping input name -> ref or id, None for the type's default.
     inputs: bool | Mapping[str, str] | None = None
+    # Coalescing (``domain/coalescing.py``): a singleton key or template (else the type's),
+    # and a debounce (key or template, window, mode).
+    singleton: str | None = None
+    debounce: Debounce | None = None
 
 
 def external_dependencies(requests: Sequence[TaskRequest]) -> set[UUID]:
@@ -210,13 +215,21 @@ def _plan_one(
     _check_fields(request)
     task_type = _resolve_type(context, request)
     args = _checked_args(request, task_type)
+    coalescing = coalescing_of(
+        request.singleton,
+        request.debounce,
+        task_type.singleton if context.parent_id is None else None,  # children: none
+        args,
+        context.now,
+    )
+    run_at = coalescing.run_at or request.run_at
     depends_on = [ids_by_ref[d] if d in ids_by_ref else UUID(d) for d in request.depends_on]
     if len(set(depends_on)) != len(depends_on):
         raise InvalidSubmission(f"{_label(request)} names the same dependency twice")
     waits = any(
         d not in stored_states or stored_states[d] is not TaskState.SUCCEEDED for d in depends_on
     )
-    due = request.run_at is None or request.run_at <= context.now
+    due = run_at is None or run_at <= context.now
     state = TaskState.BLOCKED if waits else TaskState.READY if due else TaskState.SCHEDULED
     queue = request.queue or task_type.queue
     if queue not in registry.queues:
@@ -243,7 +256,7 @@ def _plan_one(
         queue=queue,
         priority=request.priority if request.priority is not None else task_type.priority,
         depends_on=depends_on,
-        run_at=request.run_at,
+        run_at=run_at,
         lane=request.lane or render_lane(task_type.lane, args),
         idempotency_key=request.idempotency_key,
         principal=context.requester.principal,
@@ -259,6 +272,8 @@ def _plan_one(
         parent_id=context.parent_id,
         depth=context.depth,
         signals=list(task_type.signals) or None,
+        singleton_key=coalescing.singleton_key,
+        debounce_key=coalescing.debounce_key,
     )
 
 
@@ -350,6 +365,7 @@ def _check_fields(request: TaskRequest) -> None:
         not isinstance(request.run_at, datetime) or request.run_at.tzinfo is None
     ):
         raise InvalidSubmission(f"{label}: run_at must be a time with a time zone")
+    refuse_conflicts(request.debounce, request.idempotency_key, request.run_at)
 
 
 def _resolve_type(context: SubmissionContext, request: TaskRequest) -> TaskType:

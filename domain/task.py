@@ -83,6 +83,9 @@ class Task(Aggregate):
         parent_id: UUID | None = None  # the task that spawned this one at run time
         depth: int = 0  # 0 for a submitted task, parent's depth + 1 for a child
         signals: list[str] | None = None  # signals needed before the first start
+        # Coalescing keys (``domain/coalescing.py``), scoped to the task type:
+        singleton_key: str | None = None  # at most one queued-or-running task holds it
+        debounce_key: str | None = None  # submissions coalesce into it until it starts
 
     @event(TaskEnqueued)
     def __init__(
@@ -110,6 +113,8 @@ class Task(Aggregate):
         parent_id: UUID | None = None,
         depth: int = 0,
         signals: list[str] | None = None,
+        singleton_key: str | None = None,
+        debounce_key: str | None = None,
     ) -> None:
         self.type_name = type_name
         self.adapter = adapter
@@ -148,6 +153,8 @@ class Task(Aggregate):
         self.child_results: dict[UUID, Any] = {}
         self.on_child_failure = "fail"
         self.held: dict[str, Any] | None = None  # the waiting attempt's result and details
+        self.singleton_key = singleton_key
+        self.debounce_key = debounce_key
 
     # -- dependencies -------------------------------------------------------------------
 
@@ -400,6 +407,34 @@ class Task(Aggregate):
     def _moved(self, queue: str, state: str, by: str, bulk_id: UUID | None = None) -> None:
         self.queue = queue
 
+    # -- debounce -----------------------------------------------------------------------
+
+    class TaskDebounced(Aggregate.Event):
+        args: dict[str, Any]  # the coalesced submission's args
+        run_at: datetime  # the new start time: the window after this submission
+        by: str  # the submission's principal
+        replaces_args: bool  # mode "last": these args are the task's from now on
+        state: str  # the state after it (scheduled; blocked or waiting stay as they were)
+
+    def debounce(self, args: dict[str, Any], run_at: datetime, by: str, replace: bool) -> None:
+        """A later submission with the task's debounce key: the task runs once ``run_at``
+        is reached, with these ``args`` if ``replace``. Only before its first start."""
+        self._require(DEBOUNCEABLE_STATES, "debounce")
+        if self.attempts:
+            raise InvalidTransition(f"cannot debounce task {self.id}: it has started")
+        held = self.state in (TaskState.BLOCKED, TaskState.WAITING)
+        state = self.state if held else TaskState.SCHEDULED
+        self._debounced(args=args, run_at=run_at, by=by, replaces_args=replace, state=state.value)
+
+    @event(TaskDebounced)
+    def _debounced(
+        self, args: dict[str, Any], run_at: datetime, by: str, replaces_args: bool, state: str
+    ) -> None:
+        if replaces_args:
+            self.args = dict(args)
+        self.run_at = run_at
+        self.state = TaskState(state)
+
     # -- workflows: signals and children ------------------------------------------------
 
     class TaskSignalled(Aggregate.Event):
@@ -573,6 +608,12 @@ class Task(Aggregate):
                 f"cannot {action} attempt {attempt} of task {self.id}: "
                 f"the current attempt is {self.attempts}"
             )
+
+
+# Not yet started (held or not): a debounce may still move the start of a task in these.
+DEBOUNCEABLE_STATES = frozenset(
+    {TaskState.BLOCKED, TaskState.SCHEDULED, TaskState.READY, TaskState.WAITING}
+)
 
 
 def event_name(topic_or_class: str | type) -> str:

@@ -174,6 +174,8 @@ class ReadinessGraph:
         # a TaskRetryScheduled its retry_at (attr-defined: ``Event`` names neither).
         state = _STATE_AFTER.get(name) or event.state  # type: ignore[attr-defined]
         run_at = event.retry_at if name == "TaskRetryScheduled" else None  # type: ignore[attr-defined]
+        if name == "TaskDebounced":  # a coalesced submission moved its start on
+            run_at = event.run_at  # type: ignore[attr-defined]
         # due_at: from when the task may start (the schedule_to_start clock starts there).
         due_now = event.timestamp if name == "TaskUnblocked" else None
         cursor.execute(

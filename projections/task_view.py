@@ -87,6 +87,7 @@ _COLUMN_TYPES = {
     "progress": "double precision",
     "progress_message": "text",
     "signal_wait_since": "timestamptz",
+    "args": "jsonb",
     "priority": "integer",
     "queue": "text",
 }
@@ -292,6 +293,10 @@ def _changes(event: Any, name: str) -> tuple[str, dict[str, Any]]:
         }
     if name == "TaskRetryScheduled":
         return "scheduled", {"run_at": event.retry_at, "timeout_kind": None, "finished_at": None}
+    if name == "TaskDebounced":  # a coalesced submission: a later start, maybe its args
+        if event.replaces_args:
+            return event.state, {"run_at": event.run_at, "args": Jsonb(event.args)}
+        return event.state, {"run_at": event.run_at}
     if name == "TaskCancelled":
         error = {"class": "Cancelled", "message": event.reason or "cancelled", "by": event.by}
         return "cancelled", {"error": Jsonb(error), "lease_expires_at": None}

@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING
 from adapters.cli import render
 from adapters.cli.arguments import load_graph_file, parse_args_option, parse_run_at
 from adapters.cli.task_ids import resolve_task_id
+from adapters.coalesced_enqueue import coalesced_by
 from adapters.ledger import utc_now
 from adapters.postgres.task_queries import TaskFilter, get_task_row, list_tasks
 from adapters.runtime import Runtime
+from domain.coalescing import debounce_from_text
 from domain.durations import parse_duration
 from domain.errors import ConfigError, InvalidQuery, InvalidSubmission
 from domain.submission import TaskRequest
@@ -32,6 +34,13 @@ def _optional_duration(text: str | None, option: str) -> float | None:
         return parse_duration(text)
     except ConfigError as error:
         raise InvalidSubmission(f"{option}: {error.reason}") from None
+
+
+_COALESCED_NOTES = {
+    "idempotency_key": "existing task: idempotency key already held",
+    "singleton": "existing task: it holds the singleton key",
+    "debounce": "debounced into this pending task",
+}
 
 
 def cmd_enqueue(rt: Runtime, options: argparse.Namespace) -> None:
@@ -58,9 +67,15 @@ def cmd_enqueue(rt: Runtime, options: argparse.Namespace) -> None:
         idempotency_key=options.idempotency_key,
         idempotency_period=_optional_duration(options.unique_for, "--unique-for"),
         tags=tuple(options.tag),
+        singleton=options.singleton,
+        debounce=(
+            None
+            if options.debounce is None
+            else debounce_from_text(options.debounce, options.debounce_mode)
+        ),
     )
     task, created = rt.ledger.enqueue_once(request)
-    note = "" if created else "  (existing task: idempotency key already held)"
+    note = "" if created else f"  ({_COALESCED_NOTES[coalesced_by(request, task)]})"
     render.console.print(f"{task.id}  {task.type_name}  {task.state.value}{note}")
 
 

@@ -132,6 +132,24 @@ def _add_enqueue_parser(commands: Any) -> None:
     add("--tag", action="append", default=[], help="a label to filter by (repeatable)")
     add("--idempotency-key", help="a repeated enqueue returns the first task")
     add("--unique-for", metavar="DURATION", help="how long the key holds (default: for ever)")
+    add(
+        "--singleton",
+        metavar="KEY",
+        help="at most one queued or running task of the type per key (a template over the "
+        "args such as 'report:{customer}' works); while one holds it, that task is the answer",
+    )
+    add(
+        "--debounce",
+        metavar="KEY:WINDOW",
+        help="coalesce enqueues with KEY into one task that starts WINDOW after the last of "
+        "them (e.g. 'sync:{account}:5s'); a later enqueue before it starts moves it on",
+    )
+    add(
+        "--debounce-mode",
+        choices=("last", "first"),
+        default="last",
+        help="with --debounce: run with the last enqueue's args (default) or the first's",
+    )
     add("--graph", type=Path, help='JSON file {"tasks": [{"ref", "type", "args", "depends_on"}]}')
 
 

@@ -23,6 +23,7 @@ from aiohttp import web
 from adapters.http.context import context_of
 from adapters.http.errors import HttpError, bad_json, unsupported_media_type
 from adapters.http.schemas import MAX_TIMEOUT_SECONDS, Schema
+from domain.coalescing import debounce_option
 from domain.durations import parse_duration
 from domain.errors import ConfigError, InvalidQuery, InvalidSubmission, TaskNotFound
 from domain.graph_json import graph_requests
@@ -147,6 +148,8 @@ def task_request(body: Mapping[str, Any]) -> TaskRequest:
         adapter=body.get("adapter"),
         adapter_settings=body.get("adapter_settings"),
         inputs=body.get("inputs"),
+        singleton=body.get("singleton"),
+        debounce=None if body.get("debounce") is None else debounce_option(body["debounce"]),
     )
 
 

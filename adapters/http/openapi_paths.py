@@ -140,7 +140,9 @@ def api_paths() -> dict[str, Any]:
                     "200": _json(
                         "Task",
                         "Waited: the task ended (see state, result, error); or, without wait, "
-                        "the task that already holds the idempotency key (nothing enqueued)",
+                        "the task the enqueue was coalesced into (nothing new enqueued): the "
+                        "holder of its idempotency or singleton key, or the pending task of "
+                        "its debounce key; `coalesced` says which",
                     ),
                     "201": _json("Task", "Enqueued"),
                     "202": _json("Task", "Waited: the task has not ended yet"),

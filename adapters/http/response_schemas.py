@@ -99,6 +99,18 @@ TASK: Schema = {
         "updated_at": TIME,
         "version": {"type": "integer", "minimum": 1},
         "position": {"type": "integer", "minimum": 1},
+        "held_by": {
+            "type": ["string", "null"],
+            "description": "GET /v1/tasks/{id} and the list: why a ready or scheduled task is "
+            "held back by a rate limit ('rate limit NAME (KEY): N per PERIOD, next slot at T'), "
+            "as the last claim that read it saw; null otherwise",
+        },
+        "coalesced": {
+            "type": "string",
+            "enum": ["idempotency_key", "singleton", "debounce"],
+            "description": "POST /v1/tasks answered 200 without waiting only: the key that "
+            "coalesced the enqueue into this task (nothing new was enqueued)",
+        },
         "progress": {
             "type": ["object", "null"],
             "description": "GET /v1/tasks/{id} only: the latest progress its code reported",

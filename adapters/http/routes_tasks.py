@@ -12,6 +12,7 @@ from uuid import UUID
 
 from aiohttp import web
 
+from adapters.coalesced_enqueue import coalesced_by
 from adapters.http import bodies, policy, schemas
 from adapters.http.auth import requester_of
 from adapters.http.context import ServerContext, context_of
@@ -21,6 +22,7 @@ from adapters.postgres import task_queries
 from adapters.postgres.event_store import RecordedEvent
 from adapters.runtime import Runtime
 from domain.errors import InvalidQuery, TaskNotFound, UnknownQueue
+from domain.submission import TaskRequest
 from domain.task import Task, TaskState
 
 WAKE_INTERVAL = 0.05  # seconds between two looks at a waited-on task, at most
@@ -42,7 +44,8 @@ def task_location(task_id: UUID) -> dict[str, str]:
 
 
 async def enqueue_task(request: web.Request) -> web.Response:
-    """201 with the task (200 with the task that already holds its idempotency key); with
+    """201 with the task (200 with the task that already holds its idempotency or singleton
+    key, or that a debounce coalesced it into: ``coalesced`` says which); with
     ``?wait=SECONDS``, 200 once it ended or 202 if still going."""
     ctx = context_of(request)
     wait = bodies.query_seconds(request, "wait", schemas.MAX_WAIT_SECONDS)
@@ -61,7 +64,7 @@ async def enqueue_task(request: web.Request) -> web.Response:
             view = (
                 task_json(task, recorded)
                 if created
-                else task_json(*await ctx.run(load_task, ctx.runtime, task.id))
+                else coalesced_json(task_request, *await ctx.run(load_task, ctx.runtime, task.id))
             )
             return json_response(
                 view, status=201 if created else 200, headers=task_location(task.id)
@@ -69,6 +72,14 @@ async def enqueue_task(request: web.Request) -> web.Response:
         view = await wait_for_end(ctx, task.id, min(wait, ctx.limits.max_wait_seconds))
     status = 200 if TaskState(view["state"]).is_terminal else 202
     return json_response(view, status=status, headers=task_location(task.id))
+
+
+def coalesced_json(
+    task_request: TaskRequest, task: Task, events: list[RecordedEvent]
+) -> dict[str, Any]:
+    """The task an enqueue was answered with, and why: ``coalesced`` names the key
+    (``idempotency_key``, ``singleton`` or ``debounce``)."""
+    return {**task_json(task, events), "coalesced": coalesced_by(task_request, task)}
 
 
 async def wait_for_end(ctx: ServerContext, task_id: UUID, seconds: float) -> dict[str, Any]:

@@ -47,6 +47,34 @@ TAGS: Schema = {
     "items": {"type": "string", "minLength": 1, "maxLength": 100},
 }
 
+SINGLETON: Schema = {
+    **SHORT_TEXT,
+    "description": "a key, or a template over the args ('report:{customer}'): while a queued "
+    "or running task of the type holds it, the enqueue is answered with that task (200, "
+    "coalesced 'singleton') and stores nothing; default: the type's singleton template",
+}
+DEBOUNCE: Schema = {
+    "type": "object",
+    "required": ["key", "window"],
+    "additionalProperties": False,
+    "description": "coalesce submissions of the type with this key into one task that starts "
+    "once the window has passed since the last of them (200, coalesced 'debounce', for each "
+    "after the first); not with an idempotency key, run_at or a singleton key",
+    "properties": {
+        "key": {**SHORT_TEXT, "description": "a key, or a template over the args"},
+        "window": {
+            **DURATION,
+            "description": "the quiet time before it starts; " + DURATION["description"],
+        },
+        "mode": {
+            "type": "string",
+            "enum": ["last", "first"],
+            "description": "whose args it runs with: the last submission's (default) or the "
+            "first's",
+        },
+    },
+}
+
 TASK_SUBMISSION: Schema = {
     "type": "object",
     "required": ["type"],
@@ -74,6 +102,8 @@ TASK_SUBMISSION: Schema = {
             "properties": {kind: DURATION for kind in TIMEOUT_KINDS},
         },
         "max_attempts": {"type": "integer", "minimum": 1, "maximum": MAX_ATTEMPTS},
+        "singleton": SINGLETON,
+        "debounce": DEBOUNCE,
         "adapter": {**NAME, "description": "ad-hoc task: the adapter to run it (admin only)"},
         "adapter_settings": {"type": "object", "description": "ad-hoc task: adapter settings"},
         "inputs": {

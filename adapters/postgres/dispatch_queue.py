@@ -29,6 +29,7 @@ from typing import Any
 
 from psycopg import sql
 
+from adapters.postgres.coalescing_keys import CoalescingKeys
 from adapters.postgres.recorder import Statement
 from adapters.postgres.running import READY_CHANNEL
 from domain.task import Task, TaskState
@@ -92,6 +93,7 @@ class DispatchQueue:
     def __init__(self, schema: str) -> None:
         self.table = sql.Identifier(schema, TABLE)
         self._sync = sql.SQL(_SYNC).format(table=self.table).as_string(None)
+        self._keys = CoalescingKeys(schema)
 
     def create_statement(self) -> sql.Composed:
         return sql.SQL(_CREATE).format(table=self.table)
@@ -115,16 +117,20 @@ class DispatchQueue:
         live: list[dict[str, Any]] = []
         ended: list[str] = []
         woken: set[str] = set()
+        freed: list[str] = []
         for change in changes:
             live.extend(change.live)
             ended.extend(change.ended)
             woken.update(change.woken)
+            freed.extend(change.freed)
         if not live and not ended:
             return []
         live.sort(key=lambda row: row["task_id"])
         statements = [Statement(self._sync, (",".join(ended), json.dumps(live)))]
         if woken:
             statements.append(ready_notice(woken))
+        if freed:  # ended tasks that held a singleton or debounce key
+            statements.append(self._keys.released(sorted(freed)))
         return statements
 
 
@@ -136,6 +142,7 @@ class DispatchChange:
     live: tuple[dict[str, Any], ...] = ()
     ended: tuple[str, ...] = ()
     woken: frozenset[str] = frozenset()
+    freed: tuple[str, ...] = ()  # ended tasks whose coalescing keys go with them
 
 
 def change_of(aggregates: Iterable[Any]) -> DispatchChange:
@@ -150,8 +157,12 @@ def change_of(aggregates: Iterable[Any]) -> DispatchChange:
         return DispatchChange()
     woken = {task.queue for task in ended}
     woken.update(task.queue for task in live if task.state in _CLAIMABLE)
+    freed = tuple(str(t.id) for t in ended if t.singleton_key or t.debounce_key) if ended else ()
     return DispatchChange(
-        tuple(_row(task) for task in live), tuple(str(task.id) for task in ended), frozenset(woken)
+        tuple(_row(task) for task in live),
+        tuple(str(task.id) for task in ended),
+        frozenset(woken),
+        freed,
     )
 
 

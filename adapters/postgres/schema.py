@@ -12,6 +12,7 @@ from psycopg import sql
 
 from adapters.postgres import log_horizon
 from adapters.postgres.audit import protect_events_table
+from adapters.postgres.coalescing_keys import CoalescingKeys
 from adapters.postgres.dispatch_queue import TABLE as DISPATCH_QUEUE
 from adapters.postgres.dispatch_queue import DispatchQueue
 from adapters.postgres.event_store import EventStore
@@ -45,6 +46,7 @@ def create_schema(database_url: str, schema: str, projections: Iterable[Projecti
                 for projection in projections:
                     projection.create(cursor)
                 cursor.execute(RunningTables(schema).create_statement())
+                cursor.execute(CoalescingKeys(schema).create_statement())
                 _create_dispatch_queue(cursor, schema)
         finally:
             conn.execute(

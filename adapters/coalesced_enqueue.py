@@ -1,0 +1,136 @@
+"""The enqueues that coalesce (``domain/coalescing.py``): a singleton key answered with its
+holder, a debounce folded into the pending task of its key.
+
+``Ledger.enqueue_recorded`` hands a planned task that has a singleton or debounce key to
+``CoalescedEnqueue.try_enqueue``, which makes one try:
+
+- **singleton**: the key's holder (a live row of ``singleton_keys``), or the new task saved
+  with the insert of its key. Two enqueues that both saw no holder (threads of one batch of
+  the group commit, or other nodes) both insert: one save is refused by the unique key and
+  its caller looks again, finding the winner.
+- **debounce**: the task the key names, if it has not started yet, gets ``TaskDebounced``
+  (its new ``run_at``, and the args in mode ``last``), saved at its next version: a worker
+  that started it meanwhile makes that save fail, and the caller looks again, finding it
+  started. Otherwise a new task, saved with the key moved over to it.
+
+``None`` means the try met a concurrent write: the ledger tries again (up to five times).
+Graphs and ``enqueue_in`` take singleton keys in ``statements_for_graph`` (a held key is
+refused there, as a held idempotency key is) and refuse debounce.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from uuid import UUID
+
+from eventsourcing.persistence import IntegrityError
+from psycopg import sql
+
+from adapters.postgres.coalescing_keys import CoalescingKeys
+from adapters.postgres.event_store import EventStore, RecordedEvent
+from adapters.postgres.recorder import Statement
+from domain.errors import InvalidSubmission, SingletonKeyTaken
+from domain.submission import Requester, TaskRequest
+from domain.task import DEBOUNCEABLE_STATES, Task
+
+Enqueued = tuple[Task, bool, list[RecordedEvent]]  # the task, whether new, its events if new
+
+
+def coalesced_by(request: TaskRequest, task: Task) -> str:
+    """Why an enqueue that created nothing was answered with ``task``: its
+    ``idempotency_key``, its ``singleton`` key or its ``debounce`` key."""
+    if request.debounce is not None:
+        return "debounce"
+    if request.idempotency_key is not None and task.idempotency_key == request.idempotency_key:
+        return "idempotency_key"
+    return "singleton"
+
+
+class CoalescedEnqueue:
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+        self.keys = CoalescingKeys(store.schema)
+        self._sql_singleton_holders = self.keys.holders_query(self.keys.singletons)
+        self._sql_debounce_holders = self.keys.holders_query(self.keys.debounces)
+
+    def try_enqueue(
+        self,
+        task: Task,
+        inline: Sequence[Statement],
+        request: TaskRequest,
+        requester: Requester,
+    ) -> Enqueued | None:
+        """One try at the planned ``task`` (its keys rendered): ``None`` if it met a
+        concurrent write and should be planned and tried again."""
+        if task.singleton_key is not None:
+            return self._singleton(task, task.singleton_key, inline)
+        assert task.debounce_key is not None and request.debounce is not None
+        replace = request.debounce.mode == "last"
+        return self._debounce(task, task.debounce_key, inline, replace, requester)
+
+    def _singleton(self, task: Task, key: str, inline: Sequence[Statement]) -> Enqueued | None:
+        holder = self._holders(self._sql_singleton_holders, [(task.type_name, key)])
+        if holder:
+            return self.store.load(next(iter(holder.values()))), False, []
+        taken = self.keys.singleton_taken(task.type_name, key, task.id)
+        try:
+            recorded = self.store.save(task, inline=[*inline, taken])
+        except IntegrityError:
+            return None  # another enqueue took the key first: look again
+        return task, True, recorded
+
+    def _debounce(
+        self,
+        task: Task,
+        key: str,
+        inline: Sequence[Statement],
+        replace: bool,
+        requester: Requester,
+    ) -> Enqueued | None:
+        found = self._holders(self._sql_debounce_holders, [(task.type_name, key)])
+        holder_id = next(iter(found.values()), None)
+        if holder_id is not None:
+            holder = self.store.load(holder_id)
+            if holder.state in DEBOUNCEABLE_STATES and not holder.attempts:
+                assert task.run_at is not None  # a debounce always sets it
+                holder.debounce(task.args, task.run_at, by=requester.principal, replace=replace)
+                try:
+                    self.store.save(holder)
+                except IntegrityError:
+                    return None  # started (or debounced) meanwhile: look again
+                return holder, False, []
+        taken = self.keys.debounce_taken(task.type_name, key, task.id, replacing=holder_id)
+        try:
+            recorded = self.store.save(task, inline=[*inline, *taken])
+        except IntegrityError:
+            return None  # another submission made the key's new task first: look again
+        return task, True, recorded
+
+    def statements_for_graph(self, tasks: Sequence[Task]) -> list[Statement]:
+        """The singleton keys of a graph's (or ``enqueue_in``'s) tasks, taken with them; a
+        key named twice or held by a live task is refused, and so is a debounce."""
+        keyed = [t for t in tasks if t.singleton_key is not None or t.debounce_key is not None]
+        if not keyed:
+            return []
+        if any(t.debounce_key is not None for t in keyed):
+            raise InvalidSubmission(
+                "debounce coalesces one task at a time: submit it on its own "
+                "(Ledger.enqueue, POST /v1/tasks), not in a graph or enqueue_in"
+            )
+        wanted = [(t.type_name, t.singleton_key or "") for t in keyed]
+        if len(set(wanted)) != len(wanted):
+            raise SingletonKeyTaken("a singleton key is named twice in this submission")
+        for (type_name, key), holder in self._holders(self._sql_singleton_holders, wanted).items():
+            raise SingletonKeyTaken(
+                f"singleton key {key!r} of {type_name!r} is held by task {holder}"
+            )
+        return [self.keys.singleton_taken(t.type_name, t.singleton_key or "", t.id) for t in keyed]
+
+    def _holders(
+        self, query: sql.Composed, wanted: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], UUID]:
+        types = [type_name for type_name, _ in wanted]
+        keys = [key for _, key in wanted]
+        with self.store.transaction() as cursor:
+            rows = cursor.execute(query, (types, keys)).fetchall()
+        return {(row["task_type"], row["key"]): row["task_id"] for row in rows}
