@@ -57,12 +57,14 @@ def cmd_serve(rt: Runtime, options: argparse.Namespace) -> None:
     check_listen_address(rt, options.host)  # refuse before starting anything
     check_port_free(options.host, options.port)
     node = worker_node(rt, options)
-    nats_server = None
+    nats_server = nats = None
     if options.nats:
         from adapters.nats.server import find_or_start_nats
 
+        from adapters.nats.connection import NatsConnection
         nats_server = find_or_start_nats(rt.settings.nats_url)
-    suffix = f"; NATS {nats_server.url}" if nats_server is not None else ""
+        nats = rt.settings.nats or NatsConnection.parse(nats_server.url)
+    suffix = f"; NATS {nats.shown}" if nats is not None else ""
 
     def listening(addresses: list[tuple[str, int]]) -> None:
         render.console.print(
@@ -73,10 +75,10 @@ def cmd_serve(rt: Runtime, options: argparse.Namespace) -> None:
     async def main(stop: asyncio.Event) -> None:
         http = serve_http(rt, options.host, options.port, stop, on_listening=listening)
         jobs = [asyncio.create_task(http), asyncio.create_task(node.run(stop))]
-        if nats_server is not None:
+        if nats is not None:
             from adapters.nats.bridge import NatsBridge
 
-            jobs.append(asyncio.create_task(NatsBridge(rt, nats_server.url).run(stop)))
+            jobs.append(asyncio.create_task(NatsBridge(rt, nats).run(stop)))
         await asyncio.wait(jobs, return_when=asyncio.FIRST_EXCEPTION)
         stop.set()
         await asyncio.gather(*jobs)  # re-raises a failure

@@ -8,8 +8,9 @@ Settings of a task type whose adapter is ``nats``:
   characters), so an argument can neither add tokens nor turn the subject into a wildcard.
 - ``mode``: ``"request"`` (default) sends a request and waits for one reply;
   ``"jetstream"`` publishes to JetStream and waits for the ack.
-- ``url``: the NATS server (e.g. ``"nats://127.0.0.1:4222"``); default ``LEDGER_NATS_URL``
-  at run time. Settings are checked without connecting.
+- ``url``: the NATS server (e.g. ``"nats://127.0.0.1:4222"``), or a cluster's servers
+  comma-separated; default ``LEDGER_NATS_URL`` at run time. Settings are checked without
+  connecting.
 - ``timeout``: seconds to wait (connection included); never more than the task's
   ``start_to_close``, which is the default.
 - ``payload``: ``"args"`` (default) sends the args as a JSON object; ``"empty"`` sends
@@ -50,6 +51,7 @@ from adapters.executors.templates import (
     payload_of,
 )
 from adapters.executors.templates import error_class as _error_class
+from adapters.nats.connection import parse_servers, redact
 from domain.errors import ConfigError
 from domain.execution import Execution, Failure, Success
 
@@ -127,6 +129,10 @@ class NatsExecutor(Executor[NatsTaskSettings]):
             return Failure(
                 "NoServer", "no NATS URL: set the url setting or LEDGER_NATS_URL", retryable=False
             )
+        try:
+            servers = list(parse_servers(url, ("url",)))  # one URL or a comma-separated list
+        except ConfigError as exc:
+            return Failure("NoServer", exc.reason, retryable=False)
         limit = execution.timeouts.start_to_close
         seconds = min(settings.timeout, limit) if settings.timeout is not None else limit
         deadline = time.monotonic() + seconds
@@ -134,7 +140,7 @@ class NatsExecutor(Executor[NatsTaskSettings]):
             # One attempt (the client's own loop would retry a refused connection forever).
             nc = await asyncio.wait_for(
                 nats.connect(
-                    url,
+                    servers,
                     name=f"ledger-task-{execution.task_id}",
                     connect_timeout=min(CONNECT_TIMEOUT, seconds),
                     allow_reconnect=False,
@@ -145,7 +151,8 @@ class NatsExecutor(Executor[NatsTaskSettings]):
                 min(CONNECT_TIMEOUT, seconds),
             )
         except (nats.errors.Error, OSError, TimeoutError) as exc:
-            return Failure("ConnectError", f"cannot connect to NATS at {url}: {exc!r}")
+            reason = redact(f"cannot connect to NATS at {url}: {exc!r}")
+            return Failure("ConnectError", reason)
         try:
             left = max(deadline - time.monotonic(), 0.001)
             if len(payload) > nc.max_payload:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, TypeVar
@@ -36,6 +36,12 @@ class ServerContext:
     @property
     def registry(self) -> Registry:
         return self.runtime.settings.config.registry
+
+    async def write(self, call: Awaitable[T]) -> T:
+        """Await a write of the ``Ledger`` that runs partly on the loop (its commit joins the
+        group commit): the request's write, as for ``run``."""
+        with database_call(writes=True):
+            return await call
 
     async def run(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking call (psycopg, eventsourcing) off the event loop, under the

@@ -49,7 +49,9 @@ from adapters.http.errors import DATABASE_ERRORS
 from adapters.http.log_watcher import LogWatcher
 from adapters.http.routes_tasks import WAKE_INTERVAL, load_task
 from adapters.http.views import dumps, task_json
+from adapters.nats.connection import stream_replicas as replicas_for
 from adapters.nats.publish_stream import (
+    ACK_WAIT,
     CONSUMER,
     DUPLICATE_WINDOW,
     NATS_FAILURES,
@@ -97,6 +99,8 @@ class NatsIngress:
         duplicate_window: float = DUPLICATE_WINDOW,
         retry_delay: float = 1.0,
     ) -> None:
+        ack_wait: float = ACK_WAIT,
+        stream_replicas: int | None = None,
         self.runtime = runtime
         self.nc = nc
         self.settings = settings or runtime.settings.config.registry.nats
@@ -119,6 +123,8 @@ class NatsIngress:
                 duplicate_window=duplicate_window,
                 retry_delay=retry_delay,
             )
+                ack_wait=ack_wait,
+                replicas=stream_replicas or replicas_for(nc, self.settings.stream_replicas),
         self._publish_stop = asyncio.Event()
         self._publish_task: asyncio.Task[None] | None = None
 

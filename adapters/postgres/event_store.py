@@ -15,12 +15,16 @@ each is decoded once per process rather than once per runner.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import contextvars
 import itertools
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, cast
 from uuid import UUID
 
@@ -41,12 +45,13 @@ from domain.access import AccessDenial
 from domain.bulk import BulkAction
 from domain.errors import TaskNotFound
 from domain.queue import Queue, queue_id
+from domain.registry_history import RegistryHistory
 from domain.schedule_control import ScheduleControl, schedule_control_id
 from domain.task import Task
 from projections.audit_chain import UndecodableEvent
 from projections.base import Event
 
-LedgerAggregate = Task | Queue | ScheduleControl | AccessDenial | BulkAction
+LedgerAggregate = Task | Queue | ScheduleControl | AccessDenial | BulkAction | RegistryHistory
 APPLICATION_NAME = "Ledger"
 PIPELINED_SAVE_LIMIT = 500
 RECENT_EVENTS = 20_000  # decoded events kept for the other readers; the oldest quarter goes
@@ -155,12 +160,41 @@ class EventStore:
         shared with the saves of other threads of this process that arrive meanwhile (group
         commit); a conflict or refusal of this save raises here and fails no other save.
         The dispatch queue moves with the events. Returns the events with their positions."""
+        unit, events = self._unit(aggregates, inline)
+        self.group.submit(unit)
+        return [RecordedEvent(p, e) for p, e in zip(unit.positions, events, strict=True)]
+
+    async def save_async(
+        self,
+        *aggregates: LedgerAggregate,
+        inline: Sequence[Statement] = (),
+        executor: Executor | None = None,
+    ) -> list[RecordedEvent]:
+        """``save`` for a caller on an event loop, without a thread per save: the events are
+        mapped here, the unit joins the group commit and the caller awaits its outcome; a
+        thread of ``executor`` is taken only when no commit is in flight (it leads, with the
+        caller's context, so its deadline bounds the wait for a connection)."""
+        unit, events = self._unit(aggregates, inline)
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        unit.notify = lambda: _set_done_soon(loop, done)
+        if self.group.submit_nowait(unit):
+            lead = partial(contextvars.copy_context().run, self.group.lead)
+            leading = loop.run_in_executor(executor, lead)
+            leading.add_done_callback(_retrieve)
+        await done
+        if unit.error is not None:
+            raise unit.error
+        return [RecordedEvent(p, e) for p, e in zip(unit.positions, events, strict=True)]
+
+    def _unit(
+        self, aggregates: Sequence[LedgerAggregate], inline: Sequence[Statement]
+    ) -> tuple[SaveUnit, list[Any]]:
+        """The save of ``aggregates`` as a group-commit unit, and their pending events."""
         dispatch = change_of(aggregates)  # before the events are collected
         events = [event for aggregate in aggregates for event in aggregate.collect_events()]
         stored = [self.app.mapper.to_stored_event(event) for event in events]
-        unit = SaveUnit(stored, list(inline), dispatch)
-        self.group.submit(unit)
-        return [RecordedEvent(p, e) for p, e in zip(unit.positions, events, strict=True)]
+        return SaveUnit(stored, list(inline), dispatch), events
 
     def _commit_units(self, units: Sequence[SaveUnit]) -> None:
         """One transaction for the units of a group commit: their statements, then one
@@ -391,3 +425,18 @@ class EventStore:
         """The domain event of a stored one. The library promises a ``DomainEventProtocol``;
         the log holds only the ledger's aggregate events, which all carry a timestamp."""
         return cast(Event, self.app.mapper.to_domain_event(stored))
+
+
+def _set_done_soon(loop: asyncio.AbstractEventLoop, done: asyncio.Future[None]) -> None:
+    loop.call_soon_threadsafe(_set_done, done)
+
+
+def _set_done(done: asyncio.Future[None]) -> None:
+    if not done.done():
+        done.set_result(None)
+
+
+def _retrieve(leading: asyncio.Future[None]) -> None:
+    """A leader's own failure already reached each of its units; read it off its future."""
+    if not leading.cancelled():
+        leading.exception()

@@ -44,11 +44,17 @@ class SaveUnit:
     error: BaseException | None = None
     leads: bool = False  # handed the lead by the previous leader
     wake: threading.Event = field(default_factory=threading.Event, repr=False)
+    # For a unit no thread waits on (an event loop's): called from the committing thread
+    # once the unit is done, instead of waking a waiter.
+    notify: Callable[[], None] | None = field(default=None, repr=False)
 
     def finish(self, error: BaseException | None = None) -> None:
         self.error = error
         self.done = True
-        self.wake.set()
+        if self.notify is not None:
+            self.notify()
+        else:
+            self.wake.set()
 
     def lead(self) -> None:
         self.leads = True
@@ -66,7 +72,12 @@ class GroupCommit:
 
     Each waiting caller sleeps on its own unit's event and is woken once: when its unit is
     done, or when the leader hands it the lead (the first unit still queued after a commit).
-    No caller is woken to find that nothing concerns it."""
+    No caller is woken to find that nothing concerns it.
+
+    An event loop's caller does not block a thread per save: ``submit_nowait`` queues a
+    unit that says when it is done through its ``notify``; when no commit is in flight it
+    returns True and the caller runs ``lead`` in a thread of its own. A leader keeps leading
+    while the next queued unit is such a unit (no thread waits on it to take over)."""
 
     def __init__(self, commit: CommitBatch, max_batch_events: int = MAX_BATCH_EVENTS) -> None:
         self._commit = commit
@@ -90,18 +101,37 @@ class GroupCommit:
         if unit.error is not None:
             raise unit.error
 
+    def submit_nowait(self, unit: SaveUnit) -> bool:
+        """Queue ``unit`` (which has a ``notify``); True if the caller must now run ``lead``
+        (in a thread: it commits), False if a commit in flight will take it."""
+        with self._lock:
+            self._queue.append(unit)
+            if self._leading:
+                return False
+            self._leading = True
+            return True
+
+    def lead(self) -> None:
+        """Commit what is queued, as the leader (after ``submit_nowait`` returned True)."""
+        self._lead()
+
     def _lead(self) -> None:
         """Commit the queued units, a batch at a time: the first batch holds the leader's
-        own unit; after each commit the lead passes to the first unit still queued."""
-        batch = self._take()
-        try:
-            self._commit_with_fallback(batch)
-        finally:
-            with self._lock:
-                following = self._queue[0] if self._queue else None
-                self._leading = following is not None
-            if following is not None:
+        own unit; after each commit the lead passes to the first unit still queued, or stays
+        here when no thread waits on that unit."""
+        while True:
+            batch = self._take()
+            try:
+                self._commit_with_fallback(batch)
+            finally:
+                with self._lock:
+                    following = self._queue[0] if self._queue else None
+                    self._leading = following is not None
+            if following is None:
+                return
+            if following.notify is None:
                 following.lead()
+                return
 
     def _take(self) -> list[SaveUnit]:
         with self._lock:
