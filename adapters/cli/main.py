@@ -25,6 +25,7 @@ from adapters.cli.parsers import (
     add_learn_parser,
     add_replay_parser,
 )
+from adapters.cli.schedules import add_schedules_parser
 from adapters.cli.signal import add_signal_parser
 from adapters.cli.task_ids import task_ref
 
@@ -156,11 +157,7 @@ def _add_enqueue_parser(commands: Any) -> None:
 def _add_task_parsers(commands: Any) -> None:
     tasks = commands.add_parser("tasks", help="list tasks, newest first")
     add = tasks.add_argument
-    add("--state", help="only tasks in this state (blocked, ready, running, failed, ...)")
-    add("--type", dest="type_name", help="only tasks of this type")
-    add("--queue", help="only tasks of this queue")
-    add("--lane", help="only tasks of this lane")
-    add("--tag", help="only tasks with this tag")
+    add_task_filter_options(tasks)
     add("--limit", type=int, default=50, help="at most this many tasks, 1..500 (default: 50)")
     add("--cursor", help="continue after a previous page")
     add("--json", action="store_true", help="print JSON instead of a table")
@@ -228,11 +225,7 @@ def _add_switch_parsers(commands: Any) -> None:
     for action in ("pause", "resume"):
         queue_action = queue_actions.add_parser(action, help=f"{action} a queue on every node")
         queue_action.add_argument("name", help="queue name (see ledger queues)")
-    schedules = commands.add_parser("schedules", help="cron schedules; pause or resume one")
-    schedule_actions = schedules.add_subparsers(dest="action", metavar="ACTION")
-    for action in ("pause", "resume"):
-        schedule_action = schedule_actions.add_parser(action, help=f"{action} a schedule")
-        schedule_action.add_argument("name", help="schedule name (see ledger schedules)")
+    add_schedules_parser(commands)
 
 
 def _add_projections_parser(commands: Any) -> None:
