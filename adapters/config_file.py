@@ -16,6 +16,7 @@ from typing import Any
 from domain.durations import parse_duration
 from domain.errors import ConfigError
 from domain.registry import Registry, build_registry
+from domain.registry_document import registry_document
 
 DEFAULT_REGISTRY = Path(__file__).with_name("default_registry.toml")
 
@@ -40,6 +41,8 @@ class LoadedConfig:
     http_limits: Mapping[str, Any] = field(default_factory=dict)
     # ``[adapters.NAME]``: deployment-wide default settings per adapter (``executors_by_name``).
     adapter_defaults: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+    # The registry's tables, canonical, without token hashes: what ``RegistryChanged`` records.
+    document: Mapping[str, Any] = field(default_factory=dict)
 
 
 def load_config(path: Path | None) -> LoadedConfig:
@@ -74,6 +77,7 @@ def parse_config(text: str, source: str) -> LoadedConfig:
         source=source,
         http_limits=http_limits,
         adapter_defaults=defaults,
+        document=registry_document(data),
     )
 
 
@@ -123,10 +127,6 @@ _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _LEDGER_KEYS = {
     "database_url",
     "nats_url",
-    "nats_credentials",
-    "nats_tls_ca",
-    "nats_tls_cert",
-    "nats_tls_key",
     "schema",
     "read_database_url",
     "read_max_lag",

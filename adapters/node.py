@@ -39,10 +39,9 @@ from adapters.postgres.projection_runner import ProjectionRunner
 from adapters.postgres.reconnect import ReconnectPause, listen_options
 from adapters.postgres.running import CANCEL_CHANNEL, READY_CHANNEL
 from adapters.postgres.schedule_clock import PostgresScheduleClock
-from adapters.postgres.schedule_runs import PostgresScheduleRuns
-from adapters.postgres.schedule_tables import PostgresScheduleBook
 from adapters.postgres.timeouts import PostgresTimeouts
 from adapters.projection_process import ProjectionProcess
+from adapters.registry_follower import NodeRegistry
 from adapters.runtime import Runtime
 from processors.cron import CronScheduler
 from processors.learn_hooks import LearnHooks
@@ -63,6 +62,7 @@ class WorkerNode:
         projections: bool = True,
         projection_process: bool = False,
         shutdown_grace: float = 5.0,
+        registry_interval: float = 2.0,
     ) -> None:
         registry = runtime.settings.config.registry
         self.runtime = runtime
@@ -79,12 +79,7 @@ class WorkerNode:
             hooks, lambda task_type: PostgresDatasetFeed(runtime.store, task_type)
         )
         self.scheduler = CronScheduler(
-            registry.schedules,
-            PostgresScheduleClock(runtime.store),
-            runtime.ledger,
-            clock=utc_now,
-            book=PostgresScheduleBook(runtime.store, registry.task_types),
-            guard=PostgresScheduleRuns(runtime.store, runtime.ledger),
+            registry.schedules, PostgresScheduleClock(runtime.store), runtime.ledger, clock=utc_now
         )
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ledger-db")
         self.worker = Worker(
@@ -97,12 +92,18 @@ class WorkerNode:
             blocking=self._blocking,
             clock=utc_now,
         )
+        # The registry version it runs, followed without a restart (registry_follower.py).
+        self.registry_follower = NodeRegistry(
+            self, serves_all_queues=not queues, interval=registry_interval
+        )
+        self.worker.between_rounds.append(self.registry_follower.between_rounds)
 
     async def _blocking(self, function: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.pool, partial(function, *args))
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; then finish or hand back running attempts."""
+        self.registry_follower.start()
         self.dispatch.register_worker(
             self.worker_id,
             socket.gethostname(),
@@ -119,6 +120,7 @@ class WorkerNode:
             asyncio.create_task(self._cron(stop), name="cron"),
             asyncio.create_task(self._learn(stop), name="learn-hooks"),
             asyncio.create_task(sweep_orphans(stop), name="shell-scratch-sweep"),
+            asyncio.create_task(self.registry_follower.follow(stop), name="registry-follower"),
         ]
         child = None
         if self.projections and self.projection_process:

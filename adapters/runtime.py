@@ -69,4 +69,8 @@ def open_runtime(config_path: str | Path | None = None, *, pool_size: int = 5) -
         store, settings.config.registry, adapter_defaults=settings.config.adapter_defaults
     )
     ledger.pause_configured()
-    return Runtime(settings, database_url, store, ledger, runners)
+    runtime = Runtime(settings, database_url, store, ledger, runners)
+    from adapters.registry_follower import mark_recorded_version  # it imports this module
+
+    mark_recorded_version(runtime)  # the file's version number, if it is the latest recorded
+    return runtime

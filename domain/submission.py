@@ -272,6 +272,7 @@ def _plan_one(
         parent_id=context.parent_id,
         depth=context.depth,
         signals=list(task_type.signals) or None,
+        registry_version=context.registry.version,
         singleton_key=coalescing.singleton_key,
         debounce_key=coalescing.debounce_key,
     )

@@ -86,6 +86,7 @@ class Task(Aggregate):
         # Coalescing keys (``domain/coalescing.py``), scoped to the task type:
         singleton_key: str | None = None  # at most one queued-or-running task holds it
         debounce_key: str | None = None  # submissions coalesce into it until it starts
+        registry_version: int | None = None  # the registry version it was enqueued under
 
     @event(TaskEnqueued)
     def __init__(
@@ -115,6 +116,7 @@ class Task(Aggregate):
         signals: list[str] | None = None,
         singleton_key: str | None = None,
         debounce_key: str | None = None,
+        registry_version: int | None = None,
     ) -> None:
         self.type_name = type_name
         self.adapter = adapter
@@ -155,6 +157,8 @@ class Task(Aggregate):
         self.held: dict[str, Any] | None = None  # the waiting attempt's result and details
         self.singleton_key = singleton_key
         self.debounce_key = debounce_key
+        self.enqueued_registry_version = registry_version
+        self.run_registry_version: int | None = None  # of the latest attempt's start
 
     # -- dependencies -------------------------------------------------------------------
 
@@ -199,8 +203,15 @@ class Task(Aggregate):
         attempt: int
         worker: str
         lease_expires_at: datetime
+        registry_version: int | None = None  # the registry version the worker runs
 
-    def start(self, worker: str, lease_expires_at: datetime, now: datetime) -> int:
+    def start(
+        self,
+        worker: str,
+        lease_expires_at: datetime,
+        now: datetime,
+        registry_version: int | None = None,
+    ) -> int:
         """Claim the next attempt for ``worker``; returns the attempt number."""
         if not self.is_due(now):
             raise InvalidTransition(
@@ -208,12 +219,24 @@ class Task(Aggregate):
                 + (" and not yet due" if self.state is TaskState.SCHEDULED else "")
             )
         attempt = self.attempts + 1
-        self._started(attempt=attempt, worker=worker, lease_expires_at=lease_expires_at)
+        self._started(
+            attempt=attempt,
+            worker=worker,
+            lease_expires_at=lease_expires_at,
+            registry_version=registry_version,
+        )
         return attempt
 
     @event(TaskStarted)
-    def _started(self, attempt: int, worker: str, lease_expires_at: datetime) -> None:
+    def _started(
+        self,
+        attempt: int,
+        worker: str,
+        lease_expires_at: datetime,
+        registry_version: int | None = None,
+    ) -> None:
         self.state = TaskState.RUNNING
+        self.run_registry_version = registry_version
         self.attempts = attempt
         self.worker = worker
         self.lease_expires_at = lease_expires_at

@@ -115,6 +115,8 @@ class Worker:
         self.stopped: set[UUID] = set()  # attempts stopped because their task moved on
         self.reported: dict[UUID, ProgressNote] = {}  # latest progress, not yet recorded
         self.noted_at: dict[UUID, float] = {}  # when each attempt's last heartbeat went
+        # Called before each round, on the loop (a registry swap: ``registry_follower.py``).
+        self.between_rounds: list[Callable[[], None]] = []
 
     # -- called from outside (notifications) --------------------------------------------
 
@@ -153,6 +155,8 @@ class Worker:
 
     async def _claim(self) -> int:
         """Record the outcomes waiting and fill the free slots; return how many started."""
+        for hook in self.between_rounds:
+            hook()
         free = max(0, self.settings.concurrency - len(self.running))
         outcomes = self._take_outcomes()
         if free == 0 and not outcomes:

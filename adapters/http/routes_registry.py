@@ -12,6 +12,7 @@ from adapters.http.context import ServerContext, context_of
 from adapters.http.errors import HttpError
 from adapters.http.views import json_response, task_type_json
 from adapters.postgres import task_queries
+from adapters.postgres.registry_tables import RegistryTables
 from domain.errors import Forbidden, UnknownQueue, UnknownTaskType
 from domain.registry import TaskType
 from domain.submission import Requester
@@ -95,9 +96,14 @@ async def resume_queue(request: web.Request) -> web.Response:
 
 
 async def list_workers(request: web.Request) -> web.Response:
+    """The worker nodes, each with the registry version it runs and whether that is the
+    latest recorded one."""
     ctx = context_of(request)
     workers = await ctx.run(task_queries.worker_nodes, ctx.runtime.store)
-    return json_response({"workers": workers})
+    latest = await ctx.run(RegistryTables(ctx.runtime.store).latest_version)
+    for worker in workers:
+        worker["registry_current"] = worker["registry_version"] == latest
+    return json_response({"workers": workers, "registry_version": latest})
 
 
 def routes() -> list[web.RouteDef]:

@@ -102,6 +102,10 @@ def task_json(task: Task, events: Sequence[RecordedEvent]) -> dict[str, Any]:
         "updated_at": events[-1].event.timestamp,
         "version": task.version,
         "position": events[-1].position,
+        "registry_version": {
+            "enqueued": task.enqueued_registry_version,
+            "run": task.run_registry_version,
+        },
     }
 
 

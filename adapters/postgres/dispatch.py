@@ -231,7 +231,7 @@ class PostgresDispatch:
     def _start(self, task: Task, worker: str, now: datetime) -> _Start:
         timeouts = Timeouts.from_dict(task.timeouts)
         heartbeat = timeouts.heartbeat or self.registry.default_timeouts.heartbeat or 30.0
-        attempt = task.start(worker, now + timedelta(seconds=heartbeat), now)
+        attempt = task.start(worker, now + timedelta(seconds=heartbeat), now, self.registry.version)
         return _Start(task, attempt, timeouts, heartbeat)
 
     def _running_rows(self, started: list[_Start], worker: str) -> Statement:

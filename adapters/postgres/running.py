@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS {workers} (
     started_at timestamptz NOT NULL,
     last_seen timestamptz NOT NULL
 );
+ALTER TABLE {workers} ADD COLUMN IF NOT EXISTS registry_version integer;
 CREATE TABLE IF NOT EXISTS {schedule_clock} (
     name text PRIMARY KEY,
     looked_at timestamptz,

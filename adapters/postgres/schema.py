@@ -19,7 +19,6 @@ from adapters.postgres.event_store import EventStore
 from adapters.postgres.grants import may_create_in
 from adapters.postgres.projection_runner import POSITIONS_TABLE
 from adapters.postgres.running import RunningTables
-from adapters.postgres.schedule_tables import ScheduleTables
 from projections.base import Projection
 from projections.readiness import EDGES as READINESS_EDGES
 from projections.readiness import NODES as READINESS_NODES
@@ -47,7 +46,6 @@ def create_schema(database_url: str, schema: str, projections: Iterable[Projecti
                 for projection in projections:
                     projection.create(cursor)
                 cursor.execute(RunningTables(schema).create_statement())
-                cursor.execute(ScheduleTables(schema).create_statement())
                 cursor.execute(CoalescingKeys(schema).create_statement())
                 _create_dispatch_queue(cursor, schema)
         finally:

@@ -222,7 +222,8 @@ def worker_nodes(store: EventStore, limit: int = MAX_PAGE) -> list[dict[str, Any
         workers = cur.execute(
             sql.SQL(
                 "SELECT worker, host, pid, queues, concurrency, started_at, last_seen, "
-                "extract(epoch FROM now() - last_seen)::float8 AS seconds_since_seen "
+                "extract(epoch FROM now() - last_seen)::float8 AS seconds_since_seen, "
+                "registry_version "
                 "FROM {} ORDER BY last_seen DESC, worker LIMIT %s"
             ).format(sql.Identifier(store.schema, "worker_nodes")),
             (limit,),
