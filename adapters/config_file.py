@@ -17,6 +17,7 @@ from domain.durations import parse_duration
 from domain.errors import ConfigError
 from domain.registry import Registry, build_registry
 from domain.registry_document import registry_document
+from domain.retention import RetentionPolicy, build_retention
 
 DEFAULT_REGISTRY = Path(__file__).with_name("default_registry.toml")
 
@@ -43,6 +44,8 @@ class LoadedConfig:
     adapter_defaults: Mapping[str, dict[str, Any]] = field(default_factory=dict)
     # The registry's tables, canonical, without token hashes: what ``RegistryChanged`` records.
     document: Mapping[str, Any] = field(default_factory=dict)
+    # ``[retention]``, checked (``domain/retention.py``); None: nothing is archived.
+    retention: RetentionPolicy | None = None
 
 
 def load_config(path: Path | None) -> LoadedConfig:
@@ -68,6 +71,7 @@ def parse_config(text: str, source: str) -> LoadedConfig:
         _check_learn_hooks(registry)
         ledger = _ledger_section(data.get("ledger", {}))
         http_limits = _http_section(data.get("http", {}))
+        retention = build_retention(data.get("retention"))
     except ConfigError as error:
         line = locate_key_line(text, error.where)
         raise ConfigFileError(source, line, error.reason, error.where) from None
@@ -78,6 +82,7 @@ def parse_config(text: str, source: str) -> LoadedConfig:
         http_limits=http_limits,
         adapter_defaults=defaults,
         document=registry_document(data),
+        retention=retention,
     )
 
 

@@ -42,6 +42,7 @@ from adapters.postgres.schedule_clock import PostgresScheduleClock
 from adapters.postgres.timeouts import PostgresTimeouts
 from adapters.projection_process import ProjectionProcess
 from adapters.registry_follower import NodeRegistry
+from adapters.retention.periodic import archive_periodically
 from adapters.runtime import Runtime
 from processors.cron import CronScheduler
 from processors.learn_hooks import LearnHooks
@@ -120,6 +121,9 @@ class WorkerNode:
             asyncio.create_task(self._cron(stop), name="cron"),
             asyncio.create_task(self._learn(stop), name="learn-hooks"),
             asyncio.create_task(sweep_orphans(stop), name="shell-scratch-sweep"),
+            asyncio.create_task(
+                archive_periodically(self.runtime, stop, self._blocking), name="archive"
+            ),
             asyncio.create_task(self.registry_follower.follow(stop), name="registry-follower"),
         ]
         child = None

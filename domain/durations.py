@@ -12,8 +12,11 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 
 
-def parse_duration(value: object, where: tuple[str, ...] = ()) -> float:
-    """Return seconds for a number of seconds or a string such as ``"1h30m"``; refuse <= 0."""
+def parse_duration(
+    value: object, where: tuple[str, ...] = (), maximum: float = MAX_DURATION_SECONDS
+) -> float:
+    """Return seconds for a number of seconds or a string such as ``"1h30m"``; refuse <= 0
+    and more than ``maximum`` (a year unless the caller says otherwise)."""
     if isinstance(value, bool):
         raise ConfigError(f"expected a duration, got {value!r}", where)
     if isinstance(value, (int, float)):
@@ -24,8 +27,9 @@ def parse_duration(value: object, where: tuple[str, ...] = ()) -> float:
         raise ConfigError(f"expected a duration, got {value!r}", where)
     if not math.isfinite(seconds) or not seconds > 0:
         raise ConfigError(f"a duration must be positive and finite, got {value!r}", where)
-    if seconds > MAX_DURATION_SECONDS:
-        raise ConfigError(f"a duration may be at most a year, got {value!r}", where)
+    if seconds > maximum:
+        limit = "a year" if maximum == MAX_DURATION_SECONDS else f"{maximum / 86400:g} days"
+        raise ConfigError(f"a duration may be at most {limit}, got {value!r}", where)
     return seconds
 
 

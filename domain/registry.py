@@ -149,6 +149,7 @@ _TOP_LEVEL = {
     "principals",
     "schedules",
     "nats",
+    "retention",
 }
 
 

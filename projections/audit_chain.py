@@ -33,6 +33,11 @@ from projections.base import Cursor, Event
 
 TABLE = "audit_chain"
 UNDECODABLE_TABLE = "audit_undecodable"
+# Where the archived history ends (``adapters/retention/``): one row, the last archived
+# position and the chain hash there. Events at or below it are not chained again (a rebuild
+# after archival), and the first event after it chains from its hash. Not among ``tables``:
+# a rebuild keeps it.
+ARCHIVE_HEAD_TABLE = "audit_archive_head"
 GENESIS = bytes(32)
 _GENESIS_SQL = f"decode('{GENESIS.hex()}', 'hex')"
 
@@ -52,6 +57,15 @@ CREATE TABLE IF NOT EXISTS {undecodable} (
     position bigint PRIMARY KEY,
     topic text,
     error text NOT NULL
+)
+"""
+
+_CREATE_ARCHIVE_HEAD = """
+CREATE TABLE IF NOT EXISTS {head} (
+    one boolean PRIMARY KEY DEFAULT true CHECK (one),
+    position bigint NOT NULL,
+    chain_hash bytea NOT NULL,
+    archived_at timestamptz NOT NULL
 )
 """
 
@@ -77,9 +91,11 @@ SELECT e.notification_id, e.originator_id, e.originator_version, e.topic,
        sha256(coalesce((SELECT p.chain_hash FROM {chain} p
                         WHERE p.position < e.notification_id
                         ORDER BY p.position DESC LIMIT 1),
+                       (SELECT h.chain_hash FROM {head} h WHERE h.position < e.notification_id),
                        {genesis}) || c.canonical)
 FROM {events} e, LATERAL (SELECT {canonical} AS canonical) c
 WHERE e.notification_id = %s
+  AND NOT EXISTS (SELECT 1 FROM {head} h WHERE h.position >= e.notification_id)
 ON CONFLICT (position) DO NOTHING
 """
 
@@ -140,6 +156,8 @@ class AuditChain:
         undecodable = sql.Identifier(schema, UNDECODABLE_TABLE)
         self._create = sql.SQL(_CREATE).format(chain=self.table)
         self._create_undecodable = sql.SQL(_CREATE_UNDECODABLE).format(undecodable=undecodable)
+        head = sql.Identifier(schema, ARCHIVE_HEAD_TABLE)
+        self._create_head = sql.SQL(_CREATE_ARCHIVE_HEAD).format(head=head)
         self._record_undecodable = (
             sql.SQL(_RECORD_UNDECODABLE).format(undecodable=undecodable).as_string(None)
         )
@@ -150,6 +168,7 @@ class AuditChain:
                 events=sql.Identifier(schema, events_table),
                 canonical=sql.SQL(_CANONICAL),
                 genesis=sql.SQL(_GENESIS_SQL),
+                head=head,
             )
             .as_string(None)
         )
@@ -157,6 +176,7 @@ class AuditChain:
     def create(self, cursor: Cursor) -> None:
         cursor.execute(self._create)
         cursor.execute(self._create_undecodable)
+        cursor.execute(self._create_head)
 
     def apply(self, cursor: Cursor, event: Event, position: int) -> list[Any]:
         # Every event is chained, whatever its aggregate. Applying one twice changes nothing.

@@ -18,6 +18,7 @@ from adapters.cli.parsers import add_audit_parser as add_audit_parser  # re-expo
 from adapters.ledger import utc_now
 from adapters.postgres.audit import AuditEntry, AuditFilter, audit_events, verify_chain
 from adapters.postgres.read_replica import whole_log_url
+from adapters.retention.segments import configured_archive
 from adapters.runtime import Runtime
 from domain.durations import parse_duration
 from domain.errors import ConfigError, InvalidQuery
@@ -39,7 +40,8 @@ def _verify(rt: Runtime, options: argparse.Namespace) -> int:
         source.append(name)
         return url
 
-    report = verify_chain(rt.store, rt.runners[AuditChain.name], read_url)
+    archive = configured_archive(rt.settings.config.retention, rt.settings.schema)
+    report = verify_chain(rt.store, rt.runners[AuditChain.name], read_url, archive)
     # With a replica configured, which database was read.
     read_from = {"read_from": source[0]} if rt.store.replica is not None and source else {}
     if options.json:

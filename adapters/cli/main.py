@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from adapters.cli.archive import add_archive_parser
 from adapters.cli.parsers import (
     add_audit_parser,
     add_db_parser,
@@ -100,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_audit_parser(commands)
     add_db_parser(commands)
     add_replay_parser(commands)
+    add_archive_parser(commands)
     add_learn_parser(commands)
     add_signal_parser(commands)
     add_registry_parser(commands)
@@ -281,6 +283,7 @@ COMMANDS: dict[str, Callable[[Any, argparse.Namespace], Any]] = {
     "audit": _lazy("adapters.cli.audit", "cmd_audit"),
     "db": _lazy("adapters.cli.db", "cmd_db"),
     "replay": _lazy("adapters.cli.replay", "cmd_replay"),
+    "archive": _lazy("adapters.cli.archive", "cmd_archive"),
     "learn": _lazy("adapters.cli.learn", "cmd_learn"),
     "serve": _lazy(_SERVICES, "cmd_serve"),
     "schedules": _lazy(_COMMANDS, "cmd_schedules"),

@@ -19,6 +19,7 @@ from adapters.cli.parsers import add_replay_parser as add_replay_parser  # re-ex
 from adapters.dataset.formats import format_for, require_parquet
 from adapters.dataset.replay import LogBound, Replay, RowFilter, parse_bound
 from adapters.dataset.workflow_replay import workflow_step_lines
+from adapters.retention.segments import configured_archive
 from adapters.runtime import Runtime
 from domain.errors import InvalidQuery
 
@@ -38,7 +39,8 @@ def cmd_replay(rt: Runtime, options: argparse.Namespace) -> None:
         write_workflow_steps(rt, options)
         return
     fmt, until, row_filter = replay_options(options)
-    replay = Replay(rt.store, until, row_filter)
+    archive = configured_archive(rt.settings.config.retention, rt.settings.schema)
+    replay = Replay(rt.store, until, row_filter, archive=archive)
     if rt.store.replica is not None:
         render.console.print(f"reading the log from the {replay.source}")
     with Progress(

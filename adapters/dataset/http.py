@@ -13,6 +13,7 @@ whole log and holds up to three pooled connections while it reads.
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from aiohttp import web
@@ -22,6 +23,7 @@ from adapters.dataset.replay import LogBound, Replay, RowFilter, parse_bound
 from adapters.dataset.workflow_replay import workflow_step_lines
 from adapters.http.bodies import query_text
 from adapters.http.context import context_of
+from adapters.retention.segments import configured_archive
 from domain.errors import InvalidQuery
 
 log = logging.getLogger(__name__)
@@ -50,7 +52,11 @@ async def _stream(
     request: web.Request, fmt: str, until: LogBound | None, row_filter: RowFilter
 ) -> web.StreamResponse:
     ctx = context_of(request)
-    replay = await ctx.run(Replay, ctx.runtime.store, until, row_filter)
+    settings = ctx.runtime.settings
+    archive = configured_archive(settings.config.retention, settings.schema)
+    replay = await ctx.run(
+        functools.partial(Replay, archive=archive), ctx.runtime.store, until, row_filter
+    )
     headers = {
         "Content-Type": MEDIA_TYPES[fmt],
         "Content-Disposition": f'attachment; filename="dataset.{fmt}"',

@@ -18,6 +18,7 @@ Bounds (``--until`` / ``?until=``):
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 from collections.abc import Callable, Generator, Iterator
@@ -32,6 +33,8 @@ from adapters.dataset.log_reader import PageFolder, read_log
 from adapters.dataset.text_form import iso_seconds_between, iso_time, typed_row
 from adapters.postgres.event_store import EventStore
 from adapters.postgres.read_replica import whole_log_reads
+from adapters.retention.replay_pages import archive_head_position, archived_pages
+from adapters.retention.segments import ArchiveDir
 from domain.errors import InvalidQuery
 from projections.attempt_fold import AttemptFold, AttemptRow
 
@@ -104,11 +107,15 @@ class Replay:
         row_filter: RowFilter | None = None,
         *,
         fast: bool | None = None,
+        archive: ArchiveDir | None = None,
     ) -> None:
         self.store = store
         self.row_filter = row_filter or RowFilter()
         self.fast = fast
-        head = store.head_position()
+        # The archived history (``adapters/retention/``) is read first, then the live log.
+        self.archive = archive
+        self.archived_to = archive_head_position(store)
+        head = max(store.head_position(), self.archived_to)
         self.end = head if until is None or until.position is None else min(until.position, head)
         # The replica once it holds the log up to ``head``, else the primary.
         self.source, self.connections = whole_log_reads(store)
@@ -131,12 +138,19 @@ class Replay:
         everything = self.row_filter == RowFilter()
         deadline = None if self.deadline is None else iso_time(self.deadline)
         folder = PageFolder(AttemptFold(between=iso_seconds_between), deadline)
-        pages = read_log(
-            self.store,
-            self.end,
-            fast=self.fast,
-            every_task_event=bool(deadline),
-            connections=self.connections,
+        archived = archived_pages(
+            self.store, self.archive, self.archived_to, self.end, every_task_event=bool(deadline)
+        )
+        pages = itertools.chain(
+            archived,
+            read_log(
+                self.store,
+                self.end,
+                after=self.archived_to,
+                fast=self.fast,
+                every_task_event=bool(deadline),
+                connections=self.connections,
+            ),
         )
         for page in pages:
             rows = folder.rows(page)

@@ -15,6 +15,7 @@ from adapters.http.event_log import MAX_EVENTS_PAGE, MAX_POSITION
 from adapters.http.views import json_response
 from adapters.ledger import utc_now
 from adapters.postgres.audit import AuditFilter, audit_events, verify_chain
+from adapters.retention.segments import configured_archive
 
 # The last verification run by this process, per schema (kept in memory: a restart forgets it).
 _last_verification: dict[str, dict[str, Any]] = {}
@@ -26,7 +27,10 @@ async def verify(request: web.Request) -> web.Response:
     requester = requester_of(request)
     policy.check_queue_control(ctx.registry, requester, what="the audit trail")
     runtime = ctx.runtime
-    report = await ctx.run(verify_chain, runtime.store, runtime.runners["audit_chain"])
+    archive = configured_archive(runtime.settings.config.retention, runtime.settings.schema)
+    report = await ctx.run(
+        verify_chain, runtime.store, runtime.runners["audit_chain"], None, archive
+    )
     view = dataclasses.asdict(report)
     _last_verification[runtime.settings.schema] = {
         **view,

@@ -34,9 +34,13 @@ from psycopg.rows import dict_row, tuple_row
 
 from adapters.postgres.event_store import EVENTS_TABLE, EventStore
 from adapters.postgres.projection_runner import ProjectionRunner
+from adapters.retention.archive_sql import read_head as read_archive_head
+from adapters.retention.segments import ArchiveDir
+from adapters.retention.verify import verify_archive
 from domain.errors import InvalidQuery
 from domain.task import Task
 from projections.audit_chain import (
+    ARCHIVE_HEAD_TABLE,
     GENESIS,
     TABLE,
     UNDECODABLE_TABLE,
@@ -60,9 +64,20 @@ _CHAINED_FIELDS = ("originator_id", "originator_version", "topic")  # also in ea
 
 # -- the append-only guard --------------------------------------------------------------
 
+# One way past the guard: the archival's DELETE inside ``ledger_archive_delete`` (a SECURITY
+# DEFINER function only the owner may run, ``adapters/retention/archive_sql.py``), which sets
+# ``ledger.archived_through`` for its statement; even then only rows at or below the archive
+# head (positions already in a verified archived segment) may go.
 _GUARD = """
 CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    IF TG_OP = 'DELETE'
+       AND nullif(current_setting('ledger.archived_through', true), '') IS NOT NULL THEN
+        IF OLD.notification_id <= current_setting('ledger.archived_through')::bigint
+           AND OLD.notification_id <= (SELECT h.position FROM {archive_head} h) THEN
+            RETURN OLD;
+        END IF;
+    END IF;
     RAISE EXCEPTION '{message}: % refused on %.%', TG_OP, TG_TABLE_SCHEMA, TG_TABLE_NAME
         USING HINT = 'the event log is corrected by appending events, never by editing it';
 END
@@ -87,7 +102,9 @@ def protect_events_table(conn: psycopg.Connection[Any], schema: str) -> None:
     function = sql.Identifier(schema, GUARD_FUNCTION)
     with conn.transaction():
         conn.execute(
-            sql.SQL(_GUARD.replace("{message}", APPEND_ONLY_MESSAGE)).format(function=function)
+            sql.SQL(_GUARD.replace("{message}", APPEND_ONLY_MESSAGE)).format(
+                function=function, archive_head=sql.Identifier(schema, ARCHIVE_HEAD_TABLE)
+            )
         )
         cursor = conn.cursor(row_factory=tuple_row)  # whatever the connection's factory
         cursor.execute(
@@ -137,8 +154,12 @@ def verify_chain(
     store: EventStore,
     chain: ProjectionRunner | None = None,
     read_url: Callable[[], str] | None = None,
+    archive: ArchiveDir | None = None,
 ) -> VerifyReport:
     """Recompute the chain from the stored events and compare it with ``audit_chain``.
+
+    Once part of the log is archived (``adapters/retention/``), the archived segments in
+    ``archive`` are checked first, then the live log from the archive head's hash on.
 
     With ``chain`` (the audit chain's runner), catch it up first, so that everything in
     the log now is checked; events appended meanwhile are counted as ``unchained``. Both
@@ -155,7 +176,7 @@ def verify_chain(
     with psycopg.connect(url, row_factory=dict_row) as conn:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
-        report = _with_undecodable(_compare(conn, store.schema), conn, store.schema)
+        report = _with_undecodable(_verify_all(conn, store.schema, archive), conn, store.schema)
     if catch_up_error is None:
         return report
     if not report.ok:
@@ -165,7 +186,27 @@ def verify_chain(
     )
 
 
-def _compare(conn: psycopg.Connection[Any], schema: str) -> VerifyReport:
+def _verify_all(
+    conn: psycopg.Connection[Any], schema: str, archive: ArchiveDir | None
+) -> VerifyReport:
+    """The archived history (when there is one), then the live log after it."""
+    head = read_archive_head(conn, schema)
+    if head is None or head.position == 0:
+        return _compare(conn, schema)
+    archived = verify_archive(conn, schema, archive, head)
+    if not archived.ok:
+        position = head.position if archived.position is None else archived.position
+        return _bad(archived.checked, position, archived.reason, archived.detail)
+    live = _compare(conn, schema, head.position, head.chain_hash)
+    detail = f"{archived.detail}; {live.detail}" if live.ok else live.detail
+    return dataclasses.replace(live, checked=archived.checked + live.checked, detail=detail)
+
+
+def _compare(
+    conn: psycopg.Connection[Any], schema: str, after: int = 0, previous: bytes = GENESIS
+) -> VerifyReport:
+    """The live log after ``after`` against the chain rows after it, chained on from
+    ``previous`` (the archive head's hash; none archived: from the start)."""
     events_table = sql.Identifier(schema, EVENTS_TABLE)
     chain_table = sql.Identifier(schema, TABLE)
     events = _stream(
@@ -173,16 +214,17 @@ def _compare(conn: psycopg.Connection[Any], schema: str) -> VerifyReport:
         "audit_verify_events",
         sql.SQL(
             "SELECT notification_id AS position, originator_id, originator_version, topic, "
-            "state FROM {} ORDER BY notification_id"
-        ).format(events_table),
+            "state FROM {} WHERE notification_id > {} ORDER BY notification_id"
+        ).format(events_table, sql.Literal(after)),
     )
     rows = _stream(
         conn,
         "audit_verify_chain",
-        sql.SQL("SELECT * FROM {} ORDER BY position").format(chain_table),
+        sql.SQL("SELECT * FROM {} WHERE position > {} ORDER BY position").format(
+            chain_table, sql.Literal(after)
+        ),
     )
     checked = 0
-    previous = GENESIS
     event = next(events, None)
     for row in rows:
         position = row["position"]

@@ -19,6 +19,7 @@ from adapters.postgres.event_store import EventStore
 from adapters.postgres.grants import may_create_in
 from adapters.postgres.projection_runner import POSITIONS_TABLE
 from adapters.postgres.running import RunningTables
+from adapters.retention import archive_sql
 from projections.base import Projection
 from projections.readiness import EDGES as READINESS_EDGES
 from projections.readiness import NODES as READINESS_NODES
@@ -48,6 +49,8 @@ def create_schema(database_url: str, schema: str, projections: Iterable[Projecti
                 cursor.execute(RunningTables(schema).create_statement())
                 cursor.execute(CoalescingKeys(schema).create_statement())
                 _create_dispatch_queue(cursor, schema)
+                for statement in archive_sql.create_statements(schema):
+                    cursor.execute(statement)
         finally:
             conn.execute(
                 "SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (f"migrate:{schema}",)
