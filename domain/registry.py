@@ -18,6 +18,7 @@ import jsonschema
 from domain.coalescing import check_type_singleton
 from domain.errors import ConfigError
 from domain.nats_routes import NatsSettings, build_nats_settings
+from domain.rate_limits import RateLimit, build_rate_limits, check_key_template
 from domain.retry import RetryPolicy
 from domain.schedules import Schedule, build_schedule
 from domain.timeouts import TimeoutOverrides, Timeouts
@@ -35,6 +36,7 @@ class QueueConfig:
     concurrency: int = 10
     paused: bool = False
     timeouts: TimeoutOverrides = field(default_factory=TimeoutOverrides)
+    fair_key: str | None = None  # a key template: candidates taken in turns across its keys
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,7 @@ class Registry:
     nats: NatsSettings = field(default_factory=NatsSettings)
     workflows: WorkflowLimits = field(default_factory=WorkflowLimits)
     version: int | None = None  # its recorded version (RegistryChanged); None: not recorded
+    rate_limits: Mapping[str, RateLimit] = field(default_factory=dict)
 
     def task_type(self, name: str) -> TaskType | None:
         return self.task_types.get(name)
@@ -149,6 +152,7 @@ _TOP_LEVEL = {
     "principals",
     "schedules",
     "nats",
+    "rate_limits",
     "retention",
 }
 
@@ -201,6 +205,9 @@ def build_registry(data: Mapping[str, Any], adapter_check: AdapterCheck | None =
                 for name, spec in _table(data, "schedules", ()).items()
             }
         ),
+        rate_limits=MappingProxyType(
+            build_rate_limits(_table(data, "rate_limits", ()), task_types, queues)
+        ),
     )
 
 
@@ -229,12 +236,15 @@ def _default_timeouts(data: Any) -> Timeouts:
 def _queue(name: str, spec: Any, where: tuple[str, ...]) -> QueueConfig:
     _name(name, where)
     spec = _as_table(spec, where)
-    _refuse_unknown(spec, {"concurrency", "paused", "timeouts"}, where)
+    _refuse_unknown(spec, {"concurrency", "paused", "timeouts", "fair_key"}, where)
     return QueueConfig(
         name=name,
         concurrency=_positive_int(spec.get("concurrency", 10), (*where, "concurrency")),
         paused=_bool(spec.get("paused", False), (*where, "paused")),
         timeouts=TimeoutOverrides.from_mapping(spec.get("timeouts"), (*where, "timeouts")),
+        fair_key=None
+        if spec.get("fair_key") is None
+        else check_key_template(spec["fair_key"], (*where, "fair_key")),
     )
 
 

@@ -28,6 +28,7 @@ from domain.errors import (
     UnknownDependency,
     UnknownTaskType,
 )
+from domain.rate_limits import check_rate_limit_args, render_key
 from domain.registry import (
     NAME_PATTERN,
     PRIORITY_RANGE,
@@ -241,6 +242,7 @@ def _plan_one(
         registry.queue(queue).timeouts,
         default=registry.default_timeouts,
     )
+    check_rate_limit_args(registry.rate_limits, task_type.name, queue, args)
     if task_type.signals and state is not TaskState.BLOCKED:
         state = TaskState.WAITING
     retry = task_type.retry.as_dict()
@@ -272,9 +274,10 @@ def _plan_one(
         parent_id=context.parent_id,
         depth=context.depth,
         signals=list(task_type.signals) or None,
-        registry_version=context.registry.version,
         singleton_key=coalescing.singleton_key,
         debounce_key=coalescing.debounce_key,
+        fair_key=fair_key_of(registry.queue(queue).fair_key, args),
+        registry_version=context.registry.version,
     )
 
 
@@ -443,6 +446,12 @@ def _checked_args(request: TaskRequest, task_type: TaskType) -> dict[str, Any]:
 
 
 _LANE_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def fair_key_of(template: str | None, args: Mapping[str, Any]) -> str | None:
+    """The key a fair queue gives a task its turn by; None (the keyless group) without a
+    template or when the args lack one of its fields."""
+    return None if template is None else render_key(template, args)
 
 
 def render_lane(template: str | None, args: Mapping[str, Any]) -> str | None:

@@ -86,6 +86,7 @@ class Task(Aggregate):
         # Coalescing keys (``domain/coalescing.py``), scoped to the task type:
         singleton_key: str | None = None  # at most one queued-or-running task holds it
         debounce_key: str | None = None  # submissions coalesce into it until it starts
+        fair_key: str | None = None  # its queue's fair_key template filled (domain/rate_limits.py)
         registry_version: int | None = None  # the registry version it was enqueued under
 
     @event(TaskEnqueued)
@@ -116,6 +117,7 @@ class Task(Aggregate):
         signals: list[str] | None = None,
         singleton_key: str | None = None,
         debounce_key: str | None = None,
+        fair_key: str | None = None,
         registry_version: int | None = None,
     ) -> None:
         self.type_name = type_name
@@ -157,6 +159,7 @@ class Task(Aggregate):
         self.held: dict[str, Any] | None = None  # the waiting attempt's result and details
         self.singleton_key = singleton_key
         self.debounce_key = debounce_key
+        self.fair_key = fair_key
         self.enqueued_registry_version = registry_version
         self.run_registry_version: int | None = None  # of the latest attempt's start
 

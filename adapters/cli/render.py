@@ -129,6 +129,8 @@ def task_details(row: dict[str, Any]) -> Table:
     for key in ("args", "result", "error", "timeouts"):
         if row[key] is not None:
             table.add_row(key, json.dumps(row[key], sort_keys=True))
+    if row.get("held_by"):
+        table.add_row("held_by", row["held_by"])
     return table
 
 

@@ -59,9 +59,9 @@ def cmd_serve(rt: Runtime, options: argparse.Namespace) -> None:
     node = worker_node(rt, options)
     nats_server = nats = None
     if options.nats:
-        from adapters.nats.connection import NatsConnection
         from adapters.nats.server import find_or_start_nats
 
+        from adapters.nats.connection import NatsConnection
         nats_server = find_or_start_nats(rt.settings.nats_url)
         nats = rt.settings.nats or NatsConnection.parse(nats_server.url)
     suffix = f"; NATS {nats.shown}" if nats is not None else ""

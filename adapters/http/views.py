@@ -152,6 +152,7 @@ def task_row_json(row: Mapping[str, Any]) -> dict[str, Any]:
         "updated_at": row["updated_at"],
         "version": row["version"],
         "position": row["position"],
+        "held_by": row.get("held_by"),  # a rate limit's reason, while it holds the task back
     }
 
 

@@ -98,9 +98,9 @@ class NatsIngress:
         db_threads: int = 8,
         duplicate_window: float = DUPLICATE_WINDOW,
         retry_delay: float = 1.0,
+    ) -> None:
         ack_wait: float = ACK_WAIT,
         stream_replicas: int | None = None,
-    ) -> None:
         self.runtime = runtime
         self.nc = nc
         self.settings = settings or runtime.settings.config.registry.nats
@@ -122,9 +122,9 @@ class NatsIngress:
                 self.settle_stored,
                 duplicate_window=duplicate_window,
                 retry_delay=retry_delay,
+            )
                 ack_wait=ack_wait,
                 replicas=stream_replicas or replicas_for(nc, self.settings.stream_replicas),
-            )
         self._publish_stop = asyncio.Event()
         self._publish_task: asyncio.Task[None] | None = None
 

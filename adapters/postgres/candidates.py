@@ -1,11 +1,17 @@
-"""Choosing what a claim may start: due tasks of the dispatch queue within their queue and
-lane limits.
+"""Choosing what a claim may start: due tasks of the dispatch queue within their queue,
+lane and rate limits.
 
 ``read`` locks the claimed queues (a transaction-level advisory lock per queue, in sorted
 order, so queue and lane limits hold across nodes) and reads, in the same round trip, each
 queue's budget (its concurrency minus its running attempts; 0 while paused) and its
-candidates with their stored events; ``within_limits`` takes them in order while budgets and
-lane limits last.
+candidates with their stored events; ``within_limits`` takes them in order while budgets,
+lane limits and rate limits (``rate_limits.py``, when given the round's ``RoundRates``) last.
+
+A queue with a ``fair_key`` offers its candidates in turns across its keys: within a
+priority, each key's oldest task first, then each key's second, and so on
+(``row_number() OVER (PARTITION BY fair_key, priority ORDER BY seq)``), so one key's
+backlog does not starve another key's few tasks. That query ranks every due task of the
+queue (a sort of them per claim); other queues read only the first rows of their index.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import psycopg
 from psycopg import sql
 
 from adapters.postgres.event_store import EventStore
+from adapters.postgres.rate_limits import RoundRates
 from adapters.postgres.running import RunningTables
 from domain.registry import Registry
 
@@ -29,6 +36,7 @@ class Candidate:
     task_id: UUID
     queue: str
     lane: str | None
+    turn: int = 1  # a fair queue's round in which its key offers this task
 
 
 class QueueReading(NamedTuple):
@@ -69,11 +77,16 @@ class CandidateReader:
                 "  AND (e.run_at IS NULL OR e.run_at <= now()))) "
                 "ORDER BY q.priority DESC, q.seq LIMIT %s "
                 "FOR UPDATE OF q SKIP LOCKED) "
-                "SELECT c.task_id, c.queue, c.lane, c.priority, c.seq, "
+                "SELECT c.task_id, c.queue, c.lane, c.priority, c.seq, 1 AS turn, "
                 "v.originator_id, v.originator_version, v.topic, v.state "
                 "FROM c JOIN {events} AS v ON v.originator_id = c.task_id "
                 "ORDER BY c.priority DESC, c.seq, v.originator_version"
             )
+            .format(queue=store.dispatch_queue.table, events=store.table)
+            .as_string(None)
+        )
+        self._sql_fair_candidates = (
+            sql.SQL(_FAIR_CANDIDATES)
             .format(queue=store.dispatch_queue.table, events=store.table)
             .as_string(None)
         )
@@ -98,7 +111,8 @@ class CandidateReader:
             # COMMITTED), so it counts the running attempts of every earlier claim.
             budget_cur = conn.cursor().execute(self._sql_budgets, (queues,))
             queue_curs = [
-                conn.cursor().execute(self._sql_candidates, (queue, limit)) for queue in queues
+                conn.cursor().execute(self._candidates_sql(queue), (queue, limit))
+                for queue in queues
             ]
         flags = budget_cur.fetchall()
         paused = frozenset(r["queue"] for r in flags if r["paused"])
@@ -116,16 +130,20 @@ class CandidateReader:
         )
         rows = [r for rs in per_queue.values() for r in rs if budgets.get(r["queue"], 0) > 0]
         events: dict[UUID, list[dict[str, Any]]] = {}
-        ranked: list[tuple[int, int, Candidate]] = []
+        ranked: list[tuple[int, int, int, Candidate]] = []
         for r in rows:
             if r["task_id"] not in events:
                 events[r["task_id"]] = []
-                candidate = Candidate(r["task_id"], r["queue"], r["lane"])
-                ranked.append((-r["priority"], r["seq"], candidate))
+                candidate = Candidate(r["task_id"], r["queue"], r["lane"], r["turn"])
+                ranked.append((-r["priority"], r["turn"], r["seq"], candidate))
             events[r["task_id"]].append(r)
-        ranked.sort(key=lambda entry: entry[:2])
-        chosen = [candidate for _, _, candidate in ranked[:limit]]
+        ranked.sort(key=lambda entry: entry[:3])
+        chosen = [candidate for *_, candidate in ranked[:limit]]
         return QueueReading(budgets, chosen, events, exhausted, paused)
+
+    def _candidates_sql(self, queue: str) -> str:
+        fair = self.registry.queue(queue).fair_key is not None
+        return self._sql_fair_candidates if fair else self._sql_candidates
 
     def within_limits(
         self,
@@ -133,7 +151,10 @@ class CandidateReader:
         candidates: list[Candidate],
         budgets: dict[str, int],
         limit: int,
+        rates: RoundRates | None = None,
     ) -> list[Candidate]:
+        """The candidates to start, in order, within their queue's budget, their lane's
+        limit and (with ``rates``) a slot in each of their rate limits' buckets."""
         lanes = sorted({c.lane for c in candidates if c.lane is not None})
         lane_running: dict[str, int] = {}
         if lanes:
@@ -149,10 +170,39 @@ class CandidateReader:
         for candidate in candidates:
             if len(chosen) == limit or budgets[candidate.queue] <= 0:
                 continue
+            lane = candidate.lane
+            if lane is not None and lane_running.get(lane, 0) >= self.registry.lane_limit(lane):
+                continue
+            if rates is not None and not rates.admit(candidate.task_id):
+                continue
             if candidate.lane is not None:
-                if lane_running.get(candidate.lane, 0) >= self.registry.lane_limit(candidate.lane):
-                    continue
                 lane_running[candidate.lane] = lane_running.get(candidate.lane, 0) + 1
             budgets[candidate.queue] -= 1
             chosen.append(candidate)
         return chosen
+
+
+# A fair queue's candidates: each due task ranked within its key and priority (its turn),
+# then taken by priority, turn and enqueue order. The rows are locked in the outer query
+# (FOR UPDATE does not go with a window function), which checks their state again.
+_FAIR_CANDIDATES = (
+    "WITH ranked AS ("
+    "SELECT r.task_id, "
+    "row_number() OVER (PARTITION BY r.fair_key, r.priority ORDER BY r.seq) AS turn "
+    "FROM {queue} AS r WHERE r.queue = %s "
+    "AND r.state IN ('ready', 'scheduled') AND (r.run_at IS NULL OR r.run_at <= now()) "
+    "AND (r.lane IS NULL OR NOT EXISTS ("
+    "  SELECT 1 FROM {queue} AS e WHERE e.lane = r.lane AND e.seq < r.seq "
+    "  AND e.state IN ('ready', 'scheduled') "
+    "  AND (e.run_at IS NULL OR e.run_at <= now())))), "
+    "c AS ("
+    "SELECT q.task_id, q.queue, q.lane, q.priority, q.seq, k.turn "
+    "FROM ranked AS k JOIN {queue} AS q ON q.task_id = k.task_id "
+    "WHERE q.state IN ('ready', 'scheduled') "
+    "ORDER BY q.priority DESC, k.turn, q.seq LIMIT %s "
+    "FOR UPDATE OF q SKIP LOCKED) "
+    "SELECT c.task_id, c.queue, c.lane, c.priority, c.seq, c.turn, "
+    "v.originator_id, v.originator_version, v.topic, v.state "
+    "FROM c JOIN {events} AS v ON v.originator_id = c.task_id "
+    "ORDER BY c.priority DESC, c.turn, c.seq, v.originator_version"
+)

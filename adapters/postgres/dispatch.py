@@ -13,7 +13,9 @@ round. The dependents those successes free are unblocked in it too (``inline_unb
 
 The reads of a claim go in one round trip (pipeline mode, ``candidates.py``): the queue
 locks, then the budgets and the candidates with their stored events, each a statement that
-starts after the locks are held, so it sees every claim committed before it.
+starts after the locks are held, so it sees every claim committed before it. When rate
+limits cover the candidates (``rate_limits.py``), one more round trip locks and counts their
+buckets; the round's starts and holds go with its commit.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from psycopg import sql
 from adapters.postgres.candidates import SPARE_CANDIDATES, CandidateReader, QueueReading
 from adapters.postgres.event_store import EventStore
 from adapters.postgres.inline_unblock import InlineUnblock
+from adapters.postgres.rate_limits import ClaimRateLimits, RoundRates
 from adapters.postgres.recorder import Statement
 from adapters.postgres.running import RunningTables, StartedAttempt
 from domain.children import notify_parents, spawned_children
@@ -74,6 +77,7 @@ class PostgresDispatch:
         self.unblock = InlineUnblock(store)
         self.queue_table = store.dispatch_queue.table
         self.candidates = CandidateReader(store, registry, self.tables)
+        self.rate_limits = ClaimRateLimits(store.schema, registry, self.queue_table)
         # Tasks as this process started them: completing them needs no reload unless
         # something else wrote to them meanwhile (then the save conflicts and we reload).
         self._started: dict[UUID, Task] = {}
@@ -119,6 +123,22 @@ class PostgresDispatch:
         worker: str,
         outcomes: Sequence[AttemptOutcome] = (),
     ) -> list[ClaimedAttempt]:
+        """One round's transaction; then, once it committed, what its rate-limit checks
+        learned (buckets left full, holds written) is remembered."""
+        rate_rounds: list[tuple[RoundRates, list[UUID]]] = []
+        claimed = self._claim_round(queues, limit, worker, outcomes, rate_rounds)
+        for rates, started_ids in rate_rounds:
+            self.rate_limits.committed(rates, started_ids)
+        return claimed
+
+    def _claim_round(
+        self,
+        queues: list[str],
+        limit: int,
+        worker: str,
+        outcomes: Sequence[AttemptOutcome],
+        rate_rounds: list[tuple[RoundRates, list[UUID]]],
+    ) -> list[ClaimedAttempt]:
         ended = self._record_outcomes(outcomes, self._take_started(outcomes)) if outcomes else []
         inline = [self.tables.attempts_ended([task.id for task in ended])] if ended else []
         started: list[_Start] = []
@@ -128,7 +148,7 @@ class PostgresDispatch:
             dependents = self.unblock.look_up(cur.connection, succeeded)
             reading = None
             if limit > 0:
-                started, reading = self._start_due(cur, queues, limit, worker)
+                started, reading = self._start_due(cur, queues, limit, worker, rate_rounds)
             unblocked = self.unblock.unblocked_by(cur, dependents, succeeded, self.clock())
             if reading is not None and unblocked:
                 started += self._start_unblocked(unblocked, reading, started, limit, worker)
@@ -149,7 +169,9 @@ class PostgresDispatch:
                 # writes; the queue locks are held since the first read): a chain hop
                 # costs one round. The events table stays locked meanwhile, only in
                 # rounds that unblock something.
-                more, _ = self._start_due(cur, queues, limit - len(started), worker)
+                more, _ = self._start_due(
+                    cur, queues, limit - len(started), worker, rate_rounds
+                )
                 if more:
                     self.store.append_in(
                         cur,
@@ -183,23 +205,57 @@ class PostgresDispatch:
         ]
 
     def _start_due(
-        self, cur: psycopg.Cursor[Any], queues: list[str], limit: int, worker: str
+        self,
+        cur: psycopg.Cursor[Any],
+        queues: list[str],
+        limit: int,
+        worker: str,
+        rate_rounds: list[tuple[RoundRates, list[UUID]]],
     ) -> tuple[list[_Start], QueueReading]:
-        """Up to ``limit`` due tasks within their queue and lane limits, each started (its
-        ``TaskStarted`` pending, not yet saved); and what was read of the queues."""
+        """Up to ``limit`` due tasks within their queue, lane and rate limits, each started
+        (its ``TaskStarted`` pending, not yet saved); and what was read of the queues."""
         reading = self.candidates.read(cur, queues, limit + SPARE_CANDIDATES)
         self.paused = (self.paused - set(queues)) | reading.paused
-        chosen = self.candidates.within_limits(cur, reading.candidates, reading.budgets, limit)
-        if not chosen:
-            return [], reading
         now = self.clock()
-        loaded = self.store.fold(row for c in chosen for row in reading.events[c.task_id])
+        rates, loaded = self._round_rates(cur, queues, reading, now)
+        chosen = self.candidates.within_limits(
+            cur, reading.candidates, reading.budgets, limit, rates
+        )
+        if loaded is None:
+            loaded = self.store.fold(row for c in chosen for row in reading.events[c.task_id])
         started = [
             self._start(task, worker, now)
             for task in (loaded[c.task_id] for c in chosen if c.task_id in loaded)
             if task.is_due(now)  # else its run_at is a moment ahead of this clock: next claim
         ]
+        if rates is not None:
+            started_ids = [start.task.id for start in started]
+            for candidate in chosen:
+                if candidate.task_id not in started_ids:
+                    rates.release(candidate.task_id)
+            self.rate_limits.record(cur, rates, started_ids)
+            rate_rounds.append((rates, started_ids))
         return started, reading
+
+    def _round_rates(
+        self, cur: psycopg.Cursor[Any], queues: list[str], reading: QueueReading, now: datetime
+    ) -> tuple[RoundRates | None, dict[UUID, Task] | None]:
+        """The rate-limit buckets of the candidates, locked and counted (None when no limit
+        covers them: no fold ahead of the choice, no round trip); and the candidates folded
+        to find them."""
+        if not reading.candidates or not self.rate_limits.active_for(queues):
+            return None, None
+        loaded = self.store.fold(
+            row for c in reading.candidates for row in reading.events[c.task_id]
+        )
+        buckets = {
+            task_id: found
+            for task_id, task in loaded.items()
+            if (found := self.rate_limits.buckets_of(task))
+        }
+        if not buckets:
+            return None, loaded
+        return self.rate_limits.read(cur, buckets, now), loaded
 
     def _start_unblocked(
         self,
@@ -222,6 +278,8 @@ class PostgresDispatch:
             queue = task.queue
             if queue not in reading.exhausted or task.lane is not None or not task.is_due(now):
                 continue
+            if self.rate_limits.active_for([queue]):
+                continue  # its buckets need counting: the next read of the queue starts it
             if reading.budgets.get(queue, 0) - used[queue] <= 0:
                 continue
             direct.append(self._start(task, worker, now))

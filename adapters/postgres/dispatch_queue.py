@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS {table} (
     depends_on uuid[],
     seq bigint GENERATED ALWAYS AS IDENTITY
 );
+ALTER TABLE {table} ADD COLUMN IF NOT EXISTS fair_key text;
 CREATE INDEX IF NOT EXISTS dispatch_queue_claim_idx ON {table} (queue, priority DESC, seq)
     WHERE state IN ('ready', 'scheduled');
 CREATE INDEX IF NOT EXISTS dispatch_queue_lane_idx ON {table} (lane, seq)
@@ -75,15 +76,16 @@ _SYNC = """
 WITH ended AS (
     DELETE FROM {table} WHERE task_id = ANY(string_to_array(%s, ',')::uuid[])
 )
-INSERT INTO {table} (task_id, queue, lane, priority, state, run_at, depends_on)
-SELECT task_id, queue, lane, priority, state, run_at, depends_on
+INSERT INTO {table} (task_id, queue, lane, priority, state, run_at, depends_on, fair_key)
+SELECT task_id, queue, lane, priority, state, run_at, depends_on, fair_key
 FROM json_to_recordset(%s::json) AS r(
     task_id uuid, queue text, lane text, priority integer, state text, run_at timestamptz,
-    depends_on uuid[]
+    depends_on uuid[], fair_key text
 )
 ON CONFLICT (task_id) DO UPDATE SET
     queue = excluded.queue, lane = excluded.lane, priority = excluded.priority,
-    state = excluded.state, run_at = excluded.run_at, depends_on = excluded.depends_on
+    state = excluded.state, run_at = excluded.run_at, depends_on = excluded.depends_on,
+    fair_key = excluded.fair_key
 """
 
 
@@ -177,6 +179,7 @@ def _row(task: Task) -> dict[str, Any]:
         "depends_on": (
             [str(d) for d in task.depends_on] if task.state is TaskState.BLOCKED else None
         ),
+        "fair_key": task.fair_key,  # a fair queue's candidates take turns by it
     }
 
 

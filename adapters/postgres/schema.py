@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from adapters.postgres import log_horizon
+from adapters.postgres import log_horizon, rate_limits
 from adapters.postgres.audit import protect_events_table
 from adapters.postgres.coalescing_keys import CoalescingKeys
 from adapters.postgres.dispatch_queue import TABLE as DISPATCH_QUEUE
@@ -47,6 +47,7 @@ def create_schema(database_url: str, schema: str, projections: Iterable[Projecti
                 for projection in projections:
                     projection.create(cursor)
                 cursor.execute(RunningTables(schema).create_statement())
+                cursor.execute(rate_limits.create_statement(schema))
                 cursor.execute(CoalescingKeys(schema).create_statement())
                 _create_dispatch_queue(cursor, schema)
                 for statement in archive_sql.create_statements(schema):

@@ -16,6 +16,7 @@ from uuid import UUID
 
 from psycopg import sql
 
+from adapters.postgres import rate_limits
 from adapters.postgres.event_store import EventStore
 from adapters.postgres.read_replica import lag_tolerant_reads
 from domain.errors import InvalidQuery, TaskNotFound
@@ -60,6 +61,7 @@ def list_tasks(
     )
     with lag_tolerant_reads(store) as cur:
         rows = cur.execute(query, (*params, limit + 1)).fetchall()
+        rate_limits.with_holds(cur, store.schema, rows[:limit])
     next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
     return Page(rows=rows[:limit], next_cursor=next_cursor)
 
@@ -107,9 +109,17 @@ def get_task_row(store: EventStore, task_id: UUID) -> dict[str, Any]:
     )
     with store.transaction() as cur:
         row = cur.execute(query, (task_id,)).fetchone()
+        if row is not None:
+            rate_limits.with_holds(cur, store.schema, [row])
     if row is None:
         raise TaskNotFound(f"no task {task_id}")
     return row
+
+
+def rate_limit_hold(store: EventStore, task_id: UUID) -> str | None:
+    """Why a task waiting to start is held back by a rate limit, if it is."""
+    with store.transaction() as cur:
+        return rate_limits.holds_of(cur, store.schema, [task_id]).get(task_id)
 
 
 def ready_tasks(store: EventStore, queue: str, limit: int = 100) -> list[dict[str, Any]]:
