@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from adapters.telemetry.settings import telemetry_section
 from domain.durations import parse_duration
 from domain.errors import ConfigError
 from domain.registry import Registry, build_registry
@@ -42,6 +43,8 @@ class LoadedConfig:
     http_limits: Mapping[str, Any] = field(default_factory=dict)
     # ``[adapters.NAME]``: deployment-wide default settings per adapter (``executors_by_name``).
     adapter_defaults: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+    # ``[telemetry]``, checked (``adapters/telemetry/settings.py``): where traces go.
+    telemetry: Mapping[str, Any] = field(default_factory=dict)
     # The registry's tables, canonical, without token hashes: what ``RegistryChanged`` records.
     document: Mapping[str, Any] = field(default_factory=dict)
     # ``[retention]``, checked (``domain/retention.py``); None: nothing is archived.
@@ -71,6 +74,7 @@ def parse_config(text: str, source: str) -> LoadedConfig:
         _check_learn_hooks(registry)
         ledger = _ledger_section(data.get("ledger", {}))
         http_limits = _http_section(data.get("http", {}))
+        telemetry = telemetry_section(data.get("telemetry", {}))
         retention = build_retention(data.get("retention"))
     except ConfigError as error:
         line = locate_key_line(text, error.where)
@@ -81,6 +85,7 @@ def parse_config(text: str, source: str) -> LoadedConfig:
         source=source,
         http_limits=http_limits,
         adapter_defaults=defaults,
+        telemetry=telemetry,
         document=registry_document(data),
         retention=retention,
     )

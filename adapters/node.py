@@ -44,6 +44,8 @@ from adapters.projection_process import ProjectionProcess
 from adapters.registry_follower import NodeRegistry
 from adapters.retention.periodic import archive_periodically
 from adapters.runtime import Runtime
+from adapters.telemetry.claimed_traces import TracedClaims
+from adapters.telemetry.context import attempt_tracing
 from processors.cron import CronScheduler
 from processors.learn_hooks import LearnHooks
 from processors.worker import Worker, WorkerSettings
@@ -87,11 +89,12 @@ class WorkerNode:
             WorkerSettings(
                 self.worker_id, self.queues, concurrency, shutdown_grace=shutdown_grace
             ),
-            self.dispatch,
+            TracedClaims(self.dispatch),
             executors_by_name(dict(runtime.settings.config.adapter_defaults)),
             registry,
             blocking=self._blocking,
             clock=utc_now,
+            tracing=attempt_tracing(self.worker_id),
         )
         # The registry version it runs, followed without a restart (registry_follower.py).
         self.registry_follower = NodeRegistry(

@@ -22,6 +22,7 @@ Pure: the caller supplies the registry, clock and ids, and saves what comes back
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -32,6 +33,7 @@ from domain.graph_json import task_requests
 from domain.registry import Registry
 from domain.submission import Requester, SubmissionContext, TaskRequest, plan_tasks
 from domain.task import Task, TaskState
+from domain.trace_context import attempt_fields
 
 ON_CHILD_FAILURE = ("fail", "ignore")
 def spawn_of(success: Success) -> Spawn | None:
@@ -91,8 +93,12 @@ def plan_children(
         parent_id=parent.id,
         depth=parent.depth + 1,
     )
+    requests = child_requests(spawn.children)
+    trace = attempt_fields(parent.trace, parent.id, parent.attempts)
+    if trace is not None:  # the parent attempt's trace context goes on in its children
+        requests = [replace(request, trace=trace) for request in requests]
     # Children may depend on siblings (refs) only: no stored task is known to them.
-    return plan_tasks(context, child_requests(spawn.children), {}, graph_id=parent.graph_id)
+    return plan_tasks(context, requests, {}, graph_id=parent.graph_id)
 
 
 def spawned_children(

@@ -24,6 +24,9 @@ class Execution:
     # each), None for a task that takes none; and where the task's code reports progress.
     inputs: Mapping[str, Any] | None = None
     progress: ProgressReport | None = None
+    # The W3C trace context the attempt runs in (``traceparent``, ``tracestate``), or None:
+    # adapters pass it on (an HTTP header, NATS headers, ``TRACEPARENT`` in the environment).
+    trace: Mapping[str, str] | None = None
 
 
 # progress (0..1, or None for "still alive") and a message; never raises, never blocks
@@ -80,6 +83,7 @@ class ClaimedAttempt:
     lane: str | None
     inputs: Mapping[str, Any] | None = None  # resolved at claim time from the log
     refused: Failure | None = None  # inputs missing or too large: the attempt fails with it
+    trace: Mapping[str, str] | None = None  # the trace context its task was enqueued in
 
 
 @dataclass(frozen=True)

@@ -152,6 +152,7 @@ _TOP_LEVEL = {
     "principals",
     "schedules",
     "nats",
+    "telemetry",
     "rate_limits",
     "retention",
 }

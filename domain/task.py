@@ -83,6 +83,8 @@ class Task(Aggregate):
         parent_id: UUID | None = None  # the task that spawned this one at run time
         depth: int = 0  # 0 for a submitted task, parent's depth + 1 for a child
         signals: list[str] | None = None  # signals needed before the first start
+        # W3C trace context it was enqueued in ({"traceparent", "tracestate"}), or None:
+        trace: dict[str, str] | None = None
         # Coalescing keys (``domain/coalescing.py``), scoped to the task type:
         singleton_key: str | None = None  # at most one queued-or-running task holds it
         debounce_key: str | None = None  # submissions coalesce into it until it starts
@@ -115,6 +117,7 @@ class Task(Aggregate):
         parent_id: UUID | None = None,
         depth: int = 0,
         signals: list[str] | None = None,
+        trace: dict[str, str] | None = None,
         singleton_key: str | None = None,
         debounce_key: str | None = None,
         fair_key: str | None = None,
@@ -159,6 +162,7 @@ class Task(Aggregate):
         self.held: dict[str, Any] | None = None  # the waiting attempt's result and details
         self.singleton_key = singleton_key
         self.debounce_key = debounce_key
+        self.trace = dict(trace) if trace else None
         self.fair_key = fair_key
         self.enqueued_registry_version = registry_version
         self.run_registry_version: int | None = None  # of the latest attempt's start

@@ -38,6 +38,8 @@ from domain.execution import (
     Failure,
 )
 from domain.registry import Registry
+from domain.trace_context import attempt_fields
+from processors.attempt_tracing import AttemptTracing, RunSpan
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +104,10 @@ class Worker:
         registry: Registry,
         blocking: OffLoop,
         clock: Callable[[], datetime],
+        tracing: AttemptTracing | None = None,
     ) -> None:
         self.settings = settings
+        self.tracing = tracing  # None: telemetry off, no span is made
         self.dispatch = dispatch
         self.executors = executors
         self.registry = registry
@@ -161,6 +165,7 @@ class Worker:
         outcomes = self._take_outcomes()
         if free == 0 and not outcomes:
             return 0
+        began = time.time_ns() if self.tracing is not None else 0
         try:
             claimed = await self.blocking(
                 self.dispatch.claim, self.settings.queues, free, self.settings.worker_id, outcomes
@@ -169,6 +174,8 @@ class Worker:
             if outcomes:
                 await self._complete_apart(outcomes)
             raise
+        if self.tracing is not None and (claimed or outcomes):
+            self.tracing.round(began, claimed, outcomes)
         for attempt in claimed:
             self.running[attempt.task_id] = asyncio.create_task(
                 self._execute(attempt), name=f"task-{attempt.task_id}"
@@ -209,8 +216,16 @@ class Worker:
     # -- one attempt --------------------------------------------------------------------
 
     async def _execute(self, attempt: ClaimedAttempt) -> None:
+        span: RunSpan | None = None
+        if self.tracing is not None:
+            span = self.tracing.run(attempt)
+            trace = span.trace
+        elif attempt.trace:  # telemetry off: the stored context still goes on downstream
+            trace = attempt_fields(attempt.trace, attempt.task_id, attempt.attempt)
+        else:
+            trace = None
         try:
-            outcome = await self._run_adapter(attempt)
+            outcome = await self._run_adapter(attempt, trace)
         except asyncio.CancelledError:
             if attempt.task_id in self.stopped:
                 outcome = None  # cancelled or timed out elsewhere: that is already recorded
@@ -226,10 +241,14 @@ class Worker:
             self.reported.pop(attempt.task_id, None)
             self.noted_at.pop(attempt.task_id, None)
             self.wake.set()
+        if span is not None:
+            span.end(outcome)
         if outcome is not None:
             self.outcomes.put_nowait(outcome)
 
-    async def _run_adapter(self, attempt: ClaimedAttempt) -> AttemptOutcome:
+    async def _run_adapter(
+        self, attempt: ClaimedAttempt, trace: Mapping[str, str] | None = None
+    ) -> AttemptOutcome:
         executor = self.executors.get(attempt.adapter)
         settings = self._settings_of(attempt)
         if executor is None or settings is None:
@@ -251,6 +270,7 @@ class Worker:
             timeouts=attempt.timeouts,
             inputs=attempt.inputs,
             progress=self._reporter(attempt),
+            trace=trace,
         )
         try:
             async with asyncio.timeout(attempt.timeouts.start_to_close):

@@ -21,6 +21,7 @@ from functools import partial
 from adapters.cli import render
 from adapters.cli.commands import worker_node
 from adapters.runtime import Runtime
+from adapters.telemetry.context import start_telemetry
 from domain.errors import ConfigError, InvalidSubmission
 
 
@@ -56,12 +57,13 @@ def cmd_serve(rt: Runtime, options: argparse.Namespace) -> None:
 
     check_listen_address(rt, options.host)  # refuse before starting anything
     check_port_free(options.host, options.port)
+    start_telemetry(rt.settings.config)  # traces, when configured: before the node is built
     node = worker_node(rt, options)
     nats_server = nats = None
     if options.nats:
+        from adapters.nats.connection import NatsConnection
         from adapters.nats.server import find_or_start_nats
 
-        from adapters.nats.connection import NatsConnection
         nats_server = find_or_start_nats(rt.settings.nats_url)
         nats = rt.settings.nats or NatsConnection.parse(nats_server.url)
     suffix = f"; NATS {nats.shown}" if nats is not None else ""
@@ -93,6 +95,7 @@ def cmd_serve(rt: Runtime, options: argparse.Namespace) -> None:
 
 
 def cmd_worker(rt: Runtime, options: argparse.Namespace) -> None:
+    start_telemetry(rt.settings.config)
     node = worker_node(rt, options)
     render.console.print(f"worker {node.worker_id} on queues {', '.join(node.queues)}")
     run_until_signalled(node.run)

@@ -6,7 +6,8 @@ Settings of a task type whose adapter is ``docker``:
 - ``command``: list of strings, the container's command (empty: the image's own). Like the
   shell executor's ``argv``, ``command[0]`` is literal and the other elements may hold
   templates such as ``"{args.path}"``; each filled element is exactly one argument, whatever
-  it contains. ``env``: table of environment variables whose values may hold templates.
+  it contains. ``env``: table of environment variables whose values may hold templates
+  (the attempt's trace context comes as ``TRACEPARENT`` / ``TRACESTATE`` unless set here).
 - ``network`` (default ``"none"``): ``"host"``, ``"bridge"`` or a named network only with
   ``allow_network = true`` in ``[adapters.docker]``.
 - ``memory_bytes`` (default 256 MiB, also the memory + swap limit), ``cpus`` (default 1.0),
@@ -79,6 +80,7 @@ from adapters.executors.templates import (
 from adapters.executors.templates import error_class as _error_class
 from domain.errors import ConfigError
 from domain.execution import Execution, Failure, ProgressReport, Success
+from domain.trace_context import environment
 
 DEFAULT_MEMORY_BYTES = 256 * 1024 * 1024
 MIN_MEMORY_BYTES = 6 * 1024 * 1024  # the engine refuses less
@@ -164,7 +166,7 @@ class DockerExecutor(Executor[DockerSettings]):
                     for item in settings.command[1:]
                 ),
             ]
-            env = {
+            env = environment(execution.trace) | {  # TRACEPARENT, unless set
                 key: fill(value, execution.args, deps=execution.inputs)
                 for key, value in settings.env.items()
             }

@@ -7,7 +7,8 @@ Settings of a task type whose adapter is ``http``:
   percent-encoded (``/ ? # @ :`` included), so an argument cannot change the host or path
   structure.
 - ``method`` (default ``GET``); ``headers``: table of header templates (values may not contain
-  line breaks); ``json_body`` (default false): send the args as a JSON body.
+  line breaks); ``json_body`` (default false): send the args as a JSON body. The attempt's
+  trace context goes as ``traceparent`` / ``tracestate`` unless these headers are set.
 - ``allowed_hosts``: host names (``"api.example.com"`` or ``"*.example.com"``); required unless
   ``allow_any_host = true``.
 - ``allow_private`` (default false; only in the deployment's ``[adapters.http]``, never a task
@@ -59,6 +60,7 @@ from adapters.executors.templates import (
 from adapters.executors.templates import error_class as _error_class
 from domain.errors import ConfigError
 from domain.execution import Execution, Failure, Success
+from domain.trace_context import with_headers
 
 METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024
@@ -149,6 +151,7 @@ class HttpExecutor(Executor[HttpSettings]):
                 k: fill(v, execution.args, deps=execution.inputs)
                 for k, v in settings.headers.items()
             }
+            headers = with_headers(headers, execution.trace)  # traceparent, unless set
             if any("\r" in v or "\n" in v for v in headers.values()):
                 raise ArgumentError("a header value would contain a line break")
             body = (

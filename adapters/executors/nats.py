@@ -7,7 +7,8 @@ Settings of a task type whose adapter is ``nats``:
   A filled value must be one plain token (no ``.``, ``*``, ``>``, spaces or control
   characters), so an argument can neither add tokens nor turn the subject into a wildcard.
 - ``mode``: ``"request"`` (default) sends a request and waits for one reply;
-  ``"jetstream"`` publishes to JetStream and waits for the ack.
+  ``"jetstream"`` publishes to JetStream and waits for the ack. Either sends the attempt's
+  trace context as ``traceparent`` / ``tracestate`` headers when it has one.
 - ``url``: the NATS server (e.g. ``"nats://127.0.0.1:4222"``), or a cluster's servers
   comma-separated; default ``LEDGER_NATS_URL`` at run time. Settings are checked without
   connecting.
@@ -162,15 +163,17 @@ class NatsExecutor(Executor[NatsTaskSettings]):
                     retryable=False,
                 )
             if settings.mode == "request":
-                return await _request(nc, subject, payload, left)
+                return await _request(nc, subject, payload, left, dict(execution.trace or {}))
             return await _publish(nc, subject, payload, left, settings.stream, execution)
         finally:
             await nc.close()
 
 
-async def _request(nc: Any, subject: str, payload: bytes, timeout: float) -> Success | Failure:
+async def _request(
+    nc: Any, subject: str, payload: bytes, timeout: float, headers: dict[str, str]
+) -> Success | Failure:
     try:
-        reply = await nc.request(subject, payload, timeout=timeout)
+        reply = await nc.request(subject, payload, timeout=timeout, headers=headers or None)
     except nats.errors.NoRespondersError:
         return Failure("NoResponders", f"no handler subscribes to {subject}")
     except nats.errors.TimeoutError:
@@ -207,7 +210,7 @@ async def _publish(
             payload,
             timeout=timeout,
             stream=stream,
-            headers={MSG_ID: str(execution.task_id)},
+            headers={**(execution.trace or {}), MSG_ID: str(execution.task_id)},
         )
     except nats.js.errors.NoStreamResponseError:
         return Failure("NoResponders", f"no JetStream stream captures {subject}")

@@ -14,7 +14,8 @@ Settings of a task type whose adapter is ``shell``:
   (under this process's own parent directory, so that one left by a killed worker is
   removed by the next worker node to start on this host: ``shell_scratch.py``).
 - ``env``: extra environment variables. The child sees only ``PATH=/usr/bin:/bin``,
-  ``HOME`` (the working directory), ``LANG=C.UTF-8`` and these.
+  ``HOME`` (the working directory), ``LANG=C.UTF-8``, the attempt's trace context
+  (``TRACEPARENT``, ``TRACESTATE``, when it has one) and these.
 - ``max_output_bytes`` (default 1 MiB): stdout and stderr are each kept up to this size; the
   excess is read and dropped and the result says ``stdout_truncated`` / ``stderr_truncated``.
 - ``cpu_seconds``, ``memory_bytes`` (address space), ``file_size_bytes``, ``max_processes``:
@@ -63,6 +64,7 @@ from adapters.executors.templates import (
 from adapters.executors.templates import error_class as _error_class
 from domain.errors import ConfigError
 from domain.execution import Execution, Failure, ProgressReport, Success
+from domain.trace_context import environment
 
 BASE_PATH = "/usr/bin:/bin"
 DEFAULT_MAX_OUTPUT_BYTES = 1024 * 1024
@@ -124,7 +126,8 @@ class ShellExecutor(Executor[ShellSettings]):
             return Failure(_error_class(exc), str(exc), retryable=False)
         with scratch_directory() as scratch:
             cwd = settings.cwd or scratch
-            env = {"PATH": BASE_PATH, "HOME": cwd, "LANG": "C.UTF-8", **settings.env}
+            env = {"PATH": BASE_PATH, "HOME": cwd, "LANG": "C.UTF-8"}
+            env |= environment(execution.trace) | settings.env  # TRACEPARENT unless set
             loop = asyncio.get_running_loop()
             spawn = asyncio.ensure_future(
                 loop.subprocess_exec(

@@ -27,6 +27,8 @@ class TaskContext:
         self.task_id: UUID = execution.task_id
         self.attempt: int = execution.attempt
         self.inputs: Mapping[str, Any] = execution.inputs or {}
+        # The attempt's W3C trace context ({"traceparent", "tracestate"}), or empty.
+        self.trace: Mapping[str, str] = execution.trace or {}
         self._report = execution.progress
         self._children: list[dict[str, Any]] = []
         self._wait = False

@@ -21,6 +21,7 @@ from adapters.http.workflow_views import progress_json, workflow_json
 from adapters.postgres import task_queries
 from adapters.postgres.event_store import RecordedEvent
 from adapters.runtime import Runtime
+from adapters.telemetry.context import enqueue_trace
 from domain.errors import InvalidQuery, TaskNotFound, UnknownQueue
 from domain.submission import TaskRequest
 from domain.task import Task, TaskState
@@ -56,9 +57,13 @@ async def enqueue_task(request: web.Request) -> web.Response:
     )
     # A waiting call takes its slot before enqueueing: a 429 must leave nothing behind.
     with ctx.waiting.hold() if wait is not None else nullcontext():
-        task, created, recorded = await ctx.run(
-            ctx.runtime.ledger.enqueue_recorded, task_request, requester_of(request)
-        )
+        with enqueue_trace(request.headers, "http", "enqueue_task") as trace:
+            task, created, recorded = await ctx.run(
+                ctx.runtime.ledger.enqueue_recorded,
+                trace.carry(task_request),
+                requester_of(request),
+            )
+            trace.enqueued([task], created)
         if wait is None:
             # A new task is shown from the events just stored; a key's holder from the log.
             view = (
@@ -103,7 +108,11 @@ async def enqueue_graph(request: web.Request) -> web.Response:
     ctx = context_of(request)
     body = bodies.validated(await bodies.read_json(request), schemas.GRAPH_SUBMISSION, "the graph")
     requests = bodies.graph_task_requests(body)
-    tasks = await ctx.run(ctx.runtime.ledger.enqueue_graph, requests, requester_of(request))
+    with enqueue_trace(request.headers, "http", "enqueue_graph") as trace:
+        tasks = await ctx.run(
+            ctx.runtime.ledger.enqueue_graph, trace.carry_all(requests), requester_of(request)
+        )
+        trace.enqueued(tasks)
     return json_response(
         {"graph_id": tasks[0].graph_id, "tasks": {task.ref: task.id for task in tasks}},
         status=201,

@@ -60,6 +60,7 @@ from adapters.nats.publish_stream import (
 from adapters.nats.signal_ingress import subscribe_signals
 from adapters.postgres.event_store import RecordedEvent
 from adapters.runtime import Runtime
+from adapters.telemetry.context import enqueue_trace
 from domain.errors import AdapterSettingsRefused, Forbidden, LedgerError
 from domain.nats_routes import NatsRoute, NatsSettings, RouteMode, subjects_overlap
 from domain.submission import Requester, TaskRequest
@@ -98,9 +99,9 @@ class NatsIngress:
         db_threads: int = 8,
         duplicate_window: float = DUPLICATE_WINDOW,
         retry_delay: float = 1.0,
-    ) -> None:
         ack_wait: float = ACK_WAIT,
         stream_replicas: int | None = None,
+    ) -> None:
         self.runtime = runtime
         self.nc = nc
         self.settings = settings or runtime.settings.config.registry.nats
@@ -122,9 +123,9 @@ class NatsIngress:
                 self.settle_stored,
                 duplicate_window=duplicate_window,
                 retry_delay=retry_delay,
-            )
                 ack_wait=ack_wait,
                 replicas=stream_replicas or replicas_for(nc, self.settings.stream_replicas),
+            )
         self._publish_stop = asyncio.Event()
         self._publish_task: asyncio.Task[None] | None = None
 
@@ -239,9 +240,11 @@ class NatsIngress:
         try:
             request, _ = self.task_request(msg, route)
             request = _with_key(request, key)
-            task, created = await self._run(
-                self.runtime.ledger.enqueue_once, request, self.requester
-            )
+            with enqueue_trace(msg.headers, "nats", msg.subject) as trace:
+                task, created = await self._run(
+                    self.runtime.ledger.enqueue_once, trace.carry(request), self.requester
+                )
+                trace.enqueued([task], created)
         except (Refused, LedgerError) as refusal:
             # Acked: never delivered again, so the log is where a dropped message shows.
             log.warning("NATS message on %s refused: %s: %s", msg.subject, refusal.code, refusal)
@@ -271,9 +274,11 @@ class NatsIngress:
         answers = bool(msg.reply) and (route is None or route.mode is RouteMode.REQUEST)
         try:
             request, wait = self.task_request(msg, route)
-            task, created = await self._run(
-                self.runtime.ledger.enqueue_once, request, self.requester
-            )
+            with enqueue_trace(msg.headers, "nats", msg.subject) as trace:
+                task, created = await self._run(
+                    self.runtime.ledger.enqueue_once, trace.carry(request), self.requester
+                )
+                trace.enqueued([task], created)
         except Refused as refusal:
             await self._refuse(msg, answers, refusal.code, refusal.message)
             return

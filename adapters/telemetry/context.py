@@ -1,0 +1,133 @@
+"""The trace context at the ways in, and this process's telemetry switch.
+
+``enqueue_trace(headers, source)`` is what HTTP and NATS call around an enqueue: with
+telemetry off it costs a header look-up, and a ``traceparent`` that parses is stored with
+the tasks as it came (so the attempts still continue the caller's trace downstream); with
+telemetry on it is the ``ledger.enqueue`` span, a child of the incoming context (or a new
+root: an invalid ``traceparent`` is ignored, never an error), and the tasks store the
+span's own context, so their runs are its children.
+
+``start_telemetry`` (``ledger serve`` / ``ledger worker``, before the node is built) turns
+telemetry on when the configuration names an endpoint; only then is the OpenTelemetry SDK
+imported (``otel.py``). Nothing here imports it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol
+
+from domain.submission import TaskRequest
+from domain.task import Task
+from domain.trace_context import TRACEPARENT, TRACESTATE, TraceContext, parse
+
+if TYPE_CHECKING:
+    from adapters.config_file import LoadedConfig
+    from processors.attempt_tracing import AttemptTracing
+
+
+class EnqueueTrace:
+    """The trace of one enqueue. This base is the one for telemetry off: it only passes
+    the incoming context (``fields``, or None) on to the tasks."""
+
+    __slots__ = ("fields",)
+
+    def __init__(self, fields: dict[str, str] | None) -> None:
+        self.fields = fields
+
+    def carry(self, request: TaskRequest) -> TaskRequest:
+        """The request with the context to store (the same request when there is none)."""
+        return request if self.fields is None else replace(request, trace=self.fields)
+
+    def carry_all(self, requests: Sequence[TaskRequest]) -> Sequence[TaskRequest]:
+        if self.fields is None:
+            return requests
+        return [replace(request, trace=self.fields) for request in requests]
+
+    def enqueued(self, tasks: Sequence[Task], created: bool = True) -> None:
+        """What the enqueue stored (span attributes)."""
+
+    def __enter__(self) -> EnqueueTrace:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        return None
+
+
+NO_TRACE = EnqueueTrace(None)
+
+
+class Telemetry(Protocol):
+    """What ``otel.py`` provides once started."""
+
+    def enqueue(self, incoming: TraceContext | None, source: str, name: str) -> EnqueueTrace: ...
+
+    def attempt_tracing(self, worker_id: str) -> AttemptTracing: ...
+
+    def shutdown(self) -> None: ...
+
+
+_active: Telemetry | None = None  # this process's, when started
+
+
+def enqueue_trace(
+    headers: Mapping[str, str] | None, source: str, name: str = ""
+) -> EnqueueTrace:
+    """The trace of an enqueue from ``source`` (``http``, ``nats``; ``name``: the route or
+    subject) whose carrier's headers are ``headers``."""
+    traceparent = headers.get(TRACEPARENT) if headers else None
+    telemetry = _active
+    if telemetry is None:
+        if traceparent is None:
+            return NO_TRACE
+        incoming = parse(traceparent, headers.get(TRACESTATE) if headers else None)
+        return NO_TRACE if incoming is None else EnqueueTrace(incoming.fields())
+    incoming = parse(traceparent, headers.get(TRACESTATE)) if headers and traceparent else None
+    return telemetry.enqueue(incoming, source, name)
+
+
+def attempt_tracing(worker_id: str) -> AttemptTracing | None:
+    """The worker's spans, or None with telemetry off."""
+    return _active.attempt_tracing(worker_id) if _active is not None else None
+
+
+def start_telemetry(config: LoadedConfig, environ: Mapping[str, str] | None = None) -> bool:
+    """Turn telemetry on for this process if the file or the environment names an
+    endpoint; True if it is on. Refuses (``ConfigError``) when the SDK is not installed."""
+    from adapters.telemetry.settings import telemetry_settings
+
+    settings = telemetry_settings(config.telemetry, environ)
+    if settings is None:
+        return _active is not None
+    from adapters.telemetry.otel import OtelTelemetry
+
+    use(OtelTelemetry.start(settings))
+    return True
+
+
+def use(telemetry: Telemetry | None) -> None:
+    """Install ``telemetry`` for this process (None: off), shutting down the one before."""
+    global _active
+    previous, _active = _active, telemetry
+    if previous is not None and previous is not telemetry:
+        previous.shutdown()
+
+
+def stop_telemetry() -> None:
+    """Flush what was not exported yet and turn telemetry off."""
+    use(None)
+
+
+def active() -> Telemetry | None:
+    return _active
+
+
+def _unused(*_: Any) -> None:  # pragma: no cover - keeps the Protocol's imports honest
+    return None

@@ -1,0 +1,80 @@
+"""Where traces go: the ``[telemetry]`` table is checked at load (a bad key names its file
+line), and the standard OpenTelemetry variables turn export on, redirect or turn it off."""
+
+from __future__ import annotations
+
+import pytest
+
+from adapters.config_file import DEFAULT_REGISTRY, ConfigFileError, parse_config
+from adapters.telemetry.context import start_telemetry
+from adapters.telemetry.settings import TelemetrySettings, telemetry_settings
+
+
+def loaded(table: str):  # type: ignore[no-untyped-def]
+    return parse_config(DEFAULT_REGISTRY.read_text() + "\n[telemetry]\n" + table, "ledger.toml")
+
+
+def test_the_table_names_the_endpoint_service_headers_and_sample_ratio() -> None:
+    config = loaded(
+        'endpoint = "https://otel.example.com:4318/"\nservice_name = "ledger-eu"\n'
+        'sample_ratio = 0.25\nheaders = { "x-api-key" = "k" }\n'
+    )
+    assert telemetry_settings(config.telemetry, {}) == TelemetrySettings(
+        traces_url="https://otel.example.com:4318/v1/traces",
+        service_name="ledger-eu",
+        headers={"x-api-key": "k"},
+        sample_ratio=0.25,
+    )
+
+
+@pytest.mark.parametrize(
+    ("table", "reason"),
+    [
+        ('endpont = "http://x"', "unknown key 'endpont'"),
+        ('endpoint = "collector:4318"', "expected an http:// or https:// URL"),
+        ("endpoint = 4318", "expected an http:// or https:// URL"),
+        ("sample_ratio = 2", "expected a number from 0 to 1"),
+        ('enabled = "yes"', "expected true or false"),
+        ('headers = { "x-key" = 1 }', "expected a table of header names"),
+        ('service_name = ""', "expected a name of 1 to 200 characters"),
+    ],
+)
+def test_a_bad_telemetry_key_is_refused_with_its_line(table: str, reason: str) -> None:
+    with pytest.raises(ConfigFileError) as refused:
+        loaded(table)
+    assert reason in refused.value.reason
+    assert refused.value.line == len(DEFAULT_REGISTRY.read_text().splitlines()) + 3
+
+
+def test_no_endpoint_anywhere_means_off() -> None:
+    assert telemetry_settings({}, {}) is None
+    assert telemetry_settings({"service_name": "x"}, {}) is None
+    assert not start_telemetry(loaded('service_name = "x"\n'), environ={})
+
+
+def test_the_environment_turns_export_on_and_wins_over_the_file() -> None:
+    table = {"endpoint": "http://file:4318", "service_name": "from-file"}
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://env:4318", "OTEL_SERVICE_NAME": "from-env"}
+    on = telemetry_settings(table, env)
+    assert on is not None and (on.traces_url, on.service_name) == (
+        "http://env:4318/v1/traces",
+        "from-env",
+    )
+    traces_only = {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://env:4318/custom/traces"}
+    on = telemetry_settings({}, traces_only)
+    assert on is not None and on.traces_url == "http://env:4318/custom/traces"
+
+
+def test_disabled_in_the_file_or_by_otel_sdk_disabled_is_off_whatever_else_is_set() -> None:
+    table = {"endpoint": "http://file:4318"}
+    assert telemetry_settings(table | {"enabled": False}, {}) is None
+    assert telemetry_settings(table, {"OTEL_SDK_DISABLED": "true"}) is None
+    assert telemetry_settings({}, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://e:1",
+                                   "OTEL_SDK_DISABLED": "TRUE"}) is None
+
+
+def test_a_bad_endpoint_in_the_environment_is_a_clear_error() -> None:
+    from domain.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="OTEL_EXPORTER_OTLP_ENDPOINT"):
+        telemetry_settings({}, {"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318"})
