@@ -38,7 +38,7 @@ def _optional_duration(text: str | None, option: str) -> float | None:
 
 _COALESCED_NOTES = {
     "idempotency_key": "existing task: idempotency key already held",
-    "singleton": "existing task: it holds the singleton key",
+    "singleton": "existing task: singleton key held",
     "debounce": "debounced into this pending task",
 }
 

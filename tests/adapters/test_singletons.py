@@ -193,7 +193,10 @@ def test_a_graph_naming_a_held_key_is_refused_and_stores_nothing(runtime: Runtim
         )
     with pytest.raises(SingletonKeyTaken, match="named twice"):
         runtime.ledger.enqueue_graph(
-            [TaskRequest("echo", ref="a", singleton="h"), TaskRequest("echo", ref="b", singleton="h")]
+            [
+                TaskRequest("echo", ref="a", singleton="h"),
+                TaskRequest("echo", ref="b", singleton="h"),
+            ]
         )
     assert runtime.store.head_position() == head
     tasks = runtime.ledger.enqueue_graph(
@@ -229,7 +232,9 @@ singleton = "sync:{account}"
 
 
 @pytest.fixture
-def sync_runtime(ledger_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
+def sync_runtime(
+    ledger_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Runtime]:
     monkeypatch.setenv("LEDGER_CONFIG", str(write_config(tmp_path, REGISTRY)))
     rt = open_runtime(pool_size=2)
     yield rt

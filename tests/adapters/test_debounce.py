@@ -1,0 +1,180 @@
+"""Debounce: a burst of submissions with one key becomes one pending task, which starts the
+window after the last of them with the last one's args (mode ``last``) or the first's
+(``first``); each later submission is a ``TaskDebounced`` event moving its start on (in the
+dispatch queue and the task view too). Once it has started, the next submission makes a new
+task. Bad options are refused with nothing stored."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from adapters.ledger import utc_now
+from adapters.postgres.dispatch import PostgresDispatch
+from adapters.runtime import Runtime
+from domain.coalescing import Debounce
+from domain.errors import InvalidSubmission
+from domain.submission import TaskRequest
+from domain.task import Task
+
+
+def debounced(
+    args: dict[str, Any], key: str = "sync", window: float = 60.0, **more: Any
+) -> TaskRequest:
+    return TaskRequest("echo", args, debounce=Debounce(key, window, **more))
+
+
+def dispatch_row(runtime: Runtime, task: Task) -> dict[str, Any] | None:
+    with runtime.store.transaction() as cursor:
+        return cursor.execute(
+            f'SELECT state, run_at FROM "{runtime.store.schema}".dispatch_queue WHERE task_id = %s',
+            (task.id,),
+        ).fetchone()
+
+
+def event_names(runtime: Runtime, task: Task) -> list[str]:
+    return [type(r.event).__name__ for r in runtime.ledger.history(task.id)]
+
+
+def test_a_burst_becomes_one_task_with_the_last_args_and_a_start_moved_on(
+    runtime: Runtime,
+) -> None:
+    first, created = runtime.ledger.enqueue_once(debounced({"n": 1}))
+    first_start = first.run_at
+    assert created and first.state.value == "scheduled" and first.debounce_key == "sync"
+    assert first_start is not None and first_start > utc_now() + timedelta(seconds=50)
+    answers = [runtime.ledger.enqueue_once(debounced({"n": n})) for n in (2, 3)]
+    assert [(task.id, new) for task, new in answers] == [(first.id, False)] * 2
+    task = runtime.store.load(first.id)
+    assert task.args == {"n": 3} and task.state.value == "scheduled"
+    assert task.run_at is not None and task.run_at > first_start
+    assert event_names(runtime, task) == ["TaskEnqueued", "TaskDebounced", "TaskDebounced"]
+    last = runtime.ledger.history(task.id)[-1].event
+    assert last.args == {"n": 3} and last.by == "system" and last.replaces_args  # type: ignore[attr-defined]
+    row = dispatch_row(runtime, task)
+    assert row is not None and row["state"] == "scheduled" and row["run_at"] == task.run_at
+    runtime.catch_up()
+    with runtime.store.transaction() as cursor:
+        view = cursor.execute(
+            f'SELECT args, run_at, state FROM "{runtime.store.schema}".task_view',
+        ).fetchall()
+    assert view == [{"args": {"n": 3}, "run_at": task.run_at, "state": "scheduled"}]
+
+
+def test_mode_first_keeps_the_first_args_and_still_moves_the_start(runtime: Runtime) -> None:
+    first, _ = runtime.ledger.enqueue_once(debounced({"n": 1}, mode="first"))
+    again, created = runtime.ledger.enqueue_once(debounced({"n": 2}, mode="first"))
+    task = runtime.store.load(first.id)
+    assert not created and again.id == first.id
+    assert task.args == {"n": 1} and task.run_at is not None and first.run_at is not None
+    assert task.run_at > first.run_at
+    assert not runtime.ledger.history(task.id)[-1].event.replaces_args  # type: ignore[attr-defined]
+
+
+def test_a_submission_after_the_start_makes_a_new_task(runtime: Runtime) -> None:
+    first, _ = runtime.ledger.enqueue_once(debounced({"n": 1}))
+    task = runtime.store.load(first.id)
+    assert task.run_at is not None
+    task.start("w1", task.run_at + timedelta(seconds=30), now=task.run_at)  # its window passed
+    runtime.store.save(task)
+    second, created = runtime.ledger.enqueue_once(debounced({"n": 2}))
+    assert created and second.id != first.id and second.args == {"n": 2}
+    third, created_third = runtime.ledger.enqueue_once(debounced({"n": 3}))
+    assert not created_third and third.id == second.id
+    assert runtime.store.load(first.id).args == {"n": 1}  # the started one is left alone
+
+
+def test_a_debounced_task_runs_once_when_a_worker_claims_it_after_the_window(
+    runtime: Runtime,
+) -> None:
+    first, _ = runtime.ledger.enqueue_once(debounced({"n": 1}, window=0.2))
+    runtime.ledger.enqueue_once(debounced({"n": 2}, window=0.2))
+    dispatch = PostgresDispatch(runtime.store, runtime.settings.config.registry, clock=utc_now)
+    assert dispatch.claim(["default"], 5, "w1") == []  # within the window: not due
+    deadline = time.monotonic() + 10
+    claimed = []
+    while not claimed and time.monotonic() < deadline:
+        claimed = dispatch.claim(["default"], 5, "w1")
+        time.sleep(0.02)
+    assert [c.task_id for c in claimed] == [first.id]
+    assert claimed[0].args == {"n": 2}
+    after, created = runtime.ledger.enqueue_once(debounced({"n": 3}, window=0.2))
+    assert created and after.id != first.id
+
+
+def test_a_cancelled_pending_task_gives_its_key_to_the_next_submission(runtime: Runtime) -> None:
+    first, _ = runtime.ledger.enqueue_once(debounced({"n": 1}))
+    runtime.ledger.cancel(first.id)
+    second, created = runtime.ledger.enqueue_once(debounced({"n": 2}))
+    assert created and second.id != first.id
+
+
+def test_concurrent_submissions_of_one_key_make_one_task(runtime: Runtime) -> None:
+    barrier = threading.Barrier(5)
+    results: list[tuple[Task, bool]] = []
+
+    def submit(n: int) -> None:
+        barrier.wait()
+        results.append(runtime.ledger.enqueue_once(debounced({"n": n})))
+
+    threads = [threading.Thread(target=submit, args=(n,)) for n in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(results) == 5 and len({task.id for task, _ in results}) == 1
+    assert sorted(created for _, created in results) == [False] * 4 + [True]
+    task = results[0][0]
+    assert event_names(runtime, task).count("TaskDebounced") == 4
+
+
+def test_a_template_key_debounces_per_argument_value(runtime: Runtime) -> None:
+    a, _ = runtime.ledger.enqueue_once(debounced({"account": 1}, key="sync:{account}"))
+    b, created_b = runtime.ledger.enqueue_once(debounced({"account": 2}, key="sync:{account}"))
+    a2, created_a2 = runtime.ledger.enqueue_once(debounced({"account": 1}, key="sync:{account}"))
+    assert created_b and b.id != a.id
+    assert not created_a2 and a2.id == a.id
+    assert a.debounce_key == "sync:1"
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (TaskRequest("echo", debounce=Debounce("", 5)), "debounce.key must be a non-empty"),
+        (TaskRequest("echo", debounce=Debounce("k", 0)), "must be positive"),
+        (TaskRequest("echo", debounce=Debounce("k", 5, mode="middle")), "'last' or 'first'"),
+        (TaskRequest("echo", debounce=Debounce("k:{who}", 5)), "needs the argument 'who'"),
+        (
+            TaskRequest("echo", idempotency_key="i", debounce=Debounce("k", 5)),
+            "debounce and an idempotency key cannot be combined",
+        ),
+        (
+            TaskRequest("echo", run_at=utc_now(), debounce=Debounce("k", 5)),
+            "run_at cannot be given with it",
+        ),
+        (
+            TaskRequest("echo", singleton="s", debounce=Debounce("k", 5)),
+            "debounce and a singleton key cannot be combined",
+        ),
+    ],
+)
+def test_bad_debounce_options_are_refused_and_nothing_is_stored(
+    runtime: Runtime, request_: TaskRequest, message: str
+) -> None:
+    head = runtime.store.head_position()
+    with pytest.raises(InvalidSubmission, match=message):
+        runtime.ledger.enqueue_once(request_)
+    assert runtime.store.head_position() == head
+
+
+def test_a_debounce_in_a_graph_is_refused(runtime: Runtime) -> None:
+    head = runtime.store.head_position()
+    with pytest.raises(InvalidSubmission, match="debounce coalesces one task at a time"):
+        runtime.ledger.enqueue_graph(
+            [TaskRequest("echo", ref="a"), TaskRequest("echo", ref="b", debounce=Debounce("k", 5))]
+        )
+    assert runtime.store.head_position() == head
