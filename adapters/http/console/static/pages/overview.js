@@ -81,6 +81,10 @@ function workerTable(workers) {
     ['Last heartbeat', (w) => h('span', { class: w.seconds_since_seen > 30 ? 'stale' : '' },
       `${fmtSeconds(w.seconds_since_seen)} ago`)],
     ['Started', (w) => fmtTime(w.started_at)],
+    ['Registry', (w) => (w.registry_version == null ? '—' : h('span', {
+      class: w.registry_current ? '' : 'stale',
+      title: w.registry_current ? 'the latest registry version' : 'behind the latest registry version',
+    }, `v${w.registry_version}${w.registry_current ? '' : ' (old)'}`))],
   ], workers, { empty: 'No worker node has registered.' });
 }
 
