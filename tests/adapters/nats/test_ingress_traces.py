@@ -17,10 +17,13 @@ from adapters.executors.nats import NatsExecutor
 from adapters.nats.bridge import NatsBridge
 from adapters.nats.ingress import registered
 from adapters.node import WorkerNode
+from adapters.runtime import Runtime
 from adapters.telemetry.context import active, start_telemetry, stop_telemetry
 from domain.execution import Execution, Success
+from domain.task import event_name
 from domain.trace_context import attempt_span_id
 from tests.adapters.nats.conftest import connected, delete_stream, registry_text
+from tests.adapters.nats.test_ingress import ingress_on, until
 from tests.adapters.nats.test_nats_executor import execution
 from tests.adapters.telemetry.otlp_collector import running_collector
 from tests.processors.worker_harness import runtime_with_config
@@ -82,6 +85,30 @@ async def test_a_messages_traceparent_is_the_parent_of_its_enqueue_and_of_the_ru
     assert enqueue.attributes["ledger.entry"] == f"{names}.add"
     assert (run.parent_span_id, run.span_id) == (enqueue.span_id, attempt_span_id(task_id, 1))
     assert run.attributes["ledger.task_type"] == "add"
+
+
+async def test_a_publish_routes_message_stores_its_context_with_telemetry_off(
+    nats_runtime: Runtime, nats_url: str, names: str
+) -> None:
+    async with ingress_on(nats_runtime, nats_url) as client:
+        await client.publish(
+            f"{names}.note.red", b"{}", headers={"traceparent": TRACEPARENT, "tracestate": "v=2"}
+        )
+        await client.publish(f"{names}.note.bad", b"{}", headers={"traceparent": "00-nonsense"})
+        await until(lambda: len(_enqueued_traces(nats_runtime)) == 2)
+
+    assert sorted(_enqueued_traces(nats_runtime), key=str) == [
+        None,  # an invalid traceparent is dropped; the message is still a task
+        {"traceparent": TRACEPARENT, "tracestate": "v=2"},
+    ]
+
+
+def _enqueued_traces(runtime: Runtime) -> list[dict[str, str] | None]:
+    return [
+        recorded.event.trace  # type: ignore[attr-defined]
+        for recorded in runtime.store.read(0, 100_000)
+        if event_name(type(recorded.event)) == "TaskEnqueued"
+    ]
 
 
 async def test_the_nats_executor_sends_the_attempts_context_as_headers(

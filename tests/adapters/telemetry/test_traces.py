@@ -44,6 +44,10 @@ def config(collector: Collector, telemetry: bool = True) -> str:
         adapter = "http"
         settings = {{ url = "{collector.url}/hook", allowed_hosts = ["127.0.0.1"] }}
         retry = {{ max_attempts = 1 }}
+
+        [task_types.fan_out]
+        adapter = "python"
+        settings = {{ callable = "adapters.executors.workflow_demo:fan_out" }}
         """
     )
     if telemetry:
@@ -121,6 +125,30 @@ def test_an_http_enqueue_and_the_attempt_it_causes_are_one_trace_with_parent_lin
     (hook,) = collector.hook_headers
     assert hook["traceparent"] == f"00-{TRACE}-{run.span_id}-01"
     assert hook["tracestate"] == "vendor=7"
+
+
+def test_children_spawned_by_an_attempt_run_under_its_run_span(
+    traced_runtime: Runtime, collector: Collector
+) -> None:
+    with LiveServer(traced_runtime, worker=True) as live, live.client() as client:
+        answer = client.post(
+            "/v1/tasks?wait=20",
+            json={"type": "fan_out", "args": {"numbers": [2, 3]}},
+            headers={"traceparent": TRACEPARENT},
+        )
+        assert answer.json()["state"] == "succeeded"
+        spans = collector.wait_for(
+            lambda spans: sum(s.name == "ledger.run" and s.trace_id == TRACE for s in spans) == 3,
+            flush,
+        )
+    runs = [s for s in spans if s.name == "ledger.run" and s.trace_id == TRACE]
+    (parent,) = [s for s in runs if s.attributes["ledger.task_type"] == "fan_out"]
+    children = [s for s in runs if s.attributes["ledger.task_type"] == "square"]
+    assert parent.span_id == attempt_span_id(UUID(answer.json()["id"]), 1)
+    assert [child.parent_span_id for child in children] == [parent.span_id] * 2
+    for child in children:
+        stored = traced_runtime.ledger.task(UUID(child.attributes["ledger.task_id"])).trace
+        assert stored == {"traceparent": f"00-{TRACE}-{parent.span_id}-01"}
 
 
 def test_a_failed_attempt_is_a_run_span_with_an_error_status(
