@@ -3,7 +3,8 @@
 A configuration file holds the registry (task types, queues, lanes, roles, principals,
 schedules, NATS routes, defaults, and any other table) beside each node's own tables
 (``[ledger]``: where the database is; ``[http]``: the API's limits; ``[adapters.NAME]``:
-deployment defaults that may hold credentials). Only the registry is recorded in the log
+deployment defaults that may hold credentials; ``[telemetry]``: where this node's traces go,
+with the exporter's headers, an API key perhaps). Only the registry is recorded in the log
 (``RegistryChanged``), and never a principal's token hash: a principal is recorded by name
 and role.
 
@@ -21,7 +22,7 @@ from datetime import date, datetime, time
 from typing import Any
 
 # The tables of a configuration that are each node's own: everything else is the registry.
-NODE_TABLES = frozenset({"ledger", "http", "adapters"})
+NODE_TABLES = frozenset({"ledger", "http", "adapters", "telemetry"})
 # What a recorded principal keeps (its token hash is a credential, and stays in the file).
 PRINCIPAL_KEYS = ("name", "role")
 

@@ -3,11 +3,15 @@ line), and the standard OpenTelemetry variables turn export on, redirect or turn
 
 from __future__ import annotations
 
+import json
+import tomllib
+
 import pytest
 
 from adapters.config_file import DEFAULT_REGISTRY, ConfigFileError, parse_config
 from adapters.telemetry.context import start_telemetry
 from adapters.telemetry.settings import TelemetrySettings, telemetry_settings
+from domain.registry_document import registry_document
 
 
 def loaded(table: str):  # type: ignore[no-untyped-def]
@@ -78,3 +82,10 @@ def test_a_bad_endpoint_in_the_environment_is_a_clear_error() -> None:
 
     with pytest.raises(ConfigError, match="OTEL_EXPORTER_OTLP_ENDPOINT"):
         telemetry_settings({}, {"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318"})
+
+
+def test_the_telemetry_table_is_the_nodes_own_never_recorded_with_the_registry() -> None:
+    text = DEFAULT_REGISTRY.read_text() + '\n[telemetry]\nheaders = { "x-api-key" = "secret" }\n'
+    document = registry_document(tomllib.loads(text))
+    assert "telemetry" not in document and "task_types" in document
+    assert "secret" not in json.dumps(document)
