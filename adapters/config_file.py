@@ -137,6 +137,10 @@ _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _LEDGER_KEYS = {
     "database_url",
     "nats_url",
+    "nats_credentials",
+    "nats_tls_ca",
+    "nats_tls_cert",
+    "nats_tls_key",
     "schema",
     "read_database_url",
     "read_max_lag",

@@ -2,8 +2,9 @@
 
 Parsed once at start into an immutable object. Environment variables override the file:
 ``LEDGER_CONFIG`` (path of the TOML registry), ``LEDGER_DATABASE_URL``, ``LEDGER_SCHEMA``,
-``LEDGER_NATS_URL``, ``LEDGER_READ_DATABASE_URL`` and ``LEDGER_READ_MAX_LAG`` (a read
-replica and the lag it may have), ``LEDGER_DATABASE_PASSWORD_FILE`` (the password of both
+``LEDGER_NATS_URL`` (one server or a comma-separated list; credentials and TLS files:
+``adapters/nats/connection.py``), ``LEDGER_READ_DATABASE_URL`` and ``LEDGER_READ_MAX_LAG``
+(a read replica and the lag it may have), ``LEDGER_DATABASE_PASSWORD_FILE`` (the password of both
 URLs, unless one names its own). The URLs are any libpq URL or ``key=value`` string;
 libpq's own ``PGPASSWORD`` and ``PGPASSFILE`` apply too. A URL is only shown redacted.
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.config_file import LoadedConfig, check_schema_name, load_config
+from adapters.nats.connection import NatsConnection, load_nats_connection
 from adapters.postgres import conninfo
 from domain.durations import parse_duration
 from domain.errors import ConfigError
@@ -31,6 +33,7 @@ class Settings:
     nats_url: str | None
     read_database_url: str | None = None
     read_max_lag: float = DEFAULT_READ_MAX_LAG
+    nats: NatsConnection | None = None  # nats_url's servers, with credentials and TLS files
 
 
 def load_settings(config_path: str | Path | None = None) -> Settings:
@@ -47,6 +50,7 @@ def load_settings(config_path: str | Path | None = None) -> Settings:
         nats_url=os.environ.get("LEDGER_NATS_URL") or section.get("nats_url"),
         read_database_url=_url(section, "read_database_url", "LEDGER_READ_DATABASE_URL", password),
         read_max_lag=_read_max_lag(section),
+        nats=load_nats_connection(section),
     )
 
 

@@ -34,6 +34,7 @@ class NatsSettings:
     event_subject_prefix: str = "ledger.events"  # events go to PREFIX.<EventType>
     routes: tuple[NatsRoute, ...] = ()
     ingress_stream: str | None = None  # the publish routes' stream; None: <stream>_INGRESS
+    stream_replicas: int | None = None  # copies of each stream; None: 3 on a cluster, else 1
 
     @property
     def publish_stream(self) -> str:
@@ -45,7 +46,15 @@ class NatsSettings:
         return tuple(r for r in self.routes if r.mode is RouteMode.PUBLISH)
 
 
-_KEYS = {"request_subject", "stream", "ingress_stream", "event_subject_prefix", "routes"}
+_KEYS = {
+    "request_subject",
+    "stream",
+    "ingress_stream",
+    "event_subject_prefix",
+    "routes",
+    "stream_replicas",
+}
+MAX_REPLICAS = 5  # JetStream keeps at most five copies of a stream
 _STREAM_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _ROUTE_KEYS = {"subject", "task_type", "mode", "timeout"}
 
@@ -92,7 +101,16 @@ def build_nats_settings(data: Any, task_types: Mapping[str, Any]) -> NatsSetting
         event_subject_prefix=prefix,
         routes=built,
         ingress_stream=ingress_stream,
+        stream_replicas=_replicas(data.get("stream_replicas"), (*where, "stream_replicas")),
     )
+
+
+def _replicas(value: Any, where: tuple[str, ...]) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_REPLICAS:
+        raise ConfigError(f"stream_replicas must be a whole number from 1 to {MAX_REPLICAS}", where)
+    return value
 
 
 def _stream_name(value: Any, where: tuple[str, ...]) -> str:

@@ -1,12 +1,15 @@
 """The NATS bridge of a ledger node: one NATS connection running the egress (events to
 JetStream) and the ingress (subjects to tasks) until told to stop.
 
-The connection reconnects on its own (unlimited attempts); a first connection that fails,
-or one that closes for good, is opened again after a pause. Every node may run a bridge:
-the ingress subscribes in a queue group and consumes the publish routes' stream through one
-durable consumer (each message handled by one node), and the egress publishes on one node
-at a time (advisory lock). After a reconnect the publish routes resume from the consumer's
-durable position.
+The connection goes to one of the configured servers (``NatsConnection``: one URL or a
+cluster's list, credentials, TLS) and reconnects on its own (unlimited attempts), to any
+server of the cluster; a first connection that fails, or one that closes for good, is
+opened again after a pause. On a cluster the streams keep three copies
+(``stream_replicas``), so the egress and the publish routes' consumer go on when the node
+leading a stream dies. Every node may run a bridge: the ingress subscribes in a queue group
+and consumes the publish routes' stream through one durable consumer (each message handled
+by one node), and the egress publishes on one node at a time (advisory lock). After a
+reconnect the publish routes resume from the consumer's durable position.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import nats
 import nats.errors
 from nats.aio.client import Client
 
+from adapters.nats.connection import NatsConnection, redact, stream_replicas
 from adapters.nats.egress import EventEgress
 from adapters.nats.ingress import NatsIngress
 from adapters.runtime import Runtime
@@ -31,7 +35,7 @@ class NatsBridge:
     def __init__(
         self,
         runtime: Runtime,
-        url: str,
+        connection: NatsConnection | str,
         *,
         egress: bool = True,
         ingress: bool = True,
@@ -40,7 +44,10 @@ class NatsBridge:
         name: str = "execution-ledger",
     ) -> None:
         self.runtime = runtime
-        self.url = url
+        if isinstance(connection, str):  # one URL or a comma-separated list
+            connection = NatsConnection.parse(connection)
+        self.connection = connection
+        self.url = connection.shown  # for messages: passwords and tokens hidden
         self.with_egress = egress
         self.with_ingress = ingress
         self.role = role
@@ -70,7 +77,7 @@ class NatsBridge:
             log.debug("NATS client error: %s", error)
 
         nc = await nats.connect(
-            self.url,
+            **self.connection.connect_options(),
             name=self.name,
             connect_timeout=2,
             allow_reconnect=True,
@@ -102,7 +109,8 @@ class NatsBridge:
             try:
                 nc = connecting.result()
             except (TimeoutError, nats.errors.Error, OSError) as error:
-                log.warning("cannot connect to NATS at %s (%s); retrying", self.url, error)
+                reason = redact(str(error))
+                log.warning("cannot connect to NATS at %s (%s); retrying", self.url, reason)
                 if await _wait(stop, delay):
                     return
                 delay = min(delay * 2, 10.0)
@@ -128,7 +136,12 @@ class NatsBridge:
         self.egress = self.ingress = None
         try:
             if self.with_egress:
-                self.egress = EventEgress(self.runtime.store, nc.jetstream(), self.settings)
+                self.egress = EventEgress(
+                    self.runtime.store,
+                    nc.jetstream(),
+                    self.settings,
+                    replicas=stream_replicas(nc, self.settings.stream_replicas),
+                )
                 jobs.append(asyncio.create_task(self.egress.run(inner_stop), name="nats-egress"))
             if self.with_ingress:
                 self.ingress = NatsIngress(

@@ -16,6 +16,9 @@ Exactly once, in order:
   message: when it is one of its own, the stream wins (publishing resumes after it), so a
   resend later than the duplicate window does not duplicate, and messages a NATS crash lost
   after acknowledging them are published again. docs/nats.md names the residual risks.
+- on a NATS cluster the stream keeps ``replicas`` copies (3): when the server leading it
+  dies, publishes fail until another is elected, and are retried as above; the new
+  leader's duplicate window drops a repeated id.
 
 One process publishes at a time (a session advisory lock on ``<schema>.nats_egress``); the
 others stand by and take over when its database session ends. It is woken by LISTEN on the
@@ -78,6 +81,7 @@ class EventEgress:
         publish_timeout: float = 2.0,
         max_backoff: float = 5.0,
         duplicate_window: float = DUPLICATE_WINDOW,
+        replicas: int = 1,
     ) -> None:
         self.store = store
         self.js = js
@@ -88,6 +92,7 @@ class EventEgress:
         self.publish_timeout = publish_timeout
         self.max_backoff = max_backoff
         self.duplicate_window = duplicate_window
+        self.replicas = replicas  # copies the stream keeps (3 on a cluster: a node may die)
         self.subjects = f"{settings.event_subject_prefix}.>"
         self.id_prefix = f"{store.schema}:"
         self.active = False  # this instance holds the lock and publishes
@@ -301,7 +306,8 @@ class EventEgress:
     # -- the stream -------------------------------------------------------------------
 
     async def ensure_stream(self) -> None:
-        """Create the stream, or widen an existing one to our subjects and window."""
+        """Create the stream, or widen an existing one to our subjects, window and
+        replicas."""
         stream = self.settings.stream
         try:
             info = await self.js.stream_info(stream)
@@ -311,6 +317,7 @@ class EventEgress:
                 subjects=[self.subjects],
                 storage=StorageType.FILE,
                 duplicate_window=self.duplicate_window,
+                num_replicas=self.replicas,
                 description="Execution Ledger events, one message per log position",
             )
             log.info("created JetStream stream %s for %s", stream, self.subjects)
@@ -322,6 +329,8 @@ class EventEgress:
             changes["subjects"] = [*subjects, self.subjects]
         if (config.duplicate_window or 0) < self.duplicate_window:
             changes["duplicate_window"] = self.duplicate_window
+        if (config.num_replicas or 1) < self.replicas:
+            changes["num_replicas"] = self.replicas
         if changes:
             await self.js.update_stream(config.evolve(**changes))
             log.info("updated JetStream stream %s: %s", stream, sorted(changes))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 CONSUMER = "ledger-ingress"
 DUPLICATE_WINDOW = 120.0  # seconds the stream drops a repeated Nats-Msg-Id
 ACK_WAIT = 30.0  # seconds a delivered message waits for its ack before another delivery
+ACK_TIMEOUT = 2.0  # seconds an ack waits for the server's confirmation
+ACK_RETRY = 0.25  # seconds between acks of a message while no server confirms
 MSG_ID = "Nats-Msg-Id"
 
 # What a JetStream call may fail with while NATS is down, restarting or recovering.
@@ -53,13 +56,16 @@ NATS_FAILURES = (nats.errors.Error, nats.js.errors.Error, TimeoutError, OSError)
 Settle = Callable[[Msg, str], Awaitable[bool]]
 
 
-def stream_config(settings: NatsSettings, duplicate_window: float) -> StreamConfig:
+def stream_config(
+    settings: NatsSettings, duplicate_window: float, replicas: int = 1
+) -> StreamConfig:
     return StreamConfig(
         name=settings.publish_stream,
         subjects=[route.subject for route in settings.publish_routes],
         retention=RetentionPolicy.WORK_QUEUE,
         storage=StorageType.FILE,
         duplicate_window=duplicate_window,
+        num_replicas=replicas,
         description="Execution Ledger: messages of publish routes until they are tasks",
     )
 
@@ -90,6 +96,7 @@ class PublishConsumer:
         max_backoff: float = 5.0,
         duplicate_window: float = DUPLICATE_WINDOW,
         ack_wait: float = ACK_WAIT,
+        replicas: int = 1,
     ) -> None:
         self.js = js
         self.settings = settings
@@ -100,6 +107,7 @@ class PublishConsumer:
         self.max_backoff = max_backoff
         self.duplicate_window = duplicate_window
         self.ack_wait = ack_wait
+        self.replicas = replicas  # copies of the stream (its consumer keeps as many)
         self.stream = settings.publish_stream
         self._created: datetime | None = None
         self._subscription: JetStreamContext.PullSubscription | None = None
@@ -133,8 +141,8 @@ class PublishConsumer:
 
     async def ensure_stream(self) -> StreamInfo:
         """Create the stream, or set an existing one's subjects to the routes' and widen
-        its duplicate window."""
-        wanted = stream_config(self.settings, self.duplicate_window)
+        its duplicate window and replicas."""
+        wanted = stream_config(self.settings, self.duplicate_window, self.replicas)
         try:
             info = await self.js.stream_info(self.stream)
         except nats.js.errors.NotFoundError:
@@ -142,7 +150,8 @@ class PublishConsumer:
             log.info("created JetStream stream %s for %s", self.stream, wanted.subjects)
             return info
         config = info.config
-        if config.storage is not StorageType.FILE or config.retention is not wanted.retention:
+        # != (not "is not"): a stream's info may carry the plain strings of these enums
+        if config.storage != StorageType.FILE or config.retention != wanted.retention:
             log.warning(
                 "stream %s has %s storage and %s retention, not file and workqueue: messages "
                 "may not survive a NATS restart, or may stay after they became tasks",
@@ -155,6 +164,8 @@ class PublishConsumer:
             changes["subjects"] = wanted.subjects
         if (config.duplicate_window or 0) < self.duplicate_window:
             changes["duplicate_window"] = self.duplicate_window
+        if (config.num_replicas or 1) < self.replicas:
+            changes["num_replicas"] = self.replicas
         if changes:
             info = await self.js.update_stream(config.evolve(**changes))
             log.info("updated JetStream stream %s: %s", self.stream, sorted(changes))
@@ -205,12 +216,26 @@ class PublishConsumer:
             done = False
         try:
             if done:
-                await msg.ack()
+                await self._ack(msg)
             else:
                 await msg.nak(delay=self.retry_delay)
         except NATS_FAILURES as error:
             # Not acked: delivered again after ack_wait, and recognised by its key.
             log.warning("NATS message on %s: cannot ack (%s)", msg.subject, error)
+
+    async def _ack(self, msg: Msg) -> None:
+        """Ack and wait for the server to confirm it; again (for up to ``ack_wait``) while
+        no server answers, as while the consumer's leader has died and another is elected:
+        an ack lost there would cost a delivery again after ``ack_wait``."""
+        deadline = time.monotonic() + self.ack_wait
+        while True:
+            try:
+                await msg.ack_sync(timeout=ACK_TIMEOUT)
+                return
+            except NATS_FAILURES:
+                if time.monotonic() + ACK_RETRY > deadline:
+                    raise
+            await asyncio.sleep(ACK_RETRY)
 
     async def close(self) -> None:
         if self._subscription is not None:

@@ -22,6 +22,7 @@ from nats.js import JetStreamContext
 from adapters.nats.server import NatsServer, answers_with_jetstream, start_nats_server
 from adapters.runtime import Runtime
 from domain.task import event_name
+from tests.nats_cluster import nats_cluster  # noqa: F401  (the fixture, for test_cluster.py)
 from tests.processors.worker_harness import runtime_with_config
 
 MACHINE_NATS = ("127.0.0.1", 4222)
