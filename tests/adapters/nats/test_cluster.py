@@ -3,7 +3,8 @@ stream is SIGKILLed while events are published and messages consumed, and still 
 is in the egress's stream exactly once, in log order, and every acknowledged message of a
 publish route becomes exactly one task. The streams keep three copies (automatically on a
 cluster, or by ``[nats] stream_replicas``), so another node takes the lead; the clients
-connect through the list of servers, as ``LEDGER_NATS_URL`` gives it."""
+connect through the list of servers, as ``LEDGER_NATS_URL`` gives it. An existing stream
+of one copy is raised to three."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from tests.adapters.nats.test_egress import (
     stream_reaches,
 )
 from tests.adapters.nats.test_ingress_outage import publish_until_acked, tasks_reach
-from tests.nats_cluster import NatsCluster, stream_leader
+from tests.nats_cluster import NatsCluster, stream_leader, stream_settled
 from tests.processors.worker_harness import runtime_with_config
 
 pytestmark = pytest.mark.asyncio
@@ -130,3 +131,22 @@ async def test_publish_route_messages_become_one_task_each_while_the_stream_lead
     assert retries > 0  # publishing really went on through the election
     assert (lost, duplicated) == ([], [])
     assert sorted(numbers) == list(range(MESSAGES))
+
+
+async def test_an_existing_stream_of_one_copy_is_raised_to_three_on_a_cluster(
+    nats_cluster: NatsCluster, nats_runtime: Runtime
+) -> None:
+    settings = nats_runtime.settings.config.registry.nats
+    await asyncio.to_thread(enqueue, nats_runtime, 3)
+    async with connected(nats_cluster.urls, **RECONNECTING) as nc:
+        js = nc.jetstream()
+        await js.add_stream(
+            name=settings.stream, subjects=[f"{settings.event_subject_prefix}.>"], num_replicas=1
+        )
+        egress = EventEgress(nats_runtime.store, js, settings, replicas=3)
+        await egress.publish_pending()
+        info = await stream_settled(js, settings.stream, replicas=3)
+        messages = await stream_messages(js, settings.stream)
+
+    assert info.config.num_replicas == 3
+    check_exactly_once_in_order(nats_runtime, messages, settings.event_subject_prefix)
