@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from domain.submission import TaskRequest
 from domain.task import Task
@@ -127,7 +127,3 @@ def stop_telemetry() -> None:
 
 def active() -> Telemetry | None:
     return _active
-
-
-def _unused(*_: Any) -> None:  # pragma: no cover - keeps the Protocol's imports honest
-    return None

@@ -124,7 +124,10 @@ class OtelTelemetry:
             id_generator=ids,
             shutdown_on_exit=True,  # flushes what is batched when the process exits
         )
-        exporter = OTLPSpanExporter(endpoint=settings.traces_url, headers=dict(settings.headers))
+        # No headers in the file: the exporter reads OTEL_EXPORTER_OTLP_HEADERS itself.
+        exporter = OTLPSpanExporter(
+            endpoint=settings.traces_url, headers=dict(settings.headers) or None
+        )
         provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=1000))
         log.info("traces exported to %s as %s", settings.traces_url, settings.service_name)
         return cls(provider, ids)
