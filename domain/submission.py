@@ -41,6 +41,7 @@ from domain.registry import (
 from domain.retry import MAX_ATTEMPTS
 from domain.task import Task, TaskState
 from domain.timeouts import TimeoutOverrides, resolve_timeouts
+from domain.trace_context import from_fields
 
 MAX_ARGS_BYTES = 256 * 1024
 MAX_GRAPH_TASKS = 20_000
@@ -277,7 +278,7 @@ def _plan_one(
         parent_id=context.parent_id,
         depth=context.depth,
         signals=list(task_type.signals) or None,
-        trace=dict(request.trace) if request.trace else None,
+        trace=stored_trace(request.trace),
         singleton_key=coalescing.singleton_key,
         debounce_key=coalescing.debounce_key,
         fair_key=fair_key_of(registry.queue(queue).fair_key, args),
@@ -474,3 +475,12 @@ def render_lane(template: str | None, args: Mapping[str, Any]) -> str | None:
 
 def _label(request: TaskRequest) -> str:
     return f"task {request.ref!r}" if request.ref else f"task of type {request.type_name!r}"
+
+
+def stored_trace(trace: object) -> dict[str, str] | None:
+    """A request's trace context as its task stores it: checked and in canonical form, or
+    None (an invalid one is dropped, never refused: the Python API may pass any)."""
+    if not trace or not isinstance(trace, Mapping):
+        return None
+    context = from_fields(trace)
+    return context.fields() if context is not None else None

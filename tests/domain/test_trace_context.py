@@ -122,3 +122,20 @@ def _started_parent(trace: dict[str, str] | None) -> Task:
     (parent,) = plan_tasks(context, [TaskRequest("echo", trace=trace)], {})
     parent.start("w", NOW, NOW)
     return parent
+
+
+def test_a_context_given_through_the_python_api_is_stored_checked_or_not_at_all() -> None:
+    context = SubmissionContext(REGISTRY, Requester("p", "admin"), NOW, uuid4)
+    given = [
+        {"traceparent": f" 00-{TRACE}-{SPAN}-01 ", "tracestate": "v=1", "other": "dropped"},
+        {"traceparent": "00-not-a-trace-01"},
+        {"tracestate": "v=1"},
+        "00-not-a-mapping",
+    ]
+    tasks = plan_tasks(context, [TaskRequest("echo", trace=t) for t in given], {})  # type: ignore[arg-type]
+    assert [task.trace for task in tasks] == [
+        {"traceparent": f"00-{TRACE}-{SPAN}-01", "tracestate": "v=1"},
+        None,
+        None,
+        None,
+    ]
