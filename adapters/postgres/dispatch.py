@@ -77,7 +77,7 @@ class PostgresDispatch:
         self.unblock = InlineUnblock(store)
         self.queue_table = store.dispatch_queue.table
         self.candidates = CandidateReader(store, registry, self.tables)
-        self.rate_limits = ClaimRateLimits(store.schema, registry, self.queue_table)
+        self.rate_limits = ClaimRateLimits(store.schema, lambda: self.registry, self.queue_table)
         # Tasks as this process started them: completing them needs no reload unless
         # something else wrote to them meanwhile (then the save conflicts and we reload).
         self._started: dict[UUID, Task] = {}

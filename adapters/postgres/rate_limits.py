@@ -27,7 +27,7 @@ other nodes can only add starts).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
@@ -191,9 +191,13 @@ class RoundRates:
 
 
 class ClaimRateLimits:
-    """The rate limits of one registry, as a claim applies them (one per dispatcher)."""
+    """The rate limits of the dispatcher's registry, as a claim applies them (one per
+    dispatcher). ``registry`` gives the registry the dispatcher runs now: a node that takes
+    a new registry version between rounds applies its limits from the next round."""
 
-    def __init__(self, schema: str, registry: Registry, queue_table: sql.Identifier) -> None:
+    def __init__(
+        self, schema: str, registry: Callable[[], Registry], queue_table: sql.Identifier
+    ) -> None:
         self.registry = registry
         self.schema = schema
         self.starts = sql.Identifier(schema, STARTS)
@@ -211,14 +215,14 @@ class ClaimRateLimits:
 
     def active_for(self, queues: Iterable[str]) -> bool:
         """Whether any limit may cover a task of these queues (none: the claim skips it all)."""
-        limits = self.registry.rate_limits.values()
+        limits = self.registry().rate_limits.values()
         wanted = set(queues)
         return any(limit.queue is None or limit.queue in wanted for limit in limits)
 
     def buckets_of(self, task: Task) -> list[Bucket]:
         """The buckets a task counts in: each covering limit whose key its args can fill."""
         buckets = []
-        for limit in limits_covering(self.registry.rate_limits, task.type_name, task.queue):
+        for limit in limits_covering(self.registry().rate_limits, task.type_name, task.queue):
             key = limit.bucket(task.args)
             if key is not None:  # args lacking a field: enqueued before the limit existed
                 buckets.append(Bucket(limit, key))

@@ -6,6 +6,7 @@ stored ``TaskStarted`` events, with a period of an hour, so nothing depends on t
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 import threading
 from collections import Counter
@@ -319,3 +320,18 @@ def test_a_fair_queue_still_takes_higher_priorities_first(runtime: Runtime) -> N
     ]
     claimed = dispatch_of(runtime).claim(["fair"], 3, "w1")
     assert [c.task_id for c in claimed] == urgent
+
+
+def test_a_registry_swapped_between_rounds_applies_its_limits_from_the_next_round(
+    runtime: Runtime,
+) -> None:
+    """As a node does when it takes a new registry version (``registry_follower.py``)."""
+    registry = runtime.settings.config.registry
+    dispatch = PostgresDispatch(
+        runtime.store, dataclasses.replace(registry, rate_limits={}), clock=utc_now
+    )
+    tasks = enqueue(runtime, "send", 8, tenant="a")
+    assert len(dispatch.claim(["mail"], 2, "w1")) == 2
+    dispatch.registry = dispatch.candidates.registry = registry
+    dispatch.claim(["mail"], 10, "w1")
+    assert starts(runtime, tasks) == 2 + 5  # the two unlimited starts were not counted

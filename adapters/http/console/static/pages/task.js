@@ -79,6 +79,8 @@ function facts(t) {
     ['Ref', t.ref || '—'], ['Idempotency key', t.idempotency_key || '—'],
     ['Log position', t.position],
   ];
+  // Why a ready task does not start: a rate limit's bucket is full until its next slot.
+  if (t.held_by) items.splice(3, 0, ['Held by', h('span', { id: 'held-by' }, t.held_by)]);
   return h('dl', { class: 'facts card' }, items.map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
 }
 
