@@ -15,17 +15,23 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from uuid import uuid4
 
 import nats
 import nats.errors
 import pytest
+from nats.aio.msg import Msg
 
+from adapters.executors.nats import NatsExecutor
 from adapters.nats.bridge import NatsBridge
 from adapters.nats.connection import NatsConnection, redact, stream_replicas
+from adapters.nats.ingress import registered
 from adapters.nats.server import answers_with_jetstream, free_port, nats_server_binary
 from adapters.runtime import Runtime
 from adapters.settings import load_settings
 from domain.errors import ConfigError
+from domain.execution import Execution, Failure
+from domain.timeouts import Timeouts
 from tests.adapters.nats.conftest import connected, delete_stream, registry_text
 from tests.conftest import write_config
 
@@ -307,3 +313,56 @@ def test_ledger_serve_names_the_nats_servers_without_their_password(
     assert first.startswith("serving http://127.0.0.1:")
     assert first.rstrip().endswith(f"; NATS {shown},{other}")
     assert SECRET not in first + errors
+
+
+# -- the nats adapter ----------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_the_nats_adapter_takes_a_server_list_and_skips_a_dead_server(
+    nats_url: str, names: str
+) -> None:
+    servers = f"nats://127.0.0.1:{free_port()},{nats_url}"
+    async with connected(nats_url) as handler:
+
+        async def answer(msg: Msg) -> None:
+            await msg.respond(b'{"ok": true}')
+
+        await handler.subscribe(f"{names}.svc", cb=answer)
+        await registered(handler)
+        results = [
+            await NatsExecutor().run(
+                Execution(
+                    task_id=uuid4(),
+                    attempt=1,
+                    type_name="test",
+                    args={},
+                    settings={"subject": f"{names}.svc", "url": servers},
+                    timeouts=Timeouts(start_to_close=5.0),
+                )
+            )
+            for _ in range(4)  # the client tries the servers in random order
+        ]
+
+    assert [getattr(r, "result", r) for r in results] == [{"ok": True}] * 4
+
+
+@pytest.mark.asyncio
+async def test_the_nats_adapter_refuses_a_bad_server_list_without_showing_the_password(
+    names: str,
+) -> None:
+    bad = f"nats://127.0.0.1:4222,nats://ledger:{SECRET}@n2:42x2"
+    result = await NatsExecutor().run(
+        Execution(
+            task_id=uuid4(),
+            attempt=1,
+            type_name="test",
+            args={},
+            settings={"subject": f"{names}.svc", "url": bad},
+            timeouts=Timeouts(start_to_close=5.0),
+        )
+    )
+
+    assert isinstance(result, Failure)
+    assert (result.error_class, result.retryable) == ("NoServer", False)
+    assert result.message == "url: nats://ledger:***@n2:42x2: the port is not a number"
