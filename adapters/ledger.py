@@ -285,7 +285,10 @@ class Ledger:
         )
 
     def _schedule_switch(self, name: str) -> _Switch:
-        if name not in self.registry.schedules:
+        if (
+            name not in self.registry.schedules
+            and self.store.load_schedule_control(name).definition is None  # not run-time
+        ):
             known = ", ".join(sorted(self.registry.schedules)) or "none"
             raise UnknownSchedule(f"unknown schedule {name!r} (known: {known})")
         return _Switch(

@@ -39,6 +39,8 @@ from adapters.postgres.projection_runner import ProjectionRunner
 from adapters.postgres.reconnect import ReconnectPause, listen_options
 from adapters.postgres.running import CANCEL_CHANNEL, READY_CHANNEL
 from adapters.postgres.schedule_clock import PostgresScheduleClock
+from adapters.postgres.schedule_runs import PostgresScheduleRuns
+from adapters.postgres.schedule_tables import PostgresScheduleBook
 from adapters.postgres.timeouts import PostgresTimeouts
 from adapters.projection_process import ProjectionProcess
 from adapters.registry_follower import NodeRegistry
@@ -82,7 +84,12 @@ class WorkerNode:
             hooks, lambda task_type: PostgresDatasetFeed(runtime.store, task_type)
         )
         self.scheduler = CronScheduler(
-            registry.schedules, PostgresScheduleClock(runtime.store), runtime.ledger, clock=utc_now
+            registry.schedules,
+            PostgresScheduleClock(runtime.store),
+            runtime.ledger,
+            clock=utc_now,
+            book=PostgresScheduleBook(runtime.store, lambda: runtime.ledger.registry.task_types),
+            guard=PostgresScheduleRuns(runtime.store, runtime.ledger),
         )
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ledger-db")
         self.worker = Worker(

@@ -68,6 +68,13 @@ class UnknownSchedule(LedgerError):
     code = "unknown_schedule"
 
 
+class InvalidSchedule(LedgerError):
+    """A run-time schedule definition or backfill range that cannot be used (bad cron, time
+    zone, task type, args, or too many ticks); nothing is recorded."""
+
+    code = "invalid_schedule"
+
+
 class TaskNotFound(LedgerError):
     code = "task_not_found"
 

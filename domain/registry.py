@@ -88,6 +88,7 @@ class Role:
     may_cancel: bool = True
     adhoc: bool = False
     signals: tuple[str, ...] = ("*",)  # globs of the signal names it may deliver
+    may_schedule: bool = False  # create, change, pause and backfill schedules (admin always may)
 
     def may_signal(self, name: str) -> bool:
         return matches_any(name, self.signals)
@@ -339,7 +340,11 @@ def _roles(data: Mapping[str, Any]) -> dict[str, Role]:
         where = ("roles", name)
         _name(name, where)
         spec = _as_table(spec, where)
-        _refuse_unknown(spec, {"task_types", "adapters", "may_cancel", "adhoc", "signals"}, where)
+        _refuse_unknown(
+            spec,
+            {"task_types", "adapters", "may_cancel", "adhoc", "signals", "may_schedule"},
+            where,
+        )
         roles[name] = Role(
             name=name,
             task_types=_strings(spec.get("task_types", ["*"]), (*where, "task_types")),
@@ -347,6 +352,7 @@ def _roles(data: Mapping[str, Any]) -> dict[str, Role]:
             may_cancel=_bool(spec.get("may_cancel", True), (*where, "may_cancel")),
             adhoc=_bool(spec.get("adhoc", name == "admin"), (*where, "adhoc")),
             signals=_strings(spec.get("signals", ["*"]), (*where, "signals")),
+            may_schedule=_bool(spec.get("may_schedule", False), (*where, "may_schedule")),
         )
     return roles
 

@@ -27,6 +27,14 @@ class CatchUp(StrEnum):
     ALL = "all"  # every missed tick fires, up to ``max_catch_up`` (the most recent ones)
 
 
+class Overlap(StrEnum):
+    """What a tick does while the schedule's previous run is still queued or running."""
+
+    ALLOW = "allow"  # enqueue it anyway (runs may overlap)
+    SKIP = "skip"  # enqueue nothing; the tick is counted as skipped
+    QUEUE_ONE = "queue_one"  # at most one waiting run, started after the running one ends
+
+
 @dataclass(frozen=True)
 class Schedule:
     name: str
@@ -37,6 +45,7 @@ class Schedule:
     catch_up: CatchUp = CatchUp.NONE
     max_catch_up: int = 10
     paused: bool = False
+    overlap: Overlap = Overlap.ALLOW
 
     def next_fire(self, after: datetime) -> datetime:
         """The first tick strictly after ``after`` (in the schedule's time zone)."""
@@ -57,12 +66,31 @@ class Schedule:
             return missed[-1:]
         return [t for t in missed if now - t <= MISFIRE_GRACE]
 
+    def ticks_between(self, since: datetime, until: datetime, bound: int) -> list[datetime]:
+        """Ticks in [since, until], oldest first; at most ``bound + 1`` (so a caller can tell
+        a range of more than ``bound`` ticks)."""
+        ticks: list[datetime] = []
+        tick = self.next_fire(since - timedelta(microseconds=1))
+        while tick <= until and len(ticks) <= bound:
+            ticks.append(tick)
+            tick = self.next_fire(tick)
+        return ticks
+
     def idempotency_key(self, tick: datetime) -> str:
         """One key per schedule and tick: every node may try, one task is created."""
         return f"schedule:{self.name}:{tick.astimezone(ZoneInfo('UTC')).isoformat()}"
 
 
-_KEYS = {"cron", "timezone", "task_type", "args", "catch_up", "max_catch_up", "paused"}
+_KEYS = {
+    "cron",
+    "timezone",
+    "task_type",
+    "args",
+    "catch_up",
+    "max_catch_up",
+    "paused",
+    "overlap",
+}
 
 
 def build_schedule(
@@ -100,7 +128,7 @@ def build_schedule(
             )
     try:
         catch_up = CatchUp(spec.get("catch_up", "none"))
-    except ValueError:
+    except (ValueError, TypeError):
         raise ConfigError(
             "catch_up must be one of: none, latest, all", (*where, "catch_up")
         ) from None
@@ -117,4 +145,10 @@ def build_schedule(
     paused = spec.get("paused", False)
     if not isinstance(paused, bool):
         raise ConfigError("paused must be true or false", (*where, "paused"))
-    return Schedule(name, cron, task_type, timezone, dict(args), catch_up, bound, paused)
+    try:
+        overlap = Overlap(spec.get("overlap", "allow"))
+    except (ValueError, TypeError):
+        raise ConfigError(
+            "overlap must be one of: allow, skip, queue_one", (*where, "overlap")
+        ) from None
+    return Schedule(name, cron, task_type, timezone, dict(args), catch_up, bound, paused, overlap)

@@ -4,6 +4,11 @@ Every node may run it. A tick's task carries the idempotency key ``schedule:NAME
 however many schedulers see the same tick, one task is created; the others get it back.
 The last moment each schedule was looked at is kept, so ticks missed during downtime are
 found and fired by the schedule's catch-up rule (none, latest, all up to a bound).
+
+The schedules are the registry file's and, read again each pass, the run-time ones (a
+``ScheduleBook``; a file schedule's name wins). A schedule whose overlap policy is not
+``allow`` has each tick decided once by its ``TickGuard`` (enqueue, or skip while the last
+run is still going); ``allow`` enqueues as it always did.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from datetime import datetime
 from typing import Protocol
 from uuid import UUID
 
-from domain.schedules import Schedule
+from domain.schedule_definitions import tick_request
+from domain.schedules import Overlap, Schedule
 from domain.submission import TaskRequest
 from domain.task import Task
 
@@ -41,11 +47,29 @@ class Enqueuer(Protocol):
 
 
 @dataclass(frozen=True)
+class TickOutcome:
+    """What became of a guarded tick: its task (None: skipped, or decided elsewhere)."""
+
+    task_id: UUID | None
+    created: bool
+    skipped: bool = False
+
+
+class ScheduleBook(Protocol):
+    def defined(self) -> Mapping[str, Schedule]: ...
+
+
+class TickGuard(Protocol):
+    def fire(self, schedule: Schedule, tick: datetime, request: TaskRequest) -> TickOutcome: ...
+
+
+@dataclass(frozen=True)
 class Fired:
     schedule: str
     tick: datetime
-    task_id: UUID
+    task_id: UUID | None  # None: the tick was skipped (or decided by another node)
     created: bool
+    skipped: bool = False
 
 
 class CronScheduler:
@@ -55,18 +79,27 @@ class CronScheduler:
         clock_store: ScheduleClock,
         ledger: Enqueuer,
         clock: Callable[[], datetime],
+        book: ScheduleBook | None = None,
+        guard: TickGuard | None = None,
     ) -> None:
         self.schedules = schedules
         self.clock_store = clock_store
         self.ledger = ledger
         self.clock = clock
+        self.book = book
+        self.guard = guard
+
+    def current(self) -> dict[str, Schedule]:
+        """The schedules of this pass: the run-time ones, then the file's (which win)."""
+        runtime = dict(self.book.defined()) if self.book is not None else {}
+        return {**runtime, **self.schedules}
 
     def run_once(self) -> list[Fired]:
         """Fire every due tick of every running schedule; return what was fired."""
         now = self.clock()
         looks = self.clock_store.looks()
         fired: list[Fired] = []
-        for schedule in self.schedules.values():
+        for schedule in self.current().values():
             look = looks.get(schedule.name, Look(None))
             if look.at is not None and not look.paused:
                 fired.extend(self._fire(schedule, schedule.due_ticks(look.at, now)))
@@ -78,14 +111,17 @@ class CronScheduler:
     def _fire(self, schedule: Schedule, ticks: list[datetime]) -> list[Fired]:
         fired = []
         for tick in ticks:
-            request = TaskRequest(
-                schedule.task_type,
-                dict(schedule.args),
-                idempotency_key=schedule.idempotency_key(tick),
-                tags=(f"schedule:{schedule.name}",),
+            request = tick_request(schedule, tick)
+            if schedule.overlap is Overlap.ALLOW or self.guard is None:
+                task, created = self.ledger.enqueue_once(request)
+                outcome = TickOutcome(task.id, created)
+            else:
+                outcome = self.guard.fire(schedule, tick, request)
+            if outcome.created:
+                log.info("schedule %s fired for %s: task %s", schedule.name, tick, outcome.task_id)
+            elif outcome.skipped:
+                log.info("schedule %s skipped %s: its last run is still going", schedule.name, tick)
+            fired.append(
+                Fired(schedule.name, tick, outcome.task_id, outcome.created, outcome.skipped)
             )
-            task, created = self.ledger.enqueue_once(request)
-            if created:
-                log.info("schedule %s fired for %s: task %s", schedule.name, tick, task.id)
-            fired.append(Fired(schedule.name, tick, task.id, created))
         return fired

@@ -176,25 +176,6 @@ def cmd_queues(rt: Runtime, options: argparse.Namespace) -> None:
         )
 
 
-def cmd_schedules(rt: Runtime, options: argparse.Namespace) -> None:
-    if options.action == "pause":
-        rt.ledger.pause_schedule(options.name)
-    elif options.action == "resume":
-        rt.ledger.resume_schedule(options.name)
-    schedules = rt.settings.config.registry.schedules
-    if not schedules:
-        render.console.print("no schedules in the registry")
-        return
-    now = utc_now()
-    for name, schedule in sorted(schedules.items()):
-        paused = rt.store.load_schedule_control(name).paused
-        state = "paused" if paused else f"next {schedule.next_fire(now).isoformat()}"
-        render.console.print(
-            f"{name:<24} {schedule.cron:<16} {schedule.timezone:<16} {schedule.task_type:<16} "
-            f"catch-up {schedule.catch_up.value:<6} {state}"
-        )
-
-
 def worker_node(rt: Runtime, options: argparse.Namespace) -> WorkerNode:
     """The node of ``ledger worker`` / ``ledger serve``, its options checked."""
     from adapters.node import WorkerNode

@@ -27,6 +27,7 @@ from adapters.cli.parsers import (
     add_replay_parser,
 )
 from adapters.cli.registry import add_registry_parser
+from adapters.cli.schedules import add_schedules_parser
 from adapters.cli.signal import add_signal_parser
 from adapters.cli.task_ids import task_ref
 
@@ -234,11 +235,7 @@ def _add_switch_parsers(commands: Any) -> None:
     for action in ("pause", "resume"):
         queue_action = queue_actions.add_parser(action, help=f"{action} a queue on every node")
         queue_action.add_argument("name", help="queue name (see ledger queues)")
-    schedules = commands.add_parser("schedules", help="cron schedules; pause or resume one")
-    schedule_actions = schedules.add_subparsers(dest="action", metavar="ACTION")
-    for action in ("pause", "resume"):
-        schedule_action = schedule_actions.add_parser(action, help=f"{action} a schedule")
-        schedule_action.add_argument("name", help="schedule name (see ledger schedules)")
+    add_schedules_parser(commands)
 
 
 def _add_projections_parser(commands: Any) -> None:
@@ -288,7 +285,7 @@ COMMANDS: dict[str, Callable[[Any, argparse.Namespace], Any]] = {
     "archive": _lazy("adapters.cli.archive", "cmd_archive"),
     "learn": _lazy("adapters.cli.learn", "cmd_learn"),
     "serve": _lazy(_SERVICES, "cmd_serve"),
-    "schedules": _lazy(_COMMANDS, "cmd_schedules"),
+    "schedules": _lazy("adapters.cli.schedules", "cmd_schedules"),
     "demo": _lazy(_COMMANDS, "cmd_demo"),
     "cancel": _lazy(_COMMANDS, "cmd_cancel"),
     "retry": _lazy(_COMMANDS, "cmd_retry"),

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapters.http import openapi_console_paths, openapi_registry_paths, response_schemas
+from adapters.http import (
+    openapi_console_paths,
+    openapi_registry_paths,
+    openapi_schedule_paths,
+    response_schemas,
+)
 from adapters.http.openapi_paths import Operation, api_paths
 from domain.registry import Registry
 
@@ -75,6 +80,8 @@ def _add_examples(paths: dict[str, Any], registry: Registry) -> None:
 def openapi_document(registry: Registry | None = None) -> dict[str, Any]:
     """The document; with ``registry``, examples of requests that work against it."""
     paths = api_paths() | openapi_console_paths.console_paths()
+    for path, operations in openapi_schedule_paths.schedule_paths().items():
+        paths[path] = paths.get(path, {}) | operations
     paths |= openapi_registry_paths.registry_paths()
     _add_links(paths)
     if registry is not None:
@@ -92,7 +99,8 @@ def openapi_document(registry: Registry | None = None) -> dict[str, Any]:
         "components": {
             "schemas": response_schemas.COMPONENTS
             | openapi_console_paths.COMPONENTS
-            | openapi_registry_paths.COMPONENTS,
+            | openapi_registry_paths.COMPONENTS
+            | openapi_schedule_paths.COMPONENTS,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "security": [{"bearer": []}],

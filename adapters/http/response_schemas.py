@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from adapters.http.schedule_schemas import SCHEDULE_EXTRA_PROPERTIES
 from adapters.http.schemas import (
     CANCEL_REQUEST,
     GRAPH_SUBMISSION,
@@ -433,6 +434,7 @@ SCHEDULE: Schema = {
             "format": "date-time",
             "description": "the next tick (null while paused)",
         },
+        **SCHEDULE_EXTRA_PROPERTIES,
     },
 }
 

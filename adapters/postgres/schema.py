@@ -19,6 +19,7 @@ from adapters.postgres.event_store import EventStore
 from adapters.postgres.grants import may_create_in
 from adapters.postgres.projection_runner import POSITIONS_TABLE
 from adapters.postgres.running import RunningTables
+from adapters.postgres.schedule_tables import ScheduleTables
 from adapters.retention import archive_sql
 from projections.base import Projection
 from projections.readiness import EDGES as READINESS_EDGES
@@ -48,6 +49,7 @@ def create_schema(database_url: str, schema: str, projections: Iterable[Projecti
                     projection.create(cursor)
                 cursor.execute(RunningTables(schema).create_statement())
                 cursor.execute(rate_limits.create_statement(schema))
+                cursor.execute(ScheduleTables(schema).create_statement())
                 cursor.execute(CoalescingKeys(schema).create_statement())
                 _create_dispatch_queue(cursor, schema)
                 for statement in archive_sql.create_statements(schema):
