@@ -171,7 +171,7 @@ def _add_task_parsers(commands: Any) -> None:
     add("--json", action="store_true", help="print JSON instead of a table")
     add("--wide", action="store_true", help="cut nothing, whatever the terminal's width")
     described = {
-        "show": "one task: state, attempts, result, error",
+        "show": "one task: state, attempts, result, error (held_by: the rate limit it waits for)",
         "history": "a task's events, in order, with log positions",
         "cancel": "cancel a waiting or running task",
         "retry": "run a failed, cancelled or skipped task again",
