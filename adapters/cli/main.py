@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from adapters.cli.archive import add_archive_parser
+from adapters.cli.bulk import add_bulk_parser
+from adapters.cli.filter_options import add_task_filter_options
 from adapters.cli.parsers import (
     add_audit_parser,
     add_db_parser,
@@ -50,6 +52,7 @@ examples:
   ledger enqueue add -a a=1 -a b=2
   ledger enqueue --graph dag.json
   ledger tasks --state failed
+  ledger bulk retry --state failed --type add --dry-run
   ledger show 0b9c               ledger history 0b9c
   ledger worker --queues default,agents --concurrency 20
   ledger projections rebuild readiness
@@ -93,6 +96,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--version", action=_Version, nargs=0, help="print the installed version and exit"
     )
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("LEDGER_URL") or None,
+        help="a running service's URL (default: LEDGER_URL): the task commands go over HTTP "
+        "instead of to the database",
+    )
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        help="with --url: a file holding the bearer token (default: LEDGER_TOKEN)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_enqueue_parser(commands)
     _add_task_parsers(commands)
@@ -105,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_archive_parser(commands)
     add_learn_parser(commands)
     add_signal_parser(commands)
+    add_bulk_parser(commands)
     add_registry_parser(commands)
     return parser
 
@@ -161,11 +176,7 @@ def _add_enqueue_parser(commands: Any) -> None:
 def _add_task_parsers(commands: Any) -> None:
     tasks = commands.add_parser("tasks", help="list tasks, newest first")
     add = tasks.add_argument
-    add("--state", help="only tasks in this state (blocked, ready, running, failed, ...)")
-    add("--type", dest="type_name", help="only tasks of this type")
-    add("--queue", help="only tasks of this queue")
-    add("--lane", help="only tasks of this lane")
-    add("--tag", help="only tasks with this tag")
+    add_task_filter_options(tasks)
     add("--limit", type=int, default=50, help="at most this many tasks, 1..500 (default: 50)")
     add("--cursor", help="continue after a previous page")
     add("--json", action="store_true", help="print JSON instead of a table")
@@ -292,6 +303,7 @@ COMMANDS: dict[str, Callable[[Any, argparse.Namespace], Any]] = {
     "queues": _lazy(_COMMANDS, "cmd_queues"),
     "projections": _lazy(_SERVICES, "cmd_projections"),
     "signal": _lazy("adapters.cli.signal", "cmd_signal"),
+    "bulk": _lazy("adapters.cli.bulk", "cmd_bulk"),
     "registry": _lazy("adapters.cli.registry", "cmd_registry"),
 }
 
@@ -309,6 +321,14 @@ def _run(options: argparse.Namespace) -> int:
     from adapters.postgres.projection_runner import ProjectionBusy
     from domain.errors import LedgerError
 
+    if options.url:
+        from adapters.cli.remote import run_remote
+
+        try:
+            return run_remote(options)
+        except LedgerError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     if getattr(options, "without_runtime", False):
         from adapters.cli.db import cmd_embedded
 
