@@ -104,6 +104,7 @@ def test_every_page_renders_what_it_shows_without_a_console_error(
     page.open("schedules")
     row = page.css('tr[data-schedule="nightly-report"]')
     assert "0 3 * * *" in row.text and "Europe/Paris" in row.text
+    assert "file" in row.text and "allow" in row.text  # source, overlap policy
     page.screenshot("schedules")
     page.css('tr[data-schedule="nightly-report"] button').click()
     page.wait_text('tr[data-schedule="nightly-report"]', "paused")

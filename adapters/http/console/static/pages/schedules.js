@@ -1,5 +1,6 @@
-// Schedules: each cron schedule with its next fire time, its last ticks (the tasks tagged
-// schedule:NAME, newest first) and pause / resume for roles that may.
+// Schedules: each cron schedule (from the file or created at run time) with its next fire
+// time, overlap policy and skipped ticks, its last ticks (the tasks tagged schedule:NAME,
+// newest first) and pause / resume for roles that may.
 
 import { api } from '../api.js';
 import { fmtTime, h, section, shortId, stateBadge, table, toast } from '../dom.js';
@@ -13,7 +14,7 @@ export async function render(main, _param, session) {
     const ticks = await Promise.all(schedules.map((s) =>
       api(`/v1/tasks?tag=${encodeURIComponent(`schedule:${s.name}`)}&limit=5`).then((p) => p.tasks)));
     body.replaceChildren(section('Cron schedules', table(columns(session, refresh, ticks, schedules), schedules,
-      { empty: 'No schedule is configured ([schedules.NAME] in the registry).', rowAttrs: (s) => ({ 'data-schedule': s.name }) })));
+      { empty: 'No schedule: [schedules.NAME] in the registry, or ledger schedules create.', rowAttrs: (s) => ({ 'data-schedule': s.name }) })));
   };
   await refresh();
 }
@@ -27,7 +28,8 @@ function columns(session, refresh, ticks, schedules) {
   };
   const result = [
     ['Schedule', (s) => s.name], ['Cron', (s) => h('code', {}, s.cron)], ['Time zone', (s) => s.timezone],
-    ['Task type', (s) => s.task_type], ['Catch-up', (s) => s.catch_up],
+    ['Source', (s) => s.source], ['Task type', (s) => s.task_type], ['Catch-up', (s) => s.catch_up],
+    ['Overlap', (s) => (s.skipped_ticks ? `${s.overlap} (${s.skipped_ticks} skipped)` : s.overlap)],
     ['Next fire', (s) => (s.paused ? h('span', { class: 'state state-cancelled' }, 'paused') : fmtTime(s.next_fire))],
     ['Last ticks', lastTicks],
   ];
