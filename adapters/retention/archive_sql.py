@@ -168,43 +168,97 @@ def stored_rows(
     return cursor
 
 
-def tasks_past_retention(
-    conn: psycopg.Connection[Any], schema: str, cutoffs: dict[str, datetime], through: int
-) -> list[tuple[UUID, int]]:
-    """Ended tasks past their state's retention whose last event is at or below ``through``
-    (by the task view, which has read at least that far), with that last position."""
-    if not cutoffs:
+@dataclass(frozen=True)
+class PastRetention:
+    """Which aggregates may go: tasks ended in a state of ``cutoffs`` before its cutoff,
+    refused requests stamped before ``denial_cutoff``, all at or below ``through``."""
+
+    cutoffs: dict[str, datetime]
+    denial_cutoff: datetime | None
+    through: int
+
+
+_TASKS = """
+FROM {view} v JOIN unnest(%s::text[], %s::timestamptz[]) AS c(state, cutoff)
+ON v.state = c.state AND v.finished_at < c.cutoff
+WHERE v.position <= %s
+"""
+_DENIALS = """
+FROM {events} WHERE notification_id <= %s AND topic = %s
+AND (convert_from(state, 'UTF8')::json -> 'timestamp' ->> '_data_')::timestamptz < %s
+"""
+
+
+def past_retention(
+    conn: psycopg.Connection[Any], schema: str, rule: PastRetention
+) -> tuple[int, int, int]:
+    """How many tasks and refused requests are past retention (by the task view, which has
+    read at least to ``through``), and the last position of any of them (0: none)."""
+    tasks, last_task, denials, last_denial = 0, 0, 0, 0
+    if rule.cutoffs:
+        tasks, last_task = _summary(conn, "v.position", _tasks_from(schema), _task_params(rule))
+    if rule.denial_cutoff is not None:
+        denials, last_denial = _summary(
+            conn, "notification_id", _denials_from(schema), _denial_params(rule)
+        )
+    return tasks, denials, max(last_task, last_denial)
+
+
+def task_batch(
+    conn: psycopg.Connection[Any], schema: str, rule: PastRetention, after: UUID, limit: int
+) -> list[UUID]:
+    """The next ``limit`` tasks past retention with an id after ``after``, by id."""
+    if not rule.cutoffs:
         return []
-    states, moments = list(cutoffs), list(cutoffs.values())
+    query = sql.SQL("SELECT v.task_id {} AND v.task_id > %s ORDER BY v.task_id LIMIT %s")
     rows = conn.execute(
-        sql.SQL(
-            "SELECT v.task_id, v.position FROM {} v "
-            "JOIN unnest(%s::text[], %s::timestamptz[]) AS c(state, cutoff) "
-            "ON v.state = c.state AND v.finished_at < c.cutoff "
-            "WHERE v.position <= %s"
-        ).format(sql.Identifier(schema, TASK_VIEW)),
-        (states, moments, through),
+        query.format(_tasks_from(schema)), (*_task_params(rule), after, limit)
+    ).fetchall()
+    return [_first(r) for r in rows]
+
+
+def denial_batch(
+    conn: psycopg.Connection[Any], schema: str, rule: PastRetention, after: int, limit: int
+) -> list[tuple[UUID, int]]:
+    """The next ``limit`` refused requests past retention after position ``after``."""
+    if rule.denial_cutoff is None:
+        return []
+    query = sql.SQL(
+        "SELECT originator_id, notification_id {} AND notification_id > %s "
+        "ORDER BY notification_id LIMIT %s"
+    )
+    rows = conn.execute(
+        query.format(_denials_from(schema)), (*_denial_params(rule), after, limit)
     ).fetchall()
     return [_pair(r) for r in rows]
 
 
-def denials_past_retention(
-    conn: psycopg.Connection[Any], schema: str, cutoff: datetime | None, through: int
-) -> list[tuple[UUID, int]]:
-    """Refused requests (one ``AccessDenied`` per aggregate) stamped before ``cutoff``, with
-    their positions."""
-    if cutoff is None:
-        return []
-    rows = conn.execute(
-        sql.SQL(
-            "SELECT originator_id, notification_id FROM {} "
-            "WHERE notification_id <= %s AND topic = %s "
-            "AND (convert_from(state, 'UTF8')::json -> 'timestamp' ->> '_data_')::timestamptz"
-            " < %s"
-        ).format(sql.Identifier(schema, EVENTS_TABLE)),
-        (through, DENIED_TOPIC, cutoff),
-    ).fetchall()
-    return [_pair(r) for r in rows]
+def _tasks_from(schema: str) -> sql.Composed:
+    return sql.SQL(_TASKS).format(view=sql.Identifier(schema, TASK_VIEW))
+
+
+def _denials_from(schema: str) -> sql.Composed:
+    return sql.SQL(_DENIALS).format(events=sql.Identifier(schema, EVENTS_TABLE))
+
+
+def _task_params(rule: PastRetention) -> tuple[Any, ...]:
+    return list(rule.cutoffs), list(rule.cutoffs.values()), rule.through
+
+
+def _denial_params(rule: PastRetention) -> tuple[Any, ...]:
+    return rule.through, DENIED_TOPIC, rule.denial_cutoff
+
+
+def _summary(
+    conn: psycopg.Connection[Any], column: str, source: sql.Composed, params: tuple[Any, ...]
+) -> tuple[int, int]:
+    """How many rows ``source`` holds, and the largest ``column`` among them."""
+    row = conn.execute(
+        sql.SQL("SELECT count(*), coalesce(max({}), 0) {}").format(sql.SQL(column), source),
+        params,
+    ).fetchone()
+    count, last = _pair(row)
+    return int(count), int(last)
 
 
 def set_head(conn: psycopg.Connection[Any], schema: str, head: ArchiveHead) -> None:
@@ -234,15 +288,33 @@ def delete_archived(
     return removed
 
 
+def delete_chain_below(conn: psycopg.Connection[Any], schema: str, through: int) -> None:
+    """The chain rows at or below ``through``: the archive head carries the chain on."""
+    for name in (CHAIN_TABLE, UNDECODABLE_TABLE):
+        conn.execute(
+            sql.SQL("DELETE FROM {} WHERE position <= %s").format(sql.Identifier(schema, name)),
+            (through,),
+        )
+
+
 def delete_live_rows(
     conn: psycopg.Connection[Any], schema: str, through: int, tasks: Sequence[UUID]
 ) -> None:
-    """The rows of removed tasks in the read models and operational tables, and the chain
-    rows at or below ``through`` (the archive head carries the chain on)."""
+    """The rows of removed tasks in the read models and operational tables."""
     table = {name: sql.Identifier(schema, name) for name in _BY_TASK}
     held = _learn_hooks_position(conn, schema)
     for start in range(0, len(tasks), CHUNK):
         chunk = list(tasks[start : start + CHUNK])
+        conn.execute(
+            sql.SQL(
+                "DELETE FROM {keys} k USING {view} v WHERE v.task_id = ANY(%s) "
+                "AND k.key = v.idempotency_key AND k.task_id = v.task_id"
+            ).format(
+                keys=sql.Identifier(schema, IDEMPOTENCY_KEYS),
+                view=sql.Identifier(schema, TASK_VIEW),
+            ),
+            (chunk,),
+        )
         for name, column in _BY_TASK.items():
             conn.execute(
                 sql.SQL("DELETE FROM {} WHERE {} = ANY(%s)").format(
@@ -257,11 +329,13 @@ def delete_live_rows(
             ),
             (chunk, min(through, held)),
         )
-    for name in (CHAIN_TABLE, UNDECODABLE_TABLE):
-        conn.execute(
-            sql.SQL("DELETE FROM {} WHERE position <= %s").format(sql.Identifier(schema, name)),
-            (through,),
-        )
+
+
+def analyze(conn: psycopg.Connection[Any], schema: str) -> None:
+    """Fresh planner statistics for the tables an archival shrank (outside a transaction;
+    a role that does not own them is skipped with a notice)."""
+    for name in (EVENTS_TABLE, CHAIN_TABLE, ROWS, IDEMPOTENCY_KEYS, *_BY_TASK):
+        conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(schema, name)))
 
 
 # The tables whose rows of a removed task go, by the column naming the task. A readiness
@@ -273,7 +347,6 @@ _BY_TASK = {
     EDGES: "child",
     DISPATCH_QUEUE: "task_id",
     RUNNING: "task_id",
-    IDEMPOTENCY_KEYS: "task_id",
     TASKS: "task_id",
     DEPTHS: "task_id",
 }

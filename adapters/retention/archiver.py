@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 import psycopg
 
@@ -106,6 +107,8 @@ class Archiver:
             self.before_delete()
         if through > 0:
             self._delete(conn, report, through, now)
+        if report.tasks_removed or report.denials_removed:
+            q.analyze(conn, self.schema)  # the planner sees the tables as they now are
         return report
 
     # -- the archive as the database knows it -------------------------------------------
@@ -152,10 +155,11 @@ class Archiver:
         bound = q.archivable_through(conn, self.schema)
         if until is not None:
             bound = min(bound, until)
-        tasks = q.tasks_past_retention(conn, self.schema, self.policy.cutoffs(now), bound)
-        denials = q.denials_past_retention(conn, self.schema, self.policy.denial_cutoff(now), bound)
-        positions = [p for _, p in tasks] + [p for _, p in denials]
-        return q.last_event_at_or_below(conn, self.schema, max(positions, default=0))
+        _, _, last = q.past_retention(conn, self.schema, self._rule(now, bound))
+        return q.last_event_at_or_below(conn, self.schema, last)
+
+    def _rule(self, now: datetime, through: int) -> q.PastRetention:
+        return q.PastRetention(self.policy.cutoffs(now), self.policy.denial_cutoff(now), through)
 
     def _dry(
         self,
@@ -166,12 +170,8 @@ class Archiver:
         now: datetime,
     ) -> ArchiveReport:
         report.events_archived = q.count_events(conn, self.schema, archived_to, through)
-        report.tasks_removed = len(
-            q.tasks_past_retention(conn, self.schema, self.policy.cutoffs(now), through)
-        )
-        report.denials_removed = len(
-            q.denials_past_retention(conn, self.schema, self.policy.denial_cutoff(now), through)
-        )
+        tasks, denials, _ = q.past_retention(conn, self.schema, self._rule(now, through))
+        report.tasks_removed, report.denials_removed = tasks, denials
         return report
 
     # -- writing -------------------------------------------------------------------------
@@ -227,26 +227,26 @@ class Archiver:
     def _delete(
         self, conn: psycopg.Connection[Any], report: ArchiveReport, through: int, now: datetime
     ) -> None:
-        chain = self._head_hash(through)
+        """The head moves to ``through`` (and the chain rows below it go); then the
+        aggregates past retention go in batches, each in its own transaction: a crash
+        between two leaves every aggregate whole, and the next run goes on."""
         with conn.transaction():
-            q.set_head(conn, self.schema, q.ArchiveHead(through, chain))
-            tasks = [
-                t
-                for t, _ in q.tasks_past_retention(
-                    conn, self.schema, self.policy.cutoffs(now), through
-                )
-            ]
-            denials = [
-                d
-                for d, _ in q.denials_past_retention(
-                    conn, self.schema, self.policy.denial_cutoff(now), through
-                )
-            ]
-            removed = set(q.delete_archived(conn, self.schema, through, tasks + denials))
-            gone = [t for t in tasks if t in removed]
-            q.delete_live_rows(conn, self.schema, through, gone)
-        report.tasks_removed = len(gone)
-        report.denials_removed = len(removed) - len(gone)
+            q.set_head(conn, self.schema, q.ArchiveHead(through, self._head_hash(through)))
+            q.delete_chain_below(conn, self.schema, through)
+        rule = self._rule(now, through)
+        after = UUID(int=0)
+        while batch := q.task_batch(conn, self.schema, rule, after, q.CHUNK):
+            with conn.transaction():
+                removed = set(q.delete_archived(conn, self.schema, through, batch))
+                q.delete_live_rows(conn, self.schema, through, [t for t in batch if t in removed])
+            report.tasks_removed += len(removed)
+            after = batch[-1]
+        position = 0
+        while denials := q.denial_batch(conn, self.schema, rule, position, q.CHUNK):
+            with conn.transaction():
+                ids = [d for d, _ in denials]
+                report.denials_removed += len(q.delete_archived(conn, self.schema, through, ids))
+            position = denials[-1][1]
 
     def _head_hash(self, through: int) -> bytes:
         ending = [m for m in self.archive.manifests() if m.last_position == through]

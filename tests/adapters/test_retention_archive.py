@@ -23,6 +23,7 @@ from adapters.config_file import DEFAULT_REGISTRY
 from adapters.dataset.replay import Replay
 from adapters.postgres.audit import verify_chain
 from adapters.postgres.event_store import EVENTS_TABLE
+from adapters.retention import archive_sql
 from adapters.retention.archiver import Archiver
 from adapters.retention.periodic import archive_periodically
 from adapters.retention.segments import ArchiveDir, ArchiveError, configured_archive
@@ -496,3 +497,35 @@ def test_an_archived_task_is_gone_for_retries_dependencies_and_keys(rt: Runtime)
         rt.ledger.enqueue(TaskRequest("echo", {}, depends_on=(str(task.id),)))
     again, created = rt.ledger.enqueue_once(TaskRequest("echo", {}, idempotency_key="nightly"))
     assert created and again.id != task.id  # the key went with the task
+
+
+def test_a_crash_in_the_middle_of_the_deletions_is_completed_by_the_next_run(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    history = make_history(rt)
+    replayed = replay_bytes(rt)
+    monkeypatch.setattr(archive_sql, "CHUNK", 2)  # three batches of two tasks
+    real = archive_sql.delete_live_rows
+    calls = []
+
+    def crash_on_second_batch(*args: Any) -> None:
+        calls.append(args)
+        if len(calls) == 2:
+            raise RuntimeError("killed")
+        real(*args)
+
+    monkeypatch.setattr(archive_sql, "delete_live_rows", crash_on_second_batch)
+    with pytest.raises(RuntimeError, match="killed"):
+        archiver(rt, days=40).run()
+    assert count(rt, "task_view") == 8  # the first batch went, whole; the second rolled back
+    report = verify(rt)
+    assert report.ok, report
+    monkeypatch.setattr(archive_sql, "delete_live_rows", real)
+    again = archiver(rt, days=40).run()
+    assert again.written == [] and again.tasks_removed == 4
+    assert count(rt, "task_view") == 4
+    for task_id in history.succeeded:
+        with pytest.raises(TaskNotFound):
+            rt.ledger.history(task_id)
+    assert verify(rt).ok
+    assert replay_bytes(rt, archive=archive_of(rt)) == replayed

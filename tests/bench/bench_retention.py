@@ -1,0 +1,245 @@
+"""Benchmark: list queries, claims and ``/healthz`` on a large log, before and after
+``ledger archive``, beside a small log with the same live work.
+
+Two ledgers, each on a fresh schema, each ending with the same live work (``--live`` ready
+tasks, claimed from during the measures):
+
+- **small**: about ``--small`` events of ended tasks before the live work;
+- **large**: about ``--events`` events of ended tasks before it; measured once as it is, then
+  archived (every ended task past a retention of 1 ms) and measured again.
+
+Old tasks are built without a worker (graphs of 5,000 independent tasks, started and ended in
+one save per graph; one in ten fails, is retried and succeeds). Measures, each the median
+of ``--reps`` calls: ``GET /v1/tasks?limit=50``, ``GET /v1/tasks?state=ready&limit=50``,
+``GET /v1/queues`` (counts per state), ``GET /healthz`` (over HTTP, one server per phase), and
+a worker round's claim of 10 tasks (``PostgresDispatch.claim``; the previous claim's
+attempts are recorded as successes between two claims, not timed). Also the
+sizes of the live tables and the archival's own time.
+
+    python -m tests.bench.bench_retention                      # 200,000 events
+    python -m tests.bench.bench_retention --events 10000000    # the issue's 10 million
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import psycopg
+from psycopg import sql
+
+from adapters.config_file import DEFAULT_REGISTRY
+from adapters.ledger import utc_now
+from adapters.postgres.dispatch import PostgresDispatch
+from adapters.retention.archiver import Archiver
+from adapters.retention.segments import configured_archive
+from adapters.runtime import Runtime
+from domain.execution import AttemptOutcome, ClaimedAttempt, Success
+from domain.submission import TaskRequest
+from tests.adapters.http.live_server import LiveServer
+from tests.bench.common import fresh_runtime
+
+GRAPH = 5000
+FAIL_EVERY = 10
+CLAIM = 10
+RETENTION = """
+[retention]
+succeeded = "1ms"
+failed = "1ms"
+archive_dir = "{archive}"
+"""
+CALLS = {
+    "list": "/v1/tasks?limit=50",
+    "list ready": "/v1/tasks?state=ready&limit=50",
+    "queues": "/v1/queues",
+    "healthz": "/healthz",
+}
+TABLES = (
+    "ledger_events",
+    "task_view",
+    "readiness_nodes",
+    "dispatch_queue",
+    "attempt_dataset",
+    "audit_chain",
+)
+
+
+def build_old(runtime: Runtime, events: int) -> None:
+    """About ``events`` events of tasks that all ended."""
+    written, index = 0, 0
+    while written < events:
+        size = min(GRAPH, max(1, (events - written) // 3))
+        requests = [TaskRequest("echo", {"i": index + n}) for n in range(size)]
+        index += size
+        tasks = runtime.ledger.enqueue_graph(requests)
+        written += len(tasks)
+        now = datetime.now(UTC)
+        lease = now + timedelta(seconds=60)
+        for n, task in enumerate(tasks):
+            attempt = task.start(f"bench-node-{n % 4}", lease, now)
+            if n % FAIL_EVERY == 0:
+                task.fail(attempt, "RuntimeError", "boom")
+                task.schedule_retry(now)
+                attempt = task.start(f"bench-node-{n % 4}", lease, now)
+            task.succeed(attempt, {"ok": True, "n": n})
+        written += sum(len(t.pending_events) for t in tasks)
+        runtime.store.save(*tasks)
+
+
+def build_live(runtime: Runtime, ready: int) -> None:
+    for start in range(0, ready, GRAPH):
+        count = min(GRAPH, ready - start)
+        runtime.ledger.enqueue_graph(
+            [TaskRequest("echo", {"live": start + n}) for n in range(count)]
+        )
+
+
+def timed(call: Callable[[], Any], reps: int) -> list[float]:
+    """Milliseconds of ``reps`` calls (after one warm-up call)."""
+    call()
+    seconds = []
+    for _ in range(reps):
+        started = time.perf_counter()
+        call()
+        seconds.append(time.perf_counter() - started)
+    return [s * 1000 for s in seconds]
+
+
+def summary(milliseconds: list[float]) -> dict[str, float]:
+    """Median and fastest: the machine is shared, the fastest call shows the floor."""
+    return {"median": statistics.median(milliseconds), "min": min(milliseconds)}
+
+
+def measure(runtime: Runtime, reps: int) -> dict[str, dict[str, float]]:
+    results: dict[str, dict[str, float]] = {}
+    with LiveServer(runtime) as live, httpx.Client(base_url=live.url, timeout=60) as client:
+        for name, path in CALLS.items():
+
+            def get(path: str = path) -> None:
+                client.get(path).raise_for_status()
+
+            results[name] = summary(timed(get, reps))
+    dispatch = PostgresDispatch(runtime.store, runtime.settings.config.registry, utc_now)
+    dispatch.register_worker("bench-claimer", "bench", 0, ["default"], CLAIM)
+
+    held: list[ClaimedAttempt] = []
+
+    def finish() -> None:  # the previous claim's attempts end (not timed)
+        dispatch.complete([AttemptOutcome(a.task_id, a.attempt, Success({})) for a in held])
+
+    def claim() -> None:
+        finish()
+        started = time.perf_counter()
+        claimed = dispatch.claim(["default"], CLAIM, "bench-claimer")
+        claims.append(time.perf_counter() - started)
+        if len(claimed) != CLAIM:
+            raise RuntimeError("ran out of ready tasks: raise --live")
+        held[:] = claimed
+
+    claims: list[float] = []
+    for _ in range(reps + 1):
+        claim()
+    finish()
+    results["claim 10"] = summary([c * 1000 for c in claims[1:]])
+    return results
+
+
+def table_sizes(runtime: Runtime) -> dict[str, int]:
+    """Rows of each live table."""
+    with psycopg.connect(runtime.database_url) as conn:
+        return {
+            table: int(
+                conn.execute(
+                    sql.SQL("SELECT count(*) FROM {}").format(
+                        sql.Identifier(runtime.settings.schema, table)
+                    )
+                ).fetchone()[0]  # type: ignore[index]
+            )
+            for table in TABLES
+        }
+
+
+def prepare(runtime: Runtime, events: int, live: int) -> float:
+    started = time.perf_counter()
+    build_old(runtime, events)
+    build_live(runtime, live)
+    runtime.catch_up()
+    return time.perf_counter() - started
+
+
+def archive(runtime: Runtime) -> tuple[float, Any]:
+    policy = runtime.settings.config.retention
+    folder = configured_archive(policy, runtime.settings.schema)
+    assert policy is not None and folder is not None
+    archiver = Archiver(runtime.database_url, runtime.settings.schema, policy, folder, utc_now)
+    started = time.perf_counter()
+    report = archiver.run()
+    seconds = time.perf_counter() - started
+    return seconds, report
+
+
+def run(events: int, small: int, live: int, reps: int) -> None:
+    phases: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as directory:
+        config = DEFAULT_REGISTRY.read_text() + RETENTION.format(archive=directory)
+        with fresh_runtime(config) as runtime:
+            built = prepare(runtime, small, live)
+            print(f"small: built in {built:.0f} s", file=sys.stderr)
+            phases["small"] = {"times": measure(runtime, reps), "rows": table_sizes(runtime)}
+        with fresh_runtime(config) as runtime:
+            built = prepare(runtime, events, live)
+            print(f"large: built and projected in {built:.0f} s", file=sys.stderr)
+            phases["large"] = {"times": measure(runtime, reps), "rows": table_sizes(runtime)}
+            seconds, report = archive(runtime)
+            print(
+                f"archived {report.events_archived:,} events in {len(report.written)} segments "
+                f"and removed {report.tasks_removed:,} tasks in {seconds:.1f} s",
+                file=sys.stderr,
+            )
+            phases["large, archived"] = {
+                "times": measure(runtime, reps),
+                "rows": table_sizes(runtime),
+                "archive_seconds": seconds,
+                "events_archived": report.events_archived,
+            }
+    report_table(phases)
+    print(json.dumps(phases), file=sys.stderr)
+
+
+def report_table(phases: dict[str, dict[str, Any]]) -> None:
+    small = phases["small"]["times"]
+    names = list(small)
+    print("median ms (fastest ms) and the median's ratio to the small log's")
+    print("| log | events live | " + " | ".join(names) + " |")
+    print("|---|---:|" + "---:|" * len(names))
+    for phase, data in phases.items():
+        times = data["times"]
+        cells = [
+            f"{times[n]['median']:.1f} ({times[n]['min']:.1f}) ×{times[n]['median'] / small[n]['median']:.2f}"
+            for n in names
+        ]
+        print(f"| {phase} | {data['rows']['ledger_events']:,} | " + " | ".join(cells) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000, help="events of the large log")
+    parser.add_argument("--small", type=int, default=10_000, help="events of the small log")
+    parser.add_argument("--live", type=int, default=2_000, help="ready tasks in each log")
+    parser.add_argument("--reps", type=int, default=30, help="calls per measure")
+    options = parser.parse_args()
+    if options.live < 2 * (options.reps + 1) * CLAIM:
+        parser.error("--live must be at least 2 * (--reps + 1) * 10")
+    run(options.events, options.small, options.live, options.reps)
+
+
+if __name__ == "__main__":
+    main()
