@@ -20,7 +20,7 @@ from typing import Any
 from eventsourcing.persistence import IntegrityError
 
 from adapters.config_file import LoadedConfig, settings_check
-from adapters.postgres.event_store import EventStore
+from adapters.postgres.event_store import EventStore, RecordedEvent
 from adapters.postgres.registry_tables import RegistryTables
 from domain.errors import ConfigError, InvalidTransition
 from domain.registry import Principal, Registry, build_registry
@@ -83,37 +83,21 @@ class RegistryVersions:
 
     def history(self) -> list[RegistryVersion]:
         """Every recorded version, oldest first."""
-        versions = []
-        for recorded in self.store.history(registry_history_id()):
-            event: Any = recorded.event
-            if type(event).__qualname__ != "RegistryHistory.RegistryChanged":
-                continue
-            versions.append(
-                RegistryVersion(
-                    version=event.version,
-                    digest=event.digest,
-                    document=event.document,
-                    diff=event.diff,
-                    by=event.by,
-                    source=event.source,
-                    forced=event.forced,
-                    at=event.timestamp,
-                    position=recorded.position,
-                )
-            )
-        return versions
+        recorded = self.store.history(registry_history_id())
+        return [_version(r) for r in recorded if _is_change(r)]
 
     def version(self, number: int) -> RegistryVersion:
-        for version in self.history():
-            if version.version == number:
-                return version
-        latest = self.tables.latest_version()
-        known = f"1 to {latest}" if latest else "none recorded yet"
-        raise RegistryVersionNotFound(f"no registry version {number} (versions: {known})")
+        recorded = self.tables.change(number)
+        if recorded is None:
+            latest = self.tables.latest_version()
+            known = f"1 to {latest}" if latest else "none recorded yet"
+            raise RegistryVersionNotFound(f"no registry version {number} (versions: {known})")
+        return _version(recorded)
 
     def latest(self) -> RegistryVersion | None:
-        history = self.history()
-        return history[-1] if history else None
+        """The latest version, read alone."""
+        recorded = self.tables.change()
+        return _version(recorded) if recorded is not None else None
 
     def latest_number(self) -> int:
         return self.tables.latest_version()
@@ -184,6 +168,25 @@ class RegistryVersions:
             return build_registry({**history.document, "principals": []})
         except ConfigError:
             return None
+
+
+def _is_change(recorded: RecordedEvent) -> bool:
+    return type(recorded.event).__qualname__ == "RegistryHistory.RegistryChanged"
+
+
+def _version(recorded: RecordedEvent) -> RegistryVersion:
+    event: Any = recorded.event
+    return RegistryVersion(
+        version=event.version,
+        digest=event.digest,
+        document=event.document,
+        diff=event.diff,
+        by=event.by,
+        source=event.source,
+        forced=event.forced,
+        at=event.timestamp,
+        position=recorded.position,
+    )
 
 
 def version_json(version: RegistryVersion, whole: bool = False) -> dict[str, Any]:

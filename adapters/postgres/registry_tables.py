@@ -11,9 +11,10 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+from eventsourcing.persistence import StoredEvent
 from psycopg import sql
 
-from adapters.postgres.event_store import EventStore
+from adapters.postgres.event_store import EventStore, RecordedEvent
 from adapters.postgres.running import WORKERS
 from domain.registry_change import ARGS_CHECKED
 from domain.registry_history import registry_history_id
@@ -39,6 +40,13 @@ LIMIT %s
 
 _LATEST = "SELECT max(originator_version) AS version FROM {events} WHERE originator_id = %s"
 
+# One stored event of the history: a version's (aggregate version = version + 1), or the last.
+_CHANGE = """
+SELECT notification_id, originator_id, originator_version, topic, state FROM {events}
+WHERE originator_id = %(id)s AND (%(version)s::int IS NULL OR originator_version = %(version)s)
+ORDER BY originator_version DESC LIMIT 1
+"""
+
 
 class RegistryTables:
     def __init__(self, store: EventStore) -> None:
@@ -47,6 +55,7 @@ class RegistryTables:
         self._sql_live = sql.SQL(_LIVE).format(**names)
         self._sql_args = sql.SQL(_ARGS).format(**names)
         self._sql_latest = sql.SQL(_LATEST).format(events=store.table)
+        self._sql_change = sql.SQL(_CHANGE).format(events=store.table)
         self._sql_node = sql.SQL("UPDATE {} SET registry_version = %s WHERE worker = %s").format(
             sql.Identifier(store.schema, WORKERS)
         )
@@ -76,6 +85,24 @@ class RegistryTables:
             row = cursor.execute(self._sql_latest, (registry_history_id(),)).fetchone()
         aggregate_version = row["version"] if row and row["version"] is not None else 1
         return int(aggregate_version) - 1
+
+    def change(self, version: int | None = None) -> RecordedEvent | None:
+        """The ``RegistryChanged`` of ``version`` (None: the latest) with its position, read
+        alone (not the whole history); None when there is no such version."""
+        aggregate_version = None if version is None else version + 1
+        with self.store.transaction() as cursor:
+            row = cursor.execute(
+                self._sql_change, {"id": registry_history_id(), "version": aggregate_version}
+            ).fetchone()
+        if row is None or row["originator_version"] < 2:
+            return None
+        stored = StoredEvent(
+            originator_id=row["originator_id"],
+            originator_version=row["originator_version"],
+            topic=row["topic"],
+            state=bytes(row["state"]),
+        )
+        return RecordedEvent(row["notification_id"], self.store.to_event(stored))
 
     def node_runs(self, worker: str, version: int | None) -> None:
         """Say which registry version a worker node runs now."""

@@ -138,6 +138,8 @@ def test_two_nodes_take_a_new_version_without_a_restart(
     registry_versions(first).apply(load_config(tmp_path / "v3.toml"), "ops")
     with LiveServer(second) as live, live.client() as client:
         listed = client.get("/v1/workers").json()
+        shown_task = client.get(f"/v1/tasks/{task.id}").json()
+    assert shown_task["registry_version"] == {"enqueued": 2, "run": 2}
     assert listed["registry_version"] == 3
     shown = {w["worker"]: (w["registry_version"], w["registry_current"]) for w in listed["workers"]}
     assert shown == {ids[0]: (2, False), ids[1]: (2, False)}
