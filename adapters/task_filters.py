@@ -53,13 +53,17 @@ def task_filter(
     since: str | None = None,
     until: str | None = None,
     text: str | None = None,
+    prefix: str = "",
 ) -> TaskFilter:
-    """A checked filter from the words a user gave (times as text)."""
+    """A checked filter from the words a user gave (times as text; ``prefix`` is how the
+    user names the options in messages: ``--`` on the command line)."""
     check_state(state)
     check_queue(registry, queue)
-    start, end = parse_time(since, "since"), parse_time(until, "until")
+    start, end = parse_time(since, f"{prefix}since"), parse_time(until, f"{prefix}until")
     if start is not None and end is not None and start >= end:
-        raise InvalidQuery("since must be before until (tasks enqueued in [since, until))")
+        raise InvalidQuery(
+            f"{prefix}since must be before {prefix}until (tasks enqueued in [since, until))"
+        )
     return TaskFilter(state, type_name, queue, lane, tag, start, end, text or None)
 
 

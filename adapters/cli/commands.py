@@ -12,16 +12,16 @@ from typing import TYPE_CHECKING
 
 from adapters.cli import render
 from adapters.cli.arguments import load_graph_file, parse_args_option, parse_run_at
+from adapters.cli.filter_options import task_filter_of
 from adapters.cli.task_ids import resolve_task_id
 from adapters.coalesced_enqueue import coalesced_by
 from adapters.ledger import utc_now
-from adapters.postgres.task_queries import TaskFilter, get_task_row, list_tasks
+from adapters.postgres.task_queries import get_task_row, list_tasks
 from adapters.runtime import Runtime
 from domain.coalescing import debounce_from_text
 from domain.durations import parse_duration
 from domain.errors import ConfigError, InvalidQuery, InvalidSubmission
 from domain.submission import TaskRequest
-from domain.task import TaskState
 
 if TYPE_CHECKING:
     from adapters.node import WorkerNode
@@ -79,22 +79,12 @@ def cmd_enqueue(rt: Runtime, options: argparse.Namespace) -> None:
     render.console.print(f"{task.id}  {task.type_name}  {task.state.value}{note}")
 
 
-def _check_filters(rt: Runtime, options: argparse.Namespace) -> None:
-    """Refuse a state or queue that cannot match, naming the valid values."""
-    states = [state.value for state in TaskState]
-    if options.state is not None and options.state not in states:
-        raise InvalidQuery(f"unknown state {options.state!r} (valid: {', '.join(states)})")
-    queues = sorted(rt.settings.config.registry.queues)
-    if options.queue is not None and options.queue not in queues:
-        raise InvalidQuery(f"unknown queue {options.queue!r} (valid: {', '.join(queues)})")
-
-
 def cmd_tasks(rt: Runtime, options: argparse.Namespace) -> None:
-    _check_filters(rt, options)
+    where = task_filter_of(rt.settings.config.registry, options)  # refuses what cannot match
     rt.catch_up()
     page = list_tasks(
         rt.store,
-        TaskFilter(options.state, options.type_name, options.queue, options.lane, options.tag),
+        where,
         limit=options.limit,
         cursor=options.cursor,
     )

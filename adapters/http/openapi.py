@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from adapters.http import (
+    openapi_bulk_paths,
     openapi_console_paths,
     openapi_registry_paths,
     openapi_schedule_paths,
@@ -79,7 +80,7 @@ def _add_examples(paths: dict[str, Any], registry: Registry) -> None:
 
 def openapi_document(registry: Registry | None = None) -> dict[str, Any]:
     """The document; with ``registry``, examples of requests that work against it."""
-    paths = api_paths() | openapi_console_paths.console_paths()
+    paths = api_paths() | openapi_console_paths.console_paths() | openapi_bulk_paths.bulk_paths()
     for path, operations in openapi_schedule_paths.schedule_paths().items():
         paths[path] = paths.get(path, {}) | operations
     paths |= openapi_registry_paths.registry_paths()
@@ -99,6 +100,7 @@ def openapi_document(registry: Registry | None = None) -> dict[str, Any]:
         "components": {
             "schemas": response_schemas.COMPONENTS
             | openapi_console_paths.COMPONENTS
+            | openapi_bulk_paths.COMPONENTS
             | openapi_registry_paths.COMPONENTS
             | openapi_schedule_paths.COMPONENTS,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
