@@ -138,7 +138,7 @@ class NodeRegistry:
 
     def report(self) -> None:
         running = self.follower.running
-        self.tables.node_runs(self.node.worker_id, running)
+        self.tables.node_runs(self.node.worker_id, running, self.node.queues)
         self.reported = running
 
     async def follow(self, stop: asyncio.Event) -> None:

@@ -8,6 +8,7 @@ joined to each task's ``TaskEnqueued`` for its type, args and whether it is ad h
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
@@ -56,9 +57,9 @@ class RegistryTables:
         self._sql_args = sql.SQL(_ARGS).format(**names)
         self._sql_latest = sql.SQL(_LATEST).format(events=store.table)
         self._sql_change = sql.SQL(_CHANGE).format(events=store.table)
-        self._sql_node = sql.SQL("UPDATE {} SET registry_version = %s WHERE worker = %s").format(
-            sql.Identifier(store.schema, WORKERS)
-        )
+        self._sql_node = sql.SQL(
+            "UPDATE {} SET registry_version = %s, queues = %s WHERE worker = %s"
+        ).format(sql.Identifier(store.schema, WORKERS))
 
     def live_counts(self) -> tuple[dict[str, int], dict[str, int]]:
         """Live tasks per registry task type (ad-hoc ones left out) and per queue."""
@@ -104,7 +105,7 @@ class RegistryTables:
         )
         return RecordedEvent(row["notification_id"], self.store.to_event(stored))
 
-    def node_runs(self, worker: str, version: int | None) -> None:
-        """Say which registry version a worker node runs now."""
+    def node_runs(self, worker: str, version: int | None, queues: Sequence[str]) -> None:
+        """Say which registry version a worker node runs now, and the queues it serves."""
         with self.store.transaction() as cursor:
-            cursor.execute(self._sql_node, (version, worker))
+            cursor.execute(self._sql_node, (version, list(queues), worker))

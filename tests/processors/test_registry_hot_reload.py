@@ -143,6 +143,7 @@ def test_two_nodes_take_a_new_version_without_a_restart(
     assert listed["registry_version"] == 3
     shown = {w["worker"]: (w["registry_version"], w["registry_current"]) for w in listed["workers"]}
     assert shown == {ids[0]: (2, False), ids[1]: (2, False)}
+    assert all(set(w["queues"]) == {"default", "extra"} for w in listed["workers"])
 
 
 def test_a_node_records_a_new_file_and_one_with_an_old_file_runs_the_latest(
