@@ -200,7 +200,7 @@ class AttemptFold:
             )
         elif name == "TaskTimedOut":
             return self.timed_out(event.position, task_id, timestamp, event.timeout_kind)
-        elif name == "TaskRetryScheduled":
+        elif name in ("TaskRetryScheduled", "TaskDebounced"):  # a new start
             self.retry_scheduled(task_id, event.retry_at)
         elif name == "TaskCancelled":
             return self.cancelled(event.position, task_id, timestamp)

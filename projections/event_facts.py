@@ -51,7 +51,7 @@ class EventFacts(NamedTuple, Generic[IdT, TimeT]):
     worker: str | None = None  # TaskStarted
     error_class: str | None = None  # TaskFailed
     timeout_kind: str | None = None  # TaskTimedOut
-    retry_at: TimeT | None = None  # TaskRetryScheduled
+    retry_at: TimeT | None = None  # TaskRetryScheduled; a TaskDebounced's run_at
     result_bytes: int | None = None  # TaskSucceeded
     exit_code: int | None = None  # TaskSucceeded, TaskFailed (from details)
     http_status: int | None = None
@@ -127,4 +127,6 @@ def event_facts(event: Event, position: int) -> EventFacts[UUID, datetime] | Non
         return EventFacts(*base, attempt=e.attempt, timeout_kind=e.kind)
     if name == "TaskRetryScheduled":
         return EventFacts(*base, retry_at=e.retry_at)
+    if name == "TaskDebounced":  # its start moved on: read as the new ``retry_at``
+        return EventFacts(*base, retry_at=e.run_at)
     return EventFacts(*base)

@@ -49,10 +49,19 @@ FOLDED = (
     "TaskTimedOut",
     "TaskRetryScheduled",
     "TaskCancelled",
+    "TaskDebounced",
 )
-ENQUEUED, UNBLOCKED, STARTED, SUCCEEDED, FAILED, TIMED_OUT, RETRY_SCHEDULED, CANCELLED = (
-    TASK_TOPIC + name for name in FOLDED
-)
+(
+    ENQUEUED,
+    UNBLOCKED,
+    STARTED,
+    SUCCEEDED,
+    FAILED,
+    TIMED_OUT,
+    RETRY_SCHEDULED,
+    CANCELLED,
+    DEBOUNCED,
+) = (TASK_TOPIC + name for name in FOLDED)
 log = logging.getLogger(__name__)
 
 
@@ -101,6 +110,7 @@ SELECT string_agg(concat(
         x.error_class, E'\\t', x.details -> 'exit_code', E'\\t', x.details -> 'http_status')
     WHEN {timed_out} THEN concat(E'\\t', x.kind)
     WHEN {retry_scheduled} THEN concat(E'\\t', {retry_at})
+    WHEN {debounced} THEN concat(E'\\t', {run_at})
     END), E'\\n' ORDER BY e.notification_id)
 FROM (
     SELECT notification_id, originator_id, topic, state FROM {events}
@@ -133,6 +143,7 @@ def page_query(events: sql.Composable, every_task_event: bool) -> str:
             failed=sql.Literal(FAILED),
             timed_out=sql.Literal(TIMED_OUT),
             retry_scheduled=sql.Literal(RETRY_SCHEDULED),
+            debounced=sql.Literal(DEBOUNCED),
             **{name: sql.SQL(expression) for name, expression in _FIELDS.items()},
         )
         .as_string(None)
@@ -341,7 +352,7 @@ class PageFolder:
                 continue
             elif topic == FAILED:
                 row = fold.failed(int(f[0]), f[2], timestamp, literal[f[4]], code[f[5]], code[f[6]])
-            elif topic == RETRY_SCHEDULED:
+            elif topic in (RETRY_SCHEDULED, DEBOUNCED):  # a new start: ready from then
                 fold.retry_scheduled(f[2], f[4] or None)
                 continue
             elif topic == UNBLOCKED:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from adapters.dataset.replay import Replay
 from adapters.ledger import utc_now
 from adapters.postgres.dispatch import PostgresDispatch
 from adapters.runtime import Runtime
@@ -63,6 +64,11 @@ def test_a_burst_becomes_one_task_with_the_last_args_and_a_start_moved_on(
             f'SELECT args, run_at, state FROM "{runtime.store.schema}".task_view',
         ).fetchall()
     assert view == [{"args": {"n": 3}, "run_at": task.run_at, "state": "scheduled"}]
+    with runtime.store.transaction() as cursor:
+        node = cursor.execute(
+            f'SELECT state, run_at, due_at FROM "{runtime.store.schema}".readiness_nodes',
+        ).fetchall()
+    assert node == [{"state": "scheduled", "run_at": task.run_at, "due_at": task.run_at}]
 
 
 def test_mode_first_keeps_the_first_args_and_still_moves_the_start(runtime: Runtime) -> None:
@@ -178,3 +184,27 @@ def test_a_debounce_in_a_graph_is_refused(runtime: Runtime) -> None:
             [TaskRequest("echo", ref="a"), TaskRequest("echo", ref="b", debounce=Debounce("k", 5))]
         )
     assert runtime.store.head_position() == head
+
+
+def test_the_dataset_counts_the_wait_from_the_moved_start_live_and_in_a_replay(
+    runtime: Runtime,
+) -> None:
+    """The learning dataset's ``ready_at`` is the last debounce's start (not the first
+    window's end), in the live table and in both replay decodings (server and library)."""
+    first, _ = runtime.ledger.enqueue_once(debounced({"n": 1}, window=0.2))
+    runtime.ledger.enqueue_once(debounced({"n": 2}, window=0.2))
+    task = runtime.store.load(first.id)
+    assert task.run_at is not None and first.run_at is not None and task.run_at > first.run_at
+    started = task.run_at + timedelta(seconds=1)
+    attempt = task.start("w1", started + timedelta(seconds=30), now=started)
+    task.succeed(attempt, {"ok": True})
+    runtime.store.save(task)
+    runtime.catch_up()
+    with runtime.store.transaction() as cursor:
+        live = cursor.execute(
+            f'SELECT ready_at FROM "{runtime.store.schema}".attempt_dataset'
+        ).fetchall()
+    assert live == [{"ready_at": task.run_at}]
+    for fast in (True, False):
+        rows = [row for page in Replay(runtime.store, fast=fast).pages() for row in page]
+        assert [row.ready_at for row in rows] == [task.run_at], fast

@@ -159,6 +159,21 @@ def test_a_template_renders_the_key_from_the_args(runtime: Runtime) -> None:
     assert [key for _, key, _ in key_rows(runtime)] == ["report:acme", "report:globex"]
 
 
+def test_an_idempotent_enqueue_of_a_held_singleton_key_answers_with_the_holder(
+    runtime: Runtime,
+) -> None:
+    """How a cron tick of a singleton type meets a run still going: its own idempotency key
+    is free, the singleton key is not; the tick is answered with the running task, and its
+    key is not taken (nothing stored)."""
+    running = runtime.ledger.enqueue(TaskRequest("echo", singleton="report"))
+    start(runtime.store, running.id)
+    head = runtime.store.head_position()
+    tick = TaskRequest("echo", idempotency_key="schedule:report:t2", singleton="report")
+    holder, created = runtime.ledger.enqueue_once(tick)
+    assert not created and holder.id == running.id
+    assert runtime.store.head_position() == head
+
+
 def test_keys_are_scoped_to_the_task_type(runtime: Runtime) -> None:
     echo, _ = runtime.ledger.enqueue_once(TaskRequest("echo", singleton="shared"))
     other, created = runtime.ledger.enqueue_once(TaskRequest("sleep", singleton="shared"))
