@@ -33,7 +33,11 @@ from adapters.dataset.log_reader import PageFolder, read_log
 from adapters.dataset.text_form import iso_seconds_between, iso_time, typed_row
 from adapters.postgres.event_store import EventStore
 from adapters.postgres.read_replica import whole_log_reads
-from adapters.retention.replay_pages import archive_head_position, archived_pages
+from adapters.retention.replay_pages import (
+    archive_head_position,
+    archived_pages,
+    require_archive,
+)
 from adapters.retention.segments import ArchiveDir
 from domain.errors import InvalidQuery
 from projections.attempt_fold import AttemptFold, AttemptRow
@@ -115,6 +119,7 @@ class Replay:
         # The archived history (``adapters/retention/``) is read first, then the live log.
         self.archive = archive
         self.archived_to = archive_head_position(store)
+        require_archive(archive, self.archived_to)  # refused before the first byte
         head = max(store.head_position(), self.archived_to)
         self.end = head if until is None or until.position is None else min(until.position, head)
         # The replica once it holds the log up to ``head``, else the primary.
@@ -124,9 +129,7 @@ class Replay:
         self.events = 0  # task events folded
         self.rows = 0  # rows written (after the filter)
 
-    def pages(
-        self, progress: Progress | None = None
-    ) -> Iterator[list[AttemptRow[UUID, datetime]]]:
+    def pages(self, progress: Progress | None = None) -> Iterator[list[AttemptRow[UUID, datetime]]]:
         """The rows each page of the log finishes, in log order (ids as UUIDs, times as
         datetimes)."""
         for rows in self.text_pages(progress):

@@ -28,6 +28,15 @@ def archive_head_position(store: EventStore) -> int:
     return 0 if head is None else head.position
 
 
+def require_archive(archive: ArchiveDir | None, through: int) -> None:
+    """Refuse to replay an archived log without its archive."""
+    if through > 0 and archive is None:
+        raise ArchiveError(
+            f"the log up to position {through} is archived and no [retention] archive_dir "
+            "is configured to read it from"
+        )
+
+
 def archived_pages(
     store: EventStore,
     archive: ArchiveDir | None,
@@ -39,11 +48,8 @@ def archived_pages(
     the fold reads, or every task event. ``through`` is the archive head."""
     if through <= 0:
         return
-    if archive is None:
-        raise ArchiveError(
-            f"the log up to position {through} is archived and no [retention] archive_dir "
-            "is configured to read it from"
-        )
+    require_archive(archive, through)
+    assert archive is not None
     stop = min(through, until)
     for manifest in archive.manifests():
         if manifest.first_position > stop:

@@ -30,6 +30,7 @@ from adapters.retention.segments import ArchiveDir, ArchiveError, configured_arc
 from adapters.runtime import Runtime, open_runtime
 from domain.errors import TaskNotFound, UnknownDependency
 from domain.submission import TaskRequest
+from tests.adapters.http.live_server import LiveServer
 from tests.adapters.test_db_grant import create_role, drop_role
 from tests.conftest import write_config
 from tests.helpers import fail, now, start, succeed
@@ -529,3 +530,35 @@ def test_a_crash_in_the_middle_of_the_deletions_is_completed_by_the_next_run(
             rt.ledger.history(task_id)
     assert verify(rt).ok
     assert replay_bytes(rt, archive=archive_of(rt)) == replayed
+
+
+def test_the_dataset_over_http_and_the_cli_span_the_archive(
+    rt: Runtime, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_history(rt)
+    before = replay_bytes(rt)
+    archiver(rt, days=40).run()
+    with LiveServer(rt) as live, live.client() as client:
+        response = client.get("/v1/dataset")
+        assert response.status_code == 200
+        assert response.content == before
+    out = tmp_path / "dataset.jsonl"
+    assert main(["replay", "--out", str(out)]) == 0
+    assert out.read_bytes() == before
+
+
+def test_the_dataset_of_an_archived_log_without_its_archive_is_refused(
+    rt: Runtime, ledger_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_history(rt)
+    archiver(rt, days=40).run()
+    monkeypatch.delenv("LEDGER_CONFIG")  # the built-in registry: no [retention]
+    bare = open_runtime(pool_size=2)
+    try:
+        with LiveServer(bare) as live, live.client() as client:
+            response = client.get("/v1/dataset")
+        assert response.status_code == 400
+        error = response.json()["error"]
+        assert error["code"] == "archive_error" and "archive_dir" in error["message"]
+    finally:
+        bare.close()
