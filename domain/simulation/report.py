@@ -1,0 +1,302 @@
+"""The simulation's report, beside what actually happened: waits (enqueue, or not-before
+time, to first start) per queue and per type at p50/p95/p99 and the worst tasks; timeouts,
+retries and refusals with why; throughput and queue depth over time; the busiest lanes; how
+many of the window's attempts each learned ``start_to_close`` suggestion would have cut
+short; and how closely the simulation reproduced the recorded start order and waits.
+
+``ReportBuilder.add(outcome)`` takes each task's outcome as the simulation ends it;
+``build`` gives a ``Report``, whose ``as_json`` is canonical (sorted keys, rounded numbers)
+so the same inputs give byte-identical reports, and whose ``text`` is for a terminal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+import math
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from domain.learning import suggest_start_to_close
+from domain.simulation.engine import TaskOutcome
+
+WORST = 10
+CHART_WIDTH = 60
+BARS = " ▁▂▃▄▅▆▇█"
+
+
+def percentile(values: Sequence[float], p: float) -> float | None:
+    """Nearest-rank percentile of sorted ``values`` (None when empty)."""
+    if not values:
+        return None
+    rank = max(1, math.ceil(p / 100 * len(values)))
+    return values[rank - 1]
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
+
+
+def _spread(waits: list[float]) -> dict[str, Any]:
+    ordered = sorted(waits)
+    return {
+        "tasks": len(ordered),
+        "p50_ms": _ms(percentile(ordered, 50)),
+        "p95_ms": _ms(percentile(ordered, 95)),
+        "p99_ms": _ms(percentile(ordered, 99)),
+    }
+
+
+@dataclass
+class _Waits:
+    simulated: list[float] = field(default_factory=list)
+    recorded: list[float] = field(default_factory=list)
+
+
+@dataclass
+class ReportBuilder:
+    """Collects the outcomes; memory: a few numbers per task (waits, start times)."""
+
+    minute: float = 60.0
+    by_queue: dict[str, _Waits] = field(default_factory=lambda: defaultdict(_Waits))
+    by_type: dict[str, _Waits] = field(default_factory=lambda: defaultdict(_Waits))
+    finals: Counter[str] = field(default_factory=Counter)
+    recorded_finals: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[str] = field(default_factory=Counter)
+    retries: int = 0
+    recorded_retries: int = 0
+    rate_limited: int = 0
+    rate_limited_seconds: float = 0.0
+    ended_per_minute: Counter[int] = field(default_factory=Counter)
+    lanes: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    worst: list[tuple[float, str, str, str]] = field(default_factory=list)
+    starts: list[tuple[float, float, float, float]] = field(default_factory=list)
+    successes: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    attempt_times: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    first_time: float | None = None
+    last_time: float | None = None
+
+    def add(self, outcome: TaskOutcome) -> None:
+        sub = outcome.submission
+        self.finals[outcome.final] += 1
+        self.recorded_finals[sub.final or "open"] += 1
+        if outcome.reason and outcome.final != "succeeded":
+            self.reasons[f"{outcome.final}: {_reason_kind(outcome.reason)}"] += 1
+        self.retries += outcome.retries
+        self.recorded_retries += max(0, len(sub.attempts) - 1)
+        if outcome.rate_limited > 0:
+            self.rate_limited += 1
+            self.rate_limited_seconds += outcome.rate_limited
+        self.first_time = sub.enqueued if self.first_time is None else self.first_time
+        for attempt in sub.attempts:
+            if attempt.run_time is not None:
+                self.attempt_times[sub.type_name].append(attempt.run_time)
+                if attempt.outcome == "succeeded":
+                    self.successes[sub.type_name].append(attempt.run_time)
+        if outcome.ended is not None and outcome.final != "open":
+            self.ended_per_minute[int((outcome.ended - self.first_time) // self.minute)] += 1
+            self.last_time = max(self.last_time or outcome.ended, outcome.ended)
+        recorded_wait = sub.recorded_wait
+        if recorded_wait is not None:
+            self.by_queue[sub.queue].recorded.append(recorded_wait)
+            self.by_type[sub.type_name].recorded.append(recorded_wait)
+        if outcome.first_start is None or outcome.due is None:
+            return
+        wait = max(0.0, outcome.first_start - outcome.due)
+        self.by_queue[outcome.queue].simulated.append(wait)
+        self.by_type[sub.type_name].simulated.append(wait)
+        if outcome.lane is not None:
+            self.lanes[outcome.lane].append(wait)
+        entry = (wait, str(sub.task_id), sub.type_name, outcome.queue)
+        if len(self.worst) < WORST:
+            heapq.heappush(self.worst, entry)
+        else:
+            heapq.heappushpop(self.worst, entry)
+        if sub.first_start is not None and recorded_wait is not None:
+            self.starts.append((sub.first_start, outcome.first_start, recorded_wait, wait))
+
+    def build(self, depth: Sequence[tuple[float, int]], inputs: Mapping[str, Any]) -> Report:
+        return Report(
+            {
+                "inputs": dict(inputs),
+                "tasks": sum(self.finals.values()),
+                "outcomes": {
+                    "simulated": dict(sorted(self.finals.items())),
+                    "recorded": dict(sorted(self.recorded_finals.items())),
+                    "why": dict(sorted(self.reasons.items())),
+                    "retries": {"simulated": self.retries, "recorded": self.recorded_retries},
+                    "rate_limited": {
+                        "tasks": self.rate_limited,
+                        "seconds": round(self.rate_limited_seconds, 3),
+                    },
+                },
+                "waits_by_queue": self._waits(self.by_queue),
+                "waits_by_type": self._waits(self.by_type),
+                "worst": [
+                    {"task_id": t, "type": ty, "queue": q, "wait_ms": _ms(w)}
+                    for w, t, ty, q in sorted(self.worst, reverse=True)
+                ],
+                "throughput_per_minute": [
+                    self.ended_per_minute.get(m, 0) for m in range(self._minutes())
+                ],
+                "queue_depth": _downsample([d for _, d in depth], CHART_WIDTH),
+                "busiest_lanes": self._lanes(),
+                "learned_timeouts": self._learned(),
+                "fidelity": self._fidelity(),
+            }
+        )
+
+    def _minutes(self) -> int:
+        return 1 + max(self.ended_per_minute, default=0)
+
+    @staticmethod
+    def _waits(groups: Mapping[str, _Waits]) -> dict[str, Any]:
+        return {
+            name: {"simulated": _spread(w.simulated), "recorded": _spread(w.recorded)}
+            for name, w in sorted(groups.items())
+        }
+
+    def _lanes(self) -> list[dict[str, Any]]:
+        ranked = sorted(self.lanes.items(), key=lambda kv: (-sum(kv[1]), kv[0]))[:WORST]
+        return [
+            {"lane": lane, "tasks": len(waits), "total_wait_ms": _ms(sum(waits))}
+            for lane, waits in ranked
+        ]
+
+    def _learned(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for type_name in sorted(self.attempt_times):
+            ok = sorted(self.successes.get(type_name, []))
+            suggestion = suggest_start_to_close(len(ok), percentile(ok, 99))
+            times = self.attempt_times[type_name]
+            out[type_name] = {
+                "suggested_start_to_close": suggestion,
+                "attempts": len(times),
+                "would_cut": None
+                if suggestion is None
+                else sum(1 for t in times if t > suggestion),
+            }
+        return out
+
+    def _fidelity(self) -> dict[str, Any]:
+        """How closely the simulated first starts follow the recorded ones."""
+        if len(self.starts) < 2:
+            return {"tasks": len(self.starts)}
+        recorded_rank = _ranks([s[0] for s in self.starts])
+        simulated_rank = _ranks([s[1] for s in self.starts])
+        n = len(self.starts)
+        d2 = sum((a - b) ** 2 for a, b in zip(recorded_rank, simulated_rank, strict=True))
+        spearman = 1 - 6 * d2 / (n * (n * n - 1))
+        errors = sorted(abs(s[3] - s[2]) for s in self.starts)
+        return {
+            "tasks": n,
+            "start_order_spearman": round(spearman, 4),
+            "wait_error_mean_ms": _ms(sum(errors) / n),
+            "wait_error_p95_ms": _ms(percentile(errors, 95)),
+        }
+
+
+def _ranks(values: Sequence[float]) -> list[float]:
+    order = sorted(range(len(values)), key=lambda i: (values[i], i))
+    ranks = [0.0] * len(values)
+    for rank, index in enumerate(order):
+        ranks[index] = float(rank)
+    return ranks
+
+
+def _reason_kind(reason: str) -> str:
+    """A reason without its numbers, to count alike ones together."""
+    words = reason.split()
+    return " ".join(w for w in words if not any(c.isdigit() for c in w))
+
+
+def _downsample(values: Sequence[int], width: int) -> list[int]:
+    """At most ``width`` values: the largest of each stretch."""
+    if len(values) <= width:
+        return list(values)
+    step = len(values) / width
+    return [
+        max(values[int(i * step) : max(int((i + 1) * step), int(i * step) + 1)])
+        for i in range(width)
+    ]
+
+
+def sparkline(values: Sequence[int]) -> str:
+    top = max(values, default=0)
+    if top == 0:
+        return BARS[0] * len(values)
+    return "".join(BARS[min(len(BARS) - 1, math.ceil(v / top * (len(BARS) - 1)))] for v in values)
+
+
+@dataclass(frozen=True)
+class Report:
+    data: dict[str, Any]
+
+    def as_json(self) -> str:
+        """Canonical JSON: sorted keys, no spaces; the same inputs give the same bytes."""
+        return json.dumps(self.data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of ``as_json``: what a registry change records as its evidence."""
+        return hashlib.sha256(self.as_json().encode()).hexdigest()
+
+    def text(self) -> str:
+        """The report for a terminal."""
+        d = self.data
+        out = [f"tasks: {d['tasks']}   report sha256: {self.digest[:16]}"]
+        o = d["outcomes"]
+        out.append(f"outcomes   simulated {_counts(o['simulated'])}")
+        out.append(f"           recorded  {_counts(o['recorded'])}")
+        out.append(
+            f"retries    simulated {o['retries']['simulated']}  recorded "
+            f"{o['retries']['recorded']};  rate-limited tasks {o['rate_limited']['tasks']} "
+            f"({o['rate_limited']['seconds']} s in all)"
+        )
+        for why, count in o["why"].items():
+            out.append(f"  {count:>7}  {why}")
+        for title, key in (("queue", "waits_by_queue"), ("type", "waits_by_type")):
+            out.append(f"waits by {title} (ms)          simulated p50 / p95 / p99   recorded")
+            for name, both in d[key].items():
+                out.append(f"  {name:<26} {_p(both['simulated'])}   {_p(both['recorded'])}")
+        if d["worst"]:
+            out.append("longest simulated waits")
+            for w in d["worst"]:
+                out.append(f"  {w['wait_ms']:>12} ms  {w['task_id']}  {w['type']} ({w['queue']})")
+        out.append(
+            f"queue depth   {sparkline(d['queue_depth'])}  max {max(d['queue_depth'], default=0)}"
+        )
+        out.append(
+            f"ended/minute  {sparkline(_downsample(d['throughput_per_minute'], CHART_WIDTH))}"
+        )
+        for lane in d["busiest_lanes"]:
+            out.append(
+                f"  lane {lane['lane']}: {lane['tasks']} tasks, {lane['total_wait_ms']} ms waited"
+            )
+        for type_name, learned in d["learned_timeouts"].items():
+            suggested = learned["suggested_start_to_close"]
+            if suggested is not None:
+                out.append(
+                    f"  {type_name}: suggested start_to_close {suggested:g}s "
+                    f"would cut {learned['would_cut']} of {learned['attempts']} attempts"
+                )
+        f = d["fidelity"]
+        if "start_order_spearman" in f:
+            out.append(
+                f"fidelity: start order spearman {f['start_order_spearman']}, wait error "
+                f"mean {f['wait_error_mean_ms']} ms, p95 {f['wait_error_p95_ms']} ms "
+                f"({f['tasks']} tasks)"
+            )
+        return "\n".join(out)
+
+
+def _counts(counts: Mapping[str, int]) -> str:
+    return "  ".join(f"{k} {v}" for k, v in counts.items()) or "-"
+
+
+def _p(spread: Mapping[str, Any]) -> str:
+    values = [spread[k] for k in ("p50_ms", "p95_ms", "p99_ms")]
+    return " / ".join("-" if v is None else f"{v:g}" for v in values).ljust(26)
