@@ -71,20 +71,36 @@ class RegistryFollower:
         history = self.versions.history()
         if history and history[-1].digest == digest:
             return self._running(history[-1], self.file.registry)
-        if any(version.digest == digest for version in history):
-            latest = history[-1]
-            log.warning(
-                "this node's registry file is version %s's, not the latest (%d): running %d; "
-                "`ledger registry apply FILE` records it again",
-                next(v.version for v in history if v.digest == digest),
-                latest.version,
-                latest.version,
-            )
-            return self._running(latest, self.versions.registry_of(latest))
-        outcome = self.versions.apply(self.file, by, checked=bool(history))
+        own = [version for version in history if version.digest == digest]
+        if own:
+            return self._stale_file(own[-1], history[-1])
+        outcome = self.versions.apply(self.file, by, first_unchecked=True)
         log.info("registry version %d recorded from %s", outcome.version, self.file.source)
         recorded = self.versions.version(outcome.version)
         return self._running(recorded, self.file.registry)
+
+    def _stale_file(self, own: RegistryVersion, latest: RegistryVersion) -> Registry:
+        """The node's file is an older version: run the latest (or, if this node cannot
+        build it, its own)."""
+        try:
+            registry = self.versions.registry_of(latest)
+        except ConfigError as error:
+            self.refused = latest.version
+            log.error(
+                "registry version %d cannot run on this node (%s); running version %d, its file's",
+                latest.version,
+                error,
+                own.version,
+            )
+            return self._running(own, self.file.registry)
+        log.warning(
+            "this node's registry file is version %d, not the latest (%d): running %d; "
+            "`ledger registry apply FILE` records it again",
+            own.version,
+            latest.version,
+            latest.version,
+        )
+        return self._running(latest, registry)
 
     def _running(self, version: RegistryVersion, registry: Registry) -> Registry:
         numbered = dataclasses.replace(registry, version=version.version)

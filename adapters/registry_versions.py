@@ -118,20 +118,22 @@ class RegistryVersions:
         *,
         force: bool = False,
         dry_run: bool = False,
-        checked: bool = True,
+        first_unchecked: bool = False,
     ) -> ApplyOutcome:
         """Record ``config``'s registry as the next version, unless it is the current one.
 
         A change that would break live work raises ``RegistryChangeRefused`` unless
         ``force`` (then it is recorded with ``forced``); ``dry_run`` records nothing and
-        says what would happen; ``checked=False`` skips the refusals (a first version)."""
+        says what would happen; ``first_unchecked`` skips the refusals when nothing is
+        recorded yet (a deployment's first start)."""
         digest = document_digest(config.document)
         for _ in range(5):
             history = self._load()
             if history.digest == digest:
                 return ApplyOutcome(history.current, recorded=False, dry_run=dry_run)
             diff = diff_documents(history.document, dict(config.document))
-            reasons = self._refusals(history, config.registry) if checked else []
+            unchecked = first_unchecked and history.current == 0
+            reasons = [] if unchecked else self._refusals(history, config.registry)
             if dry_run:
                 return ApplyOutcome(
                     history.current, False, diff, reasons, forced=force, dry_run=True

@@ -202,3 +202,40 @@ def test_a_node_whose_file_would_break_queued_work_does_not_start(
         assert registry_versions(runtime).latest_number() == 1
     finally:
         runtime.close()
+
+
+def test_a_version_a_node_cannot_run_leaves_it_on_its_own_and_says_so(
+    ledger_env: None, tmp_path: Path
+) -> None:
+    path = write(tmp_path, "v1.toml", V1)
+    runtime = open_runtime(path, pool_size=3)
+    try:
+        registry_versions(runtime).apply(load_config(path), "ops")
+        # Version 2 as a node with other code would record it: a table this code refuses.
+        history: Any = None
+        for recorded in runtime.store.history(registry_history_id()):
+            history = recorded.event.mutate(history)
+        unknown = {"queues": {"default": {"weight": 3}}}
+        history.change(unknown, "sha256:" + "0" * 64, "newer-node", "other.toml")
+        runtime.store.save(history)
+        first = WorkerNode(runtime, registry_interval=0.1)
+
+        async def keeps_one() -> None:
+            await until(lambda: first.registry_follower.follower.refused == 2, "the refusal")
+            await until(lambda: node_versions(runtime).get(first.worker_id) == 1, "version 1")
+
+        run_nodes([first], keeps_one)
+        assert runtime.ledger.registry.version == 1
+    finally:
+        runtime.close()
+    restarted = open_runtime(path, pool_size=3)  # its file is version 1, the latest is 2
+    try:
+        second = WorkerNode(restarted, registry_interval=0.1)
+
+        async def runs_its_own() -> None:
+            await until(lambda: node_versions(restarted).get(second.worker_id) == 1, "version 1")
+
+        run_nodes([second], runs_its_own)
+        assert restarted.ledger.registry.version == 1
+    finally:
+        restarted.close()
