@@ -110,14 +110,20 @@ def read_head(conn: psycopg.Connection[Any], schema: str) -> ArchiveHead | None:
 
 def archivable_through(conn: psycopg.Connection[Any], schema: str) -> int:
     """How far the log may be archived: no further than every projection has read (so the
-    chain is there to check against, and no read model still has to see an event)."""
+    chain is there to check against, and no read model still has to see an event), nor
+    than the NATS egress has published, when there is one (0 while a projection has not
+    run at all)."""
     row = conn.execute(
-        sql.SQL("SELECT coalesce(min(position), 0) FROM {} WHERE name = ANY(%s)").format(
-            sql.Identifier(schema, POSITIONS_TABLE)
-        ),
-        (["task_view", "readiness", "audit_chain", "dataset"],),
+        sql.SQL(
+            "SELECT CASE WHEN count(*) FILTER (WHERE name = ANY(%s)) = %s "
+            "THEN coalesce(min(position), 0) ELSE 0 END FROM {} WHERE name = ANY(%s)"
+        ).format(sql.Identifier(schema, POSITIONS_TABLE)),
+        (list(_FOLLOWERS), len(_FOLLOWERS), [*_FOLLOWERS, "nats_egress"]),
     ).fetchone()
     return int(_first(row)) if row else 0
+
+
+_FOLLOWERS = ("task_view", "readiness", "audit_chain", "dataset")  # every projection
 
 
 def chain_hash_at(conn: psycopg.Connection[Any], schema: str, position: int) -> bytes | None:

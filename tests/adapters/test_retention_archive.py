@@ -562,3 +562,21 @@ def test_the_dataset_of_an_archived_log_without_its_archive_is_refused(
         assert error["code"] == "archive_error" and "archive_dir" in error["message"]
     finally:
         bare.close()
+
+
+def test_nothing_is_archived_past_what_every_projection_has_read(rt: Runtime) -> None:
+    make_history(rt)
+    late = rt.ledger.enqueue(TaskRequest("echo", {"late": True})).id
+    succeed(rt.store, late)  # not projected yet
+    report = archiver(rt, days=40).run()
+    assert report.tasks_removed == 6
+    assert rt.ledger.task(late).state == "succeeded"  # its events are past the bound
+    with psycopg.connect(rt.database_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DELETE FROM {} WHERE name = 'dataset'").format(
+                sql.Identifier(rt.settings.schema, "projection_positions")
+            )
+        )
+    rt.runners["task_view"].catch_up()
+    again = archiver(rt, days=40).run()  # the dataset has read nothing: no further
+    assert again.through == report.through and again.tasks_removed == 0
