@@ -15,7 +15,8 @@ holder, a debounce folded into the pending task of its key.
 
 ``None`` means the try met a concurrent write: the ledger tries again (up to five times).
 Graphs and ``enqueue_in`` take singleton keys in ``statements_for_graph`` (a held key is
-refused there, as a held idempotency key is) and refuse debounce.
+refused there, as a held idempotency key is) and refuse debounce; a manual retry of an ended
+task takes its singleton key again (``retaken``), or is refused while another task holds it.
 """
 
 from __future__ import annotations
@@ -125,6 +126,19 @@ class CoalescedEnqueue:
                 f"singleton key {key!r} of {type_name!r} is held by task {holder}"
             )
         return [self.keys.singleton_taken(t.type_name, t.singleton_key or "", t.id) for t in keyed]
+
+    def retaken(self, task: Task) -> list[Statement]:
+        """The statement that takes a manually retried task's singleton key again, with the
+        retry; ``SingletonKeyTaken`` while another task holds it (the retry would make a
+        second live task of the key)."""
+        key = task.singleton_key
+        if key is None:
+            return []
+        for holder in self._holders(self._sql_singleton_holders, [(task.type_name, key)]).values():
+            raise SingletonKeyTaken(
+                f"cannot retry task {task.id}: its singleton key {key!r} is held by task {holder}"
+            )
+        return [self.keys.singleton_taken(task.type_name, key, task.id)]
 
     def _holders(
         self, query: sql.Composed, wanted: Sequence[tuple[str, str]]

@@ -241,7 +241,7 @@ class Ledger:
 
         def retry(task: Task) -> list[Statement]:
             task.retry_manually(self.clock(), by=by)
-            return []
+            return self.coalescing.retaken(task)  # its singleton key, if it had one
 
         return self._change(task_id, retry)
 

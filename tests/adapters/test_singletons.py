@@ -268,3 +268,21 @@ def test_a_task_type_singleton_applies_to_every_enqueue_of_the_type(sync_runtime
     assert created_own and own.singleton_key == "own"  # the request's key over the type's
     with pytest.raises(InvalidSubmission, match="needs the argument 'account'"):
         ledger.enqueue_once(TaskRequest("sync", {}))
+
+
+def test_a_manual_retry_takes_the_key_again_or_is_refused_while_another_holds_it(
+    runtime: Runtime,
+) -> None:
+    first = runtime.ledger.enqueue(TaskRequest("echo", singleton="once"))
+    runtime.ledger.cancel(first.id)
+    runtime.ledger.retry(first.id)  # the key was free: the retried task holds it again
+    assert key_rows(runtime) == [("echo", "once", first.id)]
+    holder, created = runtime.ledger.enqueue_once(TaskRequest("echo", singleton="once"))
+    assert not created and holder.id == first.id
+    runtime.ledger.cancel(first.id)
+    second = runtime.ledger.enqueue(TaskRequest("echo", singleton="once"))
+    head = runtime.store.head_position()
+    with pytest.raises(SingletonKeyTaken, match=f"held by task {second.id}"):
+        runtime.ledger.retry(first.id)
+    assert runtime.store.head_position() == head
+    assert runtime.store.load(first.id).state.value == "cancelled"

@@ -91,3 +91,17 @@ def test_the_openapi_document_describes_the_options(server: LiveServer) -> None:
     assert submission["debounce"]["properties"]["mode"]["enum"] == ["last", "first"]
     task = document["components"]["schemas"]["Task"]["properties"]
     assert task["coalesced"]["enum"] == ["idempotency_key", "singleton", "debounce"]
+
+
+def test_a_retry_that_would_make_a_second_holder_is_409(server: LiveServer) -> None:
+    body = {"type": "echo", "singleton": "only-one"}
+    with server.client() as client:
+        first = client.post("/v1/tasks", json=body).json()["id"]
+        client.post(f"/v1/tasks/{first}/cancel", json={})
+        second = client.post("/v1/tasks", json=body)
+        retry = client.post(f"/v1/tasks/{first}/retry")
+        state = client.get(f"/v1/tasks/{first}").json()["state"]
+    assert second.status_code == 201
+    assert retry.status_code == 409
+    assert retry.json()["error"]["code"] == "singleton_key_taken"
+    assert state == "cancelled"
