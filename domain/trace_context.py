@@ -110,8 +110,9 @@ def attempt_context(
     context = from_fields(stored)
     if context is None:
         return None
-    return TraceContext(context.trace_id, attempt_span_id(task_id, attempt), context.flags,
-                        context.state)
+    return TraceContext(
+        context.trace_id, attempt_span_id(task_id, attempt), context.flags, context.state
+    )
 
 
 def task_root(task_id: UUID, attempt: int) -> TraceContext:

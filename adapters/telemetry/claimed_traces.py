@@ -53,4 +53,3 @@ class TracedClaims:
 
     def next_due(self, queues: Sequence[str]) -> datetime | None:
         return self.dispatch.next_due(queues)
-

@@ -77,9 +77,7 @@ class Telemetry(Protocol):
 _active: Telemetry | None = None  # this process's, when started
 
 
-def enqueue_trace(
-    headers: Mapping[str, str] | None, source: str, name: str = ""
-) -> EnqueueTrace:
+def enqueue_trace(headers: Mapping[str, str] | None, source: str, name: str = "") -> EnqueueTrace:
     """The trace of an enqueue from ``source`` (``http``, ``nats``; ``name``: the route or
     subject) whose carrier's headers are ``headers``."""
     traceparent = headers.get(TRACEPARENT) if headers else None

@@ -247,8 +247,7 @@ class WorkerSpans:
     def _span(
         self, name: str, parent: Context, attributes: dict[str, Any], began: int, ended: int
     ) -> None:
-        span = self.tracer.start_span(name, context=parent, attributes=attributes,
-                                      start_time=began)
+        span = self.tracer.start_span(name, context=parent, attributes=attributes, start_time=began)
         span.end(end_time=ended)
 
 

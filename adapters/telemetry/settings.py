@@ -87,7 +87,8 @@ def telemetry_settings(
         return None
     return TelemetrySettings(
         traces_url=url,
-        service_name=env.get("OTEL_SERVICE_NAME") or section.get("service_name")
+        service_name=env.get("OTEL_SERVICE_NAME")
+        or section.get("service_name")
         or DEFAULT_SERVICE_NAME,
         headers=dict(section.get("headers", {})),
         sample_ratio=float(section.get("sample_ratio", 1.0)),

@@ -111,7 +111,10 @@ def test_an_enqueue_stored_before_the_trace_field_loads_with_none() -> None:
 def test_the_context_goes_into_headers_and_the_environment_unless_they_set_it() -> None:
     trace = {"traceparent": f"00-{TRACE}-{SPAN}-01", "tracestate": "v=1"}
     assert with_headers({"accept": "x"}, trace) == {"accept": "x", **trace}
-    assert with_headers({"TraceParent": "mine"}, trace) == {"TraceParent": "mine", "tracestate": "v=1"}
+    assert with_headers({"TraceParent": "mine"}, trace) == {
+        "TraceParent": "mine",
+        "tracestate": "v=1",
+    }
     assert with_headers({"a": "b"}, None) == {"a": "b"}
     assert environment(trace) == {"TRACEPARENT": trace["traceparent"], "TRACESTATE": "v=1"}
     assert environment(None) == {}

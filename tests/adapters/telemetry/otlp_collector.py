@@ -47,7 +47,9 @@ class Collector:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def wait_for(
-        self, condition: Callable[[list[CollectedSpan]], bool], flush: Callable[[], Any],
+        self,
+        condition: Callable[[list[CollectedSpan]], bool],
+        flush: Callable[[], Any],
         timeout: float = 15.0,
     ) -> list[CollectedSpan]:
         """The spans, once ``condition`` holds of them (``flush`` pushes batched spans)."""
@@ -76,8 +78,9 @@ class Collector:
                     if self.headers.get("Content-Encoding") == "gzip":
                         body = gzip.decompress(body)
                     collector._export(body)
-                    self._answer(ExportTraceServiceResponse().SerializeToString(),
-                                 "application/x-protobuf")
+                    self._answer(
+                        ExportTraceServiceResponse().SerializeToString(), "application/x-protobuf"
+                    )
                 else:
                     self._hook()
 
@@ -104,8 +107,11 @@ class Collector:
         spans = []
         for resource_spans in request.resource_spans:
             service = next(
-                (a.value.string_value for a in resource_spans.resource.attributes
-                 if a.key == "service.name"),
+                (
+                    a.value.string_value
+                    for a in resource_spans.resource.attributes
+                    if a.key == "service.name"
+                ),
                 "",
             )
             for scope_spans in resource_spans.scope_spans:

@@ -43,8 +43,9 @@ def environment_of(result: Any) -> dict[str, str]:
     return dict(line.split("=", 1) for line in result.result["stdout"].splitlines())
 
 
-async def test_a_shell_command_gets_the_context_in_its_environment_unless_its_type_sets_it(
-) -> None:
+async def test_a_shell_command_gets_the_context_in_its_environment_unless_its_type_sets_it() -> (
+    None
+):
     shell = ShellExecutor()
     traced = environment_of(await shell.run(execution({"argv": ["env"]}, TRACE)))
     plain = environment_of(await shell.run(execution({"argv": ["env"]}, None)))

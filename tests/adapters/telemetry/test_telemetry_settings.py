@@ -73,8 +73,12 @@ def test_disabled_in_the_file_or_by_otel_sdk_disabled_is_off_whatever_else_is_se
     table = {"endpoint": "http://file:4318"}
     assert telemetry_settings(table | {"enabled": False}, {}) is None
     assert telemetry_settings(table, {"OTEL_SDK_DISABLED": "true"}) is None
-    assert telemetry_settings({}, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://e:1",
-                                   "OTEL_SDK_DISABLED": "TRUE"}) is None
+    assert (
+        telemetry_settings(
+            {}, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://e:1", "OTEL_SDK_DISABLED": "TRUE"}
+        )
+        is None
+    )
 
 
 def test_a_bad_endpoint_in_the_environment_is_a_clear_error() -> None:

@@ -191,7 +191,9 @@ def test_an_invalid_traceparent_starts_a_new_trace_and_is_never_an_error(
 def test_a_graph_stores_one_enqueue_context_in_every_task(
     traced_runtime: Runtime, collector: Collector
 ) -> None:
-    graph = {"tasks": [{"ref": "a", "type": "echo"}, {"ref": "b", "type": "echo", "depends_on": ["a"]}]}
+    graph = {
+        "tasks": [{"ref": "a", "type": "echo"}, {"ref": "b", "type": "echo", "depends_on": ["a"]}]
+    }
     with LiveServer(traced_runtime) as live, live.client() as client:
         answer = client.post("/v1/graphs", json=graph, headers={"traceparent": TRACEPARENT})
     assert answer.status_code == 201
@@ -209,7 +211,9 @@ def test_with_telemetry_off_the_callers_context_still_reaches_the_attempts_reque
         assert not start_telemetry(runtime.settings.config, environ={})
         with LiveServer(runtime, worker=True) as live, live.client() as client:
             answer = client.post(
-                "/v1/tasks?wait=20", json={"type": "call_hook"}, headers={"traceparent": TRACEPARENT}
+                "/v1/tasks?wait=20",
+                json={"type": "call_hook"},
+                headers={"traceparent": TRACEPARENT},
             )
             plain = client.post("/v1/tasks?wait=20", json={"type": "call_hook"})
         assert answer.json()["state"] == plain.json()["state"] == "succeeded"
