@@ -286,3 +286,28 @@ def test_a_manual_retry_takes_the_key_again_or_is_refused_while_another_holds_it
         runtime.ledger.retry(first.id)
     assert runtime.store.head_position() == head
     assert runtime.store.load(first.id).state.value == "cancelled"
+
+
+def test_enqueues_from_two_nodes_of_one_key_make_one_task(runtime: Runtime) -> None:
+    """Two runtimes on one schema (each its own pool and group commit, as two nodes are)."""
+    other = open_runtime(pool_size=2)
+    try:
+        barrier = threading.Barrier(6)
+        results: list[tuple[Task, bool]] = []
+
+        def enqueue(rt: Runtime, n: int) -> None:
+            barrier.wait()
+            results.append(rt.ledger.enqueue_once(TaskRequest("echo", {"n": n}, singleton="x")))
+
+        threads = [
+            threading.Thread(target=enqueue, args=(rt, n))
+            for n, rt in enumerate([runtime, other] * 3)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+    finally:
+        other.close()
+    assert len(results) == 6 and len({task.id for task, _ in results}) == 1
+    assert sorted(created for _, created in results) == [False] * 5 + [True]
