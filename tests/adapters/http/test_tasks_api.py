@@ -251,7 +251,7 @@ def test_history_lists_a_tasks_events_in_order_with_who_and_when(server: LiveSer
     assert [e["type"] for e in events] == ["TaskEnqueued", "TaskCancelled"]
     assert [e["position"] for e in events] == sorted(e["position"] for e in events)
     assert all(e["principal"] == "local" and e["time"] for e in events)
-    assert events[1]["data"] == {"by": "local", "reason": "stop"}
+    assert events[1]["data"] == {"by": "local", "reason": "stop", "bulk_id": None}
 
 
 def test_waiting_enqueue_answers_200_with_the_result_once_a_worker_ran_it(
