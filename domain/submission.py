@@ -454,9 +454,11 @@ _LANE_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def fair_key_of(template: str | None, args: Mapping[str, Any]) -> str | None:
-    """The key a fair queue gives a task its turn by; None (the keyless group) without a
-    template or when the args lack one of its fields."""
-    return None if template is None else render_key(template, args)
+    """The key a fair queue gives a task its turn by: ``""`` (the keyless group) when the
+    args lack one of its fields; None in a queue without a ``fair_key``."""
+    if template is None:
+        return None
+    return render_key(template, args) or ""
 
 
 def render_lane(template: str | None, args: Mapping[str, Any]) -> str | None:

@@ -8,10 +8,8 @@ candidates with their stored events; ``within_limits`` takes them in order while
 lane limits and rate limits (``rate_limits.py``, when given the round's ``RoundRates``) last.
 
 A queue with a ``fair_key`` offers its candidates in turns across its keys: within a
-priority, each key's oldest task first, then each key's second, and so on
-(``row_number() OVER (PARTITION BY fair_key, priority ORDER BY seq)``), so one key's
-backlog does not starve another key's few tasks. That query ranks every due task of the
-queue (a sort of them per claim); other queues read only the first rows of their index.
+priority, each key's oldest task first, then each key's second, and so on, so one key's
+backlog does not starve another key's few tasks (``fair_candidates.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +22,7 @@ import psycopg
 from psycopg import sql
 
 from adapters.postgres.event_store import EventStore
+from adapters.postgres.fair_candidates import KEYLESS_WINDOW, fair_candidates_query
 from adapters.postgres.rate_limits import RoundRates
 from adapters.postgres.running import RunningTables
 from domain.registry import Registry
@@ -85,11 +84,7 @@ class CandidateReader:
             .format(queue=store.dispatch_queue.table, events=store.table)
             .as_string(None)
         )
-        self._sql_fair_candidates = (
-            sql.SQL(_FAIR_CANDIDATES)
-            .format(queue=store.dispatch_queue.table, events=store.table)
-            .as_string(None)
-        )
+        self._sql_fair_candidates = fair_candidates_query(store.dispatch_queue.table, store.table)
         self._sql_lock_queue = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
 
     def read(self, cur: psycopg.Cursor[Any], queues: list[str], limit: int) -> QueueReading:
@@ -141,9 +136,15 @@ class CandidateReader:
         chosen = [candidate for *_, candidate in ranked[:limit]]
         return QueueReading(budgets, chosen, events, exhausted, paused)
 
-    def _candidates_sql(self, queue: str) -> str:
-        fair = self.registry.queue(queue).fair_key is not None
-        return self._sql_fair_candidates if fair else self._sql_candidates
+    def _candidates_query(self, queue: str, limit: int) -> tuple[str, Any]:
+        """A queue's candidate query and its parameters (a fair queue's takes turns)."""
+        if self.registry.queue(queue).fair_key is None:
+            return self._sql_candidates, (queue, limit)
+        return self._sql_fair_candidates, {
+            "queue": queue,
+            "limit": limit,
+            "keyless_window": KEYLESS_WINDOW,
+        }
 
     def within_limits(
         self,
@@ -181,28 +182,3 @@ class CandidateReader:
             chosen.append(candidate)
         return chosen
 
-
-# A fair queue's candidates: each due task ranked within its key and priority (its turn),
-# then taken by priority, turn and enqueue order. The rows are locked in the outer query
-# (FOR UPDATE does not go with a window function), which checks their state again.
-_FAIR_CANDIDATES = (
-    "WITH ranked AS ("
-    "SELECT r.task_id, "
-    "row_number() OVER (PARTITION BY r.fair_key, r.priority ORDER BY r.seq) AS turn "
-    "FROM {queue} AS r WHERE r.queue = %s "
-    "AND r.state IN ('ready', 'scheduled') AND (r.run_at IS NULL OR r.run_at <= now()) "
-    "AND (r.lane IS NULL OR NOT EXISTS ("
-    "  SELECT 1 FROM {queue} AS e WHERE e.lane = r.lane AND e.seq < r.seq "
-    "  AND e.state IN ('ready', 'scheduled') "
-    "  AND (e.run_at IS NULL OR e.run_at <= now())))), "
-    "c AS ("
-    "SELECT q.task_id, q.queue, q.lane, q.priority, q.seq, k.turn "
-    "FROM ranked AS k JOIN {queue} AS q ON q.task_id = k.task_id "
-    "WHERE q.state IN ('ready', 'scheduled') "
-    "ORDER BY q.priority DESC, k.turn, q.seq LIMIT %s "
-    "FOR UPDATE OF q SKIP LOCKED) "
-    "SELECT c.task_id, c.queue, c.lane, c.priority, c.seq, c.turn, "
-    "v.originator_id, v.originator_version, v.topic, v.state "
-    "FROM c JOIN {events} AS v ON v.originator_id = c.task_id "
-    "ORDER BY c.priority DESC, c.turn, c.seq, v.originator_version"
-)

@@ -16,6 +16,7 @@ from adapters.postgres.coalescing_keys import CoalescingKeys
 from adapters.postgres.dispatch_queue import TABLE as DISPATCH_QUEUE
 from adapters.postgres.dispatch_queue import DispatchQueue
 from adapters.postgres.event_store import EventStore
+from adapters.postgres.fair_candidates import create_index_statement as create_fair_index
 from adapters.postgres.grants import may_create_in
 from adapters.postgres.projection_runner import POSITIONS_TABLE
 from adapters.postgres.running import RunningTables
@@ -52,6 +53,7 @@ def create_schema(database_url: str, schema: str, projections: Iterable[Projecti
                 cursor.execute(ScheduleTables(schema).create_statement())
                 cursor.execute(CoalescingKeys(schema).create_statement())
                 _create_dispatch_queue(cursor, schema)
+                cursor.execute(create_fair_index(DispatchQueue(schema).table))
                 for statement in archive_sql.create_statements(schema):
                     cursor.execute(statement)
         finally:

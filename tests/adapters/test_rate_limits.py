@@ -335,3 +335,30 @@ def test_a_registry_swapped_between_rounds_applies_its_limits_from_the_next_roun
     dispatch.registry = dispatch.candidates.registry = registry
     dispatch.claim(["mail"], 10, "w1")
     assert starts(runtime, tasks) == 2 + 5  # the two unlimited starts were not counted
+
+
+def test_a_fair_queue_also_runs_tasks_without_a_key(runtime: Runtime) -> None:
+    """Tasks queued before the queue had a fair_key (no key at all) and tasks whose args
+    lack the key's field (the keyless group) take their turns beside the keyed ones."""
+    registry = runtime.settings.config.registry
+    unfair = dict(registry.queues)
+    unfair["fair"] = dataclasses.replace(registry.queues["fair"], fair_key=None)
+    runtime.ledger.registry = dataclasses.replace(registry, queues=unfair)
+    before = enqueue(runtime, "job", 2, tenant="a")
+    runtime.ledger.registry = registry
+    keyed = enqueue_many(runtime, "job", 30, tenant="a")
+    keyless = enqueue(runtime, "job", 2)
+    assert {runtime.store.load(t).fair_key for t in before + keyless} == {None, ""}
+    claimed = [c.task_id for c in dispatch_of(runtime).claim(["fair"], 8, "w1")]
+    assert set(before) | set(keyless) <= set(claimed)
+    assert len(claimed) == 8 and len(set(claimed) & set(keyed)) == 4
+
+
+def test_a_fair_queue_keeps_a_lane_in_its_order(runtime: Runtime) -> None:
+    lane = [
+        runtime.ledger.enqueue(TaskRequest("job", {"tenant": "a"}, lane="one")).id
+        for _ in range(3)
+    ]
+    other = enqueue(runtime, "job", 1, tenant="b")
+    claimed = [c.task_id for c in dispatch_of(runtime).claim(["fair"], 10, "w1")]
+    assert sorted(claimed) == sorted([lane[0], *other])  # a lane offers its oldest only

@@ -139,7 +139,7 @@ def plan(registry_config: dict[str, Any], request: TaskRequest) -> Any:
 def test_a_task_of_a_fair_queue_gets_its_fair_key_and_others_none() -> None:
     assert plan(config(), TaskRequest("send", {"tenant": "a"})).fair_key == "tenant:a"
     # Args without the field: the keyless group, not a refusal.
-    assert plan(config(), TaskRequest("send", {})).fair_key is None
+    assert plan(config(), TaskRequest("send", {})).fair_key == ""
     assert plan(config(), TaskRequest("echo", {"tenant": "a"})).fair_key is None
 
 
