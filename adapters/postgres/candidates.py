@@ -106,7 +106,7 @@ class CandidateReader:
             # COMMITTED), so it counts the running attempts of every earlier claim.
             budget_cur = conn.cursor().execute(self._sql_budgets, (queues,))
             queue_curs = [
-                conn.cursor().execute(self._candidates_sql(queue), (queue, limit))
+                conn.cursor().execute(*self._candidates_query(queue, limit))
                 for queue in queues
             ]
         flags = budget_cur.fetchall()
