@@ -22,6 +22,10 @@ BULK_REQUEST: Schema = {
     "type": "object",
     "additionalProperties": False,
     "required": ["action", "filter"],
+    "examples": [
+        {"action": "retry", "filter": {"state": "failed", "type": "echo"}, "dry_run": True},
+        {"action": "reprioritise", "filter": {"state": "ready"}, "priority": 5},
+    ],
     "properties": {
         "action": {
             "type": "string",

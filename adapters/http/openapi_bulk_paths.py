@@ -15,6 +15,11 @@ COMPONENTS: dict[str, Schema] = {
     "BulkAction": BULK_ACTION,
 }
 
+# Where a started action's id leads (clients and fuzzers follow it).
+PROGRESS_LINK = {
+    "GetBulk": {"operationId": "bulk.get", "parameters": {"bulk_id": "$response.body#/id"}}
+}
+
 
 def bulk_paths() -> dict[str, Any]:
     return {
@@ -28,7 +33,7 @@ def bulk_paths() -> dict[str, Any]:
                 "queue; 403: the role may not act on some of the matches (nothing changed)",
                 {
                     "200": _json("BulkDryRun", "Dry run: what would change"),
-                    "202": _json("BulkAction", "Recorded and started"),
+                    "202": {**_json("BulkAction", "Recorded and started"), "links": PROGRESS_LINK},
                 },
                 errors=(413, 422),
                 body="BulkRequest",
