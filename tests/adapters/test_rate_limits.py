@@ -15,6 +15,7 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
+from psycopg import sql
 
 from adapters.cli.main import main
 from adapters.ledger import utc_now
@@ -126,9 +127,17 @@ def enqueue(runtime: Runtime, type_name: str, count: int, **args: object) -> lis
 
 
 def enqueue_many(runtime: Runtime, type_name: str, count: int, **args: object) -> list[UUID]:
-    """``count`` tasks in one save (their enqueue order is their id order)."""
+    """``count`` tasks in one save, in their enqueue order (their ``seq``)."""
     requests = [TaskRequest(type_name, dict(args)) for _ in range(count)]
-    return sorted(task.id for task in runtime.ledger.enqueue_graph(requests))
+    ids = [task.id for task in runtime.ledger.enqueue_graph(requests)]
+    with runtime.store.transaction() as cur:
+        rows = cur.execute(
+            sql.SQL("SELECT task_id FROM {} WHERE task_id = ANY(%s) ORDER BY seq").format(
+                runtime.store.dispatch_queue.table
+            ),
+            (ids,),
+        ).fetchall()
+    return [row["task_id"] for row in rows]
 
 
 def starts(runtime: Runtime, task_ids: list[UUID]) -> int:
