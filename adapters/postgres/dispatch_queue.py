@@ -127,7 +127,10 @@ class DispatchQueue:
             freed.extend(change.freed)
         if not live and not ended:
             return []
-        live.sort(key=lambda row: row["task_id"])
+        # New tasks keep their save order (their ``seq`` is the enqueue order: FIFO within a
+        # bulk enqueue); rows updated, which another transaction may also hold, go in id
+        # order (no deadlock between two saves). Stable: saves keep their commit order.
+        live.sort(key=lambda row: (not row["new"], "" if row["new"] else row["task_id"]))
         statements = [Statement(self._sync, (",".join(ended), json.dumps(live)))]
         if woken:
             statements.append(ready_notice(woken))
@@ -180,6 +183,7 @@ def _row(task: Task) -> dict[str, Any]:
             [str(d) for d in task.depends_on] if task.state is TaskState.BLOCKED else None
         ),
         "fair_key": task.fair_key,  # a fair queue's candidates take turns by it
+        "new": task.version == len(task.pending_events),  # enqueued in this save
     }
 
 

@@ -235,3 +235,11 @@ def test_a_freed_dependent_in_a_lane_keeps_to_the_lanes_limit(runtime: Runtime) 
     # agent-1 is busy: b waits, unblocked; agent-2 is free: c starts in the same round.
     assert [t.task_id for t in dispatch.claim(["default"], 10, "w1", outcomes=done)] == [c.id]
     assert runtime.store.load(b.id).state.value == "ready"
+
+
+def test_tasks_of_one_bulk_enqueue_are_claimed_in_the_order_submitted(runtime: Runtime) -> None:
+    tasks = runtime.ledger.enqueue_graph([TaskRequest("echo", {"i": i}) for i in range(9)])
+    assert list(queue_rows(runtime)) == [task.id for task in tasks]  # seq is enqueue order
+    dispatch = dispatch_of(runtime)  # the default queue runs 10 at once: three rounds of 3
+    claimed = [c.task_id for _ in range(3) for c in dispatch.claim(["default"], 3, "w1")]
+    assert claimed == [task.id for task in tasks]
