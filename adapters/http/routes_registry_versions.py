@@ -52,7 +52,7 @@ async def apply_version(request: web.Request) -> web.Response:
     requester = requester_of(request)
     _check_admin(ctx, requester)
     body = bodies.validated(await bodies.read_json(request), APPLY_REQUEST, "the body")
-    config = parse_config(body["toml"], "request body")
+    config = await ctx.run(parse_config, body["toml"], "request body")  # imports callables
     config = dataclasses.replace(config, source="POST /v1/registry/versions")
     outcome = await ctx.run(
         registry_versions(ctx.runtime).apply,
