@@ -12,7 +12,7 @@ from adapters.http.context import ServerContext, context_of
 from adapters.http.errors import HttpError
 from adapters.http.views import json_response, task_type_json
 from adapters.postgres import task_queries
-from adapters.postgres.registry_tables import RegistryTables
+from adapters.registry_follower import registry_versions
 from domain.errors import Forbidden, UnknownQueue, UnknownTaskType
 from domain.registry import TaskType
 from domain.submission import Requester
@@ -100,7 +100,7 @@ async def list_workers(request: web.Request) -> web.Response:
     latest recorded one."""
     ctx = context_of(request)
     workers = await ctx.run(task_queries.worker_nodes, ctx.runtime.store)
-    latest = await ctx.run(RegistryTables(ctx.runtime.store).latest_version)
+    latest = await ctx.run(registry_versions(ctx.runtime).latest_number)
     for worker in workers:
         worker["registry_current"] = worker["registry_version"] == latest
     return json_response({"workers": workers, "registry_version": latest})
