@@ -23,6 +23,7 @@ from aiohttp import web
 from adapters.http.context import context_of
 from adapters.http.errors import HttpError, bad_json, unsupported_media_type
 from adapters.http.schemas import MAX_TIMEOUT_SECONDS, Schema
+from adapters.task_filters import parse_time
 from domain.coalescing import debounce_option
 from domain.durations import parse_duration
 from domain.errors import ConfigError, InvalidQuery, InvalidSubmission, TaskNotFound
@@ -230,16 +231,7 @@ def query_seconds(request: web.Request, name: str, high: float) -> float | None:
 
 def query_time(request: web.Request, name: str) -> datetime | None:
     """An ISO 8601 time with a zone, e.g. ``2026-11-25T09:00:00+00:00``."""
-    text = query_text(request, name)
-    if text is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise InvalidQuery(f"{name} is not an ISO 8601 time: {text!r}") from None
-    if moment.tzinfo is None:
-        raise InvalidQuery(f"{name} needs a time zone (e.g. 2026-01-01T09:00:00+00:00)")
-    return moment
+    return parse_time(query_text(request, name), name)
 
 
 def query_uuid(request: web.Request, name: str) -> UUID | None:

@@ -21,6 +21,7 @@ from adapters.http.workflow_views import progress_json, workflow_json
 from adapters.postgres import task_queries
 from adapters.postgres.event_store import RecordedEvent
 from adapters.runtime import Runtime
+from adapters.task_filters import check_state
 from adapters.telemetry.context import enqueue_trace
 from domain.errors import InvalidQuery, TaskNotFound, UnknownQueue
 from domain.submission import TaskRequest
@@ -136,8 +137,7 @@ async def list_tasks(request: web.Request) -> web.Response:
     """Newest first, from the task view (which trails the log by a moment)."""
     ctx = context_of(request)
     state = bodies.query_text(request, "state")
-    if state is not None and state not in {s.value for s in TaskState}:
-        raise InvalidQuery(f"unknown state {state!r}")
+    check_state(state)
     where = task_queries.TaskFilter(
         state=state,
         type_name=bodies.query_text(request, "type"),
