@@ -30,6 +30,7 @@ from psycopg import sql
 from adapters.postgres.coalescing_keys import CoalescingKeys
 from adapters.postgres.event_store import EventStore, RecordedEvent
 from adapters.postgres.recorder import Statement
+from domain.coalescing import Debounce, debounced_start
 from domain.errors import InvalidSubmission, SingletonKeyTaken
 from domain.submission import Requester, TaskRequest
 from domain.task import DEBOUNCEABLE_STATES, Task
@@ -66,8 +67,7 @@ class CoalescedEnqueue:
         if task.singleton_key is not None:
             return self._singleton(task, task.singleton_key, inline)
         assert task.debounce_key is not None and request.debounce is not None
-        replace = request.debounce.mode == "last"
-        return self._debounce(task, task.debounce_key, inline, replace, requester)
+        return self._debounce(task, task.debounce_key, inline, request.debounce, requester)
 
     def _singleton(self, task: Task, key: str, inline: Sequence[Statement]) -> Enqueued | None:
         holder = self._holders(self._sql_singleton_holders, [(task.type_name, key)])
@@ -85,7 +85,7 @@ class CoalescedEnqueue:
         task: Task,
         key: str,
         inline: Sequence[Statement],
-        replace: bool,
+        debounce: Debounce,
         requester: Requester,
     ) -> Enqueued | None:
         found = self._holders(self._sql_debounce_holders, [(task.type_name, key)])
@@ -94,7 +94,9 @@ class CoalescedEnqueue:
             holder = self.store.load(holder_id)
             if holder.state in DEBOUNCEABLE_STATES and not holder.attempts:
                 assert task.run_at is not None  # a debounce always sets it
-                holder.debounce(task.args, task.run_at, by=requester.principal, replace=replace)
+                start = debounced_start(debounce, task.run_at, holder.created_on)
+                replace = debounce.mode == "last"
+                holder.debounce(task.args, start, by=requester.principal, replace=replace)
                 try:
                     self.store.save(holder)
                 except IntegrityError:

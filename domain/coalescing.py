@@ -8,7 +8,8 @@
   ``window`` of the last one become one task, which runs once the window has passed since the
   last submission (trailing debounce). ``mode`` says whose args it runs with: ``"last"`` (the
   default: the latest submission's, as a debounced call of a function would) or ``"first"``.
-  Once the task has started, the next submission starts a new task.
+  Once the task has started, the next submission starts a new task. ``max_wait`` (optional)
+  bounds how far a burst may push the start: never later than the first submission plus it.
 
 Keys are scoped to the task type: two types may use the same key text. The adapter keeps
 the key tables (``adapters/postgres/coalescing_keys.py``) and the flows
@@ -38,6 +39,7 @@ class Debounce:
     key: str  # a key, or a template over the args (``sync:{account}``)
     window: float  # seconds
     mode: str = "last"  # whose args the task runs with: "last" or "first"
+    max_wait: float | None = None  # seconds from the first submission the start may reach
 
 
 @dataclass(frozen=True)
@@ -60,9 +62,10 @@ def debounce_option(value: Any, what: str = "debounce") -> Debounce:
         return check_debounce(value, what)
     if not isinstance(value, Mapping):
         raise InvalidSubmission(f"{what} must be an object with a key and a window")
-    unknown = sorted(set(value) - {"key", "window", "mode"})
+    unknown = sorted(set(value) - {"key", "window", "mode", "max_wait"})
     if unknown:
-        raise InvalidSubmission(f"{what}: unknown field {unknown[0]!r} (known: key, window, mode)")
+        known = "key, window, mode, max_wait"
+        raise InvalidSubmission(f"{what}: unknown field {unknown[0]!r} (known: {known})")
     if "window" not in value:
         raise InvalidSubmission(f"{what} needs a window (e.g. '5s')")
     try:
@@ -70,7 +73,13 @@ def debounce_option(value: Any, what: str = "debounce") -> Debounce:
     except ConfigError as error:
         raise InvalidSubmission(f"{what}.window: {error.reason}") from None
     key = check_template(value.get("key"), f"{what}.key")
-    return check_debounce(Debounce(key, window, value.get("mode", "last")), what)
+    max_wait = None
+    if value.get("max_wait") is not None:
+        try:
+            max_wait = parse_duration(value["max_wait"], ("max_wait",))
+        except ConfigError as error:
+            raise InvalidSubmission(f"{what}.max_wait: {error.reason}") from None
+    return check_debounce(Debounce(key, window, value.get("mode", "last"), max_wait), what)
 
 
 def check_debounce(debounce: Debounce, what: str = "debounce") -> Debounce:
@@ -84,6 +93,13 @@ def check_debounce(debounce: Debounce, what: str = "debounce") -> Debounce:
         raise InvalidSubmission(f"{what}.window: {error.reason}") from None
     if debounce.mode not in DEBOUNCE_MODES:
         raise InvalidSubmission(f"{what}.mode must be 'last' or 'first', not {debounce.mode!r}")
+    if debounce.max_wait is not None:
+        try:
+            parse_duration(debounce.max_wait, ("max_wait",))
+        except ConfigError as error:
+            raise InvalidSubmission(f"{what}.max_wait: {error.reason}") from None
+        if debounce.max_wait < window:
+            raise InvalidSubmission(f"{what}.max_wait may not be shorter than the window")
     return debounce
 
 
@@ -154,6 +170,14 @@ def coalescing_of(
     )
 
 
+def debounced_start(debounce: Debounce, run_at: datetime, first_submitted: datetime) -> datetime:
+    """Where a coalesced submission moves the start: ``run_at`` (its own window's end), but
+    no later than the first submission plus ``max_wait`` when there is one."""
+    if debounce.max_wait is None:
+        return run_at
+    return min(run_at, first_submitted + timedelta(seconds=debounce.max_wait))
+
+
 def refuse_conflicts(
     debounce: Debounce | None, idempotency_key: str | None, run_at: datetime | None
 ) -> None:
@@ -181,10 +205,11 @@ def check_type_singleton(value: Any, where: tuple[str, ...]) -> str | None:
         raise ConfigError(str(error), where) from None
 
 
-def debounce_from_text(text: str, mode: str = "last") -> Debounce:
+def debounce_from_text(text: str, mode: str = "last", max_wait: str | None = None) -> Debounce:
     """``KEY:WINDOW`` as the command line gives it (``sync:{account}:5s``: the window
     follows the last colon)."""
     key, colon, window = text.rpartition(":")
     if not colon:
         raise InvalidSubmission(f"--debounce takes KEY:WINDOW (e.g. sync:5s), not {text!r}")
-    return debounce_option({"key": key, "window": window, "mode": mode}, "--debounce")
+    value = {"key": key, "window": window, "mode": mode, "max_wait": max_wait}
+    return debounce_option(value, "--debounce")

@@ -71,7 +71,9 @@ def cmd_enqueue(rt: Runtime, options: argparse.Namespace) -> None:
         debounce=(
             None
             if options.debounce is None
-            else debounce_from_text(options.debounce, options.debounce_mode)
+            else debounce_from_text(
+                options.debounce, options.debounce_mode, options.debounce_max_wait
+            )
         ),
     )
     task, created = rt.ledger.enqueue_once(request)

@@ -170,6 +170,11 @@ def _add_enqueue_parser(commands: Any) -> None:
         default="last",
         help="with --debounce: run with the last enqueue's args (default) or the first's",
     )
+    add(
+        "--debounce-max-wait",
+        metavar="DURATION",
+        help="with --debounce: never start later than this after the burst's first enqueue",
+    )
     add("--graph", type=Path, help='JSON file {"tasks": [{"ref", "type", "args", "depends_on"}]}')
 
 

@@ -72,6 +72,11 @@ DEBOUNCE: Schema = {
             "description": "whose args it runs with: the last submission's (default) or the "
             "first's",
         },
+        "max_wait": {
+            **DURATION,
+            "description": "the start never moves past the first submission plus this (no "
+            "shorter than the window; default: no bound); " + DURATION["description"],
+        },
     },
 }
 

@@ -208,3 +208,19 @@ def test_the_dataset_counts_the_wait_from_the_moved_start_live_and_in_a_replay(
     for fast in (True, False):
         rows = [row for page in Replay(runtime.store, fast=fast).pages() for row in page]
         assert [row.ready_at for row in rows] == [task.run_at], fast
+
+
+def test_max_wait_stops_a_steady_stream_from_pushing_the_start_away(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, _ = runtime.ledger.enqueue_once(debounced({"n": 1}, window=60.0, max_wait=90.0))
+    bound = first.created_on + timedelta(seconds=90)
+    runtime.ledger.enqueue_once(debounced({"n": 2}, window=60.0, max_wait=90.0))
+    moved = runtime.store.load(first.id)
+    assert moved.run_at is not None and first.run_at is not None
+    assert first.run_at < moved.run_at < bound  # within the bound: moved as without one
+    later = utc_now() + timedelta(seconds=50)  # 50 s on, the window would end past the bound
+    monkeypatch.setattr(runtime.ledger, "clock", lambda: later)
+    runtime.ledger.enqueue_once(debounced({"n": 3}, window=60.0, max_wait=90.0))
+    capped = runtime.store.load(first.id)
+    assert capped.run_at == bound and capped.args == {"n": 3}

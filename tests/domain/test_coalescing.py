@@ -14,6 +14,7 @@ from domain.coalescing import (
     coalescing_of,
     debounce_from_text,
     debounce_option,
+    debounced_start,
     render_key,
 )
 from domain.errors import ConfigError, InvalidSubmission, InvalidTransition
@@ -118,3 +119,25 @@ def test_a_debounce_moves_a_pending_task_and_is_refused_once_it_started() -> Non
     task.start("w", later + timedelta(seconds=30), later)
     with pytest.raises(InvalidTransition, match="cannot debounce"):
         task.debounce({"n": 4}, later, by="p", replace=True)
+
+
+def test_max_wait_bounds_the_start_from_the_first_submission() -> None:
+    first = NOW
+    bounded = Debounce("k", 60.0, max_wait=90.0)
+    assert debounced_start(bounded, NOW + timedelta(seconds=60), first) == NOW + timedelta(
+        seconds=60
+    )
+    later = NOW + timedelta(seconds=80)
+    assert debounced_start(bounded, later + timedelta(seconds=60), first) == NOW + timedelta(
+        seconds=90
+    )
+    unbounded = Debounce("k", 60.0)
+    assert debounced_start(unbounded, later + timedelta(seconds=60), first) == later + timedelta(
+        seconds=60
+    )
+    assert debounce_option({"key": "k", "window": "5s", "max_wait": "1m"}).max_wait == 60.0
+    with pytest.raises(InvalidSubmission, match="max_wait may not be shorter than the window"):
+        debounce_option({"key": "k", "window": "5m", "max_wait": "1m"})
+    with pytest.raises(InvalidSubmission, match="max_wait: cannot read duration"):
+        debounce_option({"key": "k", "window": "5s", "max_wait": "later"})
+    assert debounce_from_text("k:5s", max_wait="30s").max_wait == 30.0

@@ -74,6 +74,7 @@ def test_debounce_mode_first_keeps_the_first_args(capsys: pytest.CaptureFixture[
         (("--debounce", ":5s"), "--debounce.key must be a non-empty string"),
         (("--debounce", "k:5s", "--idempotency-key", "i"), "cannot be combined"),
         (("--debounce", "k:5s", "--delay", "1m"), "run_at cannot be given with it"),
+        (("--debounce", "k:5m", "--debounce-max-wait", "1m"), "may not be shorter than"),
         (("--singleton", ""), "singleton must be a non-empty string"),
         (("--singleton", "r:{who}"), "needs the argument 'who'"),
     ],
@@ -96,4 +97,4 @@ def test_enqueue_help_names_the_options() -> None:
     )
     text = " ".join(result.stdout.split())
     assert "--singleton KEY" in text and "--debounce KEY:WINDOW" in text
-    assert "--debounce-mode {last,first}" in text
+    assert "--debounce-mode {last,first}" in text and "--debounce-max-wait DURATION" in text

@@ -66,6 +66,7 @@ def test_a_debounced_burst_answers_201_then_200_with_the_pending_task(server: Li
         ({"debounce": {"key": "k", "window": "soon"}}, "cannot read duration"),
         ({"debounce": {"key": "", "window": "5s"}}, "key"),
         ({"debounce": {"key": "k", "window": "5s", "mode": "middle"}}, "mode"),
+        ({"debounce": {"key": "k", "window": "5m", "max_wait": "1m"}}, "max_wait"),
         ({"debounce": {"key": "k", "window": "5s"}, "idempotency_key": "i"}, "idempotency key"),
         ({"debounce": {"key": "k", "window": "5s"}, "singleton": "s"}, "singleton"),
     ],
@@ -89,6 +90,7 @@ def test_the_openapi_document_describes_the_options(server: LiveServer) -> None:
     assert "template" in submission["singleton"]["description"]
     assert submission["debounce"]["required"] == ["key", "window"]
     assert submission["debounce"]["properties"]["mode"]["enum"] == ["last", "first"]
+    assert "first submission" in submission["debounce"]["properties"]["max_wait"]["description"]
     task = document["components"]["schemas"]["Task"]["properties"]
     assert task["coalesced"]["enum"] == ["idempotency_key", "singleton", "debounce"]
 
