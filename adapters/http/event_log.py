@@ -22,6 +22,7 @@ from domain.access import AccessDenial
 from domain.bulk import BulkAction
 from domain.errors import InvalidQuery
 from domain.queue import Queue
+from domain.registry_history import RegistryHistory
 from domain.schedule_control import ScheduleControl
 from domain.task import Task
 from projections.base import Event
@@ -37,6 +38,7 @@ AGGREGATES: tuple[type[Aggregate], ...] = (
     ScheduleControl,
     AccessDenial,
     BulkAction,
+    RegistryHistory,
 )
 
 

@@ -270,6 +270,12 @@ def test_http_lists_and_shows_versions_and_only_admin_may_apply(
         assert one["document"]["principals"][0] == {"name": "alice", "role": "admin"}
         assert "token_sha256" not in json.dumps(one)
         assert admin.get("/v1/registry/versions/7").status_code == 404
+        events = admin.get("/v1/events", params={"type": "RegistryChanged"}).json()["events"]
+        assert [(e["data"]["version"], e["principal"]) for e in events] == [
+            (1, "alice"),
+            (2, "alice"),
+        ]
+        assert "token_sha256" not in json.dumps(events)
         assert admin.get("/v1/registry/versions/x").status_code == 400
         bad = admin.post("/v1/registry/versions", json={"toml": "[queues.q]\nbad = 1\n"})
         assert bad.status_code == 422 and "queues.q.bad" in bad.json()["error"]["message"]
