@@ -110,9 +110,11 @@ ON CONFLICT (task_id) DO UPDATE SET name = excluded.name, key = excluded.key,
     reason = excluded.reason, next_slot = excluded.next_slot, noted_at = excluded.noted_at
 """
 
+# A hold whose next slot has passed is not shown: the next claim that reads the task starts
+# it, or holds it again with a new reason.
 _HOLDS_OF = """
 SELECT h.task_id, h.reason FROM {holds} AS h
-WHERE h.task_id = ANY(%s::uuid[])
+WHERE h.task_id = ANY(%s::uuid[]) AND (h.next_slot IS NULL OR h.next_slot > now())
 """
 
 

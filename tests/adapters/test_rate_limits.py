@@ -26,7 +26,7 @@ from adapters.runtime import Runtime, open_runtime
 from domain.errors import SchemaViolation
 from domain.submission import TaskRequest
 from tests.adapters.http.live_server import LiveServer
-from tests.processors.worker_harness import run_built_nodes_until
+from tests.processors.worker_harness import run_built_nodes_until, wait_until
 
 CONFIG = textwrap.dedent(
     """
@@ -281,6 +281,8 @@ def test_a_held_task_starts_once_its_bucket_has_a_slot_again(runtime: Runtime) -
     assert get_task_row(runtime.store, waiting)["held_by"].startswith(
         "rate limit quick: 1 per 1s, next slot at "
     )
+    # Once the slot it names has passed, the reason is no longer shown.
+    wait_until(lambda: get_task_row(runtime.store, waiting)["held_by"] is None, timeout=5)
     claimed: list[object] = []
     deadline = utc_now().timestamp() + 10
     while not claimed and utc_now().timestamp() < deadline:
