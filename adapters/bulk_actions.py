@@ -26,6 +26,7 @@ from uuid import UUID
 from eventsourcing.persistence import IntegrityError
 
 from adapters.postgres.bulk_matches import BulkMatches, TaskKindRow
+from adapters.postgres.concurrent_write import KeptChanging, retry_on_conflict
 from adapters.postgres.event_store import EventStore
 from adapters.postgres.recorder import Statement
 from adapters.postgres.running import RunningTables
@@ -48,7 +49,6 @@ from domain.task import Task, TaskState
 
 BATCH_SIZE = 500  # tasks changed per transaction
 SAMPLE_SIZE = 10
-CONFLICT_TRIES = 5
 
 # Raises ``Forbidden`` when the requester may not do this action to tasks of this kind.
 Permit = Callable[[BulkChange, TaskKindRow], None]
@@ -233,8 +233,10 @@ class BulkActions:
     def _change_alone(
         self, action: BulkAction, task_id: UUID, where: TaskFilter, permit: Permit
     ) -> bool:
-        """One task in its own transaction; reloaded and decided again on a conflict."""
-        for _ in range(CONFLICT_TRIES):
+        """One task in its own transaction; reloaded and decided again on a conflict (a
+        task that keeps changing is skipped)."""
+
+        def load_change_save() -> bool:
             batch = _Batch()
             batch.take(
                 self.store.load_many([task_id]).get(task_id),
@@ -242,12 +244,13 @@ class BulkActions:
             )
             if not batch.changed:
                 return False
-            try:
-                self._save(batch)
-                return True
-            except IntegrityError:
-                continue
-        return False
+            self._save(batch)
+            return True
+
+        try:
+            return retry_on_conflict(load_change_save, what=f"task {task_id}")
+        except KeptChanging:
+            return False
 
     def _save(self, batch: _Batch, *others: BulkAction) -> None:
         """The changed tasks (with the parents a cancel decides, and the statements that

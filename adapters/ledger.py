@@ -3,11 +3,15 @@ and read a task and its history. Application code that shares the database uses 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import contextvars
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -18,6 +22,7 @@ from psycopg import sql
 from adapters.bulk_actions import BulkActions, BulkPreview, BulkRequest, Permit, allow_all
 from adapters.coalesced_enqueue import CoalescedEnqueue
 from adapters.config_file import settings_check
+from adapters.postgres.concurrent_write import AGAIN, Again, retry_on_conflict
 from adapters.postgres.event_store import EventStore, RecordedEvent
 from adapters.postgres.recorder import Statement
 from adapters.postgres.running import RunningTables
@@ -27,7 +32,6 @@ from domain.children import notify_parents
 from domain.errors import (
     IdempotencyKeyTaken,
     InvalidSubmission,
-    InvalidTransition,
     TaskNotFound,
     UnknownDependency,
     UnknownQueue,
@@ -118,25 +122,46 @@ class Ledger:
     ) -> tuple[Task, bool, list[RecordedEvent]]:
         """As ``enqueue_once``, with the events stored for a new task and their positions
         (none for a key's holder, which is read from the log)."""
-        for _ in range(5):
+
+        def look_and_enqueue() -> tuple[Task, bool, list[RecordedEvent]] | Again:
             holders = self._key_holders([request])
             if holders:
                 return self.store.load(next(iter(holders.values()))), False, []
-            try:
-                tasks, inline = self._plan([request], requester, keys_checked=True)
-                task = tasks[0]
-                if task.singleton_key is not None or task.debounce_key is not None:
-                    done = self.coalescing.try_enqueue(task, inline, request, requester)
-                    if done is not None:
-                        return done
-                    continue  # its key met a concurrent enqueue or start: look again
-                recorded = self.store.save(*tasks, inline=inline)
+            tasks, inline = self._plan([request], requester, keys_checked=True)
+            task = tasks[0]
+            if task.singleton_key is not None or task.debounce_key is not None:
+                done = self.coalescing.try_enqueue(task, inline, request, requester)
+                # None: its key met a concurrent enqueue or start, look again.
+                return AGAIN if done is None else done
+            recorded = self.store.save(*tasks, inline=inline)
+            return task, True, recorded
+
+        # A conflict is another enqueue taking the idempotency key between our look and our
+        # save (look again: it answers with the holder); without a key, it is raised.
+        return retry_on_conflict(
+            look_and_enqueue,
+            what=f"the keys of this {request.type_name!r} task",
+            is_conflict=lambda _error: request.idempotency_key is not None,
+        )
+
+    async def enqueue_recorded_async(
+        self,
+        request: TaskRequest,
+        requester: Requester = SYSTEM,
+        executor: Executor | None = None,
+    ) -> tuple[Task, bool, list[RecordedEvent]]:
+        """``enqueue_recorded`` for a caller on an event loop. A task that needs no read
+        first (no idempotency key, singleton or debounce) is planned on the loop and joins
+        the group commit without a thread of its own (``EventStore.save_async``); any other
+        runs ``enqueue_recorded`` in a thread of ``executor``, with the caller's context."""
+        if request.idempotency_key is None:
+            tasks, inline = self._plan([request], requester, keys_checked=True)
+            task = tasks[0]
+            if task.singleton_key is None and task.debounce_key is None:
+                recorded = await self.store.save_async(*tasks, inline=inline, executor=executor)
                 return task, True, recorded
-            except IntegrityError:
-                if request.idempotency_key is None:
-                    raise
-                # Another enqueue took the key between our look and our save: look again.
-        raise InvalidTransition(f"the keys of this {request.type_name!r} task keep changing")
+        call = partial(contextvars.copy_context().run, self.enqueue_recorded, request, requester)
+        return await asyncio.get_running_loop().run_in_executor(executor, call)
 
     def enqueue_graph(
         self, requests: Sequence[TaskRequest], requester: Requester = SYSTEM
@@ -298,31 +323,27 @@ class Ledger:
         )
 
     def _switch(self, switch: _Switch, by: str, paused: bool) -> None:
-        for _ in range(5):
+        def load_switch_save() -> None:
             aggregate = switch.load()
             if paused:
                 aggregate.pause(by)
             else:
                 aggregate.resume(by)
-            try:
-                self.store.save(aggregate, inline=[switch.flag(paused)])
-                return
-            except IntegrityError:
-                continue
-        raise InvalidTransition(f"{switch.label} keeps changing; try again")
+            self.store.save(aggregate, inline=[switch.flag(paused)])
+
+        retry_on_conflict(load_switch_save, what=switch.label)
 
     def _change(self, task_id: UUID, change: Callable[[Task], list[Statement]]) -> Task:
         """Load, change, save; on a concurrent write, reload and decide again."""
-        for _ in range(5):
+
+        def load_change_save() -> Task:
             task = self.store.load(task_id)
             inline = change(task)
             parents = notify_parents([task], self.store.load_many)  # an awaited child ended
-            try:
-                self.store.save(task, *parents, inline=inline)
-            except IntegrityError:
-                continue
+            self.store.save(task, *parents, inline=inline)
             return task
-        raise InvalidTransition(f"task {task_id} keeps changing; try again")
+
+        return retry_on_conflict(load_change_save, what=f"task {task_id}")
 
     # -- bulk actions (adapters/bulk_actions.py) ----------------------------------------
 

@@ -17,12 +17,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from eventsourcing.persistence import IntegrityError
-
 from adapters.config_file import LoadedConfig, settings_check
+from adapters.postgres.concurrent_write import retry_on_conflict
 from adapters.postgres.event_store import EventStore, RecordedEvent
 from adapters.postgres.registry_tables import RegistryTables
-from domain.errors import ConfigError, InvalidTransition
+from domain.errors import ConfigError
 from domain.registry import Principal, Registry, build_registry
 from domain.registry_change import (
     LiveWork,
@@ -127,7 +126,8 @@ class RegistryVersions:
         says what would happen; ``first_unchecked`` skips the refusals when nothing is
         recorded yet (a deployment's first start)."""
         digest = document_digest(config.document)
-        for _ in range(5):
+
+        def decide_and_record() -> ApplyOutcome:
             history = self._load()
             if history.digest == digest:
                 return ApplyOutcome(history.current, recorded=False, dry_run=dry_run)
@@ -142,12 +142,10 @@ class RegistryVersions:
                 raise RegistryChangeRefused(reasons)
             forced = bool(reasons)
             version = history.change(dict(config.document), digest, by, config.source, forced)
-            try:
-                self.store.save(history)
-            except IntegrityError:
-                continue  # another change was recorded meanwhile: decide again
+            self.store.save(history)  # another change recorded meanwhile: decide again
             return ApplyOutcome(version, True, diff, reasons, forced=forced)
-        raise InvalidTransition("the registry keeps changing; try again")
+
+        return retry_on_conflict(decide_and_record, what="the registry")
 
     def _load(self) -> RegistryHistory:
         history: Any = None

@@ -9,7 +9,6 @@ schedule may be paused, resumed and backfilled here, but is changed in the file.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -17,9 +16,8 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import IntegrityError
-
 from adapters.ledger import SYSTEM, Ledger
+from adapters.postgres.concurrent_write import retry_on_conflict
 from adapters.postgres.recorder import Statement
 from adapters.postgres.schedule_tables import (
     RunsRow,
@@ -236,12 +234,11 @@ class Schedules:
 
     def _change(self, name: str, change: Callable[[ScheduleControl], list[Statement]]) -> None:
         """Load, change, save; on a concurrent write, reload and decide again."""
-        for _ in range(5):
+
+        def load_change_save() -> None:
             control = self.store.load_schedule_control(name)
             inline = change(control)
-            if not control.pending_events:
-                return
-            with contextlib.suppress(IntegrityError):
+            if control.pending_events:
                 self.store.save(control, inline=inline)
-                return
-        raise InvalidTransition(f"schedule {name!r} keeps changing; try again")
+
+        retry_on_conflict(load_change_save, what=f"schedule {name!r}")

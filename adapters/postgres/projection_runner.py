@@ -16,9 +16,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import psycopg
-from eventsourcing.persistence import IntegrityError
 from psycopg import sql
 
+from adapters.postgres.concurrent_write import AGAIN, Again, retry_on_conflict
 from adapters.postgres.event_store import EVENTS_TABLE, EventStore
 from domain.task import Task
 from projections.audit_chain import UndecodableEvent
@@ -80,26 +80,31 @@ class ProjectionRunner:
     # -- catching up --------------------------------------------------------------------
 
     def run_batch(self, until: int | None = None) -> int:
-        """Apply the next batch of events; return how many were applied (0: up to date)."""
-        for attempt in range(10):
+        """Apply the next batch of events; return how many were applied (0: up to date).
+        A batch whose reactor's append met a concurrent write was rolled back whole, and one
+        another process applied first is read on from where it left off: both try again
+        (``retry_on_conflict``)."""
+
+        def read_and_apply() -> int | Again:
             # Where this instance's last batch ended, if known (checked again under lock).
             start = self._last_applied if self._last_applied is not None else self.position()
             events = self._read_tolerating_undecodable(start, until)
             if not events:
                 return 0
-            try:
-                applied = self._apply_batch(start, events)
-            except IntegrityError:
-                # A reactor's append met a concurrent write; the batch was rolled back whole.
-                log.info(
-                    "projection %s: batch conflict, retrying (%d)", self.projection.name, attempt
-                )
-                continue
-            if applied is not None:
-                return applied
-            # Another process applied this batch first: read on from where it left off.
-            self._last_applied = None
-        raise RuntimeError(f"projection {self.projection.name}: batch kept conflicting")
+            applied = self._apply_batch(start, events)
+            if applied is None:
+                self._last_applied = None
+                return AGAIN
+            return applied
+
+        def conflicted(attempt: int) -> None:
+            log.info("projection %s: batch conflict, retrying (%d)", self.projection.name, attempt)
+
+        return retry_on_conflict(
+            read_and_apply,
+            what=f"the batch of projection {self.projection.name}",
+            on_conflict=conflicted,
+        )
 
     def _read_tolerating_undecodable(self, start: int, until: int | None) -> list[Any]:
         """The next batch of the log. A stored row whose event does not decode (a topic
