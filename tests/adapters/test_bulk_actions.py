@@ -15,7 +15,7 @@ from adapters.postgres.dispatch import PostgresDispatch
 from adapters.postgres.task_queries import TaskFilter, get_task_row
 from adapters.runtime import Runtime
 from domain.bulk import BulkAction
-from domain.errors import InvalidQuery
+from domain.errors import InvalidQuery, InvalidTransition
 from domain.submission import Requester, TaskRequest
 from domain.task import TaskState
 from tests.helpers import fail, start, succeed
@@ -203,3 +203,49 @@ def test_a_bad_request_is_refused_before_anything_is_written(
     with pytest.raises(InvalidQuery, match=message):
         request(runtime, action, **filters)
     assert runtime.store.head_position() == head
+
+
+def test_a_batch_that_meets_a_concurrent_write_is_done_again_task_by_task(
+    runtime: Runtime,
+) -> None:
+    tasks = enqueue(runtime, 3, tags=("t",))
+    runtime.catch_up()
+    bulk = runtime.ledger.bulk_request(
+        request(runtime, "reprioritise", tag="t", priority=9),  # type: ignore[arg-type]
+        OPERATOR,
+    )
+    raced: list[UUID] = []
+
+    def start_one_meanwhile(change: object, kind: object) -> None:
+        """A worker starts a task of the batch after it was loaded, before it is saved."""
+        if not raced:
+            raced.append(tasks[1])
+            start(runtime.store, tasks[1])
+
+    done = runtime.ledger.bulk_run(bulk.id, permit=start_one_meanwhile)  # type: ignore[arg-type]
+    assert (done.changed, done.skipped) == (2, 1)
+    assert runtime.ledger.task(tasks[1]).state is TaskState.RUNNING
+    assert runtime.ledger.task(tasks[1]).priority == 0
+    assert {runtime.ledger.task(t).priority for t in (tasks[0], tasks[2])} == {9}
+
+
+def test_a_run_asked_to_stop_ends_between_batches_and_records_why(runtime: Runtime) -> None:
+    tasks = enqueue(runtime, 5, tags=("t",))
+    runtime.catch_up()
+    ledger = runtime.ledger
+    bulk = ledger.bulk_request(request(runtime, "cancel", tag="t"), OPERATOR)  # type: ignore[arg-type]
+    actions = BulkActions(ledger.store, ledger.registry, ledger.clock, ledger.running, 2)
+    batches: list[int] = []
+    with pytest.raises(Exception, match="asked to stop"):
+        actions.run(
+            bulk.id,
+            progress=lambda a: batches.append(a.changed),
+            should_stop=lambda: len(batches) >= 1,
+        )
+    stopped = ledger.bulk_action(bulk.id)
+    assert (stopped.state, stopped.changed, stopped.skipped) == ("stopped", 2, 0)
+    assert "asked to stop" in (stopped.stop_reason or "")
+    states = [ledger.task(t).state for t in tasks]
+    assert states == [TaskState.CANCELLED] * 2 + [TaskState.READY] * 3
+    with pytest.raises(InvalidTransition, match="is stopped already"):
+        ledger.bulk_run(bulk.id)
