@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from datetime import datetime, timedelta
 
 from rich.table import Table
 
 from adapters.cli import render
+from adapters.cli.arguments import parse_moment
 from adapters.cli.parsers import add_audit_parser as add_audit_parser  # re-exported
 from adapters.ledger import utc_now
 from adapters.postgres.audit import AuditEntry, AuditFilter, audit_events, verify_chain
 from adapters.postgres.read_replica import whole_log_url
 from adapters.retention.segments import configured_archive
 from adapters.runtime import Runtime
-from domain.durations import parse_duration
-from domain.errors import ConfigError, InvalidQuery
+from domain.errors import InvalidQuery
 from projections.audit_chain import AuditChain
 
 
@@ -66,8 +65,8 @@ def _log(rt: Runtime, options: argparse.Namespace) -> int:
         principal=options.principal,
         actor=options.actor,
         types=tuple(name for value in options.type for name in value.split(",") if name),
-        since=_moment(options.since, "--since", now),
-        until=_moment(options.until, "--until", now),
+        since=parse_moment(options.since, "--since", now),
+        until=parse_moment(options.until, "--until", now),
     )
     if options.limit < 1 or options.after < 0:
         raise InvalidQuery("--limit must be at least 1 and --after not negative")
@@ -99,21 +98,3 @@ def _table(entries: list[AuditEntry]) -> Table:
             data if len(data) <= 100 else data[:97] + "...",
         )
     return table
-
-
-def _moment(text: str | None, option: str, now: datetime) -> datetime | None:
-    """An ISO 8601 time with zone, or a duration before ``now``."""
-    if text is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        try:
-            return now - timedelta(seconds=parse_duration(text))
-        except ConfigError:
-            raise InvalidQuery(
-                f"{option}: give an ISO 8601 time with zone or a duration (e.g. 2h): {text!r}"
-            ) from None
-    if moment.tzinfo is None:
-        raise InvalidQuery(f"{option} needs a time zone (e.g. 2026-01-01T09:00:00+00:00)")
-    return moment

@@ -31,6 +31,7 @@ from adapters.cli.parsers import (
 from adapters.cli.registry import add_registry_parser
 from adapters.cli.schedules import add_schedules_parser
 from adapters.cli.signal import add_signal_parser
+from adapters.cli.simulate import add_simulate_parser
 from adapters.cli.task_ids import task_ref
 
 warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
@@ -121,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_signal_parser(commands)
     add_bulk_parser(commands)
     add_registry_parser(commands)
+    add_simulate_parser(commands)
     return parser
 
 
@@ -310,6 +312,7 @@ COMMANDS: dict[str, Callable[[Any, argparse.Namespace], Any]] = {
     "signal": _lazy("adapters.cli.signal", "cmd_signal"),
     "bulk": _lazy("adapters.cli.bulk", "cmd_bulk"),
     "registry": _lazy("adapters.cli.registry", "cmd_registry"),
+    "simulate": _lazy("adapters.cli.simulate", "cmd_simulate"),
 }
 
 

@@ -42,6 +42,11 @@ class SimSettings:
     concurrency: int = 10  # attempts each node runs at once
     seed: int = 0
     sample_every: float = 60.0  # seconds between two samples of the queue depth
+    # Seconds from a task becoming due with a slot free to its attempt running: the real
+    # wake-up, claim round and hand-off to the executor (``calibration.py``).
+    start_latency: float = 0.0
+    # Seconds from an attempt's recorded end to the start of the task that takes its slot.
+    hop_latency: float = 0.0
 
     @property
     def slots(self) -> int:
@@ -63,6 +68,9 @@ class TaskOutcome:
     attempts: int = 0
     retries: int = 0
     rate_limited: float = 0.0  # seconds it waited on rate limits
+    # The recorded end of the attempt whose slot its first start took (None: it started
+    # the moment it was due): how calibration pairs real hops.
+    slot_from: float | None = None
 
 
 @dataclass(slots=True)
@@ -123,6 +131,7 @@ class Simulation:
         self.depth_samples: list[tuple[float, int]] = []  # (time, tasks due and not started)
         self._next_sample: float | None = None
         self._due_count = 0
+        self._freed_at: float | None = None  # recorded end of the attempt that just ended
 
     # -- driving ----------------------------------------------------------------------
 
@@ -357,8 +366,15 @@ class Simulation:
         task.attempt += 1
         task.attempt_token += 1
         task.outcome.attempts = task.attempt
+        # A task started the moment it became due was found by a wake-up and a claim round;
+        # one that waited for a slot starts in the round that recorded the slot's last
+        # attempt (its recorded run time already holds that round).
+        woken = self.now - task.due_since <= 1e-9
+        latency = self.settings.start_latency if woken else self.settings.hop_latency
+        begin = self.now + latency
         if task.outcome.first_start is None:
-            task.outcome.first_start = self.now
+            task.outcome.first_start = begin
+            task.outcome.slot_from = None if woken else self._freed_at
         run_time, outcome, error_class, retryable = self._attempt_of(task)
         cutoff = task.timeouts.start_to_close
         token = task.attempt_token
@@ -370,7 +386,7 @@ class Simulation:
         else:
             end = run_time
         self._at(
-            self.now + end,
+            begin + end,
             _END,
             lambda: self._attempt_ended(task, token, outcome, error_class, retryable),
         )
@@ -404,6 +420,8 @@ class Simulation:
         if task.state != "running" or token != task.attempt_token:
             return
         self._release(task)
+        recorded = task.sub.attempts
+        ended = recorded[task.attempt - 1].ended if task.attempt <= len(recorded) else None
         if outcome == "succeeded":
             task.outcome.reason = None
             self._end(task, "succeeded")
@@ -415,7 +433,9 @@ class Simulation:
             if task.outcome.reason is None:
                 task.outcome.reason = f"{outcome}" + (f" ({error_class})" if error_class else "")
             self._end(task, "timed_out" if outcome == "timed_out" else "failed")
+        self._freed_at = ended
         self._dispatch()
+        self._freed_at = None
 
     def _start_timeout(self, task: _Task, attempt: int) -> None:
         if task.state == "due" and task.attempt == attempt:
