@@ -224,3 +224,31 @@ def test_max_wait_stops_a_steady_stream_from_pushing_the_start_away(
     runtime.ledger.enqueue_once(debounced({"n": 3}, window=60.0, max_wait=90.0))
     capped = runtime.store.load(first.id)
     assert capped.run_at == bound and capped.args == {"n": 3}
+
+
+def test_a_start_between_the_look_and_the_save_makes_the_submission_a_new_task(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker starts the pending task after a submission read it and before its
+    ``TaskDebounced`` is saved: that save fails on the task's version, the submission looks
+    again and makes a new task; the started one is left as it was."""
+    first, _ = runtime.ledger.enqueue_once(debounced({"n": 1}))
+    load = runtime.store.load
+    raced: list[bool] = []
+
+    def load_then_start(task_id: Any) -> Task:
+        seen = load(task_id)  # what the submission decides on: still scheduled
+        if task_id == first.id and not raced:
+            worker_copy = load(task_id)
+            assert worker_copy.run_at is not None
+            lease = worker_copy.run_at + timedelta(seconds=30)
+            worker_copy.start("w1", lease, now=worker_copy.run_at)
+            runtime.store.save(worker_copy)
+            raced.append(True)
+        return seen
+
+    monkeypatch.setattr(runtime.store, "load", load_then_start)
+    second, created = runtime.ledger.enqueue_once(debounced({"n": 2}))
+    assert raced and created and second.id != first.id
+    assert event_names(runtime, first) == ["TaskEnqueued", "TaskStarted"]
+    assert load(first.id).args == {"n": 1}
