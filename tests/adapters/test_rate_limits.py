@@ -373,3 +373,15 @@ def test_a_fair_queue_keeps_a_lane_in_its_order(runtime: Runtime) -> None:
     other = enqueue(runtime, "job", 1, tenant="b")
     claimed = [c.task_id for c in dispatch_of(runtime).claim(["fair"], 10, "w1")]
     assert sorted(claimed) == sorted([lane[0], *other])  # a lane offers its oldest only
+
+
+def test_over_http_an_enqueue_a_limit_cannot_key_is_422_and_stores_nothing(
+    runtime: Runtime,
+) -> None:
+    with LiveServer(runtime) as server, server.client() as client:
+        refused = client.post("/v1/tasks", json={"type": "send", "args": {"to": "x"}})
+        listed = client.get("/v1/tasks", params={"type": "send"}).json()["tasks"]
+    assert refused.status_code == 422
+    assert refused.json()["error"]["code"] == "schema_violation"
+    assert "rate limit 'per_tenant'" in refused.json()["error"]["message"]
+    assert listed == []
