@@ -3,15 +3,12 @@ and read a task and its history. Application code that shares the database uses 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import contextvars
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -22,6 +19,7 @@ from psycopg import sql
 from adapters.bulk_actions import BulkActions, BulkPreview, BulkRequest, Permit, allow_all
 from adapters.coalesced_enqueue import CoalescedEnqueue
 from adapters.config_file import settings_check
+from adapters.off_loop import run_off_loop
 from adapters.postgres.concurrent_write import AGAIN, Again, retry_on_conflict
 from adapters.postgres.event_store import EventStore, RecordedEvent
 from adapters.postgres.recorder import Statement
@@ -160,8 +158,7 @@ class Ledger:
             if task.singleton_key is None and task.debounce_key is None:
                 recorded = await self.store.save_async(*tasks, inline=inline, executor=executor)
                 return task, True, recorded
-        call = partial(contextvars.copy_context().run, self.enqueue_recorded, request, requester)
-        return await asyncio.get_running_loop().run_in_executor(executor, call)
+        return await run_off_loop(executor, self.enqueue_recorded, request, requester)
 
     def enqueue_graph(
         self, requests: Sequence[TaskRequest], requester: Requester = SYSTEM

@@ -22,7 +22,6 @@ import socket
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -33,6 +32,7 @@ from adapters.config_file import learn_hooks_of
 from adapters.executors import executors_by_name
 from adapters.executors.shell_scratch import sweep_orphans
 from adapters.ledger import utc_now
+from adapters.off_loop import run_off_loop
 from adapters.postgres.dispatch import PostgresDispatch
 from adapters.postgres.learn_feed import PostgresDatasetFeed
 from adapters.postgres.projection_runner import ProjectionRunner
@@ -110,7 +110,7 @@ class WorkerNode:
         self.worker.between_rounds.append(self.registry_follower.between_rounds)
 
     async def _blocking(self, function: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self.pool, partial(function, *args))
+        return await run_off_loop(self.pool, function, *args)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; then finish or hand back running attempts."""

@@ -23,6 +23,7 @@ from rich.table import Table
 from adapters.cli import render
 from adapters.http.app import serve_http
 from adapters.node import WorkerNode
+from adapters.off_loop import run_off_loop
 from adapters.runtime import Runtime
 
 DEMO_TIMEOUT_SECONDS = 60
@@ -81,7 +82,7 @@ async def _demo(runtime: Runtime) -> None:
             await _show(client)
         if sys.stdin.isatty():  # a person at a terminal: keep serving the console
             render.console.print(f"\nweb console: {base}/#/tasks (press Enter to stop)")
-            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+            await run_off_loop(None, sys.stdin.readline)
     finally:
         stop.set()
         await asyncio.gather(server, node, return_exceptions=True)

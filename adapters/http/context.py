@@ -4,10 +4,8 @@ the log watcher, the limits and the HTTP metrics."""
 from __future__ import annotations
 
 import asyncio
-import contextvars
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -16,6 +14,7 @@ from adapters.http.deadline import database_call
 from adapters.http.limits import HttpLimits, RateLimiter, WaitingSlots
 from adapters.http.log_watcher import LogWatcher
 from adapters.http.metrics import HttpMetrics
+from adapters.off_loop import run_off_loop
 from adapters.runtime import Runtime
 from domain.registry import Registry
 
@@ -47,11 +46,9 @@ class ServerContext:
         """Run a blocking call (psycopg, eventsourcing) off the event loop, under the
         request's deadline (``deadline.py``); a call of the ``Ledger`` is the request's
         write."""
-        loop = asyncio.get_running_loop()
         # The request's context (its deadline) goes with the call into the thread.
-        call = partial(contextvars.copy_context().run, function, *args, **kwargs)
         with database_call(writes=getattr(function, "__self__", None) is self.runtime.ledger):
-            return await loop.run_in_executor(self.executor, call)
+            return await run_off_loop(self.executor, function, *args, **kwargs)
 
 
 CONTEXT = web.AppKey("context", ServerContext)

@@ -35,7 +35,6 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from functools import partial
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -58,6 +57,7 @@ from adapters.nats.publish_stream import (
     PublishConsumer,
 )
 from adapters.nats.signal_ingress import subscribe_signals
+from adapters.off_loop import run_off_loop
 from adapters.postgres.event_store import RecordedEvent
 from adapters.runtime import Runtime
 from adapters.telemetry.context import enqueue_trace
@@ -378,8 +378,7 @@ class NatsIngress:
             log.warning("cannot answer on %s: %s", msg.reply, error)
 
     async def _run(self, function: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, partial(function, *args))
+        return await run_off_loop(self.executor, function, *args)
 
 
 async def registered(nc: Client) -> None:

@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import itertools
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, cast
 from uuid import UUID
 
@@ -35,6 +33,7 @@ from psycopg import pq, sql
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.composite import register_composite
 
+from adapters.off_loop import start_off_loop
 from adapters.postgres.connection_pool import CONNINFO_KEY
 from adapters.postgres.dispatch_queue import DispatchQueue, change_of
 from adapters.postgres.group_commit import GroupCommit, SaveUnit
@@ -179,8 +178,7 @@ class EventStore:
         done = loop.create_future()
         unit.notify = lambda: _set_done_soon(loop, done)
         if self.group.submit_nowait(unit):
-            lead = partial(contextvars.copy_context().run, self.group.lead)
-            leading = loop.run_in_executor(executor, lead)
+            leading = start_off_loop(executor, self.group.lead)
             leading.add_done_callback(_retrieve)
         await done
         if unit.error is not None:
