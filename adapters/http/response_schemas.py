@@ -106,6 +106,15 @@ TASK: Schema = {
             "held back by a rate limit ('rate limit NAME (KEY): N per PERIOD, next slot at T'), "
             "as the last claim that read it saw; null otherwise",
         },
+        "singleton_key": {
+            **NULLABLE_STRING,
+            "description": "GET /v1/tasks/{id} only: the singleton key it holds while live",
+        },
+        "debounce_key": {
+            **NULLABLE_STRING,
+            "description": "GET /v1/tasks/{id} only: the debounce key later submissions "
+            "coalesce into it with, until it starts",
+        },
         "coalesced": {
             "type": "string",
             "enum": ["idempotency_key", "singleton", "debounce"],

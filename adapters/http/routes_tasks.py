@@ -125,6 +125,7 @@ async def get_task(request: web.Request) -> web.Response:
     task, events = await ctx.run(load_task, ctx.runtime, bodies.path_task_id(request))
     view = task_json(task, events)
     view.update(progress=progress_json(task), workflow=workflow_json(task))
+    view.update(singleton_key=task.singleton_key, debounce_key=task.debounce_key)
     view["held_by"] = (
         await ctx.run(task_queries.rate_limit_hold, ctx.runtime.store, task.id)
         if task.state in (TaskState.READY, TaskState.SCHEDULED)

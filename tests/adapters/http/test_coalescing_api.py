@@ -29,6 +29,9 @@ def test_a_held_singleton_key_answers_200_with_the_holder(server: LiveServer) ->
     assert again.headers["Location"] == f"/v1/tasks/{first.json()['id']}"
     assert after == before  # nothing stored
     assert other.status_code == 201 and other.json()["id"] != first.json()["id"]
+    with server.client() as client:
+        shown = client.get(f"/v1/tasks/{first.json()['id']}").json()
+    assert (shown["singleton_key"], shown["debounce_key"]) == ("report:acme", None)
 
 
 def test_a_held_idempotency_key_says_so(server: LiveServer) -> None:
@@ -53,6 +56,7 @@ def test_a_debounced_burst_answers_201_then_200_with_the_pending_task(server: Li
     assert second.status_code == 200 and second.json()["coalesced"] == "debounce"
     assert second.json()["id"] == first.json()["id"] and second.json()["args"] == {"n": 2}
     assert task["args"] == {"n": 2}
+    assert (task["debounce_key"], task["singleton_key"]) == ("sync", None)
     assert datetime.fromisoformat(task["run_at"]) > datetime.fromisoformat(first.json()["run_at"])
     assert [e["type"] for e in history["events"]] == ["TaskEnqueued", "TaskDebounced"]
 
