@@ -25,7 +25,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError
 
-from adapters.postgres.bulk_matches import BulkMatches, TaskKindRow
+from adapters.postgres.bulk_matches import BulkMatches
 from adapters.postgres.concurrent_write import KeptChanging, retry_on_conflict
 from adapters.postgres.event_store import EventStore
 from adapters.postgres.recorder import Statement
@@ -37,6 +37,7 @@ from domain.bulk import (
     BulkActionNotFound,
     BulkChange,
     BulkKind,
+    MatchedKind,
     apply_change,
     check_state_filter,
     plan_change,
@@ -51,11 +52,11 @@ BATCH_SIZE = 500  # tasks changed per transaction
 SAMPLE_SIZE = 10
 
 # Raises ``Forbidden`` when the requester may not do this action to tasks of this kind.
-Permit = Callable[[BulkChange, TaskKindRow], None]
+Permit = Callable[[BulkChange, MatchedKind], None]
 Progress = Callable[[BulkAction], None]
 
 
-def allow_all(change: BulkChange, kind: TaskKindRow) -> None:
+def allow_all(change: BulkChange, kind: MatchedKind) -> None:
     """The permit of the local admin (the CLI)."""
 
 
@@ -71,7 +72,7 @@ class BulkPreview:
 
     matched: int
     sample: list[UUID]
-    kinds: list[TaskKindRow] = field(default_factory=list)
+    kinds: list[MatchedKind] = field(default_factory=list)
 
 
 def plan_bulk(
@@ -214,7 +215,7 @@ class BulkActions:
         if not still_matches(task, where):
             return False
         try:
-            permit(action.change, TaskKindRow(task.type_name, task.adapter))
+            permit(action.change, MatchedKind(task.type_name, task.adapter))
             return apply_change(action.change, task, action.principal, action.id, now)
         except (InvalidTransition, Forbidden):
             return False

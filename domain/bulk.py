@@ -49,6 +49,14 @@ class BulkKind(StrEnum):
 
 
 @dataclass(frozen=True)
+class MatchedKind:
+    """A kind of task among an action's matches: what the role rules read of it."""
+
+    type_name: str
+    adapter: str
+
+
+@dataclass(frozen=True)
 class BulkChange:
     """What a bulk action does to each task it matches."""
 

@@ -22,9 +22,8 @@ from adapters.http.auth import requester_of
 from adapters.http.bulk_schemas import BULK_REQUEST, FILTER_FIELDS
 from adapters.http.context import ServerContext, context_of
 from adapters.http.views import json_response
-from adapters.postgres.bulk_matches import TaskKindRow
 from adapters.task_filters import filter_json, task_filter
-from domain.bulk import BulkAction, BulkChange
+from domain.bulk import BulkAction, BulkChange, MatchedKind
 from domain.errors import InvalidQuery
 from domain.registry import Registry
 from domain.submission import Requester
@@ -85,7 +84,7 @@ def bulk_request(registry: Registry, body: dict[str, Any]) -> BulkRequest:
 def permit_of(registry: Registry, requester: Requester) -> Permit:
     """The role check of one requester for every kind of task an action meets."""
 
-    def permit(change: BulkChange, kind: TaskKindRow) -> None:
+    def permit(change: BulkChange, kind: MatchedKind) -> None:
         policy.check_bulk(registry, requester, change.kind.value, kind)
 
     return permit

@@ -10,7 +10,6 @@ however the rows it already changed move meanwhile.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -19,14 +18,7 @@ from psycopg import sql
 
 from adapters.postgres.event_store import EventStore
 from adapters.postgres.task_queries import TaskFilter, filter_conditions
-
-
-@dataclass(frozen=True)
-class TaskKindRow:
-    """A kind of task among the matches (what the role rules read)."""
-
-    type_name: str
-    adapter: str
+from domain.bulk import MatchedKind
 
 
 class BulkMatches:
@@ -55,13 +47,13 @@ class BulkMatches:
             row = cur.execute(query, self._params).fetchone()
         return int(row["n"]) if row else 0
 
-    def kinds(self) -> list[TaskKindRow]:
+    def kinds(self) -> list[MatchedKind]:
         query = sql.SQL(
             "SELECT DISTINCT type_name, adapter FROM {} WHERE {} ORDER BY type_name, adapter"
         ).format(self.table, self._where)
         with self.store.transaction() as cur:
             rows = cur.execute(query, self._params).fetchall()
-        return [TaskKindRow(r["type_name"], r["adapter"]) for r in rows]
+        return [MatchedKind(r["type_name"], r["adapter"]) for r in rows]
 
     def page(self, after: tuple[datetime, UUID] | None, limit: int) -> list[tuple[datetime, UUID]]:
         """Up to ``limit`` matches after ``after`` in enqueue order, as (enqueued_at, id)."""
