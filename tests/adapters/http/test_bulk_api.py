@@ -15,7 +15,7 @@ import pytest
 from adapters.runtime import Runtime
 from domain.submission import TaskRequest
 from tests.adapters.http.live_server import TOKENS, LiveServer
-from tests.helpers import fail
+from tests.helpers import fail, succeed
 
 
 def enqueue(runtime: Runtime, count: int, type_name: str = "echo", **fields: Any) -> list[str]:
@@ -145,6 +145,19 @@ def test_moved_tasks_are_in_their_new_queues_ready_set(
         assert {t["id"] for t in ready} == set(moved)
         listed = client.get("/v1/tasks", params={"queue": "agents"}).json()["tasks"]
         assert {t["id"] for t in listed} == set(moved)
+
+
+def test_a_task_that_ended_after_the_count_is_skipped_and_counted(
+    server: LiveServer, runtime: Runtime
+) -> None:
+    tasks = enqueue(runtime, 3, tags=("t",))
+    succeed(runtime.store, UUID(tasks[1]))  # in the log; the task view (no worker) lags
+    with server.client() as client:
+        started = client.post("/v1/bulk", json={"action": "cancel", "filter": {"tag": "t"}})
+        assert started.json()["matched"] == 3
+        done = finished(client, started)
+        assert (done["state"], done["changed"], done["skipped"]) == ("completed", 2, 1)
+        assert [state_of(client, t) for t in tasks] == ["cancelled", "succeeded", "cancelled"]
 
 
 @pytest.mark.parametrize(
