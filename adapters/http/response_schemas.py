@@ -118,8 +118,8 @@ TASK: Schema = {
         "coalesced": {
             "type": "string",
             "enum": ["idempotency_key", "singleton", "debounce"],
-            "description": "POST /v1/tasks answered 200 without waiting only: the key that "
-            "coalesced the enqueue into this task (nothing new was enqueued)",
+            "description": "POST /v1/tasks only, when the enqueue was coalesced into this "
+            "task (nothing new was enqueued; 200, or with ?wait 200 or 202): the key that did it",
         },
         "progress": {
             "type": ["object", "null"],

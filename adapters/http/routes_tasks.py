@@ -76,6 +76,8 @@ async def enqueue_task(request: web.Request) -> web.Response:
                 view, status=201 if created else 200, headers=task_location(task.id)
             )
         view = await wait_for_end(ctx, task.id, min(wait, ctx.limits.max_wait_seconds))
+        if not created:  # waited on the task its singleton or debounce key coalesced it into
+            view["coalesced"] = coalesced_by(task_request, task)
     status = 200 if TaskState(view["state"]).is_terminal else 202
     return json_response(view, status=status, headers=task_location(task.id))
 

@@ -111,3 +111,12 @@ def test_a_retry_that_would_make_a_second_holder_is_409(server: LiveServer) -> N
     assert retry.status_code == 409
     assert retry.json()["error"]["code"] == "singleton_key_taken"
     assert state == "cancelled"
+
+
+def test_a_waiting_enqueue_says_which_task_it_waited_on(server: LiveServer) -> None:
+    body = {"type": "echo", "singleton": "waited"}
+    with server.client() as client:
+        first = client.post("/v1/tasks", json=body).json()
+        waited = client.post("/v1/tasks?wait=0.1", json=body)
+    assert waited.status_code == 202  # no worker here: the holder is still queued
+    assert waited.json()["id"] == first["id"] and waited.json()["coalesced"] == "singleton"
