@@ -86,7 +86,8 @@ def _summary(report: Any) -> str:
     verb = "would archive" if report.dry_run else "archived"
     lines = []
     if report.adopted:
-        lines.append(f"completed {len(report.adopted)} segments an earlier run wrote")
+        done = "would complete" if report.dry_run else "completed"
+        lines.append(f"{done} {len(report.adopted)} segments an earlier run wrote")
     if report.through > report.archived_to:
         lines.append(
             f"{verb} positions {report.archived_to + 1}..{report.through}: "
