@@ -14,6 +14,7 @@ backlog does not starve another key's few tasks (``fair_candidates.py``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 from uuid import UUID
@@ -87,7 +88,13 @@ class CandidateReader:
         self._sql_fair_candidates = fair_candidates_query(store.dispatch_queue.table, store.table)
         self._sql_lock_queue = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
 
-    def read(self, cur: psycopg.Cursor[Any], queues: list[str], limit: int) -> QueueReading:
+    def read(
+        self,
+        cur: psycopg.Cursor[Any],
+        queues: list[str],
+        limit: int,
+        passed_over: Mapping[str, list[str]] | None = None,
+    ) -> QueueReading:
         """Lock the queues, then read their budgets and candidates, in one round trip.
 
         Returns the budgets, up to ``limit`` candidates of the open queues (priority, then
@@ -96,8 +103,10 @@ class CandidateReader:
         candidate query per queue: with ``queue = %s`` the index yields rows already in
         order and the LIMIT stops the scan (with ``= ANY`` Postgres sorted every ready
         task). Queues are read before their budgets are known (to save the round
-        trip); the candidates of a full or paused queue are dropped here.
+        trip); the candidates of a full or paused queue are dropped here. A fair queue's
+        keys in ``passed_over`` (full rate-limit buckets) offer no candidates.
         """
+        passed_over = passed_over or {}
         conn = cur.connection
         with conn.pipeline():
             for queue in queues:  # in sorted order: no deadlock between nodes
@@ -106,7 +115,9 @@ class CandidateReader:
             # COMMITTED), so it counts the running attempts of every earlier claim.
             budget_cur = conn.cursor().execute(self._sql_budgets, (queues,))
             queue_curs = [
-                conn.cursor().execute(*self._candidates_query(queue, limit))
+                conn.cursor().execute(
+                    *self._candidates_query(queue, limit, passed_over.get(queue, []))
+                )
                 for queue in queues
             ]
         flags = budget_cur.fetchall()
@@ -121,7 +132,7 @@ class CandidateReader:
         exhausted = frozenset(
             queue
             for queue, queue_rows in per_queue.items()
-            if len({r["task_id"] for r in queue_rows}) < limit
+            if len({r["task_id"] for r in queue_rows}) < limit and not passed_over.get(queue)
         )
         rows = [r for rs in per_queue.values() for r in rs if budgets.get(r["queue"], 0) > 0]
         events: dict[UUID, list[dict[str, Any]]] = {}
@@ -136,7 +147,9 @@ class CandidateReader:
         chosen = [candidate for *_, candidate in ranked[:limit]]
         return QueueReading(budgets, chosen, events, exhausted, paused)
 
-    def _candidates_query(self, queue: str, limit: int) -> tuple[str, Any]:
+    def _candidates_query(
+        self, queue: str, limit: int, passed_over: list[str]
+    ) -> tuple[str, Any]:
         """A queue's candidate query and its parameters (a fair queue's takes turns)."""
         if self.registry.queue(queue).fair_key is None:
             return self._sql_candidates, (queue, limit)
@@ -144,6 +157,7 @@ class CandidateReader:
             "queue": queue,
             "limit": limit,
             "keyless_window": KEYLESS_WINDOW,
+            "passed_over": passed_over,
         }
 
     def within_limits(

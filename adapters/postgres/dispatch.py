@@ -214,7 +214,8 @@ class PostgresDispatch:
     ) -> tuple[list[_Start], QueueReading]:
         """Up to ``limit`` due tasks within their queue, lane and rate limits, each started
         (its ``TaskStarted`` pending, not yet saved); and what was read of the queues."""
-        reading = self.candidates.read(cur, queues, limit + SPARE_CANDIDATES)
+        passed_over = self.rate_limits.full_fair_keys(queues, self.clock())
+        reading = self.candidates.read(cur, queues, limit + SPARE_CANDIDATES, passed_over)
         self.paused = (self.paused - set(queues)) | reading.paused
         now = self.clock()
         rates, loaded = self._round_rates(cur, queues, reading, now)

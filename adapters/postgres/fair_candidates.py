@@ -9,7 +9,9 @@ it), so the query reads no more than that per key:
 
 1. the keys with due work: a skip scan of ``dispatch_queue_fair_idx`` (one index probe per
    key, not per task);
-2. each key's first ``limit`` due tasks (an index range each), plus the keyless ones among
+2. each key's first ``limit`` due tasks (an index range each; none for the keys passed
+   over: those a rate limit keyed like the queue holds full until later), plus the keyless
+   ones among
    the queue's first ``KEYLESS_WINDOW`` due tasks (tasks queued before the queue had a
    ``fair_key``, or moved into it from a queue without one: a fair queue's own tasks get the
    key ``""`` when their args lack a field);
@@ -55,7 +57,8 @@ _QUERY = (
     "heads AS ("
     "  SELECT h.task_id, h.fair_key, h.priority, h.seq FROM keys CROSS JOIN LATERAL ("
     "    SELECT r.task_id, r.fair_key, r.priority, r.seq FROM {queue} AS r "
-    "    WHERE r.queue = %(queue)s AND r.fair_key = keys.k AND " + _DUE.format(r="r") + " "
+    "    WHERE r.queue = %(queue)s AND r.fair_key = keys.k "
+    "    AND r.fair_key <> ALL(%(passed_over)s::text[]) AND " + _DUE.format(r="r") + " "
     "    ORDER BY r.priority DESC, r.seq LIMIT %(limit)s) AS h "
     "  UNION ALL "
     "  (SELECT n.task_id, n.fair_key, n.priority, n.seq FROM ("
@@ -83,7 +86,8 @@ _QUERY = (
 
 
 def fair_candidates_query(queue_table: sql.Identifier, events_table: sql.Identifier) -> str:
-    """The query, with named parameters ``queue``, ``limit`` and ``keyless_window``."""
+    """The query, with named parameters ``queue``, ``limit``, ``keyless_window`` and
+    ``passed_over`` (keys whose tasks are not read)."""
     return sql.SQL(_QUERY).format(queue=queue_table, events=events_table).as_string(None)
 
 

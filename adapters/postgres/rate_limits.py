@@ -221,6 +221,28 @@ class ClaimRateLimits:
         wanted = set(queues)
         return any(limit.queue is None or limit.queue in wanted for limit in limits)
 
+    def full_fair_keys(self, queues: Iterable[str], now: datetime) -> dict[str, list[str]]:
+        """Per fair queue, the keys whose tasks need not be read: buckets seen full until
+        later than ``now`` of a limit that covers every task of the queue (no task type;
+        that queue or any) and is keyed by the queue's own ``fair_key`` template."""
+        registry = self.registry()
+        passed_over: dict[str, list[str]] = {}
+        for queue in queues:
+            template = registry.queue(queue).fair_key
+            if template is None:
+                continue
+            keys = sorted(
+                bucket.key
+                for bucket, slot in self._full.items()
+                if slot > now
+                and bucket.limit.key == template
+                and bucket.limit.task_type is None
+                and bucket.limit.queue in (None, queue)
+            )
+            if keys:
+                passed_over[queue] = keys
+        return passed_over
+
     def buckets_of(self, task: Task) -> list[Bucket]:
         """The buckets a task counts in: each covering limit whose key its args can fill."""
         buckets = []

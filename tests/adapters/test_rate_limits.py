@@ -50,6 +50,10 @@ CONFIG = textwrap.dedent(
     [queues.quick]
     concurrency = 100
 
+    [queues.shared]
+    concurrency = 100
+    fair_key = "tenant:{tenant}"
+
     [task_types.send]
     adapter = "python"
     queue = "mail"
@@ -74,6 +78,17 @@ CONFIG = textwrap.dedent(
     adapter = "python"
     queue = "quick"
     settings = { callable = "adapters.executors.builtin_tasks:echo" }
+
+    [task_types.shared_job]
+    adapter = "python"
+    queue = "shared"
+    settings = { callable = "adapters.executors.builtin_tasks:echo" }
+
+    [rate_limits.shared_tenant]
+    queue = "shared"
+    key = "tenant:{tenant}"
+    limit = 1
+    period = "1h"
 
     [rate_limits.per_tenant]
     task_type = "send"
@@ -385,3 +400,16 @@ def test_over_http_an_enqueue_a_limit_cannot_key_is_422_and_stores_nothing(
     assert refused.json()["error"]["code"] == "schema_violation"
     assert "rate limit 'per_tenant'" in refused.json()["error"]["message"]
     assert listed == []
+
+
+def test_a_fair_queue_passes_over_tenants_at_their_limit(runtime: Runtime) -> None:
+    """Fifteen tenants at their limit, each with a task still queued, fill a round's
+    candidates (5 free slots + 10 spare); a new tenant's task behind them starts in the
+    next round all the same: the keys of full buckets keyed like the queue are not read."""
+    for n in range(15):
+        enqueue(runtime, "shared_job", 2, tenant=f"t{n}")
+    dispatch = dispatch_of(runtime)
+    for _ in range(3):
+        assert len(dispatch.claim(["shared"], 5, "w1")) == 5
+    (new,) = enqueue(runtime, "shared_job", 1, tenant="new")
+    assert [c.task_id for c in dispatch.claim(["shared"], 5, "w1")] == [new]
