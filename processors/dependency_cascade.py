@@ -1,5 +1,6 @@
 """Dependency cascade: unblock a task whose dependencies all succeeded, skip a task one of
-whose dependencies ended other than succeeded (transitively, as each skip is an event too).
+whose dependencies ended other than succeeded (transitively, as each skip is an event too);
+the rule and its events are ``domain/dependencies.py``'s.
 
 It acts on the readiness graph's changes inside the graph's own transaction, so each change
 becomes exactly one event. A change is acted on only if the task (and, for a skip, the
@@ -14,6 +15,7 @@ from datetime import datetime
 from typing import Protocol
 from uuid import UUID
 
+from domain.dependencies import UNBLOCK, Release, Skip, apply_release
 from domain.task import Task, TaskState
 from projections.readiness import Doomed, ReadinessChange, Unblocked
 
@@ -42,20 +44,18 @@ class DependencyCascade:
         decided: dict[UUID, Task] = {}
         now = self.clock()
         for change in current:
-            if change.task_id in decided:
-                continue
             task = loaded[change.task_id]
-            if task.state is not TaskState.BLOCKED:
-                continue
-            if isinstance(change, Unblocked):
-                task.unblock(now)
-            else:
-                task.skip(
-                    reason=f"dependency {change.dependency} ended {change.dependency_state}",
-                    dependency=change.dependency,
-                )
-            decided[change.task_id] = task
+            if change.task_id not in decided and apply_release(task, _release(change), now):
+                decided[change.task_id] = task
         return list(decided.values())
+
+
+def _release(change: ReadinessChange) -> Release:
+    """The graph's change as the rule's decision (``domain/dependencies.py``): its count of
+    pending dependencies reached 0 (all succeeded), or one ended otherwise."""
+    if isinstance(change, Unblocked):
+        return UNBLOCK
+    return Skip(change.dependency, TaskState(change.dependency_state))
 
 
 def _still_current(change: ReadinessChange, latest: dict[UUID, int]) -> bool:

@@ -4,7 +4,8 @@ When a worker records ``TaskSucceeded`` for some tasks, the blocked tasks waitin
 are found in the dispatch queue (``depends_on`` of its blocked rows, a GIN index); those
 whose every dependency has now succeeded get their ``TaskUnblocked`` appended in the same
 transaction, so a dependent is claimable the moment its dependency's success commits: a
-chain hop costs one worker round, not a round trip through the readiness projection.
+chain hop costs one worker round, not a round trip through the readiness projection. The
+rule (all dependencies succeeded) and its event are ``domain/dependencies.py``'s.
 
 The readiness graph's dependency cascade stays the rule that always applies: it skips the
 dependents of a task that ended otherwise, and it unblocks what this could not see (a
@@ -24,6 +25,7 @@ from psycopg import sql
 
 from adapters.postgres.event_store import EventStore
 from adapters.postgres.recorder import id_list
+from domain.dependencies import UNBLOCK, apply_release, release_of
 from domain.task import Task, TaskState, event_name
 
 
@@ -73,17 +75,16 @@ class InlineUnblock:
             return []
         now_done = set(succeeded)
         others = {d for row in rows for d in row["depends_on"]} - now_done
-        done = now_done | self._already_succeeded(cur, others)
-        free = sorted(row["task_id"] for row in rows if set(row["depends_on"]) <= done)
+        # Only successes are looked up: a dependency that ended otherwise reads as not ended
+        # here, and its skip is the cascade's.
+        ends = dict.fromkeys(now_done | self._already_succeeded(cur, others), TaskState.SUCCEEDED)
+        free = sorted(
+            row["task_id"] for row in rows if release_of(row["depends_on"], ends) == UNBLOCK
+        )
         if not free:
             return []
         tasks = self.store.load_many(free, cur)
-        unblocked = []
-        for task in tasks.values():
-            if task.state is TaskState.BLOCKED:
-                task.unblock(now)
-                unblocked.append(task)
-        return unblocked
+        return [task for task in tasks.values() if apply_release(task, UNBLOCK, now)]
 
     def _already_succeeded(self, cur: psycopg.Cursor[Any], task_ids: set[UUID]) -> set[UUID]:
         if not task_ids:
