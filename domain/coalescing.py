@@ -112,11 +112,6 @@ def check_template(template: Any, what: str) -> str:
     return template
 
 
-def template_fields(template: str) -> list[str]:
-    """The argument names a key template reads (``report:{customer}`` -> ``customer``)."""
-    return _FIELD.findall(template)
-
-
 def render_key(template: str, args: Mapping[str, Any], what: str) -> str:
     """Fill a key template from the args; a missing argument, or a key that comes out empty,
     too long or not storable as text, is ``InvalidSubmission``."""
