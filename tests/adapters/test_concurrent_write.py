@@ -4,6 +4,8 @@ concurrent save is decided again on a fresh load, at most ``CONFLICT_TRIES`` tim
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -17,10 +19,13 @@ from adapters.postgres.concurrent_write import (
     retry_on_conflict,
 )
 from adapters.postgres.event_store import EventStore
+from adapters.postgres.projection_runner import ProjectionRunner
 from adapters.runtime import Runtime
 from domain.errors import InvalidTransition
 from domain.submission import TaskRequest
 from domain.task import Task, TaskState
+from projections.readiness import ReadinessGraph
+from tests.helpers import succeed
 
 
 def _priorities(store: EventStore, task_id: UUID) -> list[tuple[int, str]]:
@@ -131,3 +136,62 @@ def test_a_cancel_of_a_task_that_keeps_changing_is_refused_and_stores_no_cancel(
     monkeypatch.undo()
     assert store.load(task.id).state is TaskState.READY
     assert len(_priorities(store, task.id)) == CONFLICT_TRIES
+
+
+class _Overtaken:
+    """A reactor whose append meets a concurrent write on its first ``losses`` tries: it
+    reprioritises ``task_id``, and another writer saves that task's next version first."""
+
+    def __init__(self, store: EventStore, task_id: UUID, losses: int) -> None:
+        self.store, self.task_id, self.losses, self.tries = store, task_id, losses, 0
+
+    def react(self, changes: Sequence[Any]) -> list[Task]:
+        self.tries += 1
+        task = self.store.load(self.task_id)
+        if self.tries <= self.losses:
+            _reprioritise_elsewhere(self.store, self.task_id, 100 + self.tries)
+        task.reprioritise(7, by="reactor")
+        return [task]
+
+
+def _readiness_runner(runtime: Runtime, reactor: _Overtaken) -> ProjectionRunner:
+    """A readiness runner whose next batch has a change for its reactor (a dependency's
+    success unblocks its dependent)."""
+    parent, _child = runtime.ledger.enqueue_graph(
+        [
+            TaskRequest("echo", ref="parent"),
+            TaskRequest("echo", ref="child", depends_on=("parent",)),
+        ]
+    )
+    runner = ProjectionRunner(runtime.store, ReadinessGraph(runtime.store.schema), reactor)
+    runner.catch_up()
+    succeed(runtime.store, parent.id)
+    return runner
+
+
+def test_a_projection_batch_whose_append_lost_a_race_is_applied_again(runtime: Runtime) -> None:
+    target = runtime.ledger.enqueue(TaskRequest("echo"))
+    reactor = _Overtaken(runtime.store, target.id, losses=1)
+    runner = _readiness_runner(runtime, reactor)
+    reactor.tries = 0
+    success_at = runtime.store.head_position()
+    assert runner.run_batch() > 0
+    assert reactor.tries == 2
+    # The reactor's append committed once, with the batch: the position is past the success.
+    assert _priorities(runtime.store, target.id) == [(101, "other"), (7, "reactor")]
+    assert runner.position() >= success_at
+
+
+def test_a_projection_batch_that_keeps_conflicting_stops_and_keeps_its_position(
+    runtime: Runtime,
+) -> None:
+    target = runtime.ledger.enqueue(TaskRequest("echo"))
+    reactor = _Overtaken(runtime.store, target.id, losses=CONFLICT_TRIES)
+    runner = _readiness_runner(runtime, reactor)
+    reactor.tries = 0
+    before = runner.position()
+    with pytest.raises(KeptChanging, match=r"^the batch of projection readiness kept changing"):
+        runner.run_batch()
+    assert reactor.tries == CONFLICT_TRIES
+    assert runner.position() == before
+    assert [by for _, by in _priorities(runtime.store, target.id)] == ["other"] * CONFLICT_TRIES
