@@ -21,6 +21,7 @@ from domain.coalescing import Debounce
 from domain.errors import InvalidSubmission
 from domain.submission import TaskRequest
 from domain.task import Task
+from tests.adapters.test_write_path import held_first_commit, run_all
 
 
 def debounced(
@@ -252,3 +253,22 @@ def test_a_start_between_the_look_and_the_save_makes_the_submission_a_new_task(
     assert raced and created and second.id != first.id
     assert event_names(runtime, first) == ["TaskEnqueued", "TaskStarted"]
     assert load(first.id).args == {"n": 1}
+
+
+def test_submissions_of_one_key_inside_one_batch_each_move_the_one_task(
+    runtime: Runtime, database_url: str
+) -> None:
+    """Three submissions for a pending task queue their ``TaskDebounced`` saves behind a held
+    commit: the batch fails on the task's version, is committed again unit by unit, and the
+    two that lost look again and append theirs; each answers with the one task."""
+    first, _ = runtime.ledger.enqueue_once(debounced({"n": 0}))
+    with held_first_commit(runtime, database_url) as queued:
+        results, threads = run_all(
+            [lambda n=n: runtime.ledger.enqueue_once(debounced({"n": n})) for n in (1, 2, 3)]
+        )
+        queued(3)
+    for thread in threads:
+        thread.join(timeout=30)
+    assert all(isinstance(r, tuple) for r in results), results
+    assert {(task.id, created) for task, created in results} == {(first.id, False)}
+    assert event_names(runtime, first).count("TaskDebounced") == 3
