@@ -1,9 +1,11 @@
 // Tasks: the task view with filters (state, type, queue, lane, tag, enqueue-time range, text
 // in args or error), keyset-paged ("Load more" follows next_cursor), kept live by the event
 // stream (each changed task is read again and placed by the same filters), and bulk cancel /
-// retry of the selected tasks: one audited request per task, offered only to roles that may.
+// retry of the selected tasks: one audited request per task, offered only to roles that may;
+// or of every task the filters match, as one bulk action (bulk_matching.js).
 
 import { api, follow, query } from '../api.js';
+import { matchingButtons } from './bulk_matching.js';
 import { clear, fmtTime, globMatch, h, shortId, stateBadge, toast } from '../dom.js';
 
 export const STATES = ['blocked', 'scheduled', 'ready', 'running', 'waiting', 'succeeded', 'failed', 'cancelled', 'skipped'];
@@ -30,6 +32,7 @@ export async function render(main, _param, session, search) {
   const more = h('button', { id: 'load-more', onclick: () => loadPage(false) }, 'Load more');
   const live = h('span', { id: 'live', class: 'live', 'data-live': 'off' }, 'connecting…');
   const toolbar = h('div', { class: 'toolbar', id: 'bulk' });
+  const matching = h('span', { id: 'matching', class: 'buttons' });
   main.append(h('div', { class: 'title-row' }, h('h1', {}, 'Tasks'), live),
     filterForm(filter, session, queues), toolbar,
     h('table', { class: 'grid tasks' }, h('thead', {}, h('tr', {},
@@ -66,6 +69,9 @@ export async function render(main, _param, session, search) {
     if (session.taskTypes.some((t) => t.may_enqueue) || session.access.adhoc) {
       buttons.push(h('button', { id: 'retry-selected', disabled: !picked.length, onclick: () => bulk('retry', picked) }, 'Retry selected'));
     }
+    // What may be done to the selection may be done to every match too.
+    const offered = buttons.slice(1).map((b) => b.id.replace('-selected', ''));
+    buttons.push(...matchingButtons(filter, offered, matching, () => loadPage(true)), matching);
     toolbar.replaceChildren(...buttons);
   }
 
