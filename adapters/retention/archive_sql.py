@@ -306,7 +306,8 @@ def delete_chain_below(conn: psycopg.Connection[Any], schema: str, through: int)
 def delete_live_rows(
     conn: psycopg.Connection[Any], schema: str, through: int, tasks: Sequence[UUID]
 ) -> None:
-    """The rows of removed tasks in the read models and operational tables."""
+    """The rows of removed tasks in the read models and operational tables (attempt rows a
+    learn hook has not been handed yet stay: ``delete_held_attempt_rows``)."""
     table = {name: sql.Identifier(schema, name) for name in _BY_TASK}
     held = _learn_hooks_position(conn, schema)
     for start in range(0, len(tasks), CHUNK):
@@ -328,13 +329,25 @@ def delete_live_rows(
                 ),
                 (chunk,),
             )
-        # Attempt rows a learn hook has not been handed yet stay.
         conn.execute(
             sql.SQL("DELETE FROM {} WHERE task_id = ANY(%s) AND position <= %s").format(
                 sql.Identifier(schema, ROWS)
             ),
             (chunk, min(through, held)),
         )
+
+
+def delete_held_attempt_rows(conn: psycopg.Connection[Any], schema: str, through: int) -> None:
+    """Attempt rows of removed tasks that a learn hook had not been handed when their task
+    went, once every hook has them (at or below ``through`` every task with an attempt row
+    is in the task view unless it was removed: the task view has read that far)."""
+    conn.execute(
+        sql.SQL(
+            "DELETE FROM {rows} d WHERE d.position <= %s "
+            "AND NOT EXISTS (SELECT 1 FROM {view} v WHERE v.task_id = d.task_id)"
+        ).format(rows=sql.Identifier(schema, ROWS), view=sql.Identifier(schema, TASK_VIEW)),
+        (min(through, _learn_hooks_position(conn, schema)),),
+    )
 
 
 def analyze(conn: psycopg.Connection[Any], schema: str) -> None:

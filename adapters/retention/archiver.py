@@ -247,6 +247,8 @@ class Archiver:
                 ids = [d for d, _ in denials]
                 report.denials_removed += len(q.delete_archived(conn, self.schema, through, ids))
             position = denials[-1][1]
+        with conn.transaction():
+            q.delete_held_attempt_rows(conn, self.schema, through)
 
     def _head_hash(self, through: int) -> bytes:
         ending = [m for m in self.archive.manifests() if m.last_position == through]

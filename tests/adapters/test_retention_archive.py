@@ -28,6 +28,7 @@ from adapters.retention.archiver import Archiver
 from adapters.retention.periodic import archive_periodically
 from adapters.retention.segments import ArchiveDir, ArchiveError, configured_archive
 from adapters.runtime import Runtime, open_runtime
+from domain.access import AccessDenial
 from domain.errors import TaskNotFound, UnknownDependency
 from domain.submission import TaskRequest
 from tests.adapters.http.live_server import LiveServer
@@ -580,3 +581,38 @@ def test_nothing_is_archived_past_what_every_projection_has_read(rt: Runtime) ->
     rt.runners["task_view"].catch_up()
     again = archiver(rt, days=40).run()  # the dataset has read nothing: no further
     assert again.through == report.through and again.tasks_removed == 0
+
+
+def test_refused_requests_past_their_age_are_archived_too(rt: Runtime) -> None:
+    make_history(rt)
+    denial = AccessDenial.record("mallory", "tasks.cancel", "role tester may not")
+    rt.store.save(denial)
+    rt.catch_up()
+    young = archiver(rt, days=10).run()
+    assert young.denials_removed == 0 and young.tasks_removed == 0
+    report = archiver(rt, days=40).run()
+    assert report.denials_removed == 1 and report.tasks_removed == 6
+    assert count(rt, EVENTS_TABLE, f"originator_id = '{denial.id}'") == 0
+    assert verify(rt).ok
+
+
+def test_attempt_rows_a_learn_hook_has_not_had_stay_until_it_has(rt: Runtime) -> None:
+    make_history(rt)
+    positions = sql.Identifier(rt.settings.schema, "projection_positions")
+    with psycopg.connect(rt.database_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("INSERT INTO {} (name, position) VALUES ('learn_hooks:echo', 1)").format(
+                positions
+            )
+        )
+    rows = count(rt, "attempt_dataset")
+    assert archiver(rt, days=40).run().tasks_removed == 6
+    assert count(rt, "attempt_dataset") == rows  # the hook has not been handed them
+    with psycopg.connect(rt.database_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("UPDATE {} SET position = 1000000 WHERE name = 'learn_hooks:echo'").format(
+                positions
+            )
+        )
+    assert archiver(rt, days=40).run().tasks_removed == 0
+    assert count(rt, "attempt_dataset") == rows - 6
