@@ -11,7 +11,10 @@ holder, a debounce folded into the pending task of its key.
 - **debounce**: the task the key names, if it has not started yet, gets ``TaskDebounced``
   (its new ``run_at``, and the args in mode ``last``), saved at its next version: a worker
   that started it meanwhile makes that save fail, and the caller looks again, finding it
-  started. Otherwise a new task, saved with the key moved over to it.
+  started. Otherwise a new task, saved with the key moved over to it. The submissions of
+  one key take turns within a process (``KeyLocks``), so a burst from many threads does not
+  fail on the task's version; against other nodes, a lost save looks again (up to
+  ``DEBOUNCE_TRIES``).
 
 ``None`` means the try met a concurrent write: the ledger tries again (up to five times).
 Graphs and ``enqueue_in`` take singleton keys in ``statements_for_graph`` (a held key is
@@ -21,7 +24,9 @@ task takes its singleton key again (``retaken``), or is refused while another ta
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Hashable, Iterator, Sequence
+from contextlib import contextmanager
 from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError
@@ -36,6 +41,29 @@ from domain.submission import Requester, TaskRequest
 from domain.task import DEBOUNCEABLE_STATES, Task
 
 Enqueued = tuple[Task, bool, list[RecordedEvent]]  # the task, whether new, its events if new
+DEBOUNCE_TRIES = 20  # TaskDebounced saves lost to other nodes' (or a start) before giving up
+
+
+class KeyLocks:
+    """A lock per key in use in this process, dropped when no thread holds or awaits it."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[Hashable, tuple[threading.Lock, list[int]]] = {}
+
+    @contextmanager
+    def held(self, key: Hashable) -> Iterator[None]:
+        with self._guard:
+            lock, users = self._locks.setdefault(key, (threading.Lock(), [0]))
+            users[0] += 1
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                users[0] -= 1
+                if not users[0]:
+                    del self._locks[key]
 
 
 def coalesced_by(request: TaskRequest, task: Task) -> str:
@@ -54,6 +82,7 @@ class CoalescedEnqueue:
         self.keys = CoalescingKeys(store.schema)
         self._sql_singleton_holders = self.keys.holders_query(self.keys.singletons)
         self._sql_debounce_holders = self.keys.holders_query(self.keys.debounces)
+        self._submitting = KeyLocks()
 
     def try_enqueue(
         self,
@@ -88,11 +117,14 @@ class CoalescedEnqueue:
         debounce: Debounce,
         requester: Requester,
     ) -> Enqueued | None:
-        found = self._holders(self._sql_debounce_holders, [(task.type_name, key)])
-        holder_id = next(iter(found.values()), None)
-        if holder_id is not None:
-            holder = self.store.load(holder_id)
-            if holder.state in DEBOUNCEABLE_STATES and not holder.attempts:
+        # One submission of a key at a time in this process: a burst from many threads
+        # would otherwise lose its TaskDebounced saves to each other on the task's version.
+        # Other nodes still race with it; a lost save looks again.
+        with self._submitting.held((task.type_name, key)):
+            for _ in range(DEBOUNCE_TRIES):
+                holder = self._debounce_holder(task.type_name, key)
+                if holder is None or holder.state not in DEBOUNCEABLE_STATES or holder.attempts:
+                    return self._new_debounced(task, key, inline, holder)
                 assert task.run_at is not None  # a debounce always sets it
                 start = debounced_start(debounce, task.run_at, holder.created_on)
                 replace = debounce.mode == "last"
@@ -100,14 +132,26 @@ class CoalescedEnqueue:
                 try:
                     self.store.save(holder)
                 except IntegrityError:
-                    return None  # started (or debounced) meanwhile: look again
+                    continue  # started, or moved by another node, meanwhile: look again
                 return holder, False, []
-        taken = self.keys.debounce_taken(task.type_name, key, task.id, replacing=holder_id)
+            return None
+
+    def _new_debounced(
+        self, task: Task, key: str, inline: Sequence[Statement], started: Task | None
+    ) -> Enqueued | None:
+        """The key's new task; the row of the task seen ``started`` (or ended) gives way."""
+        replacing = None if started is None else started.id
+        taken = self.keys.debounce_taken(task.type_name, key, task.id, replacing=replacing)
         try:
             recorded = self.store.save(task, inline=[*inline, *taken])
         except IntegrityError:
-            return None  # another submission made the key's new task first: look again
+            return None  # another node made the key's new task first: look again
         return task, True, recorded
+
+    def _debounce_holder(self, type_name: str, key: str) -> Task | None:
+        found = self._holders(self._sql_debounce_holders, [(type_name, key)])
+        holder_id = next(iter(found.values()), None)
+        return None if holder_id is None else self.store.load(holder_id)
 
     def statements_for_graph(self, tasks: Sequence[Task]) -> list[Statement]:
         """The singleton keys of a graph's (or ``enqueue_in``'s) tasks, taken with them; a

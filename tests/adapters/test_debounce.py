@@ -16,12 +16,11 @@ import pytest
 from adapters.dataset.replay import Replay
 from adapters.ledger import utc_now
 from adapters.postgres.dispatch import PostgresDispatch
-from adapters.runtime import Runtime
+from adapters.runtime import Runtime, open_runtime
 from domain.coalescing import Debounce
 from domain.errors import InvalidSubmission
 from domain.submission import TaskRequest
 from domain.task import Task
-from tests.adapters.test_write_path import held_first_commit, run_all
 
 
 def debounced(
@@ -255,20 +254,47 @@ def test_a_start_between_the_look_and_the_save_makes_the_submission_a_new_task(
     assert load(first.id).args == {"n": 1}
 
 
-def test_submissions_of_one_key_inside_one_batch_each_move_the_one_task(
-    runtime: Runtime, database_url: str
-) -> None:
-    """Three submissions for a pending task queue their ``TaskDebounced`` saves behind a held
-    commit: the batch fails on the task's version, is committed again unit by unit, and the
-    two that lost look again and append theirs; each answers with the one task."""
-    first, _ = runtime.ledger.enqueue_once(debounced({"n": 0}))
-    with held_first_commit(runtime, database_url) as queued:
-        results, threads = run_all(
-            [lambda n=n: runtime.ledger.enqueue_once(debounced({"n": n})) for n in (1, 2, 3)]
-        )
-        queued(3)
+def burst(runtimes: list[Runtime], per_runtime: int) -> list[tuple[Task, bool] | BaseException]:
+    """``per_runtime`` threads per runtime submit one debounce key at the same moment."""
+    threads_total = len(runtimes) * per_runtime
+    barrier = threading.Barrier(threads_total)
+    results: list[tuple[Task, bool] | BaseException] = []
+
+    def submit(rt: Runtime, n: int) -> None:
+        barrier.wait()
+        try:
+            results.append(rt.ledger.enqueue_once(debounced({"n": n}, key="burst")))
+        except BaseException as error:  # an answer the test must see, not a lost thread
+            results.append(error)
+
+    threads = [
+        threading.Thread(target=submit, args=(rt, n)) for n, rt in enumerate(runtimes * per_runtime)
+    ]
     for thread in threads:
-        thread.join(timeout=30)
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return results
+
+
+def test_a_burst_from_many_threads_is_one_task_and_every_submission_is_answered(
+    runtime: Runtime,
+) -> None:
+    """Sixteen threads at once (more than the ledger's five looks per enqueue): they take
+    turns per key in the process, so none fails on the task's version."""
+    results = burst([runtime], 16)
     assert all(isinstance(r, tuple) for r in results), results
-    assert {(task.id, created) for task, created in results} == {(first.id, False)}
-    assert event_names(runtime, first).count("TaskDebounced") == 3
+    tasks = {task.id for task, _ in results}  # type: ignore[union-attr]
+    assert len(results) == 16 and len(tasks) == 1
+    assert event_names(runtime, runtime.store.load(tasks.pop())).count("TaskDebounced") == 15
+
+
+def test_a_burst_from_two_nodes_is_one_task(runtime: Runtime) -> None:
+    other = open_runtime(pool_size=2)
+    try:
+        results = burst([runtime, other], 6)
+    finally:
+        other.close()
+    assert all(isinstance(r, tuple) for r in results), results
+    assert len({task.id for task, _ in results}) == 1  # type: ignore[union-attr]
+    assert sorted(created for _, created in results) == [False] * 11 + [True]  # type: ignore[misc]
