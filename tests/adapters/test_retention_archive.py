@@ -533,7 +533,7 @@ def test_a_crash_in_the_middle_of_the_deletions_is_completed_by_the_next_run(
     assert replay_bytes(rt, archive=archive_of(rt)) == replayed
 
 
-def test_the_dataset_over_http_and_the_cli_span_the_archive(
+def test_the_dataset_and_verification_over_http_and_the_cli_span_the_archive(
     rt: Runtime, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     make_history(rt)
@@ -543,6 +543,8 @@ def test_the_dataset_over_http_and_the_cli_span_the_archive(
         response = client.get("/v1/dataset")
         assert response.status_code == 200
         assert response.content == before
+        verified = client.get("/v1/audit/verify").json()
+        assert verified["ok"] and "archived events" in verified["detail"]
     out = tmp_path / "dataset.jsonl"
     assert main(["replay", "--out", str(out)]) == 0
     assert out.read_bytes() == before
