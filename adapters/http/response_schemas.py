@@ -462,7 +462,16 @@ AUDIT_REPORT: Schema = {
         "first_bad_position": {"type": ["integer", "null"]},
         "reason": {
             "type": "string",
-            "enum": ["ok", "altered", "missing", "inserted", "chain-broken", "catch-up-failed"],
+            "enum": [
+                "ok",
+                "altered",
+                "missing",
+                "inserted",
+                "chain-broken",
+                "catch-up-failed",
+                "archive-missing",
+                "archive-altered",
+            ],
         },
         "detail": {"type": "string"},
         "unchained": {"type": "integer", "minimum": 0, "description": "events not yet chained"},

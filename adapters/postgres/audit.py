@@ -135,6 +135,9 @@ class VerifyReport:
     another: the chain table was edited, or an event was removed together with its row).
     ``catch-up-failed`` (what is chained is intact, but the chain could not be brought up
     to the head: an event after it no longer decodes, or the database failed).
+    ``archive-missing`` / ``archive-altered``: part of the log is archived and a segment (or
+    the archive directory) is missing, or a segment differs from what was chained
+    (``adapters/retention/verify.py``).
     ``unchained``: events after the chain's head, not checked (the projection lags).
     ``undecodable``: positions of chained rows whose event does not decode (a topic that
     does not resolve, a state that does not parse): chained and verified by their stored

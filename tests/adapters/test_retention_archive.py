@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import jsonschema
 import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -21,6 +22,7 @@ from psycopg import sql
 from adapters.cli.main import main
 from adapters.config_file import DEFAULT_REGISTRY
 from adapters.dataset.replay import Replay
+from adapters.http.response_schemas import AUDIT_REPORT
 from adapters.postgres.audit import verify_chain
 from adapters.postgres.event_store import EVENTS_TABLE
 from adapters.retention import archive_sql
@@ -560,9 +562,12 @@ def test_the_dataset_of_an_archived_log_without_its_archive_is_refused(
     try:
         with LiveServer(bare) as live, live.client() as client:
             response = client.get("/v1/dataset")
+            verified = client.get("/v1/audit/verify").json()
         assert response.status_code == 400
         error = response.json()["error"]
         assert error["code"] == "archive_error" and "archive_dir" in error["message"]
+        assert not verified["ok"] and verified["reason"] == "archive-missing"
+        jsonschema.validate(verified, AUDIT_REPORT)  # the reason is one the API documents
     finally:
         bare.close()
 
