@@ -35,7 +35,13 @@ from uuid import UUID
 import psycopg
 
 from adapters.retention import archive_sql as q
-from adapters.retention.segments import ArchiveDir, ArchiveError, Manifest, StoredRow
+from adapters.retention.segments import (
+    ArchiveBusy,
+    ArchiveDir,
+    ArchiveError,
+    Manifest,
+    StoredRow,
+)
 from adapters.retention.verify import check_segment
 from domain.retention import RetentionPolicy
 from projections.audit_chain import GENESIS, canonical_bytes, next_chain_hash
@@ -80,7 +86,7 @@ class Archiver:
         """One archival (one at a time per schema: a second is refused while one runs)."""
         with psycopg.connect(self.database_url, autocommit=True) as conn:
             if not q.try_archive_lock(conn, self.schema):
-                raise ArchiveError("another archival of this schema is running")
+                raise ArchiveBusy("another archival of this schema is running")
             return self._run(conn, until, dry_run)
 
     def _run(

@@ -15,7 +15,7 @@ import psycopg
 
 from adapters.ledger import utc_now
 from adapters.retention.archiver import Archiver
-from adapters.retention.segments import ArchiveError, configured_archive
+from adapters.retention.segments import ArchiveBusy, ArchiveError, configured_archive
 from adapters.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,9 @@ async def archive_periodically(runtime: Runtime, stop: asyncio.Event, blocking: 
                 error.diag.message_primary,
             )
             return
+        except ArchiveBusy:
+            log.debug("archive: another node is archiving; next round")
+            continue
         except ArchiveError as error:
             log.warning("archive: %s", error)
             continue

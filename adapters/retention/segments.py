@@ -46,6 +46,12 @@ class ArchiveError(LedgerError):
     code = "archive_error"
 
 
+class ArchiveBusy(ArchiveError):
+    """Another archival of the same schema is running (its turn comes next interval)."""
+
+    code = "archive_busy"
+
+
 @dataclass(frozen=True)
 class StoredRow:
     """One event as stored in the log (what the audit chain hashes)."""

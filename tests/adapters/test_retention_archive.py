@@ -28,7 +28,7 @@ from adapters.postgres.event_store import EVENTS_TABLE
 from adapters.retention import archive_sql
 from adapters.retention.archiver import Archiver
 from adapters.retention.periodic import archive_periodically
-from adapters.retention.segments import ArchiveDir, ArchiveError, configured_archive
+from adapters.retention.segments import ArchiveBusy, ArchiveDir, ArchiveError, configured_archive
 from adapters.runtime import Runtime, open_runtime
 from domain.access import AccessDenial
 from domain.errors import TaskNotFound, UnknownDependency
@@ -623,3 +623,16 @@ def test_attempt_rows_a_learn_hook_has_not_had_stay_until_it_has(rt: Runtime) ->
         )
     assert archiver(rt, days=40).run().tasks_removed == 0
     assert count(rt, "attempt_dataset") == rows - 6
+
+
+def test_one_archival_at_a_time(rt: Runtime, database_url: str) -> None:
+    make_history(rt)
+    with psycopg.connect(database_url, autocommit=True) as holder:
+        holder.execute(
+            "SELECT pg_advisory_lock(hashtextextended(%s, 0))",
+            (f"archive:{rt.settings.schema}",),
+        )
+        with pytest.raises(ArchiveBusy, match="another archival"):
+            archiver(rt, days=40).run()
+        assert archive_of(rt).manifests() == []
+    assert archiver(rt, days=40).run().tasks_removed == 6  # the lock went with its session
