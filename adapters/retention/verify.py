@@ -11,7 +11,9 @@ What is checked (``docs/retention.md``), the first difference stops the check:
   row's stored chain hash and the manifest's (``archive-altered``, at the first row that
   differs, else at the segment's first position);
 - every event still live at or below the archive head (a queue's, a task not yet past
-  retention) is byte for byte the archived one (``altered``), and archived (``inserted``).
+  retention) is byte for byte the archived one (``altered``), and archived (``inserted``);
+  and no archived event of an aggregate that is still live is gone from the log
+  (``missing``): an aggregate is removed whole or not at all.
 
 Segments written past the archive head (a run that has not deleted yet) are not part of
 the archived history yet and are not read: those events are all still live.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 import psycopg
 from psycopg import sql
@@ -64,8 +67,8 @@ def verify_archive(
             f"the log up to position {head.position} is archived; set [retention] "
             "archive_dir to verify it",
         )
-    retained = _retained(conn, schema, head.position)
-    state = _Walk(retained)
+    retained, live_aggregates = _retained(conn, schema, head.position)
+    state = _Walk(retained, live_aggregates)
     try:
         manifests = [m for m in archive.manifests() if m.last_position <= head.position]
         for manifest in manifests:
@@ -98,8 +101,11 @@ def check_segment(archive: ArchiveDir, manifest: Manifest, previous: bytes) -> t
 class _Walk:
     """The segments read in order, the chain carried from one to the next."""
 
-    def __init__(self, retained: dict[int, bytes]) -> None:
+    def __init__(
+        self, retained: dict[int, bytes], live_aggregates: frozenset[UUID] = frozenset()
+    ) -> None:
         self.retained = retained
+        self.live_aggregates = live_aggregates
         self.previous = GENESIS
         self.expected = 1  # the first position of the next segment
         self.checked = 0
@@ -146,6 +152,12 @@ class _Walk:
                 row.position, "archive-altered", "the archived event differs from the one chained"
             )
         live = self.retained.pop(row.position, None)
+        if live is None and row.originator_id in self.live_aggregates:
+            raise _Bad(
+                row.position,
+                "missing",
+                "an event of an aggregate still live below the archive head is gone from the log",
+            )
         if live is not None and live != event_hash(canonical):
             raise _Bad(row.position, "altered", "the live event differs from its archived copy")
         self.previous = chain
@@ -168,9 +180,12 @@ class _Walk:
             )
 
 
-def _retained(conn: psycopg.Connection[Any], schema: str, through: int) -> dict[int, bytes]:
+def _retained(
+    conn: psycopg.Connection[Any], schema: str, through: int
+) -> tuple[dict[int, bytes], frozenset[UUID]]:
     """The event hash of every live event at or below ``through`` (kept live: queues,
-    tasks not past retention)."""
+    tasks not past retention), and their aggregates: an aggregate is archived whole or not
+    at all, so each of its archived events must still be live too."""
     cursor = conn.cursor(name="archive_retained", row_factory=psycopg.rows.tuple_row)
     cursor.itersize = 5_000
     cursor.execute(
@@ -180,11 +195,12 @@ def _retained(conn: psycopg.Connection[Any], schema: str, through: int) -> dict[
         ).format(sql.Identifier(schema, EVENTS_TABLE)),
         (through,),
     )
-    hashes = {}
+    hashes, aggregates = {}, set()
     for position, originator, version, topic, state in cursor:
         canonical = canonical_bytes(
             position, originator, version, topic, None if state is None else bytes(state)
         )
         hashes[position] = event_hash(canonical)
+        aggregates.add(originator)
     cursor.close()
-    return hashes
+    return hashes, frozenset(aggregates)

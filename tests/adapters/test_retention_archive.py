@@ -636,3 +636,23 @@ def test_one_archival_at_a_time(rt: Runtime, database_url: str) -> None:
             archiver(rt, days=40).run()
         assert archive_of(rt).manifests() == []
     assert archiver(rt, days=40).run().tasks_removed == 6  # the lock went with its session
+
+
+def test_a_live_event_below_the_archive_head_that_was_deleted_is_found(
+    rt: Runtime, database_url: str
+) -> None:
+    history = make_history(rt)
+    archiver(rt, days=40).run()
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")
+        row = conn.execute(
+            sql.SQL(
+                "DELETE FROM {} WHERE originator_id = %s AND originator_version = 2 "
+                "RETURNING notification_id"
+            ).format(sql.Identifier(rt.settings.schema, EVENTS_TABLE)),
+            (history.failed[0],),
+        ).fetchone()
+    assert row is not None
+    report = verify(rt)
+    assert not report.ok and report.reason == "missing"
+    assert report.first_bad_position == row[0]
