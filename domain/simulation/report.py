@@ -15,6 +15,7 @@ import hashlib
 import heapq
 import json
 import math
+import random
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from domain.learning import suggest_start_to_close
 from domain.simulation.engine import TaskOutcome
 
 WORST = 10
+SAMPLE = 50_000  # values kept per measure: exact percentiles up to this many, then a sample
 CHART_WIDTH = 60
 BARS = " ▁▂▃▄▅▆▇█"
 
@@ -40,10 +42,29 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 3)
 
 
-def _spread(waits: list[float]) -> dict[str, Any]:
-    ordered = sorted(waits)
+class Reservoir:
+    """At most ``SAMPLE`` of the values added, a uniform sample of them all (a seeded draw,
+    so the same values give the same sample): memory stays flat over any window."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.values: list[Any] = []
+        self.seen = 0
+        self._rng = random.Random(seed)
+
+    def append(self, value: Any) -> None:
+        self.seen += 1
+        if len(self.values) < SAMPLE:
+            self.values.append(value)
+            return
+        slot = self._rng.randrange(self.seen)
+        if slot < SAMPLE:
+            self.values[slot] = value
+
+
+def _spread(waits: Reservoir) -> dict[str, Any]:
+    ordered = sorted(waits.values)
     return {
-        "tasks": len(ordered),
+        "tasks": waits.seen,
         "p50_ms": _ms(percentile(ordered, 50)),
         "p95_ms": _ms(percentile(ordered, 95)),
         "p99_ms": _ms(percentile(ordered, 99)),
@@ -52,13 +73,14 @@ def _spread(waits: list[float]) -> dict[str, Any]:
 
 @dataclass
 class _Waits:
-    simulated: list[float] = field(default_factory=list)
-    recorded: list[float] = field(default_factory=list)
+    simulated: Reservoir = field(default_factory=Reservoir)
+    recorded: Reservoir = field(default_factory=Reservoir)
 
 
 @dataclass
 class ReportBuilder:
-    """Collects the outcomes; memory: a few numbers per task (waits, start times)."""
+    """Collects the outcomes; memory: bounded samples per measure (``Reservoir``), counts
+    per minute and per lane."""
 
     minute: float = 60.0
     by_queue: dict[str, _Waits] = field(default_factory=lambda: defaultdict(_Waits))
@@ -71,11 +93,11 @@ class ReportBuilder:
     rate_limited: int = 0
     rate_limited_seconds: float = 0.0
     ended_per_minute: Counter[int] = field(default_factory=Counter)
-    lanes: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    lanes: dict[str, list[float]] = field(default_factory=lambda: defaultdict(lambda: [0, 0.0]))
     worst: list[tuple[float, str, str, str]] = field(default_factory=list)
-    starts: list[tuple[float, float, float, float]] = field(default_factory=list)
-    successes: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
-    attempt_times: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    starts: Reservoir = field(default_factory=Reservoir)
+    successes: dict[str, Reservoir] = field(default_factory=lambda: defaultdict(Reservoir))
+    attempt_times: dict[str, Reservoir] = field(default_factory=lambda: defaultdict(Reservoir))
     first_time: float | None = None
     last_time: float | None = None
 
@@ -109,7 +131,9 @@ class ReportBuilder:
         self.by_queue[outcome.queue].simulated.append(wait)
         self.by_type[sub.type_name].simulated.append(wait)
         if outcome.lane is not None:
-            self.lanes[outcome.lane].append(wait)
+            lane = self.lanes[outcome.lane]
+            lane[0] += 1
+            lane[1] += wait
         entry = (wait, str(sub.task_id), sub.type_name, outcome.queue)
         if len(self.worst) < WORST:
             heapq.heappush(self.worst, entry)
@@ -160,39 +184,43 @@ class ReportBuilder:
         }
 
     def _lanes(self) -> list[dict[str, Any]]:
-        ranked = sorted(self.lanes.items(), key=lambda kv: (-sum(kv[1]), kv[0]))[:WORST]
+        ranked = sorted(self.lanes.items(), key=lambda kv: (-kv[1][1], kv[0]))[:WORST]
         return [
-            {"lane": lane, "tasks": len(waits), "total_wait_ms": _ms(sum(waits))}
-            for lane, waits in ranked
+            {"lane": lane, "tasks": int(count), "total_wait_ms": _ms(total)}
+            for lane, (count, total) in ranked
         ]
 
     def _learned(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for type_name in sorted(self.attempt_times):
-            ok = sorted(self.successes.get(type_name, []))
-            suggestion = suggest_start_to_close(len(ok), percentile(ok, 99))
+            successes = self.successes.get(type_name) or Reservoir()
+            ok = sorted(successes.values)
+            suggestion = suggest_start_to_close(successes.seen, percentile(ok, 99))
             times = self.attempt_times[type_name]
+            cut = sum(1 for t in times.values if suggestion is not None and t > suggestion)
             out[type_name] = {
                 "suggested_start_to_close": suggestion,
-                "attempts": len(times),
+                "attempts": times.seen,
+                # counted in the sample, scaled to every attempt when the sample is partial
                 "would_cut": None
                 if suggestion is None
-                else sum(1 for t in times if t > suggestion),
+                else round(cut * times.seen / max(1, len(times.values))),
             }
         return out
 
     def _fidelity(self) -> dict[str, Any]:
         """How closely the simulated first starts follow the recorded ones."""
-        if len(self.starts) < 2:
-            return {"tasks": len(self.starts)}
-        recorded_rank = _ranks([s[0] for s in self.starts])
-        simulated_rank = _ranks([s[1] for s in self.starts])
-        n = len(self.starts)
+        starts = self.starts.values
+        if len(starts) < 2:
+            return {"tasks": self.starts.seen}
+        recorded_rank = _ranks([s[0] for s in starts])
+        simulated_rank = _ranks([s[1] for s in starts])
+        n = len(starts)
         d2 = sum((a - b) ** 2 for a, b in zip(recorded_rank, simulated_rank, strict=True))
         spearman = 1 - 6 * d2 / (n * (n * n - 1))
-        errors = sorted(abs(s[3] - s[2]) for s in self.starts)
+        errors = sorted(abs(s[3] - s[2]) for s in starts)
         return {
-            "tasks": n,
+            "tasks": self.starts.seen,
             "start_order_spearman": round(spearman, 4),
             "wait_error_mean_ms": _ms(sum(errors) / n),
             "wait_error_p95_ms": _ms(percentile(errors, 95)),
