@@ -153,9 +153,9 @@ _TOP_LEVEL = {
     "principals",
     "schedules",
     "nats",
-    "telemetry",
     "rate_limits",
     "retention",
+    "telemetry",
 }
 
 

@@ -75,13 +75,13 @@ class TaskRequest:
     # Dependencies whose results this task takes as inputs: True for all of them (named by
     # their ref, or id), a mapping input name -> ref or id, None for the type's default.
     inputs: bool | Mapping[str, str] | None = None
-    # The W3C trace context it is enqueued in (``traceparent``, ``tracestate``), stored with
-    # it: set by the ways in (HTTP, NATS headers) and for children (the parent attempt's).
-    trace: Mapping[str, str] | None = None
     # Coalescing (``domain/coalescing.py``): a singleton key or template (else the type's),
     # and a debounce (key or template, window, mode).
     singleton: str | None = None
     debounce: Debounce | None = None
+    # The W3C trace context it is enqueued in (``traceparent``, ``tracestate``), stored with
+    # it: set by the ways in (HTTP, NATS headers) and for children (the parent attempt's).
+    trace: Mapping[str, str] | None = None
 
 
 def external_dependencies(requests: Sequence[TaskRequest]) -> set[UUID]:
@@ -278,11 +278,11 @@ def _plan_one(
         parent_id=context.parent_id,
         depth=context.depth,
         signals=list(task_type.signals) or None,
-        trace=stored_trace(request.trace),
         singleton_key=coalescing.singleton_key,
         debounce_key=coalescing.debounce_key,
         fair_key=fair_key_of(registry.queue(queue).fair_key, args),
         registry_version=context.registry.version,
+        trace=stored_trace(request.trace),
     )
 
 

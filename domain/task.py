@@ -162,8 +162,8 @@ class Task(Aggregate):
         self.held: dict[str, Any] | None = None  # the waiting attempt's result and details
         self.singleton_key = singleton_key
         self.debounce_key = debounce_key
-        self.trace = dict(trace) if trace else None
         self.fair_key = fair_key
+        self.trace = dict(trace) if trace else None
         self.enqueued_registry_version = registry_version
         self.run_registry_version: int | None = None  # of the latest attempt's start
 

@@ -81,9 +81,9 @@ def _add_examples(paths: dict[str, Any], registry: Registry) -> None:
 def openapi_document(registry: Registry | None = None) -> dict[str, Any]:
     """The document; with ``registry``, examples of requests that work against it."""
     paths = api_paths() | openapi_console_paths.console_paths() | openapi_bulk_paths.bulk_paths()
+    paths |= openapi_registry_paths.registry_paths()
     for path, operations in openapi_schedule_paths.schedule_paths().items():
         paths[path] = paths.get(path, {}) | operations
-    paths |= openapi_registry_paths.registry_paths()
     _add_links(paths)
     if registry is not None:
         _add_examples(paths, registry)
@@ -101,8 +101,8 @@ def openapi_document(registry: Registry | None = None) -> dict[str, Any]:
             "schemas": response_schemas.COMPONENTS
             | openapi_console_paths.COMPONENTS
             | openapi_bulk_paths.COMPONENTS
-            | openapi_registry_paths.COMPONENTS
-            | openapi_schedule_paths.COMPONENTS,
+            | openapi_schedule_paths.COMPONENTS
+            | openapi_registry_paths.COMPONENTS,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "security": [{"bearer": []}],

@@ -59,10 +59,10 @@ async def enqueue_task(request: web.Request) -> web.Response:
     # A waiting call takes its slot before enqueueing: a 429 must leave nothing behind.
     with ctx.waiting.hold() if wait is not None else nullcontext():
         with enqueue_trace(request.headers, "http", "enqueue_task") as trace:
-            task, created, recorded = await ctx.run(
-                ctx.runtime.ledger.enqueue_recorded,
-                trace.carry(task_request),
-                requester_of(request),
+            task, created, recorded = await ctx.write(
+                ctx.runtime.ledger.enqueue_recorded_async(
+                    trace.carry(task_request), requester_of(request), ctx.executor
+                )
             )
             trace.enqueued([task], created)
         if wait is None:
