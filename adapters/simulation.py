@@ -94,7 +94,7 @@ def simulate(store: EventStore, request: SimulationRequest, baseline: Registry |
     for outcome in simulation.run(submissions):
         report.add(outcome)
     inputs = {**request.inputs(), "first_position": after + 1, "last_position": stop}
-    return report.build(simulation.depth_samples, inputs)
+    return report.build(simulation.depth, inputs)
 
 
 def _latencies(

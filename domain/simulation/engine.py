@@ -30,6 +30,7 @@ from uuid import UUID
 from domain.rate_limits import RateLimit
 from domain.registry import Registry
 from domain.retry import RetryPolicy
+from domain.simulation.series import Series
 from domain.simulation.workload import Submission
 from domain.timeouts import Timeouts, resolve_timeouts
 
@@ -41,7 +42,6 @@ class SimSettings:
     workers: int = 1  # worker nodes
     concurrency: int = 10  # attempts each node runs at once
     seed: int = 0
-    sample_every: float = 60.0  # seconds between two samples of the queue depth
     # Seconds from a task becoming due with a slot free to its attempt running: the real
     # wake-up, claim round and hand-off to the executor (``calibration.py``).
     start_latency: float = 0.0
@@ -61,7 +61,8 @@ class TaskOutcome:
     queue: str
     lane: str | None
     final: str  # succeeded | failed | timed_out | cancelled | skipped | refused | open
-    reason: str | None = None  # why it timed out, failed, was skipped or refused
+    why: str | None = None  # a stable label of why it did not succeed (counted together)
+    reason: str | None = None  # the same with its numbers, for this task
     due: float | None = None  # first due
     first_start: float | None = None
     ended: float | None = None
@@ -91,6 +92,23 @@ class _Task:
     attempt_token: int = 0  # invalidates the scheduled end of a cut attempt
     parked_at: float | None = None  # since when it waits on a rate limit
     dependents: list[_Task] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _Ending:
+    """How an attempt will end: its outcome, and for a failure why (label and detail)."""
+
+    outcome: str  # succeeded | failed | timed_out
+    error_class: str | None
+    retryable: bool
+    why: str | None = None
+    reason: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.why is None and self.outcome != "succeeded":
+            label = f"{self.outcome} ({self.error_class})" if self.error_class else self.outcome
+            object.__setattr__(self, "why", label)
+            object.__setattr__(self, "reason", label)
 
 
 # Kinds of scheduled happenings, in the order they are taken at the same instant.
@@ -128,8 +146,7 @@ class Simulation:
         self._run_times: dict[str, list[float]] = defaultdict(list)
         self._run_times_seen: dict[str, int] = defaultdict(int)
         self._done: list[TaskOutcome] = []
-        self.depth_samples: list[tuple[float, int]] = []  # (time, tasks due and not started)
-        self._next_sample: float | None = None
+        self.depth = Series(max, carry=True)  # tasks due and not started, over time
         self._due_count = 0
         self._freed_at: float | None = None  # recorded end of the attempt that just ended
 
@@ -155,17 +172,9 @@ class Simulation:
     def _advance_to(self, until: float) -> None:
         while self._events and self._events[0][0] <= until:
             when, _, _, action = heapq.heappop(self._events)
-            self._sample_until(when)
             self.now = max(self.now, when)
             action()
-
-    def _sample_until(self, when: float) -> None:
-        """The queue depth at each sample time up to ``when`` (it holds until then)."""
-        if self._next_sample is None:
-            self._next_sample = when
-        while self._next_sample <= when:
-            self.depth_samples.append((self._next_sample, self._due_count))
-            self._next_sample += self.settings.sample_every
+            self.depth.add(self.now, self._due_count)
 
     def _at(self, when: float, kind: int, action: Callable[[], None]) -> None:
         self._order += 1
@@ -194,7 +203,7 @@ class Simulation:
         task_type = self.registry.task_type(sub.type_name)
         if task_type is None:
             outcome = TaskOutcome(sub, sub.queue, sub.lane, final="refused")
-            outcome.reason = "task type not in the registry"
+            outcome.why = outcome.reason = "task type not in the registry"
             self._finish_outcome(sub.task_id, outcome, failed=True)
             return
         queue_name, priority = self._queue_and_priority(sub, task_type.queue, task_type.priority)
@@ -380,16 +389,18 @@ class Simulation:
         token = task.attempt_token
         if run_time is None:  # still running when the window ended: never ends here
             return
+        ending = _Ending(outcome, error_class, retryable)
+        end = run_time
         if cutoff is not None and run_time > cutoff:
-            end, outcome, error_class, retryable = cutoff, "timed_out", None, True
-            task.outcome.reason = f"start_to_close {cutoff:g}s cut an attempt of {run_time:.3f}s"
-        else:
-            end = run_time
-        self._at(
-            begin + end,
-            _END,
-            lambda: self._attempt_ended(task, token, outcome, error_class, retryable),
-        )
+            end = cutoff
+            ending = _Ending(
+                "timed_out",
+                None,
+                True,
+                "start_to_close cut an attempt short",
+                f"start_to_close {cutoff:g}s cut an attempt of {run_time:.3f}s",
+            )
+        self._at(begin + end, _END, lambda: self._attempt_ended(task, token, ending))
 
     def _attempt_of(self, task: _Task) -> tuple[float | None, str, str | None, bool]:
         """The attempt's run time, outcome, error class and whether it may be retried."""
@@ -414,25 +425,21 @@ class Simulation:
             self._lane_running[task.lane] -= 1
             self._refresh_lane(task.lane)
 
-    def _attempt_ended(
-        self, task: _Task, token: int, outcome: str, error_class: str | None, retryable: bool
-    ) -> None:
+    def _attempt_ended(self, task: _Task, token: int, ending: _Ending) -> None:
         if task.state != "running" or token != task.attempt_token:
             return
         self._release(task)
         recorded = task.sub.attempts
         ended = recorded[task.attempt - 1].ended if task.attempt <= len(recorded) else None
-        if outcome == "succeeded":
-            task.outcome.reason = None
+        if ending.outcome == "succeeded":
             self._end(task, "succeeded")
-        elif task.retry.allows_retry(task.attempt, error_class, retryable):
+        elif task.retry.allows_retry(task.attempt, ending.error_class, ending.retryable):
             task.outcome.retries += 1
             delay = task.retry.backoff(task.attempt, self.rng.random())
             self._schedule_due(task, self.now + delay)
         else:
-            if task.outcome.reason is None:
-                task.outcome.reason = f"{outcome}" + (f" ({error_class})" if error_class else "")
-            self._end(task, "timed_out" if outcome == "timed_out" else "failed")
+            task.outcome.why, task.outcome.reason = ending.why, ending.reason
+            self._end(task, "timed_out" if ending.outcome == "timed_out" else "failed")
         self._freed_at = ended
         self._dispatch()
         self._freed_at = None
@@ -441,6 +448,7 @@ class Simulation:
         if task.state == "due" and task.attempt == attempt:
             limit = task.timeouts.schedule_to_start
             self._due_count -= 1
+            task.outcome.why = "schedule_to_start passed before it started"
             task.outcome.reason = f"schedule_to_start {limit:g}s passed before it started"
             self._end(task, "timed_out")
 
@@ -452,6 +460,7 @@ class Simulation:
         elif task.state == "due":
             self._due_count -= 1
         limit = task.timeouts.schedule_to_close
+        task.outcome.why = f"{kind} passed before it ended"
         task.outcome.reason = f"{kind} {limit:g}s passed before it ended"
         self._end(task, "timed_out")
         self._dispatch()
@@ -463,11 +472,12 @@ class Simulation:
             self._release(task)
         elif task.state == "due":
             self._due_count -= 1
-        task.outcome.reason = "cancelled (as recorded)"
+        task.outcome.why = task.outcome.reason = "cancelled (as recorded)"
         self._end(task, "cancelled")
         self._dispatch()
 
     def _skip(self, task: _Task, dependency: UUID) -> None:
+        task.outcome.why = "a dependency did not succeed"
         task.outcome.reason = f"dependency {dependency} did not succeed"
         self._end(task, "skipped")
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from domain.learning import suggest_start_to_close
 from domain.simulation.engine import TaskOutcome
+from domain.simulation.series import Series
 
 WORST = 10
 SAMPLE = 50_000  # values kept per measure: exact percentiles up to this many, then a sample
@@ -80,9 +81,8 @@ class _Waits:
 @dataclass
 class ReportBuilder:
     """Collects the outcomes; memory: bounded samples per measure (``Reservoir``), counts
-    per minute and per lane."""
+    per time bucket and per lane."""
 
-    minute: float = 60.0
     by_queue: dict[str, _Waits] = field(default_factory=lambda: defaultdict(_Waits))
     by_type: dict[str, _Waits] = field(default_factory=lambda: defaultdict(_Waits))
     finals: Counter[str] = field(default_factory=Counter)
@@ -92,35 +92,31 @@ class ReportBuilder:
     recorded_retries: int = 0
     rate_limited: int = 0
     rate_limited_seconds: float = 0.0
-    ended_per_minute: Counter[int] = field(default_factory=Counter)
+    ended: Series = field(default_factory=lambda: Series(lambda a, b: a + b))
     lanes: dict[str, list[float]] = field(default_factory=lambda: defaultdict(lambda: [0, 0.0]))
     worst: list[tuple[float, str, str, str]] = field(default_factory=list)
     starts: Reservoir = field(default_factory=Reservoir)
     successes: dict[str, Reservoir] = field(default_factory=lambda: defaultdict(Reservoir))
     attempt_times: dict[str, Reservoir] = field(default_factory=lambda: defaultdict(Reservoir))
-    first_time: float | None = None
-    last_time: float | None = None
 
     def add(self, outcome: TaskOutcome) -> None:
         sub = outcome.submission
         self.finals[outcome.final] += 1
         self.recorded_finals[sub.final or "open"] += 1
-        if outcome.reason and outcome.final != "succeeded":
-            self.reasons[f"{outcome.final}: {_reason_kind(outcome.reason)}"] += 1
+        if outcome.why and outcome.final != "succeeded":
+            self.reasons[f"{outcome.final}: {outcome.why}"] += 1
         self.retries += outcome.retries
         self.recorded_retries += max(0, len(sub.attempts) - 1)
         if outcome.rate_limited > 0:
             self.rate_limited += 1
             self.rate_limited_seconds += outcome.rate_limited
-        self.first_time = sub.enqueued if self.first_time is None else self.first_time
         for attempt in sub.attempts:
             if attempt.run_time is not None:
                 self.attempt_times[sub.type_name].append(attempt.run_time)
                 if attempt.outcome == "succeeded":
                     self.successes[sub.type_name].append(attempt.run_time)
         if outcome.ended is not None and outcome.final != "open":
-            self.ended_per_minute[int((outcome.ended - self.first_time) // self.minute)] += 1
-            self.last_time = max(self.last_time or outcome.ended, outcome.ended)
+            self.ended.add(outcome.ended, 1.0)
         recorded_wait = sub.recorded_wait
         if recorded_wait is not None:
             self.by_queue[sub.queue].recorded.append(recorded_wait)
@@ -142,7 +138,7 @@ class ReportBuilder:
         if sub.first_start is not None and recorded_wait is not None:
             self.starts.append((sub.first_start, outcome.first_start, recorded_wait, wait))
 
-    def build(self, depth: Sequence[tuple[float, int]], inputs: Mapping[str, Any]) -> Report:
+    def build(self, depth: Series, inputs: Mapping[str, Any]) -> Report:
         return Report(
             {
                 "inputs": dict(inputs),
@@ -163,18 +159,13 @@ class ReportBuilder:
                     {"task_id": t, "type": ty, "queue": q, "wait_ms": _ms(w)}
                     for w, t, ty, q in sorted(self.worst, reverse=True)
                 ],
-                "throughput_per_minute": [
-                    self.ended_per_minute.get(m, 0) for m in range(self._minutes())
-                ],
-                "queue_depth": _downsample([d for _, d in depth], CHART_WIDTH),
+                "tasks_ended": self.ended.as_json(),
+                "queue_depth": depth.as_json(),
                 "busiest_lanes": self._lanes(),
                 "learned_timeouts": self._learned(),
                 "fidelity": self._fidelity(),
             }
         )
-
-    def _minutes(self) -> int:
-        return 1 + max(self.ended_per_minute, default=0)
 
     @staticmethod
     def _waits(groups: Mapping[str, _Waits]) -> dict[str, Any]:
@@ -235,13 +226,7 @@ def _ranks(values: Sequence[float]) -> list[float]:
     return ranks
 
 
-def _reason_kind(reason: str) -> str:
-    """A reason without its numbers, to count alike ones together."""
-    words = reason.split()
-    return " ".join(w for w in words if not any(c.isdigit() for c in w))
-
-
-def _downsample(values: Sequence[int], width: int) -> list[int]:
+def _downsample(values: Sequence[float], width: int) -> list[float]:
     """At most ``width`` values: the largest of each stretch."""
     if len(values) <= width:
         return list(values)
@@ -252,7 +237,7 @@ def _downsample(values: Sequence[int], width: int) -> list[int]:
     ]
 
 
-def sparkline(values: Sequence[int]) -> str:
+def sparkline(values: Sequence[float]) -> str:
     top = max(values, default=0)
     if top == 0:
         return BARS[0] * len(values)
@@ -294,11 +279,14 @@ class Report:
             out.append("longest simulated waits")
             for w in d["worst"]:
                 out.append(f"  {w['wait_ms']:>12} ms  {w['task_id']}  {w['type']} ({w['queue']})")
+        depth, ended = d["queue_depth"], d["tasks_ended"]
         out.append(
-            f"queue depth   {sparkline(d['queue_depth'])}  max {max(d['queue_depth'], default=0)}"
+            f"queue depth   {sparkline(_downsample(depth['values'], CHART_WIDTH))}  max "
+            f"{max(depth['values'], default=0):g} (buckets of {depth['bucket_seconds']:g} s)"
         )
         out.append(
-            f"ended/minute  {sparkline(_downsample(d['throughput_per_minute'], CHART_WIDTH))}"
+            f"tasks ended   {sparkline(_downsample(ended['values'], CHART_WIDTH))}  max "
+            f"{max(ended['values'], default=0):g} per {ended['bucket_seconds']:g} s"
         )
         for lane in d["busiest_lanes"]:
             out.append(

@@ -135,7 +135,7 @@ def run_engine(registry: Registry, rate: float, hours: float) -> tuple[float, in
     started = time.perf_counter()
     for outcome in simulation.run(synthetic_day(rate, hours)):
         report.add(outcome)
-    report.build(simulation.depth_samples, {})
+    report.build(simulation.depth, {})
     return time.perf_counter() - started, sum(report.finals.values())
 
 

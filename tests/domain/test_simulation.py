@@ -170,7 +170,7 @@ def test_the_same_inputs_give_byte_identical_reports_and_the_seed_matters() -> N
         sim = Simulation(reg, SimSettings(concurrency=2, seed=seed))
         for outcome in sim.run([_copy(s) for s in subs]):
             builder.add(outcome)
-        return builder.build(sim.depth_samples, {"seed": seed}).as_json()
+        return builder.build(sim.depth, {"seed": seed}).as_json()
 
     assert report(1) == report(1)
     assert report(1) != report(2)
@@ -188,7 +188,7 @@ def test_the_report_compares_with_what_happened() -> None:
     sim = Simulation(registry(), SimSettings(concurrency=1))
     for outcome in sim.run(subs):
         builder.add(outcome)
-    data = builder.build(sim.depth_samples, {}).data
+    data = builder.build(sim.depth, {}).data
     waits = data["waits_by_queue"]["default"]
     assert waits["simulated"] == waits["recorded"]
     assert data["fidelity"]["start_order_spearman"] == 1.0
