@@ -32,6 +32,7 @@ from adapters.http import (
     routes_registry_versions,
     routes_schedules,
     routes_service,
+    routes_simulations,
     routes_tasks,
 )
 from adapters.http.auth import action_of, auth_middleware, principal_of, record_denial
@@ -138,6 +139,7 @@ def build_app(
         routes_dataset,
         routes_access,
         routes_activity,
+        routes_simulations,
         console_routes,
     ):
         app.router.add_routes(module.routes())

@@ -14,6 +14,7 @@ from adapters.http import (
     openapi_console_paths,
     openapi_registry_paths,
     openapi_schedule_paths,
+    openapi_simulation_paths,
     response_schemas,
 )
 from adapters.http.openapi_paths import Operation, api_paths
@@ -82,6 +83,7 @@ def openapi_document(registry: Registry | None = None) -> dict[str, Any]:
     """The document; with ``registry``, examples of requests that work against it."""
     paths = api_paths() | openapi_console_paths.console_paths() | openapi_bulk_paths.bulk_paths()
     paths |= openapi_registry_paths.registry_paths()
+    paths |= openapi_simulation_paths.simulation_paths()
     for path, operations in openapi_schedule_paths.schedule_paths().items():
         paths[path] = paths.get(path, {}) | operations
     _add_links(paths)
@@ -102,7 +104,8 @@ def openapi_document(registry: Registry | None = None) -> dict[str, Any]:
             | openapi_console_paths.COMPONENTS
             | openapi_bulk_paths.COMPONENTS
             | openapi_schedule_paths.COMPONENTS
-            | openapi_registry_paths.COMPONENTS,
+            | openapi_registry_paths.COMPONENTS
+            | openapi_simulation_paths.COMPONENTS,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "security": [{"bearer": []}],

@@ -1,0 +1,162 @@
+"""``POST /v1/simulations`` over a live server, on a log made by a real worker node: the
+report of the registry the window ran under and of a wider one, deterministic and with its
+digest; the log only read; a non-admin refused (403, recorded), a broken registry 422 naming
+its line, bad numbers and times 400."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+from adapters.http.auth import token_sha256
+from domain.submission import TaskRequest
+from tests.adapters.http.live_server import LiveServer
+from tests.adapters.test_simulation_window import (  # noqa: F401 (module-scoped fixture)
+    CONFIG,
+    WIDER,
+    ledger_module_env,
+    worker_is_up,
+)
+from tests.processors.worker_harness import run_nodes_until, runtime_with_config
+
+ADMIN, VIEWER = "sim-admin-token-01", "sim-viewer-token-02"
+PRINCIPALS = f"""
+[roles.viewer]
+task_types = ["nap"]
+
+[[principals]]
+name = "alice"
+role = "admin"
+token_sha256 = "{token_sha256(ADMIN)}"
+
+[[principals]]
+name = "vera"
+role = "viewer"
+token_sha256 = "{token_sha256(VIEWER)}"
+"""
+
+
+@pytest.fixture(scope="module")
+def live(
+    tmp_path_factory: pytest.TempPathFactory,
+    ledger_module_env: None,  # noqa: F811
+) -> Iterator[LiveServer]:
+    """The workload of ``test_simulation_window`` run once by a worker node, then the API
+    (with principals) over its log."""
+    runtime = runtime_with_config(tmp_path_factory.mktemp("simulations"), CONFIG + PRINCIPALS)
+    requests = (
+        [TaskRequest("nap", {"seconds": 0.2}) for _ in range(8)]
+        + [TaskRequest("laned", {"seconds": 0.1}) for _ in range(4)]
+        + [TaskRequest("fail", {}) for _ in range(2)]
+    )
+    ids: list[UUID] = []
+
+    def all_ended() -> bool:
+        if not ids:
+            if not worker_is_up(runtime):
+                return False
+            ids.extend(t.id for t in runtime.ledger.enqueue_graph(requests))
+        return all(runtime.ledger.task(i).state.is_terminal for i in ids)
+
+    run_nodes_until(runtime, all_ended, timeout=60, concurrency=10)
+    with LiveServer(runtime) as server:
+        yield server
+    runtime.close()
+
+
+def simulate(live: LiveServer, body: dict[str, Any], token: str = ADMIN) -> Any:
+    with live.client(token) as client:
+        return client.post("/v1/simulations", json=body)
+
+
+def test_the_registry_it_ran_under_reproduces_the_window_and_writes_nothing(
+    live: LiveServer,
+) -> None:
+    head = live.runtime.store.head_position()
+    answer = simulate(live, {"toml": CONFIG, "workers": 1, "concurrency": 10, "seed": 7})
+    assert answer.status_code == 200, answer.text
+    report = answer.json()
+    assert report["tasks"] == 14
+    assert report["outcomes"]["simulated"] == report["outcomes"]["recorded"]
+    assert report["outcomes"]["simulated"] == {"failed": 2, "succeeded": 12}
+    assert report["inputs"]["registry_sha256"] == hashlib.sha256(CONFIG.encode()).hexdigest()
+    assert report["inputs"]["registry_source"] == "POST /v1/simulations"
+    assert (report["inputs"]["seed"], report["inputs"]["last_position"]) == (7, head)
+    assert report["fidelity"]["start_order_spearman"] >= 0.8
+    assert set(report["waits_by_queue"]) == {"narrow", "default"}
+    assert report["busiest_lanes"][0]["lane"] == "agent:1"
+    # The digest is the CLI's: sha256 of the canonical JSON of the rest.
+    rest = {k: v for k, v in report.items() if k != "digest"}
+    canonical = json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert report["digest"] == hashlib.sha256(canonical.encode()).hexdigest()
+    again = simulate(live, {"toml": CONFIG, "workers": 1, "concurrency": 10, "seed": 7})
+    assert again.json()["digest"] == report["digest"]
+    assert live.runtime.store.head_position() == head
+
+
+def test_a_wider_queue_would_have_cut_the_narrow_queues_waits(live: LiveServer) -> None:
+    ran = simulate(live, {"toml": CONFIG}).json()["waits_by_queue"]["narrow"]["simulated"]
+    wider = simulate(live, {"toml": WIDER}).json()["waits_by_queue"]["narrow"]["simulated"]
+    assert wider["p99_ms"] < ran["p99_ms"] / 2, (wider, ran)
+
+
+def test_the_window_ends_at_a_position_or_a_time(live: LiveServer) -> None:
+    assert simulate(live, {"toml": CONFIG, "until_position": 0}).json()["tasks"] == 0
+    future = simulate(live, {"toml": CONFIG, "since": "2999-01-01T00:00:00+00:00"}).json()
+    assert future["tasks"] == 0
+    day = simulate(live, {"toml": CONFIG, "since": "24h", "until": "2999-01-01T00:00:00Z"})
+    assert day.json()["tasks"] == 14
+
+
+def test_a_non_admin_is_refused_and_the_refusal_recorded(live: LiveServer) -> None:
+    refused = simulate(live, {"toml": CONFIG}, token=VIEWER)
+    assert refused.status_code == 403
+    assert "admin only" in refused.json()["error"]["message"]
+    with live.client(ADMIN) as admin:
+        denied = admin.get("/v1/events", params={"type": "AccessDenied"}).json()["events"]
+    assert ("vera", "simulations.run") in [
+        (e["data"]["principal"], e["data"]["action"]) for e in denied
+    ]
+
+
+@pytest.mark.parametrize(
+    ("toml", "says"),
+    [
+        ("[queues.narrow]\nconcurrency = 2\n\n[task_types.x\n", "request body:4: not valid TOML"),
+        (CONFIG.replace("concurrency = 2", "concurrency = -2"), "request body:3: expected"),
+    ],
+)
+def test_a_broken_registry_is_422_naming_its_line(live: LiveServer, toml: str, says: str) -> None:
+    refused = simulate(live, {"toml": toml})
+    assert refused.status_code == 422
+    assert says in refused.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({"workers": 0}, "workers must be between 1 and"),
+        ({"concurrency": 10**9}, "concurrency must be between 1 and"),
+        ({"seed": -1}, "seed must be a whole number"),
+        ({"until_position": -3}, "until_position must be a log position"),
+        ({"since": "last tuesday"}, "since: give an ISO 8601 time"),
+        ({"until": "2026-01-01T00:00:00"}, "until needs a time zone"),
+        ({"since": "1h", "until": "2h"}, "until must be after since"),
+    ],
+)
+def test_bad_numbers_and_times_are_400(
+    live: LiveServer, options: dict[str, Any], says: str
+) -> None:
+    refused = simulate(live, {"toml": CONFIG, **options})
+    assert refused.status_code == 400, refused.text
+    assert says in refused.json()["error"]["message"]
+
+
+def test_a_body_off_the_schema_is_422(live: LiveServer) -> None:
+    assert simulate(live, {"toml": CONFIG, "workers": "many"}).status_code == 422
+    assert simulate(live, {"registry": CONFIG}).status_code == 422
