@@ -51,6 +51,7 @@ class RegistryVersion:
     forced: bool
     at: datetime
     position: int
+    evidence: dict[str, Any] | None = None  # the simulation that justified it, if any
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class ApplyOutcome:
     reasons: list[str] = field(default_factory=list)
     forced: bool = False
     dry_run: bool = False
+    evidence: dict[str, Any] | None = None
 
 
 class RegistryVersions:
@@ -118,13 +120,15 @@ class RegistryVersions:
         force: bool = False,
         dry_run: bool = False,
         first_unchecked: bool = False,
+        evidence: dict[str, Any] | None = None,
     ) -> ApplyOutcome:
         """Record ``config``'s registry as the next version, unless it is the current one.
 
         A change that would break live work raises ``RegistryChangeRefused`` unless
         ``force`` (then it is recorded with ``forced``); ``dry_run`` records nothing and
         says what would happen; ``first_unchecked`` skips the refusals when nothing is
-        recorded yet (a deployment's first start)."""
+        recorded yet (a deployment's first start); ``evidence`` (a simulation report's,
+        ``domain/registry_evidence.py``) is recorded in the event."""
         digest = document_digest(config.document)
 
         def decide_and_record() -> ApplyOutcome:
@@ -136,14 +140,22 @@ class RegistryVersions:
             reasons = [] if unchecked else self._refusals(history, config.registry)
             if dry_run:
                 return ApplyOutcome(
-                    history.current, False, diff, reasons, forced=force, dry_run=True
+                    history.current,
+                    False,
+                    diff,
+                    reasons,
+                    forced=force,
+                    dry_run=True,
+                    evidence=evidence,
                 )
             if reasons and not force:
                 raise RegistryChangeRefused(reasons)
             forced = bool(reasons)
-            version = history.change(dict(config.document), digest, by, config.source, forced)
+            version = history.change(
+                dict(config.document), digest, by, config.source, forced, evidence
+            )
             self.store.save(history)  # another change recorded meanwhile: decide again
-            return ApplyOutcome(version, True, diff, reasons, forced=forced)
+            return ApplyOutcome(version, True, diff, reasons, forced=forced, evidence=evidence)
 
         return retry_on_conflict(decide_and_record, what="the registry")
 
@@ -186,6 +198,7 @@ def _version(recorded: RecordedEvent) -> RegistryVersion:
         forced=event.forced,
         at=event.timestamp,
         position=recorded.position,
+        evidence=getattr(event, "evidence", None),
     )
 
 
@@ -201,6 +214,7 @@ def version_json(version: RegistryVersion, whole: bool = False) -> dict[str, Any
         "forced": version.forced,
         "position": version.position,
         "summary": diff_summary(version.diff),
+        "evidence": version.evidence,
     }
     if whole:
         shown["document"] = version.document
@@ -217,4 +231,5 @@ def outcome_json(outcome: ApplyOutcome) -> dict[str, Any]:
         "reasons": outcome.reasons,
         "summary": diff_summary(outcome.diff),
         "diff": outcome.diff,
+        "evidence": outcome.evidence,
     }

@@ -4,8 +4,9 @@ One aggregate for the whole schema, with a deterministic id, so every node and t
 it. Its first save holds ``RegistryHistoryStarted`` and the first ``RegistryChanged``
 (version 1); each later ``RegistryChanged`` is the next version. A change carries the whole
 new document (``domain/registry_document.py``), its digest, the diff from the version
-before (``domain/registry_diff.py``), who made it, from which file, and whether it was
-forced past the refusals of ``domain/registry_change.py``.
+before (``domain/registry_diff.py``), who made it, from which file, whether it was
+forced past the refusals of ``domain/registry_change.py``, and (when proposed with a
+simulation report) the evidence that justified it (``domain/registry_evidence.py``).
 """
 
 from __future__ import annotations
@@ -49,9 +50,16 @@ class RegistryHistory(Aggregate):
         by: str
         source: str
         forced: bool
+        evidence: dict[str, Any] | None = None  # at the end: stored events still load
 
     def change(
-        self, document: dict[str, Any], digest: str, by: str, source: str, forced: bool = False
+        self,
+        document: dict[str, Any],
+        digest: str,
+        by: str,
+        source: str,
+        forced: bool = False,
+        evidence: dict[str, Any] | None = None,
     ) -> int:
         """Record ``document`` as the next version; returns its number. The same registry
         as the current one is refused (nothing would change)."""
@@ -67,6 +75,7 @@ class RegistryHistory(Aggregate):
             by=by,
             source=source,
             forced=forced,
+            evidence=evidence,
         )
         return version
 
@@ -80,6 +89,7 @@ class RegistryHistory(Aggregate):
         by: str,
         source: str,
         forced: bool,
+        evidence: dict[str, Any] | None = None,
     ) -> None:
         self.current = version
         self.digest = digest

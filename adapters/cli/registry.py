@@ -1,6 +1,8 @@
-"""``ledger registry history|show N|diff A B|apply FILE``: the registry versions recorded in
-the log, what each changed, and recording a new one (as the local admin: the CLI reaches
-the database itself). Running nodes take a recorded version within a few seconds."""
+"""``ledger registry history|show N|diff A B|apply FILE|propose FILE``: the registry versions
+recorded in the log, what each changed, and recording a new one (as the local admin: the CLI
+reaches the database itself), with a simulation report as its evidence for ``propose``
+(``adapters/cli/registry_propose.py``). Running nodes take a recorded version within a few
+seconds."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from adapters.cli.registry_propose import add_propose_parser
 from domain.errors import InvalidQuery
 
 if TYPE_CHECKING:  # the runtime and the renderer load only when the command runs
@@ -22,14 +25,15 @@ recorded in the log as numbered versions (RegistryChanged). A node records its o
 its first start, or when the file is new; `apply` records a file from here. Nodes follow
 the latest version without a restart. A change that would break queued or running work (a
 type or queue removed that still has live tasks, a schema their args no longer satisfy) is
-refused with the reasons unless --force.
+refused with the reasons unless --force. `propose` records a file with the report of
+`ledger simulate --json` made for it as evidence, once checked and confirmed.
 """
 
 
 def add_registry_parser(commands: Any) -> argparse.ArgumentParser:
     registry: argparse.ArgumentParser = commands.add_parser(
         "registry",
-        help="registry versions: history, show, diff, apply a new file",
+        help="registry versions: history, show, diff, apply or propose a new file",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -61,6 +65,7 @@ def add_registry_parser(commands: Any) -> argparse.ArgumentParser:
         "--by", default=None, help="who applies it, as recorded (default: cli:<your user name>)"
     )
     apply.add_argument("--json", action="store_true", help="print JSON")
+    add_propose_parser(actions)
     return registry
 
 
@@ -80,6 +85,10 @@ def cmd_registry(rt: Runtime, options: argparse.Namespace) -> int:
         _show(versions.version(options.version), options.json)
     elif options.action == "diff":
         _diff(versions.version(options.a), versions.version(options.b), options.json)
+    elif options.action == "propose":
+        from adapters.cli.registry_propose import cmd_propose
+
+        return cmd_propose(rt, options)
     else:
         return _apply(rt, options)
     return 0
@@ -99,9 +108,10 @@ def _history(history: list[RegistryVersion], as_json: bool) -> None:
         summary = version_json(version)["summary"]
         counts = f"+{summary['added']} -{summary['removed']} ~{summary['changed']}"
         forced = "  FORCED" if version.forced else ""
+        evidence = "  EVIDENCE" if version.evidence else ""
         print(
             f"{version.version:>4}  {version.at:%Y-%m-%d %H:%M:%S}  {version.by}  "
-            f"{counts}  {version.source}{forced}"
+            f"{counts}  {version.source}{forced}{evidence}"
         )
 
 
@@ -117,8 +127,12 @@ def _show(version: RegistryVersion, as_json: bool) -> None:
     print(f"recorded {version.at:%Y-%m-%d %H:%M:%S %Z} by {version.by} from {version.source}")
     if version.forced:
         print("forced past refusals")
+    if version.evidence:
+        from domain.registry_evidence import headline_lines
+
+        print("\n".join(headline_lines(version.evidence)))
     print("changes from the version before:")
-    _print_diff(version.diff)
+    print_diff(version.diff)
     print("document:")
     print(render.to_json(version.document))
 
@@ -132,10 +146,10 @@ def _diff(a: RegistryVersion, b: RegistryVersion, as_json: bool) -> None:
         print(render.to_json({"from": a.version, "to": b.version, "diff": diff}))
         return
     print(f"from version {a.version} to version {b.version}:")
-    _print_diff(diff)
+    print_diff(diff)
 
 
-def _print_diff(diff: list[dict[str, Any]]) -> None:
+def print_diff(diff: list[dict[str, Any]]) -> None:
     from adapters.cli import render
     from domain.registry_diff import path_text
 
@@ -197,4 +211,4 @@ def _print_outcome(outcome: ApplyOutcome) -> None:
         print(f"recorded registry version {outcome.version}{forced}")
     for reason in outcome.reasons:
         print(f"  refusal: {reason}")
-    _print_diff(outcome.diff)
+    print_diff(outcome.diff)

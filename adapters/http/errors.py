@@ -30,6 +30,7 @@ from domain.errors import (
     UnknownSchedule,
 )
 from domain.registry_change import RegistryChangeRefused
+from domain.registry_evidence import EvidenceRefused
 from domain.registry_history import RegistryVersionNotFound
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ STATUS_OF_ERROR: tuple[tuple[type[LedgerError], int], ...] = (
     (InvalidTransition, 409),
     (RegistryChangeRefused, 409),
     (RegistryVersionNotFound, 404),
+    (EvidenceRefused, 422),
     (Forbidden, 403),
 )
 

@@ -36,6 +36,20 @@ _SUMMARY: Schema = {
         },
     },
 }
+EVIDENCE: Schema = {
+    "type": ["object", "null"],
+    "description": "the simulation report the change was proposed with (null: none)",
+    "required": ["kind", "report_sha256", "inputs", "summary"],
+    "properties": {
+        "kind": {"type": "string", "enum": ["simulation"]},
+        "report_sha256": {"type": "string", "description": "of the report's canonical JSON"},
+        "inputs": {"type": "object", "description": "what the report was made of"},
+        "summary": {
+            "type": "object",
+            "description": "tasks, outcomes and p99 waits per queue, simulated and recorded",
+        },
+    },
+}
 _VERSION_PROPERTIES: dict[str, Schema] = {
     "version": {"type": "integer", "minimum": 1},
     "digest": {"type": "string", "description": "sha256: of the canonical document"},
@@ -45,6 +59,7 @@ _VERSION_PROPERTIES: dict[str, Schema] = {
     "forced": {"type": "boolean", "description": "recorded past refusals"},
     "position": {"type": "integer", "minimum": 1},
     "summary": _SUMMARY,
+    "evidence": EVIDENCE,
 }
 VERSION_SUMMARY: Schema = {
     "type": "object",
@@ -83,6 +98,12 @@ APPLY_REQUEST: Schema = {
         "toml": {"type": "string", "description": "the configuration file's text"},
         "force": {"type": "boolean", "description": "record a change that breaks live work"},
         "dry_run": {"type": "boolean", "description": "say what would change; record nothing"},
+        "report": {
+            "type": "string",
+            "description": "the report `ledger simulate --json` wrote for this TOML text: "
+            "checked (canonical, made for this text, reproduced by a re-run) and recorded "
+            "as the change's evidence",
+        },
     },
 }
 APPLIED: Schema = {
@@ -104,6 +125,7 @@ APPLIED: Schema = {
         },
         "summary": _SUMMARY,
         "diff": _DIFF,
+        "evidence": EVIDENCE,
     },
 }
 
@@ -129,7 +151,8 @@ def registry_paths() -> dict[str, Any]:
                 "Record a configuration file's registry as the next version (admin). The "
                 "same registry records nothing (200); a change that would break queued or "
                 "running work is refused with its reasons (409) unless force; 422: the file "
-                "is invalid. Running nodes take it within a few seconds",
+                "is invalid, or the report given as evidence is refused. Running nodes take "
+                "it within a few seconds",
                 {
                     "200": _json("RegistryApplied", "Nothing recorded (no change, or dry run)"),
                     "201": _json("RegistryApplied", "Recorded"),

@@ -5,6 +5,9 @@ version's document and diff, and applying a new registry (admin only).
 (``{"toml": "...", "force": false, "dry_run": false}``): the same registry as the latest
 records nothing (200, ``recorded: false``), a new one is recorded (201), one that would
 break live work is refused with its reasons (409 ``registry_change_refused``) unless forced.
+With ``"report"`` (the text ``ledger simulate --json`` wrote for this very TOML text) the
+change carries the report as its evidence, once checked (``adapters/registry_proposal.py``;
+422 ``evidence_refused`` otherwise, nothing recorded).
 Running nodes take a recorded version within a few seconds (``adapters/registry_follower.py``).
 """
 
@@ -21,6 +24,7 @@ from adapters.http.context import ServerContext, context_of
 from adapters.http.openapi_registry_paths import APPLY_REQUEST
 from adapters.http.views import json_response
 from adapters.registry_follower import registry_versions
+from adapters.registry_proposal import checked_evidence
 from adapters.registry_versions import outcome_json, version_json
 from domain.errors import Forbidden, InvalidQuery
 from domain.submission import Requester
@@ -54,12 +58,23 @@ async def apply_version(request: web.Request) -> web.Response:
     body = bodies.validated(await bodies.read_json(request), APPLY_REQUEST, "the body")
     config = await ctx.run(parse_config, body["toml"], "request body")  # imports callables
     config = dataclasses.replace(config, source="POST /v1/registry/versions")
+    evidence = None
+    if "report" in body:  # re-runs the report's simulation: off the loop
+        evidence = await ctx.run(
+            checked_evidence,
+            ctx.runtime.store,
+            body["report"],
+            body["toml"],
+            config,
+            ctx.runtime.settings.config.registry,
+        )
     outcome = await ctx.run(
         registry_versions(ctx.runtime).apply,
         config,
         requester.principal,
         force=body.get("force", False),
         dry_run=body.get("dry_run", False),
+        evidence=evidence,
     )
     return json_response(outcome_json(outcome), status=201 if outcome.recorded else 200)
 

@@ -1,0 +1,97 @@
+"""A registry change proposed with its evidence: a simulation report checked against the
+registry file it claims to be about and against the log it claims to be made of.
+
+``checked_evidence`` is what ``ledger registry propose`` and ``POST /v1/registry/versions``
+(with ``report``) run before ``RegistryVersions.apply(..., evidence=...)``:
+
+1. the report is in the canonical form ``ledger simulate --json`` writes
+   (``domain/registry_evidence.canonical_report``);
+2. it was made for this registry file (its ``inputs.registry_sha256`` is the SHA-256 of the
+   file's text);
+3. it is intact: the simulation, re-run from the report's inputs (the same window of the log,
+   pool, seed; the deployment's registry file as the baseline, as ``ledger simulate`` takes
+   it) gives the same report, byte for byte, so a number edited by hand is caught. The
+   re-run reads the log only and costs what the simulation did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from adapters.config_file import LoadedConfig
+from adapters.postgres.event_store import EventStore
+from adapters.simulation import SimulationRequest, check_settings, simulate, text_sha256
+from domain.errors import InvalidQuery
+from domain.registry import Registry
+from domain.registry_evidence import (
+    EvidenceRefused,
+    canonical_report,
+    check_made_for,
+    evidence_of,
+)
+from domain.simulation.report import Report
+
+
+def checked_evidence(
+    store: EventStore,
+    report_text: str,
+    registry_text: str,
+    config: LoadedConfig,
+    baseline: Registry | None,
+) -> dict[str, Any]:
+    """The evidence ``report_text`` gives for ``config`` (the registry file ``registry_text``),
+    or ``EvidenceRefused`` saying why it is none."""
+    report = canonical_report(report_text)
+    check_made_for(report, text_sha256(registry_text))
+    rerun = reproduce(store, report, config.registry, baseline)
+    if rerun.digest != report.digest:
+        raise EvidenceRefused(
+            f"the report does not match a re-run of its simulation (report sha256 "
+            f"{report.digest}, re-run {rerun.digest}): it was edited by hand, or the log's "
+            "window or this deployment's registry file (the baseline) changed since"
+        )
+    return evidence_of(report)
+
+
+def reproduce(
+    store: EventStore, report: Report, registry: Registry, baseline: Registry | None
+) -> Report:
+    """The report a re-run of ``report``'s simulation gives, its inputs named as the
+    original's (the window pinned to the positions it covered)."""
+    inputs = report.data["inputs"]
+    try:
+        request = _request_of(inputs, registry)
+    except (KeyError, TypeError, ValueError, InvalidQuery) as error:
+        raise EvidenceRefused(f"the report's inputs cannot be re-run: {error!r}") from None
+    rerun = simulate(store, request, baseline=baseline)
+    named = {**rerun.data["inputs"], "until_position": inputs.get("until_position")}
+    return Report({**rerun.data, "inputs": named})
+
+
+def _request_of(inputs: dict[str, Any], registry: Registry) -> SimulationRequest:
+    settings = check_settings(
+        int(inputs["workers"]), int(inputs["concurrency"]), int(inputs["seed"])
+    )
+    calibrated = bool(inputs["calibrated"])
+    if not calibrated:
+        settings = replace(
+            settings,
+            start_latency=float(inputs["start_latency_ms"]) / 1000,
+            hop_latency=float(inputs["hop_latency_ms"]) / 1000,
+        )
+    return SimulationRequest(
+        registry=registry,
+        registry_text_sha256=str(inputs["registry_sha256"]),
+        registry_source=str(inputs["registry_source"]),
+        since=_moment(inputs["since"]),
+        until=_moment(inputs["until"]),
+        until_position=int(inputs["last_position"]),
+        settings=settings,
+        calibrate=calibrated,
+    )
+
+
+def _moment(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
