@@ -22,6 +22,7 @@ from uuid import UUID
 
 from adapters.cli import render
 from adapters.cli.arguments import parse_args_option, parse_run_at
+from adapters.cli.signal import signal_data
 from adapters.client import LedgerClient, TaskView
 from domain.errors import InvalidQuery, InvalidSubmission
 
@@ -161,13 +162,7 @@ def cmd_retry(client: LedgerClient, options: argparse.Namespace) -> None:
 
 
 def cmd_signal(client: LedgerClient, options: argparse.Namespace) -> None:
-    data = None
-    if options.data is not None:
-        try:
-            data = json.loads(options.data)
-        except json.JSONDecodeError as error:
-            raise InvalidSubmission(f"--data is not valid JSON: {error}") from None
-    task = client.signal(whole_id(options.task_id), options.name, data)
+    task = client.signal(whole_id(options.task_id), options.name, signal_data(options.data))
     render.console.print(f"{task.id}  {task.state}")
 
 

@@ -25,17 +25,21 @@ def add_signal_parser(commands: Any) -> argparse.ArgumentParser:
     return command
 
 
+def signal_data(text: str | None) -> Any:
+    """``--data``: the JSON a task sees with the signal (None when not given)."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InvalidSubmission(f"--data is not valid JSON: {error}") from None
+
+
 def cmd_signal(rt: Runtime, options: argparse.Namespace) -> None:
     from adapters.cli import render
 
-    data = None
-    if options.data is not None:
-        try:
-            data = json.loads(options.data)
-        except json.JSONDecodeError as error:
-            raise InvalidSubmission(f"--data is not valid JSON: {error}") from None
     task_id = resolve_task_id(rt.store, options.task_id)
-    task = rt.ledger.signal(task_id, options.name, data)
+    task = rt.ledger.signal(task_id, options.name, signal_data(options.data))
     waiting = ", ".join(task.awaited_signals)
     render.console.print(
         f"{task.id}  {task.state.value}" + (f"  (still waits for: {waiting})" if waiting else "")
