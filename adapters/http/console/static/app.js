@@ -11,6 +11,7 @@ import * as types from './pages/types.js';
 import * as schedules from './pages/schedules.js';
 import * as audit from './pages/audit.js';
 import * as dataset from './pages/dataset.js';
+import * as simulate from './pages/simulate.js';
 import * as signin from './pages/signin.js';
 
 const PAGES = [
@@ -20,7 +21,9 @@ const PAGES = [
   ['schedules', 'Schedules', schedules],
   ['audit', 'Audit', audit],
   ['dataset', 'Dataset', dataset],
+  ['simulate', 'Simulate', simulate],
 ];
+const ADMIN_PAGES = new Set(['simulate']);
 const BY_NAME = { ...Object.fromEntries(PAGES.map(([name, , module]) => [name, module])), task };
 
 const session = { access: null, taskTypes: [] };
@@ -46,6 +49,7 @@ async function loadSession() {
 function renderHeader(current) {
   const nav = clear(document.getElementById('nav'));
   for (const [name, title] of PAGES) {
+    if (ADMIN_PAGES.has(name) && session.access?.role !== 'admin') continue;
     const active = current === name || (current === 'task' && name === 'tasks');
     nav.append(h('a', { href: `#/${name}`, class: active ? 'active' : '' }, title));
   }
