@@ -331,3 +331,45 @@ def test_http_records_a_change_with_a_report_and_refuses_a_bad_one(
         assert shown["evidence"]["summary"]["tasks"] == 3
         listed = admin.get("/v1/registry/versions").json()["versions"]
         assert [v["evidence"] is not None for v in listed] == [True, False]
+
+
+def test_a_change_stored_before_the_evidence_field_still_loads(
+    v1: Path, capsys: pytest.CaptureFixture[str], database_url: str
+) -> None:
+    runtime = open_runtime(v1, pool_size=1)
+    try:
+        position = runtime.store.history(registry_history_id())[-1].position
+        table = sql.Identifier(runtime.settings.schema, EVENTS_TABLE)
+        with psycopg.connect(database_url, autocommit=True) as superuser:
+            before = superuser.execute(
+                sql.SQL(
+                    "SELECT convert_from(state, 'UTF8') FROM {} WHERE notification_id = %s"
+                ).format(table),
+                (position,),
+            ).fetchone()
+            assert before is not None and '"evidence"' in before[0]  # stored, as null
+            superuser.execute("SET session_replication_role = replica")
+            stored = superuser.execute(
+                sql.SQL(
+                    "UPDATE {} SET state = convert_to((convert_from(state, 'UTF8')::jsonb "
+                    "- 'evidence')::text, 'UTF8') WHERE notification_id = %s "
+                    "RETURNING convert_from(state, 'UTF8')"
+                ).format(table),
+                (position,),
+            ).fetchone()
+        assert stored is not None and "evidence" not in stored[0] and '"version"' in stored[0]
+    finally:
+        runtime.close()
+    assert recorded_changes(v1)[0].evidence is None
+    code, out, _ = run(capsys, v1, "registry", "show", "1", "--json")
+    assert code == 0 and json.loads(out)["evidence"] is None
+    code, out, _ = run(capsys, v1, "registry", "history")
+    assert code == 0 and "EVIDENCE" not in out and out.startswith("   1")
+
+
+def test_propose_help_covers_every_option(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["registry", "propose", "--help"])
+    text = capsys.readouterr().out
+    for option in ("--report", "--yes", "--force", "--by", "file"):
+        assert option in text
