@@ -1,17 +1,20 @@
 """``POST /v1/simulations`` over a live server, on a log made by a real worker node: the
 report of the registry the window ran under and of a wider one, deterministic and with its
 digest; the log only read; a non-admin refused (403, recorded), a broken registry 422 naming
-its line, bad numbers and times 400."""
+its line, bad numbers and times 400, a second simulation while one runs 429."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 from uuid import UUID
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from adapters.http.auth import token_sha256
 from domain.submission import TaskRequest
@@ -160,3 +163,24 @@ def test_bad_numbers_and_times_are_400(
 def test_a_body_off_the_schema_is_422(live: LiveServer) -> None:
     assert simulate(live, {"toml": CONFIG, "workers": "many"}).status_code == 422
     assert simulate(live, {"registry": CONFIG}).status_code == 422
+
+
+def test_a_second_simulation_while_one_runs_is_429(live: LiveServer, database_url: str) -> None:
+    """The event table locked by another session: the first simulation waits on its read
+    (holding the server's one slot), the other is refused at once; the first answers once
+    the lock goes."""
+    body = {"toml": CONFIG}
+    with psycopg.connect(database_url) as conn, ThreadPoolExecutor(2) as pool:
+        conn.execute(
+            sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(live.runtime.store.table)
+        )
+        answers = [pool.submit(simulate, live, body) for _ in range(2)]
+        done, _ = wait(answers, timeout=20, return_when="FIRST_COMPLETED")
+        refused = done.pop().result()
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["error"]["code"] == "simulation_busy"
+        assert refused.headers["Retry-After"] == "5"
+        conn.rollback()  # the lock goes
+        both = [a.result(timeout=20) for a in answers]
+    assert sorted(a.status_code for a in both) == [200, 429]
+    assert max(both, key=lambda a: a.status_code == 200).json()["tasks"] == 14
