@@ -321,6 +321,9 @@ def test_http_records_a_change_with_a_report_and_refuses_a_bad_one(
         tampered = admin.post("/v1/registry/versions", json={**body, "report": edited})
         assert tampered.status_code == 422
         assert "re-run" in tampered.json()["error"]["message"]
+        dry = admin.post("/v1/registry/versions", json={**body, "dry_run": True})
+        assert dry.status_code == 200 and dry.json()["recorded"] is False
+        assert dry.json()["evidence"]["report_sha256"] == sha256(report)
         assert admin.get("/v1/registry/versions").json()["latest"] == 1
         created = admin.post("/v1/registry/versions", json=body)
         assert created.status_code == 201, created.text
