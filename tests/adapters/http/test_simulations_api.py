@@ -184,3 +184,22 @@ def test_a_second_simulation_while_one_runs_is_429(live: LiveServer, database_ur
         both = [a.result(timeout=20) for a in answers]
     assert sorted(a.status_code for a in both) == [200, 429]
     assert max(both, key=lambda a: a.status_code == 200).json()["tasks"] == 14
+
+
+def test_the_answer_without_its_digest_is_evidence_for_the_registry_change(
+    live: LiveServer,
+) -> None:
+    """The report minus ``digest``, as canonical JSON, is what ``ledger simulate --json``
+    writes: ``POST /v1/registry/versions`` checks it (re-running the simulation) and takes it."""
+    report = simulate(live, {"toml": WIDER, "seed": 5}).json()
+    digest = report.pop("digest")
+    text = json.dumps(report, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert hashlib.sha256(text.encode()).hexdigest() == digest
+    body = {"toml": WIDER, "report": text, "dry_run": True}
+    with live.client(ADMIN) as admin:
+        checked = admin.post("/v1/registry/versions", json=body)
+        assert checked.status_code == 200, checked.text
+        assert checked.json()["recorded"] is False
+        altered = text.replace('"workers":1', '"workers":2')  # not what it was made of
+        refused = admin.post("/v1/registry/versions", json={**body, "report": altered})
+    assert refused.status_code == 422, refused.text
