@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
@@ -17,6 +18,8 @@ import pytest
 from psycopg import sql
 
 from adapters.http.auth import token_sha256
+from adapters.http.limits import HttpLimits
+from adapters.postgres.event_store import EVENTS_TABLE
 from domain.submission import TaskRequest
 from tests.adapters.http.live_server import LiveServer
 from tests.adapters.test_simulation_window import (  # noqa: F401 (module-scoped fixture)
@@ -203,3 +206,37 @@ def test_the_answer_without_its_digest_is_evidence_for_the_registry_change(
         altered = text.replace('"workers":1', '"workers":2')  # not what it was made of
         refused = admin.post("/v1/registry/versions", json={**body, "report": altered})
     assert refused.status_code == 422, refused.text
+
+
+def test_a_simulation_goes_on_past_the_request_deadline(
+    live: LiveServer, database_url: str
+) -> None:
+    """Its first read held past the request's deadline (the event table locked), the
+    simulation's later reads still get a connection: each read has the deadline again."""
+    limits = HttpLimits(request_deadline_seconds=0.3)
+    with (
+        LiveServer(live.runtime, limits=limits) as server,
+        psycopg.connect(database_url) as conn,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        conn.execute(
+            sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(live.runtime.store.table)
+        )
+        answer = pool.submit(simulate, server, {"toml": CONFIG})
+        waiting_on_the_lock(conn, live.runtime.settings.schema)
+        time.sleep(0.5)  # the request's deadline passes while its read waits
+        conn.rollback()
+        result = answer.result(timeout=20)
+    assert result.status_code == 200, result.text
+    assert result.json()["tasks"] == 14
+
+
+def waiting_on_the_lock(conn: psycopg.Connection[Any], schema: str) -> None:
+    query = (
+        "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = "
+        "(SELECT oid FROM pg_class WHERE relname = %s AND relnamespace = %s::regnamespace)"
+    )
+    deadline = time.monotonic() + 20
+    while conn.execute(query, (EVENTS_TABLE, schema)).fetchone() == (0,):
+        assert time.monotonic() < deadline, "the simulation never read the log"
+        time.sleep(0.02)
