@@ -90,8 +90,16 @@ async def _one_at_a_time(ctx: ServerContext, sim_request: SimulationRequest) -> 
     store = cast(EventStore, _EachReadItsDeadline(ctx.runtime.store))
     with call_deadline(ctx.limits.request_deadline_seconds, per_call=True):
         running = asyncio.ensure_future(ctx.run(simulate, store, sim_request, ctx.registry))
-    running.add_done_callback(lambda _: _running.discard(ctx))
+    running.add_done_callback(lambda done: _ended(ctx, done))
     return await asyncio.shield(running)
+
+
+def _ended(ctx: ServerContext, done: asyncio.Future[Any]) -> None:
+    """The slot is free again; a failure nobody awaits any more (the client hung up) is
+    taken here rather than logged as never retrieved."""
+    _running.discard(ctx)
+    if not done.cancelled():
+        done.exception()
 
 
 class _EachReadItsDeadline:
