@@ -4,18 +4,20 @@ registry file it claims to be about and against the log it claims to be made of.
 ``checked_evidence`` is what ``ledger registry propose`` and ``POST /v1/registry/versions``
 (with ``report``) run before ``RegistryVersions.apply(..., evidence=...)``:
 
-1. the report is in the canonical form ``ledger simulate --json`` writes
-   (``domain/registry_evidence.canonical_report``);
+1. the report is one: the canonical text ``ledger simulate --json`` writes, or the answer of
+   ``POST /v1/simulations`` with a digest that matches (``domain/registry_evidence.py``);
 2. it was made for this registry file (its ``inputs.registry_sha256`` is the SHA-256 of the
    file's text);
 3. it is intact: the simulation, re-run from the report's inputs (the same window of the log,
-   pool, seed; the deployment's registry file as the baseline, as ``ledger simulate`` takes
-   it) gives the same report, byte for byte, so a number edited by hand is caught. The
-   re-run reads the log only and costs what the simulation did.
+   pool, seed; the baseline the way in's own simulation takes: the process's registry file
+   for the CLI, the registry the server runs for HTTP) gives the same report, byte for
+   byte, so a number edited by hand is caught. The re-run reads the log only and costs what
+   the simulation did.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -27,6 +29,7 @@ from domain.errors import InvalidQuery
 from domain.registry import Registry
 from domain.registry_evidence import (
     EvidenceRefused,
+    answered_report,
     canonical_report,
     check_made_for,
     evidence_of,
@@ -36,14 +39,15 @@ from domain.simulation.report import Report
 
 def checked_evidence(
     store: EventStore,
-    report_text: str,
+    offered: str | Mapping[str, Any],
     registry_text: str,
     config: LoadedConfig,
     baseline: Registry | None,
 ) -> dict[str, Any]:
-    """The evidence ``report_text`` gives for ``config`` (the registry file ``registry_text``),
-    or ``EvidenceRefused`` saying why it is none."""
-    report = canonical_report(report_text)
+    """The evidence ``offered`` (a report's text, or a ``POST /v1/simulations`` answer) gives for
+    ``config`` (the registry file ``registry_text``), or ``EvidenceRefused`` saying why it
+    is none."""
+    report = canonical_report(offered) if isinstance(offered, str) else answered_report(offered)
     check_made_for(report, text_sha256(registry_text))
     rerun = reproduce(store, report, config.registry, baseline)
     if rerun.digest != report.digest:

@@ -6,8 +6,10 @@ canonical JSON, ``domain/simulation/report.py``), the inputs it was made of (the
 file's SHA-256, the window, the simulated pool, the seed) and a few headline numbers. The
 event is chained like every other (``ledger audit verify``), so the audit trail ties the
 policy change to the report; anyone can re-run the simulation from the inputs and compare
-digests. ``check_report`` holds the checks that need no log: the report is a report, in
-its canonical form, and made for the registry file proposed.
+digests. The checks that need no log are here: the report is a report, as ``ledger
+simulate --json`` wrote it (``canonical_report``) or as ``POST /v1/simulations`` answered
+it (``answered_report``), and it was made for the registry file proposed
+(``check_made_for``).
 """
 
 from __future__ import annotations
@@ -37,15 +39,33 @@ def canonical_report(text: str) -> Report:
         data = json.loads(text)
     except ValueError as error:
         raise EvidenceRefused(f"the report is not JSON: {error}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("inputs"), dict):
-        raise EvidenceRefused("the report is not a simulation report (no 'inputs')")
-    report = Report(data)
+    report = _report(data)
     if text.removesuffix("\n") != report.as_json():
         raise EvidenceRefused(
             "the report is not in the canonical form `ledger simulate --json` writes "
             "(edited by hand?): its digest cannot be trusted"
         )
     return report
+
+
+def answered_report(answer: Mapping[str, Any]) -> Report:
+    """The report a ``POST /v1/simulations`` answer holds: the report's fields and its
+    ``digest``, which must be the digest of the rest."""
+    data = dict(answer)
+    digest = data.pop("digest", None)
+    report = _report(data)
+    if digest != report.digest:
+        raise EvidenceRefused(
+            f"the report's digest {digest} is not the digest of its content "
+            f"({report.digest}): edited after the fact?"
+        )
+    return report
+
+
+def _report(data: Any) -> Report:
+    if not isinstance(data, dict) or not isinstance(data.get("inputs"), dict):
+        raise EvidenceRefused("the report is not a simulation report (no 'inputs')")
+    return Report(data)
 
 
 def check_made_for(report: Report, registry_sha256: str) -> None:

@@ -99,10 +99,11 @@ APPLY_REQUEST: Schema = {
         "force": {"type": "boolean", "description": "record a change that breaks live work"},
         "dry_run": {"type": "boolean", "description": "say what would change; record nothing"},
         "report": {
-            "type": "string",
-            "description": "the report `ledger simulate --json` wrote for this TOML text: "
-            "checked (canonical, made for this text, reproduced by a re-run) and recorded "
-            "as the change's evidence",
+            "type": ["string", "object"],
+            "description": "the report `ledger simulate --json` wrote (its text), or the "
+            "answer of POST /v1/simulations (with its digest), for this TOML text: checked "
+            "(intact, made for this text, reproduced by a re-run) and recorded as the "
+            "change's evidence",
         },
     },
 }

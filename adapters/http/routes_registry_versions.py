@@ -5,9 +5,10 @@ version's document and diff, and applying a new registry (admin only).
 (``{"toml": "...", "force": false, "dry_run": false}``): the same registry as the latest
 records nothing (200, ``recorded: false``), a new one is recorded (201), one that would
 break live work is refused with its reasons (409 ``registry_change_refused``) unless forced.
-With ``"report"`` (the text ``ledger simulate --json`` wrote for this very TOML text) the
-change carries the report as its evidence, once checked (``adapters/registry_proposal.py``;
-422 ``evidence_refused`` otherwise, nothing recorded).
+With ``"report"`` (the text ``ledger simulate --json`` wrote, or the answer of ``POST
+/v1/simulations``, for this very TOML text) the change carries the report as its evidence,
+once checked (``adapters/registry_proposal.py``; 422 ``evidence_refused`` otherwise,
+nothing recorded).
 Running nodes take a recorded version within a few seconds (``adapters/registry_follower.py``).
 """
 
@@ -66,7 +67,7 @@ async def apply_version(request: web.Request) -> web.Response:
             body["report"],
             body["toml"],
             config,
-            ctx.runtime.settings.config.registry,
+            ctx.registry,  # the baseline, as POST /v1/simulations takes it
         )
     outcome = await ctx.run(
         registry_versions(ctx.runtime).apply,

@@ -24,6 +24,7 @@ from adapters.postgres.event_store import EVENTS_TABLE
 from adapters.postgres.projection_runner import ProjectionRunner
 from adapters.runtime import open_runtime
 from domain.registry_history import registry_history_id
+from domain.simulation.report import Report
 from domain.submission import TaskRequest
 from projections.audit_chain import AuditChain
 from tests.adapters.http.live_server import TOKENS, LiveServer, secured_config
@@ -376,3 +377,30 @@ def test_propose_help_covers_every_option(capsys: pytest.CaptureFixture[str]) ->
     text = capsys.readouterr().out
     for option in ("--report", "--yes", "--force", "--by", "file"):
         assert option in text
+
+
+def test_http_takes_the_answer_of_post_simulations_as_the_report(
+    secured: tuple[LiveServer, Path],
+) -> None:
+    live, config = secured
+    text = config.read_text()
+    wider_text = text + "\n[queues.extra]\nconcurrency = 3\n"
+    with live.client(TOKENS["admin"]) as admin:
+        assert admin.post("/v1/registry/versions", json={"toml": text}).status_code == 201
+        assert admin.post("/v1/tasks", json={"type": "echo", "args": {"n": 1}}).is_success
+        answer = admin.post("/v1/simulations", json={"toml": wider_text, "seed": 3}).json()
+        assert answer["inputs"]["seed"] == 3
+        wrong = {**answer, "tasks": answer["tasks"] + 1}
+        refused = admin.post("/v1/registry/versions", json={"toml": wider_text, "report": wrong})
+        assert refused.status_code == 422
+        assert "is not the digest of its content" in refused.json()["error"]["message"]
+        data = {k: v for k, v in wrong.items() if k != "digest"}
+        resigned = {**data, "digest": Report(data).digest}  # a consistent forgery: re-run
+        refused = admin.post("/v1/registry/versions", json={"toml": wider_text, "report": resigned})
+        assert refused.status_code == 422 and "re-run" in refused.json()["error"]["message"]
+        assert admin.get("/v1/registry/versions").json()["latest"] == 1
+        created = admin.post("/v1/registry/versions", json={"toml": wider_text, "report": answer})
+        assert created.status_code == 201, created.text
+        evidence = admin.get("/v1/registry/versions/2").json()["evidence"]
+        assert evidence["report_sha256"] == answer["digest"]
+        assert evidence["inputs"]["registry_source"] == "POST /v1/simulations"
