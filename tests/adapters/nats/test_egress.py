@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import nats.js.errors
@@ -130,6 +131,14 @@ async def test_a_position_acked_but_not_stored_is_not_published_again(
     assert second.published == 1
 
 
+async def polled(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    """Wait (polling every 20 ms) until ``condition`` holds; fail after ``timeout``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, f"gave up waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
 async def test_egress_resumes_after_the_nats_server_is_killed_and_restarted_without_loss_or_duplicates(
     nats_runtime: Runtime, private_nats: NatsServer
 ) -> None:
@@ -144,10 +153,14 @@ async def test_egress_resumes_after_the_nats_server_is_killed_and_restarted_with
         stop = asyncio.Event()
         running = asyncio.create_task(egress.run(stop))
         writer = asyncio.create_task(asyncio.to_thread(enqueue, nats_runtime, 60, 0.02))
-        await asyncio.sleep(0.4)  # part of the events are out
+        await polled(lambda: egress.published > 0, "the first events to go out")
         published_before = egress.published
         server.kill()
-        await asyncio.sleep(0.8)  # the log grows while NATS is down
+        at_kill = nats_runtime.store.head_position()
+        await polled(  # the log grows while NATS is down
+            lambda: writer.done() or nats_runtime.store.head_position() >= at_kill + 10,
+            "the log to grow while NATS is down",
+        )
         restarted = start_nats_server(server.store_dir, port=server.port)
         try:
             await writer
