@@ -3,13 +3,15 @@
 ``apply_batch`` folds a runner's batch into few statements: the updates of one task are
 merged in log order (each sets columns to constants, so the last value of a column wins, as
 if applied one by one) and tasks that end with the same set of columns are updated by one
-``UPDATE ... FROM unnest(...)``. Inserts and budget-raising retries, whose effect depends
-on the row as it is, flush the merged updates first and run on their own.
+``UPDATE ... FROM unnest(...)``; the batch's new rows go first, in one ``INSERT ... FROM
+json_to_recordset``. Budget-raising retries, whose effect depends on the row as it is,
+flush what is gathered and run on their own.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Iterable
 from typing import Any
 from uuid import UUID
@@ -116,22 +118,34 @@ class TaskView:
     def apply_batch(self, cursor: Cursor, events: Iterable[tuple[Event, int]]) -> list[Any]:
         """Apply ``(event, position)`` pairs in log order, with few statements."""
         merged: dict[UUID, dict[str, Any]] = {}
+        inserts: list[tuple[Event, int]] = []
         for event, position in events:
             if not is_task_event(event):
                 continue
             name = kind(event)
+            if name == "TaskEnqueued":  # inserted before the batch's updates (of any task)
+                inserts.append((event, position))
+                continue
             # attr-defined: a TaskRetryScheduled (known by its name) has ``manual``.
-            if name == "TaskEnqueued" or (name == "TaskRetryScheduled" and event.manual):  # type: ignore[attr-defined]
-                self._flush(cursor, merged)
+            if name == "TaskRetryScheduled" and event.manual:  # type: ignore[attr-defined]
+                self._flush(cursor, inserts, merged)
                 self.apply(cursor, event, position)
                 continue
             columns = merged.setdefault(event.originator_id, {})
             columns.update(_row_changes(event, position, name))
-        self._flush(cursor, merged)
+        self._flush(cursor, inserts, merged)
         return []
 
-    def _flush(self, cursor: Cursor, merged: dict[UUID, dict[str, Any]]) -> None:
-        """One UPDATE per distinct set of columns among the merged rows."""
+    def _flush(
+        self,
+        cursor: Cursor,
+        inserts: list[tuple[Event, int]],
+        merged: dict[UUID, dict[str, Any]],
+    ) -> None:
+        """The new rows (one INSERT), then one UPDATE per distinct set of columns among the
+        merged rows (a task's updates follow its insert)."""
+        self._insert_all(cursor, inserts)
+        inserts.clear()
         shapes: dict[tuple[str, ...], list[tuple[UUID, dict[str, Any]]]] = {}
         for task_id, columns in merged.items():
             shapes.setdefault(tuple(sorted(columns)), []).append((task_id, columns))
@@ -158,6 +172,35 @@ class TaskView:
                 sql.SQL(", ").join(sql.SQL("%s::" + _COLUMN_TYPES[c] + "[]") for c in columns),
                 sql.SQL(", ").join(sql.Identifier(c) for c in columns),
             )
+            .as_string(None)
+        )
+
+    def _insert_all(self, cursor: Cursor, inserts: list[tuple[Event, int]]) -> None:
+        """The rows of enqueued tasks in one statement: their values as one JSON text the
+        server unpacks (per-row statements cost the projection ~0.2 ms of Python each).
+        Values JSON cannot carry (a NaN in the args) go row by row, as they always did."""
+        if len(inserts) < 2:
+            for event, position in inserts:
+                self._insert(cursor, event, position)
+            return
+        try:
+            rows = json.dumps([_insert_row(e, p) for e, p in inserts], allow_nan=False)
+        except (TypeError, ValueError):
+            for event, position in inserts:
+                self._insert(cursor, event, position)
+            return
+        cursor.execute(self._insert_json_query, (rows,))
+
+    @functools.cached_property
+    def _insert_json_query(self) -> str:
+        columns = ", ".join(name for name, _ in _INSERT_COLUMNS)
+        types = ", ".join(f"{name} {kind}" for name, kind in _INSERT_COLUMNS)
+        return (
+            sql.SQL(
+                f"INSERT INTO {{}} ({columns}) SELECT {columns} "
+                f"FROM json_to_recordset(%s::json) AS r({types})"
+            )
+            .format(self.table)
             .as_string(None)
         )
 
@@ -308,3 +351,63 @@ def _changes(event: Any, name: str) -> tuple[str, dict[str, Any]]:
     if name == "TaskMoved":
         return event.state, {"queue": event.queue}
     raise ValueError(f"the task view does not know the event {name}")
+
+
+# The columns of a new row, with their types, in ``json_to_recordset``'s terms.
+_INSERT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("task_id", "uuid"),
+    ("type_name", "text"),
+    ("adapter", "text"),
+    ("queue", "text"),
+    ("priority", "integer"),
+    ("lane", "text"),
+    ("state", "text"),
+    ("principal", "text"),
+    ("role", "text"),
+    ("tags", "text[]"),
+    ("args", "jsonb"),
+    ("max_attempts", "integer"),
+    ("depends_on", "uuid[]"),
+    ("graph_id", "uuid"),
+    ("ref", "text"),
+    ("idempotency_key", "text"),
+    ("timeouts", "jsonb"),
+    ("run_at", "timestamptz"),
+    ("enqueued_at", "timestamptz"),
+    ("updated_at", "timestamptz"),
+    ("version", "integer"),
+    ("position", "bigint"),
+    ("parent_id", "uuid"),
+    ("signal_wait_since", "timestamptz"),
+)
+
+
+def _insert_row(event: Any, position: int) -> dict[str, Any]:
+    """A ``TaskEnqueued`` as the JSON object of its new row (``_INSERT_COLUMNS``)."""
+    at = event.timestamp.isoformat()
+    return {
+        "task_id": str(event.originator_id),
+        "type_name": event.type_name,
+        "adapter": event.adapter,
+        "queue": event.queue,
+        "priority": event.priority,
+        "lane": event.lane,
+        "state": event.initial_state,
+        "principal": event.principal,
+        "role": event.role,
+        "tags": list(event.tags),
+        "args": event.args,
+        "max_attempts": int(event.retry.get("max_attempts", 1)),
+        "depends_on": [str(d) for d in event.depends_on],
+        "graph_id": None if event.graph_id is None else str(event.graph_id),
+        "ref": event.ref,
+        "idempotency_key": event.idempotency_key,
+        "timeouts": event.timeouts,
+        "run_at": None if event.run_at is None else event.run_at.isoformat(),
+        "enqueued_at": at,
+        "updated_at": at,
+        "version": event.originator_version,
+        "position": position,
+        "parent_id": None if event.parent_id is None else str(event.parent_id),
+        "signal_wait_since": at if event.initial_state == "waiting" else None,
+    }

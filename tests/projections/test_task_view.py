@@ -105,3 +105,49 @@ def test_rebuilding_the_task_view_gives_identical_tables(runtime: Runtime) -> No
     replayed = runtime.runners["task_view"].rebuild()
     assert replayed == runtime.store.head_position() > 0
     assert dump(runtime, "task_view", "task_id") == before
+
+
+def test_a_batch_of_new_rows_in_one_statement_equals_them_one_by_one(
+    runtime: Runtime, database_url: str
+) -> None:
+    """The batch path (new rows as one JSON text) against the per-event path, on the same
+    events: tags, args, dependencies, a scheduled and a waiting task, then their updates."""
+    from datetime import UTC, datetime, timedelta
+    from uuid import uuid4
+
+    import psycopg
+
+    from projections.task_view import TaskView
+
+    later = datetime.now(UTC) + timedelta(hours=1)
+    runtime.ledger.enqueue_graph(
+        [
+            TaskRequest(
+                "echo", {"text": "grüße \u2603", "n": [1, 2.5, None]}, ref="a", tags=("x", "y")
+            ),
+            TaskRequest("echo", ref="b", depends_on=("a",), priority=7, lane="agent:1"),
+            TaskRequest("echo", ref="c", run_at=later, idempotency_key="k-1"),
+        ]
+    )
+    one = runtime.ledger.enqueue(TaskRequest("fail", {}))
+    succeed(runtime.store, one.id)
+    events = [(r.event, r.position) for r in runtime.store.read(0, 1000)]
+    copies = [f"tv_{uuid4().hex[:8]}", f"tv_{uuid4().hex[:8]}"]
+    rows = []
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for schema, batched in zip(copies, (True, False), strict=True):
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+            view = TaskView(schema)
+            with conn.transaction(), conn.cursor() as cur:
+                view.create(cur)
+                if batched:
+                    view.apply_batch(cur, events)
+                else:
+                    for event, position in events:
+                        view.apply(cur, event, position)
+            query = sql.SQL("SELECT * FROM {} ORDER BY task_id").format(
+                sql.Identifier(schema, "task_view")
+            )
+            rows.append(conn.execute(query).fetchall())
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+    assert len(rows[0]) == 4 and rows[0] == rows[1]
