@@ -87,6 +87,8 @@ _TRIGGERS = {
     ROW_TRIGGER: "BEFORE UPDATE OR DELETE ON {table} FOR EACH ROW",
     TRUNCATE_TRIGGER: "BEFORE TRUNCATE ON {table} FOR EACH STATEMENT",
 }
+# What ``protect_events_table`` installs, as text: part of the schema's fingerprint.
+TRIGGERS_TEXT = _GUARD + "".join(f"{name}: {when}" for name, when in _TRIGGERS.items())
 _CREATE_TRIGGER = "CREATE OR REPLACE TRIGGER {name} {when} EXECUTE FUNCTION {function}()"
 
 

@@ -130,6 +130,8 @@ def test_a_schema_without_the_table_gets_it_filled_from_the_readiness_graph(
     runtime.catch_up()
     with runtime.store.transaction() as cur:  # a schema from before the dispatch queue
         cur.execute(sql.SQL("DROP TABLE {}").format(runtime.store.dispatch_queue.table))
+        revision = sql.Identifier(runtime.settings.schema, "ledger_schema_revision")
+        cur.execute(sql.SQL("DROP TABLE {}").format(revision))  # (nor a revision marker)
     create_schema(database_url, runtime.settings.schema, all_projections(runtime.settings.schema))
     assert list(queue_rows(runtime)) == [first.id, second.id]
     assert [c.task_id for c in dispatch.claim(["default"], 10, "w1")] == [first.id, second.id]
