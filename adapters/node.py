@@ -37,7 +37,7 @@ from adapters.postgres.dispatch import PostgresDispatch
 from adapters.postgres.learn_feed import PostgresDatasetFeed
 from adapters.postgres.projection_runner import ProjectionRunner
 from adapters.postgres.reconnect import ReconnectPause, listen_options
-from adapters.postgres.running import CANCEL_CHANNEL, READY_CHANNEL
+from adapters.postgres.running import cancel_channel, ready_channel
 from adapters.postgres.schedule_clock import PostgresScheduleClock
 from adapters.postgres.schedule_runs import PostgresScheduleRuns
 from adapters.postgres.schedule_tables import PostgresScheduleBook
@@ -165,12 +165,14 @@ class WorkerNode:
                     autocommit=True,
                     **listen_options(self.runtime.database_url),
                 ) as conn:
-                    for channel in (READY_CHANNEL, CANCEL_CHANNEL):
+                    schema = self.runtime.settings.schema
+                    cancels = cancel_channel(schema)
+                    for channel in (ready_channel(schema), cancels):
                         await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
                     pause.reset()
                     self.worker.notify_ready()  # work that came while nobody listened
                     async for notice in conn.notifies():
-                        if notice.channel == CANCEL_CHANNEL:
+                        if notice.channel == cancels:
                             self._cancelled(notice.payload)
                         else:
                             self._ready(notice.payload)

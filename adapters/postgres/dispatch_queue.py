@@ -31,7 +31,7 @@ from psycopg import sql
 
 from adapters.postgres.coalescing_keys import CoalescingKeys
 from adapters.postgres.recorder import Statement
-from adapters.postgres.running import READY_CHANNEL
+from adapters.postgres.running import ready_channel
 from domain.task import Task, TaskState
 
 TABLE = "dispatch_queue"
@@ -94,6 +94,7 @@ class DispatchQueue:
 
     def __init__(self, schema: str) -> None:
         self.table = sql.Identifier(schema, TABLE)
+        self.ready_channel = ready_channel(schema)
         self._sync = sql.SQL(_SYNC).format(table=self.table).as_string(None)
         self._keys = CoalescingKeys(schema)
 
@@ -133,7 +134,7 @@ class DispatchQueue:
         live.sort(key=lambda row: (not row["new"], "" if row["new"] else row["task_id"]))
         statements = [Statement(self._sync, (",".join(ended), json.dumps(live)))]
         if woken:
-            statements.append(ready_notice(woken))
+            statements.append(ready_notice(woken, self.ready_channel))
         if freed:  # ended tasks that held a singleton or debounce key
             statements.append(self._keys.released(sorted(freed)))
         return statements
@@ -191,8 +192,8 @@ def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
 
 
-def ready_notice(queues: Iterable[str]) -> Statement:
+def ready_notice(queues: Iterable[str], channel: str) -> Statement:
     """``NOTIFY ledger_ready`` naming the queues with work that became claimable or a slot
     that was freed (comma-separated; workers of other queues, or of queues they know are
     paused, stay asleep). An empty payload wakes every worker."""
-    return Statement("SELECT pg_notify(%s, %s)", (READY_CHANNEL, ",".join(sorted(queues))))
+    return Statement("SELECT pg_notify(%s, %s)", (channel, ",".join(sorted(queues))))

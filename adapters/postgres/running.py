@@ -13,6 +13,7 @@ start), so they are not a second source of truth; they are what makes claims exa
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -27,8 +28,24 @@ WORKERS = "worker_nodes"
 QUEUE_FLAGS = "queue_flags"
 IDEMPOTENCY_KEYS = "idempotency_keys"
 SCHEDULE_CLOCK = "schedule_clock"
-CANCEL_CHANNEL = "ledger_cancel"
+CANCEL_CHANNEL = "ledger_cancel"  # the channels' prefixes: each schema has its own
 READY_CHANNEL = "ledger_ready"
+
+
+def _channel(prefix: str, schema: str) -> str:
+    """``prefix_<crc32 of the schema>``: NOTIFY channels are the database's, so two
+    ledgers (schemas) of one database must not wake each other's workers."""
+    return f"{prefix}_{zlib.crc32(schema.encode('utf-8')):08x}"
+
+
+def ready_channel(schema: str) -> str:
+    """Where saves that make work claimable (or free a slot) notify, naming the queues."""
+    return _channel(READY_CHANNEL, schema)
+
+
+def cancel_channel(schema: str) -> str:
+    """Where a cancelled or timed-out running attempt is notified (its task id)."""
+    return _channel(CANCEL_CHANNEL, schema)
 
 _CREATE = """
 CREATE TABLE IF NOT EXISTS {running} (
@@ -87,6 +104,7 @@ class RunningTables:
     """SQL of the operational tables of one schema."""
 
     def __init__(self, schema: str) -> None:
+        self.schema = schema
         self.running = sql.Identifier(schema, RUNNING)
         self.workers = sql.Identifier(schema, WORKERS)
         self.flags = sql.Identifier(schema, QUEUE_FLAGS)
@@ -161,7 +179,9 @@ class RunningTables:
         ]
 
     def cancel_notice(self, task_id: UUID) -> Statement:
-        return Statement(sql.SQL("SELECT pg_notify(%s, %s)"), (CANCEL_CHANNEL, str(task_id)))
+        return Statement(
+            sql.SQL("SELECT pg_notify(%s, %s)"), (cancel_channel(self.schema), str(task_id))
+        )
 
     def set_schedule_paused(self, name: str, paused: bool) -> Statement:
         return Statement(
@@ -181,5 +201,5 @@ class RunningTables:
                 "ON CONFLICT (queue) DO UPDATE SET paused = excluded.paused RETURNING 1) "
                 "SELECT pg_notify(%s, '') FROM flag"
             ).format(self.flags),
-            (queue, paused, READY_CHANNEL),
+            (queue, paused, ready_channel(self.schema)),
         )

@@ -14,6 +14,7 @@ from psycopg import sql
 from adapters.ledger import utc_now
 from adapters.node import WorkerNode
 from adapters.postgres.dispatch import PostgresDispatch
+from adapters.postgres.running import ready_channel
 from adapters.postgres.schema import create_schema
 from adapters.runtime import Runtime, all_projections
 from domain.execution import AttemptOutcome, Failure, Success
@@ -85,23 +86,35 @@ def test_a_task_scheduled_for_later_is_claimed_once_due(runtime: Runtime) -> Non
 def test_a_save_that_makes_work_ready_wakes_the_listeners(
     runtime: Runtime, database_url: str
 ) -> None:
+    channel = ready_channel(runtime.settings.schema)
     with psycopg.connect(database_url, autocommit=True) as listener:
-        listener.execute("LISTEN ledger_ready")
+        listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
         runtime.ledger.enqueue(TaskRequest("echo"))
         notices = list(listener.notifies(timeout=2.0, stop_after=1))
-    # (Another schema's test may notify first; it names a queue all the same.)
-    assert [(n.channel, bool(n.payload)) for n in notices] == [("ledger_ready", True)]
+    assert [(n.channel, n.payload) for n in notices] == [(channel, "default")]
+
+
+def test_another_schemas_saves_do_not_wake_this_ones_workers(
+    runtime: Runtime, database_url: str
+) -> None:
+    other = ready_channel(runtime.settings.schema + "_other")
+    assert other != ready_channel(runtime.settings.schema)
+    with psycopg.connect(database_url, autocommit=True) as listener:
+        listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(other)))
+        runtime.ledger.enqueue(TaskRequest("echo"))
+        runtime.ledger.pause_queue("agents")
+        notices = list(listener.notifies(timeout=0.5, stop_after=1))
+    assert notices == []
 
 
 def test_resuming_a_queue_wakes_every_worker(runtime: Runtime, database_url: str) -> None:
     runtime.ledger.pause_queue("agents")
+    channel = ready_channel(runtime.settings.schema)
     with psycopg.connect(database_url, autocommit=True) as listener:
-        listener.execute("LISTEN ledger_ready")
+        listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
         runtime.ledger.resume_queue("agents")
-        # The channel is the database's: other schemas' tests (run alongside) notify on it
-        # too, naming their queues. The resume's notice names none (wake every worker).
-        payloads = [n.payload for n in listener.notifies(timeout=2.0, stop_after=20)]
-    assert "" in payloads, payloads
+        notices = list(listener.notifies(timeout=2.0, stop_after=1))
+    assert [(n.channel, n.payload) for n in notices] == [(channel, "")]  # names no queue
 
 
 def test_a_worker_sleeps_through_notices_of_queues_it_does_not_serve_or_saw_paused(
