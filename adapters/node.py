@@ -46,7 +46,6 @@ from adapters.projection_process import ProjectionProcess
 from adapters.registry_follower import NodeRegistry
 from adapters.retention.periodic import archive_periodically
 from adapters.runtime import Runtime
-from adapters.telemetry.claimed_traces import TracedClaims
 from adapters.telemetry.context import attempt_tracing
 from processors.cron import CronScheduler
 from processors.learn_hooks import LearnHooks
@@ -96,7 +95,7 @@ class WorkerNode:
             WorkerSettings(
                 self.worker_id, self.queues, concurrency, shutdown_grace=shutdown_grace
             ),
-            TracedClaims(self.dispatch),
+            self.dispatch,
             executors_by_name(dict(runtime.settings.config.adapter_defaults)),
             registry,
             blocking=self._blocking,

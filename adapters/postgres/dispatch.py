@@ -472,4 +472,5 @@ def _claimed(start: _Start) -> ClaimedAttempt:
         timeouts=start.timeouts,
         queue=task.queue,
         lane=task.lane,
+        trace=task.trace,  # the context it was enqueued in: its run span continues it
     )
