@@ -152,13 +152,22 @@ class Ledger:
         first (no idempotency key, singleton or debounce) is planned on the loop and joins
         the group commit without a thread of its own (``EventStore.save_async``); any other
         runs ``enqueue_recorded`` in a thread of ``executor``, with the caller's context."""
-        if request.idempotency_key is None:
-            tasks, inline = self._plan([request], requester, keys_checked=True)
-            task = tasks[0]
-            if task.singleton_key is None and task.debounce_key is None:
-                recorded = await self.store.save_async(*tasks, inline=inline, executor=executor)
-                return task, True, recorded
-        return await run_off_loop(executor, self.enqueue_recorded, request, requester)
+        if self._reads_before_saving(request):
+            return await run_off_loop(executor, self.enqueue_recorded, request, requester)
+        tasks, inline = self._plan([request], requester, keys_checked=True)
+        recorded = await self.store.save_async(*tasks, inline=inline, executor=executor)
+        return tasks[0], True, recorded
+
+    def _reads_before_saving(self, request: TaskRequest) -> bool:
+        """Whether enqueueing ``request`` looks up a key first: an idempotency key, or a
+        singleton or debounce key (its own, or its type's singleton template)."""
+        task_type = self.registry.task_type(request.type_name)
+        return (
+            request.idempotency_key is not None
+            or request.singleton is not None
+            or request.debounce is not None
+            or (task_type is not None and task_type.singleton is not None)
+        )
 
     def enqueue_graph(
         self, requests: Sequence[TaskRequest], requester: Requester = SYSTEM
