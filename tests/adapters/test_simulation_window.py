@@ -9,7 +9,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import uuid4
 
 import psycopg
 import pytest
@@ -21,7 +21,7 @@ from adapters.runtime import Runtime
 from adapters.simulation import SimulationRequest, check_settings, simulate, text_sha256
 from domain.errors import InvalidQuery
 from domain.submission import TaskRequest
-from tests.processors.worker_harness import run_nodes_until, runtime_with_config
+from tests.processors.worker_harness import run_workload, runtime_with_config
 
 CONFIG = """
 [queues.narrow]
@@ -63,31 +63,18 @@ def ran(tmp_path_factory: pytest.TempPathFactory, ledger_module_env: None) -> An
     """The workload, run once for the module's tests: (runtime, config path)."""
     tmp = tmp_path_factory.mktemp("simulate")
     runtime = runtime_with_config(tmp, CONFIG)
-    requests = (
-        [TaskRequest("nap", {"seconds": 0.2}) for _ in range(8)]
-        + [TaskRequest("laned", {"seconds": 0.1}) for _ in range(4)]
-        + [TaskRequest("fail", {}) for _ in range(2)]
-    )
-    ids: list[UUID] = []
-
-    def all_ended() -> bool:
-        """Enqueue once the node is up (its start is no part of the waits), then wait."""
-        if not ids:
-            if not worker_is_up(runtime):
-                return False
-            ids.extend(t.id for t in runtime.ledger.enqueue_graph(requests))
-        return all(runtime.ledger.task(i).state.is_terminal for i in ids)
-
-    run_nodes_until(runtime, all_ended, timeout=60, concurrency=10)
+    run_workload(runtime, workload())
     yield runtime, tmp / "ledger.toml"
     runtime.close()
 
 
-def worker_is_up(runtime: Runtime) -> bool:
-    with runtime.store.transaction() as cursor:
-        table = sql.Identifier(runtime.settings.schema, "worker_nodes")
-        row = cursor.execute(sql.SQL("SELECT count(*) AS n FROM {}").format(table)).fetchone()
-    return bool(row and row["n"])
+def workload() -> list[TaskRequest]:
+    """Eight naps in a queue of two, four tasks in one lane, two failing with a retry."""
+    return (
+        [TaskRequest("nap", {"seconds": 0.2}) for _ in range(8)]
+        + [TaskRequest("laned", {"seconds": 0.1}) for _ in range(4)]
+        + [TaskRequest("fail", {}) for _ in range(2)]
+    )
 
 
 def report_of(runtime: Runtime, text: str, **settings: int) -> dict[str, Any]:

@@ -153,8 +153,7 @@ def log_part(tasks: int) -> None:
     """A real log, read and simulated, beside a raw scan; and the fidelity of the replay."""
     from psycopg import sql
 
-    from tests.adapters.test_simulation_window import worker_is_up
-    from tests.processors.worker_harness import run_nodes_until
+    from tests.processors.worker_harness import run_workload
 
     with fresh_runtime(LOG_REGISTRY) as runtime:
         rng = random.Random(3)
@@ -169,17 +168,7 @@ def log_part(tasks: int) -> None:
                 requests.append(TaskRequest("fail", {}))
             else:
                 requests.append(TaskRequest("quick", {"n": n}))
-        ids: list[UUID] = []
-
-        def all_ended() -> bool:
-            """Enqueue once the node is up (its start is no part of the waits), then wait."""
-            if not ids:
-                if not worker_is_up(runtime):
-                    return False
-                ids.extend(t.id for t in runtime.ledger.enqueue_graph(requests))
-            return all(runtime.ledger.task(i).state.is_terminal for i in ids)
-
-        run_nodes_until(runtime, all_ended, timeout=600, concurrency=10)
+        run_workload(runtime, requests, timeout=600)
         head = runtime.store.head_position()
         started = time.perf_counter()
         with runtime.store.transaction() as cursor:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from uuid import UUID
 
 from adapters.node import WorkerNode
 from adapters.runtime import Runtime, open_runtime
+from domain.submission import TaskRequest
 
 
 def run_nodes_until(
@@ -80,3 +82,31 @@ def wait_until(condition: Callable[[], bool], timeout: float = 20.0, what: str =
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting{': ' + what if what else ''}"
         time.sleep(0.05)
+
+
+def worker_is_up(runtime: Runtime) -> bool:
+    """Whether a worker node has registered on the runtime's schema."""
+    from psycopg import sql
+
+    with runtime.store.transaction() as cursor:
+        table = sql.Identifier(runtime.settings.schema, "worker_nodes")
+        row = cursor.execute(sql.SQL("SELECT count(*) AS n FROM {}").format(table)).fetchone()
+    return bool(row and row["n"])
+
+
+def run_workload(
+    runtime: Runtime, requests: Sequence[TaskRequest], timeout: float = 60.0
+) -> list[UUID]:
+    """Run a worker node (concurrency 10); enqueue ``requests`` at once as soon as it is up
+    (its start is no part of their waits); return their ids once every one has ended."""
+    ids: list[UUID] = []
+
+    def all_ended() -> bool:
+        if not ids:
+            if not worker_is_up(runtime):
+                return False
+            ids.extend(task.id for task in runtime.ledger.enqueue_graph(requests))
+        return all(runtime.ledger.task(i).state.is_terminal for i in ids)
+
+    run_nodes_until(runtime, all_ended, timeout=timeout, concurrency=10)
+    return ids

@@ -11,7 +11,6 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
-from uuid import UUID
 
 import psycopg
 import pytest
@@ -20,15 +19,14 @@ from psycopg import sql
 from adapters.http.auth import token_sha256
 from adapters.http.limits import HttpLimits
 from adapters.postgres.event_store import EVENTS_TABLE
-from domain.submission import TaskRequest
 from tests.adapters.http.live_server import LiveServer
 from tests.adapters.test_simulation_window import (  # noqa: F401 (module-scoped fixture)
     CONFIG,
     WIDER,
     ledger_module_env,
-    worker_is_up,
+    workload,
 )
-from tests.processors.worker_harness import run_nodes_until, runtime_with_config
+from tests.processors.worker_harness import run_workload, runtime_with_config
 
 ADMIN, VIEWER = "sim-admin-token-01", "sim-viewer-token-02"
 PRINCIPALS = f"""
@@ -55,21 +53,7 @@ def live(
     """The workload of ``test_simulation_window`` run once by a worker node, then the API
     (with principals) over its log."""
     runtime = runtime_with_config(tmp_path_factory.mktemp("simulations"), CONFIG + PRINCIPALS)
-    requests = (
-        [TaskRequest("nap", {"seconds": 0.2}) for _ in range(8)]
-        + [TaskRequest("laned", {"seconds": 0.1}) for _ in range(4)]
-        + [TaskRequest("fail", {}) for _ in range(2)]
-    )
-    ids: list[UUID] = []
-
-    def all_ended() -> bool:
-        if not ids:
-            if not worker_is_up(runtime):
-                return False
-            ids.extend(t.id for t in runtime.ledger.enqueue_graph(requests))
-        return all(runtime.ledger.task(i).state.is_terminal for i in ids)
-
-    run_nodes_until(runtime, all_ended, timeout=60, concurrency=10)
+    run_workload(runtime, workload())
     with LiveServer(runtime) as server:
         yield server
     runtime.close()
