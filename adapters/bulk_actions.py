@@ -28,7 +28,6 @@ from eventsourcing.persistence import IntegrityError
 from adapters.postgres.bulk_matches import BulkMatches
 from adapters.postgres.concurrent_write import KeptChanging, retry_on_conflict
 from adapters.postgres.event_store import EventStore
-from adapters.postgres.recorder import Statement
 from adapters.postgres.running import RunningTables
 from adapters.postgres.task_queries import TaskFilter
 from adapters.task_filters import filter_json, is_empty, parse_time
@@ -256,10 +255,7 @@ class BulkActions:
     def _save(self, batch: _Batch, *others: BulkAction) -> None:
         """The changed tasks (with the parents a cancel decides, and the statements that
         stop the attempts a cancel ended) and ``others``, in one transaction."""
-        inline: list[Statement] = []
-        if batch.stopped:
-            inline.append(self.running.attempts_ended(batch.stopped))
-            inline.extend(self.running.cancel_notice(task_id) for task_id in batch.stopped)
+        inline = self.running.attempts_stopped(batch.stopped)
         parents = notify_parents(batch.changed, self.store.load_many)
         self.store.save(*batch.changed, *parents, *others, inline=inline)
 

@@ -249,7 +249,7 @@ class Ledger:
             task.cancel(by=by, reason=reason)
             if not running:
                 return []
-            return [self.running.attempt_ended(task.id), self.running.cancel_notice(task.id)]
+            return self.running.attempts_stopped([task.id])
 
         return self._change(task_id, cancel)
 

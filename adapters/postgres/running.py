@@ -162,6 +162,13 @@ class RunningTables:
     def attempt_ended(self, task_id: UUID) -> Statement:
         return self.attempts_ended([task_id])
 
+    def attempts_stopped(self, task_ids: Sequence[UUID]) -> list[Statement]:
+        """Running attempts ended by someone else (a cancel, a timeout): their rows gone
+        and each holder told on the cancel channel, in the ending save's transaction."""
+        if not task_ids:
+            return []
+        return [self.attempts_ended(task_ids), *(self.cancel_notice(t) for t in task_ids)]
+
     def key_taken(self, key: str, task_id: UUID, expires_at: datetime | None) -> list[Statement]:
         """Claim an idempotency key for a new task: an expired holder gives way; a live one
         makes the insert fail (unique violation), so the whole save is refused."""

@@ -133,7 +133,7 @@ class PostgresTimeouts:
         record_timeout(task, timeout.kind, self.clock(), self.jitter())
         inline: list[Statement] = []
         if running:
-            inline = [self.tables.attempt_ended(task.id), self.tables.cancel_notice(task.id)]
+            inline = self.tables.attempts_stopped([task.id])
         parents = notify_parents([task], self.store.load_many)
         self.store.save(task, *parents, inline=inline)
         log.info("task %s timed out (%s)", task.id, timeout.kind.value)
