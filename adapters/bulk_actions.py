@@ -25,13 +25,13 @@ from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError
 
-from adapters.postgres.bulk_matches import BulkMatches
-from adapters.postgres.concurrent_write import KeptChanging, retry_on_conflict
-from adapters.postgres.event_store import EventStore
-from adapters.postgres.running import RunningTables
-from adapters.postgres.task_queries import TaskFilter
-from adapters.task_filters import filter_json, is_empty, parse_time
-from domain.bulk import (
+from execution_ledger.adapters.postgres.bulk_matches import BulkMatches
+from execution_ledger.adapters.postgres.concurrent_write import KeptChanging, retry_on_conflict
+from execution_ledger.adapters.postgres.event_store import EventStore
+from execution_ledger.adapters.postgres.running import RunningTables
+from execution_ledger.adapters.postgres.task_queries import TaskFilter
+from execution_ledger.adapters.task_filters import filter_json, is_empty, parse_time
+from execution_ledger.domain.bulk import (
     BulkAction,
     BulkActionNotFound,
     BulkChange,
@@ -41,11 +41,11 @@ from domain.bulk import (
     check_state_filter,
     plan_change,
 )
-from domain.children import notify_parents
-from domain.errors import Forbidden, InvalidQuery, InvalidTransition
-from domain.registry import Registry
-from domain.submission import Requester
-from domain.task import Task, TaskState
+from execution_ledger.domain.children import notify_parents
+from execution_ledger.domain.errors import Forbidden, InvalidQuery, InvalidTransition
+from execution_ledger.domain.registry import Registry
+from execution_ledger.domain.submission import Requester
+from execution_ledger.domain.task import Task, TaskState
 
 BATCH_SIZE = 500  # tasks changed per transaction
 SAMPLE_SIZE = 10

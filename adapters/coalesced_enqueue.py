@@ -32,13 +32,13 @@ from uuid import UUID
 from eventsourcing.persistence import IntegrityError
 from psycopg import sql
 
-from adapters.postgres.coalescing_keys import CoalescingKeys
-from adapters.postgres.event_store import EventStore, RecordedEvent
-from adapters.postgres.recorder import Statement
-from domain.coalescing import Debounce, debounced_start
-from domain.errors import InvalidSubmission, SingletonKeyTaken
-from domain.submission import Requester, TaskRequest
-from domain.task import DEBOUNCEABLE_STATES, Task
+from execution_ledger.adapters.postgres.coalescing_keys import CoalescingKeys
+from execution_ledger.adapters.postgres.event_store import EventStore, RecordedEvent
+from execution_ledger.adapters.postgres.recorder import Statement
+from execution_ledger.domain.coalescing import Debounce, debounced_start
+from execution_ledger.domain.errors import InvalidSubmission, SingletonKeyTaken
+from execution_ledger.domain.submission import Requester, TaskRequest
+from execution_ledger.domain.task import DEBOUNCEABLE_STATES, Task
 
 Enqueued = tuple[Task, bool, list[RecordedEvent]]  # the task, whether new, its events if new
 DEBOUNCE_TRIES = 20  # TaskDebounced saves lost to other nodes' (or a start) before giving up

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from adapters.telemetry.settings import telemetry_section
-from domain.durations import parse_duration
-from domain.errors import ConfigError
-from domain.registry import Registry, build_registry
-from domain.registry_document import registry_document
-from domain.retention import RetentionPolicy, build_retention
+from execution_ledger.adapters.telemetry.settings import telemetry_section
+from execution_ledger.domain.durations import parse_duration
+from execution_ledger.domain.errors import ConfigError
+from execution_ledger.domain.registry import Registry, build_registry
+from execution_ledger.domain.registry_document import registry_document
+from execution_ledger.domain.retention import RetentionPolicy, build_retention
 
 DEFAULT_REGISTRY = Path(__file__).with_name("default_registry.toml")
 
@@ -94,7 +94,7 @@ def parse_config(text: str, source: str) -> LoadedConfig:
 def _adapters_section(section: Any) -> dict[str, dict[str, Any]]:
     """``[adapters.NAME]``: default settings every task of that adapter starts from (a task
     type's or an ad-hoc task's own settings override them key by key)."""
-    from adapters.executors import executors_by_name
+    from execution_ledger.adapters.executors import executors_by_name
 
     if not isinstance(section, dict):
         raise ConfigError("expected a table", ("adapters",))
@@ -218,14 +218,14 @@ def _strings(value: Any, where: tuple[str, ...], read: Callable[[str], str]) -> 
 
 def _host_names(value: Any, where: tuple[str, ...]) -> tuple[str, ...]:
     """``[http] allowed_hosts``: names (``"ledger.example.com"``, with ``:port`` or not)."""
-    from adapters.http.browser_guard import split_host
+    from execution_ledger.adapters.http.browser_guard import split_host
 
     return _strings(value, where, lambda item: split_host(item)[0])
 
 
 def _origins(value: Any, where: tuple[str, ...]) -> tuple[str, ...]:
     """``[http] allowed_origins``: ``scheme://host[:port]``, as browsers send them."""
-    from adapters.http.browser_guard import normalize_origin
+    from execution_ledger.adapters.http.browser_guard import normalize_origin
 
     return _strings(value, where, normalize_origin)
 
@@ -252,7 +252,7 @@ def check_adapter_settings(
 ) -> None:
     """Refuse an unknown adapter or settings its executor would refuse at run time (over
     the deployment's ``defaults`` for that adapter)."""
-    from adapters.executors import executors_by_name
+    from execution_ledger.adapters.executors import executors_by_name
 
     executors = executors_by_name(dict(defaults or {}))
     executor = executors.get(adapter)
@@ -273,7 +273,7 @@ def check_adapter_settings(
 
 def _check_learn_hooks(registry: Registry) -> None:
     """A task type's learn hook must import and be callable, like a python task's callable."""
-    from adapters.executors.python import load_callable
+    from execution_ledger.adapters.executors.python import load_callable
 
     for task_type in registry.task_types.values():
         if task_type.learn_hook is not None:
@@ -287,7 +287,7 @@ def _check_learn_hooks(registry: Registry) -> None:
 
 def learn_hooks_of(registry: Registry) -> dict[str, Callable[..., Any]]:
     """The learn hook of every task type that names one, imported."""
-    from adapters.executors.python import load_callable
+    from execution_ledger.adapters.executors.python import load_callable
 
     return {
         task_type.name: load_callable(task_type.learn_hook)

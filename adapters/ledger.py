@@ -16,18 +16,24 @@ import psycopg
 from eventsourcing.persistence import IntegrityError
 from psycopg import sql
 
-from adapters.bulk_actions import BulkActions, BulkPreview, BulkRequest, Permit, allow_all
-from adapters.coalesced_enqueue import CoalescedEnqueue
-from adapters.config_file import settings_check
-from adapters.off_loop import run_off_loop
-from adapters.postgres.concurrent_write import AGAIN, Again, retry_on_conflict
-from adapters.postgres.event_store import EventStore, RecordedEvent
-from adapters.postgres.recorder import Statement
-from adapters.postgres.running import RunningTables
-from domain.access import AccessDenial, DenialBudget
-from domain.bulk import BulkAction
-from domain.children import notify_parents
-from domain.errors import (
+from execution_ledger.adapters.bulk_actions import (
+    BulkActions,
+    BulkPreview,
+    BulkRequest,
+    Permit,
+    allow_all,
+)
+from execution_ledger.adapters.coalesced_enqueue import CoalescedEnqueue
+from execution_ledger.adapters.config_file import settings_check
+from execution_ledger.adapters.off_loop import run_off_loop
+from execution_ledger.adapters.postgres.concurrent_write import AGAIN, Again, retry_on_conflict
+from execution_ledger.adapters.postgres.event_store import EventStore, RecordedEvent
+from execution_ledger.adapters.postgres.recorder import Statement
+from execution_ledger.adapters.postgres.running import RunningTables
+from execution_ledger.domain.access import AccessDenial, DenialBudget
+from execution_ledger.domain.bulk import BulkAction
+from execution_ledger.domain.children import notify_parents
+from execution_ledger.domain.errors import (
     IdempotencyKeyTaken,
     InvalidSubmission,
     TaskNotFound,
@@ -35,18 +41,18 @@ from domain.errors import (
     UnknownQueue,
     UnknownSchedule,
 )
-from domain.queue import Queue
-from domain.registry import Registry
-from domain.schedule_control import ScheduleControl
-from domain.signals import check_signal, check_signaller
-from domain.submission import (
+from execution_ledger.domain.queue import Queue
+from execution_ledger.domain.registry import Registry
+from execution_ledger.domain.schedule_control import ScheduleControl
+from execution_ledger.domain.signals import check_signal, check_signaller
+from execution_ledger.domain.submission import (
     Requester,
     SubmissionContext,
     TaskRequest,
     external_dependencies,
     plan_tasks,
 )
-from domain.task import Task, TaskState
+from execution_ledger.domain.task import Task, TaskState
 
 SYSTEM = Requester(principal="system", role="admin")
 _denials = DenialBudget()  # per process, shared by every ledger of it

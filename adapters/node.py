@@ -28,28 +28,28 @@ from uuid import UUID, uuid4
 import psycopg
 from psycopg import sql
 
-from adapters.config_file import learn_hooks_of
-from adapters.executors import executors_by_name
-from adapters.executors.shell_scratch import sweep_orphans
-from adapters.ledger import utc_now
-from adapters.off_loop import run_off_loop
-from adapters.postgres.dispatch import PostgresDispatch
-from adapters.postgres.learn_feed import PostgresDatasetFeed
-from adapters.postgres.projection_runner import ProjectionRunner
-from adapters.postgres.reconnect import ReconnectPause, listen_options
-from adapters.postgres.running import cancel_channel, ready_channel
-from adapters.postgres.schedule_clock import PostgresScheduleClock
-from adapters.postgres.schedule_runs import PostgresScheduleRuns
-from adapters.postgres.schedule_tables import PostgresScheduleBook
-from adapters.postgres.timeouts import PostgresTimeouts
-from adapters.projection_process import ProjectionProcess
-from adapters.registry_follower import NodeRegistry
-from adapters.retention.periodic import archive_periodically
-from adapters.runtime import Runtime
-from adapters.telemetry.context import attempt_tracing
-from processors.cron import CronScheduler
-from processors.learn_hooks import LearnHooks
-from processors.worker import Worker, WorkerSettings
+from execution_ledger.adapters.config_file import learn_hooks_of
+from execution_ledger.adapters.executors import executors_by_name
+from execution_ledger.adapters.executors.shell_scratch import sweep_orphans
+from execution_ledger.adapters.ledger import utc_now
+from execution_ledger.adapters.off_loop import run_off_loop
+from execution_ledger.adapters.postgres.dispatch import PostgresDispatch
+from execution_ledger.adapters.postgres.learn_feed import PostgresDatasetFeed
+from execution_ledger.adapters.postgres.projection_runner import ProjectionRunner
+from execution_ledger.adapters.postgres.reconnect import ReconnectPause, listen_options
+from execution_ledger.adapters.postgres.running import cancel_channel, ready_channel
+from execution_ledger.adapters.postgres.schedule_clock import PostgresScheduleClock
+from execution_ledger.adapters.postgres.schedule_runs import PostgresScheduleRuns
+from execution_ledger.adapters.postgres.schedule_tables import PostgresScheduleBook
+from execution_ledger.adapters.postgres.timeouts import PostgresTimeouts
+from execution_ledger.adapters.projection_process import ProjectionProcess
+from execution_ledger.adapters.registry_follower import NodeRegistry
+from execution_ledger.adapters.retention.periodic import archive_periodically
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.adapters.telemetry.context import attempt_tracing
+from execution_ledger.processors.cron import CronScheduler
+from execution_ledger.processors.learn_hooks import LearnHooks
+from execution_ledger.processors.worker import Worker, WorkerSettings
 
 log = logging.getLogger(__name__)
 

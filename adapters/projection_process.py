@@ -21,7 +21,7 @@ import logging
 import os
 import sys
 
-from adapters.runtime import Runtime
+from execution_ledger.adapters.runtime import Runtime
 
 log = logging.getLogger(__name__)
 NICENESS = 10
@@ -52,7 +52,7 @@ class ProjectionProcess:
         return [
             sys.executable,
             "-m",
-            "adapters.cli.main",
+            "execution_ledger.adapters.cli.main",
             "projections",
             "run",
             "--nice",

@@ -20,14 +20,14 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING
 
-from adapters.registry_versions import RegistryVersion, RegistryVersions
-from adapters.runtime import Runtime
-from domain.errors import ConfigError
-from domain.registry import Registry
-from domain.registry_document import document_digest
+from execution_ledger.adapters.registry_versions import RegistryVersion, RegistryVersions
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.errors import ConfigError
+from execution_ledger.domain.registry import Registry
+from execution_ledger.domain.registry_document import document_digest
 
 if TYPE_CHECKING:
-    from adapters.node import WorkerNode
+    from execution_ledger.adapters.node import WorkerNode
 
 log = logging.getLogger(__name__)
 

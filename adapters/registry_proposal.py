@@ -22,19 +22,24 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from adapters.config_file import LoadedConfig
-from adapters.postgres.event_store import EventStore
-from adapters.simulation import SimulationRequest, check_settings, simulate, text_sha256
-from domain.errors import InvalidQuery
-from domain.registry import Registry
-from domain.registry_evidence import (
+from execution_ledger.adapters.config_file import LoadedConfig
+from execution_ledger.adapters.postgres.event_store import EventStore
+from execution_ledger.adapters.simulation import (
+    SimulationRequest,
+    check_settings,
+    simulate,
+    text_sha256,
+)
+from execution_ledger.domain.errors import InvalidQuery
+from execution_ledger.domain.registry import Registry
+from execution_ledger.domain.registry_evidence import (
     EvidenceRefused,
     answered_report,
     canonical_report,
     check_made_for,
     evidence_of,
 )
-from domain.simulation.report import Report
+from execution_ledger.domain.simulation.report import Report
 
 
 def checked_evidence(

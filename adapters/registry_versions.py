@@ -17,21 +17,21 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from adapters.config_file import LoadedConfig, settings_check
-from adapters.postgres.concurrent_write import retry_on_conflict
-from adapters.postgres.event_store import EventStore, RecordedEvent
-from adapters.postgres.registry_tables import RegistryTables
-from domain.errors import ConfigError
-from domain.registry import Principal, Registry, build_registry
-from domain.registry_change import (
+from execution_ledger.adapters.config_file import LoadedConfig, settings_check
+from execution_ledger.adapters.postgres.concurrent_write import retry_on_conflict
+from execution_ledger.adapters.postgres.event_store import EventStore, RecordedEvent
+from execution_ledger.adapters.postgres.registry_tables import RegistryTables
+from execution_ledger.domain.errors import ConfigError
+from execution_ledger.domain.registry import Principal, Registry, build_registry
+from execution_ledger.domain.registry_change import (
     LiveWork,
     RegistryChangeRefused,
     breaking_changes,
     types_to_check,
 )
-from domain.registry_diff import diff_documents, diff_summary
-from domain.registry_document import document_digest
-from domain.registry_history import (
+from execution_ledger.domain.registry_diff import diff_documents, diff_summary
+from execution_ledger.domain.registry_document import document_digest
+from execution_ledger.domain.registry_history import (
     RegistryHistory,
     RegistryVersionNotFound,
     registry_history_id,

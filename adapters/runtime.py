@@ -9,19 +9,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from adapters.ledger import Ledger, utc_now
-from adapters.postgres.embedded import start_embedded_postgres
-from adapters.postgres.event_store import EventStore
-from adapters.postgres.projection_runner import ProjectionRunner
-from adapters.postgres.read_replica import ReadReplica
-from adapters.postgres.schema import create_schema
-from adapters.settings import Settings, load_settings
-from processors.dependency_cascade import DependencyCascade
-from projections.audit_chain import AuditChain
-from projections.base import Projection
-from projections.dataset import DatasetProjection
-from projections.readiness import ReadinessGraph
-from projections.task_view import TaskView
+from execution_ledger.adapters.ledger import Ledger, utc_now
+from execution_ledger.adapters.postgres.embedded import start_embedded_postgres
+from execution_ledger.adapters.postgres.event_store import EventStore
+from execution_ledger.adapters.postgres.projection_runner import ProjectionRunner
+from execution_ledger.adapters.postgres.read_replica import ReadReplica
+from execution_ledger.adapters.postgres.schema import create_schema
+from execution_ledger.adapters.settings import Settings, load_settings
+from execution_ledger.processors.dependency_cascade import DependencyCascade
+from execution_ledger.projections.audit_chain import AuditChain
+from execution_ledger.projections.base import Projection
+from execution_ledger.projections.dataset import DatasetProjection
+from execution_ledger.projections.readiness import ReadinessGraph
+from execution_ledger.projections.task_view import TaskView
 
 
 def all_projections(schema: str) -> list[Projection]:
@@ -70,7 +70,9 @@ def open_runtime(config_path: str | Path | None = None, *, pool_size: int = 5) -
     )
     ledger.pause_configured()
     runtime = Runtime(settings, database_url, store, ledger, runners)
-    from adapters.registry_follower import mark_recorded_version  # it imports this module
+    from execution_ledger.adapters.registry_follower import (
+        mark_recorded_version,  # it imports this module
+    )
 
     mark_recorded_version(runtime)  # the file's version number, if it is the latest recorded
     return runtime

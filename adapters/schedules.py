@@ -16,19 +16,24 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from adapters.ledger import SYSTEM, Ledger
-from adapters.postgres.concurrent_write import retry_on_conflict
-from adapters.postgres.recorder import Statement
-from adapters.postgres.schedule_tables import (
+from execution_ledger.adapters.ledger import SYSTEM, Ledger
+from execution_ledger.adapters.postgres.concurrent_write import retry_on_conflict
+from execution_ledger.adapters.postgres.recorder import Statement
+from execution_ledger.adapters.postgres.schedule_tables import (
     RunsRow,
     ScheduleTables,
     keys_held,
     runs_rows,
     runtime_names,
 )
-from domain.errors import ConfigError, InvalidSchedule, InvalidTransition, UnknownSchedule
-from domain.schedule_control import ScheduleControl
-from domain.schedule_definitions import (
+from execution_ledger.domain.errors import (
+    ConfigError,
+    InvalidSchedule,
+    InvalidTransition,
+    UnknownSchedule,
+)
+from execution_ledger.domain.schedule_control import ScheduleControl
+from execution_ledger.domain.schedule_definitions import (
     MAX_BACKFILL_TICKS,
     check_backfill_range,
     check_schedule_rights,
@@ -37,8 +42,8 @@ from domain.schedule_definitions import (
     tick_request,
     updated_definition,
 )
-from domain.schedules import Schedule
-from domain.submission import Requester
+from execution_ledger.domain.schedules import Schedule
+from execution_ledger.domain.submission import Requester
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adapters.config_file import LoadedConfig, check_schema_name, load_config
-from adapters.nats.connection import NatsConnection, load_nats_connection
-from adapters.postgres import conninfo
-from domain.durations import parse_duration
-from domain.errors import ConfigError
+from execution_ledger.adapters.config_file import LoadedConfig, check_schema_name, load_config
+from execution_ledger.adapters.nats.connection import NatsConnection, load_nats_connection
+from execution_ledger.adapters.postgres import conninfo
+from execution_ledger.domain.durations import parse_duration
+from execution_ledger.domain.errors import ConfigError
 
 DEFAULT_READ_MAX_LAG = 5.0  # seconds a replica may lag before reads go to the primary
 

@@ -21,14 +21,14 @@ from typing import Any
 
 from psycopg import sql
 
-from adapters.postgres.event_store import EventStore
-from domain.errors import InvalidQuery
-from domain.registry import Registry
-from domain.simulation.calibration import latencies
-from domain.simulation.engine import SimSettings, Simulation
-from domain.simulation.report import Report, ReportBuilder
-from domain.simulation.workload import Submission, WorkloadBuilder
-from projections.audit_chain import UndecodableEvent
+from execution_ledger.adapters.postgres.event_store import EventStore
+from execution_ledger.domain.errors import InvalidQuery
+from execution_ledger.domain.registry import Registry
+from execution_ledger.domain.simulation.calibration import latencies
+from execution_ledger.domain.simulation.engine import SimSettings, Simulation
+from execution_ledger.domain.simulation.report import Report, ReportBuilder
+from execution_ledger.domain.simulation.workload import Submission, WorkloadBuilder
+from execution_ledger.projections.audit_chain import UndecodableEvent
 
 PAGE = 5000
 TASK_TOPIC = "domain.task:Task."

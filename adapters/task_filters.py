@@ -8,10 +8,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from adapters.postgres.task_queries import TaskFilter
-from domain.errors import InvalidQuery
-from domain.registry import Registry
-from domain.task import TaskState
+from execution_ledger.adapters.postgres.task_queries import TaskFilter
+from execution_ledger.domain.errors import InvalidQuery
+from execution_ledger.domain.registry import Registry
+from execution_ledger.domain.task import TaskState
 
 
 def check_state(state: str | None) -> None:

@@ -7,6 +7,8 @@ from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate, event
 
+from execution_ledger.domain.stored_topics import pin_topics
+
 MAX_REASON_CHARS = 500
 
 
@@ -51,3 +53,6 @@ class DenialBudget:
                 return False
             self._counts[key] = count + 1
             return True
+
+
+pin_topics(AccessDenial)  # the log's names for these classes (see stored_topics)

@@ -18,9 +18,10 @@ from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.errors import InvalidQuery, InvalidTransition, TaskNotFound
-from domain.registry import Registry
-from domain.task import (
+from execution_ledger.domain.errors import InvalidQuery, InvalidTransition, TaskNotFound
+from execution_ledger.domain.registry import Registry
+from execution_ledger.domain.stored_topics import pin_topics
+from execution_ledger.domain.task import (
     CANCELLABLE_STATES,
     RETRYABLE_STATES,
     WAITING_STATES,
@@ -260,3 +261,6 @@ class BulkAction(Aggregate):
     def _require_running(self, what: str) -> None:
         if self.state is not BulkState.RUNNING:
             raise InvalidTransition(f"cannot {what} bulk action {self.id}: it is {self.state}")
+
+
+pin_topics(BulkAction)  # the log's names for these classes (see stored_topics)

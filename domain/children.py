@@ -27,13 +27,13 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from domain.errors import InvalidSubmission, LedgerError
-from domain.execution import ExecutionResult, Spawn, Success
-from domain.graph_json import task_requests
-from domain.registry import Registry
-from domain.submission import Requester, SubmissionContext, TaskRequest, plan_tasks
-from domain.task import Task, TaskState
-from domain.trace_context import attempt_fields
+from execution_ledger.domain.errors import InvalidSubmission, LedgerError
+from execution_ledger.domain.execution import ExecutionResult, Spawn, Success
+from execution_ledger.domain.graph_json import task_requests
+from execution_ledger.domain.registry import Registry
+from execution_ledger.domain.submission import Requester, SubmissionContext, TaskRequest, plan_tasks
+from execution_ledger.domain.task import Task, TaskState
+from execution_ledger.domain.trace_context import attempt_fields
 
 ON_CHILD_FAILURE = ("fail", "ignore")
 def spawn_of(success: Success) -> Spawn | None:

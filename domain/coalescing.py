@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from domain.durations import parse_duration
-from domain.errors import ConfigError, InvalidSubmission
+from execution_ledger.domain.durations import parse_duration
+from execution_ledger.domain.errors import ConfigError, InvalidSubmission
 
 MAX_KEY_LENGTH = 200
 DEBOUNCE_MODES = ("last", "first")

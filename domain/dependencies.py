@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Final
 from uuid import UUID
 
-from domain.task import Task, TaskState
+from execution_ledger.domain.task import Task, TaskState
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 
-from domain.errors import ConfigError
+from execution_ledger.domain.errors import ConfigError
 
 MAX_DURATION_SECONDS = 366 * 86400.0
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}

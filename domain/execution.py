@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from domain.timeouts import Timeouts
+from execution_ledger.domain.timeouts import Timeouts
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from domain.errors import InvalidSubmission
-from domain.submission import TaskRequest
+from execution_ledger.domain.errors import InvalidSubmission
+from execution_ledger.domain.submission import TaskRequest
 
 TASK_KEYS = frozenset(
     {"ref", "type", "args", "depends_on", "queue", "priority", "lane", "tags", "inputs"}

@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
 
-from domain.execution import Failure
-from domain.task import Task, TaskState
+from execution_ledger.domain.execution import Failure
+from execution_ledger.domain.task import Task, TaskState
 
 
 def resolve_inputs(

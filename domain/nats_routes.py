@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from domain.errors import ConfigError
+from execution_ledger.domain.errors import ConfigError
 
 _SUBJECT_TOKEN = re.compile(r"^([A-Za-z0-9_\-$]+|\*|>)$")
 

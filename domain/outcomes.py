@@ -8,10 +8,10 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from domain.execution import Failure, Success
-from domain.retry import RetryPolicy
-from domain.task import FINAL_TIMEOUT_KINDS, Task
-from domain.timeouts import TimeoutKind
+from execution_ledger.domain.execution import Failure, Success
+from execution_ledger.domain.retry import RetryPolicy
+from execution_ledger.domain.task import FINAL_TIMEOUT_KINDS, Task
+from execution_ledger.domain.timeouts import TimeoutKind
 
 
 def task_retry_policy(task: Task) -> RetryPolicy:

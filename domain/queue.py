@@ -9,7 +9,8 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.errors import InvalidTransition
+from execution_ledger.domain.errors import InvalidTransition
+from execution_ledger.domain.stored_topics import pin_topics
 
 
 def queue_id(name: str) -> UUID:
@@ -52,3 +53,6 @@ class Queue(Aggregate):
     @event(QueueResumed)
     def _resumed(self, by: str) -> None:
         self.paused = False
+
+
+pin_topics(Queue)  # the log's names for these classes (see stored_topics)

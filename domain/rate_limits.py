@@ -23,8 +23,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from domain.durations import parse_duration
-from domain.errors import ConfigError, SchemaViolation
+from execution_ledger.domain.durations import parse_duration
+from execution_ledger.domain.errors import ConfigError, SchemaViolation
 
 MAX_LIMIT = 1_000_000
 _FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")

@@ -15,13 +15,13 @@ from typing import Any
 
 import jsonschema
 
-from domain.coalescing import check_type_singleton
-from domain.errors import ConfigError
-from domain.nats_routes import NatsSettings, build_nats_settings
-from domain.rate_limits import RateLimit, build_rate_limits, check_key_template
-from domain.retry import RetryPolicy
-from domain.schedules import Schedule, build_schedule
-from domain.timeouts import TimeoutOverrides, Timeouts
+from execution_ledger.domain.coalescing import check_type_singleton
+from execution_ledger.domain.errors import ConfigError
+from execution_ledger.domain.nats_routes import NatsSettings, build_nats_settings
+from execution_ledger.domain.rate_limits import RateLimit, build_rate_limits, check_key_template
+from execution_ledger.domain.retry import RetryPolicy
+from execution_ledger.domain.schedules import Schedule, build_schedule
+from execution_ledger.domain.timeouts import TimeoutOverrides, Timeouts
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
 BUILTIN_ROLES = ("admin", "coder", "tester", "critic")

@@ -23,8 +23,8 @@ from uuid import UUID
 
 import jsonschema
 
-from domain.errors import LedgerError
-from domain.registry import Registry
+from execution_ledger.domain.errors import LedgerError
+from execution_ledger.domain.registry import Registry
 
 ARGS_CHECKED = 1000  # live tasks per type whose args are checked against a new schema
 REASONS_SHOWN = 3  # tasks named per reason

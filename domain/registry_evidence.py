@@ -18,8 +18,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from domain.errors import LedgerError
-from domain.simulation.report import Report
+from execution_ledger.domain.errors import LedgerError
+from execution_ledger.domain.simulation.report import Report
 
 KIND = "simulation"
 

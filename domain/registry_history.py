@@ -16,8 +16,9 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.errors import InvalidTransition, LedgerError
-from domain.registry_diff import diff_documents
+from execution_ledger.domain.errors import InvalidTransition, LedgerError
+from execution_ledger.domain.registry_diff import diff_documents
+from execution_ledger.domain.stored_topics import pin_topics
 
 
 class RegistryVersionNotFound(LedgerError):
@@ -94,3 +95,6 @@ class RegistryHistory(Aggregate):
         self.current = version
         self.digest = digest
         self.document = document
+
+
+pin_topics(RegistryHistory)  # the log's names for these classes (see stored_topics)

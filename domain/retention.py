@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from domain.durations import parse_duration
-from domain.errors import ConfigError
-from domain.task import TERMINAL_STATES
+from execution_ledger.domain.durations import parse_duration
+from execution_ledger.domain.errors import ConfigError
+from execution_ledger.domain.task import TERMINAL_STATES
 
 MAX_RETENTION_SECONDS = 3660 * 86400.0  # ten years
 DEFAULT_SEGMENT_EVENTS = 50_000

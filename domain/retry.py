@@ -6,8 +6,8 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
-from domain.durations import parse_duration
-from domain.errors import ConfigError
+from execution_ledger.domain.durations import parse_duration
+from execution_ledger.domain.errors import ConfigError
 
 MAX_ATTEMPTS = 1000
 

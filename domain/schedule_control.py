@@ -16,7 +16,8 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.errors import InvalidTransition, UnknownSchedule
+from execution_ledger.domain.errors import InvalidTransition, UnknownSchedule
+from execution_ledger.domain.stored_topics import pin_topics
 
 
 def schedule_control_id(name: str) -> UUID:
@@ -130,3 +131,6 @@ class ScheduleControl(Aggregate):
         if self.definition is None:
             raise UnknownSchedule(f"no run-time schedule {self.name!r}")
         return self.definition
+
+
+pin_topics(ScheduleControl)  # the log's names for these classes (see stored_topics)

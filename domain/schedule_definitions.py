@@ -13,11 +13,11 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from domain.errors import ConfigError, Forbidden, InvalidSchedule
-from domain.registry import NAME_PATTERN, Registry, Role, TaskType
-from domain.schedules import Overlap, Schedule, build_schedule
-from domain.submission import Requester, TaskRequest
-from domain.task import TaskState
+from execution_ledger.domain.errors import ConfigError, Forbidden, InvalidSchedule
+from execution_ledger.domain.registry import NAME_PATTERN, Registry, Role, TaskType
+from execution_ledger.domain.schedules import Overlap, Schedule, build_schedule
+from execution_ledger.domain.submission import Requester, TaskRequest
+from execution_ledger.domain.task import TaskState
 
 SCHEDULE_ADMIN_ROLES = frozenset({"admin"})
 MAX_BACKFILL_TICKS = 1000  # ticks one backfill may enqueue

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import jsonschema
 from croniter import croniter
 
-from domain.errors import ConfigError
+from execution_ledger.domain.errors import ConfigError
 
 MISFIRE_GRACE = timedelta(seconds=30)  # with catch_up = "none", a tick this late still fires
 MAX_TICKS_PER_ROUND = 1000

@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from domain.errors import Forbidden, InvalidSubmission
-from domain.registry import NAME_PATTERN, Registry
-from domain.submission import Requester
-from domain.task import Task
+from execution_ledger.domain.errors import Forbidden, InvalidSubmission
+from execution_ledger.domain.registry import NAME_PATTERN, Registry
+from execution_ledger.domain.submission import Requester
+from execution_ledger.domain.task import Task
 
 MAX_SIGNAL_BYTES = 64 * 1024
 

@@ -16,9 +16,9 @@ from uuid import UUID
 
 import jsonschema
 
-from domain.coalescing import Debounce, coalescing_of, refuse_conflicts
-from domain.durations import MAX_DURATION_SECONDS
-from domain.errors import (
+from execution_ledger.domain.coalescing import Debounce, coalescing_of, refuse_conflicts
+from execution_ledger.domain.durations import MAX_DURATION_SECONDS
+from execution_ledger.domain.errors import (
     AdapterSettingsRefused,
     ConfigError,
     DependencyCycle,
@@ -28,8 +28,8 @@ from domain.errors import (
     UnknownDependency,
     UnknownTaskType,
 )
-from domain.rate_limits import check_rate_limit_args, render_key
-from domain.registry import (
+from execution_ledger.domain.rate_limits import check_rate_limit_args, render_key
+from execution_ledger.domain.registry import (
     NAME_PATTERN,
     PRIORITY_RANGE,
     AdapterCheck,
@@ -38,10 +38,10 @@ from domain.registry import (
     TaskType,
     matches_any,
 )
-from domain.retry import MAX_ATTEMPTS
-from domain.task import Task, TaskState
-from domain.timeouts import TimeoutOverrides, resolve_timeouts
-from domain.trace_context import from_fields
+from execution_ledger.domain.retry import MAX_ATTEMPTS
+from execution_ledger.domain.task import Task, TaskState
+from execution_ledger.domain.timeouts import TimeoutOverrides, resolve_timeouts
+from execution_ledger.domain.trace_context import from_fields
 
 MAX_ARGS_BYTES = 256 * 1024
 MAX_GRAPH_TASKS = 20_000

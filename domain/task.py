@@ -21,8 +21,9 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.errors import InvalidTransition
-from domain.timeouts import TimeoutKind
+from execution_ledger.domain.errors import InvalidTransition
+from execution_ledger.domain.stored_topics import pin_topics
+from execution_ledger.domain.timeouts import TimeoutKind
 
 
 class TaskState(StrEnum):
@@ -650,3 +651,6 @@ def event_name(topic_or_class: str | type) -> str:
     """The short name of an event (``TaskStarted``) from its class or stored topic."""
     name = topic_or_class if isinstance(topic_or_class, str) else topic_or_class.__qualname__
     return name.rsplit(".", 1)[-1].rsplit(":", 1)[-1]
+
+
+pin_topics(Task)  # the log's names for these classes (see stored_topics)

@@ -14,8 +14,8 @@ from dataclasses import dataclass, fields, replace
 from enum import StrEnum
 from typing import Any
 
-from domain.durations import parse_duration
-from domain.errors import ConfigError
+from execution_ledger.domain.durations import parse_duration
+from execution_ledger.domain.errors import ConfigError
 
 
 class TimeoutKind(StrEnum):

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from domain.execution import AttemptOutcome, ClaimedAttempt
+from execution_ledger.domain.execution import AttemptOutcome, ClaimedAttempt
 
 
 class RunSpan(Protocol):

@@ -20,10 +20,10 @@ from datetime import datetime
 from typing import Protocol
 from uuid import UUID
 
-from domain.schedule_definitions import tick_request
-from domain.schedules import Overlap, Schedule
-from domain.submission import TaskRequest
-from domain.task import Task
+from execution_ledger.domain.schedule_definitions import tick_request
+from execution_ledger.domain.schedules import Overlap, Schedule
+from execution_ledger.domain.submission import TaskRequest
+from execution_ledger.domain.task import Task
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from datetime import datetime
 from typing import Protocol
 from uuid import UUID
 
-from domain.dependencies import UNBLOCK, Release, Skip, apply_release
-from domain.task import Task, TaskState
-from projections.readiness import Doomed, ReadinessChange, Unblocked
+from execution_ledger.domain.dependencies import UNBLOCK, Release, Skip, apply_release
+from execution_ledger.domain.task import Task, TaskState
+from execution_ledger.projections.readiness import Doomed, ReadinessChange, Unblocked
 
 
 class TaskStore(Protocol):

@@ -30,16 +30,16 @@ from datetime import datetime
 from typing import Any, NamedTuple, Protocol, TypeVar
 from uuid import UUID
 
-from domain.execution import (
+from execution_ledger.domain.execution import (
     AttemptOutcome,
     ClaimedAttempt,
     Execution,
     ExecutionResult,
     Failure,
 )
-from domain.registry import Registry
-from domain.trace_context import attempt_fields
-from processors.attempt_tracing import AttemptTracing, RunSpan
+from execution_ledger.domain.registry import Registry
+from execution_ledger.domain.trace_context import attempt_fields
+from execution_ledger.processors.attempt_tracing import AttemptTracing, RunSpan
 
 log = logging.getLogger(__name__)
 

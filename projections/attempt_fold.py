@@ -20,8 +20,8 @@ from datetime import datetime, timedelta
 from typing import Any, Generic, NamedTuple, Protocol
 from uuid import UUID
 
-from projections.base import Event
-from projections.event_facts import EventFacts, IdT, TimeT, event_facts
+from execution_ledger.projections.base import Event
+from execution_ledger.projections.event_facts import EventFacts, IdT, TimeT, event_facts
 
 
 class AttemptRow(NamedTuple, Generic[IdT, TimeT]):

@@ -29,7 +29,7 @@ from uuid import UUID
 
 from psycopg import sql
 
-from projections.base import Cursor, Event
+from execution_ledger.projections.base import Cursor, Event
 
 TABLE = "audit_chain"
 UNDECODABLE_TABLE = "audit_undecodable"

@@ -14,7 +14,7 @@ import psycopg
 from eventsourcing.domain import DomainEventProtocol
 from psycopg import sql
 
-from domain.task import event_name
+from execution_ledger.domain.task import event_name
 
 Cursor = psycopg.Cursor[Any]
 

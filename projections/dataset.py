@@ -16,9 +16,9 @@ from uuid import UUID
 
 from psycopg import sql
 
-from projections.attempt_fold import COLUMNS, FACT_FIELDS, AttemptFold, TaskFacts
-from projections.base import Cursor, Event
-from projections.event_facts import event_facts
+from execution_ledger.projections.attempt_fold import COLUMNS, FACT_FIELDS, AttemptFold, TaskFacts
+from execution_ledger.projections.base import Cursor, Event
+from execution_ledger.projections.event_facts import event_facts
 
 ROWS = "attempt_dataset"
 TASKS = "attempt_dataset_tasks"

@@ -16,7 +16,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import DatetimeAsISO, DecimalAsStr, JSONTranscoder, UUIDAsHex
 
-from projections.base import Event, is_task_event, kind
+from execution_ledger.projections.base import Event, is_task_event, kind
 
 IdT = TypeVar("IdT")  # a task id: UUID, or str in the replay's text form
 TimeT = TypeVar("TimeT")  # a time: datetime, or UTC ISO str in the replay's text form

@@ -23,7 +23,7 @@ from uuid import UUID
 
 from psycopg import sql
 
-from projections.base import Cursor, Event, is_task_event, kind
+from execution_ledger.projections.base import Cursor, Event, is_task_event, kind
 
 NODES = "readiness_nodes"
 EDGES = "readiness_edges"

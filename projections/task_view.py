@@ -19,7 +19,7 @@ from uuid import UUID
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from projections.base import Cursor, Event, is_task_event, kind
+from execution_ledger.projections.base import Cursor, Event, is_task_event, kind
 
 TABLE = "task_view"
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from projections.base import Event, is_task_event, kind
+from execution_ledger.projections.base import Event, is_task_event, kind
 
 STEP_COLUMNS: tuple[str, ...] = (
     "position",

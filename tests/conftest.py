@@ -13,8 +13,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from adapters.postgres.embedded import start_embedded_postgres
-from adapters.runtime import Runtime, open_runtime
+from execution_ledger.adapters.postgres.embedded import start_embedded_postgres
+from execution_ledger.adapters.runtime import Runtime, open_runtime
 
 warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
 

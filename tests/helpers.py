@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from adapters.postgres.event_store import EventStore
+from execution_ledger.adapters.postgres.event_store import EventStore
 
 
 def now() -> datetime:

@@ -30,7 +30,7 @@ import pytest
 from nats.js import JetStreamContext
 from nats.js.api import StreamInfo
 
-from adapters.nats.server import NatsServerError, free_port, nats_server_binary
+from execution_ledger.adapters.nats.server import NatsServerError, free_port, nats_server_binary
 
 CLUSTER_NAME = "ledger-test"
 START_TIMEOUT = 30.0  # seconds for every node to answer and the meta group to elect a leader

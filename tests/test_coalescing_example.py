@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from adapters.runtime import Runtime, open_runtime
-from domain.coalescing import Debounce
-from domain.submission import TaskRequest
+from execution_ledger.adapters.runtime import Runtime, open_runtime
+from execution_ledger.domain.coalescing import Debounce
+from execution_ledger.domain.submission import TaskRequest
 from tests.processors.worker_harness import run_nodes_until
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "coalescing.toml"

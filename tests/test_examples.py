@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from adapters.postgres.schedule_clock import PostgresScheduleClock
-from adapters.postgres.task_queries import TaskFilter, list_tasks
-from adapters.runtime import Runtime, open_runtime
-from processors.cron import CronScheduler
+from execution_ledger.adapters.postgres.schedule_clock import PostgresScheduleClock
+from execution_ledger.adapters.postgres.task_queries import TaskFilter, list_tasks
+from execution_ledger.adapters.runtime import Runtime, open_runtime
+from execution_ledger.processors.cron import CronScheduler
 from tests.adapters.http.live_server import LiveServer
 from tests.processors.worker_harness import run_nodes_until
 

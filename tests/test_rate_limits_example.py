@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from adapters.postgres.task_queries import TaskFilter, get_task_row, list_tasks
-from adapters.runtime import Runtime, open_runtime
-from domain.errors import SchemaViolation
-from domain.submission import TaskRequest
+from execution_ledger.adapters.postgres.task_queries import TaskFilter, get_task_row, list_tasks
+from execution_ledger.adapters.runtime import Runtime, open_runtime
+from execution_ledger.domain.errors import SchemaViolation
+from execution_ledger.domain.submission import TaskRequest
 from tests.processors.worker_harness import run_nodes_until
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "rate_limits.toml"

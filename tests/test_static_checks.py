@@ -35,19 +35,21 @@ def test_the_core_is_strict_and_the_adapters_are_checked_inside_untyped_function
 ) -> None:
     shutil.copy(ROOT / "pyproject.toml", tmp_path)
     probe = "def untyped(x):\n    wrong: str = 1\n    return x\n"
+    (tmp_path / "execution_ledger").mkdir()
+    (tmp_path / "execution_ledger" / "__init__.py").write_text("")
     for package in PACKAGES:
-        (tmp_path / package).mkdir()
-        (tmp_path / package / "__init__.py").write_text("")
-        (tmp_path / package / "probe.py").write_text(probe)
+        (tmp_path / "execution_ledger" / package).mkdir()
+        (tmp_path / "execution_ledger" / package / "__init__.py").write_text("")
+        (tmp_path / "execution_ledger" / package / "probe.py").write_text(probe)
     result = mypy(tmp_path, tmp_path / "cache")
     assert result.returncode == 1
     assert error_codes(result.stdout) == {
-        ("domain/probe.py:1", "no-untyped-def"),
-        ("domain/probe.py:2", "assignment"),
-        ("processors/probe.py:1", "no-untyped-def"),
-        ("processors/probe.py:2", "assignment"),
-        ("adapters/probe.py:2", "assignment"),
-        ("projections/probe.py:2", "assignment"),
+        ("execution_ledger/domain/probe.py:1", "no-untyped-def"),
+        ("execution_ledger/domain/probe.py:2", "assignment"),
+        ("execution_ledger/processors/probe.py:1", "no-untyped-def"),
+        ("execution_ledger/processors/probe.py:2", "assignment"),
+        ("execution_ledger/adapters/probe.py:2", "assignment"),
+        ("execution_ledger/projections/probe.py:2", "assignment"),
     }
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.runtime import Runtime, open_runtime
+from execution_ledger.adapters.runtime import Runtime, open_runtime
 from tests.adapters.http.live_server import LiveServer
 from tests.processors.worker_harness import wait_until
 

@@ -53,11 +53,11 @@ def cmd_archive(rt: Any, options: argparse.Namespace) -> int:
 
     import psycopg
 
-    from adapters.cli import render
-    from adapters.ledger import utc_now
-    from adapters.retention.archiver import Archiver
-    from adapters.retention.segments import ArchiveError, configured_archive
-    from domain.errors import ConfigError
+    from execution_ledger.adapters.cli import render
+    from execution_ledger.adapters.ledger import utc_now
+    from execution_ledger.adapters.retention.archiver import Archiver
+    from execution_ledger.adapters.retention.segments import ArchiveError, configured_archive
+    from execution_ledger.domain.errors import ConfigError
 
     policy = rt.settings.config.retention
     archive = configured_archive(policy, rt.settings.schema)

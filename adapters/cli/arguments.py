@@ -7,10 +7,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from domain.durations import parse_duration
-from domain.errors import ConfigError, InvalidQuery, InvalidSubmission
-from domain.graph_json import graph_requests
-from domain.submission import TaskRequest
+from execution_ledger.domain.durations import parse_duration
+from execution_ledger.domain.errors import ConfigError, InvalidQuery, InvalidSubmission
+from execution_ledger.domain.graph_json import graph_requests
+from execution_ledger.domain.submission import TaskRequest
 
 
 def parse_args_option(json_text: str | None, pairs: list[str]) -> dict[str, Any]:

@@ -12,16 +12,23 @@ import dataclasses
 
 from rich.table import Table
 
-from adapters.cli import render
-from adapters.cli.arguments import parse_moment
-from adapters.cli.parsers import add_audit_parser as add_audit_parser  # re-exported
-from adapters.ledger import utc_now
-from adapters.postgres.audit import AuditEntry, AuditFilter, audit_events, verify_chain
-from adapters.postgres.read_replica import whole_log_url
-from adapters.retention.segments import configured_archive
-from adapters.runtime import Runtime
-from domain.errors import InvalidQuery
-from projections.audit_chain import AuditChain
+from execution_ledger.adapters.cli import render
+from execution_ledger.adapters.cli.arguments import parse_moment
+from execution_ledger.adapters.cli.parsers import (
+    add_audit_parser as add_audit_parser,  # re-exported
+)
+from execution_ledger.adapters.ledger import utc_now
+from execution_ledger.adapters.postgres.audit import (
+    AuditEntry,
+    AuditFilter,
+    audit_events,
+    verify_chain,
+)
+from execution_ledger.adapters.postgres.read_replica import whole_log_url
+from execution_ledger.adapters.retention.segments import configured_archive
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.errors import InvalidQuery
+from execution_ledger.projections.audit_chain import AuditChain
 
 
 def cmd_audit(rt: Runtime, options: argparse.Namespace) -> int:

@@ -15,12 +15,12 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from adapters.cli.filter_options import add_task_filter_options, task_filter_of
+from execution_ledger.adapters.cli.filter_options import add_task_filter_options, task_filter_of
 
 if TYPE_CHECKING:  # the runtime, rich and PostgreSQL load only when the command runs
-    from adapters.bulk_actions import BulkPreview, BulkRequest
-    from adapters.runtime import Runtime
-    from domain.bulk import BulkAction
+    from execution_ledger.adapters.bulk_actions import BulkPreview, BulkRequest
+    from execution_ledger.adapters.runtime import Runtime
+    from execution_ledger.domain.bulk import BulkAction
 
 ACTIONS = {
     "cancel": "cancel every matching task that has not ended (a running attempt is stopped)",
@@ -69,8 +69,8 @@ def _add_action_options(action: argparse.ArgumentParser, name: str) -> None:
 
 
 def cmd_bulk(rt: Runtime, options: argparse.Namespace) -> int:
-    from adapters.bulk_actions import plan_bulk
-    from adapters.cli import render
+    from execution_ledger.adapters.bulk_actions import plan_bulk
+    from execution_ledger.adapters.cli import render
 
     registry = rt.settings.config.registry
     request = plan_bulk(
@@ -99,7 +99,7 @@ def cmd_bulk(rt: Runtime, options: argparse.Namespace) -> int:
 
 
 def _summary(request: BulkRequest, preview: BulkPreview) -> str:
-    from adapters.task_filters import filter_json
+    from execution_ledger.adapters.task_filters import filter_json
 
     where = " ".join(f"{k}={v}" for k, v in filter_json(request.where).items())
     lines = [f"{preview.matched} tasks match {where}: {request.change.describe()}"]
@@ -110,7 +110,7 @@ def _summary(request: BulkRequest, preview: BulkPreview) -> str:
 
 
 def _confirmed(request: BulkRequest, preview: BulkPreview) -> bool:
-    from domain.errors import InvalidQuery
+    from execution_ledger.domain.errors import InvalidQuery
 
     what = f"{request.change.describe()} {preview.matched} tasks"
     if not sys.stdin.isatty():
@@ -122,8 +122,8 @@ def _confirmed(request: BulkRequest, preview: BulkPreview) -> bool:
 def _run_with_progress(rt: Runtime, request: BulkRequest) -> BulkAction:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from adapters.cli import render
-    from adapters.ledger import SYSTEM
+    from execution_ledger.adapters.cli import render
+    from execution_ledger.adapters.ledger import SYSTEM
 
     action = rt.ledger.bulk_request(request, SYSTEM)
     with Progress(

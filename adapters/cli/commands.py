@@ -10,21 +10,21 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from adapters.cli import render
-from adapters.cli.arguments import load_graph_file, parse_args_option, parse_run_at
-from adapters.cli.filter_options import task_filter_of
-from adapters.cli.task_ids import resolve_task_id
-from adapters.coalesced_enqueue import coalesced_by
-from adapters.ledger import utc_now
-from adapters.postgres.task_queries import get_task_row, list_tasks
-from adapters.runtime import Runtime
-from domain.coalescing import debounce_from_text
-from domain.durations import parse_duration
-from domain.errors import ConfigError, InvalidQuery, InvalidSubmission
-from domain.submission import TaskRequest
+from execution_ledger.adapters.cli import render
+from execution_ledger.adapters.cli.arguments import load_graph_file, parse_args_option, parse_run_at
+from execution_ledger.adapters.cli.filter_options import task_filter_of
+from execution_ledger.adapters.cli.task_ids import resolve_task_id
+from execution_ledger.adapters.coalesced_enqueue import coalesced_by
+from execution_ledger.adapters.ledger import utc_now
+from execution_ledger.adapters.postgres.task_queries import get_task_row, list_tasks
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.coalescing import debounce_from_text
+from execution_ledger.domain.durations import parse_duration
+from execution_ledger.domain.errors import ConfigError, InvalidQuery, InvalidSubmission
+from execution_ledger.domain.submission import TaskRequest
 
 if TYPE_CHECKING:
-    from adapters.node import WorkerNode
+    from execution_ledger.adapters.node import WorkerNode
 
 
 def _optional_duration(text: str | None, option: str) -> float | None:
@@ -141,7 +141,7 @@ def cmd_history(rt: Runtime, options: argparse.Namespace) -> None:
 
 
 def cmd_demo(rt: Runtime, options: argparse.Namespace) -> None:
-    from adapters.cli.demo import run_demo
+    from execution_ledger.adapters.cli.demo import run_demo
 
     run_demo(rt)
 
@@ -170,7 +170,7 @@ def cmd_queues(rt: Runtime, options: argparse.Namespace) -> None:
 
 def worker_node(rt: Runtime, options: argparse.Namespace) -> WorkerNode:
     """The node of ``ledger worker`` / ``ledger serve``, its options checked."""
-    from adapters.node import WorkerNode
+    from execution_ledger.adapters.node import WorkerNode
 
     if options.concurrency < 1:
         raise InvalidSubmission("--concurrency must be at least 1")

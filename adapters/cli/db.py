@@ -20,17 +20,17 @@ from pathlib import Path
 
 import psycopg
 
-from adapters.cli import render
-from adapters.cli.parsers import add_db_parser as add_db_parser  # re-exported
-from adapters.postgres.embedded import (
+from execution_ledger.adapters.cli import render
+from execution_ledger.adapters.cli.parsers import add_db_parser as add_db_parser  # re-exported
+from execution_ledger.adapters.postgres.embedded import (
     default_data_dir,
     reset_embedded_postgres,
     running_server,
     stop_embedded_postgres,
 )
-from adapters.postgres.grants import grant_runtime_role
-from adapters.runtime import Runtime
-from domain.errors import InvalidQuery, InvalidSubmission
+from execution_ledger.adapters.postgres.grants import grant_runtime_role
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.errors import InvalidQuery, InvalidSubmission
 
 
 def cmd_db(rt: Runtime, options: argparse.Namespace) -> int:

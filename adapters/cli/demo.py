@@ -20,11 +20,11 @@ import httpx
 from rich.live import Live
 from rich.table import Table
 
-from adapters.cli import render
-from adapters.http.app import serve_http
-from adapters.node import WorkerNode
-from adapters.off_loop import run_off_loop
-from adapters.runtime import Runtime
+from execution_ledger.adapters.cli import render
+from execution_ledger.adapters.http.app import serve_http
+from execution_ledger.adapters.node import WorkerNode
+from execution_ledger.adapters.off_loop import run_off_loop
+from execution_ledger.adapters.runtime import Runtime
 
 DEMO_TIMEOUT_SECONDS = 60
 TERMINAL = {"succeeded", "failed", "cancelled", "skipped"}

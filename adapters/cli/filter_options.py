@@ -8,8 +8,8 @@ import argparse
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from adapters.postgres.task_queries import TaskFilter
-    from domain.registry import Registry
+    from execution_ledger.adapters.postgres.task_queries import TaskFilter
+    from execution_ledger.domain.registry import Registry
 
 
 def add_task_filter_options(command: argparse.ArgumentParser) -> None:
@@ -26,7 +26,7 @@ def add_task_filter_options(command: argparse.ArgumentParser) -> None:
 
 def task_filter_of(registry: Registry, options: argparse.Namespace) -> TaskFilter:
     """The filter the options give (``InvalidQuery`` naming a bad one: exit status 2)."""
-    from adapters.task_filters import task_filter
+    from execution_ledger.adapters.task_filters import task_filter
 
     return task_filter(
         registry,

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 
-from adapters.cli import render
-from adapters.cli.parsers import add_learn_parser as add_learn_parser  # re-exported
-from adapters.postgres.learn_feed import PostgresDatasetFeed
-from adapters.runtime import Runtime
-from domain.errors import InvalidSubmission
+from execution_ledger.adapters.cli import render
+from execution_ledger.adapters.cli.parsers import (
+    add_learn_parser as add_learn_parser,  # re-exported
+)
+from execution_ledger.adapters.postgres.learn_feed import PostgresDatasetFeed
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.errors import InvalidSubmission
 
 
 def cmd_learn(rt: Runtime, options: argparse.Namespace) -> int:

@@ -19,24 +19,23 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from adapters.cli.archive import add_archive_parser
-from adapters.cli.bulk import add_bulk_parser
-from adapters.cli.filter_options import add_task_filter_options
-from adapters.cli.parsers import (
+from execution_ledger.adapters.cli.archive import add_archive_parser
+from execution_ledger.adapters.cli.bulk import add_bulk_parser
+from execution_ledger.adapters.cli.filter_options import add_task_filter_options
+from execution_ledger.adapters.cli.parsers import (
     add_audit_parser,
     add_db_parser,
     add_learn_parser,
     add_replay_parser,
 )
-from adapters.cli.registry import add_registry_parser
-from adapters.cli.schedules import add_schedules_parser
-from adapters.cli.signal import add_signal_parser
-from adapters.cli.simulate import add_simulate_parser
-from adapters.cli.task_ids import task_ref
+from execution_ledger.adapters.cli.registry import add_registry_parser
+from execution_ledger.adapters.cli.schedules import add_schedules_parser
+from execution_ledger.adapters.cli.signal import add_signal_parser
+from execution_ledger.adapters.cli.simulate import add_simulate_parser
+from execution_ledger.adapters.cli.task_ids import task_ref
 
 warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
 
-DISTRIBUTION = "execution-ledger"
 
 DESCRIPTION = """\
 The Execution Ledger: every enqueue, start, result and timeout is an event in PostgreSQL.
@@ -67,13 +66,9 @@ STOPPING = (
 
 
 def version() -> str:
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as installed_version
+    import execution_ledger
 
-    try:
-        return installed_version(DISTRIBUTION)
-    except PackageNotFoundError:
-        return "unknown (not installed)"
+    return execution_ledger.__version__
 
 
 class _Version(argparse.Action):
@@ -289,30 +284,30 @@ def _lazy(module: str, function: str) -> Callable[[Any, argparse.Namespace], Any
     return command
 
 
-_COMMANDS = "adapters.cli.commands"
-_SERVICES = "adapters.cli.services"
+_COMMANDS = "execution_ledger.adapters.cli.commands"
+_SERVICES = "execution_ledger.adapters.cli.services"
 COMMANDS: dict[str, Callable[[Any, argparse.Namespace], Any]] = {
     "enqueue": _lazy(_COMMANDS, "cmd_enqueue"),
     "tasks": _lazy(_COMMANDS, "cmd_tasks"),
     "show": _lazy(_COMMANDS, "cmd_show"),
     "history": _lazy(_COMMANDS, "cmd_history"),
     "worker": _lazy(_SERVICES, "cmd_worker"),
-    "audit": _lazy("adapters.cli.audit", "cmd_audit"),
-    "db": _lazy("adapters.cli.db", "cmd_db"),
-    "replay": _lazy("adapters.cli.replay", "cmd_replay"),
-    "archive": _lazy("adapters.cli.archive", "cmd_archive"),
-    "learn": _lazy("adapters.cli.learn", "cmd_learn"),
+    "audit": _lazy("execution_ledger.adapters.cli.audit", "cmd_audit"),
+    "db": _lazy("execution_ledger.adapters.cli.db", "cmd_db"),
+    "replay": _lazy("execution_ledger.adapters.cli.replay", "cmd_replay"),
+    "archive": _lazy("execution_ledger.adapters.cli.archive", "cmd_archive"),
+    "learn": _lazy("execution_ledger.adapters.cli.learn", "cmd_learn"),
     "serve": _lazy(_SERVICES, "cmd_serve"),
-    "schedules": _lazy("adapters.cli.schedules", "cmd_schedules"),
+    "schedules": _lazy("execution_ledger.adapters.cli.schedules", "cmd_schedules"),
     "demo": _lazy(_COMMANDS, "cmd_demo"),
     "cancel": _lazy(_COMMANDS, "cmd_cancel"),
     "retry": _lazy(_COMMANDS, "cmd_retry"),
     "queues": _lazy(_COMMANDS, "cmd_queues"),
     "projections": _lazy(_SERVICES, "cmd_projections"),
-    "signal": _lazy("adapters.cli.signal", "cmd_signal"),
-    "bulk": _lazy("adapters.cli.bulk", "cmd_bulk"),
-    "registry": _lazy("adapters.cli.registry", "cmd_registry"),
-    "simulate": _lazy("adapters.cli.simulate", "cmd_simulate"),
+    "signal": _lazy("execution_ledger.adapters.cli.signal", "cmd_signal"),
+    "bulk": _lazy("execution_ledger.adapters.cli.bulk", "cmd_bulk"),
+    "registry": _lazy("execution_ledger.adapters.cli.registry", "cmd_registry"),
+    "simulate": _lazy("execution_ledger.adapters.cli.simulate", "cmd_simulate"),
 }
 
 
@@ -326,11 +321,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(options: argparse.Namespace) -> int:
-    from adapters.postgres.projection_runner import ProjectionBusy
-    from domain.errors import LedgerError
+    from execution_ledger.adapters.postgres.projection_runner import ProjectionBusy
+    from execution_ledger.domain.errors import LedgerError
 
     if options.url:
-        from adapters.cli.remote import run_remote
+        from execution_ledger.adapters.cli.remote import run_remote
 
         try:
             return run_remote(options)
@@ -338,14 +333,14 @@ def _run(options: argparse.Namespace) -> int:
             print(f"error: {error}", file=sys.stderr)
             return 2
     if getattr(options, "without_runtime", False):
-        from adapters.cli.db import cmd_embedded
+        from execution_ledger.adapters.cli.db import cmd_embedded
 
         try:
             return cmd_embedded(options)
         except LedgerError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
-    from adapters.runtime import open_runtime
+    from execution_ledger.adapters.runtime import open_runtime
 
     try:
         rt = open_runtime(options.config)

@@ -12,12 +12,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from adapters.cli.registry_propose import add_propose_parser
-from domain.errors import InvalidQuery
+from execution_ledger.adapters.cli.registry_propose import add_propose_parser
+from execution_ledger.domain.errors import InvalidQuery
 
 if TYPE_CHECKING:  # the runtime and the renderer load only when the command runs
-    from adapters.registry_versions import ApplyOutcome, RegistryVersion
-    from adapters.runtime import Runtime
+    from execution_ledger.adapters.registry_versions import ApplyOutcome, RegistryVersion
+    from execution_ledger.adapters.runtime import Runtime
 
 DESCRIPTION = """\
 The registry (task types, queues, lanes, roles, schedules, ...) a deployment runs on is
@@ -76,7 +76,7 @@ def _version_number(text: str) -> int:
 
 
 def cmd_registry(rt: Runtime, options: argparse.Namespace) -> int:
-    from adapters.registry_follower import registry_versions
+    from execution_ledger.adapters.registry_follower import registry_versions
 
     versions = registry_versions(rt)
     if options.action == "history":
@@ -86,7 +86,7 @@ def cmd_registry(rt: Runtime, options: argparse.Namespace) -> int:
     elif options.action == "diff":
         _diff(versions.version(options.a), versions.version(options.b), options.json)
     elif options.action == "propose":
-        from adapters.cli.registry_propose import cmd_propose
+        from execution_ledger.adapters.cli.registry_propose import cmd_propose
 
         return cmd_propose(rt, options)
     else:
@@ -95,8 +95,8 @@ def cmd_registry(rt: Runtime, options: argparse.Namespace) -> int:
 
 
 def _history(history: list[RegistryVersion], as_json: bool) -> None:
-    from adapters.cli import render
-    from adapters.registry_versions import version_json
+    from execution_ledger.adapters.cli import render
+    from execution_ledger.adapters.registry_versions import version_json
 
     if as_json:
         print(render.to_json([version_json(v) for v in reversed(history)]))
@@ -116,8 +116,8 @@ def _history(history: list[RegistryVersion], as_json: bool) -> None:
 
 
 def _show(version: RegistryVersion, as_json: bool) -> None:
-    from adapters.cli import render
-    from adapters.registry_versions import version_json
+    from execution_ledger.adapters.cli import render
+    from execution_ledger.adapters.registry_versions import version_json
 
     shown = version_json(version, whole=True)
     if as_json:
@@ -128,7 +128,7 @@ def _show(version: RegistryVersion, as_json: bool) -> None:
     if version.forced:
         print("forced past refusals")
     if version.evidence:
-        from domain.registry_evidence import headline_lines
+        from execution_ledger.domain.registry_evidence import headline_lines
 
         print("\n".join(headline_lines(version.evidence)))
     print("changes from the version before:")
@@ -138,8 +138,8 @@ def _show(version: RegistryVersion, as_json: bool) -> None:
 
 
 def _diff(a: RegistryVersion, b: RegistryVersion, as_json: bool) -> None:
-    from adapters.cli import render
-    from domain.registry_diff import diff_documents
+    from execution_ledger.adapters.cli import render
+    from execution_ledger.domain.registry_diff import diff_documents
 
     diff = diff_documents(a.document, b.document)
     if as_json:
@@ -150,8 +150,8 @@ def _diff(a: RegistryVersion, b: RegistryVersion, as_json: bool) -> None:
 
 
 def print_diff(diff: list[dict[str, Any]]) -> None:
-    from adapters.cli import render
-    from domain.registry_diff import path_text
+    from execution_ledger.adapters.cli import render
+    from execution_ledger.domain.registry_diff import path_text
 
     if not diff:
         print("  (no change)")
@@ -168,11 +168,11 @@ def print_diff(diff: list[dict[str, Any]]) -> None:
 
 
 def _apply(rt: Runtime, options: argparse.Namespace) -> int:
-    from adapters.cli import render
-    from adapters.config_file import load_config
-    from adapters.registry_follower import registry_versions
-    from adapters.registry_versions import outcome_json
-    from domain.registry_change import RegistryChangeRefused
+    from execution_ledger.adapters.cli import render
+    from execution_ledger.adapters.config_file import load_config
+    from execution_ledger.adapters.registry_follower import registry_versions
+    from execution_ledger.adapters.registry_versions import outcome_json
+    from execution_ledger.domain.registry_change import RegistryChangeRefused
 
     config = load_config(options.file)
     by = options.by or f"cli:{getpass.getuser()}"

@@ -16,12 +16,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from domain.errors import InvalidQuery
+from execution_ledger.domain.errors import InvalidQuery
 
 if TYPE_CHECKING:
-    from adapters.config_file import LoadedConfig
-    from adapters.registry_versions import RegistryVersions
-    from adapters.runtime import Runtime
+    from execution_ledger.adapters.config_file import LoadedConfig
+    from execution_ledger.adapters.registry_versions import RegistryVersions
+    from execution_ledger.adapters.runtime import Runtime
 
 HELP = "record a registry file as the next version, with a simulation report as evidence"
 EPILOG = """example:
@@ -59,11 +59,11 @@ def add_propose_parser(actions: Any) -> None:
 
 
 def cmd_propose(rt: Runtime, options: argparse.Namespace) -> int:
-    from adapters.cli.registry import print_diff
-    from adapters.config_file import load_config
-    from adapters.registry_follower import registry_versions
-    from adapters.registry_proposal import checked_evidence
-    from domain.registry_evidence import headline_lines
+    from execution_ledger.adapters.cli.registry import print_diff
+    from execution_ledger.adapters.config_file import load_config
+    from execution_ledger.adapters.registry_follower import registry_versions
+    from execution_ledger.adapters.registry_proposal import checked_evidence
+    from execution_ledger.domain.registry_evidence import headline_lines
 
     by = options.by or f"cli:{getpass.getuser()}"
     if not by.strip():
@@ -99,7 +99,7 @@ def _record(
     force: bool,
     evidence: dict[str, Any],
 ) -> int:
-    from domain.registry_change import RegistryChangeRefused
+    from execution_ledger.domain.registry_change import RegistryChangeRefused
 
     try:
         outcome = versions.apply(config, by, force=force, evidence=evidence)

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from adapters.cli import render
-from adapters.cli.arguments import parse_args_option, parse_run_at
-from adapters.cli.signal import signal_data
-from adapters.client import LedgerClient, TaskView
-from domain.errors import InvalidQuery, InvalidSubmission
+from execution_ledger.adapters.cli import render
+from execution_ledger.adapters.cli.arguments import parse_args_option, parse_run_at
+from execution_ledger.adapters.cli.signal import signal_data
+from execution_ledger.adapters.client import LedgerClient, TaskView
+from execution_ledger.domain.errors import InvalidQuery, InvalidSubmission
 
 Command = Callable[[LedgerClient, argparse.Namespace], None]
 

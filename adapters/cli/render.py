@@ -10,8 +10,8 @@ from uuid import UUID
 from rich.console import Console
 from rich.table import Table
 
-from adapters.postgres.event_store import RecordedEvent
-from domain.task import event_name
+from execution_ledger.adapters.postgres.event_store import RecordedEvent
+from execution_ledger.domain.task import event_name
 
 console = Console()
 STATE_STYLE = {

@@ -14,14 +14,16 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from adapters.cli import render
-from adapters.cli.parsers import add_replay_parser as add_replay_parser  # re-exported
-from adapters.dataset.formats import format_for, require_parquet
-from adapters.dataset.replay import LogBound, Replay, RowFilter, parse_bound
-from adapters.dataset.workflow_replay import workflow_step_lines
-from adapters.retention.segments import configured_archive
-from adapters.runtime import Runtime
-from domain.errors import InvalidQuery
+from execution_ledger.adapters.cli import render
+from execution_ledger.adapters.cli.parsers import (
+    add_replay_parser as add_replay_parser,  # re-exported
+)
+from execution_ledger.adapters.dataset.formats import format_for, require_parquet
+from execution_ledger.adapters.dataset.replay import LogBound, Replay, RowFilter, parse_bound
+from execution_ledger.adapters.dataset.workflow_replay import workflow_step_lines
+from execution_ledger.adapters.retention.segments import configured_archive
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.errors import InvalidQuery
 
 
 def replay_options(options: argparse.Namespace) -> tuple[str, LogBound | None, RowFilter]:

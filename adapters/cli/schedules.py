@@ -8,11 +8,11 @@ import argparse
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from domain.errors import InvalidSchedule
+from execution_ledger.domain.errors import InvalidSchedule
 
 if TYPE_CHECKING:  # the runtime and the renderer load only when the command runs
-    from adapters.runtime import Runtime
-    from adapters.schedules import ScheduleView
+    from execution_ledger.adapters.runtime import Runtime
+    from execution_ledger.adapters.schedules import ScheduleView
 
 DESCRIPTION = """\
 Cron schedules. Those of the registry file ([schedules.NAME]) are changed in the file and
@@ -90,8 +90,8 @@ def _add_definition_options(parser: argparse.ArgumentParser, required: bool) -> 
 
 
 def cmd_schedules(rt: Runtime, options: argparse.Namespace) -> None:
-    from adapters.cli import render
-    from adapters.schedules import Schedules
+    from execution_ledger.adapters.cli import render
+    from execution_ledger.adapters.schedules import Schedules
 
     schedules = Schedules(rt.ledger)
     action = options.action
@@ -119,7 +119,7 @@ def cmd_schedules(rt: Runtime, options: argparse.Namespace) -> None:
 
 
 def _definition(options: argparse.Namespace) -> dict[str, Any]:
-    from adapters.cli.arguments import parse_args_option
+    from execution_ledger.adapters.cli.arguments import parse_args_option
 
     spec: dict[str, Any] = {
         key: value
@@ -139,8 +139,8 @@ def _definition(options: argparse.Namespace) -> dict[str, Any]:
 
 
 def _backfill(rt: Runtime, options: argparse.Namespace) -> None:
-    from adapters.cli import render
-    from adapters.schedules import Schedules
+    from execution_ledger.adapters.cli import render
+    from execution_ledger.adapters.schedules import Schedules
 
     since = _time(options.since, "--since")
     until = _time(options.until, "--until")
@@ -165,8 +165,8 @@ def _time(text: str, option: str) -> datetime:
 
 
 def _print_schedules(views: list[ScheduleView]) -> None:
-    from adapters.cli import render
-    from adapters.ledger import utc_now
+    from execution_ledger.adapters.cli import render
+    from execution_ledger.adapters.ledger import utc_now
 
     if not views:
         render.console.print("no schedules")

@@ -18,11 +18,11 @@ import threading
 from collections.abc import Awaitable, Callable
 from functools import partial
 
-from adapters.cli import render
-from adapters.cli.commands import worker_node
-from adapters.runtime import Runtime
-from adapters.telemetry.context import start_telemetry
-from domain.errors import ConfigError, InvalidSubmission
+from execution_ledger.adapters.cli import render
+from execution_ledger.adapters.cli.commands import worker_node
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.adapters.telemetry.context import start_telemetry
+from execution_ledger.domain.errors import ConfigError, InvalidSubmission
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -53,7 +53,7 @@ def _bind_error(host: str, port: int, error: OSError) -> ConfigError:
 
 
 def cmd_serve(rt: Runtime, options: argparse.Namespace) -> None:
-    from adapters.http.app import check_listen_address, serve_http
+    from execution_ledger.adapters.http.app import check_listen_address, serve_http
 
     check_listen_address(rt, options.host)  # refuse before starting anything
     check_port_free(options.host, options.port)
@@ -61,8 +61,8 @@ def cmd_serve(rt: Runtime, options: argparse.Namespace) -> None:
     node = worker_node(rt, options)
     nats_server = nats = None
     if options.nats:
-        from adapters.nats.connection import NatsConnection
-        from adapters.nats.server import find_or_start_nats
+        from execution_ledger.adapters.nats.connection import NatsConnection
+        from execution_ledger.adapters.nats.server import find_or_start_nats
 
         nats_server = find_or_start_nats(rt.settings.nats_url)
         nats = rt.settings.nats or NatsConnection.parse(nats_server.url)
@@ -78,7 +78,7 @@ def cmd_serve(rt: Runtime, options: argparse.Namespace) -> None:
         http = serve_http(rt, options.host, options.port, stop, on_listening=listening)
         jobs = [asyncio.create_task(http), asyncio.create_task(node.run(stop))]
         if nats is not None:
-            from adapters.nats.bridge import NatsBridge
+            from execution_ledger.adapters.nats.bridge import NatsBridge
 
             jobs.append(asyncio.create_task(NatsBridge(rt, nats).run(stop)))
         await asyncio.wait(jobs, return_when=asyncio.FIRST_EXCEPTION)
@@ -117,7 +117,7 @@ def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> Non
 def run_projections_until_signalled(
     rt: Runtime, nice: int = 0, parent_pid: int | None = None
 ) -> None:
-    from adapters.node import start_projections, stop_when_orphaned
+    from execution_ledger.adapters.node import start_projections, stop_when_orphaned
 
     if nice:
         os.nice(nice)

@@ -8,11 +8,11 @@ import argparse
 import json
 from typing import TYPE_CHECKING, Any
 
-from adapters.cli.task_ids import resolve_task_id, task_ref
-from domain.errors import InvalidSubmission
+from execution_ledger.adapters.cli.task_ids import resolve_task_id, task_ref
+from execution_ledger.domain.errors import InvalidSubmission
 
 if TYPE_CHECKING:  # the runtime and the renderer load only when the command runs
-    from adapters.runtime import Runtime
+    from execution_ledger.adapters.runtime import Runtime
 
 
 def add_signal_parser(commands: Any) -> argparse.ArgumentParser:
@@ -36,7 +36,7 @@ def signal_data(text: str | None) -> Any:
 
 
 def cmd_signal(rt: Runtime, options: argparse.Namespace) -> None:
-    from adapters.cli import render
+    from execution_ledger.adapters.cli import render
 
     task_id = resolve_task_id(rt.store, options.task_id)
     task = rt.ledger.signal(task_id, options.name, signal_data(options.data))

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from adapters.runtime import Runtime
+    from execution_ledger.adapters.runtime import Runtime
 
 HELP = "replay a window of the log through another registry, on a simulated clock"
 EPILOG = """examples:
@@ -46,10 +46,15 @@ def add_simulate_parser(commands: Any) -> argparse.ArgumentParser:
 
 
 def cmd_simulate(rt: Runtime, options: argparse.Namespace) -> None:
-    from adapters.cli.arguments import parse_moment
-    from adapters.config_file import load_config
-    from adapters.simulation import SimulationRequest, check_settings, simulate, text_sha256
-    from domain.errors import InvalidQuery
+    from execution_ledger.adapters.cli.arguments import parse_moment
+    from execution_ledger.adapters.config_file import load_config
+    from execution_ledger.adapters.simulation import (
+        SimulationRequest,
+        check_settings,
+        simulate,
+        text_sha256,
+    )
+    from execution_ledger.domain.errors import InvalidQuery
 
     try:
         text = options.registry.read_text()
@@ -78,7 +83,7 @@ def cmd_simulate(rt: Runtime, options: argparse.Namespace) -> None:
 
 def _until(text: str | None, now: datetime) -> tuple[int | None, datetime | None]:
     """``--until``: a log position, or a time."""
-    from adapters.cli.arguments import parse_moment
+    from execution_ledger.adapters.cli.arguments import parse_moment
 
     if text is not None and text.isdigit():
         return int(text), None

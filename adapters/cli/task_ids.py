@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 if TYPE_CHECKING:  # the parser imports this module: nothing heavy at import time
-    from adapters.postgres.event_store import EventStore
+    from execution_ledger.adapters.postgres.event_store import EventStore
 
 MIN_PREFIX = 4
 SHOWN_MATCHES = 5
@@ -30,8 +30,8 @@ def task_ref(text: str) -> str:
 def resolve_task_id(store: EventStore, ref: str) -> UUID:
     """The one task whose id starts with ``ref`` (from ``task_ref``); ``TaskNotFound`` when
     none does, ``InvalidQuery`` naming some of them when several do."""
-    from adapters.postgres.task_prefix import task_ids_between
-    from domain.errors import InvalidQuery, TaskNotFound
+    from execution_ledger.adapters.postgres.task_prefix import task_ids_between
+    from execution_ledger.domain.errors import InvalidQuery, TaskNotFound
 
     if len(ref) == 32:
         return UUID(ref)

@@ -3,10 +3,16 @@ serve`` rather than open the database themselves. Sync (``LedgerClient``) and as
 (``AsyncLedgerClient``), typed results (``TaskView``, ``TaskPage``, ``EventView``, ...) and
 the service's error codes as the domain's own exceptions (also ``RemoteError``s)."""
 
-from adapters.client.async_client import AsyncLedgerClient
-from adapters.client.errors import ConnectionFailed, RemoteError, ServiceError
-from adapters.client.models import EventPage, EventView, GraphView, TaskPage, TaskView
-from adapters.client.sync_client import LedgerClient
+from execution_ledger.adapters.client.async_client import AsyncLedgerClient
+from execution_ledger.adapters.client.errors import ConnectionFailed, RemoteError, ServiceError
+from execution_ledger.adapters.client.models import (
+    EventPage,
+    EventView,
+    GraphView,
+    TaskPage,
+    TaskView,
+)
+from execution_ledger.adapters.client.sync_client import LedgerClient
 
 __all__ = [
     "AsyncLedgerClient",

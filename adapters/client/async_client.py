@@ -15,12 +15,18 @@ from uuid import UUID
 
 import httpx
 
-from adapters.client import calls
-from adapters.client.calls import Call
-from adapters.client.errors import ConnectionFailed
-from adapters.client.models import EventPage, EventView, GraphView, TaskPage, TaskView
-from adapters.client.sse import FrameReader
-from adapters.client.transport import client_options, read_answer, stream_request
+from execution_ledger.adapters.client import calls
+from execution_ledger.adapters.client.calls import Call
+from execution_ledger.adapters.client.errors import ConnectionFailed
+from execution_ledger.adapters.client.models import (
+    EventPage,
+    EventView,
+    GraphView,
+    TaskPage,
+    TaskView,
+)
+from execution_ledger.adapters.client.sse import FrameReader
+from execution_ledger.adapters.client.transport import client_options, read_answer, stream_request
 
 T = TypeVar("T")
 

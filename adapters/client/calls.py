@@ -13,7 +13,13 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
-from adapters.client.models import EventPage, EventView, GraphView, TaskPage, TaskView
+from execution_ledger.adapters.client.models import (
+    EventPage,
+    EventView,
+    GraphView,
+    TaskPage,
+    TaskView,
+)
 
 T = TypeVar("T")
 WAIT_MARGIN = 10.0  # seconds the client waits beyond a ``?wait`` for the answer

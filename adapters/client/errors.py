@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from domain import errors as domain_errors
-from domain.errors import LedgerError
+from execution_ledger.domain import errors as domain_errors
+from execution_ledger.domain.errors import LedgerError
 
 
 class RemoteError(LedgerError):

@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from adapters.client.errors import ServiceError
-from adapters.client.models import EventView
+from execution_ledger.adapters.client.errors import ServiceError
+from execution_ledger.adapters.client.models import EventView
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """``LedgerClient``: a running ledger service over HTTP, from a program that blocks (httpx).
 
-    from adapters.client import LedgerClient
+    from execution_ledger.adapters.client import LedgerClient
     with LedgerClient("http://127.0.0.1:8080", token="...") as ledger:
         task = ledger.enqueue("echo", {"n": 1}, wait=30)
         print(task.state, task.result)
@@ -18,12 +18,18 @@ from uuid import UUID
 
 import httpx
 
-from adapters.client import calls
-from adapters.client.calls import Call
-from adapters.client.errors import ConnectionFailed
-from adapters.client.models import EventPage, EventView, GraphView, TaskPage, TaskView
-from adapters.client.sse import FrameReader
-from adapters.client.transport import client_options, read_answer, stream_request
+from execution_ledger.adapters.client import calls
+from execution_ledger.adapters.client.calls import Call
+from execution_ledger.adapters.client.errors import ConnectionFailed
+from execution_ledger.adapters.client.models import (
+    EventPage,
+    EventView,
+    GraphView,
+    TaskPage,
+    TaskView,
+)
+from execution_ledger.adapters.client.sse import FrameReader
+from execution_ledger.adapters.client.transport import client_options, read_answer, stream_request
 
 T = TypeVar("T")
 

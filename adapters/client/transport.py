@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 from typing import Any, TypeVar
 
-from adapters.client.calls import Call
-from adapters.client.errors import ConnectionFailed, error_from_answer
+from execution_ledger.adapters.client.calls import Call
+from execution_ledger.adapters.client.errors import ConnectionFailed, error_from_answer
 
 T = TypeVar("T")
 USER_AGENT = "execution-ledger-client"

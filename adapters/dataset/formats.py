@@ -16,8 +16,8 @@ from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any, Protocol
 
-from domain.errors import InvalidQuery
-from projections.attempt_fold import COLUMNS, AttemptRow
+from execution_ledger.domain.errors import InvalidQuery
+from execution_ledger.projections.attempt_fold import COLUMNS, AttemptRow
 
 FORMATS = ("jsonl", "csv", "parquet")
 MEDIA_TYPES = {

@@ -18,13 +18,13 @@ import logging
 
 from aiohttp import web
 
-from adapters.dataset.formats import MEDIA_TYPES, format_for, require_parquet
-from adapters.dataset.replay import LogBound, Replay, RowFilter, parse_bound
-from adapters.dataset.workflow_replay import workflow_step_lines
-from adapters.http.bodies import query_text
-from adapters.http.context import context_of
-from adapters.retention.segments import configured_archive
-from domain.errors import InvalidQuery
+from execution_ledger.adapters.dataset.formats import MEDIA_TYPES, format_for, require_parquet
+from execution_ledger.adapters.dataset.replay import LogBound, Replay, RowFilter, parse_bound
+from execution_ledger.adapters.dataset.workflow_replay import workflow_step_lines
+from execution_ledger.adapters.http.bodies import query_text
+from execution_ledger.adapters.http.context import context_of
+from execution_ledger.adapters.retention.segments import configured_archive
+from execution_ledger.domain.errors import InvalidQuery
 
 log = logging.getLogger(__name__)
 

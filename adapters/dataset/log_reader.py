@@ -31,11 +31,11 @@ from eventsourcing import persistence
 from eventsourcing.persistence import JSONTranscoder
 from psycopg import sql
 
-from adapters.dataset.text_form import text_facts
-from adapters.postgres.event_store import EventStore
-from adapters.postgres.read_replica import LogConnections
-from projections.attempt_fold import AttemptFold, AttemptRow
-from projections.event_facts import EventFacts, event_facts
+from execution_ledger.adapters.dataset.text_form import text_facts
+from execution_ledger.adapters.postgres.event_store import EventStore
+from execution_ledger.adapters.postgres.read_replica import LogConnections
+from execution_ledger.projections.attempt_fold import AttemptFold, AttemptRow
+from execution_ledger.projections.event_facts import EventFacts, event_facts
 
 PAGE_SIZE = 5000
 READ_AHEAD = 3

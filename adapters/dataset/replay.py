@@ -28,19 +28,19 @@ from functools import cached_property
 from pathlib import Path
 from uuid import UUID
 
-from adapters.dataset.formats import open_writer
-from adapters.dataset.log_reader import PageFolder, read_log
-from adapters.dataset.text_form import iso_seconds_between, iso_time, typed_row
-from adapters.postgres.event_store import EventStore
-from adapters.postgres.read_replica import whole_log_reads
-from adapters.retention.replay_pages import (
+from execution_ledger.adapters.dataset.formats import open_writer
+from execution_ledger.adapters.dataset.log_reader import PageFolder, read_log
+from execution_ledger.adapters.dataset.text_form import iso_seconds_between, iso_time, typed_row
+from execution_ledger.adapters.postgres.event_store import EventStore
+from execution_ledger.adapters.postgres.read_replica import whole_log_reads
+from execution_ledger.adapters.retention.replay_pages import (
     archive_head_position,
     archived_pages,
     require_archive,
 )
-from adapters.retention.segments import ArchiveDir
-from domain.errors import InvalidQuery
-from projections.attempt_fold import AttemptFold, AttemptRow
+from execution_ledger.adapters.retention.segments import ArchiveDir
+from execution_ledger.domain.errors import InvalidQuery
+from execution_ledger.projections.attempt_fold import AttemptFold, AttemptRow
 
 Progress = Callable[[int, int], None]  # (position reached, position the replay ends at)
 CHUNK_BYTES = 256 * 1024

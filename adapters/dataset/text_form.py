@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from projections.attempt_fold import AttemptRow, seconds_between
-from projections.event_facts import EventFacts
+from execution_ledger.projections.attempt_fold import AttemptRow, seconds_between
+from execution_ledger.projections.event_facts import EventFacts
 
 _from_iso = datetime.fromisoformat
 

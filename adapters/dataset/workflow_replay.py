@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-from adapters.postgres.event_store import EventStore
-from projections.workflow_steps import workflow_step
+from execution_ledger.adapters.postgres.event_store import EventStore
+from execution_ledger.projections.workflow_steps import workflow_step
 
 PAGE = 5000
 

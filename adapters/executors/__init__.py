@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapters.executors.base import Executor
-from adapters.executors.docker import DockerExecutor
-from adapters.executors.http import HttpExecutor
-from adapters.executors.lua import LuaExecutor
-from adapters.executors.nats import NatsExecutor
-from adapters.executors.python import PythonExecutor
-from adapters.executors.shell import ShellExecutor
+from execution_ledger.adapters.executors.base import Executor
+from execution_ledger.adapters.executors.docker import DockerExecutor
+from execution_ledger.adapters.executors.http import HttpExecutor
+from execution_ledger.adapters.executors.lua import LuaExecutor
+from execution_ledger.adapters.executors.nats import NatsExecutor
+from execution_ledger.adapters.executors.python import PythonExecutor
+from execution_ledger.adapters.executors.shell import ShellExecutor
 
 __all__ = [
     "DockerExecutor",

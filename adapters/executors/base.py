@@ -22,8 +22,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Mapping
 from typing import Any, Generic, TypeVar
 
-from domain.errors import ConfigError
-from domain.execution import Execution, Failure, Success
+from execution_ledger.domain.errors import ConfigError
+from execution_ledger.domain.execution import Execution, Failure, Success
 
 SettingsT = TypeVar("SettingsT")
 

@@ -60,8 +60,8 @@ import requests.exceptions
 from docker.models.containers import Container
 from docker.types import LogConfig
 
-from adapters.executors import docker_policy
-from adapters.executors.base import (
+from execution_ledger.adapters.executors import docker_policy
+from execution_ledger.adapters.executors.base import (
     Executor,
     positive_int,
     refuse_unknown,
@@ -70,17 +70,17 @@ from adapters.executors.base import (
     string_list,
     string_map,
 )
-from adapters.executors.inline_code import refuse_templates_in_code
-from adapters.executors.progress_lines import ProgressLines
-from adapters.executors.templates import (
+from execution_ledger.adapters.executors.inline_code import refuse_templates_in_code
+from execution_ledger.adapters.executors.progress_lines import ProgressLines
+from execution_ledger.adapters.executors.templates import (
     ArgumentError,
     check_template,
     fill,
 )
-from adapters.executors.templates import error_class as _error_class
-from domain.errors import ConfigError
-from domain.execution import Execution, Failure, ProgressReport, Success
-from domain.trace_context import environment
+from execution_ledger.adapters.executors.templates import error_class as _error_class
+from execution_ledger.domain.errors import ConfigError
+from execution_ledger.domain.execution import Execution, Failure, ProgressReport, Success
+from execution_ledger.domain.trace_context import environment
 
 DEFAULT_MEMORY_BYTES = 256 * 1024 * 1024
 MIN_MEMORY_BYTES = 6 * 1024 * 1024  # the engine refuses less

@@ -20,8 +20,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from adapters.executors.base import boolean, string
-from domain.errors import ConfigError
+from execution_ledger.adapters.executors.base import boolean, string
+from execution_ledger.domain.errors import ConfigError
 
 DEPLOYMENT_KEYS = frozenset(
     {"allow_root", "allow_writable_root", "allow_network", "allowed_docker_hosts"}

@@ -42,7 +42,7 @@ from typing import Any
 
 import httpx
 
-from adapters.executors.base import (
+from execution_ledger.adapters.executors.base import (
     Executor,
     boolean,
     positive_int,
@@ -51,16 +51,16 @@ from adapters.executors.base import (
     string_list,
     string_map,
 )
-from adapters.executors.templates import (
+from execution_ledger.adapters.executors.templates import (
     ArgumentError,
     check_template,
     fill,
     payload_of,
 )
-from adapters.executors.templates import error_class as _error_class
-from domain.errors import ConfigError
-from domain.execution import Execution, Failure, Success
-from domain.trace_context import with_headers
+from execution_ledger.adapters.executors.templates import error_class as _error_class
+from execution_ledger.domain.errors import ConfigError
+from execution_ledger.domain.execution import Execution, Failure, Success
+from execution_ledger.domain.trace_context import with_headers
 
 METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024

@@ -24,7 +24,7 @@ import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from domain.errors import ConfigError
+from execution_ledger.domain.errors import ConfigError
 
 SHELL_HINT = (
     'pass values as positional parameters: ["/bin/sh", "-c", "echo \\"$1\\"", "_", "{args[x]}"]'

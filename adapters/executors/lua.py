@@ -39,9 +39,9 @@ from typing import Any
 
 from lupa.lua54 import LuaRuntime
 
-from adapters.executors.base import Executor, positive_int, refuse_unknown, string
-from domain.errors import ConfigError
-from domain.execution import Execution, Failure, Success
+from execution_ledger.adapters.executors.base import Executor, positive_int, refuse_unknown, string
+from execution_ledger.domain.errors import ConfigError
+from execution_ledger.domain.execution import Execution, Failure, Success
 
 SANDBOX_PROGRAM = Path(__file__).with_name("lua_sandbox.py")
 DEFAULT_MAX_MEMORY_BYTES = 64 * 1024 * 1024

@@ -44,17 +44,17 @@ import nats
 import nats.errors
 import nats.js.errors
 
-from adapters.executors.base import Executor, refuse_unknown, string
-from adapters.executors.templates import (
+from execution_ledger.adapters.executors.base import Executor, refuse_unknown, string
+from execution_ledger.adapters.executors.templates import (
     ArgumentError,
     check_template,
     fill,
     payload_of,
 )
-from adapters.executors.templates import error_class as _error_class
-from adapters.nats.connection import parse_servers, redact
-from domain.errors import ConfigError
-from domain.execution import Execution, Failure, Success
+from execution_ledger.adapters.executors.templates import error_class as _error_class
+from execution_ledger.adapters.nats.connection import parse_servers, redact
+from execution_ledger.domain.errors import ConfigError
+from execution_ledger.domain.execution import Execution, Failure, Success
 
 MODES = ("request", "jetstream")
 PAYLOADS = ("args", "empty")

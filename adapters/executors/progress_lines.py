@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from domain.execution import ProgressReport
+from execution_ledger.domain.execution import ProgressReport
 
 PREFIX = b"::progress"
 MAX_LINE_BYTES = 4096

@@ -27,16 +27,17 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib
+import importlib.util
 import inspect
 import json
 import traceback
 from collections.abc import Callable
 from typing import Any
 
-from adapters.executors.base import Executor, refuse_unknown, string
-from adapters.executors.task_context import TaskContext
-from domain.errors import ConfigError
-from domain.execution import Execution, Failure, Success
+from execution_ledger.adapters.executors.base import Executor, refuse_unknown, string
+from execution_ledger.adapters.executors.task_context import TaskContext
+from execution_ledger.domain.errors import ConfigError
+from execution_ledger.domain.execution import Execution, Failure, Success
 
 TRACEBACK_TAIL_CHARS = 4000
 
@@ -91,13 +92,30 @@ def _takes_context(function: Callable[..., Any]) -> bool:
     return len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in positional[1:])
 
 
+# The built-in callables' modules before the one import name (``adapters.executors.
+# builtin_tasks:echo``): registries written then, and the registry versions recorded in
+# the log, keep naming them so.
+_OLD_PACKAGES = ("adapters.", "domain.", "processors.", "projections.")
+
+
+def _current_name(module_name: str) -> str:
+    if module_name.startswith(_OLD_PACKAGES):
+        current = f"execution_ledger.{module_name}"
+        try:
+            if importlib.util.find_spec(current) is not None:
+                return current
+        except ImportError:  # a parent package that does not exist under the new name
+            pass
+    return module_name
+
+
 def load_callable(reference: str) -> Callable[[dict[str, Any]], Any]:
     """Import ``"module:attribute.path"``; raise ``ConfigError`` unless it is callable."""
     module_name, colon, attribute_path = reference.partition(":")
     if not colon or not module_name or not attribute_path:
         raise ConfigError(f"must look like 'module:function', got {reference!r}", ("callable",))
     try:
-        target: Any = importlib.import_module(module_name)
+        target: Any = importlib.import_module(_current_name(module_name))
     except ImportError as exc:
         raise ConfigError(f"cannot import {module_name!r}: {exc}", ("callable",)) from exc
     for attribute in attribute_path.split("."):

@@ -44,7 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from adapters.executors.base import (
+from execution_ledger.adapters.executors.base import (
     Executor,
     optional_int,
     positive_int,
@@ -53,18 +53,18 @@ from adapters.executors.base import (
     string_list,
     string_map,
 )
-from adapters.executors.inline_code import refuse_templates_in_code
-from adapters.executors.progress_lines import ProgressLines
-from adapters.executors.shell_scratch import scratch_directory
-from adapters.executors.templates import (
+from execution_ledger.adapters.executors.inline_code import refuse_templates_in_code
+from execution_ledger.adapters.executors.progress_lines import ProgressLines
+from execution_ledger.adapters.executors.shell_scratch import scratch_directory
+from execution_ledger.adapters.executors.templates import (
     ArgumentError,
     check_template,
     fill,
 )
-from adapters.executors.templates import error_class as _error_class
-from domain.errors import ConfigError
-from domain.execution import Execution, Failure, ProgressReport, Success
-from domain.trace_context import environment
+from execution_ledger.adapters.executors.templates import error_class as _error_class
+from execution_ledger.domain.errors import ConfigError
+from execution_ledger.domain.execution import Execution, Failure, ProgressReport, Success
+from execution_ledger.domain.trace_context import environment
 
 BASE_PATH = "/usr/bin:/bin"
 DEFAULT_MAX_OUTPUT_BYTES = 1024 * 1024

@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
 
-from domain.children import ON_CHILD_FAILURE
-from domain.execution import Execution, Spawn
+from execution_ledger.domain.children import ON_CHILD_FAILURE
+from execution_ledger.domain.execution import Execution, Spawn
 
 
 class TaskContext:

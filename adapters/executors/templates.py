@@ -15,7 +15,7 @@ import string
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from domain.errors import ConfigError
+from execution_ledger.domain.errors import ConfigError
 
 
 class ArgumentError(Exception):

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from adapters.executors.task_context import TaskContext
+from execution_ledger.adapters.executors.task_context import TaskContext
 
 
 def write_code(args: dict[str, Any]) -> dict[str, Any]:

@@ -21,8 +21,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from adapters.dataset import http as routes_dataset
-from adapters.http import (
+from execution_ledger.adapters.dataset import http as routes_dataset
+from execution_ledger.adapters.http import (
     routes_access,
     routes_activity,
     routes_audit,
@@ -35,21 +35,31 @@ from adapters.http import (
     routes_simulations,
     routes_tasks,
 )
-from adapters.http.auth import action_of, auth_middleware, principal_of, record_denial
-from adapters.http.browser_guard import BrowserRules, cors_headers, host_guard, origin_guard
-from adapters.http.connections import (
+from execution_ledger.adapters.http.auth import (
+    action_of,
+    auth_middleware,
+    principal_of,
+    record_denial,
+)
+from execution_ledger.adapters.http.browser_guard import (
+    BrowserRules,
+    cors_headers,
+    host_guard,
+    origin_guard,
+)
+from execution_ledger.adapters.http.connections import (
     CONNECTIONS,
     ConnectionGuards,
     GuardedSite,
     track_requests,
 )
-from adapters.http.console import routes as console_routes
-from adapters.http.context import CONTEXT, ServerContext, context_of
-from adapters.http.deadline import deadline_middleware
-from adapters.http.errors import error_middleware
-from adapters.http.limits import HttpLimits
-from adapters.runtime import Runtime
-from domain.errors import ConfigError
+from execution_ledger.adapters.http.console import routes as console_routes
+from execution_ledger.adapters.http.context import CONTEXT, ServerContext, context_of
+from execution_ledger.adapters.http.deadline import deadline_middleware
+from execution_ledger.adapters.http.errors import error_middleware
+from execution_ledger.adapters.http.limits import HttpLimits
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.errors import ConfigError
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -13,10 +13,10 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from adapters.http.errors import unauthenticated
-from adapters.runtime import Runtime
-from domain.registry import Registry
-from domain.submission import Requester
+from execution_ledger.adapters.http.errors import unauthenticated
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.registry import Registry
+from execution_ledger.domain.submission import Requester
 
 LOCAL_ADMIN = Requester(principal="local", role="admin")
 ANONYMOUS = "anonymous"

@@ -20,16 +20,21 @@ from uuid import UUID
 import jsonschema
 from aiohttp import web
 
-from adapters.http.context import context_of
-from adapters.http.errors import HttpError, bad_json, unsupported_media_type
-from adapters.http.schemas import MAX_TIMEOUT_SECONDS, Schema
-from adapters.task_filters import parse_time
-from domain.coalescing import debounce_option
-from domain.durations import parse_duration
-from domain.errors import ConfigError, InvalidQuery, InvalidSubmission, TaskNotFound
-from domain.graph_json import graph_requests
-from domain.submission import TaskRequest
-from domain.timeouts import TimeoutOverrides
+from execution_ledger.adapters.http.context import context_of
+from execution_ledger.adapters.http.errors import HttpError, bad_json, unsupported_media_type
+from execution_ledger.adapters.http.schemas import MAX_TIMEOUT_SECONDS, Schema
+from execution_ledger.adapters.task_filters import parse_time
+from execution_ledger.domain.coalescing import debounce_option
+from execution_ledger.domain.durations import parse_duration
+from execution_ledger.domain.errors import (
+    ConfigError,
+    InvalidQuery,
+    InvalidSubmission,
+    TaskNotFound,
+)
+from execution_ledger.domain.graph_json import graph_requests
+from execution_ledger.domain.submission import TaskRequest
+from execution_ledger.domain.timeouts import TimeoutOverrides
 
 _validators: dict[int, jsonschema.Draft202012Validator] = {}
 

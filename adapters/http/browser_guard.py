@@ -30,8 +30,8 @@ from typing import Protocol
 
 from aiohttp import hdrs, web
 
-from adapters.http.errors import HttpError
-from adapters.http.limits import HttpLimits
+from execution_ledger.adapters.http.errors import HttpError
+from execution_ledger.adapters.http.limits import HttpLimits
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -5,8 +5,8 @@ naming what is wrong), the dry run's answer and a bulk action's progress."""
 
 from __future__ import annotations
 
-from adapters.http.schemas import NULLABLE_STRING, TIME, UUID, Schema
-from domain.bulk import MAX_REASON_CHARS, BulkKind, BulkState
+from execution_ledger.adapters.http.schemas import NULLABLE_STRING, TIME, UUID, Schema
+from execution_ledger.domain.bulk import MAX_REASON_CHARS, BulkKind, BulkState
 
 FILTER_FIELDS = ("state", "type", "queue", "lane", "tag", "since", "until", "text")
 MAX_SAMPLE = 10

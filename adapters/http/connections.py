@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from adapters.http.limits import HttpLimits
+from execution_ledger.adapters.http.limits import HttpLimits
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -10,13 +10,13 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from adapters.http.deadline import database_call
-from adapters.http.limits import HttpLimits, RateLimiter, WaitingSlots
-from adapters.http.log_watcher import LogWatcher
-from adapters.http.metrics import HttpMetrics
-from adapters.off_loop import run_off_loop
-from adapters.runtime import Runtime
-from domain.registry import Registry
+from execution_ledger.adapters.http.deadline import database_call
+from execution_ledger.adapters.http.limits import HttpLimits, RateLimiter, WaitingSlots
+from execution_ledger.adapters.http.log_watcher import LogWatcher
+from execution_ledger.adapters.http.metrics import HttpMetrics
+from execution_ledger.adapters.off_loop import run_off_loop
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.registry import Registry
 
 T = TypeVar("T")
 

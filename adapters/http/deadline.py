@@ -25,8 +25,8 @@ from contextlib import contextmanager
 import psycopg
 from aiohttp import web
 
-from adapters.deadlines import NoConnectionInTime, call_deadline, current_deadline
-from adapters.http.errors import DATABASE_ERRORS, HttpError
+from execution_ledger.adapters.deadlines import NoConnectionInTime, call_deadline, current_deadline
+from execution_ledger.adapters.http.errors import DATABASE_ERRORS, HttpError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

@@ -16,7 +16,7 @@ import eventsourcing.persistence
 import psycopg
 from aiohttp import web
 
-from domain.errors import (
+from execution_ledger.domain.errors import (
     AdapterSettingsRefused,
     ConfigError,
     Forbidden,
@@ -29,9 +29,9 @@ from domain.errors import (
     UnknownQueue,
     UnknownSchedule,
 )
-from domain.registry_change import RegistryChangeRefused
-from domain.registry_evidence import EvidenceRefused
-from domain.registry_history import RegistryVersionNotFound
+from execution_ledger.domain.registry_change import RegistryChangeRefused
+from execution_ledger.domain.registry_evidence import EvidenceRefused
+from execution_ledger.domain.registry_history import RegistryVersionNotFound
 
 log = logging.getLogger(__name__)
 

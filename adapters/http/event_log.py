@@ -16,16 +16,16 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import Notification
 from eventsourcing.utils import get_topic
 
-from adapters.http.views import event_principal
-from adapters.postgres.event_store import EventStore, RecordedEvent
-from domain.access import AccessDenial
-from domain.bulk import BulkAction
-from domain.errors import InvalidQuery
-from domain.queue import Queue
-from domain.registry_history import RegistryHistory
-from domain.schedule_control import ScheduleControl
-from domain.task import Task
-from projections.base import Event
+from execution_ledger.adapters.http.views import event_principal
+from execution_ledger.adapters.postgres.event_store import EventStore, RecordedEvent
+from execution_ledger.domain.access import AccessDenial
+from execution_ledger.domain.bulk import BulkAction
+from execution_ledger.domain.errors import InvalidQuery
+from execution_ledger.domain.queue import Queue
+from execution_ledger.domain.registry_history import RegistryHistory
+from execution_ledger.domain.schedule_control import ScheduleControl
+from execution_ledger.domain.task import Task
+from execution_ledger.projections.base import Event
 
 log = logging.getLogger(__name__)
 

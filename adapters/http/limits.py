@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from adapters.http.errors import HttpError
+from execution_ledger.adapters.http.errors import HttpError
 
 
 @dataclass(frozen=True)

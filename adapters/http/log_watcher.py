@@ -15,7 +15,7 @@ import logging
 import psycopg
 from psycopg import sql
 
-from adapters.postgres.reconnect import ReconnectPause, listen_options
+from execution_ledger.adapters.postgres.reconnect import ReconnectPause, listen_options
 
 log = logging.getLogger(__name__)
 

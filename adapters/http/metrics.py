@@ -21,8 +21,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from adapters.postgres import task_queries
-from adapters.postgres.event_store import EventStore
+from execution_ledger.adapters.postgres import task_queries
+from execution_ledger.adapters.postgres.event_store import EventStore
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapters.http import (
+from execution_ledger.adapters.http import (
     openapi_bulk_paths,
     openapi_console_paths,
     openapi_registry_paths,
@@ -17,8 +17,8 @@ from adapters.http import (
     openapi_simulation_paths,
     response_schemas,
 )
-from adapters.http.openapi_paths import Operation, api_paths
-from domain.registry import Registry
+from execution_ledger.adapters.http.openapi_paths import Operation, api_paths
+from execution_ledger.domain.registry import Registry
 
 # Where a created task's id leads (OpenAPI links: clients and fuzzers follow them).
 TASK_LINKS = {

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapters.http import schemas
-from adapters.http.event_log import MAX_EVENTS_PAGE, MAX_POSITION
-from adapters.http.openapi_paths import _json, _operation, _query
-from adapters.http.response_schemas import AUDIT_REPORT
-from adapters.http.schemas import Schema
-from adapters.postgres.task_queries import MAX_ACTIVITY_MINUTES
+from execution_ledger.adapters.http import schemas
+from execution_ledger.adapters.http.event_log import MAX_EVENTS_PAGE, MAX_POSITION
+from execution_ledger.adapters.http.openapi_paths import _json, _operation, _query
+from execution_ledger.adapters.http.response_schemas import AUDIT_REPORT
+from execution_ledger.adapters.http.schemas import Schema
+from execution_ledger.adapters.postgres.task_queries import MAX_ACTIVITY_MINUTES
 
 STRINGS: Schema = {"type": "array", "items": {"type": "string"}}
 ACCESS: Schema = {

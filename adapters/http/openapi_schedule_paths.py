@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapters.http.openapi_paths import _json, _operation, _path
-from adapters.http.schedule_schemas import (
+from execution_ledger.adapters.http.openapi_paths import _json, _operation, _path
+from execution_ledger.adapters.http.schedule_schemas import (
     BACKFILL_REQUEST,
     BACKFILL_RESULT,
     SCHEDULE_DEFINITION,
     SCHEDULE_DELETED,
     SCHEDULE_UPDATE,
 )
-from adapters.http.schemas import Schema
+from execution_ledger.adapters.http.schemas import Schema
 
 COMPONENTS: dict[str, Schema] = {
     "ScheduleDefinition": SCHEDULE_DEFINITION,

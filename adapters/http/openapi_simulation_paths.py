@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapters.http.openapi_paths import _json, _operation
-from adapters.http.schemas import Schema
-from adapters.simulation import MAX_WORKERS
+from execution_ledger.adapters.http.openapi_paths import _json, _operation
+from execution_ledger.adapters.http.schemas import Schema
+from execution_ledger.adapters.simulation import MAX_WORKERS
 
 _MOMENT: Schema = {
     "type": "string",

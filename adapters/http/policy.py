@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from domain.errors import Forbidden
-from domain.registry import Registry, Role, matches_any
-from domain.submission import Requester, TaskRequest
+from execution_ledger.domain.errors import Forbidden
+from execution_ledger.domain.registry import Registry, Role, matches_any
+from execution_ledger.domain.submission import Requester, TaskRequest
 
 QUEUE_CONTROL_ROLES = frozenset({"admin"})
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from adapters.http.schedule_schemas import SCHEDULE_EXTRA_PROPERTIES
-from adapters.http.schemas import (
+from execution_ledger.adapters.http.schedule_schemas import SCHEDULE_EXTRA_PROPERTIES
+from execution_ledger.adapters.http.schemas import (
     CANCEL_REQUEST,
     GRAPH_SUBMISSION,
     NULLABLE_STRING,

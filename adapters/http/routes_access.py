@@ -8,12 +8,12 @@ from typing import Any
 
 from aiohttp import web
 
-from adapters.http import policy
-from adapters.http.auth import ANONYMOUS, authenticate
-from adapters.http.context import context_of
-from adapters.http.views import json_response
-from domain.errors import Forbidden
-from domain.submission import Requester
+from execution_ledger.adapters.http import policy
+from execution_ledger.adapters.http.auth import ANONYMOUS, authenticate
+from execution_ledger.adapters.http.context import context_of
+from execution_ledger.adapters.http.views import json_response
+from execution_ledger.domain.errors import Forbidden
+from execution_ledger.domain.submission import Requester
 
 
 async def access(request: web.Request) -> web.Response:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from adapters.http import bodies
-from adapters.http.context import context_of
-from adapters.http.views import json_response
-from adapters.postgres import task_queries
+from execution_ledger.adapters.http import bodies
+from execution_ledger.adapters.http.context import context_of
+from execution_ledger.adapters.http.views import json_response
+from execution_ledger.adapters.postgres import task_queries
 
 
 async def activity(request: web.Request) -> web.Response:

@@ -8,14 +8,14 @@ from typing import Any
 
 from aiohttp import web
 
-from adapters.http import bodies, policy
-from adapters.http.auth import requester_of
-from adapters.http.context import context_of
-from adapters.http.event_log import MAX_EVENTS_PAGE, MAX_POSITION
-from adapters.http.views import json_response
-from adapters.ledger import utc_now
-from adapters.postgres.audit import AuditFilter, audit_events, verify_chain
-from adapters.retention.segments import configured_archive
+from execution_ledger.adapters.http import bodies, policy
+from execution_ledger.adapters.http.auth import requester_of
+from execution_ledger.adapters.http.context import context_of
+from execution_ledger.adapters.http.event_log import MAX_EVENTS_PAGE, MAX_POSITION
+from execution_ledger.adapters.http.views import json_response
+from execution_ledger.adapters.ledger import utc_now
+from execution_ledger.adapters.postgres.audit import AuditFilter, audit_events, verify_chain
+from execution_ledger.adapters.retention.segments import configured_archive
 
 # The last verification run by this process, per schema (kept in memory: a restart forgets it).
 _last_verification: dict[str, dict[str, Any]] = {}

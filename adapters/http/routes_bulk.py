@@ -16,17 +16,17 @@ from uuid import UUID
 
 from aiohttp import web
 
-from adapters.bulk_actions import BulkPreview, BulkRequest, Permit, plan_bulk
-from adapters.http import bodies, policy
-from adapters.http.auth import requester_of
-from adapters.http.bulk_schemas import BULK_REQUEST, FILTER_FIELDS
-from adapters.http.context import ServerContext, context_of
-from adapters.http.views import json_response
-from adapters.task_filters import filter_json, task_filter
-from domain.bulk import BulkAction, BulkChange, MatchedKind
-from domain.errors import InvalidQuery
-from domain.registry import Registry
-from domain.submission import Requester
+from execution_ledger.adapters.bulk_actions import BulkPreview, BulkRequest, Permit, plan_bulk
+from execution_ledger.adapters.http import bodies, policy
+from execution_ledger.adapters.http.auth import requester_of
+from execution_ledger.adapters.http.bulk_schemas import BULK_REQUEST, FILTER_FIELDS
+from execution_ledger.adapters.http.context import ServerContext, context_of
+from execution_ledger.adapters.http.views import json_response
+from execution_ledger.adapters.task_filters import filter_json, task_filter
+from execution_ledger.domain.bulk import BulkAction, BulkChange, MatchedKind
+from execution_ledger.domain.errors import InvalidQuery
+from execution_ledger.domain.registry import Registry
+from execution_ledger.domain.submission import Requester
 
 log = logging.getLogger(__name__)
 

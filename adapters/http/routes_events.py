@@ -9,12 +9,17 @@ import time
 
 from aiohttp import web
 
-from adapters.http import bodies
-from adapters.http.context import ServerContext, context_of
-from adapters.http.errors import DATABASE_ERRORS
-from adapters.http.event_log import MAX_EVENTS_PAGE, MAX_POSITION, EventFilter, read_events
-from adapters.http.views import dumps, event_json, json_response
-from domain.errors import InvalidQuery
+from execution_ledger.adapters.http import bodies
+from execution_ledger.adapters.http.context import ServerContext, context_of
+from execution_ledger.adapters.http.errors import DATABASE_ERRORS
+from execution_ledger.adapters.http.event_log import (
+    MAX_EVENTS_PAGE,
+    MAX_POSITION,
+    EventFilter,
+    read_events,
+)
+from execution_ledger.adapters.http.views import dumps, event_json, json_response
+from execution_ledger.domain.errors import InvalidQuery
 
 log = logging.getLogger(__name__)
 STREAM_BATCH = 500

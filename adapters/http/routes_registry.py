@@ -6,16 +6,16 @@ from typing import Any
 
 from aiohttp import web
 
-from adapters.http import policy
-from adapters.http.auth import requester_of
-from adapters.http.context import ServerContext, context_of
-from adapters.http.errors import HttpError
-from adapters.http.views import json_response, task_type_json
-from adapters.postgres import task_queries
-from adapters.registry_follower import registry_versions
-from domain.errors import Forbidden, UnknownQueue, UnknownTaskType
-from domain.registry import TaskType
-from domain.submission import Requester
+from execution_ledger.adapters.http import policy
+from execution_ledger.adapters.http.auth import requester_of
+from execution_ledger.adapters.http.context import ServerContext, context_of
+from execution_ledger.adapters.http.errors import HttpError
+from execution_ledger.adapters.http.views import json_response, task_type_json
+from execution_ledger.adapters.postgres import task_queries
+from execution_ledger.adapters.registry_follower import registry_versions
+from execution_ledger.domain.errors import Forbidden, UnknownQueue, UnknownTaskType
+from execution_ledger.domain.registry import TaskType
+from execution_ledger.domain.submission import Requester
 
 
 def _may_enqueue(ctx: ServerContext, requester: Requester, task_type: TaskType) -> bool:

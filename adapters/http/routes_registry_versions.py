@@ -18,17 +18,17 @@ import dataclasses
 
 from aiohttp import web
 
-from adapters.config_file import parse_config
-from adapters.http import bodies, policy
-from adapters.http.auth import requester_of
-from adapters.http.context import ServerContext, context_of
-from adapters.http.openapi_registry_paths import APPLY_REQUEST
-from adapters.http.views import json_response
-from adapters.registry_follower import registry_versions
-from adapters.registry_proposal import checked_evidence
-from adapters.registry_versions import outcome_json, version_json
-from domain.errors import Forbidden, InvalidQuery
-from domain.submission import Requester
+from execution_ledger.adapters.config_file import parse_config
+from execution_ledger.adapters.http import bodies, policy
+from execution_ledger.adapters.http.auth import requester_of
+from execution_ledger.adapters.http.context import ServerContext, context_of
+from execution_ledger.adapters.http.openapi_registry_paths import APPLY_REQUEST
+from execution_ledger.adapters.http.views import json_response
+from execution_ledger.adapters.registry_follower import registry_versions
+from execution_ledger.adapters.registry_proposal import checked_evidence
+from execution_ledger.adapters.registry_versions import outcome_json, version_json
+from execution_ledger.domain.errors import Forbidden, InvalidQuery
+from execution_ledger.domain.submission import Requester
 
 
 async def list_versions(request: web.Request) -> web.Response:

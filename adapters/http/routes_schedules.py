@@ -9,18 +9,18 @@ from typing import Any
 
 from aiohttp import web
 
-from adapters.http import bodies
-from adapters.http.auth import requester_of
-from adapters.http.context import ServerContext, context_of
-from adapters.http.schedule_schemas import (
+from execution_ledger.adapters.http import bodies
+from execution_ledger.adapters.http.auth import requester_of
+from execution_ledger.adapters.http.context import ServerContext, context_of
+from execution_ledger.adapters.http.schedule_schemas import (
     BACKFILL_REQUEST,
     SCHEDULE_DEFINITION,
     SCHEDULE_UPDATE,
 )
-from adapters.http.views import json_response
-from adapters.ledger import utc_now
-from adapters.schedules import Backfill, Schedules, ScheduleView
-from domain.errors import InvalidSchedule
+from execution_ledger.adapters.http.views import json_response
+from execution_ledger.adapters.ledger import utc_now
+from execution_ledger.adapters.schedules import Backfill, Schedules, ScheduleView
+from execution_ledger.domain.errors import InvalidSchedule
 
 
 def schedule_json(view: ScheduleView) -> dict[str, Any]:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from adapters.http.context import context_of
-from adapters.http.metrics import CONTENT_TYPE
-from adapters.http.openapi import openapi_document
-from adapters.http.views import json_response
-from adapters.postgres import task_queries
-from adapters.postgres.read_replica import read_status
-from domain.registry import Registry
+from execution_ledger.adapters.http.context import context_of
+from execution_ledger.adapters.http.metrics import CONTENT_TYPE
+from execution_ledger.adapters.http.openapi import openapi_document
+from execution_ledger.adapters.http.views import json_response
+from execution_ledger.adapters.postgres import task_queries
+from execution_ledger.adapters.postgres.read_replica import read_status
+from execution_ledger.domain.registry import Registry
 
 OPENAPI = web.AppKey("openapi", dict)
 

@@ -25,19 +25,24 @@ from typing import Any, cast
 
 from aiohttp import web
 
-from adapters.cli.arguments import parse_moment
-from adapters.config_file import parse_config
-from adapters.deadlines import call_deadline, current_deadline
-from adapters.http import bodies, policy
-from adapters.http.auth import requester_of
-from adapters.http.context import ServerContext, context_of
-from adapters.http.errors import HttpError
-from adapters.http.openapi_simulation_paths import SIMULATION_REQUEST
-from adapters.http.views import json_response
-from adapters.postgres.event_store import EventStore
-from adapters.simulation import SimulationRequest, check_settings, simulate, text_sha256
-from domain.errors import Forbidden, InvalidQuery
-from domain.submission import Requester
+from execution_ledger.adapters.cli.arguments import parse_moment
+from execution_ledger.adapters.config_file import parse_config
+from execution_ledger.adapters.deadlines import call_deadline, current_deadline
+from execution_ledger.adapters.http import bodies, policy
+from execution_ledger.adapters.http.auth import requester_of
+from execution_ledger.adapters.http.context import ServerContext, context_of
+from execution_ledger.adapters.http.errors import HttpError
+from execution_ledger.adapters.http.openapi_simulation_paths import SIMULATION_REQUEST
+from execution_ledger.adapters.http.views import json_response
+from execution_ledger.adapters.postgres.event_store import EventStore
+from execution_ledger.adapters.simulation import (
+    SimulationRequest,
+    check_settings,
+    simulate,
+    text_sha256,
+)
+from execution_ledger.domain.errors import Forbidden, InvalidQuery
+from execution_ledger.domain.submission import Requester
 
 SOURCE = "POST /v1/simulations"
 RETRY_AFTER = "5"  # seconds

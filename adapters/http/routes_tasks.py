@@ -12,20 +12,26 @@ from uuid import UUID
 
 from aiohttp import web
 
-from adapters.coalesced_enqueue import coalesced_by
-from adapters.http import bodies, policy, schemas
-from adapters.http.auth import requester_of
-from adapters.http.context import ServerContext, context_of
-from adapters.http.views import event_json, fold_task, json_response, task_json, task_row_json
-from adapters.http.workflow_views import progress_json, workflow_json
-from adapters.postgres import task_queries
-from adapters.postgres.event_store import RecordedEvent
-from adapters.runtime import Runtime
-from adapters.task_filters import check_state
-from adapters.telemetry.context import enqueue_trace
-from domain.errors import InvalidQuery, TaskNotFound, UnknownQueue
-from domain.submission import TaskRequest
-from domain.task import Task, TaskState
+from execution_ledger.adapters.coalesced_enqueue import coalesced_by
+from execution_ledger.adapters.http import bodies, policy, schemas
+from execution_ledger.adapters.http.auth import requester_of
+from execution_ledger.adapters.http.context import ServerContext, context_of
+from execution_ledger.adapters.http.views import (
+    event_json,
+    fold_task,
+    json_response,
+    task_json,
+    task_row_json,
+)
+from execution_ledger.adapters.http.workflow_views import progress_json, workflow_json
+from execution_ledger.adapters.postgres import task_queries
+from execution_ledger.adapters.postgres.event_store import RecordedEvent
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.adapters.task_filters import check_state
+from execution_ledger.adapters.telemetry.context import enqueue_trace
+from execution_ledger.domain.errors import InvalidQuery, TaskNotFound, UnknownQueue
+from execution_ledger.domain.submission import TaskRequest
+from execution_ledger.domain.task import Task, TaskState
 
 WAKE_INTERVAL = 0.05  # seconds between two looks at a waited-on task, at most
 

@@ -7,9 +7,9 @@ A body that does not match is refused with 422; one that matches but that
 
 from __future__ import annotations
 
-from adapters.http.schemas import NAME, NULLABLE_TIME, TIME, UUID, Schema
-from domain.schedule_definitions import MAX_BACKFILL_TICKS
-from domain.schedules import MAX_TICKS_PER_ROUND, CatchUp, Overlap
+from execution_ledger.adapters.http.schemas import NAME, NULLABLE_TIME, TIME, UUID, Schema
+from execution_ledger.domain.schedule_definitions import MAX_BACKFILL_TICKS
+from execution_ledger.domain.schedules import MAX_TICKS_PER_ROUND, CatchUp, Overlap
 
 _DEFINITION_PROPERTIES: dict[str, Schema] = {
     "cron": {

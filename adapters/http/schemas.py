@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from domain.submission import MAX_GRAPH_TASKS
-from domain.task import TaskState
+from execution_ledger.domain.submission import MAX_GRAPH_TASKS
+from execution_ledger.domain.task import TaskState
 
 MAX_TIMEOUT_SECONDS = 366 * 86400.0
 MAX_WAIT_SECONDS = 60.0  # ?wait= of an enqueue; a server may cap it lower

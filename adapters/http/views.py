@@ -11,11 +11,11 @@ from uuid import UUID
 
 from aiohttp import web
 
-from adapters.postgres.event_store import RecordedEvent
-from domain.errors import TaskNotFound
-from domain.registry import Registry, TaskType
-from domain.task import Task, TaskState, event_name
-from domain.timeouts import resolve_timeouts
+from execution_ledger.adapters.postgres.event_store import RecordedEvent
+from execution_ledger.domain.errors import TaskNotFound
+from execution_ledger.domain.registry import Registry, TaskType
+from execution_ledger.domain.task import Task, TaskState, event_name
+from execution_ledger.domain.timeouts import resolve_timeouts
 
 _TERMINAL_EVENTS = {"TaskSucceeded", "TaskFailed", "TaskTimedOut", "TaskCancelled", "TaskSkipped"}
 _EVENT_META = {"originator_id", "originator_version", "timestamp", "originator_topic"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from domain.task import Task
+from execution_ledger.domain.task import Task
 
 
 def progress_json(task: Task) -> dict[str, Any] | None:

@@ -23,10 +23,10 @@ import nats
 import nats.errors
 from nats.aio.client import Client
 
-from adapters.nats.connection import NatsConnection, redact, stream_replicas
-from adapters.nats.egress import EventEgress
-from adapters.nats.ingress import NatsIngress
-from adapters.runtime import Runtime
+from execution_ledger.adapters.nats.connection import NatsConnection, redact, stream_replicas
+from execution_ledger.adapters.nats.egress import EventEgress
+from execution_ledger.adapters.nats.ingress import NatsIngress
+from execution_ledger.adapters.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

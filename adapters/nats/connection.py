@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from adapters.postgres.conninfo import named as _named
-from domain.errors import ConfigError
+from execution_ledger.adapters.postgres.conninfo import named as _named
+from execution_ledger.domain.errors import ConfigError
 
 if TYPE_CHECKING:
     from nats.aio.client import Client

@@ -40,12 +40,12 @@ from nats.js import JetStreamContext
 from nats.js.api import StorageType
 from psycopg import sql
 
-from adapters.http.errors import DATABASE_ERRORS
-from adapters.http.views import dumps, event_json
-from adapters.postgres.event_store import EventStore, RecordedEvent
-from adapters.postgres.projection_runner import POSITIONS_TABLE
-from domain.nats_routes import NatsSettings
-from projections.audit_chain import UndecodableEvent
+from execution_ledger.adapters.http.errors import DATABASE_ERRORS
+from execution_ledger.adapters.http.views import dumps, event_json
+from execution_ledger.adapters.postgres.event_store import EventStore, RecordedEvent
+from execution_ledger.adapters.postgres.projection_runner import POSITIONS_TABLE
+from execution_ledger.domain.nats_routes import NatsSettings
+from execution_ledger.projections.audit_chain import UndecodableEvent
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

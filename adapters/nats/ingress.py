@@ -43,28 +43,28 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from adapters.http import bodies, schemas
-from adapters.http.errors import DATABASE_ERRORS
-from adapters.http.log_watcher import LogWatcher
-from adapters.http.routes_tasks import WAKE_INTERVAL, load_task
-from adapters.http.views import dumps, task_json
-from adapters.nats.connection import stream_replicas as replicas_for
-from adapters.nats.publish_stream import (
+from execution_ledger.adapters.http import bodies, schemas
+from execution_ledger.adapters.http.errors import DATABASE_ERRORS
+from execution_ledger.adapters.http.log_watcher import LogWatcher
+from execution_ledger.adapters.http.routes_tasks import WAKE_INTERVAL, load_task
+from execution_ledger.adapters.http.views import dumps, task_json
+from execution_ledger.adapters.nats.connection import stream_replicas as replicas_for
+from execution_ledger.adapters.nats.publish_stream import (
     ACK_WAIT,
     CONSUMER,
     DUPLICATE_WINDOW,
     NATS_FAILURES,
     PublishConsumer,
 )
-from adapters.nats.signal_ingress import subscribe_signals
-from adapters.off_loop import run_off_loop
-from adapters.postgres.event_store import RecordedEvent
-from adapters.runtime import Runtime
-from adapters.telemetry.context import enqueue_trace
-from domain.errors import AdapterSettingsRefused, Forbidden, LedgerError
-from domain.nats_routes import NatsRoute, NatsSettings, RouteMode, subjects_overlap
-from domain.submission import Requester, TaskRequest
-from domain.task import Task
+from execution_ledger.adapters.nats.signal_ingress import subscribe_signals
+from execution_ledger.adapters.off_loop import run_off_loop
+from execution_ledger.adapters.postgres.event_store import RecordedEvent
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.adapters.telemetry.context import enqueue_trace
+from execution_ledger.domain.errors import AdapterSettingsRefused, Forbidden, LedgerError
+from execution_ledger.domain.nats_routes import NatsRoute, NatsSettings, RouteMode, subjects_overlap
+from execution_ledger.domain.submission import Requester, TaskRequest
+from execution_ledger.domain.task import Task
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -39,7 +39,7 @@ from nats.js.api import (
     StreamInfo,
 )
 
-from domain.nats_routes import NatsSettings
+from execution_ledger.domain.nats_routes import NatsSettings
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,10 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from adapters.http.errors import DATABASE_ERRORS
-from adapters.runtime import Runtime
-from domain.errors import LedgerError
-from domain.submission import Requester
+from execution_ledger.adapters.http.errors import DATABASE_ERRORS
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.errors import LedgerError
+from execution_ledger.domain.submission import Requester
 
 log = logging.getLogger(__name__)
 

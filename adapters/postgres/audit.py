@@ -32,14 +32,14 @@ from eventsourcing.utils import get_topic
 from psycopg import sql
 from psycopg.rows import dict_row, tuple_row
 
-from adapters.postgres.event_store import EVENTS_TABLE, EventStore
-from adapters.postgres.projection_runner import ProjectionRunner
-from adapters.retention.archive_sql import read_head as read_archive_head
-from adapters.retention.segments import ArchiveDir
-from adapters.retention.verify import verify_archive
-from domain.errors import InvalidQuery
-from domain.task import Task
-from projections.audit_chain import (
+from execution_ledger.adapters.postgres.event_store import EVENTS_TABLE, EventStore
+from execution_ledger.adapters.postgres.projection_runner import ProjectionRunner
+from execution_ledger.adapters.retention.archive_sql import read_head as read_archive_head
+from execution_ledger.adapters.retention.segments import ArchiveDir
+from execution_ledger.adapters.retention.verify import verify_archive
+from execution_ledger.domain.errors import InvalidQuery
+from execution_ledger.domain.task import Task
+from execution_ledger.projections.audit_chain import (
     ARCHIVE_HEAD_TABLE,
     GENESIS,
     TABLE,
@@ -48,7 +48,7 @@ from projections.audit_chain import (
     event_hash,
     next_chain_hash,
 )
-from projections.base import Event, is_task_event, kind
+from execution_ledger.projections.base import Event, is_task_event, kind
 
 log = logging.getLogger(__name__)
 APPEND_ONLY_MESSAGE = "ledger events are append-only"

@@ -16,9 +16,9 @@ from uuid import UUID
 
 from psycopg import sql
 
-from adapters.postgres.event_store import EventStore
-from adapters.postgres.task_queries import TaskFilter, filter_conditions
-from domain.bulk import MatchedKind
+from execution_ledger.adapters.postgres.event_store import EventStore
+from execution_ledger.adapters.postgres.task_queries import TaskFilter, filter_conditions
+from execution_ledger.domain.bulk import MatchedKind
 
 
 class BulkMatches:

@@ -22,11 +22,11 @@ from uuid import UUID
 import psycopg
 from psycopg import sql
 
-from adapters.postgres.event_store import EventStore
-from adapters.postgres.fair_candidates import KEYLESS_WINDOW, fair_candidates_query
-from adapters.postgres.rate_limits import RoundRates
-from adapters.postgres.running import RunningTables
-from domain.registry import Registry
+from execution_ledger.adapters.postgres.event_store import EventStore
+from execution_ledger.adapters.postgres.fair_candidates import KEYLESS_WINDOW, fair_candidates_query
+from execution_ledger.adapters.postgres.rate_limits import RoundRates
+from execution_ledger.adapters.postgres.running import RunningTables
+from execution_ledger.domain.registry import Registry
 
 SPARE_CANDIDATES = 10  # read beyond the free slots, for lane limits
 

@@ -23,7 +23,7 @@ from uuid import UUID
 
 from psycopg import sql
 
-from adapters.postgres.recorder import Statement
+from execution_ledger.adapters.postgres.recorder import Statement
 
 SINGLETON_KEYS = "singleton_keys"
 DEBOUNCE_KEYS = "debounce_keys"

@@ -20,7 +20,7 @@ from typing import Final, TypeVar
 
 from eventsourcing.persistence import IntegrityError
 
-from domain.errors import InvalidTransition
+from execution_ledger.domain.errors import InvalidTransition
 
 CONFLICT_TRIES: Final = 5
 

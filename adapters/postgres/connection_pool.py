@@ -31,8 +31,8 @@ from eventsourcing.postgres import ConnectionPool, PostgresDatastore, PostgresFa
 from psycopg_pool import PoolClosed
 from psycopg_pool.pool import AddConnection
 
-from adapters.deadlines import NoConnectionInTime, current_deadline
-from adapters.postgres.conninfo import connection_kwargs
+from execution_ledger.adapters.deadlines import NoConnectionInTime, current_deadline
+from execution_ledger.adapters.postgres.conninfo import connection_kwargs
 
 CONNECT_TIMEOUT = 2  # seconds for libpq to connect (its smallest useful value)
 POOL_WAIT = 10.0  # seconds a caller without a deadline waits for a connection

@@ -34,20 +34,24 @@ import psycopg
 from eventsourcing.persistence import IntegrityError
 from psycopg import sql
 
-from adapters.postgres.candidates import SPARE_CANDIDATES, CandidateReader, QueueReading
-from adapters.postgres.event_store import EventStore
-from adapters.postgres.inline_unblock import InlineUnblock
-from adapters.postgres.rate_limits import ClaimRateLimits, RoundRates
-from adapters.postgres.recorder import Statement
-from adapters.postgres.running import RunningTables, StartedAttempt
-from domain.children import notify_parents, spawned_children
-from domain.execution import AttemptOutcome, ClaimedAttempt
-from domain.inputs import resolve_inputs
-from domain.outcomes import record_result, record_timeout
-from domain.registry import Registry
-from domain.task import Task, TaskState
-from domain.timeouts import TimeoutKind, Timeouts
-from processors.worker import ProgressNote
+from execution_ledger.adapters.postgres.candidates import (
+    SPARE_CANDIDATES,
+    CandidateReader,
+    QueueReading,
+)
+from execution_ledger.adapters.postgres.event_store import EventStore
+from execution_ledger.adapters.postgres.inline_unblock import InlineUnblock
+from execution_ledger.adapters.postgres.rate_limits import ClaimRateLimits, RoundRates
+from execution_ledger.adapters.postgres.recorder import Statement
+from execution_ledger.adapters.postgres.running import RunningTables, StartedAttempt
+from execution_ledger.domain.children import notify_parents, spawned_children
+from execution_ledger.domain.execution import AttemptOutcome, ClaimedAttempt
+from execution_ledger.domain.inputs import resolve_inputs
+from execution_ledger.domain.outcomes import record_result, record_timeout
+from execution_ledger.domain.registry import Registry
+from execution_ledger.domain.task import Task, TaskState
+from execution_ledger.domain.timeouts import TimeoutKind, Timeouts
+from execution_ledger.processors.worker import ProgressNote
 
 log = logging.getLogger(__name__)
 

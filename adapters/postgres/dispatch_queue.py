@@ -29,10 +29,10 @@ from typing import Any
 
 from psycopg import sql
 
-from adapters.postgres.coalescing_keys import CoalescingKeys
-from adapters.postgres.recorder import Statement
-from adapters.postgres.running import ready_channel
-from domain.task import Task, TaskState
+from execution_ledger.adapters.postgres.coalescing_keys import CoalescingKeys
+from execution_ledger.adapters.postgres.recorder import Statement
+from execution_ledger.adapters.postgres.running import ready_channel
+from execution_ledger.domain.task import Task, TaskState
 
 TABLE = "dispatch_queue"
 _CLAIMABLE = (TaskState.READY, TaskState.SCHEDULED)

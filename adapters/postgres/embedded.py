@@ -22,7 +22,7 @@ from pathlib import Path
 import platformdirs
 import psycopg
 
-from domain.errors import ConfigError
+from execution_ledger.domain.errors import ConfigError
 
 DATABASE_NAME = "ledger"
 DIR_VARIABLE = "LEDGER_EMBEDDED_DIR"

@@ -33,22 +33,27 @@ from psycopg import pq, sql
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.composite import register_composite
 
-from adapters.off_loop import start_off_loop
-from adapters.postgres.connection_pool import CONNINFO_KEY
-from adapters.postgres.dispatch_queue import DispatchQueue, change_of
-from adapters.postgres.group_commit import GroupCommit, SaveUnit
-from adapters.postgres.log_horizon import EVENTS_TABLE, horizon_statement
-from adapters.postgres.read_replica import ReadReplica
-from adapters.postgres.recorder import LedgerRecorder, Statement, id_list, run_inline
-from domain.access import AccessDenial
-from domain.bulk import BulkAction
-from domain.errors import TaskNotFound
-from domain.queue import Queue, queue_id
-from domain.registry_history import RegistryHistory
-from domain.schedule_control import ScheduleControl, schedule_control_id
-from domain.task import Task
-from projections.audit_chain import UndecodableEvent
-from projections.base import Event
+from execution_ledger.adapters.off_loop import start_off_loop
+from execution_ledger.adapters.postgres.connection_pool import CONNINFO_KEY
+from execution_ledger.adapters.postgres.dispatch_queue import DispatchQueue, change_of
+from execution_ledger.adapters.postgres.group_commit import GroupCommit, SaveUnit
+from execution_ledger.adapters.postgres.log_horizon import EVENTS_TABLE, horizon_statement
+from execution_ledger.adapters.postgres.read_replica import ReadReplica
+from execution_ledger.adapters.postgres.recorder import (
+    LedgerRecorder,
+    Statement,
+    id_list,
+    run_inline,
+)
+from execution_ledger.domain.access import AccessDenial
+from execution_ledger.domain.bulk import BulkAction
+from execution_ledger.domain.errors import TaskNotFound
+from execution_ledger.domain.queue import Queue, queue_id
+from execution_ledger.domain.registry_history import RegistryHistory
+from execution_ledger.domain.schedule_control import ScheduleControl, schedule_control_id
+from execution_ledger.domain.task import Task
+from execution_ledger.projections.audit_chain import UndecodableEvent
+from execution_ledger.projections.base import Event
 
 LedgerAggregate = Task | Queue | ScheduleControl | AccessDenial | BulkAction | RegistryHistory
 APPLICATION_NAME = "Ledger"
@@ -80,7 +85,9 @@ def eventsourcing_env(
     (``POSTGRES_CONNINFO``) before its first connection."""
     params = psycopg.conninfo.conninfo_to_dict(database_url)
     return {
-        "PERSISTENCE_MODULE": "adapters.postgres.connection_pool:LedgerPostgresFactory",
+        "PERSISTENCE_MODULE": (
+            "execution_ledger.adapters.postgres.connection_pool:LedgerPostgresFactory"
+        ),
         CONNINFO_KEY: database_url,
         "POSTGRES_DBNAME": str(params.get("dbname") or params.get("user") or "postgres"),
         "POSTGRES_HOST": str(params.get("host") or "127.0.0.1"),
@@ -93,7 +100,7 @@ def eventsourcing_env(
         "POSTGRES_LOCK_TIMEOUT": "10",
         "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "30",
         "CREATE_TABLE": "y" if create_table else "n",
-        "APPLICATION_RECORDER_TOPIC": "adapters.postgres.recorder:LedgerRecorder",
+        "APPLICATION_RECORDER_TOPIC": "execution_ledger.adapters.postgres.recorder:LedgerRecorder",
     }
 
 

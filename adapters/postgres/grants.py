@@ -29,7 +29,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import tuple_row
 
-from domain.errors import InvalidQuery
+from execution_ledger.domain.errors import InvalidQuery
 
 EVENTS_TABLE = "ledger_events"  # the library's table (adapters.postgres.event_store)
 TABLE_PRIVILEGES = "SELECT, INSERT, UPDATE, DELETE"

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
-from adapters.postgres.dispatch_queue import DispatchChange
-from adapters.postgres.recorder import Statement
+from execution_ledger.adapters.postgres.dispatch_queue import DispatchChange
+from execution_ledger.adapters.postgres.recorder import Statement
 
 MAX_BATCH_EVENTS = 512  # events in one batch's transaction (a unit is never split)
 

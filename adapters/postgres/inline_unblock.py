@@ -23,10 +23,10 @@ from uuid import UUID
 import psycopg
 from psycopg import sql
 
-from adapters.postgres.event_store import EventStore
-from adapters.postgres.recorder import id_list
-from domain.dependencies import UNBLOCK, apply_release, release_of
-from domain.task import Task, TaskState, event_name
+from execution_ledger.adapters.postgres.event_store import EventStore
+from execution_ledger.adapters.postgres.recorder import id_list
+from execution_ledger.domain.dependencies import UNBLOCK, apply_release, release_of
+from execution_ledger.domain.task import Task, TaskState, event_name
 
 
 class InlineUnblock:

@@ -14,8 +14,8 @@ from typing import Any
 
 from psycopg import sql
 
-from adapters.postgres.event_store import EventStore
-from adapters.postgres.projection_runner import POSITIONS_TABLE
+from execution_ledger.adapters.postgres.event_store import EventStore
+from execution_ledger.adapters.postgres.projection_runner import POSITIONS_TABLE
 
 FEED_PREFIX = "learn_hooks"
 DATASET_NAME = "dataset"

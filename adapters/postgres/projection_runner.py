@@ -18,11 +18,11 @@ from typing import Any, Protocol
 import psycopg
 from psycopg import sql
 
-from adapters.postgres.concurrent_write import AGAIN, Again, retry_on_conflict
-from adapters.postgres.event_store import EVENTS_TABLE, EventStore
-from domain.task import Task
-from projections.audit_chain import UndecodableEvent
-from projections.base import Projection, drop_tables
+from execution_ledger.adapters.postgres.concurrent_write import AGAIN, Again, retry_on_conflict
+from execution_ledger.adapters.postgres.event_store import EVENTS_TABLE, EventStore
+from execution_ledger.domain.task import Task
+from execution_ledger.projections.audit_chain import UndecodableEvent
+from execution_ledger.projections.base import Projection, drop_tables
 
 POSITIONS_TABLE = "projection_positions"
 REBUILD_SUFFIX = ":rebuild"  # the advisory lock a rebuild holds while it runs

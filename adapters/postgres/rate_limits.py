@@ -36,9 +36,9 @@ from uuid import UUID
 import psycopg
 from psycopg import sql
 
-from domain.rate_limits import RateLimit, limits_covering
-from domain.registry import Registry
-from domain.task import Task
+from execution_ledger.domain.rate_limits import RateLimit, limits_covering
+from execution_ledger.domain.registry import Registry
+from execution_ledger.domain.task import Task
 
 STARTS = "rate_limit_starts"
 HOLDS = "rate_limit_holds"

@@ -26,11 +26,11 @@ import psycopg
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool
 
-from adapters.postgres.connection_pool import CONNECT_TIMEOUT, CONNECTION_OPTIONS
-from adapters.postgres.conninfo import connection_kwargs, describe, redact
+from execution_ledger.adapters.postgres.connection_pool import CONNECT_TIMEOUT, CONNECTION_OPTIONS
+from execution_ledger.adapters.postgres.conninfo import connection_kwargs, describe, redact
 
 if TYPE_CHECKING:
-    from adapters.postgres.event_store import EventStore
+    from execution_ledger.adapters.postgres.event_store import EventStore
 
 log = logging.getLogger(__name__)
 

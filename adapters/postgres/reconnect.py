@@ -9,7 +9,7 @@ from typing import Any
 
 from psycopg.conninfo import conninfo_to_dict
 
-from adapters.postgres.connection_pool import CONNECTION_OPTIONS
+from execution_ledger.adapters.postgres.connection_pool import CONNECTION_OPTIONS
 
 FIRST_PAUSE = 0.05  # seconds before the first new attempt
 MAX_PAUSE = 0.25  # seconds between attempts, at most

@@ -27,7 +27,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 from psycopg import Cursor, sql
 from psycopg.rows import DictRow
 
-from adapters.postgres.log_horizon import enter_statement
+from execution_ledger.adapters.postgres.log_horizon import enter_statement
 
 
 @dataclass(frozen=True)

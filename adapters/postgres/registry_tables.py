@@ -15,10 +15,10 @@ from uuid import UUID
 from eventsourcing.persistence import StoredEvent
 from psycopg import sql
 
-from adapters.postgres.event_store import EventStore, RecordedEvent
-from adapters.postgres.running import WORKERS
-from domain.registry_change import ARGS_CHECKED
-from domain.registry_history import registry_history_id
+from execution_ledger.adapters.postgres.event_store import EventStore, RecordedEvent
+from execution_ledger.adapters.postgres.running import WORKERS
+from execution_ledger.domain.registry_change import ARGS_CHECKED
+from execution_ledger.domain.registry_history import registry_history_id
 
 _LIVE = """
 SELECT d.queue, x.j ->> 'type_name' AS type_name,

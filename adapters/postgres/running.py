@@ -21,7 +21,7 @@ from uuid import UUID
 
 from psycopg import sql
 
-from adapters.postgres.recorder import Statement, id_list
+from execution_ledger.adapters.postgres.recorder import Statement, id_list
 
 RUNNING = "running_attempts"
 WORKERS = "worker_nodes"

@@ -10,9 +10,9 @@ from datetime import datetime
 
 from psycopg import sql
 
-from adapters.postgres.event_store import EventStore
-from adapters.postgres.running import RunningTables
-from processors.cron import Look
+from execution_ledger.adapters.postgres.event_store import EventStore
+from execution_ledger.adapters.postgres.running import RunningTables
+from execution_ledger.processors.cron import Look
 
 
 class PostgresScheduleClock:

@@ -19,14 +19,14 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import DictRow
 
-from adapters.postgres.event_store import EventStore
-from adapters.postgres.schedule_tables import ScheduleTables
-from domain.errors import InvalidTransition
-from domain.schedule_definitions import overlap_allows
-from domain.schedules import Schedule
-from domain.submission import TaskRequest
-from domain.task import Task, TaskState
-from processors.cron import TickOutcome
+from execution_ledger.adapters.postgres.event_store import EventStore
+from execution_ledger.adapters.postgres.schedule_tables import ScheduleTables
+from execution_ledger.domain.errors import InvalidTransition
+from execution_ledger.domain.schedule_definitions import overlap_allows
+from execution_ledger.domain.schedules import Schedule
+from execution_ledger.domain.submission import TaskRequest
+from execution_ledger.domain.task import Task, TaskState
+from execution_ledger.processors.cron import TickOutcome
 
 
 class Enqueuer(Protocol):

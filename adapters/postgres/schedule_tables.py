@@ -22,13 +22,13 @@ from uuid import UUID
 
 from psycopg import sql
 
-from adapters.postgres.event_store import EventStore
-from adapters.postgres.recorder import Statement
-from adapters.postgres.running import RunningTables
-from domain.errors import ConfigError
-from domain.registry import TaskType
-from domain.schedule_definitions import schedule_from
-from domain.schedules import Schedule
+from execution_ledger.adapters.postgres.event_store import EventStore
+from execution_ledger.adapters.postgres.recorder import Statement
+from execution_ledger.adapters.postgres.running import RunningTables
+from execution_ledger.domain.errors import ConfigError
+from execution_ledger.domain.registry import TaskType
+from execution_ledger.domain.schedule_definitions import schedule_from
+from execution_ledger.domain.schedules import Schedule
 
 log = logging.getLogger(__name__)
 

@@ -18,21 +18,27 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from adapters.postgres import log_horizon, rate_limits
-from adapters.postgres.audit import APPEND_ONLY_MESSAGE, TRIGGERS_TEXT, protect_events_table
-from adapters.postgres.coalescing_keys import CoalescingKeys
-from adapters.postgres.dispatch_queue import TABLE as DISPATCH_QUEUE
-from adapters.postgres.dispatch_queue import DispatchQueue
-from adapters.postgres.event_store import EventStore
-from adapters.postgres.fair_candidates import create_index_statement as create_fair_index
-from adapters.postgres.grants import may_create_in
-from adapters.postgres.projection_runner import POSITIONS_TABLE
-from adapters.postgres.running import RunningTables
-from adapters.postgres.schedule_tables import ScheduleTables
-from adapters.retention import archive_sql
-from projections.base import Projection
-from projections.readiness import EDGES as READINESS_EDGES
-from projections.readiness import NODES as READINESS_NODES
+from execution_ledger.adapters.postgres import log_horizon, rate_limits
+from execution_ledger.adapters.postgres.audit import (
+    APPEND_ONLY_MESSAGE,
+    TRIGGERS_TEXT,
+    protect_events_table,
+)
+from execution_ledger.adapters.postgres.coalescing_keys import CoalescingKeys
+from execution_ledger.adapters.postgres.dispatch_queue import TABLE as DISPATCH_QUEUE
+from execution_ledger.adapters.postgres.dispatch_queue import DispatchQueue
+from execution_ledger.adapters.postgres.event_store import EventStore
+from execution_ledger.adapters.postgres.fair_candidates import (
+    create_index_statement as create_fair_index,
+)
+from execution_ledger.adapters.postgres.grants import may_create_in
+from execution_ledger.adapters.postgres.projection_runner import POSITIONS_TABLE
+from execution_ledger.adapters.postgres.running import RunningTables
+from execution_ledger.adapters.postgres.schedule_tables import ScheduleTables
+from execution_ledger.adapters.retention import archive_sql
+from execution_ledger.projections.base import Projection
+from execution_ledger.projections.readiness import EDGES as READINESS_EDGES
+from execution_ledger.projections.readiness import NODES as READINESS_NODES
 
 REVISION_TABLE = "ledger_schema_revision"
 

@@ -11,7 +11,7 @@ from uuid import UUID
 
 from psycopg import sql
 
-from adapters.postgres.event_store import EVENTS_TABLE, EventStore
+from execution_ledger.adapters.postgres.event_store import EVENTS_TABLE, EventStore
 
 TASK_TOPICS = "domain.task:%"
 

@@ -16,11 +16,11 @@ from uuid import UUID
 
 from psycopg import sql
 
-from adapters.postgres import rate_limits
-from adapters.postgres.event_store import EventStore
-from adapters.postgres.read_replica import lag_tolerant_reads
-from domain.errors import InvalidQuery, TaskNotFound
-from domain.learning import suggest_start_to_close
+from execution_ledger.adapters.postgres import rate_limits
+from execution_ledger.adapters.postgres.event_store import EventStore
+from execution_ledger.adapters.postgres.read_replica import lag_tolerant_reads
+from execution_ledger.domain.errors import InvalidQuery, TaskNotFound
+from execution_ledger.domain.learning import suggest_start_to_close
 
 MAX_PAGE = 500
 

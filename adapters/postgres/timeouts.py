@@ -24,13 +24,13 @@ from uuid import UUID
 from eventsourcing.persistence import IntegrityError
 from psycopg import sql
 
-from adapters.postgres.event_store import EventStore
-from adapters.postgres.recorder import Statement
-from adapters.postgres.running import RunningTables
-from domain.children import notify_parents
-from domain.outcomes import record_timeout
-from domain.task import TaskState
-from domain.timeouts import TimeoutKind
+from execution_ledger.adapters.postgres.event_store import EventStore
+from execution_ledger.adapters.postgres.recorder import Statement
+from execution_ledger.adapters.postgres.running import RunningTables
+from execution_ledger.domain.children import notify_parents
+from execution_ledger.domain.outcomes import record_timeout
+from execution_ledger.domain.task import TaskState
+from execution_ledger.domain.timeouts import TimeoutKind
 
 log = logging.getLogger(__name__)
 BACKSTOP_GRACE_SECONDS = 5.0

@@ -25,16 +25,16 @@ import psycopg
 from eventsourcing.utils import get_topic
 from psycopg import sql
 
-from adapters.postgres.dispatch_queue import TABLE as DISPATCH_QUEUE
-from adapters.postgres.log_horizon import EVENTS_TABLE
-from adapters.postgres.projection_runner import POSITIONS_TABLE
-from adapters.postgres.running import IDEMPOTENCY_KEYS, RUNNING
-from domain.access import AccessDenial
-from projections.audit_chain import ARCHIVE_HEAD_TABLE, UNDECODABLE_TABLE
-from projections.audit_chain import TABLE as CHAIN_TABLE
-from projections.dataset import DEPTHS, ROWS, TASKS
-from projections.readiness import EDGES, NODES
-from projections.task_view import TABLE as TASK_VIEW
+from execution_ledger.adapters.postgres.dispatch_queue import TABLE as DISPATCH_QUEUE
+from execution_ledger.adapters.postgres.log_horizon import EVENTS_TABLE
+from execution_ledger.adapters.postgres.projection_runner import POSITIONS_TABLE
+from execution_ledger.adapters.postgres.running import IDEMPOTENCY_KEYS, RUNNING
+from execution_ledger.domain.access import AccessDenial
+from execution_ledger.projections.audit_chain import ARCHIVE_HEAD_TABLE, UNDECODABLE_TABLE
+from execution_ledger.projections.audit_chain import TABLE as CHAIN_TABLE
+from execution_ledger.projections.dataset import DEPTHS, ROWS, TASKS
+from execution_ledger.projections.readiness import EDGES, NODES
+from execution_ledger.projections.task_view import TABLE as TASK_VIEW
 
 DELETE_FUNCTION = "ledger_archive_delete"
 DENIED_TOPIC = get_topic(AccessDenial.AccessDenied)

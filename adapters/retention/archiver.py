@@ -34,17 +34,17 @@ from uuid import UUID
 
 import psycopg
 
-from adapters.retention import archive_sql as q
-from adapters.retention.segments import (
+from execution_ledger.adapters.retention import archive_sql as q
+from execution_ledger.adapters.retention.segments import (
     ArchiveBusy,
     ArchiveDir,
     ArchiveError,
     Manifest,
     StoredRow,
 )
-from adapters.retention.verify import check_segment
-from domain.retention import RetentionPolicy
-from projections.audit_chain import GENESIS, canonical_bytes, next_chain_hash
+from execution_ledger.adapters.retention.verify import check_segment
+from execution_ledger.domain.retention import RetentionPolicy
+from execution_ledger.projections.audit_chain import GENESIS, canonical_bytes, next_chain_hash
 
 Hook = Callable[[], None]
 

@@ -13,10 +13,14 @@ from typing import Any
 
 import psycopg
 
-from adapters.ledger import utc_now
-from adapters.retention.archiver import Archiver
-from adapters.retention.segments import ArchiveBusy, ArchiveError, configured_archive
-from adapters.runtime import Runtime
+from execution_ledger.adapters.ledger import utc_now
+from execution_ledger.adapters.retention.archiver import Archiver
+from execution_ledger.adapters.retention.segments import (
+    ArchiveBusy,
+    ArchiveError,
+    configured_archive,
+)
+from execution_ledger.adapters.runtime import Runtime
 
 log = logging.getLogger(__name__)
 Blocking = Callable[..., Awaitable[Any]]

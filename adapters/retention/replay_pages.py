@@ -11,12 +11,12 @@ from typing import Any
 
 from eventsourcing.persistence import StoredEvent
 
-from adapters.dataset.log_reader import FOLDED, TASK_TOPIC, LogPage
-from adapters.dataset.text_form import text_facts
-from adapters.postgres.event_store import EventStore
-from adapters.retention.archive_sql import read_head
-from adapters.retention.segments import ArchiveDir, ArchiveError, StoredRow
-from projections.event_facts import EventFacts, event_facts
+from execution_ledger.adapters.dataset.log_reader import FOLDED, TASK_TOPIC, LogPage
+from execution_ledger.adapters.dataset.text_form import text_facts
+from execution_ledger.adapters.postgres.event_store import EventStore
+from execution_ledger.adapters.retention.archive_sql import read_head
+from execution_ledger.adapters.retention.segments import ArchiveDir, ArchiveError, StoredRow
+from execution_ledger.projections.event_facts import EventFacts, event_facts
 
 _FOLDED_TOPICS = frozenset(TASK_TOPIC + name for name in FOLDED)
 

@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from domain.errors import LedgerError
-from domain.retention import RetentionPolicy
+from execution_ledger.domain.errors import LedgerError
+from execution_ledger.domain.retention import RetentionPolicy
 
 FORMAT = 1
 _NAME = re.compile(r"^(\d{12})-(\d{12})\.json$")

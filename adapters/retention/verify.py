@@ -28,10 +28,21 @@ from uuid import UUID
 import psycopg
 from psycopg import sql
 
-from adapters.postgres.log_horizon import EVENTS_TABLE
-from adapters.retention.archive_sql import ArchiveHead
-from adapters.retention.segments import ArchiveDir, ArchiveError, Manifest, StoredRow, file_sha256
-from projections.audit_chain import GENESIS, canonical_bytes, event_hash, next_chain_hash
+from execution_ledger.adapters.postgres.log_horizon import EVENTS_TABLE
+from execution_ledger.adapters.retention.archive_sql import ArchiveHead
+from execution_ledger.adapters.retention.segments import (
+    ArchiveDir,
+    ArchiveError,
+    Manifest,
+    StoredRow,
+    file_sha256,
+)
+from execution_ledger.projections.audit_chain import (
+    GENESIS,
+    canonical_bytes,
+    event_hash,
+    next_chain_hash,
+)
 
 
 @dataclass(frozen=True)

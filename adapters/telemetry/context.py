@@ -19,13 +19,13 @@ from dataclasses import replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
-from domain.submission import TaskRequest
-from domain.task import Task
-from domain.trace_context import TRACEPARENT, TRACESTATE, TraceContext, parse
+from execution_ledger.domain.submission import TaskRequest
+from execution_ledger.domain.task import Task
+from execution_ledger.domain.trace_context import TRACEPARENT, TRACESTATE, TraceContext, parse
 
 if TYPE_CHECKING:
-    from adapters.config_file import LoadedConfig
-    from processors.attempt_tracing import AttemptTracing
+    from execution_ledger.adapters.config_file import LoadedConfig
+    from execution_ledger.processors.attempt_tracing import AttemptTracing
 
 
 class EnqueueTrace:
@@ -99,12 +99,12 @@ def attempt_tracing(worker_id: str) -> AttemptTracing | None:
 def start_telemetry(config: LoadedConfig, environ: Mapping[str, str] | None = None) -> bool:
     """Turn telemetry on for this process if the file or the environment names an
     endpoint; True if it is on. Refuses (``ConfigError``) when the SDK is not installed."""
-    from adapters.telemetry.settings import telemetry_settings
+    from execution_ledger.adapters.telemetry.settings import telemetry_settings
 
     settings = telemetry_settings(config.telemetry, environ)
     if settings is None:
         return _active is not None
-    from adapters.telemetry.otel import OtelTelemetry
+    from execution_ledger.adapters.telemetry.otel import OtelTelemetry
 
     use(OtelTelemetry.start(settings))
     return True

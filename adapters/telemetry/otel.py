@@ -27,10 +27,10 @@ from types import TracebackType
 from typing import Any
 from uuid import UUID
 
-from domain.errors import ConfigError
-from domain.execution import AttemptOutcome, ClaimedAttempt, Failure
-from domain.task import Task
-from domain.trace_context import TraceContext, attempt_span_id, from_fields
+from execution_ledger.domain.errors import ConfigError
+from execution_ledger.domain.execution import AttemptOutcome, ClaimedAttempt, Failure
+from execution_ledger.domain.task import Task
+from execution_ledger.domain.trace_context import TraceContext, attempt_span_id, from_fields
 
 try:
     from opentelemetry import trace as trace_api
@@ -48,8 +48,8 @@ except ImportError as missing:  # pragma: no cover - depends on the installed ex
         ("telemetry",),
     ) from None
 
-from adapters.telemetry.context import EnqueueTrace
-from adapters.telemetry.settings import TelemetrySettings
+from execution_ledger.adapters.telemetry.context import EnqueueTrace
+from execution_ledger.adapters.telemetry.settings import TelemetrySettings
 
 log = logging.getLogger(__name__)
 TRACER_NAME = "execution-ledger"

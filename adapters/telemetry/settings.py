@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from domain.errors import ConfigError
+from execution_ledger.domain.errors import ConfigError
 
 DEFAULT_SERVICE_NAME = "execution-ledger"
 TRACES_PATH = "/v1/traces"

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from domain.simulation.engine import TaskOutcome
+from execution_ledger.domain.simulation.engine import TaskOutcome
 
 IMMEDIATE = 1e-9  # seconds: "started the moment it was due"
 

@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 from functools import partial
 from uuid import UUID
 
-from domain.rate_limits import RateLimit
-from domain.registry import Registry
-from domain.retry import RetryPolicy
-from domain.simulation.series import Series
-from domain.simulation.workload import Submission
-from domain.timeouts import Timeouts, resolve_timeouts
+from execution_ledger.domain.rate_limits import RateLimit
+from execution_ledger.domain.registry import Registry
+from execution_ledger.domain.retry import RetryPolicy
+from execution_ledger.domain.simulation.series import Series
+from execution_ledger.domain.simulation.workload import Submission
+from execution_ledger.domain.timeouts import Timeouts, resolve_timeouts
 
 RESERVOIR = 1000  # recorded run times kept per type for draws
 

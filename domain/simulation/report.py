@@ -21,9 +21,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from domain.learning import suggest_start_to_close
-from domain.simulation.engine import TaskOutcome
-from domain.simulation.series import Series
+from execution_ledger.domain.learning import suggest_start_to_close
+from execution_ledger.domain.simulation.engine import TaskOutcome
+from execution_ledger.domain.simulation.series import Series
 
 WORST = 10
 SAMPLE = 50_000  # values kept per measure: exact percentiles up to this many, then a sample

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from domain.task import event_name
+from execution_ledger.domain.task import event_name
 
 ENDS = {"TaskSucceeded": "succeeded", "TaskFailed": "failed", "TaskTimedOut": "timed_out"}
 FINAL = {"TaskCancelled": "cancelled", "TaskSkipped": "skipped"}

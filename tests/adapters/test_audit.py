@@ -14,21 +14,21 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from adapters.cli.audit import add_audit_parser, cmd_audit
-from adapters.postgres.audit import (
+from execution_ledger.adapters.cli.audit import add_audit_parser, cmd_audit
+from execution_ledger.adapters.postgres.audit import (
     APPEND_ONLY_MESSAGE,
     AuditFilter,
     audit_events,
     protect_events_table,
     verify_chain,
 )
-from adapters.postgres.event_store import EVENTS_TABLE
-from adapters.postgres.projection_runner import ProjectionRunner
-from adapters.runtime import Runtime
-from domain.access import AccessDenial
-from domain.errors import InvalidQuery
-from domain.submission import Requester, TaskRequest
-from projections.audit_chain import AuditChain
+from execution_ledger.adapters.postgres.event_store import EVENTS_TABLE
+from execution_ledger.adapters.postgres.projection_runner import ProjectionRunner
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.access import AccessDenial
+from execution_ledger.domain.errors import InvalidQuery
+from execution_ledger.domain.submission import Requester, TaskRequest
+from execution_ledger.projections.audit_chain import AuditChain
 from tests.helpers import fail, start, succeed
 
 

@@ -15,14 +15,14 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from adapters.cli.audit import add_audit_parser, cmd_audit
-from adapters.http.event_log import EventFilter, read_events
-from adapters.postgres.audit import verify_chain
-from adapters.postgres.event_store import EVENTS_TABLE
-from adapters.postgres.projection_runner import POSITIONS_TABLE, ProjectionRunner
-from adapters.runtime import Runtime
-from domain.submission import TaskRequest
-from projections.audit_chain import AuditChain
+from execution_ledger.adapters.cli.audit import add_audit_parser, cmd_audit
+from execution_ledger.adapters.http.event_log import EventFilter, read_events
+from execution_ledger.adapters.postgres.audit import verify_chain
+from execution_ledger.adapters.postgres.event_store import EVENTS_TABLE
+from execution_ledger.adapters.postgres.projection_runner import POSITIONS_TABLE, ProjectionRunner
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.submission import TaskRequest
+from execution_ledger.projections.audit_chain import AuditChain
 from tests.helpers import succeed
 
 

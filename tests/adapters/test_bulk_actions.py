@@ -9,15 +9,15 @@ from uuid import UUID
 
 import pytest
 
-from adapters.bulk_actions import BulkActions, plan_bulk
-from adapters.ledger import utc_now
-from adapters.postgres.dispatch import PostgresDispatch
-from adapters.postgres.task_queries import TaskFilter, get_task_row
-from adapters.runtime import Runtime
-from domain.bulk import BulkAction
-from domain.errors import InvalidQuery, InvalidTransition
-from domain.submission import Requester, TaskRequest
-from domain.task import TaskState
+from execution_ledger.adapters.bulk_actions import BulkActions, plan_bulk
+from execution_ledger.adapters.ledger import utc_now
+from execution_ledger.adapters.postgres.dispatch import PostgresDispatch
+from execution_ledger.adapters.postgres.task_queries import TaskFilter, get_task_row
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.bulk import BulkAction
+from execution_ledger.domain.errors import InvalidQuery, InvalidTransition
+from execution_ledger.domain.submission import Requester, TaskRequest
+from execution_ledger.domain.task import TaskState
 from tests.helpers import fail, start, succeed
 
 OPERATOR = Requester(principal="olga", role="admin")

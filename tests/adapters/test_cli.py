@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.cli.main import main
+from execution_ledger.adapters.cli.main import main
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -183,7 +183,7 @@ def test_serve_answers_over_http_runs_tasks_and_stops_on_sigterm() -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     server = subprocess.Popen(
-        [sys.executable, "-m", "adapters.cli.main", "serve", "--port", str(port)],
+        [sys.executable, "-m", "execution_ledger.adapters.cli.main", "serve", "--port", str(port)],
         env=os.environ.copy(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -230,14 +230,14 @@ def test_a_worker_without_projections_runs_tasks_while_another_process_projects(
     import sys
     import time
 
-    from adapters.postgres.task_queries import get_task_row
-    from adapters.runtime import open_runtime
-    from domain.submission import TaskRequest
+    from execution_ledger.adapters.postgres.task_queries import get_task_row
+    from execution_ledger.adapters.runtime import open_runtime
+    from execution_ledger.domain.submission import TaskRequest
 
     runtime = open_runtime(pool_size=1)
     try:
         task = runtime.ledger.enqueue(TaskRequest("add", {"a": 20, "b": 22}))
-        command = [sys.executable, "-m", "adapters.cli.main"]
+        command = [sys.executable, "-m", "execution_ledger.adapters.cli.main"]
         processes = [
             subprocess.Popen(
                 [*command, "projections", "run"],
@@ -283,14 +283,14 @@ def test_a_worker_projects_in_a_lower_priority_child_that_dies_with_it() -> None
 
     import psutil
 
-    from adapters.postgres.task_queries import get_task_row
-    from adapters.runtime import open_runtime
-    from domain.errors import TaskNotFound
-    from domain.submission import TaskRequest
+    from execution_ledger.adapters.postgres.task_queries import get_task_row
+    from execution_ledger.adapters.runtime import open_runtime
+    from execution_ledger.domain.errors import TaskNotFound
+    from execution_ledger.domain.submission import TaskRequest
 
     runtime = open_runtime(pool_size=1)
     worker = subprocess.Popen(
-        [sys.executable, "-m", "adapters.cli.main", "worker"],
+        [sys.executable, "-m", "execution_ledger.adapters.cli.main", "worker"],
         env=os.environ.copy(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -11,20 +11,20 @@ from uuid import UUID
 import pytest
 from eventsourcing.persistence import IntegrityError
 
-from adapters.postgres.concurrent_write import (
+from execution_ledger.adapters.postgres.concurrent_write import (
     AGAIN,
     CONFLICT_TRIES,
     Again,
     KeptChanging,
     retry_on_conflict,
 )
-from adapters.postgres.event_store import EventStore
-from adapters.postgres.projection_runner import ProjectionRunner
-from adapters.runtime import Runtime
-from domain.errors import InvalidTransition
-from domain.submission import TaskRequest
-from domain.task import Task, TaskState
-from projections.readiness import ReadinessGraph
+from execution_ledger.adapters.postgres.event_store import EventStore
+from execution_ledger.adapters.postgres.projection_runner import ProjectionRunner
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.errors import InvalidTransition
+from execution_ledger.domain.submission import TaskRequest
+from execution_ledger.domain.task import Task, TaskState
+from execution_ledger.projections.readiness import ReadinessGraph
 from tests.helpers import succeed
 
 

@@ -9,11 +9,16 @@ from textwrap import dedent
 
 import pytest
 
-from adapters.config_file import ConfigFileError, load_config, locate_key_line, parse_config
+from execution_ledger.adapters.config_file import (
+    ConfigFileError,
+    load_config,
+    locate_key_line,
+    parse_config,
+)
 
 SOURCE = "ledger.toml"
 TOKEN_HASH = hashlib.sha256(b"s3cret-token").hexdigest()
-ECHO = "adapters.executors.builtin_tasks:echo"
+ECHO = "execution_ledger.adapters.executors.builtin_tasks:echo"
 
 
 def refusal(text: str) -> ConfigFileError:

@@ -12,14 +12,14 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from adapters.cli.main import main
-from adapters.config_file import DEFAULT_REGISTRY
-from adapters.postgres.conninfo import redact
-from adapters.postgres.reconnect import listen_options
-from adapters.runtime import open_runtime
-from adapters.settings import load_settings
-from domain.errors import ConfigError
-from domain.submission import TaskRequest
+from execution_ledger.adapters.cli.main import main
+from execution_ledger.adapters.config_file import DEFAULT_REGISTRY
+from execution_ledger.adapters.postgres.conninfo import redact
+from execution_ledger.adapters.postgres.reconnect import listen_options
+from execution_ledger.adapters.runtime import open_runtime
+from execution_ledger.adapters.settings import load_settings
+from execution_ledger.domain.errors import ConfigError
+from execution_ledger.domain.submission import TaskRequest
 from tests.private_postgres import PrivatePostgres, private_postgres
 
 PASSWORD = "s3cret-Pw-9f2"

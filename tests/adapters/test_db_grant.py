@@ -11,11 +11,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from adapters.cli.main import main
-from adapters.postgres.audit import APPEND_ONLY_MESSAGE, verify_chain
-from adapters.postgres.event_store import EVENTS_TABLE
-from adapters.runtime import Runtime, open_runtime
-from domain.submission import TaskRequest
+from execution_ledger.adapters.cli.main import main
+from execution_ledger.adapters.postgres.audit import APPEND_ONLY_MESSAGE, verify_chain
+from execution_ledger.adapters.postgres.event_store import EVENTS_TABLE
+from execution_ledger.adapters.runtime import Runtime, open_runtime
+from execution_ledger.domain.submission import TaskRequest
 from tests.processors.worker_harness import run_nodes_until
 
 

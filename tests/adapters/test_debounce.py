@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 
-from adapters.dataset.replay import Replay
-from adapters.ledger import utc_now
-from adapters.postgres.dispatch import PostgresDispatch
-from adapters.runtime import Runtime, open_runtime
-from domain.coalescing import Debounce
-from domain.errors import InvalidSubmission
-from domain.submission import TaskRequest
-from domain.task import Task
+from execution_ledger.adapters.dataset.replay import Replay
+from execution_ledger.adapters.ledger import utc_now
+from execution_ledger.adapters.postgres.dispatch import PostgresDispatch
+from execution_ledger.adapters.runtime import Runtime, open_runtime
+from execution_ledger.domain.coalescing import Debounce
+from execution_ledger.domain.errors import InvalidSubmission
+from execution_ledger.domain.submission import TaskRequest
+from execution_ledger.domain.task import Task
 
 
 def debounced(

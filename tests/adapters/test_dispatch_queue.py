@@ -11,14 +11,14 @@ from uuid import UUID
 import psycopg
 from psycopg import sql
 
-from adapters.ledger import utc_now
-from adapters.node import WorkerNode
-from adapters.postgres.dispatch import PostgresDispatch
-from adapters.postgres.running import ready_channel
-from adapters.postgres.schema import create_schema
-from adapters.runtime import Runtime, all_projections
-from domain.execution import AttemptOutcome, Failure, Success
-from domain.submission import TaskRequest
+from execution_ledger.adapters.ledger import utc_now
+from execution_ledger.adapters.node import WorkerNode
+from execution_ledger.adapters.postgres.dispatch import PostgresDispatch
+from execution_ledger.adapters.postgres.running import ready_channel
+from execution_ledger.adapters.postgres.schema import create_schema
+from execution_ledger.adapters.runtime import Runtime, all_projections
+from execution_ledger.domain.execution import AttemptOutcome, Failure, Success
+from execution_ledger.domain.submission import TaskRequest
 
 
 def dispatch_of(runtime: Runtime) -> PostgresDispatch:

@@ -6,9 +6,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from adapters.runtime import Runtime
-from domain.errors import InvalidSubmission, TaskNotFound
-from domain.submission import TaskRequest
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.errors import InvalidSubmission, TaskNotFound
+from execution_ledger.domain.submission import TaskRequest
 
 
 def test_a_task_enqueued_in_a_committed_transaction_exists_with_the_callers_rows(

@@ -8,10 +8,10 @@ from uuid import UUID, uuid4
 import pytest
 from eventsourcing.persistence import IntegrityError
 
-from adapters.runtime import Runtime
-from domain.errors import TaskNotFound, UnknownTaskType
-from domain.submission import TaskRequest
-from domain.task import TaskState
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.errors import TaskNotFound, UnknownTaskType
+from execution_ledger.domain.submission import TaskRequest
+from execution_ledger.domain.task import TaskState
 from tests.helpers import now
 
 
@@ -80,7 +80,7 @@ def test_loading_an_unknown_task_says_so(runtime: Runtime) -> None:
 
 
 def test_depending_on_an_unknown_task_id_is_refused_and_changes_nothing(runtime: Runtime) -> None:
-    from domain.errors import UnknownDependency
+    from execution_ledger.domain.errors import UnknownDependency
 
     head = runtime.store.head_position()
     with pytest.raises(UnknownDependency, match="no task"):
@@ -89,7 +89,7 @@ def test_depending_on_an_unknown_task_id_is_refused_and_changes_nothing(runtime:
 
 
 def test_a_reopened_store_reads_what_another_one_wrote(runtime: Runtime) -> None:
-    from adapters.postgres.event_store import EventStore
+    from execution_ledger.adapters.postgres.event_store import EventStore
 
     task = runtime.ledger.enqueue(TaskRequest("add", {"a": 1, "b": 2}))
     other = EventStore(runtime.database_url, runtime.settings.schema, pool_size=1)

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from adapters.runtime import Runtime
-from domain.errors import IdempotencyKeyTaken, InvalidSubmission
-from domain.submission import TaskRequest
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.errors import IdempotencyKeyTaken, InvalidSubmission
+from execution_ledger.domain.submission import TaskRequest
 
 
 def test_a_repeated_enqueue_with_the_same_key_returns_the_first_task(runtime: Runtime) -> None:

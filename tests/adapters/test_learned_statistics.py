@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from adapters.postgres.task_queries import task_type_statistics
-from adapters.runtime import Runtime
-from domain.submission import TaskRequest
+from execution_ledger.adapters.postgres.task_queries import task_type_statistics
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.submission import TaskRequest
 from tests.processors.worker_harness import run_nodes_until
 
 

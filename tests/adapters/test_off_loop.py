@@ -10,8 +10,8 @@ from contextvars import ContextVar
 
 import pytest
 
-from adapters.deadlines import NoConnectionInTime, call_deadline, current_deadline
-from adapters.off_loop import run_off_loop, start_off_loop
+from execution_ledger.adapters.deadlines import NoConnectionInTime, call_deadline, current_deadline
+from execution_ledger.adapters.off_loop import run_off_loop, start_off_loop
 
 _REQUEST: ContextVar[str | None] = ContextVar("request", default=None)
 

@@ -18,9 +18,9 @@ import psutil
 import psycopg
 import pytest
 
-from adapters.node import WorkerNode
-from adapters.runtime import Runtime, open_runtime
-from domain.submission import TaskRequest
+from execution_ledger.adapters.node import WorkerNode
+from execution_ledger.adapters.runtime import Runtime, open_runtime
+from execution_ledger.domain.submission import TaskRequest
 from tests.processors.worker_harness import run_built_nodes_until, wait_until
 
 PROJECTIONS = 4  # task_view, readiness, audit_chain, dataset
@@ -72,7 +72,7 @@ def start_projections_process(rt: Runtime, app: str, out: Path) -> subprocess.Po
     env["LEDGER_SCHEMA"] = rt.settings.schema
     with out.open("wb") as output:
         return subprocess.Popen(
-            [sys.executable, "-m", "adapters.cli.main", "projections", "run"],
+            [sys.executable, "-m", "execution_ledger.adapters.cli.main", "projections", "run"],
             env=env,
             stdout=output,
             stderr=subprocess.STDOUT,

@@ -17,14 +17,14 @@ from uuid import UUID
 import pytest
 from psycopg import sql
 
-from adapters.cli.main import main
-from adapters.ledger import utc_now
-from adapters.node import WorkerNode
-from adapters.postgres.dispatch import PostgresDispatch
-from adapters.postgres.task_queries import TaskFilter, get_task_row, list_tasks
-from adapters.runtime import Runtime, open_runtime
-from domain.errors import SchemaViolation
-from domain.submission import TaskRequest
+from execution_ledger.adapters.cli.main import main
+from execution_ledger.adapters.ledger import utc_now
+from execution_ledger.adapters.node import WorkerNode
+from execution_ledger.adapters.postgres.dispatch import PostgresDispatch
+from execution_ledger.adapters.postgres.task_queries import TaskFilter, get_task_row, list_tasks
+from execution_ledger.adapters.runtime import Runtime, open_runtime
+from execution_ledger.domain.errors import SchemaViolation
+from execution_ledger.domain.submission import TaskRequest
 from tests.adapters.http.live_server import LiveServer
 from tests.processors.worker_harness import run_built_nodes_until, wait_until
 
@@ -57,32 +57,32 @@ CONFIG = textwrap.dedent(
     [task_types.send]
     adapter = "python"
     queue = "mail"
-    settings = { callable = "adapters.executors.builtin_tasks:echo" }
+    settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:echo" }
 
     [task_types.charge]
     adapter = "python"
     queue = "billing"
-    settings = { callable = "adapters.executors.builtin_tasks:echo" }
+    settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:echo" }
 
     [task_types.job]
     adapter = "python"
     queue = "fair"
-    settings = { callable = "adapters.executors.builtin_tasks:echo" }
+    settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:echo" }
 
     [task_types.plain_job]
     adapter = "python"
     queue = "plain"
-    settings = { callable = "adapters.executors.builtin_tasks:echo" }
+    settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:echo" }
 
     [task_types.ping]
     adapter = "python"
     queue = "quick"
-    settings = { callable = "adapters.executors.builtin_tasks:echo" }
+    settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:echo" }
 
     [task_types.shared_job]
     adapter = "python"
     queue = "shared"
-    settings = { callable = "adapters.executors.builtin_tasks:echo" }
+    settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:echo" }
 
     [rate_limits.shared_tenant]
     queue = "shared"

@@ -17,9 +17,9 @@ from uuid import uuid4
 import httpx
 import pytest
 
-from adapters.cli.main import main
-from adapters.config_file import DEFAULT_REGISTRY
-from adapters.runtime import Runtime, open_runtime
+from execution_ledger.adapters.cli.main import main
+from execution_ledger.adapters.config_file import DEFAULT_REGISTRY
+from execution_ledger.adapters.runtime import Runtime, open_runtime
 from tests.adapters.http.live_server import LiveServer
 from tests.private_postgres import PrivatePostgres, free_port
 
@@ -194,7 +194,7 @@ def test_replay_and_audit_verify_read_the_replica_once_it_holds_the_whole_log(
 
 
 def _echo(n: int) -> Any:
-    from domain.submission import TaskRequest
+    from execution_ledger.domain.submission import TaskRequest
 
     return TaskRequest(type_name="echo", args={"n": n})
 

@@ -18,15 +18,15 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from adapters.cli.main import main
-from adapters.postgres.audit import protect_events_table, verify_chain
-from adapters.postgres.event_store import EVENTS_TABLE
-from adapters.postgres.projection_runner import ProjectionRunner
-from adapters.runtime import open_runtime
-from domain.registry_history import registry_history_id
-from domain.simulation.report import Report
-from domain.submission import TaskRequest
-from projections.audit_chain import AuditChain
+from execution_ledger.adapters.cli.main import main
+from execution_ledger.adapters.postgres.audit import protect_events_table, verify_chain
+from execution_ledger.adapters.postgres.event_store import EVENTS_TABLE
+from execution_ledger.adapters.postgres.projection_runner import ProjectionRunner
+from execution_ledger.adapters.runtime import open_runtime
+from execution_ledger.domain.registry_history import registry_history_id
+from execution_ledger.domain.simulation.report import Report
+from execution_ledger.domain.submission import TaskRequest
+from execution_ledger.projections.audit_chain import AuditChain
 from tests.adapters.http.live_server import TOKENS, LiveServer, secured_config
 from tests.helpers import fail, succeed
 
@@ -37,11 +37,11 @@ concurrency = 1
 [task_types.echo]
 adapter = "python"
 queue = "narrow"
-settings = { callable = "adapters.executors.builtin_tasks:echo" }
+settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:echo" }
 
 [task_types.add]
 adapter = "python"
-settings = { callable = "adapters.executors.builtin_tasks:add" }
+settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:add" }
 """
 WIDER = V1.replace("concurrency = 1", "concurrency = 4")
 WITHOUT_ADD = WIDER.split("[task_types.add]")[0]

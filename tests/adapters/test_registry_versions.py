@@ -12,14 +12,14 @@ from uuid import UUID
 
 import pytest
 
-from adapters.cli.main import main
-from adapters.config_file import load_config
-from adapters.registry_follower import registry_versions
-from adapters.runtime import Runtime, open_runtime
-from domain.errors import ConfigError
-from domain.registry_change import RegistryChangeRefused
-from domain.registry_history import RegistryVersionNotFound, registry_history_id
-from domain.submission import TaskRequest
+from execution_ledger.adapters.cli.main import main
+from execution_ledger.adapters.config_file import load_config
+from execution_ledger.adapters.registry_follower import registry_versions
+from execution_ledger.adapters.runtime import Runtime, open_runtime
+from execution_ledger.domain.errors import ConfigError
+from execution_ledger.domain.registry_change import RegistryChangeRefused
+from execution_ledger.domain.registry_history import RegistryVersionNotFound, registry_history_id
+from execution_ledger.domain.submission import TaskRequest
 from tests.adapters.http.live_server import TOKENS, LiveServer, secured_config
 
 V1 = """
@@ -29,13 +29,13 @@ V1 = """
 [task_types.echo]
 adapter = "python"
 queue = "fast"
-settings = { callable = "adapters.executors.builtin_tasks:echo" }
+settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:echo" }
 schema = { type = "object" }
 
 [task_types.add]
 adapter = "python"
 queue = "slow"
-settings = { callable = "adapters.executors.builtin_tasks:add" }
+settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:add" }
 """
 WIDER = V1 + "\n[queues.extra]\nconcurrency = 3\n"
 WITHOUT_ADD = V1.split("[task_types.add]")[0].replace("[queues.slow]\n", "")

@@ -15,16 +15,20 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from adapters.cli.replay import add_replay_parser, cmd_replay, replay_options
-from adapters.dataset import http as dataset_http
-from adapters.dataset.formats import MissingParquetSupport, _json_line, require_parquet
-from adapters.dataset.replay import LogBound, Replay, RowFilter, parse_bound
-from adapters.http.app import build_app
-from adapters.runtime import Runtime
-from domain.errors import InvalidQuery
-from domain.submission import TaskRequest
-from domain.timeouts import TimeoutKind
-from projections.attempt_fold import COLUMNS, AttemptRow
+from execution_ledger.adapters.cli.replay import add_replay_parser, cmd_replay, replay_options
+from execution_ledger.adapters.dataset import http as dataset_http
+from execution_ledger.adapters.dataset.formats import (
+    MissingParquetSupport,
+    _json_line,
+    require_parquet,
+)
+from execution_ledger.adapters.dataset.replay import LogBound, Replay, RowFilter, parse_bound
+from execution_ledger.adapters.http.app import build_app
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.errors import InvalidQuery
+from execution_ledger.domain.submission import TaskRequest
+from execution_ledger.domain.timeouts import TimeoutKind
+from execution_ledger.projections.attempt_fold import COLUMNS, AttemptRow
 from tests.helpers import start
 
 

@@ -19,20 +19,25 @@ import pyarrow.parquet as pq
 import pytest
 from psycopg import sql
 
-from adapters.cli.main import main
-from adapters.config_file import DEFAULT_REGISTRY
-from adapters.dataset.replay import Replay
-from adapters.http.response_schemas import AUDIT_REPORT
-from adapters.postgres.audit import verify_chain
-from adapters.postgres.event_store import EVENTS_TABLE
-from adapters.retention import archive_sql
-from adapters.retention.archiver import Archiver
-from adapters.retention.periodic import archive_periodically
-from adapters.retention.segments import ArchiveBusy, ArchiveDir, ArchiveError, configured_archive
-from adapters.runtime import Runtime, open_runtime
-from domain.access import AccessDenial
-from domain.errors import TaskNotFound, UnknownDependency
-from domain.submission import TaskRequest
+from execution_ledger.adapters.cli.main import main
+from execution_ledger.adapters.config_file import DEFAULT_REGISTRY
+from execution_ledger.adapters.dataset.replay import Replay
+from execution_ledger.adapters.http.response_schemas import AUDIT_REPORT
+from execution_ledger.adapters.postgres.audit import verify_chain
+from execution_ledger.adapters.postgres.event_store import EVENTS_TABLE
+from execution_ledger.adapters.retention import archive_sql
+from execution_ledger.adapters.retention.archiver import Archiver
+from execution_ledger.adapters.retention.periodic import archive_periodically
+from execution_ledger.adapters.retention.segments import (
+    ArchiveBusy,
+    ArchiveDir,
+    ArchiveError,
+    configured_archive,
+)
+from execution_ledger.adapters.runtime import Runtime, open_runtime
+from execution_ledger.domain.access import AccessDenial
+from execution_ledger.domain.errors import TaskNotFound, UnknownDependency
+from execution_ledger.domain.submission import TaskRequest
 from tests.adapters.http.live_server import LiveServer
 from tests.adapters.test_db_grant import create_role, drop_role
 from tests.conftest import write_config

@@ -9,8 +9,12 @@ import threading
 import psycopg
 from psycopg import sql
 
-from adapters.postgres.schema import REVISION_TABLE, create_schema, schema_fingerprint
-from adapters.runtime import Runtime, all_projections
+from execution_ledger.adapters.postgres.schema import (
+    REVISION_TABLE,
+    create_schema,
+    schema_fingerprint,
+)
+from execution_ledger.adapters.runtime import Runtime, all_projections
 
 HANG = 30.0  # seconds: only a hang fails these tests
 

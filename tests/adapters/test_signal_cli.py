@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from adapters.cli.main import main
+from execution_ledger.adapters.cli.main import main
 
 CONFIG = """
 [task_types.gate]
 adapter = "python"
 signals = ["approval"]
-settings = { callable = "adapters.executors.builtin_tasks:echo" }
+settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:echo" }
 """
 
 

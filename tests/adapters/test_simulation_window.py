@@ -15,12 +15,17 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from adapters.cli.main import main
-from adapters.config_file import parse_config
-from adapters.runtime import Runtime
-from adapters.simulation import SimulationRequest, check_settings, simulate, text_sha256
-from domain.errors import InvalidQuery
-from domain.submission import TaskRequest
+from execution_ledger.adapters.cli.main import main
+from execution_ledger.adapters.config_file import parse_config
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.adapters.simulation import (
+    SimulationRequest,
+    check_settings,
+    simulate,
+    text_sha256,
+)
+from execution_ledger.domain.errors import InvalidQuery
+from execution_ledger.domain.submission import TaskRequest
 from tests.processors.worker_harness import run_workload, runtime_with_config
 
 CONFIG = """
@@ -30,16 +35,16 @@ concurrency = 2
 [task_types.nap]
 adapter = "python"
 queue = "narrow"
-settings = { callable = "adapters.executors.builtin_tasks:sleep" }
+settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:sleep" }
 
 [task_types.laned]
 adapter = "python"
 lane = "agent:1"
-settings = { callable = "adapters.executors.builtin_tasks:sleep" }
+settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:sleep" }
 
 [task_types.fail]
 adapter = "python"
-settings = { callable = "adapters.executors.builtin_tasks:fail" }
+settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:fail" }
 retry = { max_attempts = 2, backoff_initial = "100ms", jitter = 0.0 }
 """
 WIDER = CONFIG.replace("concurrency = 2", "concurrency = 8")

@@ -12,13 +12,13 @@ from typing import Any
 import psycopg
 import pytest
 
-from adapters.ledger import utc_now
-from adapters.postgres.dispatch import PostgresDispatch
-from adapters.runtime import Runtime, open_runtime
-from domain.errors import InvalidSubmission, SingletonKeyTaken
-from domain.execution import AttemptOutcome, Failure, Success
-from domain.submission import TaskRequest
-from domain.task import Task
+from execution_ledger.adapters.ledger import utc_now
+from execution_ledger.adapters.postgres.dispatch import PostgresDispatch
+from execution_ledger.adapters.runtime import Runtime, open_runtime
+from execution_ledger.domain.errors import InvalidSubmission, SingletonKeyTaken
+from execution_ledger.domain.execution import AttemptOutcome, Failure, Success
+from execution_ledger.domain.submission import TaskRequest
+from execution_ledger.domain.task import Task
 from tests.adapters.test_write_path import held_first_commit, run_all
 from tests.conftest import write_config
 from tests.helpers import now, start
@@ -241,7 +241,7 @@ concurrency = 4
 
 [task_types.sync]
 adapter = "python"
-settings = { callable = "adapters.executors.builtin_tasks:echo" }
+settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:echo" }
 singleton = "sync:{account}"
 """
 

@@ -16,12 +16,12 @@ import psycopg
 import pytest
 from eventsourcing.persistence import IntegrityError
 
-from adapters.ledger import SYSTEM
-from adapters.postgres.recorder import Statement
-from adapters.runtime import Runtime
-from domain.errors import LedgerError
-from domain.submission import TaskRequest
-from domain.task import Task
+from execution_ledger.adapters.ledger import SYSTEM
+from execution_ledger.adapters.postgres.recorder import Statement
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.errors import LedgerError
+from execution_ledger.domain.submission import TaskRequest
+from execution_ledger.domain.task import Task
 
 BLOCKER_KEY = 740_031
 

@@ -25,8 +25,8 @@ from typing import Any
 import httpx
 from psycopg import sql
 
-from adapters.runtime import Runtime
-from domain.submission import TaskRequest
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.submission import TaskRequest
 from tests.adapters.http.live_server import LiveServer
 from tests.bench.common import fresh_runtime
 

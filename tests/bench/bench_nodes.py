@@ -35,7 +35,7 @@ concurrency = 1000
 
 [task_types.echo]
 adapter = "python"
-settings = { callable = "adapters.executors.builtin_tasks:echo" }
+settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:echo" }
 """
 NODE_CONCURRENCY = 50
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 
-from adapters.runtime import Runtime
-from domain.submission import TaskRequest
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.submission import TaskRequest
 from tests.bench.common import fresh_runtime, raw_insert_rate
 
 WIDTH = 100

@@ -32,8 +32,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from adapters.runtime import Runtime
-from domain.submission import TaskRequest
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.submission import TaskRequest
 from tests.bench.common import fresh_runtime
 
 GRAPH = 5000
@@ -95,8 +95,8 @@ def replay_in_child(out: Path, fmt: str) -> dict[str, float]:
 
 
 def child(out: Path, fmt: str) -> None:
-    from adapters.dataset.replay import Replay
-    from adapters.runtime import open_runtime
+    from execution_ledger.adapters.dataset.replay import Replay
+    from execution_ledger.adapters.runtime import open_runtime
 
     runtime = open_runtime(pool_size=2)
     try:

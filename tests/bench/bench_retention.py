@@ -36,14 +36,14 @@ import httpx
 import psycopg
 from psycopg import sql
 
-from adapters.config_file import DEFAULT_REGISTRY
-from adapters.ledger import utc_now
-from adapters.postgres.dispatch import PostgresDispatch
-from adapters.retention.archiver import Archiver
-from adapters.retention.segments import configured_archive
-from adapters.runtime import Runtime
-from domain.execution import AttemptOutcome, ClaimedAttempt, Success
-from domain.submission import TaskRequest
+from execution_ledger.adapters.config_file import DEFAULT_REGISTRY
+from execution_ledger.adapters.ledger import utc_now
+from execution_ledger.adapters.postgres.dispatch import PostgresDispatch
+from execution_ledger.adapters.retention.archiver import Archiver
+from execution_ledger.adapters.retention.segments import configured_archive
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.execution import AttemptOutcome, ClaimedAttempt, Success
+from execution_ledger.domain.submission import TaskRequest
 from tests.adapters.http.live_server import LiveServer
 from tests.bench.common import fresh_runtime
 

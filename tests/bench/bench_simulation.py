@@ -28,13 +28,18 @@ import tracemalloc
 from collections.abc import Iterator
 from uuid import UUID
 
-from adapters.config_file import parse_config
-from adapters.simulation import SimulationRequest, check_settings, simulate, text_sha256
-from domain.registry import Registry
-from domain.simulation.engine import SimSettings, Simulation
-from domain.simulation.report import ReportBuilder
-from domain.simulation.workload import RecordedAttempt, Submission
-from domain.submission import TaskRequest
+from execution_ledger.adapters.config_file import parse_config
+from execution_ledger.adapters.simulation import (
+    SimulationRequest,
+    check_settings,
+    simulate,
+    text_sha256,
+)
+from execution_ledger.domain.registry import Registry
+from execution_ledger.domain.simulation.engine import SimSettings, Simulation
+from execution_ledger.domain.simulation.report import ReportBuilder
+from execution_ledger.domain.simulation.workload import RecordedAttempt, Submission
+from execution_ledger.domain.submission import TaskRequest
 from tests.bench.common import fresh_runtime
 
 DAY_REGISTRY = """
@@ -48,14 +53,14 @@ limit = 1
 
 [task_types.quick]
 adapter = "python"
-settings = { callable = "adapters.executors.builtin_tasks:echo" }
+settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:echo" }
 [task_types.report]
 adapter = "python"
 queue = "narrow"
-settings = { callable = "adapters.executors.builtin_tasks:echo" }
+settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:echo" }
 [task_types.agent]
 adapter = "python"
-settings = { callable = "adapters.executors.builtin_tasks:echo" }
+settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:echo" }
 retry = { max_attempts = 3, backoff_initial = 1.0 }
 """
 LOG_REGISTRY = """
@@ -65,20 +70,20 @@ concurrency = 3
 [task_types.nap]
 adapter = "python"
 queue = "narrow"
-settings = { callable = "adapters.executors.builtin_tasks:sleep" }
+settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:sleep" }
 
 [task_types.laned]
 adapter = "python"
 lane = "agent:1"
-settings = { callable = "adapters.executors.builtin_tasks:sleep" }
+settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:sleep" }
 
 [task_types.quick]
 adapter = "python"
-settings = { callable = "adapters.executors.builtin_tasks:echo" }
+settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:echo" }
 
 [task_types.fail]
 adapter = "python"
-settings = { callable = "adapters.executors.builtin_tasks:fail" }
+settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:fail" }
 retry = { max_attempts = 2, backoff_initial = "50ms", jitter = 0.0 }
 """
 T0 = 1_800_000_000.0

@@ -33,8 +33,8 @@ from uuid import UUID
 
 from psycopg import sql
 
-from adapters.runtime import Runtime
-from domain.submission import TaskRequest
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.submission import TaskRequest
 from tests.bench.common import fresh_runtime, percentile, raw_insert_rate
 from tests.bench.node_process import NodeProcesses
 
@@ -44,7 +44,7 @@ concurrency = 1000
 
 [task_types.noop]
 adapter = "python"
-settings = { callable = "adapters.executors.builtin_tasks:noop" }
+settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:noop" }
 
 [task_types.stamp]
 adapter = "python"

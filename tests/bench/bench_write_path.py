@@ -29,10 +29,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from adapters.ledger import SYSTEM
-from adapters.runtime import Runtime, open_runtime
-from domain.access import AccessDenial
-from domain.submission import TaskRequest
+from execution_ledger.adapters.ledger import SYSTEM
+from execution_ledger.adapters.runtime import Runtime, open_runtime
+from execution_ledger.domain.access import AccessDenial
+from execution_ledger.domain.submission import TaskRequest
 from tests.bench.common import free_port, fresh_runtime, raw_insert_rate
 from tests.bench.http_load import LoadResult, run_load
 from tests.bench.http_servers import ceiling_table_statement, running
@@ -44,7 +44,7 @@ paused = true
 
 [task_types.echo]
 adapter = "python"
-settings = { callable = "adapters.executors.builtin_tasks:echo" }
+settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:echo" }
 """
 CEILING_TABLE = "bench_http_ceiling"
 RAW_EVENTS_TABLE = "bench_raw_events"

@@ -15,8 +15,8 @@ import functools
 import time
 from typing import Any
 
-from adapters.runtime import Runtime, open_runtime
-from domain.submission import TaskRequest
+from execution_ledger.adapters.runtime import Runtime, open_runtime
+from execution_ledger.domain.submission import TaskRequest
 
 
 @functools.cache

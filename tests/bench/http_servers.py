@@ -77,8 +77,8 @@ def ceiling_app(database_url: str, schema: str, table: str) -> web.Application:
 
 async def serve_api(port: int) -> None:
     """The ledger's HTTP API alone, until SIGTERM."""
-    from adapters.http.app import serve_http
-    from adapters.runtime import open_runtime
+    from execution_ledger.adapters.http.app import serve_http
+    from execution_ledger.adapters.runtime import open_runtime
 
     runtime = open_runtime()
     stop = asyncio.Event()
@@ -91,7 +91,7 @@ async def serve_api(port: int) -> None:
 
 def command(kind: str, port: int, schema: str = "", table: str = "") -> list[str]:
     if kind == "ledger":  # ``ledger serve``, as the console script runs it
-        return [sys.executable, "-m", "adapters.cli.main", "serve", "--port", str(port)]
+        return [sys.executable, "-m", "execution_ledger.adapters.cli.main", "serve", "--port", str(port)]
     extra = ["--schema", schema, "--table", table] if kind == "ceiling" else []
     return [sys.executable, "-m", "tests.bench.http_servers", kind, "--port", str(port), *extra]
 

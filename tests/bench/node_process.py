@@ -23,8 +23,8 @@ STOP_TIMEOUT = 60.0
 
 def run_node(concurrency: int, ready: Any, go: Any, stop: Any) -> None:
     """The child: open the runtime, say ready, wait for go, run the node until stop."""
-    from adapters.node import WorkerNode
-    from adapters.runtime import open_runtime
+    from execution_ledger.adapters.node import WorkerNode
+    from execution_ledger.adapters.runtime import open_runtime
 
     runtime = open_runtime()
     node = WorkerNode(runtime, concurrency=concurrency, projection_process=True)

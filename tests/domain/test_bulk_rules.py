@@ -8,9 +8,15 @@ from uuid import uuid4
 
 import pytest
 
-from domain.bulk import BulkAction, BulkKind, apply_change, check_state_filter, plan_change
-from domain.errors import InvalidQuery, InvalidTransition
-from domain.task import Task
+from execution_ledger.domain.bulk import (
+    BulkAction,
+    BulkKind,
+    apply_change,
+    check_state_filter,
+    plan_change,
+)
+from execution_ledger.domain.errors import InvalidQuery, InvalidTransition
+from execution_ledger.domain.task import Task
 from tests.domain.test_task_lifecycle import NOW, REGISTRY, brought_to, events_of, task_in
 
 BULK = uuid4()

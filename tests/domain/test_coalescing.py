@@ -9,7 +9,7 @@ from uuid import uuid4
 
 import pytest
 
-from domain.coalescing import (
+from execution_ledger.domain.coalescing import (
     Debounce,
     coalescing_of,
     debounce_from_text,
@@ -17,10 +17,10 @@ from domain.coalescing import (
     debounced_start,
     render_key,
 )
-from domain.errors import ConfigError, InvalidSubmission, InvalidTransition
-from domain.registry import build_registry
-from domain.submission import Requester, SubmissionContext, TaskRequest, plan_tasks
-from domain.task import Task
+from execution_ledger.domain.errors import ConfigError, InvalidSubmission, InvalidTransition
+from execution_ledger.domain.registry import build_registry
+from execution_ledger.domain.submission import Requester, SubmissionContext, TaskRequest, plan_tasks
+from execution_ledger.domain.task import Task
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 

@@ -9,8 +9,8 @@ from uuid import UUID
 
 import pytest
 
-from domain.dependencies import UNBLOCK, Skip, Unblock, apply_release, release_of
-from domain.task import TaskState
+from execution_ledger.domain.dependencies import UNBLOCK, Skip, Unblock, apply_release, release_of
+from execution_ledger.domain.task import TaskState
 from tests.domain.test_task_lifecycle import UNFINISHED_DEPENDENCY, brought_to, events_of
 
 A, B, C = UUID(int=1), UUID(int=2), UUID(int=3)

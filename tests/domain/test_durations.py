@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from domain.durations import parse_duration
-from domain.errors import ConfigError
+from execution_ledger.domain.durations import parse_duration
+from execution_ledger.domain.errors import ConfigError
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from domain.errors import InvalidSubmission
-from domain.graph_json import graph_requests, task_requests
+from execution_ledger.domain.errors import InvalidSubmission
+from execution_ledger.domain.graph_json import graph_requests, task_requests
 
 
 def test_a_graph_becomes_requests_with_every_field_it_names() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from domain.learning import MIN_SUCCESSES, suggest_start_to_close
+from execution_ledger.domain.learning import MIN_SUCCESSES, suggest_start_to_close
 
 
 def test_too_little_history_suggests_nothing() -> None:

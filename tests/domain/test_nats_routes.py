@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from domain.errors import ConfigError
-from domain.nats_routes import build_nats_settings, subjects_overlap
+from execution_ledger.domain.errors import ConfigError
+from execution_ledger.domain.nats_routes import build_nats_settings, subjects_overlap
 
 TYPES = {"a": object(), "b": object()}
 

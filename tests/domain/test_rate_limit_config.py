@@ -11,10 +11,10 @@ from uuid import UUID
 
 import pytest
 
-from domain.errors import ConfigError, SchemaViolation
-from domain.rate_limits import RateLimit, format_period
-from domain.registry import build_registry
-from domain.submission import Requester, SubmissionContext, TaskRequest, plan_tasks
+from execution_ledger.domain.errors import ConfigError, SchemaViolation
+from execution_ledger.domain.rate_limits import RateLimit, format_period
+from execution_ledger.domain.registry import build_registry
+from execution_ledger.domain.submission import Requester, SubmissionContext, TaskRequest, plan_tasks
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 

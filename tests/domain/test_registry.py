@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from domain.errors import ConfigError
-from domain.registry import QueueConfig, build_registry
-from domain.retry import RetryPolicy
-from domain.timeouts import TimeoutOverrides, Timeouts
+from execution_ledger.domain.errors import ConfigError
+from execution_ledger.domain.registry import QueueConfig, build_registry
+from execution_ledger.domain.retry import RetryPolicy
+from execution_ledger.domain.timeouts import TimeoutOverrides, Timeouts
 
 TOKEN_HASH = hashlib.sha256(b"s3cret-token").hexdigest()
 

@@ -9,12 +9,12 @@ from uuid import uuid4
 
 import pytest
 
-from domain.errors import InvalidTransition
-from domain.registry import build_registry
-from domain.registry_change import LiveWork, breaking_changes, types_to_check
-from domain.registry_diff import diff_documents, diff_summary, path_text
-from domain.registry_document import document_digest, registry_document
-from domain.registry_history import RegistryHistory
+from execution_ledger.domain.errors import InvalidTransition
+from execution_ledger.domain.registry import build_registry
+from execution_ledger.domain.registry_change import LiveWork, breaking_changes, types_to_check
+from execution_ledger.domain.registry_diff import diff_documents, diff_summary, path_text
+from execution_ledger.domain.registry_document import document_digest, registry_document
+from execution_ledger.domain.registry_history import RegistryHistory
 
 HASH = "a" * 64
 FILE = f"""

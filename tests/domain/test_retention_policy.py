@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from domain.errors import ConfigError
-from domain.retention import DEFAULT_SEGMENT_EVENTS, build_retention
+from execution_ledger.domain.errors import ConfigError
+from execution_ledger.domain.retention import DEFAULT_SEGMENT_EVENTS, build_retention
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 

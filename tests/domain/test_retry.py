@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from domain.errors import ConfigError
-from domain.retry import RetryPolicy
+from execution_ledger.domain.errors import ConfigError
+from execution_ledger.domain.retry import RetryPolicy
 
 NO_JITTER = RetryPolicy(backoff_initial=1.0, backoff_multiplier=2.0, backoff_max=300.0, jitter=0)
 

@@ -8,16 +8,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from domain.errors import (
+from execution_ledger.domain.errors import (
     ConfigError,
     Forbidden,
     InvalidSchedule,
     InvalidTransition,
     UnknownSchedule,
 )
-from domain.registry import build_registry
-from domain.schedule_control import ScheduleControl
-from domain.schedule_definitions import (
+from execution_ledger.domain.registry import build_registry
+from execution_ledger.domain.schedule_control import ScheduleControl
+from execution_ledger.domain.schedule_definitions import (
     check_backfill_range,
     check_schedule_rights,
     checked_definition,
@@ -25,9 +25,9 @@ from domain.schedule_definitions import (
     tick_request,
     updated_definition,
 )
-from domain.schedules import Overlap, Schedule, build_schedule
-from domain.submission import Requester
-from domain.task import TaskState
+from execution_ledger.domain.schedules import Overlap, Schedule, build_schedule
+from execution_ledger.domain.submission import Requester
+from execution_ledger.domain.task import TaskState
 
 REGISTRY = build_registry(
     {

@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from domain.errors import ConfigError
-from domain.registry import build_registry
-from domain.schedules import CatchUp, Schedule
+from execution_ledger.domain.errors import ConfigError
+from execution_ledger.domain.registry import build_registry
+from execution_ledger.domain.schedules import CatchUp, Schedule
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

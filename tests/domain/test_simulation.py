@@ -8,10 +8,10 @@ import tomllib
 from typing import Any
 from uuid import UUID, uuid4
 
-from domain.registry import Registry, build_registry
-from domain.simulation.engine import SimSettings, Simulation, TaskOutcome
-from domain.simulation.report import ReportBuilder
-from domain.simulation.workload import RecordedAttempt, Submission
+from execution_ledger.domain.registry import Registry, build_registry
+from execution_ledger.domain.simulation.engine import SimSettings, Simulation, TaskOutcome
+from execution_ledger.domain.simulation.report import ReportBuilder
+from execution_ledger.domain.simulation.workload import RecordedAttempt, Submission
 
 T0 = 1_800_000_000.0
 

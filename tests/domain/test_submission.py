@@ -13,7 +13,7 @@ from uuid import UUID
 
 import pytest
 
-from domain.errors import (
+from execution_ledger.domain.errors import (
     ConfigError,
     DependencyCycle,
     Forbidden,
@@ -22,8 +22,8 @@ from domain.errors import (
     UnknownDependency,
     UnknownTaskType,
 )
-from domain.registry import build_registry
-from domain.submission import (
+from execution_ledger.domain.registry import build_registry
+from execution_ledger.domain.submission import (
     MAX_ARGS_BYTES,
     Requester,
     SubmissionContext,
@@ -32,8 +32,8 @@ from domain.submission import (
     plan_tasks,
     render_lane,
 )
-from domain.task import Task, TaskState
-from domain.timeouts import TimeoutOverrides
+from execution_ledger.domain.task import Task, TaskState
+from execution_ledger.domain.timeouts import TimeoutOverrides
 
 NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 STORED = UUID("00000000-0000-0000-0000-00000000abcd")
@@ -590,7 +590,7 @@ def test_a_type_name_with_a_trailing_newline_is_refused() -> None:
 
 
 def test_request_timeouts_beyond_a_year_are_refused() -> None:
-    from domain.timeouts import TimeoutOverrides
+    from execution_ledger.domain.timeouts import TimeoutOverrides
 
     with pytest.raises(InvalidSubmission, match=r"timeouts\.start_to_close must be from 0 to a year"):
         submit(TaskRequest("echo", timeouts=TimeoutOverrides(start_to_close=1e12)))

@@ -10,11 +10,11 @@ from uuid import UUID
 
 import pytest
 
-from domain.errors import InvalidTransition
-from domain.registry import build_registry
-from domain.submission import Requester, SubmissionContext, TaskRequest, plan_tasks
-from domain.task import Task, TaskState, event_name
-from domain.timeouts import TimeoutKind
+from execution_ledger.domain.errors import InvalidTransition
+from execution_ledger.domain.registry import build_registry
+from execution_ledger.domain.submission import Requester, SubmissionContext, TaskRequest, plan_tasks
+from execution_ledger.domain.task import Task, TaskState, event_name
+from execution_ledger.domain.timeouts import TimeoutKind
 
 NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 LATER = NOW + timedelta(minutes=5)

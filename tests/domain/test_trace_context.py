@@ -10,12 +10,12 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from adapters.config_file import DEFAULT_REGISTRY, parse_config
-from domain.children import plan_children
-from domain.execution import Spawn
-from domain.submission import Requester, SubmissionContext, TaskRequest, plan_tasks
-from domain.task import Task
-from domain.trace_context import (
+from execution_ledger.adapters.config_file import DEFAULT_REGISTRY, parse_config
+from execution_ledger.domain.children import plan_children
+from execution_ledger.domain.execution import Spawn
+from execution_ledger.domain.submission import Requester, SubmissionContext, TaskRequest, plan_tasks
+from execution_ledger.domain.task import Task
+from execution_ledger.domain.trace_context import (
     TraceContext,
     attempt_context,
     attempt_span_id,

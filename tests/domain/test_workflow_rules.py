@@ -10,13 +10,13 @@ from uuid import uuid4
 
 import pytest
 
-from adapters.executors.progress_lines import ProgressLines, parse_progress_line
-from domain.children import spawn_of
-from domain.errors import ConfigError, InvalidSubmission
-from domain.execution import Success
-from domain.inputs import resolve_inputs
-from domain.registry import build_registry
-from domain.task import Task, TaskState
+from execution_ledger.adapters.executors.progress_lines import ProgressLines, parse_progress_line
+from execution_ledger.domain.children import spawn_of
+from execution_ledger.domain.errors import ConfigError, InvalidSubmission
+from execution_ledger.domain.execution import Success
+from execution_ledger.domain.inputs import resolve_inputs
+from execution_ledger.domain.registry import build_registry
+from execution_ledger.domain.task import Task, TaskState
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from domain.submission import TaskRequest
+from execution_ledger.domain.submission import TaskRequest
 from tests.processors.worker_harness import run_nodes_until, runtime_with_config
 
 CONFIG = textwrap.dedent(

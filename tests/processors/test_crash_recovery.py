@@ -16,11 +16,11 @@ from uuid import UUID
 import psutil
 import pytest
 
-from adapters.ledger import utc_now
-from adapters.postgres.timeouts import PostgresTimeouts
-from adapters.runtime import Runtime
-from domain.submission import TaskRequest
-from domain.task import TaskState
+from execution_ledger.adapters.ledger import utc_now
+from execution_ledger.adapters.postgres.timeouts import PostgresTimeouts
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.submission import TaskRequest
+from execution_ledger.domain.task import TaskState
 from tests.processors.worker_harness import run_nodes_until, runtime_with_config
 
 HEARTBEAT = 2.0
@@ -62,7 +62,7 @@ def rt(ledger_env: None, config_path: Path) -> Iterator[Runtime]:
 
 def start_worker_process(config_path: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "adapters.cli.main", "--config", str(config_path), "worker"],
+        [sys.executable, "-m", "execution_ledger.adapters.cli.main", "--config", str(config_path), "worker"],
         env=os.environ.copy(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

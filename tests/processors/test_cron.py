@@ -11,18 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from adapters.postgres.schedule_clock import PostgresScheduleClock
-from adapters.postgres.task_queries import TaskFilter, list_tasks
-from adapters.runtime import Runtime
-from domain.task import TaskState
-from processors.cron import CronScheduler
+from execution_ledger.adapters.postgres.schedule_clock import PostgresScheduleClock
+from execution_ledger.adapters.postgres.task_queries import TaskFilter, list_tasks
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.task import TaskState
+from execution_ledger.processors.cron import CronScheduler
 from tests.processors.worker_harness import run_nodes_until, runtime_with_config
 
 CONFIG = textwrap.dedent(
     """
     [task_types.beat]
     adapter = "python"
-    settings = { callable = "adapters.executors.builtin_tasks:echo" }
+    settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:echo" }
 
     [schedules.minutely]
     cron = "* * * * *"
@@ -134,7 +134,7 @@ def test_a_running_node_enqueues_and_runs_the_ticks(ledger_env: None, tmp_path: 
 
 
 def test_a_paused_schedule_fires_nothing_and_does_not_catch_up_when_resumed(rt: Runtime) -> None:
-    from domain.errors import InvalidTransition, UnknownSchedule
+    from execution_ledger.domain.errors import InvalidTransition, UnknownSchedule
 
     clock = Clock(T0)
     scheduler(rt, clock).run_once()

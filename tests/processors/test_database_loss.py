@@ -22,9 +22,9 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from adapters.runtime import Runtime
-from domain.submission import TaskRequest
-from domain.task import TaskState
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.submission import TaskRequest
+from execution_ledger.domain.task import TaskState
 from tests.processors.worker_harness import runtime_with_config, wait_until
 
 CONFIG = textwrap.dedent(
@@ -40,7 +40,7 @@ CONFIG = textwrap.dedent(
 
     [task_types.quick]
     adapter = "python"
-    settings = { callable = "adapters.executors.builtin_tasks:echo" }
+    settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:echo" }
     """
 )
 
@@ -54,7 +54,7 @@ class Node:
         env = dict(os.environ, PGAPPNAME=self.app)
         env["LEDGER_DATABASE_URL"] = rt.database_url
         env["LEDGER_SCHEMA"] = rt.settings.schema
-        command = [sys.executable, "-m", "adapters.cli.main", "--config", str(config)]
+        command = [sys.executable, "-m", "execution_ledger.adapters.cli.main", "--config", str(config)]
         command += ["worker", "--concurrency", str(concurrency)]
         with log.open("wb") as out:
             self.process = subprocess.Popen(command, env=env, stdout=out, stderr=out)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from adapters.postgres.task_queries import ready_tasks
-from adapters.runtime import Runtime
-from domain.submission import TaskRequest
-from domain.task import TaskState
+from execution_ledger.adapters.postgres.task_queries import ready_tasks
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.submission import TaskRequest
+from execution_ledger.domain.task import TaskState
 from tests.helpers import fail, succeed
 from tests.projections.test_task_view import dump
 

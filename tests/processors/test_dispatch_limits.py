@@ -15,10 +15,10 @@ from uuid import UUID
 
 import pytest
 
-from adapters.node import WorkerNode
-from adapters.runtime import Runtime
-from domain.submission import TaskRequest
-from domain.task import TaskState
+from execution_ledger.adapters.node import WorkerNode
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.submission import TaskRequest
+from execution_ledger.domain.task import TaskState
 from tests.processors.worker_harness import (
     run_built_nodes_until,
     run_nodes_until,
@@ -49,29 +49,29 @@ CONFIG = textwrap.dedent(
     [task_types.nap_alpha]
     adapter = "python"
     queue = "alpha"
-    settings = { callable = "adapters.executors.builtin_tasks:sleep" }
+    settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:sleep" }
 
     [task_types.nap_beta]
     adapter = "python"
     queue = "beta"
-    settings = { callable = "adapters.executors.builtin_tasks:sleep" }
+    settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:sleep" }
 
     [task_types.nap_wide]
     adapter = "python"
     queue = "wide_a"
-    settings = { callable = "adapters.executors.builtin_tasks:sleep" }
+    settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:sleep" }
 
     [task_types.bulk_a]
     adapter = "python"
     queue = "wide_a"
     lane = "bulk:{batch}"
-    settings = { callable = "adapters.executors.builtin_tasks:sleep" }
+    settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:sleep" }
 
     [task_types.bulk_b]
     adapter = "python"
     queue = "wide_b"
     lane = "bulk:{batch}"
-    settings = { callable = "adapters.executors.builtin_tasks:sleep" }
+    settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:sleep" }
     """
 )
 NAP = 0.4

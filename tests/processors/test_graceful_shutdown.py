@@ -22,10 +22,10 @@ from uuid import UUID
 import psutil
 import pytest
 
-from adapters.node import WorkerNode
-from adapters.postgres.event_store import RecordedEvent
-from adapters.runtime import Runtime
-from domain.submission import TaskRequest
+from execution_ledger.adapters.node import WorkerNode
+from execution_ledger.adapters.postgres.event_store import RecordedEvent
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.submission import TaskRequest
 from tests.processors.worker_harness import runtime_with_config
 
 CONFIG = textwrap.dedent(
@@ -158,7 +158,7 @@ def test_an_attempt_given_the_grace_period_ends_with_its_own_result_not_a_heartb
         [
             sys.executable,
             "-m",
-            "adapters.cli.main",
+            "execution_ledger.adapters.cli.main",
             "--config",
             str(config_path),
             "worker",

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from psycopg import sql
 
-from adapters.config_file import ConfigFileError, learn_hooks_of
-from adapters.postgres.learn_feed import PostgresDatasetFeed
-from adapters.runtime import Runtime
-from domain.submission import TaskRequest
-from processors.learn_hooks import LearnHookFailed, LearnHooks
+from execution_ledger.adapters.config_file import ConfigFileError, learn_hooks_of
+from execution_ledger.adapters.postgres.learn_feed import PostgresDatasetFeed
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.submission import TaskRequest
+from execution_ledger.processors.learn_hooks import LearnHookFailed, LearnHooks
 from tests.processors import learn_hook_fixtures as fixtures
 from tests.processors.worker_harness import run_nodes_until, runtime_with_config
 
@@ -23,18 +23,18 @@ CONFIG = textwrap.dedent(
     """
     [task_types.add]
     adapter = "python"
-    settings = { callable = "adapters.executors.builtin_tasks:add" }
+    settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:add" }
     learn_hook = "tests.processors.learn_hook_fixtures:remember"
 
     [task_types.flaky]
     adapter = "python"
-    settings = { callable = "adapters.executors.builtin_tasks:fail" }
+    settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:fail" }
     retry = { max_attempts = 2, backoff_initial = "50ms" }
     learn_hook = "tests.processors.learn_hook_fixtures:count_in_database"
 
     [task_types.echo]
     adapter = "python"
-    settings = { callable = "adapters.executors.builtin_tasks:echo" }
+    settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:echo" }
     """
 )
 
@@ -156,9 +156,9 @@ def test_hooks_can_be_rerun_from_a_position(rt: Runtime) -> None:
 
 
 def test_a_learn_hook_that_does_not_import_is_refused_at_start(tmp_path: Path) -> None:
-    from adapters.config_file import parse_config
+    from execution_ledger.adapters.config_file import parse_config
 
-    text = '[task_types.t]\nadapter = "python"\nsettings = { callable = "adapters.executors.builtin_tasks:echo" }\nlearn_hook = "no.such:hook"\n'
+    text = '[task_types.t]\nadapter = "python"\nsettings = { callable = "execution_ledger.adapters.executors.builtin_tasks:echo" }\nlearn_hook = "no.such:hook"\n'
     with pytest.raises(ConfigFileError, match=r"cannot import 'no\.such'") as caught:
         parse_config(text, "ledger.toml")
     assert caught.value.line == 4
@@ -196,7 +196,7 @@ def test_an_async_hook_is_run_to_its_end() -> None:
 
 
 def ledger(capsys: pytest.CaptureFixture[str], tmp_path: Path, *argv: str) -> tuple[int, str]:
-    from adapters.cli.main import main
+    from execution_ledger.adapters.cli.main import main
 
     code = main(["--config", str(tmp_path / "ledger.toml"), *argv])
     out, err = capsys.readouterr()
@@ -238,7 +238,7 @@ def test_ledger_learn_refuses_bad_input_and_changes_nothing(
 
 @pytest.mark.usefixtures("ledger_env")
 def test_ledger_learn_without_hooks_says_so(capsys: pytest.CaptureFixture[str]) -> None:
-    from adapters.cli.main import main
+    from execution_ledger.adapters.cli.main import main
 
     assert main(["learn", "status"]) == 2
     assert "no task type has a learn_hook" in capsys.readouterr().err

@@ -13,9 +13,9 @@ from uuid import uuid4
 
 import pytest
 
-from adapters.runtime import Runtime
-from domain.submission import TaskRequest
-from domain.task import TaskState
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.submission import TaskRequest
+from execution_ledger.domain.task import TaskState
 from tests.adapters.http.live_server import LiveServer
 from tests.private_postgres import PrivatePostgres, private_postgres
 from tests.processors.worker_harness import runtime_with_config, wait_until

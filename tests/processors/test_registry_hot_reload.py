@@ -14,15 +14,15 @@ from typing import Any
 
 import pytest
 
-from adapters.config_file import load_config
-from adapters.node import WorkerNode
-from adapters.postgres import task_queries
-from adapters.registry_follower import registry_versions
-from adapters.runtime import Runtime, open_runtime
-from domain.registry_change import RegistryChangeRefused
-from domain.registry_history import registry_history_id
-from domain.submission import TaskRequest
-from domain.task import TaskState
+from execution_ledger.adapters.config_file import load_config
+from execution_ledger.adapters.node import WorkerNode
+from execution_ledger.adapters.postgres import task_queries
+from execution_ledger.adapters.registry_follower import registry_versions
+from execution_ledger.adapters.runtime import Runtime, open_runtime
+from execution_ledger.domain.registry_change import RegistryChangeRefused
+from execution_ledger.domain.registry_history import registry_history_id
+from execution_ledger.domain.submission import TaskRequest
+from execution_ledger.domain.task import TaskState
 from tests.adapters.http.live_server import LiveServer
 
 V1 = """
@@ -30,7 +30,7 @@ V1 = """
 
 [task_types.echo]
 adapter = "python"
-settings = { callable = "adapters.executors.builtin_tasks:echo" }
+settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:echo" }
 """
 V2 = (
     V1
@@ -41,7 +41,7 @@ concurrency = 2
 [task_types.greet]
 adapter = "python"
 queue = "extra"
-settings = { callable = "adapters.executors.builtin_tasks:echo" }
+settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:echo" }
 """
 )
 

@@ -13,27 +13,32 @@ from pathlib import Path
 
 import pytest
 
-from adapters.postgres.schedule_clock import PostgresScheduleClock
-from adapters.postgres.schedule_runs import PostgresScheduleRuns
-from adapters.postgres.schedule_tables import PostgresScheduleBook
-from adapters.postgres.task_queries import TaskFilter, list_tasks
-from adapters.runtime import Runtime
-from adapters.schedules import Schedules
-from domain.errors import Forbidden, InvalidSchedule, InvalidTransition, UnknownSchedule
-from domain.submission import Requester
-from processors.cron import CronScheduler, Fired
+from execution_ledger.adapters.postgres.schedule_clock import PostgresScheduleClock
+from execution_ledger.adapters.postgres.schedule_runs import PostgresScheduleRuns
+from execution_ledger.adapters.postgres.schedule_tables import PostgresScheduleBook
+from execution_ledger.adapters.postgres.task_queries import TaskFilter, list_tasks
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.adapters.schedules import Schedules
+from execution_ledger.domain.errors import (
+    Forbidden,
+    InvalidSchedule,
+    InvalidTransition,
+    UnknownSchedule,
+)
+from execution_ledger.domain.submission import Requester
+from execution_ledger.processors.cron import CronScheduler, Fired
 from tests.processors.worker_harness import run_nodes_until, runtime_with_config
 
 CONFIG = textwrap.dedent(
     """
     [task_types.beat]
     adapter = "python"
-    settings = { callable = "adapters.executors.builtin_tasks:echo" }
+    settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:echo" }
     schema = { type = "object", properties = { n = { type = "integer" } } }
 
     [task_types.secret]
     adapter = "python"
-    settings = { callable = "adapters.executors.builtin_tasks:echo" }
+    settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:echo" }
     roles = ["admin"]
 
     [roles.scheduler]

@@ -11,18 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from adapters.ledger import utc_now
-from adapters.postgres.dispatch import PostgresDispatch
-from adapters.postgres.schedule_clock import PostgresScheduleClock
-from adapters.postgres.schedule_runs import PostgresScheduleRuns
-from adapters.postgres.schedule_tables import PostgresScheduleBook
-from adapters.postgres.task_queries import TaskFilter, list_tasks
-from adapters.runtime import Runtime
-from adapters.schedules import Schedules
-from domain.errors import InvalidSchedule, UnknownSchedule
-from domain.schedule_definitions import MAX_BACKFILL_TICKS
-from domain.submission import Requester
-from processors.cron import CronScheduler, Fired
+from execution_ledger.adapters.ledger import utc_now
+from execution_ledger.adapters.postgres.dispatch import PostgresDispatch
+from execution_ledger.adapters.postgres.schedule_clock import PostgresScheduleClock
+from execution_ledger.adapters.postgres.schedule_runs import PostgresScheduleRuns
+from execution_ledger.adapters.postgres.schedule_tables import PostgresScheduleBook
+from execution_ledger.adapters.postgres.task_queries import TaskFilter, list_tasks
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.adapters.schedules import Schedules
+from execution_ledger.domain.errors import InvalidSchedule, UnknownSchedule
+from execution_ledger.domain.schedule_definitions import MAX_BACKFILL_TICKS
+from execution_ledger.domain.submission import Requester
+from execution_ledger.processors.cron import CronScheduler, Fired
 from tests.helpers import start
 from tests.processors.worker_harness import runtime_with_config
 
@@ -30,7 +30,7 @@ CONFIG = textwrap.dedent(
     """
     [task_types.beat]
     adapter = "python"
-    settings = { callable = "adapters.executors.builtin_tasks:echo" }
+    settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:echo" }
 
     [schedules.file-skip]
     cron = "* * * * *"

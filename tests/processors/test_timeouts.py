@@ -11,11 +11,11 @@ from uuid import UUID
 
 import pytest
 
-from adapters.ledger import utc_now
-from adapters.runtime import Runtime
-from domain.submission import TaskRequest
-from domain.task import TaskState
-from domain.timeouts import TimeoutOverrides
+from execution_ledger.adapters.ledger import utc_now
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.submission import TaskRequest
+from execution_ledger.domain.task import TaskState
+from execution_ledger.domain.timeouts import TimeoutOverrides
 from tests.processors.worker_harness import run_nodes_until, runtime_with_config
 
 CONFIG = textwrap.dedent(
@@ -26,7 +26,7 @@ CONFIG = textwrap.dedent(
     [task_types.nap]
     adapter = "python"
     queue = "single"
-    settings = { callable = "adapters.executors.builtin_tasks:sleep" }
+    settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:sleep" }
     """
 )
 

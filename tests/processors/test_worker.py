@@ -12,9 +12,9 @@ from uuid import UUID
 import psutil
 import pytest
 
-from adapters.runtime import Runtime
-from domain.submission import TaskRequest
-from domain.task import TaskState
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.submission import TaskRequest
+from execution_ledger.domain.task import TaskState
 from tests.processors.worker_harness import run_nodes_until, runtime_with_config
 
 CONFIG = textwrap.dedent(
@@ -34,30 +34,30 @@ CONFIG = textwrap.dedent(
 
     [task_types.add]
     adapter = "python"
-    settings = { callable = "adapters.executors.builtin_tasks:add" }
+    settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:add" }
 
     [task_types.nap]
     adapter = "python"
-    settings = { callable = "adapters.executors.builtin_tasks:sleep" }
+    settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:sleep" }
 
     [task_types.narrow_nap]
     adapter = "python"
     queue = "narrow"
-    settings = { callable = "adapters.executors.builtin_tasks:sleep" }
+    settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:sleep" }
 
     [task_types.agent_step]
     adapter = "python"
     lane = "agent:{agent_id}"
-    settings = { callable = "adapters.executors.builtin_tasks:sleep" }
+    settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:sleep" }
 
     [task_types.flaky]
     adapter = "python"
-    settings = { callable = "adapters.executors.builtin_tasks:fail" }
+    settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:fail" }
     retry = { max_attempts = 3, backoff_initial = "50ms", backoff_max = "100ms" }
 
     [task_types.fatal]
     adapter = "python"
-    settings = { callable = "adapters.executors.builtin_tasks:fail" }
+    settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:fail" }
     retry = { max_attempts = 3, non_retryable = ["RuntimeError"] }
 
     [task_types.slow_shell]
@@ -239,7 +239,7 @@ def test_a_paused_queue_is_not_claimed_from_until_it_is_resumed(rt: Runtime) -> 
 
 
 def test_pausing_an_unknown_or_already_paused_queue_is_refused(rt: Runtime) -> None:
-    from domain.errors import InvalidTransition, UnknownQueue
+    from execution_ledger.domain.errors import InvalidTransition, UnknownQueue
 
     with pytest.raises(UnknownQueue, match="unknown queue 'nope'"):
         rt.ledger.pause_queue("nope")

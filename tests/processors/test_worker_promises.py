@@ -18,15 +18,15 @@ from uuid import UUID
 import pytest
 from psycopg import sql
 
-from adapters.ledger import utc_now
-from adapters.node import WorkerNode
-from adapters.postgres.dispatch import PostgresDispatch
-from adapters.postgres.timeouts import BACKSTOP_GRACE_SECONDS, PostgresTimeouts
-from adapters.runtime import Runtime
-from domain.execution import AttemptOutcome, Success
-from domain.submission import TaskRequest
-from domain.task import TaskState
-from domain.timeouts import TimeoutOverrides
+from execution_ledger.adapters.ledger import utc_now
+from execution_ledger.adapters.node import WorkerNode
+from execution_ledger.adapters.postgres.dispatch import PostgresDispatch
+from execution_ledger.adapters.postgres.timeouts import BACKSTOP_GRACE_SECONDS, PostgresTimeouts
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.execution import AttemptOutcome, Success
+from execution_ledger.domain.submission import TaskRequest
+from execution_ledger.domain.task import TaskState
+from execution_ledger.domain.timeouts import TimeoutOverrides
 from tests.processors.worker_harness import (
     run_built_nodes_until,
     run_nodes_until,
@@ -52,7 +52,7 @@ MYSTERY = textwrap.dedent(
     """
     [task_types.mystery]
     adapter = "python"
-    settings = { callable = "adapters.executors.builtin_tasks:echo" }
+    settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:echo" }
     retry = { max_attempts = 3, backoff_initial = "50ms", backoff_max = "50ms" }
     """
 )
@@ -202,7 +202,7 @@ def test_an_outcome_that_keeps_conflicting_is_dropped_after_five_tries_the_other
         AttemptOutcome(poisoned.id, 1, Success({"i": 1})),
         AttemptOutcome(fine.id, 1, Success({"i": 2})),
     ]
-    with caplog.at_level(logging.WARNING, logger="adapters.postgres.dispatch"):
+    with caplog.at_level(logging.WARNING, logger="execution_ledger.adapters.postgres.dispatch"):
         dispatch.claim(["default"], 0, "w1", outcomes=outcomes)
     # The round conflicted once; then each outcome on its own: the fine one recorded, the
     # poisoned one tried 5 times and dropped with a warning.

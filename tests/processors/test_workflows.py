@@ -17,17 +17,17 @@ from uuid import UUID
 import pytest
 from psycopg import sql
 
-from adapters.runtime import Runtime
-from domain.errors import Forbidden, InvalidTransition
-from domain.execution import ClaimedAttempt
-from domain.registry import build_registry
-from domain.submission import Requester, TaskRequest
-from domain.task import Task, TaskState, event_name
-from domain.timeouts import Timeouts
-from processors import worker as worker_module
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.errors import Forbidden, InvalidTransition
+from execution_ledger.domain.execution import ClaimedAttempt
+from execution_ledger.domain.registry import build_registry
+from execution_ledger.domain.submission import Requester, TaskRequest
+from execution_ledger.domain.task import Task, TaskState, event_name
+from execution_ledger.domain.timeouts import Timeouts
+from execution_ledger.processors import worker as worker_module
 from tests.processors.worker_harness import run_nodes_until, runtime_with_config
 
-DEMO = "adapters.executors.workflow_demo"
+DEMO = "execution_ledger.adapters.executors.workflow_demo"
 CONFIG = textwrap.dedent(
     f"""
     [defaults.timeouts]
@@ -43,11 +43,11 @@ CONFIG = textwrap.dedent(
 
     [task_types.add]
     adapter = "python"
-    settings = {{ callable = "adapters.executors.builtin_tasks:add" }}
+    settings = {{ callable = "execution_ledger.adapters.executors.builtin_tasks:add" }}
 
     [task_types.echo]
     adapter = "python"
-    settings = {{ callable = "adapters.executors.builtin_tasks:echo" }}
+    settings = {{ callable = "execution_ledger.adapters.executors.builtin_tasks:echo" }}
 
     [task_types.inputs]
     adapter = "python"
@@ -94,13 +94,13 @@ CONFIG = textwrap.dedent(
     adapter = "python"
     signals = ["approval", "budget"]
     timeouts = {{ signal_wait = "60s" }}
-    settings = {{ callable = "adapters.executors.builtin_tasks:echo" }}
+    settings = {{ callable = "execution_ledger.adapters.executors.builtin_tasks:echo" }}
 
     [task_types.own_gate]
     adapter = "python"
     signals = ["approval"]
     signal_by_other = true
-    settings = {{ callable = "adapters.executors.builtin_tasks:echo" }}
+    settings = {{ callable = "execution_ledger.adapters.executors.builtin_tasks:echo" }}
 
     [task_types.spawn_one]
     adapter = "python"
@@ -109,7 +109,7 @@ CONFIG = textwrap.dedent(
     [task_types.finish_gate]
     adapter = "python"
     signals_to_finish = ["review"]
-    settings = {{ callable = "adapters.executors.builtin_tasks:echo" }}
+    settings = {{ callable = "execution_ledger.adapters.executors.builtin_tasks:echo" }}
 
     [task_types.progress]
     adapter = "python"

@@ -8,9 +8,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from uuid import UUID
 
-from adapters.node import WorkerNode
-from adapters.runtime import Runtime, open_runtime
-from domain.submission import TaskRequest
+from execution_ledger.adapters.node import WorkerNode
+from execution_ledger.adapters.runtime import Runtime, open_runtime
+from execution_ledger.domain.submission import TaskRequest
 
 
 def run_nodes_until(

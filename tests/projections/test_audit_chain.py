@@ -10,11 +10,11 @@ import pytest
 from eventsourcing.persistence import StoredEvent
 from psycopg import sql
 
-from adapters.postgres.event_store import EVENTS_TABLE
-from adapters.postgres.projection_runner import ProjectionRunner
-from adapters.runtime import Runtime
-from domain.submission import TaskRequest
-from projections.audit_chain import (
+from execution_ledger.adapters.postgres.event_store import EVENTS_TABLE
+from execution_ledger.adapters.postgres.projection_runner import ProjectionRunner
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.submission import TaskRequest
+from execution_ledger.projections.audit_chain import (
     GENESIS,
     AuditChain,
     canonical_bytes,

@@ -11,16 +11,21 @@ from uuid import UUID
 
 from psycopg import sql
 
-from adapters.dataset.replay import Replay
-from adapters.postgres.projection_runner import ProjectionRunner
-from adapters.runtime import Runtime
-from domain.registry import build_registry
-from domain.submission import Requester, SubmissionContext, TaskRequest, plan_tasks
-from domain.task import Task
-from domain.timeouts import TimeoutKind
-from projections.attempt_fold import COLUMNS, AttemptFold, AttemptRow, seconds_between
-from projections.dataset import DEPTHS, ROWS, TASKS, DatasetProjection
-from projections.event_facts import stored_size
+from execution_ledger.adapters.dataset.replay import Replay
+from execution_ledger.adapters.postgres.projection_runner import ProjectionRunner
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.registry import build_registry
+from execution_ledger.domain.submission import Requester, SubmissionContext, TaskRequest, plan_tasks
+from execution_ledger.domain.task import Task
+from execution_ledger.domain.timeouts import TimeoutKind
+from execution_ledger.projections.attempt_fold import (
+    COLUMNS,
+    AttemptFold,
+    AttemptRow,
+    seconds_between,
+)
+from execution_ledger.projections.dataset import DEPTHS, ROWS, TASKS, DatasetProjection
+from execution_ledger.projections.event_facts import stored_size
 from tests.helpers import start, succeed
 from tests.processors.worker_harness import run_nodes_until
 

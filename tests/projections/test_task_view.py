@@ -6,9 +6,9 @@ import threading
 
 from psycopg import sql
 
-from adapters.postgres.task_queries import TaskFilter, get_task_row, list_tasks
-from adapters.runtime import Runtime
-from domain.submission import TaskRequest
+from execution_ledger.adapters.postgres.task_queries import TaskFilter, get_task_row, list_tasks
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.submission import TaskRequest
 from tests.helpers import fail, succeed
 
 
@@ -117,7 +117,7 @@ def test_a_batch_of_new_rows_in_one_statement_equals_them_one_by_one(
 
     import psycopg
 
-    from projections.task_view import TaskView
+    from execution_ledger.projections.task_view import TaskView
 
     later = datetime.now(UTC) + timedelta(hours=1)
     runtime.ledger.enqueue_graph(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from adapters.http.errors import HttpError
+from execution_ledger.adapters.http.errors import HttpError
 
 STATIC = Path(__file__).parent / "static"
 CONTENT_SECURITY_POLICY = "; ".join(

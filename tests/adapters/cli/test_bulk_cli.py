@@ -9,10 +9,10 @@ from uuid import UUID
 
 import pytest
 
-from adapters.cli.main import main
-from adapters.runtime import Runtime
-from domain.submission import TaskRequest
-from domain.task import TaskState
+from execution_ledger.adapters.cli.main import main
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.submission import TaskRequest
+from execution_ledger.domain.task import TaskState
 from tests.helpers import fail
 
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from adapters.cli.main import main
+from execution_ledger.adapters.cli.main import main
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -90,7 +90,7 @@ def test_bad_options_exit_2_with_one_line_and_store_nothing(
 
 def test_enqueue_help_names_the_options() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "adapters.cli.main", "enqueue", "--help"],
+        [sys.executable, "-m", "execution_ledger.adapters.cli.main", "enqueue", "--help"],
         capture_output=True,
         text=True,
         check=True,

@@ -49,7 +49,7 @@ def run_at_a_terminal(*argv: str) -> str:
     env.pop("COLUMNS", None)
     env.pop("LINES", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "adapters.cli.main", *argv],
+        [sys.executable, "-m", "execution_ledger.adapters.cli.main", *argv],
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=follower,
@@ -86,7 +86,7 @@ def test_the_demos_live_table_is_left_on_the_screen_once() -> None:
 @pytest.mark.usefixtures("ledger_env")
 def test_piped_the_demo_prints_the_results_title_on_a_line_of_its_own() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "adapters.cli.main", "demo"],
+        [sys.executable, "-m", "execution_ledger.adapters.cli.main", "demo"],
         env=os.environ.copy(),
         capture_output=True,
         text=True,

@@ -16,9 +16,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from adapters.postgres.embedded import running_server, stop_embedded_postgres
+from execution_ledger.adapters.postgres.embedded import running_server, stop_embedded_postgres
 
-LEDGER = [sys.executable, "-m", "adapters.cli.main"]
+LEDGER = [sys.executable, "-m", "execution_ledger.adapters.cli.main"]
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ import sys
 from collections.abc import Iterator
 from importlib.metadata import version
 
-from adapters.cli.main import build_parser
-from adapters.cli.parsers import REPLAY_FORMATS
-from adapters.dataset.formats import FORMATS
+from execution_ledger.adapters.cli.main import build_parser
+from execution_ledger.adapters.cli.parsers import REPLAY_FORMATS
+from execution_ledger.adapters.dataset.formats import FORMATS
 
 
 def every_parser(
@@ -42,7 +42,7 @@ def test_the_tree_is_walked_down_to_the_sub_commands_actions() -> None:
 
 def test_version_prints_the_installed_distributions_version() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "adapters.cli.main", "--version"],
+        [sys.executable, "-m", "execution_ledger.adapters.cli.main", "--version"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -53,8 +53,8 @@ def test_version_prints_the_installed_distributions_version() -> None:
 
 def test_help_and_version_do_not_load_the_runtime() -> None:
     probe = (
-        "import sys; from adapters.cli.main import build_parser; build_parser(); "
-        "print(sorted(m for m in ('adapters.runtime', 'psycopg', 'eventsourcing', 'rich') "
+        "import sys; from execution_ledger.adapters.cli.main import build_parser; build_parser(); "
+        "print(sorted(m for m in ('execution_ledger.adapters.runtime', 'psycopg', 'eventsourcing', 'rich') "
         "if m in sys.modules))"
     )
     done = subprocess.run(

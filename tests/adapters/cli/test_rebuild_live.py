@@ -16,12 +16,12 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from adapters.postgres.task_queries import get_task_row
-from adapters.runtime import Runtime
-from domain.errors import TaskNotFound
-from domain.submission import TaskRequest
+from execution_ledger.adapters.postgres.task_queries import get_task_row
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.errors import TaskNotFound
+from execution_ledger.domain.submission import TaskRequest
 
-LEDGER = [sys.executable, "-m", "adapters.cli.main"]
+LEDGER = [sys.executable, "-m", "execution_ledger.adapters.cli.main"]
 HANG = 60.0
 
 
@@ -110,7 +110,7 @@ def test_a_rebuild_while_a_worker_runs_succeeds_and_the_worker_projects_after(
 def test_a_rebuild_refuses_a_holder_that_does_not_stand_aside_and_changes_nothing(
     runtime: Runtime,
 ) -> None:
-    from adapters.postgres.projection_runner import ProjectionBusy
+    from execution_ledger.adapters.postgres.projection_runner import ProjectionBusy
 
     runtime.ledger.enqueue(TaskRequest("echo", {}))
     runner = runtime.runners["task_view"]

@@ -30,7 +30,7 @@ def service(database_url: str) -> Iterator[str]:
     env = {**os.environ, "LEDGER_DATABASE_URL": database_url, "LEDGER_SCHEMA": schema}
     env.pop("LEDGER_CONFIG", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "adapters.cli.main", "serve", "--port", str(port)],
+        [sys.executable, "-m", "execution_ledger.adapters.cli.main", "serve", "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -62,7 +62,7 @@ def ledger(url: str, *argv: str, token: str | None = None) -> subprocess.Complet
     if token is not None:
         env["LEDGER_TOKEN"] = token
     return subprocess.run(
-        [sys.executable, "-m", "adapters.cli.main", "--url", url, *argv],
+        [sys.executable, "-m", "execution_ledger.adapters.cli.main", "--url", url, *argv],
         env=env,  # no database URL: everything goes over HTTP
         capture_output=True,
         text=True,

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from adapters.cli.main import main
-from adapters.runtime import open_runtime
+from execution_ledger.adapters.cli.main import main
+from execution_ledger.adapters.runtime import open_runtime
 from tests.conftest import write_config
 
 CONFIG = """
 [task_types.beat]
 adapter = "python"
-settings = { callable = "adapters.executors.builtin_tasks:echo" }
+settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:echo" }
 
 [schedules.nightly]
 cron = "0 3 * * *"

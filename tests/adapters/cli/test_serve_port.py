@@ -18,7 +18,7 @@ def test_a_busy_port_is_one_line_error_before_claiming_to_serve() -> None:
         holder.listen()
         port = holder.getsockname()[1]
         done = subprocess.run(
-            [sys.executable, "-m", "adapters.cli.main", "serve", "--port", str(port)],
+            [sys.executable, "-m", "execution_ledger.adapters.cli.main", "serve", "--port", str(port)],
             env=os.environ.copy(),
             capture_output=True,
             text=True,

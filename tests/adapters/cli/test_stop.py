@@ -41,7 +41,7 @@ def started() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 def start(processes: list[subprocess.Popen[bytes]], *argv: str) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "adapters.cli.main", *argv],
+        [sys.executable, "-m", "execution_ledger.adapters.cli.main", *argv],
         env={**os.environ, "PGAPPNAME": APP},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

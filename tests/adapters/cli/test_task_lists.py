@@ -12,11 +12,11 @@ from uuid import UUID
 
 import pytest
 
-from adapters.cli.main import main
-from adapters.runtime import Runtime
-from domain.submission import TaskRequest
+from execution_ledger.adapters.cli.main import main
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.submission import TaskRequest
 
-LEDGER = [sys.executable, "-m", "adapters.cli.main"]
+LEDGER = [sys.executable, "-m", "execution_ledger.adapters.cli.main"]
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

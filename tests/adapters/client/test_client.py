@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from adapters.client import (
+from execution_ledger.adapters.client import (
     AsyncLedgerClient,
     ConnectionFailed,
     LedgerClient,
@@ -20,7 +20,7 @@ from adapters.client import (
     ServiceError,
     TaskView,
 )
-from domain.errors import (
+from execution_ledger.domain.errors import (
     Forbidden,
     InvalidQuery,
     InvalidSubmission,

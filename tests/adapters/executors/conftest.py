@@ -10,8 +10,8 @@ from uuid import uuid4
 import psutil
 import pytest
 
-from domain.execution import Execution
-from domain.timeouts import Timeouts
+from execution_ledger.domain.execution import Execution
+from execution_ledger.domain.timeouts import Timeouts
 
 MakeExecution = Callable[..., Execution]
 

@@ -18,9 +18,9 @@ from uuid import UUID
 import docker
 import pytest
 
-from adapters.executors.docker import DockerExecutor
-from domain.errors import ConfigError
-from domain.execution import Failure, Success
+from execution_ledger.adapters.executors.docker import DockerExecutor
+from execution_ledger.domain.errors import ConfigError
+from execution_ledger.domain.execution import Failure, Success
 from tests.adapters.executors.docker_support import IMAGE, NoEngine, client_of, find_engine
 
 # A connection, thread or future left behind by a run fails the test.

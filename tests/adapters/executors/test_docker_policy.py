@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from adapters.config_file import ConfigFileError, load_config
-from adapters.executors.docker import DockerExecutor
-from adapters.runtime import Runtime
-from domain.errors import ConfigError, InvalidSubmission
-from domain.execution import Failure, Success
-from domain.submission import TaskRequest
+from execution_ledger.adapters.config_file import ConfigFileError, load_config
+from execution_ledger.adapters.executors.docker import DockerExecutor
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.errors import ConfigError, InvalidSubmission
+from execution_ledger.domain.execution import Failure, Success
+from execution_ledger.domain.submission import TaskRequest
 from tests.adapters.executors.docker_support import IMAGE, NoEngine, find_engine
 from tests.conftest import write_config
 

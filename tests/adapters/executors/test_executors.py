@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.executors import (
+from execution_ledger.adapters.executors import (
     DockerExecutor,
     HttpExecutor,
     LuaExecutor,
@@ -13,7 +13,7 @@ from adapters.executors import (
     ShellExecutor,
     executors_by_name,
 )
-from domain.execution import Failure
+from execution_ledger.domain.execution import Failure
 
 
 def test_the_executors_are_built_by_adapter_name() -> None:

@@ -14,9 +14,9 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from adapters.executors.http import HttpExecutor
-from domain.errors import ConfigError
-from domain.execution import Failure, Success
+from execution_ledger.adapters.executors.http import HttpExecutor
+from execution_ledger.domain.errors import ConfigError
+from execution_ledger.domain.execution import Failure, Success
 
 http = HttpExecutor()
 # The deployment's [adapters.http] allow_private: the test servers listen on loopback.

@@ -8,9 +8,9 @@ import os
 import psutil
 import pytest
 
-from adapters.executors.lua import LuaExecutor
-from domain.errors import ConfigError
-from domain.execution import Failure, Success
+from execution_ledger.adapters.executors.lua import LuaExecutor
+from execution_ledger.domain.errors import ConfigError
+from execution_ledger.domain.execution import Failure, Success
 
 lua = LuaExecutor()
 

@@ -12,10 +12,10 @@ from uuid import uuid4
 
 import pytest
 
-from adapters.executors import builtin_tasks
-from adapters.executors.python import PythonExecutor
-from domain.errors import ConfigError
-from domain.execution import Failure, Success
+from execution_ledger.adapters.executors import builtin_tasks
+from execution_ledger.adapters.executors.python import PythonExecutor
+from execution_ledger.domain.errors import ConfigError
+from execution_ledger.domain.execution import Failure, Success
 
 python = PythonExecutor()
 
@@ -70,7 +70,7 @@ def callables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 
 def builtin(name: str) -> dict[str, str]:
-    return {"callable": f"adapters.executors.builtin_tasks:{name}"}
+    return {"callable": f"execution_ledger.adapters.executors.builtin_tasks:{name}"}
 
 
 @pytest.mark.asyncio
@@ -142,11 +142,11 @@ async def test_cancellation_stops_an_async_function(execution, callables, tmp_pa
 @pytest.mark.parametrize(
     "reference",
     [
-        "adapters.executors.builtin_tasks",
-        "adapters.executors.builtin_tasks:",
+        "execution_ledger.adapters.executors.builtin_tasks",
+        "execution_ledger.adapters.executors.builtin_tasks:",
         ":echo",
         "no_such_module_here:echo",
-        "adapters.executors.builtin_tasks:no_such_function",
+        "execution_ledger.adapters.executors.builtin_tasks:no_such_function",
         "CALLABLES_MODULE:answer",
     ],
 )

@@ -16,17 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from adapters.executors.shell_scratch import parent_dir, remove_orphans
-from adapters.node import WorkerNode
-from adapters.runtime import Runtime
+from execution_ledger.adapters.executors.shell_scratch import parent_dir, remove_orphans
+from execution_ledger.adapters.node import WorkerNode
+from execution_ledger.adapters.runtime import Runtime
 
 # A child process that runs one shell task: its command writes its working directory and
 # process group to the file named by argv[1], then sleeps.
 CHILD = """
 import asyncio, sys, uuid
-from adapters.executors.shell import ShellExecutor
-from domain.execution import Execution
-from domain.timeouts import Timeouts
+from execution_ledger.adapters.executors.shell import ShellExecutor
+from execution_ledger.domain.execution import Execution
+from execution_ledger.domain.timeouts import Timeouts
 
 script = 'printf "%s %s" "$(pwd)" "$$" > "$1.part" && mv "$1.part" "$1"; exec sleep 120'
 settings = {"argv": ["/bin/sh", "-c", script, "_", "{args[out]}"]}

@@ -10,9 +10,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from adapters.executors.shell import ShellExecutor
-from domain.errors import ConfigError
-from domain.execution import Failure, Success
+from execution_ledger.adapters.executors.shell import ShellExecutor
+from execution_ledger.domain.errors import ConfigError
+from execution_ledger.domain.execution import Failure, Success
 
 shell = ShellExecutor()
 

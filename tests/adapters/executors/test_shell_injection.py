@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from adapters.cli.main import main
-from adapters.config_file import ConfigFileError, load_config
-from adapters.executors.docker import DockerExecutor
-from adapters.executors.shell import ShellExecutor
-from adapters.runtime import Runtime
-from domain.errors import ConfigError, InvalidSubmission
-from domain.execution import Success
-from domain.submission import TaskRequest
+from execution_ledger.adapters.cli.main import main
+from execution_ledger.adapters.config_file import ConfigFileError, load_config
+from execution_ledger.adapters.executors.docker import DockerExecutor
+from execution_ledger.adapters.executors.shell import ShellExecutor
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.errors import ConfigError, InvalidSubmission
+from execution_ledger.domain.execution import Success
+from execution_ledger.domain.submission import TaskRequest
 from tests.conftest import write_config
 
 ATTACK = "a; id > proof"
@@ -23,7 +23,7 @@ SAFE_FORM = '["/bin/sh", "-c", "echo \\"$1\\"", "_", "{args[x]}"]'
 REGISTRY = """\
 [task_types.greet]
 adapter = "python"
-settings = {{ callable = "adapters.executors.builtin_tasks:echo" }}
+settings = {{ callable = "execution_ledger.adapters.executors.builtin_tasks:echo" }}
 
 [task_types.T]
 adapter = "shell"

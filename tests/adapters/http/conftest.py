@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.runtime import Runtime, open_runtime
+from execution_ledger.adapters.runtime import Runtime, open_runtime
 from tests.adapters.http.live_server import LiveServer, secured_config
 
 

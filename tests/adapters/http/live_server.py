@@ -13,12 +13,12 @@ from typing import Any
 
 import httpx
 
-from adapters.config_file import DEFAULT_REGISTRY
-from adapters.http.app import serve_http
-from adapters.http.auth import token_sha256
-from adapters.http.limits import HttpLimits
-from adapters.node import WorkerNode
-from adapters.runtime import Runtime, open_runtime
+from execution_ledger.adapters.config_file import DEFAULT_REGISTRY
+from execution_ledger.adapters.http.app import serve_http
+from execution_ledger.adapters.http.auth import token_sha256
+from execution_ledger.adapters.http.limits import HttpLimits
+from execution_ledger.adapters.node import WorkerNode
+from execution_ledger.adapters.runtime import Runtime, open_runtime
 
 TOKENS = {
     "admin": "admin-token-0123",

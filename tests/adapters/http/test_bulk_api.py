@@ -12,8 +12,8 @@ from uuid import UUID
 import httpx
 import pytest
 
-from adapters.runtime import Runtime
-from domain.submission import TaskRequest
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.submission import TaskRequest
 from tests.adapters.http.live_server import TOKENS, LiveServer
 from tests.helpers import fail, succeed
 

@@ -8,7 +8,7 @@ from uuid import UUID
 
 import pytest
 
-from adapters.runtime import Runtime
+from execution_ledger.adapters.runtime import Runtime
 from tests.adapters.http.live_server import TOKENS, LiveServer
 from tests.helpers import fail, start, succeed
 

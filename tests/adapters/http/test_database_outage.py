@@ -19,8 +19,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from adapters.http.limits import HttpLimits
-from adapters.runtime import Runtime, open_runtime
+from execution_ledger.adapters.http.limits import HttpLimits
+from execution_ledger.adapters.runtime import Runtime, open_runtime
 from tests.adapters.http.live_server import LiveServer
 from tests.private_postgres import PrivatePostgres, private_postgres
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 
-from adapters.runtime import Runtime
-from domain.submission import TaskRequest
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.submission import TaskRequest
 from tests.adapters.http.live_server import TOKENS, LiveServer
 
 

@@ -12,9 +12,9 @@ from uuid import UUID
 import httpx
 import pytest
 
-from adapters.http.app import build_app
-from adapters.http.limits import HttpLimits
-from adapters.runtime import Runtime
+from execution_ledger.adapters.http.app import build_app
+from execution_ledger.adapters.http.limits import HttpLimits
+from execution_ledger.adapters.runtime import Runtime
 from tests.adapters.http.live_server import TOKENS, LiveServer
 from tests.helpers import fail, succeed
 

@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.http.limits import HttpLimits
-from adapters.runtime import Runtime, open_runtime
+from execution_ledger.adapters.http.limits import HttpLimits
+from execution_ledger.adapters.runtime import Runtime, open_runtime
 from tests.adapters.http.live_server import LiveServer, runtime_with_file
 
 
@@ -202,7 +202,7 @@ def test_schedules_are_listed_with_next_fire_times_and_can_be_paused(
     ledger_env: None, tmp_path: Path
 ) -> None:
     text = (
-        '[task_types.beat]\nadapter = "python"\nsettings = { callable = "adapters.executors.builtin_tasks:echo" }\n'
+        '[task_types.beat]\nadapter = "python"\nsettings = { callable = "execution_ledger.adapters.executors.builtin_tasks:echo" }\n'
         '[schedules.nightly]\ncron = "0 3 * * *"\ntimezone = "Europe/Paris"\ntask_type = "beat"\n'
     )
     with (

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.config_file import DEFAULT_REGISTRY
-from adapters.http.auth import token_sha256
+from execution_ledger.adapters.config_file import DEFAULT_REGISTRY
+from execution_ledger.adapters.http.auth import token_sha256
 from tests.adapters.http.live_server import LiveServer, runtime_with_file
 
 TOKENS = {

@@ -8,10 +8,10 @@ import textwrap
 
 import pytest
 
-from adapters.config_file import ConfigFileError, parse_config
-from adapters.http.limits import HttpLimits
-from adapters.runtime import Runtime
-from domain.submission import TaskRequest
+from execution_ledger.adapters.config_file import ConfigFileError, parse_config
+from execution_ledger.adapters.http.limits import HttpLimits
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.submission import TaskRequest
 from tests.adapters.http.live_server import LiveServer
 
 DEADLINE = 0.5  # seconds: shorter than what each test waits for

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from adapters.http.auth import token_sha256
-from adapters.runtime import Runtime
+from execution_ledger.adapters.http.auth import token_sha256
+from execution_ledger.adapters.runtime import Runtime
 from tests.adapters.http.live_server import TOKENS, LiveServer, runtime_with_file
 
 CONFIG = """
 [task_types.beat]
 adapter = "python"
-settings = {{ callable = "adapters.executors.builtin_tasks:echo" }}
+settings = {{ callable = "execution_ledger.adapters.executors.builtin_tasks:echo" }}
 
 [roles.coder]
 task_types = ["beat"]

@@ -7,9 +7,9 @@ import logging
 
 import pytest
 
-from adapters.http.app import is_loopback, serve_http
-from adapters.runtime import Runtime
-from domain.errors import ConfigError
+from execution_ledger.adapters.http.app import is_loopback, serve_http
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.errors import ConfigError
 from tests.adapters.http.live_server import TOKENS, LiveServer
 
 ADHOC_SHELL = {

@@ -16,9 +16,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from adapters.http.auth import token_sha256
-from adapters.http.limits import HttpLimits
-from adapters.postgres.event_store import EVENTS_TABLE
+from execution_ledger.adapters.http.auth import token_sha256
+from execution_ledger.adapters.http.limits import HttpLimits
+from execution_ledger.adapters.postgres.event_store import EVENTS_TABLE
 from tests.adapters.http.live_server import LiveServer
 from tests.adapters.test_simulation_window import (  # noqa: F401 (module-scoped fixture)
     CONFIG,

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from adapters.config_file import ConfigFileError, parse_config
-from adapters.http.limits import HttpLimits
-from adapters.runtime import Runtime
+from execution_ledger.adapters.config_file import ConfigFileError, parse_config
+from execution_ledger.adapters.http.limits import HttpLimits
+from execution_ledger.adapters.runtime import Runtime
 from tests.adapters.http.live_server import LiveServer
 
 SLOW_CLIENTS = 200

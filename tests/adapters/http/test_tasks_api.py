@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.http.limits import HttpLimits
-from adapters.runtime import Runtime
+from execution_ledger.adapters.http.limits import HttpLimits
+from execution_ledger.adapters.runtime import Runtime
 from tests.adapters.http.live_server import LiveServer, runtime_with_file
 
 
@@ -311,7 +311,7 @@ def test_a_repeated_enqueue_with_an_idempotency_key_is_200_with_the_first_task(
 def test_the_body_cap_comes_from_the_configuration_file(ledger_env: None, tmp_path: Path) -> None:
     text = (
         '[http]\nmax_body_bytes = 4096\n\n[task_types.echo]\nadapter = "python"\n'
-        'settings = { callable = "adapters.executors.builtin_tasks:echo" }\n'
+        'settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:echo" }\n'
     )
     with (
         runtime_with_file(tmp_path, text) as runtime,

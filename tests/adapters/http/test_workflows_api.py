@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.runtime import Runtime
+from execution_ledger.adapters.runtime import Runtime
 from tests.adapters.http.live_server import LiveServer, runtime_with_file
 from tests.processors.worker_harness import wait_until
 
@@ -24,12 +24,12 @@ adapter = "python"
 queue = "build"
 signals = ["approval"]
 timeouts = { signal_wait = "1s" }
-settings = { callable = "adapters.executors.builtin_tasks:echo" }
+settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:echo" }
 
 [task_types.progress]
 adapter = "python"
 queue = "build"
-settings = { callable = "adapters.executors.workflow_demo:report_progress" }
+settings = { callable = "execution_ledger.adapters.executors.workflow_demo:report_progress" }
 """
 
 

@@ -19,9 +19,13 @@ import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from adapters.nats.server import NatsServer, answers_with_jetstream, start_nats_server
-from adapters.runtime import Runtime
-from domain.task import event_name
+from execution_ledger.adapters.nats.server import (
+    NatsServer,
+    answers_with_jetstream,
+    start_nats_server,
+)
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.task import event_name
 from tests.nats_cluster import nats_cluster  # noqa: F401  (the fixture, for test_cluster.py)
 from tests.processors.worker_harness import runtime_with_config
 
@@ -71,16 +75,16 @@ def registry_text(names: str, *, default_request_subject: bool = False) -> str:
 
         [task_types.add]
         adapter = "python"
-        settings = {{ callable = "adapters.executors.builtin_tasks:add" }}
+        settings = {{ callable = "execution_ledger.adapters.executors.builtin_tasks:add" }}
         schema = {{ type = "object", required = ["a", "b"], properties = {{ a = {{ type = "number" }}, b = {{ type = "number" }} }} }}
 
         [task_types.echo]
         adapter = "python"
-        settings = {{ callable = "adapters.executors.builtin_tasks:echo" }}
+        settings = {{ callable = "execution_ledger.adapters.executors.builtin_tasks:echo" }}
 
         [task_types.fail]
         adapter = "python"
-        settings = {{ callable = "adapters.executors.builtin_tasks:fail" }}
+        settings = {{ callable = "execution_ledger.adapters.executors.builtin_tasks:fail" }}
         retry = {{ max_attempts = 1 }}
 
         [nats]

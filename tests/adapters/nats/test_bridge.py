@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from adapters.nats.bridge import NatsBridge
-from adapters.nats.server import free_port, start_nats_server
-from adapters.runtime import Runtime
+from execution_ledger.adapters.nats.bridge import NatsBridge
+from execution_ledger.adapters.nats.server import free_port, start_nats_server
+from execution_ledger.adapters.runtime import Runtime
 from tests.adapters.nats.conftest import connected
 
 pytestmark = pytest.mark.asyncio
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.asyncio
 async def refused_once(caplog: pytest.LogCaptureFixture, port: int) -> None:
     """Wait (bounded) for the bridge's log line saying a connection to ``port`` was refused
     (the client's error, logged at debug level while it keeps trying)."""
-    caplog.set_level(logging.DEBUG, logger="adapters.nats.bridge")
+    caplog.set_level(logging.DEBUG, logger="execution_ledger.adapters.nats.bridge")
     needle = f"Connect call failed ('127.0.0.1', {port})"
     for _ in range(3000):
         if any(needle in record.getMessage() for record in caplog.records):

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from adapters.nats.bridge import NatsBridge
-from adapters.nats.egress import EventEgress
-from adapters.nats.ingress import NatsIngress
-from adapters.runtime import Runtime
+from execution_ledger.adapters.nats.bridge import NatsBridge
+from execution_ledger.adapters.nats.egress import EventEgress
+from execution_ledger.adapters.nats.ingress import NatsIngress
+from execution_ledger.adapters.runtime import Runtime
 from tests.adapters.nats.conftest import connected, enqueued, registry_text, stream_drained
 from tests.adapters.nats.test_egress import (
     check_exactly_once_in_order,

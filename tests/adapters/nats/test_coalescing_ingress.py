@@ -8,7 +8,7 @@ from uuid import UUID
 
 import pytest
 
-from adapters.runtime import Runtime
+from execution_ledger.adapters.runtime import Runtime
 from tests.adapters.nats.conftest import enqueued
 from tests.adapters.nats.test_ingress import ask, ingress_on
 

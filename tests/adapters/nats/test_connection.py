@@ -22,16 +22,20 @@ import nats.errors
 import pytest
 from nats.aio.msg import Msg
 
-from adapters.executors.nats import NatsExecutor
-from adapters.nats.bridge import NatsBridge
-from adapters.nats.connection import NatsConnection, redact, stream_replicas
-from adapters.nats.ingress import registered
-from adapters.nats.server import answers_with_jetstream, free_port, nats_server_binary
-from adapters.runtime import Runtime
-from adapters.settings import load_settings
-from domain.errors import ConfigError
-from domain.execution import Execution, Failure
-from domain.timeouts import Timeouts
+from execution_ledger.adapters.executors.nats import NatsExecutor
+from execution_ledger.adapters.nats.bridge import NatsBridge
+from execution_ledger.adapters.nats.connection import NatsConnection, redact, stream_replicas
+from execution_ledger.adapters.nats.ingress import registered
+from execution_ledger.adapters.nats.server import (
+    answers_with_jetstream,
+    free_port,
+    nats_server_binary,
+)
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.adapters.settings import load_settings
+from execution_ledger.domain.errors import ConfigError
+from execution_ledger.domain.execution import Execution, Failure
+from execution_ledger.domain.timeouts import Timeouts
 from tests.adapters.nats.conftest import connected, delete_stream, registry_text
 from tests.conftest import write_config
 
@@ -162,7 +166,7 @@ async def test_the_bridge_names_its_servers_without_their_password(
     servers = f"{with_password},nats://127.0.0.1:{free_port()}"
     stop = asyncio.Event()
     bridge = NatsBridge(nats_runtime, servers, ingress=False)
-    with caplog.at_level(logging.INFO, logger="adapters.nats.bridge"):
+    with caplog.at_level(logging.INFO, logger="execution_ledger.adapters.nats.bridge"):
         running = asyncio.create_task(bridge.run(stop))
         try:
             await asyncio.wait_for(bridge.connected.wait(), 20)
@@ -262,7 +266,7 @@ async def test_the_tls_files_and_the_url_password_open_a_mutual_tls_connection(
 
 
 def _ledger(*argv: str) -> list[str]:
-    return [sys.executable, "-m", "adapters.cli.main", *argv]
+    return [sys.executable, "-m", "execution_ledger.adapters.cli.main", *argv]
 
 
 @pytest.mark.usefixtures("ledger_env")

@@ -13,10 +13,10 @@ import nats.js.errors
 import pytest
 from nats.js import JetStreamContext
 
-from adapters.nats.egress import EGRESS_NAME, EventEgress
-from adapters.nats.server import NatsServer, start_nats_server
-from adapters.runtime import Runtime
-from domain.submission import TaskRequest
+from execution_ledger.adapters.nats.egress import EGRESS_NAME, EventEgress
+from execution_ledger.adapters.nats.server import NatsServer, start_nats_server
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.submission import TaskRequest
 from tests.adapters.nats.conftest import connected, delete_stream
 
 pytestmark = pytest.mark.asyncio

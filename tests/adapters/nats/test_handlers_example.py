@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from adapters.nats.bridge import NatsBridge
-from adapters.node import WorkerNode
-from adapters.postgres.task_queries import TaskFilter, list_tasks
-from adapters.runtime import open_runtime
+from execution_ledger.adapters.nats.bridge import NatsBridge
+from execution_ledger.adapters.node import WorkerNode
+from execution_ledger.adapters.postgres.task_queries import TaskFilter, list_tasks
+from execution_ledger.adapters.runtime import open_runtime
 from tests.adapters.nats.conftest import connected, delete_stream
 
 pytestmark = pytest.mark.asyncio

@@ -16,11 +16,11 @@ import nats.errors
 import pytest
 from nats.aio.client import Client
 
-from adapters.nats.bridge import NatsBridge
-from adapters.nats.ingress import NatsIngress
-from adapters.nats.server import NatsServer
-from adapters.node import WorkerNode
-from adapters.runtime import Runtime
+from execution_ledger.adapters.nats.bridge import NatsBridge
+from execution_ledger.adapters.nats.ingress import NatsIngress
+from execution_ledger.adapters.nats.server import NatsServer
+from execution_ledger.adapters.node import WorkerNode
+from execution_ledger.adapters.runtime import Runtime
 from tests.adapters.nats.conftest import (
     connected,
     delete_stream,
@@ -142,7 +142,7 @@ async def test_a_publish_route_message_that_cannot_be_a_task_is_acked_and_enqueu
     code: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="adapters.nats.ingress")
+    caplog.set_level(logging.WARNING, logger="execution_ledger.adapters.nats.ingress")
     stream = nats_runtime.settings.config.registry.nats.publish_stream
     async with ingress_on(nats_runtime, nats_url) as client:
         js = client.jetstream()

@@ -17,12 +17,12 @@ from uuid import uuid4
 import pytest
 from nats.js import JetStreamContext
 
-from adapters.http.errors import DATABASE_ERRORS
-from adapters.nats.bridge import NatsBridge
-from adapters.nats.ingress import NatsIngress
-from adapters.nats.publish_stream import ACK_WAIT, CONSUMER, NATS_FAILURES
-from adapters.nats.server import NatsServer, start_nats_server
-from adapters.runtime import Runtime
+from execution_ledger.adapters.http.errors import DATABASE_ERRORS
+from execution_ledger.adapters.nats.bridge import NatsBridge
+from execution_ledger.adapters.nats.ingress import NatsIngress
+from execution_ledger.adapters.nats.publish_stream import ACK_WAIT, CONSUMER, NATS_FAILURES
+from execution_ledger.adapters.nats.server import NatsServer, start_nats_server
+from execution_ledger.adapters.runtime import Runtime
 from tests.adapters.nats.conftest import connected, enqueued, registry_text, stream_drained
 from tests.private_postgres import private_postgres
 from tests.processors.worker_harness import runtime_with_config

@@ -13,15 +13,15 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from adapters.executors.nats import NatsExecutor
-from adapters.nats.bridge import NatsBridge
-from adapters.nats.ingress import registered
-from adapters.node import WorkerNode
-from adapters.runtime import Runtime
-from adapters.telemetry.context import active, start_telemetry, stop_telemetry
-from domain.execution import Execution, Success
-from domain.task import event_name
-from domain.trace_context import attempt_span_id
+from execution_ledger.adapters.executors.nats import NatsExecutor
+from execution_ledger.adapters.nats.bridge import NatsBridge
+from execution_ledger.adapters.nats.ingress import registered
+from execution_ledger.adapters.node import WorkerNode
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.adapters.telemetry.context import active, start_telemetry, stop_telemetry
+from execution_ledger.domain.execution import Execution, Success
+from execution_ledger.domain.task import event_name
+from execution_ledger.domain.trace_context import attempt_span_id
 from tests.adapters.nats.conftest import connected, delete_stream, registry_text
 from tests.adapters.nats.test_ingress import ingress_on, until
 from tests.adapters.nats.test_nats_executor import execution

@@ -10,12 +10,12 @@ from uuid import uuid4
 
 import pytest
 
-from adapters.executors.nats import NatsExecutor
-from adapters.nats.ingress import registered
-from adapters.nats.server import free_port
-from domain.errors import ConfigError
-from domain.execution import Execution, Failure, Success
-from domain.timeouts import Timeouts
+from execution_ledger.adapters.executors.nats import NatsExecutor
+from execution_ledger.adapters.nats.ingress import registered
+from execution_ledger.adapters.nats.server import free_port
+from execution_ledger.domain.errors import ConfigError
+from execution_ledger.domain.execution import Execution, Failure, Success
+from execution_ledger.domain.timeouts import Timeouts
 from tests.adapters.nats.conftest import connected, delete_stream
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from adapters.nats.server import (
+from execution_ledger.adapters.nats.server import (
     answers_with_jetstream,
     find_or_start_nats,
     nats_server_binary,

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from nats.aio.client import Client
 
-from adapters.nats.ingress import NatsIngress
-from adapters.nats.signal_ingress import signal_subject
-from adapters.runtime import Runtime
-from domain.submission import TaskRequest
-from domain.task import TaskState, event_name
+from execution_ledger.adapters.nats.ingress import NatsIngress
+from execution_ledger.adapters.nats.signal_ingress import signal_subject
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.submission import TaskRequest
+from execution_ledger.domain.task import TaskState, event_name
 from tests.adapters.nats.conftest import connected, delete_stream, registry_text
 from tests.processors.worker_harness import runtime_with_config
 
@@ -29,7 +29,7 @@ GATE = textwrap.dedent(
     [task_types.gate]
     adapter = "python"
     signals = ["approval"]
-    settings = { callable = "adapters.executors.builtin_tasks:echo" }
+    settings = { callable = "execution_ledger.adapters.executors.builtin_tasks:echo" }
     """
 )
 

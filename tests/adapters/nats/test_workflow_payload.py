@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from nats.aio.msg import Msg
 
-from adapters.node import WorkerNode
-from domain.submission import TaskRequest
+from execution_ledger.adapters.node import WorkerNode
+from execution_ledger.domain.submission import TaskRequest
 from tests.adapters.nats.conftest import connected
 from tests.processors.worker_harness import runtime_with_config
 
@@ -26,7 +26,7 @@ async def test_a_nats_task_sends_its_inputs_in_its_subject_and_payload(
         f"""
         [task_types.add]
         adapter = "python"
-        settings = {{ callable = "adapters.executors.builtin_tasks:add" }}
+        settings = {{ callable = "execution_ledger.adapters.executors.builtin_tasks:add" }}
 
         [task_types.notify]
         adapter = "nats"

@@ -9,10 +9,10 @@ from uuid import uuid4
 
 import pytest
 
-from adapters.executors.python import PythonExecutor
-from adapters.executors.shell import ShellExecutor
-from domain.execution import Execution, Success
-from domain.timeouts import Timeouts
+from execution_ledger.adapters.executors.python import PythonExecutor
+from execution_ledger.adapters.executors.shell import ShellExecutor
+from execution_ledger.domain.execution import Execution, Success
+from execution_ledger.domain.timeouts import Timeouts
 
 pytestmark = pytest.mark.asyncio
 TRACE = {

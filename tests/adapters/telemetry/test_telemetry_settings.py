@@ -8,10 +8,10 @@ import tomllib
 
 import pytest
 
-from adapters.config_file import DEFAULT_REGISTRY, ConfigFileError, parse_config
-from adapters.telemetry.context import start_telemetry
-from adapters.telemetry.settings import TelemetrySettings, telemetry_settings
-from domain.registry_document import registry_document
+from execution_ledger.adapters.config_file import DEFAULT_REGISTRY, ConfigFileError, parse_config
+from execution_ledger.adapters.telemetry.context import start_telemetry
+from execution_ledger.adapters.telemetry.settings import TelemetrySettings, telemetry_settings
+from execution_ledger.domain.registry_document import registry_document
 
 
 def loaded(table: str):  # type: ignore[no-untyped-def]
@@ -82,7 +82,7 @@ def test_disabled_in_the_file_or_by_otel_sdk_disabled_is_off_whatever_else_is_se
 
 
 def test_a_bad_endpoint_in_the_environment_is_a_clear_error() -> None:
-    from domain.errors import ConfigError
+    from execution_ledger.domain.errors import ConfigError
 
     with pytest.raises(ConfigError, match="OTEL_EXPORTER_OTLP_ENDPOINT"):
         telemetry_settings({}, {"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318"})

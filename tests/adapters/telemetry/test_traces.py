@@ -17,10 +17,10 @@ from uuid import UUID
 
 import pytest
 
-from adapters.config_file import DEFAULT_REGISTRY
-from adapters.runtime import Runtime
-from adapters.telemetry.context import active, start_telemetry, stop_telemetry
-from domain.trace_context import attempt_span_id, from_fields
+from execution_ledger.adapters.config_file import DEFAULT_REGISTRY
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.adapters.telemetry.context import active, start_telemetry, stop_telemetry
+from execution_ledger.domain.trace_context import attempt_span_id, from_fields
 from tests.adapters.http.live_server import LiveServer, runtime_with_file
 from tests.adapters.telemetry.otlp_collector import CollectedSpan, Collector, running_collector
 
@@ -47,7 +47,7 @@ def config(collector: Collector, telemetry: bool = True) -> str:
 
         [task_types.fan_out]
         adapter = "python"
-        settings = {{ callable = "adapters.executors.workflow_demo:fan_out" }}
+        settings = {{ callable = "execution_ledger.adapters.executors.workflow_demo:fan_out" }}
         """
     )
     if telemetry:
@@ -228,8 +228,8 @@ def test_with_telemetry_off_the_callers_context_still_reaches_the_attempts_reque
 
 OFF_SCRIPT = """
 import json, sys
-from adapters.runtime import open_runtime
-from adapters.telemetry.context import start_telemetry
+from execution_ledger.adapters.runtime import open_runtime
+from execution_ledger.adapters.telemetry.context import start_telemetry
 from tests.adapters.http.live_server import LiveServer
 
 runtime = open_runtime(pool_size=2)

@@ -12,9 +12,9 @@ from uuid import UUID
 
 import pytest
 
-from adapters.runtime import Runtime
-from domain.submission import TaskRequest
-from domain.trace_context import attempt_span_id
+from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.domain.submission import TaskRequest
+from execution_ledger.domain.trace_context import attempt_span_id
 from tests.adapters.telemetry.otlp_collector import running_collector
 
 TRACE = "5bf92f3577b34da6a3ce929d0e0e4736"
@@ -32,7 +32,7 @@ def test_ledger_worker_exports_spans_to_the_endpoint_the_environment_names(
             "OTEL_SERVICE_NAME": "worker-under-test",
         }
         worker = subprocess.Popen(
-            [sys.executable, "-m", "adapters.cli.main", "worker", "--no-projections"],
+            [sys.executable, "-m", "execution_ledger.adapters.cli.main", "worker", "--no-projections"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.runtime import open_runtime
+from execution_ledger.adapters.runtime import open_runtime
 from tests.adapters.http.console.browser import Page
 from tests.adapters.http.live_server import TOKENS, LiveServer, secured_config
 

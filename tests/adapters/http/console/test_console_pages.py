@@ -14,9 +14,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from adapters.config_file import DEFAULT_REGISTRY
-from adapters.http.limits import HttpLimits
-from adapters.runtime import Runtime, open_runtime
+from execution_ledger.adapters.config_file import DEFAULT_REGISTRY
+from execution_ledger.adapters.http.limits import HttpLimits
+from execution_ledger.adapters.runtime import Runtime, open_runtime
 from tests.adapters.http.console.browser import Page
 from tests.adapters.http.live_server import TOKENS, LiveServer, secured_config
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from adapters.config_file import DEFAULT_REGISTRY
-from adapters.runtime import open_runtime
+from execution_ledger.adapters.config_file import DEFAULT_REGISTRY
+from execution_ledger.adapters.runtime import open_runtime
 from tests.adapters.http.console.browser import Page
 from tests.adapters.http.live_server import LiveServer
 
