@@ -16,14 +16,22 @@ a worker round's claim of 10 tasks (``PostgresDispatch.claim``; the previous cla
 attempts are recorded as successes between two claims, not timed). Also the
 sizes of the live tables and the archival's own time.
 
-    python -m tests.bench.bench_retention                      # 200,000 events
-    python -m tests.bench.bench_retention --events 10000000    # the issue's 10 million
+With ``--bulk N`` the large log's old history is not written task by task: a template of
+about ``N`` events of the same tasks is written through the normal path into a scratch
+schema, projected, and copied into the large ledger with new ids, positions and times, its
+audit chain computed as it goes (``bulk_history.py``); the live work is then written and
+projected normally. ``--check-bulk`` rebuilds every read model of the large ledger from its
+log and verifies its audit chain before measuring (for small runs: it replays everything).
+
+    python -m tests.bench.bench_retention                                  # 200,000 events
+    python -m tests.bench.bench_retention --events 10000000 --bulk 33000   # 10 million
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -38,6 +46,7 @@ from psycopg import sql
 
 from execution_ledger.adapters.config_file import DEFAULT_REGISTRY
 from execution_ledger.adapters.ledger import utc_now
+from execution_ledger.adapters.postgres.audit import verify_chain
 from execution_ledger.adapters.postgres.dispatch import PostgresDispatch
 from execution_ledger.adapters.retention.archiver import Archiver
 from execution_ledger.adapters.retention.segments import configured_archive
@@ -45,6 +54,7 @@ from execution_ledger.adapters.runtime import Runtime
 from execution_ledger.domain.execution import AttemptOutcome, ClaimedAttempt, Success
 from execution_ledger.domain.submission import TaskRequest
 from tests.adapters.http.live_server import LiveServer
+from tests.bench import bulk_history
 from tests.bench.common import fresh_runtime
 
 GRAPH = 5000
@@ -175,6 +185,68 @@ def prepare(runtime: Runtime, events: int, live: int) -> float:
     return time.perf_counter() - started
 
 
+def prepare_bulk(
+    runtime: Runtime, config: str, events: int, live: int, template_events: int, span_days: float
+) -> tuple[float, dict[str, Any]]:
+    """The large log's old history copied from a template (``bulk_history.py``), then the
+    live work through the normal path."""
+    started = time.perf_counter()
+    outer = {k: os.environ.get(k) for k in ("LEDGER_SCHEMA", "LEDGER_CONFIG")}
+    try:
+        with fresh_runtime(config) as template:
+            build_old(template, template_events)
+            template.catch_up()
+            size = template.store.head_position()
+            plan = bulk_history.BulkPlan(
+                template.settings.schema,
+                runtime.settings.schema,
+                copies=max(1, round(events / size)),
+                span=timedelta(days=span_days),
+            )
+            report = bulk_history.copy_history(runtime.database_url, plan)
+    finally:
+        for key, value in outer.items():
+            if value is not None:
+                os.environ[key] = value
+    live_started = time.perf_counter()
+    build_live(runtime, live)
+    runtime.catch_up()
+    report.seconds["live work"] = time.perf_counter() - live_started
+    details = {
+        "template_events": report.template_events,
+        "copies": report.copies,
+        "bulk_events": report.events,
+        "seconds": report.seconds,
+    }
+    return time.perf_counter() - started, details
+
+
+def check_bulk(runtime: Runtime) -> dict[str, Any]:
+    """Every read model rebuilt from the log equals the copied one; the chain verifies."""
+    tables = [
+        "task_view",
+        "readiness_nodes",
+        "readiness_edges",
+        "attempt_dataset",
+        "attempt_dataset_tasks",
+        "attempt_dataset_depths",
+        "dispatch_queue",
+    ]
+    started = time.perf_counter()
+    report = verify_chain(runtime.store)
+    differ = bulk_history.check_rebuild(runtime, tables)
+    result = {
+        "chain_ok": report.ok,
+        "chain_detail": report.detail,
+        "rows_differing": differ,
+        "seconds": time.perf_counter() - started,
+    }
+    print(f"bulk check: {result}", file=sys.stderr)
+    if not report.ok or any(differ.values()):
+        raise RuntimeError(f"the bulk history is not what the normal path makes: {result}")
+    return result
+
+
 def archive(runtime: Runtime) -> tuple[float, Any]:
     policy = runtime.settings.config.retention
     folder = configured_archive(policy, runtime.settings.schema)
@@ -186,7 +258,15 @@ def archive(runtime: Runtime) -> tuple[float, Any]:
     return seconds, report
 
 
-def run(events: int, small: int, live: int, reps: int) -> None:
+def run(
+    events: int,
+    small: int,
+    live: int,
+    reps: int,
+    bulk: int = 0,
+    span_days: float = 30.0,
+    check: bool = False,
+) -> None:
     phases: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as directory:
         config = DEFAULT_REGISTRY.read_text() + RETENTION.format(archive=directory)
@@ -195,9 +275,20 @@ def run(events: int, small: int, live: int, reps: int) -> None:
             print(f"small: built in {built:.0f} s", file=sys.stderr)
             phases["small"] = {"times": measure(runtime, reps), "rows": table_sizes(runtime)}
         with fresh_runtime(config) as runtime:
-            built = prepare(runtime, events, live)
-            print(f"large: built and projected in {built:.0f} s", file=sys.stderr)
-            phases["large"] = {"times": measure(runtime, reps), "rows": table_sizes(runtime)}
+            details: dict[str, Any] = {}
+            if bulk:
+                built, details = prepare_bulk(runtime, config, events, live, bulk, span_days)
+            else:
+                built = prepare(runtime, events, live)
+            print(f"large: built and projected in {built:.0f} s {details}", file=sys.stderr)
+            if check:
+                details["check"] = check_bulk(runtime)
+            phases["large"] = {
+                "times": measure(runtime, reps),
+                "rows": table_sizes(runtime),
+                "build_seconds": built,
+                "bulk": details,
+            }
             seconds, report = archive(runtime)
             print(
                 f"archived {report.events_archived:,} events in {len(report.written)} segments "
@@ -209,6 +300,8 @@ def run(events: int, small: int, live: int, reps: int) -> None:
                 "rows": table_sizes(runtime),
                 "archive_seconds": seconds,
                 "events_archived": report.events_archived,
+                "tasks_removed": report.tasks_removed,
+                "segments": len(report.written),
             }
     report_table(phases)
     print(json.dumps(phases), file=sys.stderr)
@@ -235,10 +328,33 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=10_000, help="events of the small log")
     parser.add_argument("--live", type=int, default=2_000, help="ready tasks in each log")
     parser.add_argument("--reps", type=int, default=30, help="calls per measure")
+    parser.add_argument(
+        "--bulk",
+        type=int,
+        default=0,
+        metavar="N",
+        help="copy the large log's history from a template of about N events (0: no)",
+    )
+    parser.add_argument(
+        "--span-days", type=float, default=30.0, help="time the copied history spans"
+    )
+    parser.add_argument(
+        "--check-bulk",
+        action="store_true",
+        help="rebuild the large ledger's read models and verify its chain before measuring",
+    )
     options = parser.parse_args()
     if options.live < 2 * (options.reps + 1) * CLAIM:
         parser.error("--live must be at least 2 * (--reps + 1) * 10")
-    run(options.events, options.small, options.live, options.reps)
+    run(
+        options.events,
+        options.small,
+        options.live,
+        options.reps,
+        options.bulk,
+        options.span_days,
+        options.check_bulk,
+    )
 
 
 if __name__ == "__main__":
