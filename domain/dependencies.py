@@ -9,8 +9,9 @@ itself an end, so the skip goes on down the graph). While one has not ended, it 
 the event of that decision, if it is still blocked. Two places apply them: the dependency
 cascade (``processors/dependency_cascade.py``) on the readiness graph's changes, and the
 worker round that records a success (``adapters/postgres/inline_unblock.py``) on the
-dispatch queue's blocked rows. The readiness graph keeps the same rule incrementally (a
-count of pending dependencies per task, ``projections/readiness.py``).
+dispatch queue's blocked rows, through ``freed_by_successes`` and ``unblock``. The
+readiness graph keeps the same rule incrementally (a count of pending dependencies per
+task, ``projections/readiness.py``).
 """
 
 from __future__ import annotations
@@ -69,3 +70,20 @@ def apply_release(task: Task, release: Release, now: datetime) -> bool:
             dependency=release.dependency,
         )
     return True
+
+
+def freed_by_successes(
+    blocked: Iterable[tuple[UUID, Iterable[UUID]]], succeeded: Iterable[UUID]
+) -> list[UUID]:
+    """Of blocked tasks (each id with its dependencies), those ``release_of`` unblocks when
+    only ``succeeded`` are known to have ended, sorted. A dependency that ended otherwise
+    reads as not ended here: this never skips (the cascade does)."""
+    ends = dict.fromkeys(succeeded, TaskState.SUCCEEDED)
+    return sorted(
+        task_id for task_id, depends_on in blocked if release_of(depends_on, ends) is UNBLOCK
+    )
+
+
+def unblock(tasks: Iterable[Task], now: datetime) -> list[Task]:
+    """Those of ``tasks`` still blocked, given their ``TaskUnblocked``."""
+    return [task for task in tasks if apply_release(task, UNBLOCK, now)]

@@ -16,19 +16,23 @@ locks, then the budgets and the candidates with their stored events, each a stat
 starts after the locks are held, so it sees every claim committed before it. When rate
 limits cover the candidates (``rate_limits.py``), one more round trip locks and counts their
 buckets; the round's starts and holds go with its commit.
+
+What the round decides (an outcome dropped or recorded, a task started, a dependent started
+without reading its queue again, a second read) is ``domain/worker_round.py``'s; this
+module holds the locks, the transaction and the statements. A transaction that meets a
+concurrent write is tried again through ``concurrent_write.retry_on_conflict``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import random
 import threading
-from collections import Counter
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
-from typing import Any, NamedTuple
-from uuid import UUID, uuid4
+from datetime import datetime
+from functools import partial
+from typing import Any
+from uuid import UUID
 
 import psycopg
 from eventsourcing.persistence import IntegrityError
@@ -39,30 +43,31 @@ from execution_ledger.adapters.postgres.candidates import (
     CandidateReader,
     QueueReading,
 )
+from execution_ledger.adapters.postgres.concurrent_write import KeptChanging, retry_on_conflict
 from execution_ledger.adapters.postgres.event_store import EventStore
 from execution_ledger.adapters.postgres.inline_unblock import InlineUnblock
 from execution_ledger.adapters.postgres.rate_limits import ClaimRateLimits, RoundRates
 from execution_ledger.adapters.postgres.recorder import Statement
 from execution_ledger.adapters.postgres.running import RunningTables, StartedAttempt
-from execution_ledger.domain.children import notify_parents, spawned_children
+from execution_ledger.domain.children import notify_parents
 from execution_ledger.domain.execution import AttemptOutcome, ClaimedAttempt
-from execution_ledger.domain.inputs import resolve_inputs
-from execution_ledger.domain.outcomes import record_result, record_timeout
 from execution_ledger.domain.registry import Registry
 from execution_ledger.domain.task import Task, TaskState
-from execution_ledger.domain.timeouts import TimeoutKind, Timeouts
+from execution_ledger.domain.worker_round import (
+    Start,
+    claimed,
+    direct_starts,
+    inputs_wanted,
+    reads_again,
+    record_outcomes,
+    record_progress,
+    start_attempt,
+    start_due,
+    with_inputs,
+)
 from execution_ledger.processors.worker import ProgressNote
 
 log = logging.getLogger(__name__)
-
-
-class _Start(NamedTuple):
-    """A task started by a claim (its ``TaskStarted`` pending), with what the claim resolved."""
-
-    task: Task
-    attempt: int
-    timeouts: Timeouts
-    heartbeat: float
 
 
 class PostgresDispatch:
@@ -80,6 +85,13 @@ class PostgresDispatch:
         self.tables = RunningTables(store.schema)
         self.unblock = InlineUnblock(store)
         self.queue_table = store.dispatch_queue.table
+        self._sql_next_due = (
+            sql.SQL(
+                "SELECT min(run_at) AS due FROM {} WHERE queue = ANY(%s) AND state = 'scheduled'"
+            )
+            .format(self.queue_table)
+            .as_string(None)
+        )
         self.candidates = CandidateReader(store, registry, self.tables)
         self.rate_limits = ClaimRateLimits(store.schema, lambda: self.registry, self.queue_table)
         # Tasks as this process started them: completing them needs no reload unless
@@ -104,21 +116,25 @@ class PostgresDispatch:
 
         If that transaction meets a concurrent write (a task cancelled or timed out
         meanwhile), the outcomes are recorded on their own (``complete``) and the claim is
-        made again without them.
+        made again without them; a claim that keeps meeting one claims nothing this round.
         """
         queue_list = sorted(set(queues))
         if outcomes:
             try:
                 return self._claim_once(queue_list, limit, worker, outcomes)
             except IntegrityError:
+                # Not retried as it was: each outcome is recorded apart (reloaded, retried
+                # on its own), so one that lost a race does not hold back the others.
                 log.debug("claim with outcomes met a concurrent write; recording them apart")
                 self._complete_one_by_one(outcomes)
-        for _ in range(5):
-            try:
-                return self._claim_once(queue_list, limit, worker)
-            except IntegrityError:
-                log.debug("claim met a concurrent write; claiming again")
-        return []
+        try:
+            return retry_on_conflict(
+                partial(self._claim_once, queue_list, limit, worker),
+                what="the claim",
+                on_conflict=_claim_conflicted,
+            )
+        except KeptChanging:
+            return []
 
     def _claim_once(
         self,
@@ -145,7 +161,7 @@ class PostgresDispatch:
     ) -> list[ClaimedAttempt]:
         ended = self._record_outcomes(outcomes, self._take_started(outcomes)) if outcomes else []
         inline = [self.tables.attempts_ended([task.id for task in ended])] if ended else []
-        started: list[_Start] = []
+        started: list[Start] = []
         succeeded = [task.id for task in ended if task.state is TaskState.SUCCEEDED]
         with self.store.pipelined_transaction() as cur:
             # One round trip for BEGIN, the dependents' look-up and the claim's reads.
@@ -167,12 +183,9 @@ class PostgresDispatch:
                 *(start.task for start in started if start.task.id not in also_unblocked),
             ]
             self.store.append_in(cur, tasks, inline, positions=False)
-            waiting = [t for t in unblocked if t.state is not TaskState.RUNNING]
-            if waiting and limit > len(started):
-                # Start the others just unblocked in this transaction too (it sees its own
-                # writes; the queue locks are held since the first read): a chain hop
-                # costs one round. The events table stays locked meanwhile, only in
-                # rounds that unblock something.
+            if reads_again(unblocked, len(started), limit):
+                # The queue locks are held since the first read. The events table stays
+                # locked meanwhile, only in rounds that unblock something.
                 more, _ = self._start_due(
                     cur, queues, limit - len(started), worker, rate_rounds
                 )
@@ -186,27 +199,20 @@ class PostgresDispatch:
                     started += more
         with self._started_lock:
             self._started.update((start.task.id, start.task) for start in started)
-        return self._with_inputs([_claimed(start) for start in started], started)
+        return self._with_inputs([claimed(start) for start in started], started)
 
     def _with_inputs(
-        self, claimed: list[ClaimedAttempt], started: list[_Start]
+        self, attempts: list[ClaimedAttempt], started: list[Start]
     ) -> list[ClaimedAttempt]:
         """Resolve the inputs of the attempts whose tasks take their dependencies' results,
         from the dependencies folded from the log (only for those: others cost nothing)."""
-        wanted = {dep for s in started if s.task.inputs for dep in s.task.inputs.values()}
+        wanted = inputs_wanted(started)
         if not wanted:
-            return claimed
+            return attempts
         dependencies = self.store.load_many(sorted(wanted))
-        limit = self.registry.workflows.max_input_bytes
-        resolved = {
-            s.task.id: resolve_inputs(s.task.inputs, dependencies, limit)
-            for s in started
-            if s.task.inputs
-        }
-        return [
-            _with(c, *resolved[c.task_id]) if c.task_id in resolved else c
-            for c in claimed
-        ]
+        return with_inputs(
+            attempts, started, dependencies, self.registry.workflows.max_input_bytes
+        )
 
     def _start_due(
         self,
@@ -215,7 +221,7 @@ class PostgresDispatch:
         limit: int,
         worker: str,
         rate_rounds: list[tuple[RoundRates, list[UUID]]],
-    ) -> tuple[list[_Start], QueueReading]:
+    ) -> tuple[list[Start], QueueReading]:
         """Up to ``limit`` due tasks within their queue, lane and rate limits, each started
         (its ``TaskStarted`` pending, not yet saved); and what was read of the queues."""
         passed_over = self.rate_limits.full_fair_keys(queues, self.clock())
@@ -228,11 +234,9 @@ class PostgresDispatch:
         )
         if loaded is None:
             loaded = self.store.fold(row for c in chosen for row in reading.events[c.task_id])
-        started = [
-            self._start(task, worker, now)
-            for task in (loaded[c.task_id] for c in chosen if c.task_id in loaded)
-            if task.is_due(now)  # else its run_at is a moment ahead of this clock: next claim
-        ]
+        started = start_due(
+            (loaded[c.task_id] for c in chosen if c.task_id in loaded), worker, now, self.registry
+        )
         if rates is not None:
             started_ids = [start.task.id for start in started]
             for candidate in chosen:
@@ -266,38 +270,22 @@ class PostgresDispatch:
         self,
         unblocked: list[Task],
         reading: QueueReading,
-        started: list[_Start],
+        started: list[Start],
         limit: int,
         worker: str,
-    ) -> list[_Start]:
-        """Start dependents just unblocked without reading the queues again, where that
-        passes no other task: their queue's due tasks were all read by this round (and
-        taken, or held back by their limits), it has budget left, and they have no lane
-        (a lane's order and limit need its rows)."""
-        used = Counter(start.task.queue for start in started)
+    ) -> list[Start]:
+        """Start the dependents just unblocked that ``direct_starts`` lets the round start
+        without reading the queues again."""
         now = self.clock()
-        direct: list[_Start] = []
-        for task in unblocked:
-            if len(started) + len(direct) >= limit:
-                break
-            queue = task.queue
-            if queue not in reading.exhausted or task.lane is not None or not task.is_due(now):
-                continue
-            if self.rate_limits.active_for([queue]):
-                continue  # its buckets need counting: the next read of the queue starts it
-            if reading.budgets.get(queue, 0) - used[queue] <= 0:
-                continue
-            direct.append(self._start(task, worker, now))
-            used[queue] += 1
-        return direct
+        direct = direct_starts(
+            unblocked, started, limit, reading.exhausted, reading.budgets, self._rate_limited, now
+        )
+        return [start_attempt(task, worker, now, self.registry) for task in direct]
 
-    def _start(self, task: Task, worker: str, now: datetime) -> _Start:
-        timeouts = Timeouts.from_dict(task.timeouts)
-        heartbeat = timeouts.heartbeat or self.registry.default_timeouts.heartbeat or 30.0
-        attempt = task.start(worker, now + timedelta(seconds=heartbeat), now, self.registry.version)
-        return _Start(task, attempt, timeouts, heartbeat)
+    def _rate_limited(self, queue: str) -> bool:
+        return self.rate_limits.active_for([queue])
 
-    def _running_rows(self, started: list[_Start], worker: str) -> Statement:
+    def _running_rows(self, started: list[Start], worker: str) -> Statement:
         rows = [
             StartedAttempt(
                 s.task.id,
@@ -318,18 +306,18 @@ class PostgresDispatch:
         try:
             self._save_outcomes(outcomes, self._take_started(outcomes))
         except IntegrityError:
-            # One of them met a concurrent write: reload and record them one by one.
+            # One of them met a concurrent write: not retried together, but each reloaded
+            # and recorded on its own (retried there), so the others are not held back.
             self._complete_one_by_one(outcomes)
 
     def _complete_one_by_one(self, outcomes: Sequence[AttemptOutcome]) -> None:
         for outcome in outcomes:
-            for _ in range(5):
-                try:
-                    self._save_outcomes([outcome], {})
-                    break
-                except IntegrityError:
-                    continue
-            else:
+            try:
+                retry_on_conflict(
+                    partial(self._save_outcomes, [outcome], {}),
+                    what=f"task {outcome.task_id}",
+                )
+            except KeptChanging:
                 log.warning(
                     "outcome of attempt %s of task %s kept conflicting; the lease will expire "
                     "and the watchdog will time the attempt out",
@@ -350,35 +338,20 @@ class PostgresDispatch:
     def _record_outcomes(
         self, outcomes: Sequence[AttemptOutcome], known: dict[UUID, Task]
     ) -> list[Task]:
-        """The tasks with the events of their outcomes pending (not yet saved); outcomes of
-        attempts that already ended (cancelled, timed out elsewhere) are dropped."""
-        now = self.clock()
-        tasks: list[Task] = []
+        """The tasks with the events of their outcomes pending (not yet saved), and the
+        waiting parents their ends decide; outcomes of attempts that already ended
+        (cancelled, timed out elsewhere) are dropped."""
         loaded = dict(known)
         loaded.update(self.store.load_many([o.task_id for o in outcomes if o.task_id not in known]))
-        for outcome in outcomes:
-            task = loaded[outcome.task_id]
-            if task.state is not TaskState.RUNNING or task.attempts != outcome.attempt:
-                log.info(
-                    "attempt %s of %s already ended; its outcome is dropped",
-                    outcome.attempt,
-                    task.id,
-                )
-                continue
-            if outcome.timed_out:
-                record_timeout(task, TimeoutKind.START_TO_CLOSE, now, self.jitter())
-            else:
-                assert outcome.result is not None
-                children = spawned_children(
-                    self.registry, task, outcome.attempt, outcome.result, now, uuid4
-                )
-                if children is None:
-                    record_result(task, outcome.attempt, outcome.result, now, self.jitter())
-                else:  # the parent's TaskChildrenSpawned first, then its children
-                    tasks.append(task)
-                    tasks.extend(children)
-                    continue
-            tasks.append(task)
+        tasks, dropped = record_outcomes(
+            outcomes, loaded, self.registry, self.clock(), self.jitter
+        )
+        for outcome in dropped:
+            log.info(
+                "attempt %s of %s already ended; its outcome is dropped",
+                outcome.attempt,
+                outcome.task_id,
+            )
         tasks.extend(notify_parents(tasks, self.store.load_many))
         return tasks
 
@@ -390,23 +363,13 @@ class PostgresDispatch:
         """Extend the leases of ``worker``'s attempts; return those it still holds.
         ``progress`` (what task code reported, already coalesced by the worker) becomes a
         ``TaskHeartbeat`` per attempt still held, with its new lease."""
+        renewed = self.tables.leases_renewed(worker, held)
+        seen = self.tables.worker_seen(worker)
         with self.store.transaction() as cur:
-            cur.execute(
-                sql.SQL(
-                    "UPDATE {} SET lease_expires_at = "
-                    "now() + heartbeat_seconds * interval '1 second' "
-                    "WHERE worker = %s AND task_id = ANY(%s) RETURNING task_id, lease_expires_at"
-                ).format(self.tables.running),
-                (worker, list(held)),
-            )
+            cur.execute(renewed.query, renewed.params)
             leases = {row["task_id"]: row["lease_expires_at"] for row in cur.fetchall()}
             kept = set(leases)
-            cur.execute(
-                sql.SQL("UPDATE {} SET last_seen = now() WHERE worker = %s").format(
-                    self.tables.workers
-                ),
-                (worker,),
-            )
+            cur.execute(seen.query, seen.params)
         with self._started_lock:  # attempts ended elsewhere (cancel, watchdog) leave the cache
             for task_id in [t for t in self._started if t not in kept]:
                 del self._started[task_id]
@@ -424,57 +387,29 @@ class PostgresDispatch:
         loaded = self.store.load_many([note.task_id for note in notes])
         for note in notes:
             task = loaded.get(note.task_id)
-            if task is None or task.state is not TaskState.RUNNING or task.attempts != note.attempt:
+            lease = leases[note.task_id]
+            if task is None or not record_progress(
+                task, note.attempt, lease, note.progress, note.message
+            ):
                 continue
-            task.heartbeat(note.attempt, leases[note.task_id], note.progress, note.message)
             try:
                 self.store.save(task)
-            except IntegrityError:
+            except IntegrityError:  # not retried: a newer note, or the outcome, follows
                 log.debug("heartbeat of %s met a concurrent write; dropped", note.task_id)
 
     def register_worker(
         self, worker: str, host: str, pid: int, queues: Sequence[str], concurrency: int
     ) -> None:
+        registered = self.tables.worker_registered(worker, host, pid, queues, concurrency)
         with self.store.transaction() as cur:
-            cur.execute(
-                sql.SQL(
-                    "INSERT INTO {} (worker, host, pid, queues, concurrency, started_at, "
-                    "last_seen) VALUES (%s, %s, %s, %s, %s, now(), now()) "
-                    "ON CONFLICT (worker) DO UPDATE SET last_seen = now(), "
-                    "queues = excluded.queues, concurrency = excluded.concurrency"
-                ).format(self.tables.workers),
-                (worker, host, pid, list(queues), concurrency),
-            )
+            cur.execute(registered.query, registered.params)
 
     def next_due(self, queues: Sequence[str]) -> datetime | None:
         """When the earliest scheduled task of ``queues`` comes due."""
         with self.store.transaction() as cur:
-            cur.execute(
-                sql.SQL(
-                    "SELECT min(run_at) AS due FROM {} "
-                    "WHERE queue = ANY(%s) AND state = 'scheduled'"
-                ).format(self.queue_table),
-                (list(queues),),
-            )
-            row = cur.fetchone()
+            row = cur.execute(self._sql_next_due, (list(queues),)).fetchone()
         return row["due"] if row else None
 
 
-def _with(claimed: ClaimedAttempt, inputs: Any, refused: Any) -> ClaimedAttempt:
-    return dataclasses.replace(claimed, inputs=inputs, refused=refused)
-
-
-def _claimed(start: _Start) -> ClaimedAttempt:
-    task = start.task
-    return ClaimedAttempt(
-        task_id=task.id,
-        attempt=start.attempt,
-        type_name=task.type_name,
-        adapter=task.adapter,
-        args=task.args,
-        adhoc_settings=task.adapter_settings,
-        timeouts=start.timeouts,
-        queue=task.queue,
-        lane=task.lane,
-        trace=task.trace,  # the context it was enqueued in: its run span continues it
-    )
+def _claim_conflicted(attempt: int) -> None:
+    log.debug("claim met a concurrent write (try %s); claiming again", attempt)

@@ -5,7 +5,8 @@ are found in the dispatch queue (``depends_on`` of its blocked rows, a GIN index
 whose every dependency has now succeeded get their ``TaskUnblocked`` appended in the same
 transaction, so a dependent is claimable the moment its dependency's success commits: a
 chain hop costs one worker round, not a round trip through the readiness projection. The
-rule (all dependencies succeeded) and its event are ``domain/dependencies.py``'s.
+rule (all dependencies succeeded) and its event are ``domain/dependencies.py``'s
+(``freed_by_successes``, ``unblock``); this module holds only the two reads.
 
 The readiness graph's dependency cascade stays the rule that always applies: it skips the
 dependents of a task that ended otherwise, and it unblocks what this could not see (a
@@ -25,8 +26,8 @@ from psycopg import sql
 
 from execution_ledger.adapters.postgres.event_store import EventStore
 from execution_ledger.adapters.postgres.recorder import id_list
-from execution_ledger.domain.dependencies import UNBLOCK, apply_release, release_of
-from execution_ledger.domain.task import Task, TaskState, event_name
+from execution_ledger.domain.dependencies import freed_by_successes, unblock
+from execution_ledger.domain.task import Task, event_name
 
 
 class InlineUnblock:
@@ -77,14 +78,13 @@ class InlineUnblock:
         others = {d for row in rows for d in row["depends_on"]} - now_done
         # Only successes are looked up: a dependency that ended otherwise reads as not ended
         # here, and its skip is the cascade's.
-        ends = dict.fromkeys(now_done | self._already_succeeded(cur, others), TaskState.SUCCEEDED)
-        free = sorted(
-            row["task_id"] for row in rows if release_of(row["depends_on"], ends) == UNBLOCK
+        free = freed_by_successes(
+            ((row["task_id"], row["depends_on"]) for row in rows),
+            now_done | self._already_succeeded(cur, others),
         )
         if not free:
             return []
-        tasks = self.store.load_many(free, cur)
-        return [task for task in tasks.values() if apply_release(task, UNBLOCK, now)]
+        return unblock(self.store.load_many(free, cur).values(), now)
 
     def _already_succeeded(self, cur: psycopg.Cursor[Any], task_ids: set[UUID]) -> set[UUID]:
         if not task_ids:

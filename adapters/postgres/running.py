@@ -47,6 +47,11 @@ def cancel_channel(schema: str) -> str:
     """Where a cancelled or timed-out running attempt is notified (its task id)."""
     return _channel(CANCEL_CHANNEL, schema)
 
+def listen(channel: str) -> sql.Composed:
+    """Start listening on a NOTIFY ``channel`` (quoted: channel names are case-sensitive)."""
+    return sql.SQL("LISTEN {}").format(sql.Identifier(channel))
+
+
 _CREATE = """
 CREATE TABLE IF NOT EXISTS {running} (
     task_id uuid PRIMARY KEY,
@@ -128,6 +133,37 @@ class RunningTables:
             .format(self.running)
             .as_string(None)
         )
+        self._sql_renew = (
+            sql.SQL(
+                "UPDATE {} SET lease_expires_at = now() + heartbeat_seconds * interval '1 second' "
+                "WHERE worker = %s AND task_id = ANY(string_to_array(%s, ',')::uuid[]) "
+                "RETURNING task_id, lease_expires_at"
+            )
+            .format(self.running)
+            .as_string(None)
+        )
+        self._sql_worker_seen = (
+            sql.SQL("UPDATE {} SET last_seen = now() WHERE worker = %s")
+            .format(self.workers)
+            .as_string(None)
+        )
+        self._sql_worker_registered = (
+            sql.SQL(
+                "INSERT INTO {} (worker, host, pid, queues, concurrency, started_at, last_seen) "
+                "VALUES (%s, %s, %s, %s, %s, now(), now()) ON CONFLICT (worker) DO UPDATE SET "
+                "last_seen = now(), queues = excluded.queues, concurrency = excluded.concurrency"
+            )
+            .format(self.workers)
+            .as_string(None)
+        )
+        self._sql_key_holders = (
+            sql.SQL(
+                "SELECT key, task_id FROM {} WHERE key = ANY(%s) "
+                "AND (expires_at IS NULL OR expires_at > now())"
+            )
+            .format(self.keys)
+            .as_string(None)
+        )
 
     def create_statement(self) -> sql.Composed:
         return sql.SQL(_CREATE).format(
@@ -168,6 +204,26 @@ class RunningTables:
         if not task_ids:
             return []
         return [self.attempts_ended(task_ids), *(self.cancel_notice(t) for t in task_ids)]
+
+    def leases_renewed(self, worker: str, task_ids: Sequence[UUID]) -> Statement:
+        """Extend the leases of ``worker``'s attempts of ``task_ids`` by their heartbeat;
+        returns (``task_id``, ``lease_expires_at``) of those it still holds."""
+        return Statement(self._sql_renew, (worker, id_list(task_ids)))
+
+    def worker_seen(self, worker: str) -> Statement:
+        return Statement(self._sql_worker_seen, (worker,))
+
+    def worker_registered(
+        self, worker: str, host: str, pid: int, queues: Sequence[str], concurrency: int
+    ) -> Statement:
+        """The worker's row, new or refreshed (its queues and concurrency as now)."""
+        return Statement(
+            self._sql_worker_registered, (worker, host, pid, list(queues), concurrency)
+        )
+
+    def key_holders(self, keys: Sequence[str]) -> Statement:
+        """The live holders of idempotency ``keys``: rows (``key``, ``task_id``)."""
+        return Statement(self._sql_key_holders, (list(keys),))
 
     def key_taken(self, key: str, task_id: UUID, expires_at: datetime | None) -> list[Statement]:
         """Claim an idempotency key for a new task: an expired holder gives way; a live one

@@ -8,8 +8,9 @@
 - signal_wait: a task still waiting for a signal its type needs, longer than allowed (from
   the task view: when it began to wait, and its timeouts).
 
-A task that ends here and is an awaited child tells its parent in the same save
-(``domain/children.py``).
+Whether a timeout found still holds, and what it records, is ``domain/watchdog.py``'s;
+this module holds the named queries that find them and the save. A task that ends here and
+is an awaited child tells its parent in the same save (``domain/children.py``).
 """
 
 from __future__ import annotations
@@ -17,9 +18,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError
 from psycopg import sql
@@ -28,19 +27,43 @@ from execution_ledger.adapters.postgres.event_store import EventStore
 from execution_ledger.adapters.postgres.recorder import Statement
 from execution_ledger.adapters.postgres.running import RunningTables
 from execution_ledger.domain.children import notify_parents
-from execution_ledger.domain.outcomes import record_timeout
-from execution_ledger.domain.task import TaskState
 from execution_ledger.domain.timeouts import TimeoutKind
+from execution_ledger.domain.watchdog import (
+    BROADEST_FIRST,
+    FiredTimeout,
+    one_per_task,
+    record_fired,
+)
 
 log = logging.getLogger(__name__)
 BACKSTOP_GRACE_SECONDS = 5.0
 
-
-@dataclass(frozen=True)
-class FiredTimeout:
-    task_id: UUID
-    kind: TimeoutKind
-    attempt: int | None  # the running attempt it is about, if any
+# What each kind finds: (task_id, attempt) rows, at most %s of them.
+_FIRED_QUERIES = {
+    TimeoutKind.HEARTBEAT: (
+        "SELECT task_id, attempt FROM {running} WHERE lease_expires_at < now() "
+        "ORDER BY lease_expires_at LIMIT %s"
+    ),
+    TimeoutKind.START_TO_CLOSE: (
+        "SELECT task_id, attempt FROM {running} WHERE close_deadline < now() - "
+        f"interval '{BACKSTOP_GRACE_SECONDS} seconds' ORDER BY close_deadline LIMIT %s"
+    ),
+    TimeoutKind.SCHEDULE_TO_START: (
+        "SELECT task_id, NULL AS attempt FROM {nodes} WHERE schedule_to_start IS NOT NULL "
+        "AND state IN ('scheduled', 'ready') "
+        "AND due_at + schedule_to_start * interval '1 second' < now() LIMIT %s"
+    ),
+    TimeoutKind.SCHEDULE_TO_CLOSE: (
+        "SELECT task_id, NULL AS attempt FROM {nodes} WHERE deadline < now() "
+        "AND state IN ('blocked', 'scheduled', 'ready', 'running') LIMIT %s"
+    ),
+    TimeoutKind.SIGNAL_WAIT: (
+        "SELECT task_id, NULL AS attempt FROM {view} WHERE state = 'waiting' "
+        "AND signal_wait_since IS NOT NULL AND timeouts ? 'signal_wait' "
+        "AND signal_wait_since + (timeouts->>'signal_wait')::float8 * interval '1 second'"
+        " < now() LIMIT %s"
+    ),
+}
 
 
 class PostgresTimeouts:
@@ -56,52 +79,21 @@ class PostgresTimeouts:
         self.tables = RunningTables(store.schema)
         self.nodes = sql.Identifier(store.schema, "readiness_nodes")
         self.view = sql.Identifier(store.schema, "task_view")
+        self._sql_fired = {
+            kind: sql.SQL(query)
+            .format(running=self.tables.running, nodes=self.nodes, view=self.view)
+            .as_string(None)
+            for kind, query in _FIRED_QUERIES.items()
+        }
 
     def fired(self, limit: int = 200) -> list[FiredTimeout]:
-        queries = (
-            (
-                TimeoutKind.HEARTBEAT,
-                "SELECT task_id, attempt FROM {running} WHERE lease_expires_at < now() "
-                "ORDER BY lease_expires_at LIMIT %s",
-            ),
-            (
-                TimeoutKind.START_TO_CLOSE,
-                "SELECT task_id, attempt FROM {running} WHERE close_deadline < now() - "
-                f"interval '{BACKSTOP_GRACE_SECONDS} seconds' ORDER BY close_deadline LIMIT %s",
-            ),
-            (
-                TimeoutKind.SCHEDULE_TO_START,
-                "SELECT task_id, NULL AS attempt FROM {nodes} WHERE schedule_to_start IS NOT NULL "
-                "AND state IN ('scheduled', 'ready') "
-                "AND due_at + schedule_to_start * interval '1 second' < now() LIMIT %s",
-            ),
-            (
-                TimeoutKind.SCHEDULE_TO_CLOSE,
-                "SELECT task_id, NULL AS attempt FROM {nodes} WHERE deadline < now() "
-                "AND state IN ('blocked', 'scheduled', 'ready', 'running') LIMIT %s",
-            ),
-            (
-                TimeoutKind.SIGNAL_WAIT,
-                "SELECT task_id, NULL AS attempt FROM {view} WHERE state = 'waiting' "
-                "AND signal_wait_since IS NOT NULL AND timeouts ? 'signal_wait' "
-                "AND signal_wait_since + (timeouts->>'signal_wait')::float8 * interval '1 second'"
-                " < now() LIMIT %s",
-            ),
-        )
-        fired: dict[UUID, FiredTimeout] = {}
+        """The timeouts that fired, at most ``limit`` of each kind, one per task."""
+        found: list[FiredTimeout] = []
         with self.store.transaction() as cur:
-            for kind, query in reversed(queries):  # the broadest kind wins for a task
-                cur.execute(
-                    sql.SQL(query).format(
-                        running=self.tables.running, nodes=self.nodes, view=self.view
-                    ),
-                    (limit,),
-                )
-                for row in cur.fetchall():
-                    fired.setdefault(
-                        row["task_id"], FiredTimeout(row["task_id"], kind, row["attempt"])
-                    )
-        return list(fired.values())
+            for kind in BROADEST_FIRST:
+                rows = cur.execute(self._sql_fired[kind], (limit,)).fetchall()
+                found.extend(FiredTimeout(row["task_id"], kind, row["attempt"]) for row in rows)
+        return one_per_task(found)
 
     def record(self, timeouts: Sequence[FiredTimeout]) -> int:
         """Append ``TaskTimedOut`` (and retries) for those still true; return how many."""
@@ -110,6 +102,7 @@ class PostgresTimeouts:
             try:
                 recorded += self._record_one(timeout)
             except IntegrityError:
+                # Not retried here: the next watchdog round finds it again if it still holds.
                 log.debug(
                     "timeout of %s met a concurrent write; it is checked again next time",
                     timeout.task_id,
@@ -118,21 +111,11 @@ class PostgresTimeouts:
 
     def _record_one(self, timeout: FiredTimeout) -> int:
         task = self.store.load(timeout.task_id)
-        running = task.state is TaskState.RUNNING
-        if timeout.attempt is not None and not (running and task.attempts == timeout.attempt):
-            return 0  # that attempt already ended
-        if task.state.is_terminal or (
-            timeout.kind is TimeoutKind.SCHEDULE_TO_START
-            and task.state not in (TaskState.READY, TaskState.SCHEDULED)
-        ):
+        decided = record_fired(task, timeout, self.clock(), self.jitter)
+        if decided is None:
             return 0
-        if timeout.kind is TimeoutKind.SIGNAL_WAIT and not (
-            task.state is TaskState.WAITING and task.awaited_signals
-        ):
-            return 0  # the signal came meanwhile
-        record_timeout(task, timeout.kind, self.clock(), self.jitter())
         inline: list[Statement] = []
-        if running:
+        if decided.stopped_attempt:
             inline = self.tables.attempts_stopped([task.id])
         parents = notify_parents([task], self.store.load_many)
         self.store.save(task, *parents, inline=inline)
