@@ -10,12 +10,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from execution_ledger.adapters.ledger import Ledger, utc_now
+from execution_ledger.adapters.ledger_reads import LedgerReads
 from execution_ledger.adapters.postgres.embedded import start_embedded_postgres
 from execution_ledger.adapters.postgres.event_store import EventStore
+from execution_ledger.adapters.postgres.log_follower import LogFollower
+from execution_ledger.adapters.postgres.log_watcher import LogWatcher
 from execution_ledger.adapters.postgres.projection_runner import ProjectionRunner
 from execution_ledger.adapters.postgres.read_replica import ReadReplica
 from execution_ledger.adapters.postgres.schema import create_schema
 from execution_ledger.adapters.settings import Settings, load_settings
+from execution_ledger.domain.registry import Registry
 from execution_ledger.processors.dependency_cascade import DependencyCascade
 from execution_ledger.projections.audit_chain import AuditChain
 from execution_ledger.projections.base import Projection
@@ -35,6 +39,20 @@ class Runtime:
     store: EventStore
     ledger: Ledger
     runners: dict[str, ProjectionRunner]
+    reads: LedgerReads  # what the ways in read (the ledger's query side)
+
+    @property
+    def registry(self) -> Registry:
+        """The registry this process runs now (the registry follower swaps it)."""
+        return self.settings.config.registry
+
+    def log_watcher(self) -> LogWatcher:
+        """A new LISTEN on the log's appends, for a server whose calls wait (run it)."""
+        return LogWatcher(self.database_url, self.store.recorder.channel_name)
+
+    def log_follower(self, name: str) -> LogFollower:
+        """A follower of the log outside the projections (the NATS egress), by name."""
+        return LogFollower(self.store, name)
 
     def catch_up(self) -> None:
         """Bring every projection up to the head of the log (readiness last: it appends)."""
@@ -69,7 +87,7 @@ def open_runtime(config_path: str | Path | None = None, *, pool_size: int = 5) -
         store, settings.config.registry, adapter_defaults=settings.config.adapter_defaults
     )
     ledger.pause_configured()
-    runtime = Runtime(settings, database_url, store, ledger, runners)
+    runtime = Runtime(settings, database_url, store, ledger, runners, LedgerReads(store))
     from execution_ledger.adapters.registry_follower import (
         mark_recorded_version,  # it imports this module
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from execution_ledger.domain.durations import parse_duration
-from execution_ledger.domain.errors import ConfigError, InvalidQuery, InvalidSubmission
+from execution_ledger.domain.errors import ConfigError, InvalidSubmission
 from execution_ledger.domain.graph_json import graph_requests
 from execution_ledger.domain.submission import TaskRequest
 
@@ -63,21 +63,3 @@ def load_graph_file(path: Path) -> list[TaskRequest]:
     except json.JSONDecodeError as error:
         raise InvalidSubmission(f"{path} is not valid JSON: {error}") from None
     return graph_requests(data)
-
-
-def parse_moment(text: str | None, option: str, now: datetime) -> datetime | None:
-    """An ISO 8601 time with zone, or a duration before ``now`` (``2h``: two hours ago)."""
-    if text is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        try:
-            return now - timedelta(seconds=parse_duration(text))
-        except ConfigError:
-            raise InvalidQuery(
-                f"{option}: give an ISO 8601 time with zone or a duration (e.g. 2h): {text!r}"
-            ) from None
-    if moment.tzinfo is None:
-        raise InvalidQuery(f"{option} needs a time zone (e.g. 2026-01-01T09:00:00+00:00)")
-    return moment

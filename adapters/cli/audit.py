@@ -13,7 +13,6 @@ import dataclasses
 from rich.table import Table
 
 from execution_ledger.adapters.cli import render
-from execution_ledger.adapters.cli.arguments import parse_moment
 from execution_ledger.adapters.cli.parsers import (
     add_audit_parser as add_audit_parser,  # re-exported
 )
@@ -28,6 +27,7 @@ from execution_ledger.adapters.postgres.read_replica import whole_log_url
 from execution_ledger.adapters.retention.segments import configured_archive
 from execution_ledger.adapters.runtime import Runtime
 from execution_ledger.domain.errors import InvalidQuery
+from execution_ledger.domain.moments import parse_moment
 from execution_ledger.projections.audit_chain import AuditChain
 
 

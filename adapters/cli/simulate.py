@@ -46,7 +46,6 @@ def add_simulate_parser(commands: Any) -> argparse.ArgumentParser:
 
 
 def cmd_simulate(rt: Runtime, options: argparse.Namespace) -> None:
-    from execution_ledger.adapters.cli.arguments import parse_moment
     from execution_ledger.adapters.config_file import load_config
     from execution_ledger.adapters.simulation import (
         SimulationRequest,
@@ -55,6 +54,7 @@ def cmd_simulate(rt: Runtime, options: argparse.Namespace) -> None:
         text_sha256,
     )
     from execution_ledger.domain.errors import InvalidQuery
+    from execution_ledger.domain.moments import parse_moment
 
     try:
         text = options.registry.read_text()
@@ -83,7 +83,7 @@ def cmd_simulate(rt: Runtime, options: argparse.Namespace) -> None:
 
 def _until(text: str | None, now: datetime) -> tuple[int | None, datetime | None]:
     """``--until``: a log position, or a time."""
-    from execution_ledger.adapters.cli.arguments import parse_moment
+    from execution_ledger.domain.moments import parse_moment
 
     if text is not None and text.isdigit():
         return int(text), None

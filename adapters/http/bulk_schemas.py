@@ -5,7 +5,7 @@ naming what is wrong), the dry run's answer and a bulk action's progress."""
 
 from __future__ import annotations
 
-from execution_ledger.adapters.http.schemas import NULLABLE_STRING, TIME, UUID, Schema
+from execution_ledger.adapters.request_schemas import NULLABLE_STRING, TIME, UUID, Schema
 from execution_ledger.domain.bulk import MAX_REASON_CHARS, BulkKind, BulkState
 
 FILTER_FIELDS = ("state", "type", "queue", "lane", "tag", "since", "until", "text")

@@ -12,8 +12,8 @@ from aiohttp import web
 
 from execution_ledger.adapters.http.deadline import database_call
 from execution_ledger.adapters.http.limits import HttpLimits, RateLimiter, WaitingSlots
-from execution_ledger.adapters.http.log_watcher import LogWatcher
 from execution_ledger.adapters.http.metrics import HttpMetrics
+from execution_ledger.adapters.ledger_reads import LedgerReads
 from execution_ledger.adapters.off_loop import run_off_loop
 from execution_ledger.adapters.runtime import Runtime
 from execution_ledger.domain.registry import Registry
@@ -26,15 +26,20 @@ class ServerContext:
         self.runtime = runtime
         self.limits = limits
         self.executor = ThreadPoolExecutor(max_workers=db_threads, thread_name_prefix="http-db")
-        self.watcher = LogWatcher(runtime.database_url, runtime.store.recorder.channel_name)
-        self.metrics = HttpMetrics(runtime.store, runtime.settings.config.registry.queues)
+        self.watcher = runtime.log_watcher()
+        self.metrics = HttpMetrics(runtime.reads, runtime.registry.queues)
         self.rate_limiter = RateLimiter(limits.requests_per_second, limits.burst)
         self.waiting = WaitingSlots(limits.max_waiting)
         self.closing = asyncio.Event()
 
     @property
+    def reads(self) -> LedgerReads:
+        """What the handlers read (the ledger's query side)."""
+        return self.runtime.reads
+
+    @property
     def registry(self) -> Registry:
-        return self.runtime.settings.config.registry
+        return self.runtime.registry
 
     async def write(self, call: Awaitable[T]) -> T:
         """Await a write of the ``Ledger`` that runs partly on the loop (its commit joins the

@@ -12,10 +12,9 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
-import eventsourcing.persistence
-import psycopg
 from aiohttp import web
 
+from execution_ledger.adapters import refusals
 from execution_ledger.domain.errors import (
     AdapterSettingsRefused,
     ConfigError,
@@ -55,11 +54,7 @@ STATUS_OF_ERROR: tuple[tuple[type[LedgerError], int], ...] = (
 # Refusals recorded as denials whatever their status (policy said no, not a typo).
 RECORDED_REFUSALS: tuple[type[LedgerError], ...] = (AdapterSettingsRefused,)
 
-DATABASE_ERRORS = (
-    psycopg.OperationalError,
-    eventsourcing.persistence.OperationalError,
-    eventsourcing.persistence.InterfaceError,
-)
+DATABASE_ERRORS = refusals.DATABASE_ERRORS  # 503 database_unavailable
 
 # aiohttp's own refusals (raised before or around a handler).
 CODE_OF_HTTP_STATUS = {
@@ -107,7 +102,7 @@ def error_response(
 ) -> web.Response:
     return web.Response(
         status=status,
-        text=json.dumps({"error": {"code": code, "message": message}}),
+        text=json.dumps(refusals.error_body(code, message)),
         content_type="application/json",
         headers=headers,
     )

@@ -21,8 +21,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from execution_ledger.adapters.postgres import task_queries
-from execution_ledger.adapters.postgres.event_store import EventStore
+from execution_ledger.adapters.ledger_reads import LedgerReads
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]
@@ -39,8 +38,8 @@ DURATION_HELP = {
 class LedgerTables:
     """A collector that reads the read models when Prometheus scrapes."""
 
-    def __init__(self, store: EventStore, queues: Iterable[str]) -> None:
-        self.store = store
+    def __init__(self, reads: LedgerReads, queues: Iterable[str]) -> None:
+        self.reads = reads
         self.queues = tuple(queues)
 
     def collect(self) -> Iterator[Metric]:
@@ -58,7 +57,7 @@ class LedgerTables:
             "Tasks that ended, per queue, type and outcome",
             labels=["queue", "type", "state"],
         )
-        for row in task_queries.task_counts(self.store):
+        for row in self.reads.task_counts():
             labels = [row["queue"], row["type_name"], row["state"]]
             tasks.add_metric(labels, row["n"])
             if row["state"] in TERMINAL:
@@ -77,7 +76,7 @@ class LedgerTables:
         paused = GaugeMetricFamily(
             "ledger_queue_paused", "1 if the queue is paused", labels=["queue"]
         )
-        by_queue = task_queries.queue_counts(self.store)
+        by_queue = self.reads.queue_counts()
         empty = {"ready": 0, "scheduled": 0, "running": 0, "paused": False}
         for queue in sorted({*self.queues, *by_queue}):
             counts = by_queue.get(queue, empty)
@@ -88,17 +87,17 @@ class LedgerTables:
         yield from (depth, scheduled, running, paused)
 
     def _workers_and_log(self) -> Iterator[Metric]:
-        workers = task_queries.worker_nodes(self.store)
+        workers = self.reads.worker_nodes()
         alive = sum(1 for w in workers if w["seconds_since_seen"] <= WORKER_ALIVE_SECONDS)
         yield GaugeMetricFamily(
             "ledger_workers", f"Worker nodes seen in the last {WORKER_ALIVE_SECONDS:g} s", alive
         )
-        head = self.store.head_position()
+        head = self.reads.head_position()
         yield GaugeMetricFamily("ledger_log_head", "Position of the last event of the log", head)
         lag = GaugeMetricFamily(
             "ledger_projection_lag", "Events a projection has yet to read", labels=["projection"]
         )
-        for name, position in sorted(task_queries.projection_positions(self.store).items()):
+        for name, position in sorted(self.reads.projection_positions().items()):
             lag.add_metric([name], max(0, head - position))
         yield lag
 
@@ -109,7 +108,7 @@ class LedgerTables:
             )
             for measure, help_text in DURATION_HELP.items()
         }
-        for row in task_queries.task_duration_buckets(self.store, DURATION_BUCKETS):
+        for row in self.reads.task_duration_buckets(DURATION_BUCKETS):
             buckets = [(f"{b:g}", n) for b, n in zip(DURATION_BUCKETS, row["le"], strict=True)]
             buckets.append(("+Inf", row["count"]))
             families[row["measure"]].add_metric(
@@ -121,9 +120,9 @@ class LedgerTables:
 class HttpMetrics:
     """The registry of one app: table collectors plus request counters and latencies."""
 
-    def __init__(self, store: EventStore, queues: Iterable[str]) -> None:
+    def __init__(self, reads: LedgerReads, queues: Iterable[str]) -> None:
         self.registry = CollectorRegistry()
-        self.registry.register(LedgerTables(store, queues))
+        self.registry.register(LedgerTables(reads, queues))
         self.requests = Counter(
             "ledger_http_requests",
             "HTTP requests, per route, method and status",

@@ -7,7 +7,7 @@ from typing import Any
 
 from execution_ledger.adapters.http.bulk_schemas import BULK_ACTION, BULK_DRY_RUN, BULK_REQUEST
 from execution_ledger.adapters.http.openapi_paths import _json, _operation, _path
-from execution_ledger.adapters.http.schemas import UUID, Schema
+from execution_ledger.adapters.request_schemas import UUID, Schema
 
 COMPONENTS: dict[str, Schema] = {
     "BulkRequest": BULK_REQUEST,

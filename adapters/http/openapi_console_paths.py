@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from execution_ledger.adapters.http import schemas
-from execution_ledger.adapters.http.event_log import MAX_EVENTS_PAGE, MAX_POSITION
+from execution_ledger.adapters import request_schemas as schemas
+from execution_ledger.adapters.event_log import MAX_EVENTS_PAGE, MAX_POSITION
 from execution_ledger.adapters.http.openapi_paths import _json, _operation, _query
 from execution_ledger.adapters.http.response_schemas import AUDIT_REPORT
-from execution_ledger.adapters.http.schemas import Schema
-from execution_ledger.adapters.postgres.task_queries import MAX_ACTIVITY_MINUTES
+from execution_ledger.adapters.ledger_reads import MAX_ACTIVITY_MINUTES
+from execution_ledger.adapters.request_schemas import Schema
 
 STRINGS: Schema = {"type": "array", "items": {"type": "string"}}
 ACCESS: Schema = {

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from execution_ledger.adapters.http import schemas
-from execution_ledger.adapters.http.event_log import (
+from execution_ledger.adapters import request_schemas as schemas
+from execution_ledger.adapters.event_log import (
     MAX_EVENTS_PAGE,
     MAX_POSITION,
     TOPICS_BY_EVENT_NAME,
 )
-from execution_ledger.adapters.postgres.task_queries import MAX_PAGE
+from execution_ledger.adapters.ledger_reads import MAX_PAGE
 
 Operation = dict[str, Any]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from execution_ledger.adapters.http.openapi_paths import _json, _operation, _path
-from execution_ledger.adapters.http.schemas import TIME, Schema
+from execution_ledger.adapters.request_schemas import TIME, Schema
 
 _DIFF: Schema = {
     "type": "array",

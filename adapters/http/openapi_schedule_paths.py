@@ -13,7 +13,7 @@ from execution_ledger.adapters.http.schedule_schemas import (
     SCHEDULE_DELETED,
     SCHEDULE_UPDATE,
 )
-from execution_ledger.adapters.http.schemas import Schema
+from execution_ledger.adapters.request_schemas import Schema
 
 COMPONENTS: dict[str, Schema] = {
     "ScheduleDefinition": SCHEDULE_DEFINITION,

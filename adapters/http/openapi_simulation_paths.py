@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from execution_ledger.adapters.http.openapi_paths import _json, _operation
-from execution_ledger.adapters.http.schemas import Schema
+from execution_ledger.adapters.request_schemas import Schema
 from execution_ledger.adapters.simulation import MAX_WORKERS
 
 _MOMENT: Schema = {

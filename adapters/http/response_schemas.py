@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from execution_ledger.adapters.http.schedule_schemas import SCHEDULE_EXTRA_PROPERTIES
-from execution_ledger.adapters.http.schemas import (
+from execution_ledger.adapters.request_schemas import (
     CANCEL_REQUEST,
     GRAPH_SUBMISSION,
     NULLABLE_STRING,

@@ -8,13 +8,13 @@ from aiohttp import web
 from execution_ledger.adapters.http import bodies
 from execution_ledger.adapters.http.context import context_of
 from execution_ledger.adapters.http.views import json_response
-from execution_ledger.adapters.postgres import task_queries
+from execution_ledger.adapters.ledger_reads import MAX_ACTIVITY_MINUTES
 
 
 async def activity(request: web.Request) -> web.Response:
     ctx = context_of(request)
-    minutes = bodies.query_int(request, "minutes", 60, 1, task_queries.MAX_ACTIVITY_MINUTES)
-    rows = await ctx.run(task_queries.finished_per_minute, ctx.runtime.store, minutes)
+    minutes = bodies.query_int(request, "minutes", 60, 1, MAX_ACTIVITY_MINUTES)
+    rows = await ctx.run(ctx.reads.finished_per_minute, minutes)
     return json_response(
         {
             "minutes": [

@@ -8,10 +8,10 @@ from typing import Any
 
 from aiohttp import web
 
+from execution_ledger.adapters.event_log import MAX_EVENTS_PAGE, MAX_POSITION
 from execution_ledger.adapters.http import bodies, policy
 from execution_ledger.adapters.http.auth import requester_of
 from execution_ledger.adapters.http.context import context_of
-from execution_ledger.adapters.http.event_log import MAX_EVENTS_PAGE, MAX_POSITION
 from execution_ledger.adapters.http.views import json_response
 from execution_ledger.adapters.ledger import utc_now
 from execution_ledger.adapters.postgres.audit import AuditFilter, audit_events, verify_chain

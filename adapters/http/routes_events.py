@@ -9,16 +9,16 @@ import time
 
 from aiohttp import web
 
-from execution_ledger.adapters.http import bodies
-from execution_ledger.adapters.http.context import ServerContext, context_of
-from execution_ledger.adapters.http.errors import DATABASE_ERRORS
-from execution_ledger.adapters.http.event_log import (
+from execution_ledger.adapters.event_log import (
     MAX_EVENTS_PAGE,
     MAX_POSITION,
     EventFilter,
-    read_events,
 )
-from execution_ledger.adapters.http.views import dumps, event_json, json_response
+from execution_ledger.adapters.http import bodies
+from execution_ledger.adapters.http.context import ServerContext, context_of
+from execution_ledger.adapters.http.errors import DATABASE_ERRORS
+from execution_ledger.adapters.http.views import json_response
+from execution_ledger.adapters.views import dumps, event_json
 from execution_ledger.domain.errors import InvalidQuery
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ async def list_events(request: web.Request) -> web.Response:
     ctx = context_of(request)
     after = bodies.query_int(request, "after", 0, 0, MAX_POSITION)
     limit = bodies.query_int(request, "limit", 100, 1, MAX_EVENTS_PAGE)
-    page = await ctx.run(read_events, ctx.runtime.store, after, limit, _filter(request))
+    page = await ctx.run(ctx.reads.events, after, limit, _filter(request))
     return json_response(
         {
             "events": [event_json(e) for e in page.events],
@@ -72,7 +72,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     where = _filter(request)
     start = _stream_start(request)
     with ctx.waiting.hold():
-        after = start if start is not None else await ctx.run(ctx.runtime.store.head_position)
+        after = start if start is not None else await ctx.run(ctx.reads.head_position)
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
@@ -99,7 +99,7 @@ async def _follow(
     last_write = time.monotonic()
     while not ctx.closing.is_set():
         changed = ctx.watcher.changed()
-        page = await ctx.run(read_events, ctx.runtime.store, after, STREAM_BATCH, where)
+        page = await ctx.run(ctx.reads.events, after, STREAM_BATCH, where)
         for recorded in page.events:
             view = event_json(recorded)
             frame = f"id: {recorded.position}\nevent: {view['type']}\ndata: {dumps(view)}\n\n"

@@ -10,9 +10,9 @@ from execution_ledger.adapters.http import policy
 from execution_ledger.adapters.http.auth import requester_of
 from execution_ledger.adapters.http.context import ServerContext, context_of
 from execution_ledger.adapters.http.errors import HttpError
-from execution_ledger.adapters.http.views import json_response, task_type_json
-from execution_ledger.adapters.postgres import task_queries
+from execution_ledger.adapters.http.views import json_response
 from execution_ledger.adapters.registry_follower import registry_versions
+from execution_ledger.adapters.views import task_type_json
 from execution_ledger.domain.errors import Forbidden, UnknownQueue, UnknownTaskType
 from execution_ledger.domain.registry import TaskType
 from execution_ledger.domain.submission import Requester
@@ -48,7 +48,7 @@ async def get_task_type(request: web.Request) -> web.Response:
         ctx.registry, task_type, _may_enqueue(ctx, requester_of(request), task_type)
     )
     view["statistics"] = await ctx.run(
-        task_queries.task_type_statistics, ctx.runtime.store, task_type.name
+        ctx.reads.task_type_statistics, task_type.name
     )
     return json_response(view)
 
@@ -69,7 +69,7 @@ def _queue_json(ctx: ServerContext, name: str, counts: dict[str, Any]) -> dict[s
 
 async def list_queues(request: web.Request) -> web.Response:
     ctx = context_of(request)
-    counts = await ctx.run(task_queries.queue_counts, ctx.runtime.store)
+    counts = await ctx.run(ctx.reads.queue_counts)
     names = sorted(ctx.registry.queues)
     return json_response({"queues": [_queue_json(ctx, n, counts.get(n, {})) for n in names]})
 
@@ -83,7 +83,7 @@ async def _change_queue(request: web.Request, paused: bool) -> web.Response:
         raise UnknownQueue(f"unknown queue {name!r}")
     change = ctx.runtime.ledger.pause_queue if paused else ctx.runtime.ledger.resume_queue
     await ctx.run(change, name, requester.principal)
-    counts = await ctx.run(task_queries.queue_counts, ctx.runtime.store)
+    counts = await ctx.run(ctx.reads.queue_counts)
     return json_response(_queue_json(ctx, name, counts.get(name, {})))
 
 
@@ -99,7 +99,7 @@ async def list_workers(request: web.Request) -> web.Response:
     """The worker nodes, each with the registry version it runs and whether that is the
     latest recorded one."""
     ctx = context_of(request)
-    workers = await ctx.run(task_queries.worker_nodes, ctx.runtime.store)
+    workers = await ctx.run(ctx.reads.worker_nodes)
     latest = await ctx.run(registry_versions(ctx.runtime).latest_number)
     for worker in workers:
         worker["registry_current"] = worker["registry_version"] == latest

@@ -8,8 +8,6 @@ from execution_ledger.adapters.http.context import context_of
 from execution_ledger.adapters.http.metrics import CONTENT_TYPE
 from execution_ledger.adapters.http.openapi import openapi_document
 from execution_ledger.adapters.http.views import json_response
-from execution_ledger.adapters.postgres import task_queries
-from execution_ledger.adapters.postgres.read_replica import read_status
 from execution_ledger.domain.registry import Registry
 
 OPENAPI = web.AppKey("openapi", dict)
@@ -19,9 +17,9 @@ async def health(request: web.Request) -> web.Response:
     """200 when the database answers (503 otherwise, from the error middleware); ``reads``:
     where lag-tolerant reads go (``target``) and, with a replica, its lag and the bound."""
     ctx = context_of(request)
-    positions = await ctx.run(task_queries.projection_positions, ctx.runtime.store)
-    head = await ctx.run(ctx.runtime.store.head_position)
-    reads = await ctx.run(read_status, ctx.runtime.store)
+    positions = await ctx.run(ctx.reads.projection_positions)
+    head = await ctx.run(ctx.reads.head_position)
+    reads = await ctx.run(ctx.reads.read_status)
     return json_response(
         {"status": "ok", "head": head, "projections": positions, "reads": reads.as_json()}
     )

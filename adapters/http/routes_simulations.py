@@ -25,7 +25,6 @@ from typing import Any, cast
 
 from aiohttp import web
 
-from execution_ledger.adapters.cli.arguments import parse_moment
 from execution_ledger.adapters.config_file import parse_config
 from execution_ledger.adapters.deadlines import call_deadline, current_deadline
 from execution_ledger.adapters.http import bodies, policy
@@ -42,6 +41,7 @@ from execution_ledger.adapters.simulation import (
     text_sha256,
 )
 from execution_ledger.domain.errors import Forbidden, InvalidQuery
+from execution_ledger.domain.moments import parse_moment
 from execution_ledger.domain.submission import Requester
 
 SOURCE = "POST /v1/simulations"

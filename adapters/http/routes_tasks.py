@@ -4,47 +4,34 @@ the ready set of a queue."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from contextlib import nullcontext
 from typing import Any
 from uuid import UUID
 
 from aiohttp import web
 
+from execution_ledger.adapters import request_schemas as schemas
+from execution_ledger.adapters import task_wait
 from execution_ledger.adapters.coalesced_enqueue import coalesced_by
-from execution_ledger.adapters.http import bodies, policy, schemas
+from execution_ledger.adapters.http import bodies, policy
 from execution_ledger.adapters.http.auth import requester_of
 from execution_ledger.adapters.http.context import ServerContext, context_of
-from execution_ledger.adapters.http.views import (
-    event_json,
-    fold_task,
-    json_response,
-    task_json,
-    task_row_json,
-)
-from execution_ledger.adapters.http.workflow_views import progress_json, workflow_json
-from execution_ledger.adapters.postgres import task_queries
+from execution_ledger.adapters.http.views import json_response
+from execution_ledger.adapters.ledger_reads import MAX_PAGE, TaskFilter
 from execution_ledger.adapters.postgres.event_store import RecordedEvent
-from execution_ledger.adapters.runtime import Runtime
 from execution_ledger.adapters.task_filters import check_state
 from execution_ledger.adapters.telemetry.context import enqueue_trace
-from execution_ledger.domain.errors import InvalidQuery, TaskNotFound, UnknownQueue
+from execution_ledger.adapters.views import (
+    history_json,
+    progress_json,
+    task_detail_json,
+    task_json,
+    task_page_json,
+    workflow_json,
+)
+from execution_ledger.domain.errors import InvalidQuery, UnknownQueue
 from execution_ledger.domain.submission import TaskRequest
 from execution_ledger.domain.task import Task, TaskState
-
-WAKE_INTERVAL = 0.05  # seconds between two looks at a waited-on task, at most
-
-
-def load_task(runtime: Runtime, task_id: UUID) -> tuple[Task, list[RecordedEvent]]:
-    """A task and its events, current to the log (blocking)."""
-    events = runtime.store.history(task_id)
-    if not events:
-        raise TaskNotFound(f"no task {task_id}")
-    try:
-        return fold_task(events), events
-    except TaskNotFound:
-        raise TaskNotFound(f"no task {task_id}") from None
 
 
 def task_location(task_id: UUID) -> dict[str, str]:
@@ -73,11 +60,11 @@ async def enqueue_task(request: web.Request) -> web.Response:
             trace.enqueued([task], created)
         if wait is None:
             # A new task is shown from the events just stored; a key's holder from the log.
-            view = (
-                task_json(task, recorded)
-                if created
-                else coalesced_json(task_request, *await ctx.run(load_task, ctx.runtime, task.id))
-            )
+            if created:
+                view = task_json(task, recorded)
+            else:
+                holder = await ctx.run(ctx.reads.task_and_history, task.id)
+                view = coalesced_json(task_request, *holder)
             return json_response(
                 view, status=201 if created else 200, headers=task_location(task.id)
             )
@@ -98,19 +85,10 @@ def coalesced_json(
 
 async def wait_for_end(ctx: ServerContext, task_id: UUID, seconds: float) -> dict[str, Any]:
     """The task's view once it is terminal, or when ``seconds`` have passed."""
-    deadline = time.monotonic() + seconds
-    while True:
-        changed = ctx.watcher.changed()
-        looked = time.monotonic()
-        task, events = await ctx.run(load_task, ctx.runtime, task_id)
-        left = deadline - time.monotonic()
-        if task.state.is_terminal or left <= 0 or ctx.closing.is_set():
-            return task_json(task, events)
-        await ctx.watcher.wait(changed, left)
-        # Bursts of appends (other tasks' events): look again at most every WAKE_INTERVAL.
-        pause = min(looked + WAKE_INTERVAL, deadline) - time.monotonic()
-        if pause > 0:
-            await asyncio.sleep(pause)
+    task, events = await task_wait.wait_for_end(
+        ctx.reads, ctx.watcher, ctx.run, task_id, seconds, ctx.closing
+    )
+    return task_json(task, events)
 
 
 async def enqueue_graph(request: web.Request) -> web.Response:
@@ -130,16 +108,9 @@ async def enqueue_graph(request: web.Request) -> web.Response:
 
 async def get_task(request: web.Request) -> web.Response:
     ctx = context_of(request)
-    task, events = await ctx.run(load_task, ctx.runtime, bodies.path_task_id(request))
-    view = task_json(task, events)
-    view.update(progress=progress_json(task), workflow=workflow_json(task))
-    view.update(singleton_key=task.singleton_key, debounce_key=task.debounce_key)
-    view["held_by"] = (
-        await ctx.run(task_queries.rate_limit_hold, ctx.runtime.store, task.id)
-        if task.state in (TaskState.READY, TaskState.SCHEDULED)
-        else None
-    )
-    return json_response(view)
+    task, events = await ctx.run(ctx.reads.task_and_history, bodies.path_task_id(request))
+    held_by = await ctx.run(ctx.reads.held_by, task)
+    return json_response(task_detail_json(task, events, held_by))
 
 
 async def list_tasks(request: web.Request) -> web.Response:
@@ -147,7 +118,7 @@ async def list_tasks(request: web.Request) -> web.Response:
     ctx = context_of(request)
     state = bodies.query_text(request, "state")
     check_state(state)
-    where = task_queries.TaskFilter(
+    where = TaskFilter(
         state=state,
         type_name=bodies.query_text(request, "type"),
         queue=bodies.query_text(request, "queue"),
@@ -158,22 +129,19 @@ async def list_tasks(request: web.Request) -> web.Response:
         text=bodies.query_text(request, "text") or None,
     )
     page = await ctx.run(
-        task_queries.list_tasks,
-        ctx.runtime.store,
+        ctx.reads.tasks,
         where,
-        limit=bodies.query_int(request, "limit", 50, 1, task_queries.MAX_PAGE),
+        limit=bodies.query_int(request, "limit", 50, 1, MAX_PAGE),
         cursor=bodies.query_text(request, "cursor") or None,
     )
-    return json_response(
-        {"tasks": [task_row_json(row) for row in page.rows], "next_cursor": page.next_cursor}
-    )
+    return json_response(task_page_json(page.rows, page.next_cursor))
 
 
 async def task_history(request: web.Request) -> web.Response:
     ctx = context_of(request)
     task_id = bodies.path_task_id(request)
-    _, events = await ctx.run(load_task, ctx.runtime, task_id)
-    return json_response({"task_id": task_id, "events": [event_json(e) for e in events]})
+    _, events = await ctx.run(ctx.reads.task_and_history, task_id)
+    return json_response(history_json(task_id, events))
 
 
 async def cancel_task(request: web.Request) -> web.Response:
@@ -182,10 +150,10 @@ async def cancel_task(request: web.Request) -> web.Response:
     body = await bodies.read_json(request, if_empty={})
     reason = bodies.validated(body, schemas.CANCEL_REQUEST, "the body").get("reason", "")
     requester = requester_of(request)
-    task, _ = await ctx.run(load_task, ctx.runtime, task_id)
+    task, _ = await ctx.run(ctx.reads.task_and_history, task_id)
     policy.check_cancel(ctx.registry, requester, task)
     await ctx.run(ctx.runtime.ledger.cancel, task_id, requester.principal, reason)
-    return json_response(task_json(*await ctx.run(load_task, ctx.runtime, task_id)))
+    return json_response(task_json(*await ctx.run(ctx.reads.task_and_history, task_id)))
 
 
 async def signal_task(request: web.Request) -> web.Response:
@@ -194,11 +162,11 @@ async def signal_task(request: web.Request) -> web.Response:
     task_id = bodies.path_task_id(request)
     body = bodies.validated(await bodies.read_json(request), schemas.SIGNAL_REQUEST, "the body")
     requester = requester_of(request)
-    await ctx.run(load_task, ctx.runtime, task_id)  # 404 for an unknown task
+    await ctx.run(ctx.reads.task_and_history, task_id)  # 404 for an unknown task
     await ctx.run(
         ctx.runtime.ledger.signal, task_id, body["name"], body.get("data"), requester
     )
-    task, events = await ctx.run(load_task, ctx.runtime, task_id)
+    task, events = await ctx.run(ctx.reads.task_and_history, task_id)
     view = task_json(task, events)
     view.update(progress=progress_json(task), workflow=workflow_json(task))
     return json_response(view)
@@ -208,10 +176,10 @@ async def retry_task(request: web.Request) -> web.Response:
     ctx = context_of(request)
     task_id = bodies.path_task_id(request)
     requester = requester_of(request)
-    task, _ = await ctx.run(load_task, ctx.runtime, task_id)
+    task, _ = await ctx.run(ctx.reads.task_and_history, task_id)
     policy.check_retry(ctx.registry, requester, task)
     await ctx.run(ctx.runtime.ledger.retry, task_id, requester.principal)
-    return json_response(task_json(*await ctx.run(load_task, ctx.runtime, task_id)))
+    return json_response(task_json(*await ctx.run(ctx.reads.task_and_history, task_id)))
 
 
 async def task_graph(request: web.Request) -> web.Response:
@@ -220,8 +188,8 @@ async def task_graph(request: web.Request) -> web.Response:
     task_id = bodies.query_uuid(request, "task")
     if task_id is None:
         raise InvalidQuery("name a task: /v1/graph?task=ID")
-    task, _ = await ctx.run(load_task, ctx.runtime, task_id)  # 404 for an unknown task
-    graph = await ctx.run(task_queries.task_graph, ctx.runtime.store, task_id)
+    task, _ = await ctx.run(ctx.reads.task_and_history, task_id)  # 404 for an unknown task
+    graph = await ctx.run(ctx.reads.task_graph, task_id)
     nodes = [
         {
             "id": n["task_id"],
@@ -259,8 +227,8 @@ async def ready_set(request: web.Request) -> web.Response:
         raise InvalidQuery("name a queue: /v1/ready?queue=NAME")
     if queue not in ctx.registry.queues:
         raise UnknownQueue(f"unknown queue {queue!r}")
-    limit = bodies.query_int(request, "limit", 100, 1, task_queries.MAX_PAGE)
-    rows = await ctx.run(task_queries.ready_tasks, ctx.runtime.store, queue, limit)
+    limit = bodies.query_int(request, "limit", 100, 1, MAX_PAGE)
+    rows = await ctx.run(ctx.reads.ready_tasks, queue, limit)
     return json_response(
         {
             "queue": queue,

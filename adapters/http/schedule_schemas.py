@@ -7,7 +7,7 @@ A body that does not match is refused with 422; one that matches but that
 
 from __future__ import annotations
 
-from execution_ledger.adapters.http.schemas import NAME, NULLABLE_TIME, TIME, UUID, Schema
+from execution_ledger.adapters.request_schemas import NAME, NULLABLE_TIME, TIME, UUID, Schema
 from execution_ledger.domain.schedule_definitions import MAX_BACKFILL_TICKS
 from execution_ledger.domain.schedules import MAX_TICKS_PER_ROUND, CatchUp, Overlap
 

@@ -24,7 +24,7 @@ import nats.errors
 from nats.aio.client import Client
 
 from execution_ledger.adapters.nats.connection import NatsConnection, redact, stream_replicas
-from execution_ledger.adapters.nats.egress import EventEgress
+from execution_ledger.adapters.nats.egress import EGRESS_NAME, EventEgress
 from execution_ledger.adapters.nats.ingress import NatsIngress
 from execution_ledger.adapters.runtime import Runtime
 
@@ -53,7 +53,7 @@ class NatsBridge:
         self.role = role
         self.allow_adhoc = allow_adhoc
         self.name = name
-        self.settings = runtime.settings.config.registry.nats
+        self.settings = runtime.registry.nats
         self.egress: EventEgress | None = None
         self.ingress: NatsIngress | None = None
         self.connected = asyncio.Event()  # set while a connection is open (and subscribed)
@@ -137,7 +137,7 @@ class NatsBridge:
         try:
             if self.with_egress:
                 self.egress = EventEgress(
-                    self.runtime.store,
+                    self.runtime.log_follower(EGRESS_NAME),
                     nc.jetstream(),
                     self.settings,
                     replicas=stream_replicas(nc, self.settings.stream_replicas),

@@ -35,17 +35,13 @@ from typing import Any, TypeVar
 
 import nats.errors
 import nats.js.errors
-import psycopg
 from nats.js import JetStreamContext
 from nats.js.api import StorageType
-from psycopg import sql
 
-from execution_ledger.adapters.http.errors import DATABASE_ERRORS
-from execution_ledger.adapters.http.views import dumps, event_json
-from execution_ledger.adapters.postgres.event_store import EventStore, RecordedEvent
-from execution_ledger.adapters.postgres.projection_runner import POSITIONS_TABLE
+from execution_ledger.adapters.postgres.event_store import RecordedEvent
+from execution_ledger.adapters.postgres.log_follower import FOLLOWER_FAILURES, Appends, LogFollower
+from execution_ledger.adapters.views import dumps, event_json
 from execution_ledger.domain.nats_routes import NatsSettings
-from execution_ledger.projections.audit_chain import UndecodableEvent
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -71,11 +67,10 @@ def event_message(prefix: str, recorded: RecordedEvent) -> tuple[str, bytes]:
 class EventEgress:
     def __init__(
         self,
-        store: EventStore,
+        follower: LogFollower,
         js: JetStreamContext,
         settings: NatsSettings,
         *,
-        name: str = EGRESS_NAME,
         batch_size: int = 200,
         fallback_poll: float = 0.5,
         publish_timeout: float = 2.0,
@@ -83,10 +78,10 @@ class EventEgress:
         duplicate_window: float = DUPLICATE_WINDOW,
         replicas: int = 1,
     ) -> None:
-        self.store = store
+        self.follower = follower  # its position, its lock, its reads (Runtime.log_follower)
         self.js = js
         self.settings = settings
-        self.name = name
+        self.name = follower.name
         self.batch_size = batch_size
         self.fallback_poll = fallback_poll
         self.publish_timeout = publish_timeout
@@ -94,73 +89,49 @@ class EventEgress:
         self.duplicate_window = duplicate_window
         self.replicas = replicas  # copies the stream keeps (3 on a cluster: a node may die)
         self.subjects = f"{settings.event_subject_prefix}.>"
-        self.id_prefix = f"{store.schema}:"
+        self.id_prefix = f"{follower.schema}:"
         self.active = False  # this instance holds the lock and publishes
         self.published = 0  # messages acknowledged (duplicates included) by this instance
-        positions = sql.Identifier(store.schema, POSITIONS_TABLE)
-        self._sql_register = sql.SQL(
-            "INSERT INTO {} (name, position) VALUES (%s, 0) ON CONFLICT DO NOTHING"
-        ).format(positions)
-        self._sql_read = sql.SQL("SELECT position FROM {} WHERE name = %s").format(positions)
-        self._sql_advance = sql.SQL(
-            "UPDATE {} SET position = GREATEST(position, %s) WHERE name = %s"
-        ).format(positions)
 
     # -- the position -----------------------------------------------------------------
 
     def position(self) -> int:
         """The last position known to be in the stream (blocking)."""
-        with self.store.transaction() as cursor:
-            cursor.execute(self._sql_register, (self.name,))
-            row = cursor.execute(self._sql_read, (self.name,)).fetchone()
-        assert row is not None
-        return int(row["position"])
+        return self.follower.position()
 
     def _advance(self, position: int) -> None:
-        with self.store.transaction() as cursor:
-            cursor.execute(self._sql_advance, (position, self.name))
+        self.follower.advance(position)
 
     # -- running ----------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
         """Follow the log until ``stop`` is set, standing by while another process
         publishes, reconnecting after a lost database connection."""
-        lock_key = f"{self.store.schema}.{self.name}"
-        channel = sql.Identifier(self.store.recorder.channel_name)
         while not stop.is_set():
             try:
-                async with await psycopg.AsyncConnection.connect(
-                    self.store.database_url, autocommit=True
-                ) as conn:
-                    row = await (
-                        await conn.execute(
-                            "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (lock_key,)
-                        )
-                    ).fetchone()
-                    if not (row and row[0]):
+                async with self.follower.leading() as appends:
+                    if appends is None:  # another process publishes
                         await _wait(stop, 1.0)
                         continue
-                    await conn.execute(sql.SQL("LISTEN {}").format(channel))
                     self.active = True
                     log.info("NATS egress active from position %d", await self._position())
-                    await self._follow(conn, stop)
+                    await self._follow(appends, stop)
             except _Stopped:
                 return
-            except (*DATABASE_ERRORS, psycopg.Error, OSError) as error:
+            except FOLLOWER_FAILURES as error:
                 log.warning("NATS egress lost its database connection (%s); reconnecting", error)
                 await _wait(stop, 1.0)
             finally:
                 self.active = False
 
-    async def _follow(self, conn: psycopg.AsyncConnection[Any], stop: asyncio.Event) -> None:
+    async def _follow(self, appends: Appends, stop: asyncio.Event) -> None:
         position = await self._start(stop)
         while not stop.is_set():
-            events = await asyncio.to_thread(self.store.read, position, self.batch_size)
+            events = await asyncio.to_thread(self.follower.read, position, self.batch_size)
             if events:
                 position = await self._publish_batch(position, events, stop)
                 continue
-            async for _ in conn.notifies(timeout=self.fallback_poll, stop_after=1):
-                pass
+            await appends.wait(self.fallback_poll)
 
     async def publish_pending(self, stop: asyncio.Event | None = None) -> int:
         """Publish everything up to the head of the log once (no lock, no LISTEN): for
@@ -168,7 +139,7 @@ class EventEgress:
         stop = stop or asyncio.Event()
         try:
             position = await self._start(stop)
-            while events := await asyncio.to_thread(self.store.read, position, self.batch_size):
+            while events := await asyncio.to_thread(self.follower.read, position, self.batch_size):
                 position = await self._publish_batch(position, events, stop)
         except _Stopped:
             return await self._position()
@@ -210,11 +181,12 @@ class EventEgress:
         """Publish one event until JetStream acknowledges it (or shows it holds it).
         ``previous`` is the position acknowledged before it; returns None when done, or the
         position to publish after if the stream lost messages it had acknowledged."""
-        if isinstance(recorded.event, UndecodableEvent):
+        why = self.follower.undecodable(recorded)
+        if why is not None:
             log.warning(
                 "NATS egress: the event at position %d does not decode (%s); not published",
                 recorded.position,
-                recorded.event.error,
+                why,
             )
             return None
         subject, payload = event_message(self.settings.event_subject_prefix, recorded)
@@ -278,14 +250,14 @@ class EventEgress:
         last message of ours is ``last``: the stream wins where it speaks for us."""
         if last is None or last == position:
             return position
-        head = await asyncio.to_thread(self.store.head_position)
+        head = await asyncio.to_thread(self.follower.head_position)
         if last > head:
             log.warning(
                 "stream %s holds position %d of schema %s but the log ends at %d "
                 "(a recreated database?); publishing after %d",
                 self.settings.stream,
                 last,
-                self.store.schema,
+                self.follower.schema,
                 head,
                 position,
             )

@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -43,11 +41,6 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from execution_ledger.adapters.http import bodies, schemas
-from execution_ledger.adapters.http.errors import DATABASE_ERRORS
-from execution_ledger.adapters.http.log_watcher import LogWatcher
-from execution_ledger.adapters.http.routes_tasks import WAKE_INTERVAL, load_task
-from execution_ledger.adapters.http.views import dumps, task_json
 from execution_ledger.adapters.nats.connection import stream_replicas as replicas_for
 from execution_ledger.adapters.nats.publish_stream import (
     ACK_WAIT,
@@ -59,8 +52,12 @@ from execution_ledger.adapters.nats.publish_stream import (
 from execution_ledger.adapters.nats.signal_ingress import subscribe_signals
 from execution_ledger.adapters.off_loop import run_off_loop
 from execution_ledger.adapters.postgres.event_store import RecordedEvent
+from execution_ledger.adapters.refusals import DATABASE_ERRORS, BadJson, error_body, parse_body
 from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.adapters.submission_json import submitted_task
+from execution_ledger.adapters.task_wait import wait_for_end
 from execution_ledger.adapters.telemetry.context import enqueue_trace
+from execution_ledger.adapters.views import dumps, task_json
 from execution_ledger.domain.errors import AdapterSettingsRefused, Forbidden, LedgerError
 from execution_ledger.domain.nats_routes import NatsRoute, NatsSettings, RouteMode, subjects_overlap
 from execution_ledger.domain.submission import Requester, TaskRequest
@@ -104,11 +101,11 @@ class NatsIngress:
     ) -> None:
         self.runtime = runtime
         self.nc = nc
-        self.settings = settings or runtime.settings.config.registry.nats
+        self.settings = settings or runtime.registry.nats
         self.requester = Requester(PRINCIPAL, role)
         self.queue_group = queue_group
         self.allow_adhoc = allow_adhoc
-        self.watcher = LogWatcher(runtime.database_url, runtime.store.recorder.channel_name)
+        self.watcher = runtime.log_watcher()
         self.executor = ThreadPoolExecutor(max_workers=db_threads, thread_name_prefix="nats-db")
         self.closing = asyncio.Event()
         self._slots = asyncio.Semaphore(max_in_flight)
@@ -317,7 +314,7 @@ class NatsIngress:
             raise Refused("invalid_submission", "wait must be a number of seconds")
         if "adapter" in body and not self.allow_adhoc:
             raise Forbidden("ad-hoc tasks (adapter) are not accepted over NATS")
-        request = bodies.task_request(bodies.validated(body, schemas.TASK_SUBMISSION, "the task"))
+        request = submitted_task(body)
         if key is not None:
             request = _with_key(request, key)
         return request, min(float(wait), MAX_WAIT)
@@ -326,18 +323,9 @@ class NatsIngress:
         self, task_id: UUID, seconds: float
     ) -> tuple[Task, list[RecordedEvent]]:
         """The task once it is terminal, or when ``seconds`` have passed (or on close)."""
-        deadline = time.monotonic() + seconds
-        while True:
-            changed = self.watcher.changed()
-            looked = time.monotonic()
-            task, events = await self._run(load_task, self.runtime, task_id)
-            left = deadline - time.monotonic()
-            if task.state.is_terminal or left <= 0 or self.closing.is_set():
-                return task, events
-            await self.watcher.wait(changed, left)
-            pause = min(looked + WAKE_INTERVAL, deadline) - time.monotonic()
-            if pause > 0:
-                await asyncio.sleep(pause)
+        return await wait_for_end(
+            self.runtime.reads, self.watcher, self._run, task_id, seconds, self.closing
+        )
 
     async def _record_if_denied(self, msg: Msg, refusal: Exception) -> None:
         """A refusal by policy (the role, an ad-hoc task, a refused adapter setting) is an
@@ -403,27 +391,14 @@ def reply_body(task: Task, events: Sequence[RecordedEvent]) -> dict[str, Any]:
     }
 
 
-def error_body(code: str, message: str) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message}}
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _json_body(data: bytes) -> Any:
     """The message body as JSON (None when empty)."""
     if not data.strip():
         return None
     try:
-        value = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
-    except UnicodeDecodeError:
-        raise Refused("bad_json", "the body is not UTF-8") from None
-    except RecursionError:
-        raise Refused("bad_json", "the body is nested too deeply") from None
-    except ValueError as error:
-        raise Refused("bad_json", f"the body is not valid JSON: {error}") from None
-    return value
+        return parse_body(data)
+    except BadJson as error:
+        raise Refused("bad_json", str(error)) from None
 
 
 def _with_key(request: TaskRequest, key: str) -> TaskRequest:

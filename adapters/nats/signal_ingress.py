@@ -13,7 +13,6 @@ is answered with ``{"task_id", "state", "awaiting_signals"}``, or a refusal
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -23,8 +22,9 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from execution_ledger.adapters.http.errors import DATABASE_ERRORS
+from execution_ledger.adapters.refusals import DATABASE_ERRORS, BadJson, error_body, parse_body
 from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.adapters.views import dumps
 from execution_ledger.domain.errors import LedgerError
 from execution_ledger.domain.submission import Requester
 
@@ -41,12 +41,12 @@ async def subscribe_signals(
     nc: Client, runtime: Runtime, requester: Requester, run: Run, queue_group: str
 ) -> Subscription:
     """Subscribe to the signal subject; each message is handled as it comes."""
-    subject = signal_subject(runtime.settings.config.registry.nats.request_subject)
+    subject = signal_subject(runtime.registry.nats.request_subject)
 
     async def on_message(msg: Msg) -> None:
         answer = await deliver(msg, runtime, requester, run)
         if msg.reply:
-            await msg.respond(json.dumps(answer, separators=(",", ":")).encode())
+            await msg.respond(dumps(answer).encode())
 
     return await nc.subscribe(subject, queue=queue_group, cb=on_message)
 
@@ -74,9 +74,9 @@ class _BadMessage(Exception):
 
 def _parsed(body: bytes) -> tuple[UUID, Any, Any]:
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise _BadMessage(f"the body is not JSON: {error}") from None
+        data = parse_body(body)
+    except BadJson as error:
+        raise _BadMessage(str(error)) from None
     if not isinstance(data, dict) or set(data) - {"task_id", "name", "data"}:
         raise _BadMessage('the body is {"task_id", "name", "data"} (data optional)')
     try:
@@ -88,4 +88,4 @@ def _parsed(body: bytes) -> tuple[UUID, Any, Any]:
 
 def _refusal(msg: Msg, code: str, message: str) -> dict[str, Any]:
     log.warning("NATS signal on %s refused: %s: %s", msg.subject, code, message)
-    return {"error": {"code": code, "message": message}}
+    return error_body(code, message)

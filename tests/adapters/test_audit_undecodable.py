@@ -16,7 +16,7 @@ import pytest
 from psycopg import sql
 
 from execution_ledger.adapters.cli.audit import add_audit_parser, cmd_audit
-from execution_ledger.adapters.http.event_log import EventFilter, read_events
+from execution_ledger.adapters.event_log import EventFilter, read_events
 from execution_ledger.adapters.postgres.audit import verify_chain
 from execution_ledger.adapters.postgres.event_store import EVENTS_TABLE
 from execution_ledger.adapters.postgres.projection_runner import POSITIONS_TABLE, ProjectionRunner

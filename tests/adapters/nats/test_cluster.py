@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from execution_ledger.adapters.nats.bridge import NatsBridge
-from execution_ledger.adapters.nats.egress import EventEgress
+from execution_ledger.adapters.nats.egress import EGRESS_NAME, EventEgress
 from execution_ledger.adapters.nats.ingress import NatsIngress
 from execution_ledger.adapters.runtime import Runtime
 from tests.adapters.nats.conftest import connected, enqueued, registry_text, stream_drained
@@ -143,7 +143,7 @@ async def test_an_existing_stream_of_one_copy_is_raised_to_three_on_a_cluster(
         await js.add_stream(
             name=settings.stream, subjects=[f"{settings.event_subject_prefix}.>"], num_replicas=1
         )
-        egress = EventEgress(nats_runtime.store, js, settings, replicas=3)
+        egress = EventEgress(nats_runtime.log_follower(EGRESS_NAME), js, settings, replicas=3)
         await egress.publish_pending()
         info = await stream_settled(js, settings.stream, replicas=3)
         messages = await stream_messages(js, settings.stream)

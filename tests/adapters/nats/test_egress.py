@@ -73,7 +73,9 @@ async def test_every_event_is_published_once_in_log_order_and_a_restart_adds_no_
             js = nc.jetstream()
             stop = asyncio.Event()
             # Two instances: one publishes, the other stands by (advisory lock).
-            egresses = [EventEgress(nats_runtime.store, js, settings) for _ in range(2)]
+            egresses = [
+                EventEgress(nats_runtime.log_follower(EGRESS_NAME), js, settings) for _ in range(2)
+            ]
             running = [asyncio.create_task(e.run(stop)) for e in egresses]
             await stream_reaches(js, nats_runtime, settings.stream)
             await asyncio.to_thread(enqueue, nats_runtime, 20)  # woken by NOTIFY
@@ -82,7 +84,7 @@ async def test_every_event_is_published_once_in_log_order_and_a_restart_adds_no_
             stop.set()
             await asyncio.gather(*running)
 
-            again = EventEgress(nats_runtime.store, js, settings)
+            again = EventEgress(nats_runtime.log_follower(EGRESS_NAME), js, settings)
             reached = await again.publish_pending()
             messages = await stream_messages(js, settings.stream)
             info = await js.stream_info(settings.stream)
@@ -111,7 +113,9 @@ async def test_a_position_acked_but_not_stored_is_not_published_again(
     try:
         async with connected(nats_url) as nc:
             js = nc.jetstream()
-            first = EventEgress(nats_runtime.store, js, settings, duplicate_window=1.0)
+            first = EventEgress(
+                nats_runtime.log_follower(EGRESS_NAME), js, settings, duplicate_window=1.0
+            )
             await first.publish_pending()
             with nats_runtime.store.transaction() as cursor:  # as if never stored
                 cursor.execute(
@@ -121,7 +125,9 @@ async def test_a_position_acked_but_not_stored_is_not_published_again(
                 )
             await asyncio.sleep(1.2)  # the duplicate window is over
             await asyncio.to_thread(enqueue, nats_runtime, 1)
-            second = EventEgress(nats_runtime.store, js, settings, duplicate_window=1.0)
+            second = EventEgress(
+                nats_runtime.log_follower(EGRESS_NAME), js, settings, duplicate_window=1.0
+            )
             await second.publish_pending()
             messages = await stream_messages(js, settings.stream)
     finally:
@@ -149,7 +155,13 @@ async def test_egress_resumes_after_the_nats_server_is_killed_and_restarted_with
         server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.1, connect_timeout=1
     ) as nc:
         js = nc.jetstream()
-        egress = EventEgress(nats_runtime.store, js, settings, publish_timeout=0.5, max_backoff=0.3)
+        egress = EventEgress(
+            nats_runtime.log_follower(EGRESS_NAME),
+            js,
+            settings,
+            publish_timeout=0.5,
+            max_backoff=0.3,
+        )
         stop = asyncio.Event()
         running = asyncio.create_task(egress.run(stop))
         writer = asyncio.create_task(asyncio.to_thread(enqueue, nats_runtime, 60, 0.02))

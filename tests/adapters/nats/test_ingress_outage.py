@@ -17,11 +17,11 @@ from uuid import uuid4
 import pytest
 from nats.js import JetStreamContext
 
-from execution_ledger.adapters.http.errors import DATABASE_ERRORS
 from execution_ledger.adapters.nats.bridge import NatsBridge
 from execution_ledger.adapters.nats.ingress import NatsIngress
 from execution_ledger.adapters.nats.publish_stream import ACK_WAIT, CONSUMER, NATS_FAILURES
 from execution_ledger.adapters.nats.server import NatsServer, start_nats_server
+from execution_ledger.adapters.refusals import DATABASE_ERRORS
 from execution_ledger.adapters.runtime import Runtime
 from tests.adapters.nats.conftest import connected, enqueued, registry_text, stream_drained
 from tests.private_postgres import private_postgres

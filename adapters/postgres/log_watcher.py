@@ -1,5 +1,6 @@
-"""Wake-ups when the event log grows: one LISTEN connection per server, shared by every
-call that waits (``?wait`` enqueues, event streams) instead of each polling the database.
+"""Wake-ups when the event log grows: one LISTEN connection per server (HTTP API, NATS
+ingress), shared by every call that waits (``?wait`` enqueues, NATS requests, event streams)
+instead of each polling the database. The ways in get one from ``Runtime.log_watcher()``.
 
 Take ``watcher.changed()`` *before* reading what you wait on, then ``await
 watcher.wait(changed, timeout)``: an append that commits after the read sets that very

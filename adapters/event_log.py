@@ -16,8 +16,8 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import Notification
 from eventsourcing.utils import get_topic
 
-from execution_ledger.adapters.http.views import event_principal
 from execution_ledger.adapters.postgres.event_store import EventStore, RecordedEvent
+from execution_ledger.adapters.views import event_principal
 from execution_ledger.domain.access import AccessDenial
 from execution_ledger.domain.bulk import BulkAction
 from execution_ledger.domain.errors import InvalidQuery
