@@ -9,9 +9,17 @@ from uuid import UUID
 
 import pytest
 
-from execution_ledger.domain.dependencies import UNBLOCK, Skip, Unblock, apply_release, release_of
+from execution_ledger.domain.dependencies import (
+    UNBLOCK,
+    Skip,
+    Unblock,
+    apply_release,
+    freed_by_successes,
+    release_of,
+    unblock,
+)
 from execution_ledger.domain.task import TaskState
-from tests.domain.test_task_lifecycle import UNFINISHED_DEPENDENCY, brought_to, events_of
+from tests.domain.test_task_lifecycle import UNFINISHED_DEPENDENCY, brought_to, events_of, task_in
 
 A, B, C = UUID(int=1), UUID(int=2), UUID(int=3)
 NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
@@ -71,3 +79,18 @@ def test_a_task_no_longer_blocked_gets_no_event(state: str) -> None:
     assert not apply_release(task, UNBLOCK, NOW)
     assert not apply_release(task, Skip(UNFINISHED_DEPENDENCY, S.FAILED), NOW)
     assert events_of(task) == []
+
+
+def test_a_worker_round_frees_the_blocked_tasks_whose_every_dependency_it_knows_succeeded() -> None:
+    """How the worker round reads the rule: it knows only successes (its own, and those
+    already stored), so a task with a dependency not among them stays blocked."""
+    D, E = UUID(int=4), UUID(int=5)
+    blocked = [(E, [A, B]), (D, [A]), (C, [A, UNFINISHED_DEPENDENCY])]
+    assert freed_by_successes(blocked, {A, B}) == [D, E]  # sorted
+    assert freed_by_successes(blocked, set()) == []
+
+
+def test_unblocking_gives_only_the_tasks_still_blocked_their_event() -> None:
+    blocked, cancelled = task_in("blocked"), task_in("cancelled")
+    assert unblock([blocked, cancelled], NOW) == [blocked]
+    assert events_of(blocked) == ["TaskUnblocked"] and events_of(cancelled) == []
