@@ -24,6 +24,7 @@ from psycopg import sql
 
 from execution_ledger.adapters.postgres.event_store import EventStore
 from execution_ledger.adapters.postgres.fair_candidates import KEYLESS_WINDOW, fair_candidates_query
+from execution_ledger.adapters.postgres.one_trip import batched
 from execution_ledger.adapters.postgres.rate_limits import RoundRates
 from execution_ledger.adapters.postgres.running import RunningTables
 from execution_ledger.domain.registry import Registry
@@ -108,7 +109,7 @@ class CandidateReader:
         """
         passed_over = passed_over or {}
         conn = cur.connection
-        with conn.pipeline():
+        with batched(conn):
             for queue in queues:  # in sorted order: no deadlock between nodes
                 cur.execute(self._sql_lock_queue, (f"{self.store.schema}:claim:{queue}",))
             # Each statement below starts after the locks are held (a new snapshot in READ

@@ -38,6 +38,7 @@ from execution_ledger.adapters.postgres.connection_pool import CONNINFO_KEY
 from execution_ledger.adapters.postgres.dispatch_queue import DispatchQueue, change_of
 from execution_ledger.adapters.postgres.group_commit import GroupCommit, SaveUnit
 from execution_ledger.adapters.postgres.log_horizon import EVENTS_TABLE, horizon_statement
+from execution_ledger.adapters.postgres.one_trip import pipelined
 from execution_ledger.adapters.postgres.read_replica import ReadReplica
 from execution_ledger.adapters.postgres.recorder import (
     LedgerRecorder,
@@ -207,10 +208,9 @@ class EventStore:
         round trip) unless it is large: a pipelined insert of thousands of events stalled
         here with client and server both waiting."""
         stored = [event for unit in units for event in unit.stored]
-        pipelined = len(stored) <= PIPELINED_SAVE_LIMIT
+        one_trip = len(stored) <= PIPELINED_SAVE_LIMIT
         with self.recorder.datastore.get_connection() as conn:
-            with conn.pipeline() if pipelined else contextlib.nullcontext(), conn.transaction():
-                cursor = conn.cursor()
+            with pipelined(conn) if one_trip else _in_transaction(conn) as cursor:
                 for unit in units:
                     run_inline(cursor, unit.inline)
                 run_inline(cursor, self.dispatch_queue.statements(u.dispatch for u in units))
@@ -240,14 +240,10 @@ class EventStore:
     @contextmanager
     def pipelined_transaction(self) -> Iterator[psycopg.Cursor[DictRow]]:
         """A transaction in pipeline mode: ``BEGIN`` and ``COMMIT`` cost no round trip of
-        their own (they travel with the statements around them); a result is waited for only
-        when it is fetched."""
-        with (
-            self.recorder.datastore.get_connection() as conn,
-            conn.pipeline(),
-            conn.transaction(),
-        ):
-            yield conn.cursor()
+        their own (they travel with the statements around them, ``one_trip.py``); a result
+        is waited for only when it is fetched."""
+        with self.recorder.datastore.get_connection() as conn, pipelined(conn) as cursor:
+            yield cursor
 
     def append_in(
         self,
@@ -430,6 +426,12 @@ class EventStore:
         """The domain event of a stored one. The library promises a ``DomainEventProtocol``;
         the log holds only the ledger's aggregate events, which all carry a timestamp."""
         return cast(Event, self.app.mapper.to_domain_event(stored))
+
+
+@contextmanager
+def _in_transaction(conn: psycopg.Connection[Any]) -> Iterator[psycopg.Cursor[DictRow]]:
+    with conn.transaction():
+        yield conn.cursor(row_factory=dict_row)
 
 
 def _set_done_soon(loop: asyncio.AbstractEventLoop, done: asyncio.Future[None]) -> None:

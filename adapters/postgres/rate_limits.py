@@ -36,6 +36,7 @@ from uuid import UUID
 import psycopg
 from psycopg import sql
 
+from execution_ledger.adapters.postgres.one_trip import batched
 from execution_ledger.domain.rate_limits import RateLimit, limits_covering
 from execution_ledger.domain.registry import Registry
 from execution_ledger.domain.task import Task
@@ -270,7 +271,7 @@ class ClaimRateLimits:
         ]
         payload = json.dumps(rows)
         conn = cur.connection
-        with conn.pipeline():
+        with batched(conn):
             lock_cur = conn.cursor().execute(_TRY_LOCKS, (f"{self.schema}:rate:", payload))
             conn.cursor().execute(self._sql_prune, (payload,))
             count_cur = conn.cursor().execute(self._sql_count, (payload,))
