@@ -9,12 +9,16 @@ The schedules are the registry file's and, read again each pass, the run-time on
 ``ScheduleBook``; a file schedule's name wins). A schedule whose overlap policy is not
 ``allow`` has each tick decided once by its ``TickGuard`` (enqueue, or skip while the last
 run is still going); ``allow`` enqueues as it always did.
+
+Each tick's enqueue runs inside ``trace_tick(schedule name)`` (``adapters/telemetry`` gives
+the ``ledger.enqueue`` span of source ``cron`` when traces are on; nothing otherwise).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -72,6 +76,10 @@ class Fired:
     skipped: bool = False
 
 
+def untraced(schedule: str) -> AbstractContextManager[object]:
+    return nullcontext()
+
+
 class CronScheduler:
     def __init__(
         self,
@@ -81,6 +89,7 @@ class CronScheduler:
         clock: Callable[[], datetime],
         book: ScheduleBook | None = None,
         guard: TickGuard | None = None,
+        trace_tick: Callable[[str], AbstractContextManager[object]] = untraced,
     ) -> None:
         self.schedules = schedules
         self.clock_store = clock_store
@@ -88,6 +97,7 @@ class CronScheduler:
         self.clock = clock
         self.book = book
         self.guard = guard
+        self.trace_tick = trace_tick
 
     def current(self) -> dict[str, Schedule]:
         """The schedules of this pass: the run-time ones, then the file's (which win)."""
@@ -112,11 +122,12 @@ class CronScheduler:
         fired = []
         for tick in ticks:
             request = tick_request(schedule, tick)
-            if schedule.overlap is Overlap.ALLOW or self.guard is None:
-                task, created = self.ledger.enqueue_once(request)
-                outcome = TickOutcome(task.id, created)
-            else:
-                outcome = self.guard.fire(schedule, tick, request)
+            with self.trace_tick(schedule.name):
+                if schedule.overlap is Overlap.ALLOW or self.guard is None:
+                    task, created = self.ledger.enqueue_once(request)
+                    outcome = TickOutcome(task.id, created)
+                else:
+                    outcome = self.guard.fire(schedule, tick, request)
             if outcome.created:
                 log.info("schedule %s fired for %s: task %s", schedule.name, tick, outcome.task_id)
             elif outcome.skipped:

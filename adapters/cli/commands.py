@@ -18,6 +18,7 @@ from execution_ledger.adapters.coalesced_enqueue import coalesced_by
 from execution_ledger.adapters.ledger import utc_now
 from execution_ledger.adapters.postgres.task_queries import get_task_row, list_tasks
 from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.adapters.telemetry.context import EnqueueTrace, cli_enqueue_trace
 from execution_ledger.domain.coalescing import debounce_from_text
 from execution_ledger.domain.durations import parse_duration
 from execution_ledger.domain.errors import ConfigError, InvalidQuery, InvalidSubmission
@@ -44,10 +45,16 @@ _COALESCED_NOTES = {
 
 
 def cmd_enqueue(rt: Runtime, options: argparse.Namespace) -> None:
+    # A ledger.enqueue span when traces are configured; TRACEPARENT from the environment.
+    with cli_enqueue_trace(rt.settings.config, "ledger enqueue") as trace:
+        _enqueue(rt, options, trace)
+
+
+def _enqueue(rt: Runtime, options: argparse.Namespace, trace: EnqueueTrace) -> None:
     if options.graph:
         if options.type:
             raise InvalidSubmission("give a task type or --graph, not both")
-        tasks = rt.ledger.enqueue_graph(load_graph_file(options.graph))
+        tasks = rt.ledger.enqueue_graph(trace.carry_all(load_graph_file(options.graph)))
         render.console.print(f"enqueued {len(tasks)} tasks atomically")
         for task in tasks:
             render.console.print(
@@ -76,7 +83,7 @@ def cmd_enqueue(rt: Runtime, options: argparse.Namespace) -> None:
             )
         ),
     )
-    task, created = rt.ledger.enqueue_once(request)
+    task, created = rt.ledger.enqueue_once(trace.carry(request))
     note = "" if created else f"  ({_COALESCED_NOTES[coalesced_by(request, task)]})"
     render.console.print(f"{task.id}  {task.type_name}  {task.state.value}{note}")
 

@@ -1,12 +1,13 @@
-"""The OpenTelemetry SDK wired for the ledger: a tracer provider exporting OTLP over HTTP
-(protobuf, batched), and the ledger's spans. Imported only when telemetry is configured
-(``context.start_telemetry``); needs the ``otel`` extra (``opentelemetry-sdk``,
-``opentelemetry-exporter-otlp-proto-http``).
+"""The OpenTelemetry SDK wired for the ledger: a tracer provider exporting OTLP (batched)
+over HTTP (protobuf) or gRPC, and the ledger's spans. Imported only when telemetry is
+configured (``context.start_telemetry``); needs the ``otel`` extra (``opentelemetry-sdk``,
+``opentelemetry-exporter-otlp-proto-http``, and ``-grpc`` for gRPC, imported only then).
 
 Spans, all with ``ledger.*`` attributes:
 
-- ``ledger.enqueue`` (SERVER for HTTP, CONSUMER for NATS): one enqueue call, a child of the
-  incoming ``traceparent`` (or a new root);
+- ``ledger.enqueue`` (SERVER for HTTP, CONSUMER for NATS, INTERNAL for the CLI, cron and
+  the Python API): one enqueue call, a child of the incoming ``traceparent`` (or a new
+  root);
 - ``ledger.claim`` (INTERNAL): the worker round that started an attempt, one per attempt,
   a child of the context its task was enqueued in;
 - ``ledger.run`` (INTERNAL): one attempt, a child of that context, with the span id
@@ -35,10 +36,12 @@ from execution_ledger.domain.trace_context import TraceContext, attempt_span_id,
 try:
     from opentelemetry import trace as trace_api
     from opentelemetry.context import Context
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+        OTLPSpanExporter as HttpSpanExporter,
+    )
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
     from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
     from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 except ImportError as missing:  # pragma: no cover - depends on the installed extras
@@ -48,8 +51,12 @@ except ImportError as missing:  # pragma: no cover - depends on the installed ex
         ("telemetry",),
     ) from None
 
-from execution_ledger.adapters.telemetry.context import EnqueueTrace
-from execution_ledger.adapters.telemetry.settings import TelemetrySettings
+from execution_ledger.adapters.telemetry.context import (
+    EnqueueTrace,
+    enqueue_closed,
+    enqueue_opened,
+)
+from execution_ledger.adapters.telemetry.settings import GRPC, TelemetrySettings
 
 log = logging.getLogger(__name__)
 TRACER_NAME = "execution-ledger"
@@ -124,12 +131,15 @@ class OtelTelemetry:
             id_generator=ids,
             shutdown_on_exit=True,  # flushes what is batched when the process exits
         )
-        # No headers in the file: the exporter reads OTEL_EXPORTER_OTLP_HEADERS itself.
-        exporter = OTLPSpanExporter(
-            endpoint=settings.traces_url, headers=dict(settings.headers) or None
+        provider.add_span_processor(
+            BatchSpanProcessor(span_exporter(settings), schedule_delay_millis=1000)
         )
-        provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=1000))
-        log.info("traces exported to %s as %s", settings.traces_url, settings.service_name)
+        log.info(
+            "traces exported to %s (%s) as %s",
+            settings.traces_url,
+            settings.protocol,
+            settings.service_name,
+        )
         return cls(provider, ids)
 
     def enqueue(self, incoming: TraceContext | None, source: str, name: str) -> EnqueueTrace:
@@ -148,14 +158,42 @@ class OtelTelemetry:
         self.provider.shutdown()
 
 
-class SpanEnqueueTrace(EnqueueTrace):
-    """``ledger.enqueue``: the tasks store this span's context; ended on leaving."""
+def span_exporter(settings: TelemetrySettings) -> SpanExporter:
+    """OTLP over HTTP, or over gRPC (its exporter imported only then). With no headers in
+    the file, either exporter reads ``OTEL_EXPORTER_OTLP_HEADERS`` itself."""
+    headers = dict(settings.headers) or None
+    if settings.protocol != GRPC:
+        return HttpSpanExporter(endpoint=settings.traces_url, headers=headers)
+    try:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as GrpcSpanExporter,
+        )
+    except ImportError as missing:  # pragma: no cover - depends on the installed extras
+        raise ConfigError(
+            f"traces over gRPC need opentelemetry-exporter-otlp-proto-grpc ({missing.name} "
+            "is not installed): pip install 'execution-ledger[otel]'",
+            ("telemetry", "protocol"),
+        ) from None
+    # gRPC metadata keys are lower-case; an http:// address is a plain-text channel.
+    metadata = {k.lower(): v for k, v in headers.items()} if headers else None
+    return GrpcSpanExporter(endpoint=settings.traces_url, headers=metadata)
 
-    __slots__ = ("span",)
+
+class SpanEnqueueTrace(EnqueueTrace):
+    """``ledger.enqueue``: the tasks store this span's context; ended on leaving. While
+    it is open, an enqueue through the ``Ledger`` in the same context joins it
+    (``context.ledger_enqueue_trace``) instead of starting a span of its own."""
+
+    __slots__ = ("opened", "span")
 
     def __init__(self, span: trace_api.Span) -> None:
         super().__init__(fields_of(span))
         self.span = span
+        self.opened: Any = None
+
+    def __enter__(self) -> SpanEnqueueTrace:
+        self.opened = enqueue_opened(self)
+        return self
 
     def enqueued(self, tasks: Sequence[Task], created: bool = True) -> None:
         if not tasks:
@@ -175,6 +213,9 @@ class SpanEnqueueTrace(EnqueueTrace):
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        if self.opened is not None:
+            enqueue_closed(self.opened)
+            self.opened = None
         if error is not None:
             self.span.record_exception(error)
             self.span.set_status(trace_api.Status(trace_api.StatusCode.ERROR, str(error)))

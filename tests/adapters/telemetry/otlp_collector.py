@@ -1,7 +1,9 @@
-"""An in-process OTLP/HTTP collector for the tests: it accepts real protobuf exports on
+"""An in-process OTLP collector for the tests: it accepts real protobuf exports on
 ``POST /v1/traces`` (decoded with ``opentelemetry-proto``) and keeps the spans; and
 ``/hook``, an endpoint that records the headers of each request it gets (where an http
-task's outgoing ``traceparent`` is seen)."""
+task's outgoing ``traceparent`` is seen). ``running_grpc_collector`` also serves OTLP over
+gRPC (the ``TraceService`` of ``opentelemetry-proto``, on a ``grpcio`` server) at
+``grpc_url``, keeping the metadata of each export."""
 
 from __future__ import annotations
 
@@ -37,6 +39,8 @@ class Collector:
     def __init__(self) -> None:
         self.spans: list[CollectedSpan] = []
         self.hook_headers: list[dict[str, str]] = []
+        self.grpc_metadata: list[dict[str, str]] = []
+        self.grpc_url = ""  # served over gRPC too (running_grpc_collector)
         self.exports = 0
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -104,6 +108,9 @@ class Collector:
     def _export(self, body: bytes) -> None:
         request = ExportTraceServiceRequest()
         request.ParseFromString(body)
+        self.record(request)
+
+    def record(self, request: ExportTraceServiceRequest) -> None:
         spans = []
         for resource_spans in request.resource_spans:
             service = next(
@@ -147,3 +154,33 @@ def running_collector() -> Iterator[Collector]:
     finally:
         collector._server.shutdown()
         collector._server.server_close()
+
+
+@contextmanager
+def running_grpc_collector() -> Iterator[Collector]:
+    """The collector, receiving OTLP over gRPC (plain text) at ``grpc_url``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+
+    class TraceService(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
+        def Export(
+            self, request: ExportTraceServiceRequest, context: Any
+        ) -> ExportTraceServiceResponse:
+            metadata = {key: value for key, value in context.invocation_metadata()}
+            with collector._lock:
+                collector.grpc_metadata.append(metadata)
+            collector.record(request)
+            return ExportTraceServiceResponse()
+
+    with running_collector() as collector:
+        server = grpc.server(ThreadPoolExecutor(max_workers=2))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(TraceService(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        collector.grpc_url = f"http://127.0.0.1:{port}"
+        try:
+            yield collector
+        finally:
+            server.stop(grace=None)

@@ -41,6 +41,8 @@ def test_the_table_names_the_endpoint_service_headers_and_sample_ratio() -> None
         ('enabled = "yes"', "expected true or false"),
         ('headers = { "x-key" = 1 }', "expected a table of header names"),
         ('service_name = ""', "expected a name of 1 to 200 characters"),
+        ('protocol = "http"', "expected http/protobuf or grpc"),
+        ('protocol = "http/json"', "JSON bodies is not supported"),
     ],
 )
 def test_a_bad_telemetry_key_is_refused_with_its_line(table: str, reason: str) -> None:
@@ -86,6 +88,36 @@ def test_a_bad_endpoint_in_the_environment_is_a_clear_error() -> None:
 
     with pytest.raises(ConfigError, match="OTEL_EXPORTER_OTLP_ENDPOINT"):
         telemetry_settings({}, {"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318"})
+
+
+def test_grpc_is_chosen_by_the_standard_variables_or_the_table_and_keeps_the_address() -> None:
+    table = {"endpoint": "http://collector:4317/"}
+    on = telemetry_settings(table, {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})
+    assert on is not None and (on.protocol, on.traces_url) == ("grpc", "http://collector:4317/")
+    # The traces' own variable wins over the general one, the environment over the file.
+    env = {
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
+    }
+    on = telemetry_settings(table | {"protocol": "grpc"}, env)
+    assert on is not None and (on.protocol, on.traces_url) == (
+        "http/protobuf",
+        "http://collector:4317/v1/traces",
+    )
+    on = telemetry_settings(
+        loaded('endpoint = "https://c:4317"\nprotocol = "grpc"\n').telemetry, {}
+    )
+    assert on is not None and (on.protocol, on.traces_url) == ("grpc", "https://c:4317")
+    assert telemetry_settings(table, {}) == TelemetrySettings("http://collector:4317/v1/traces")
+
+
+@pytest.mark.parametrize("value", ["http/json", "GRPC", "thrift"])
+def test_a_protocol_the_exporter_does_not_speak_is_a_clear_error(value: str) -> None:
+    from execution_ledger.domain.errors import ConfigError
+
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://e:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": value}
+    with pytest.raises(ConfigError, match="OTEL_EXPORTER_OTLP_PROTOCOL: expected http/protobuf"):
+        telemetry_settings({}, env)
 
 
 def test_the_telemetry_table_is_the_nodes_own_never_recorded_with_the_registry() -> None:

@@ -32,7 +32,13 @@ def test_ledger_worker_exports_spans_to_the_endpoint_the_environment_names(
             "OTEL_SERVICE_NAME": "worker-under-test",
         }
         worker = subprocess.Popen(
-            [sys.executable, "-m", "execution_ledger.adapters.cli.main", "worker", "--no-projections"],
+            [
+                sys.executable,
+                "-m",
+                "execution_ledger.adapters.cli.main",
+                "worker",
+                "--no-projections",
+            ],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
