@@ -9,9 +9,11 @@ dropped; one recorded twice counts once), unblocks the blocked tasks whose last 
 just succeeded, then starts due tasks — highest priority first, then enqueue order; a lane
 offers only its oldest due task; within each queue's concurrency (none while it is
 paused) and each lane's limit, counting the attempts running when the round began (as on
-PostgreSQL, the slots its outcomes free are taken by the next round). The rules of each step
-are the domain's (``record_result``, ``record_timeout``, ``spawned_children``,
-``notify_parents``, ``apply_release``, ``resolve_inputs``), as on PostgreSQL.
+PostgreSQL, the slots its outcomes free are taken by the next round). Every decision is
+the one the PostgreSQL round takes, from the same pure rules (``domain/worker_round.py``:
+``record_outcomes``, ``start_due``, ``record_progress``, ``with_inputs``;
+``domain/dependencies.py``: ``freed_by_successes``, ``unblock``; ``notify_parents``):
+what is its own here is only where things are kept and the order candidates are read in.
 
 Running attempts are held here with their leases (the ``running_attempts`` table there);
 an attempt whose task moved on in the store (cancelled, timed out by someone else) no
@@ -23,23 +25,29 @@ itself, which on PostgreSQL the cascade does a moment later.
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from execution_ledger.adapters.memory.task_store import InMemoryTaskStore
-from execution_ledger.domain.children import notify_parents, spawned_children
-from execution_ledger.domain.dependencies import UNBLOCK, apply_release, release_of
+from execution_ledger.domain.children import notify_parents
+from execution_ledger.domain.dependencies import freed_by_successes, unblock
 from execution_ledger.domain.execution import AttemptOutcome, ClaimedAttempt
-from execution_ledger.domain.inputs import resolve_inputs
-from execution_ledger.domain.outcomes import record_result, record_timeout
 from execution_ledger.domain.registry import Registry
 from execution_ledger.domain.task import Task, TaskState
-from execution_ledger.domain.timeouts import TimeoutKind, Timeouts
+from execution_ledger.domain.worker_round import (
+    Start,
+    claimed,
+    inputs_wanted,
+    record_outcomes,
+    record_progress,
+    start_due,
+    still_runs,
+    with_inputs,
+)
 from execution_ledger.processors.worker import ProgressNote
 
 
@@ -86,7 +94,10 @@ class InMemoryDispatch:
             self._record(outcomes)  # outcomes free are free from the next round on
             if limit <= 0:
                 return []
-            return self._with_inputs(self._start_due(set(queues), limit, worker, counted))
+            started = self._start_due(set(queues), limit, worker, counted)
+            dependencies = self.store.load_many(sorted(inputs_wanted(started)))
+            limit_bytes = self.registry.workflows.max_input_bytes
+            return with_inputs([claimed(s) for s in started], started, dependencies, limit_bytes)
 
     def complete(self, outcomes: Sequence[AttemptOutcome]) -> None:
         """Record the outcomes (those of attempts already ended are dropped)."""
@@ -124,37 +135,20 @@ class InMemoryDispatch:
     # -- recording outcomes -------------------------------------------------------------
 
     def _record(self, outcomes: Sequence[AttemptOutcome]) -> None:
-        """Each outcome's events, saved with the dependents its success unblocks."""
+        """Each outcome's events, saved with the parents they notify and the dependents
+        its success unblocks; outcomes of attempts that already ended are dropped."""
         if not outcomes:
             return
         now = self.clock()
         loaded = self.store.load_many([o.task_id for o in outcomes])
-        ended: dict[UUID, Task] = {}
-        spawned: list[Task] = []
-        for outcome in outcomes:
-            task = loaded.get(outcome.task_id)
-            if task is None or not _runs(task, outcome.attempt):
-                continue  # ended already (cancelled, timed out elsewhere, recorded twice)
-            spawned.extend(self._end_attempt(task, outcome, now))
-            ended[task.id] = task
-            self.running.pop(task.id, None)
-        tasks = [*ended.values(), *spawned]
-        tasks += notify_parents(tasks, self.store.load_many)
-        succeeded = [t.id for t in ended.values() if t.state is TaskState.SUCCEEDED]
-        self.store.save(*tasks, *self._unblocked_by(succeeded, now))
-
-    def _end_attempt(self, task: Task, outcome: AttemptOutcome, now: datetime) -> list[Task]:
-        """Give ``task`` the events of its attempt's end; return the children it spawned."""
-        if outcome.timed_out:
-            record_timeout(task, TimeoutKind.START_TO_CLOSE, now, self.jitter())
-            return []
-        assert outcome.result is not None
-        result = outcome.result
-        children = spawned_children(self.registry, task, outcome.attempt, result, now, uuid4)
-        if children is None:
-            record_result(task, outcome.attempt, result, now, self.jitter())
-            return []
-        return children
+        known = [o for o in outcomes if o.task_id in loaded]
+        changed, _ = record_outcomes(known, loaded, self.registry, now, self.jitter)
+        ended = {o.task_id for o in known} & {task.id for task in changed}
+        for task_id in ended:
+            self.running.pop(task_id, None)
+        changed += notify_parents(changed, self.store.load_many)
+        succeeded = [t.id for t in changed if t.state is TaskState.SUCCEEDED]  # parents too
+        self.store.save(*changed, *self._unblocked_by(succeeded, now))
 
     def _unblocked_by(self, succeeded: list[UUID], now: datetime) -> list[Task]:
         """The blocked tasks waiting on ``succeeded`` whose every dependency has now
@@ -162,37 +156,33 @@ class InMemoryDispatch:
         if not succeeded:
             return []
         just = set(succeeded)
-        waiting = [
-            task
+        waiting = {
+            task.id: task
             for _, task in self.store.live_tasks()
             if task.state is TaskState.BLOCKED and just & set(task.depends_on)
-        ]
-        others = {d for task in waiting for d in task.depends_on} - just
-        ends = {
-            task_id: TaskState.SUCCEEDED
+        }
+        others = {d for task in waiting.values() for d in task.depends_on} - just
+        done = just | {
+            task_id
             for task_id, task in self.store.load_many(sorted(others)).items()
             if task.state is TaskState.SUCCEEDED
         }
-        ends.update(dict.fromkeys(just, TaskState.SUCCEEDED))
-        return [
-            task
-            for task in waiting
-            if release_of(task.depends_on, ends) == UNBLOCK and apply_release(task, UNBLOCK, now)
-        ]
+        blocked = [(task.id, task.depends_on) for task in waiting.values()]
+        return unblock([waiting[i] for i in freed_by_successes(blocked, done)], now)
 
     # -- starting -----------------------------------------------------------------------
 
     def _start_due(
         self, queues: set[str], limit: int, worker: str, counted: list[Lease]
-    ) -> list[tuple[Task, int]]:
+    ) -> list[Start]:
         """Up to ``limit`` due tasks of ``queues`` within their queue's and lane's limits,
         the attempts ``counted`` taking their slots; started and saved."""
         now = self.clock()
         budgets = self._budgets(queues, counted)
         lanes = Counter(lease.lane for lease in counted if lease.lane is not None)
-        started: list[tuple[Task, int]] = []
+        chosen: list[Task] = []
         for task in self._candidates(queues, now):
-            if len(started) == limit:
+            if len(chosen) == limit:
                 break
             if budgets[task.queue] <= 0:
                 continue
@@ -201,9 +191,15 @@ class InMemoryDispatch:
             budgets[task.queue] -= 1
             if task.lane is not None:
                 lanes[task.lane] += 1
-            started.append((task, self._start(task, worker, now)))
+            chosen.append(task)
+        started = start_due(chosen, worker, now, self.registry)
+        for s in started:
+            expires = now + timedelta(seconds=s.heartbeat)
+            self.running[s.task.id] = Lease(
+                worker, s.attempt, s.task.queue, s.task.lane, s.heartbeat, expires
+            )
         if started:
-            self.store.save(*(task for task, _ in started))
+            self.store.save(*(s.task for s in started))
         return started
 
     def _budgets(self, queues: set[str], counted: list[Lease]) -> dict[str, int]:
@@ -233,29 +229,6 @@ class InMemoryDispatch:
         offered.sort(key=lambda entry: (-entry[1].priority, entry[0]))
         return [task for _, task in offered]
 
-    def _start(self, task: Task, worker: str, now: datetime) -> int:
-        timeouts = Timeouts.from_dict(task.timeouts)
-        heartbeat = timeouts.heartbeat or self.registry.default_timeouts.heartbeat or 30.0
-        expires = now + timedelta(seconds=heartbeat)
-        attempt = task.start(worker, expires, now, self.registry.version)
-        self.running[task.id] = Lease(worker, attempt, task.queue, task.lane, heartbeat, expires)
-        return attempt
-
-    def _with_inputs(self, started: list[tuple[Task, int]]) -> list[ClaimedAttempt]:
-        """The claimed attempts; a task taking its dependencies' results gets them (or the
-        failure that ends its attempt instead)."""
-        wanted = sorted({d for task, _ in started if task.inputs for d in task.inputs.values()})
-        dependencies = self.store.load_many(wanted)
-        claimed = []
-        for task, attempt in started:
-            one = _claimed(task, attempt)
-            if task.inputs:
-                limit = self.registry.workflows.max_input_bytes
-                inputs, refused = resolve_inputs(task.inputs, dependencies, limit)
-                one = dataclasses.replace(one, inputs=inputs, refused=refused)
-            claimed.append(one)
-        return claimed
-
     # -- leases -------------------------------------------------------------------------
 
     def _forget_moved_on(self) -> None:
@@ -264,37 +237,23 @@ class InMemoryDispatch:
         loaded = self.store.load_many(list(self.running))
         for task_id, lease in list(self.running.items()):
             task = loaded.get(task_id)
-            if task is None or not _runs(task, lease.attempt):
+            if task is None or not still_runs(task, lease.attempt):
                 del self.running[task_id]
 
     def _heartbeats(self, notes: Sequence[ProgressNote]) -> None:
+        """A ``TaskHeartbeat`` per note whose attempt still runs, with its new lease."""
         loaded = self.store.load_many([note.task_id for note in notes])
-        beating = []
-        for note in notes:
-            task, lease = loaded.get(note.task_id), self.running[note.task_id]
-            if task is None or task.attempts != note.attempt:
-                continue
-            task.heartbeat(note.attempt, lease.expires_at, note.progress, note.message)
-            beating.append(task)
+        beating = [
+            loaded[note.task_id]
+            for note in notes
+            if note.task_id in loaded
+            and record_progress(
+                loaded[note.task_id],
+                note.attempt,
+                self.running[note.task_id].expires_at,
+                note.progress,
+                note.message,
+            )
+        ]
         if beating:
             self.store.save(*beating)
-
-
-def _runs(task: Task, attempt: int) -> bool:
-    """Whether ``attempt`` of ``task`` is still the one running."""
-    return task.state is TaskState.RUNNING and task.attempts == attempt
-
-
-def _claimed(task: Task, attempt: int) -> ClaimedAttempt:
-    return ClaimedAttempt(
-        task_id=task.id,
-        attempt=attempt,
-        type_name=task.type_name,
-        adapter=task.adapter,
-        args=task.args,
-        adhoc_settings=task.adapter_settings,
-        timeouts=Timeouts.from_dict(task.timeouts),
-        queue=task.queue,
-        lane=task.lane,
-        trace=task.trace,
-    )
