@@ -16,7 +16,6 @@ each is decoded once per process rather than once per runner.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -29,7 +28,7 @@ from uuid import UUID
 import psycopg
 from eventsourcing.application import Application
 from eventsourcing.persistence import StoredEvent
-from psycopg import pq, sql
+from psycopg import sql
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.composite import register_composite
 
@@ -37,8 +36,13 @@ from execution_ledger.adapters.off_loop import start_off_loop
 from execution_ledger.adapters.postgres.connection_pool import CONNINFO_KEY
 from execution_ledger.adapters.postgres.dispatch_queue import DispatchQueue, change_of
 from execution_ledger.adapters.postgres.group_commit import GroupCommit, SaveUnit
-from execution_ledger.adapters.postgres.log_horizon import EVENTS_TABLE, horizon_statement
-from execution_ledger.adapters.postgres.one_trip import pipelined
+from execution_ledger.adapters.postgres.log_horizon import (
+    EVENTS_TABLE,
+    below_noted_horizon,
+    horizon_statement,
+    noted_horizon_statement,
+)
+from execution_ledger.adapters.postgres.one_trip import batched, pipelined
 from execution_ledger.adapters.postgres.read_replica import ReadReplica
 from execution_ledger.adapters.postgres.recorder import (
     LedgerRecorder,
@@ -60,6 +64,9 @@ LedgerAggregate = Task | Queue | ScheduleControl | AccessDenial | BulkAction | R
 APPLICATION_NAME = "Ledger"
 PIPELINED_SAVE_LIMIT = 500
 RECENT_EVENTS = 20_000  # decoded events kept for the other readers; the oldest quarter goes
+
+
+LAST_POSITION = 2**62  # above any position the log will give (the horizon bounds reads)
 
 
 class LedgerApplication(Application):
@@ -135,13 +142,14 @@ class EventStore:
             .as_string(None)
         )
         self._sql_horizon = horizon_statement(schema)
+        self._sql_note_horizon = noted_horizon_statement(schema)
         self._sql_read = (
             sql.SQL(
                 "SELECT notification_id, originator_id, originator_version, topic, state "
-                "FROM {} WHERE notification_id > %s AND notification_id <= %s "
+                "FROM {} WHERE notification_id > %s AND notification_id <= least(%s, {}) "
                 "ORDER BY notification_id LIMIT %s"
             )
-            .format(self.table)
+            .format(self.table, below_noted_horizon())
             .as_string(None)
         )
         self._sql_last_below = (
@@ -264,11 +272,9 @@ class EventStore:
         inline = [*inline, *self.dispatch_queue.statements_for(tasks)]
         events = [event for task in tasks for event in task.collect_events()]
         stored = [self.app.mapper.to_stored_event(event) for event in events]
-        connection = cursor.connection
-        in_pipeline = connection.pgconn.pipeline_status != pq.PipelineStatus.OFF
-        # Without positions, inside the caller's pipeline: nothing to wait for here.
-        quiet = not positions and in_pipeline
-        with contextlib.nullcontext() if quiet else connection.pipeline():
+        # Inside the caller's pipeline nothing is waited for here, but the positions when
+        # asked for (one round trip); else in a pipeline of its own.
+        with batched(cursor.connection):
             run_inline(cursor, inline)
             if not stored:
                 return []
@@ -365,13 +371,14 @@ class EventStore:
 
     def read(self, after: int, limit: int, until: int | None = None) -> list[RecordedEvent]:
         """Events with ``after < position <= until``, in log order, at most ``limit``; never
-        past the log's horizon (the horizon is read first, the rows in a later statement)."""
+        past the log's horizon (the horizon is computed first, the rows read in a later
+        statement: two snapshots, in that order, sent together in one round trip)."""
+        stop = LAST_POSITION if until is None else until
         with self.recorder.datastore.get_connection() as conn:
-            horizon = self._horizon(conn)
-            stop = horizon if until is None else min(until, horizon)
-            if stop <= after:
-                return []
-            rows = conn.execute(self._sql_read, (after, stop, limit)).fetchall()
+            with conn.pipeline():
+                conn.execute(self._sql_note_horizon)
+                reading = conn.execute(self._sql_read, (after, stop, limit))
+            rows = reading.fetchall()
         return [RecordedEvent(row["notification_id"], self._decode_or_mark(row)) for row in rows]
 
     def _decode_or_mark(self, row: dict[str, Any]) -> Any:

@@ -96,3 +96,23 @@ def horizon_statement(schema: str) -> str:
         .format(sql.Identifier(schema, HORIZON_FUNCTION))
         .as_string(None)
     )
+
+
+# The session setting a reader leaves its horizon in, for its next statement to bound its read
+# with: both travel in one pipeline (one round trip), each with its own snapshot, in order.
+HORIZON_SETTING = "ledger.horizon"
+
+
+def noted_horizon_statement(schema: str) -> str:
+    """The horizon, computed in its own statement and kept in ``HORIZON_SETTING``."""
+    return (
+        sql.SQL("SELECT set_config({}, {}()::text, false)")
+        .format(sql.Literal(HORIZON_SETTING), sql.Identifier(schema, HORIZON_FUNCTION))
+        .as_string(None)
+    )
+
+
+def below_noted_horizon() -> sql.Composable:
+    """A bound for the statement after ``noted_horizon_statement``: ``<= {this}``."""
+    return sql.SQL("current_setting({})::bigint").format(sql.Literal(HORIZON_SETTING))
+

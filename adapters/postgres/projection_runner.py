@@ -132,21 +132,20 @@ class ProjectionRunner:
 
     def _apply_batch(self, start: int, events: Sequence[Any]) -> int | None:
         """Apply ``events`` if the position is still ``start``; None if it moved."""
-        with self.store.transaction() as cursor:
+        # Pipeline mode, BEGIN and COMMIT included (``one_trip.py``): a round trip for the
+        # position's lock, one more only where a projection or the reactor reads a result.
+        with self.store.pipelined_transaction() as cursor:
             if self._locked_position(cursor) != start:
                 return None
             if start != self._last_applied:
                 _forget(self.projection)  # events were applied elsewhere: drop shortcuts
-            # Pipeline mode: statements whose results are not read cost no round trip each.
-            with cursor.connection.pipeline():
-                changes = self._apply_events(cursor, events)
+            changes = self._apply_events(cursor, events)
             if self.reactor is not None and changes:
                 appended = self.store.append_in(cursor, self.reactor.react(changes))
                 # Fold our own new events in now, so a task this batch unblocks is ready at
                 # commit, not one batch later; reading them again later changes nothing
                 # (the projection's handling of the reactor's events is idempotent).
-                with cursor.connection.pipeline():
-                    self._apply_events(cursor, appended)
+                self._apply_events(cursor, appended)
             cursor.execute(self._sql_advance, (events[-1].position, self.projection.name))
         self._last_applied = events[-1].position
         return len(events)
