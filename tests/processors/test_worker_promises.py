@@ -2,7 +2,8 @@
 PostgreSQL: a type or adapter the worker does not know fails ``NotConfigured`` and is not
 retried; the watchdog's ``start_to_close`` backstop times out an attempt its worker never
 ends; an outcome that keeps conflicting is dropped after its bound, the others of its round
-recorded one by one, and the dropped attempt then times out on its heartbeat."""
+recorded one by one, and the dropped attempt then times out on its heartbeat; a claim that
+keeps conflicting claims nothing after the same bound, and the task later."""
 
 from __future__ import annotations
 
@@ -151,6 +152,12 @@ def test_the_watchdog_times_out_an_attempt_its_worker_never_ends_after_the_grace
 def _refuse_first_success_of(rt: Runtime, task_id: UUID) -> None:
     """A trigger that refuses, as a version conflict (unique_violation), the insert of the
     first attempt's ``TaskSucceeded`` of one task; each refusal counts in a sequence."""
+    _refuse(rt, task_id, "TaskSucceeded", version=3)
+
+
+def _refuse(rt: Runtime, task_id: UUID, event: str, version: int) -> None:
+    """A trigger that refuses, as a version conflict (unique_violation), the insert of
+    ``task_id``'s ``event`` at ``version``; each refusal counts in a sequence."""
     schema = sql.Identifier(rt.store.schema)
     with rt.store.transaction() as cur:
         cur.execute(sql.SQL("CREATE SEQUENCE {}.refusals").format(schema))
@@ -158,14 +165,16 @@ def _refuse_first_success_of(rt: Runtime, task_id: UUID) -> None:
             sql.SQL(
                 "CREATE FUNCTION {schema}.refuse_success() RETURNS trigger "
                 "LANGUAGE plpgsql AS $$ BEGIN "
-                "IF NEW.originator_id = {task} AND NEW.topic LIKE '%TaskSucceeded' "
-                "AND NEW.originator_version = 3 THEN "
+                "IF NEW.originator_id = {task} AND NEW.topic LIKE {topic} "
+                "AND NEW.originator_version = {version} THEN "
                 "PERFORM nextval('{seq}'); "
                 "RAISE EXCEPTION 'refused' USING ERRCODE = 'unique_violation'; "
                 "END IF; RETURN NEW; END $$"
             ).format(
                 schema=schema,
                 task=sql.Literal(str(task_id)),
+                topic=sql.Literal(f"%{event}"),
+                version=sql.Literal(version),
                 seq=sql.SQL(f"{rt.store.schema}.refusals"),
             )
         )
@@ -187,6 +196,21 @@ def _refusals(rt: Runtime) -> int:
         row = cur.fetchone()
     assert row is not None
     return int(row["last_value"]) if row["is_called"] else 0
+
+
+def test_a_claim_that_keeps_conflicting_claims_nothing_this_round_and_the_task_later(
+    rt: Runtime,
+) -> None:
+    task = rt.ledger.enqueue(TaskRequest("mystery", {"i": 1}))
+    _refuse(rt, task.id, "TaskStarted", version=2)
+    dispatch = PostgresDispatch(rt.store, rt.settings.config.registry, clock=utc_now)
+    assert dispatch.claim(["default"], 1, "w1") == []
+    assert _refusals(rt) == 5  # the one bound of concurrent_write.retry_on_conflict
+    assert rt.store.load(task.id).state is TaskState.READY
+    with rt.store.transaction() as cur:
+        cur.execute(sql.SQL("DROP TRIGGER refuse_success ON {}").format(rt.store.table))
+    [claimed] = dispatch.claim(["default"], 1, "w1")
+    assert (claimed.task_id, claimed.attempt) == (task.id, 1)
 
 
 def test_an_outcome_that_keeps_conflicting_is_dropped_after_five_tries_the_others_recorded(
