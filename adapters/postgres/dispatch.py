@@ -146,10 +146,10 @@ class PostgresDispatch:
         """One round's transaction; then, once it committed, what its rate-limit checks
         learned (buckets left full, holds written) is remembered."""
         rate_rounds: list[tuple[RoundRates, list[UUID]]] = []
-        claimed = self._claim_round(queues, limit, worker, outcomes, rate_rounds)
+        attempts = self._claim_round(queues, limit, worker, outcomes, rate_rounds)
         for rates, started_ids in rate_rounds:
             self.rate_limits.committed(rates, started_ids)
-        return claimed
+        return attempts
 
     def _claim_round(
         self,
