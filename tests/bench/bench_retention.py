@@ -162,10 +162,45 @@ def measure(runtime: Runtime, reps: int) -> dict[str, dict[str, float]]:
     return results
 
 
-def table_sizes(runtime: Runtime) -> dict[str, int]:
-    """Rows of each live table."""
+# The SQL of the measured calls (as ``adapters/postgres/task_queries.py`` and
+# ``EventStore.head_position`` send it), for ``--explain``.
+EXPLAINED = {
+    "list": "SELECT * FROM {s}.task_view ORDER BY enqueued_at DESC, task_id DESC LIMIT 51",
+    "list ready": "SELECT * FROM {s}.task_view WHERE state = 'ready' "
+    "ORDER BY enqueued_at DESC, task_id DESC LIMIT 51",
+    "queues": "SELECT queue, count(*) FILTER (WHERE state = 'ready' OR run_at <= now()) AS ready, "
+    "count(*) FILTER (WHERE state = 'scheduled' AND run_at > now()) AS scheduled "
+    "FROM {s}.readiness_nodes WHERE state IN ('ready', 'scheduled') GROUP BY queue",
+    "queues running": "SELECT queue, count(*) AS running FROM {s}.running_attempts GROUP BY queue",
+    # ``EventStore.head_position``: the horizon first, then the last position below it
+    "healthz head": "SELECT max(notification_id) AS last FROM {s}.ledger_events "
+    "WHERE notification_id <= {h}",
+}
+
+
+def explain(runtime: Runtime) -> dict[str, str]:
+    """EXPLAIN (ANALYZE, BUFFERS) of the measured calls' SQL: where the time goes."""
+    plans = {}
+    schema = sql.Identifier(runtime.settings.schema).as_string(None)
     with psycopg.connect(runtime.database_url) as conn:
-        return {
+        horizon = conn.execute(f"SELECT {schema}.ledger_log_horizon()").fetchone()  # type: ignore[arg-type]
+        for name, text in EXPLAINED.items():
+            query = text.format(s=schema, h=int(horizon[0]) if horizon else 0)
+            rows = conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + query).fetchall()  # type: ignore[arg-type]
+            plans[name] = "\n".join(str(r[0]) for r in rows)
+            print(f"-- {name}\n{plans[name]}", file=sys.stderr)
+    return plans
+
+
+def table_sizes(runtime: Runtime) -> dict[str, int]:
+    """Rows of each live table, and the schema's bytes on disk (tables and indexes)."""
+    with psycopg.connect(runtime.database_url) as conn:
+        on_disk = conn.execute(
+            "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c "
+            "WHERE c.relnamespace = %s::regnamespace AND c.relkind = 'r'",
+            (sql.Identifier(runtime.settings.schema).as_string(conn),),
+        ).fetchone()
+        return {"bytes": int(on_disk[0]) if on_disk and on_disk[0] else 0} | {
             table: int(
                 conn.execute(
                     sql.SQL("SELECT count(*) FROM {}").format(
@@ -247,14 +282,37 @@ def check_bulk(runtime: Runtime) -> dict[str, Any]:
     return result
 
 
+class TimedArchiver(Archiver):
+    """The archiver, with the time of its two long steps kept (writing the segments,
+    deleting from the live tables)."""
+
+    steps: dict[str, float]
+
+    def _write(self, *args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return super()._write(*args, **kwargs)
+        finally:
+            self.steps["write segments"] = time.perf_counter() - started
+
+    def _delete(self, *args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return super()._delete(*args, **kwargs)
+        finally:
+            self.steps["delete"] = time.perf_counter() - started
+
+
 def archive(runtime: Runtime) -> tuple[float, Any]:
     policy = runtime.settings.config.retention
     folder = configured_archive(policy, runtime.settings.schema)
     assert policy is not None and folder is not None
-    archiver = Archiver(runtime.database_url, runtime.settings.schema, policy, folder, utc_now)
+    archiver = TimedArchiver(runtime.database_url, runtime.settings.schema, policy, folder, utc_now)
+    archiver.steps = {}
     started = time.perf_counter()
     report = archiver.run()
     seconds = time.perf_counter() - started
+    print(f"archive steps (s): {archiver.steps}", file=sys.stderr)
     return seconds, report
 
 
@@ -266,14 +324,21 @@ def run(
     bulk: int = 0,
     span_days: float = 30.0,
     check: bool = False,
+    plans: bool = False,
 ) -> None:
+    def observed(runtime: Runtime) -> dict[str, Any]:
+        found = {"times": measure(runtime, reps), "rows": table_sizes(runtime)}
+        if plans:
+            found["plans"] = explain(runtime)
+        return found
+
     phases: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as directory:
         config = DEFAULT_REGISTRY.read_text() + RETENTION.format(archive=directory)
         with fresh_runtime(config) as runtime:
             built = prepare(runtime, small, live)
             print(f"small: built in {built:.0f} s", file=sys.stderr)
-            phases["small"] = {"times": measure(runtime, reps), "rows": table_sizes(runtime)}
+            phases["small"] = observed(runtime)
         with fresh_runtime(config) as runtime:
             details: dict[str, Any] = {}
             if bulk:
@@ -284,8 +349,7 @@ def run(
             if check:
                 details["check"] = check_bulk(runtime)
             phases["large"] = {
-                "times": measure(runtime, reps),
-                "rows": table_sizes(runtime),
+                **observed(runtime),
                 "build_seconds": built,
                 "bulk": details,
             }
@@ -296,8 +360,7 @@ def run(
                 file=sys.stderr,
             )
             phases["large, archived"] = {
-                "times": measure(runtime, reps),
-                "rows": table_sizes(runtime),
+                **observed(runtime),
                 "archive_seconds": seconds,
                 "events_archived": report.events_archived,
                 "tasks_removed": report.tasks_removed,
@@ -343,6 +406,9 @@ def main() -> None:
         action="store_true",
         help="rebuild the large ledger's read models and verify its chain before measuring",
     )
+    parser.add_argument(
+        "--explain", action="store_true", help="print the plans of the measured calls' SQL"
+    )
     options = parser.parse_args()
     if options.live < 2 * (options.reps + 1) * CLAIM:
         parser.error("--live must be at least 2 * (--reps + 1) * 10")
@@ -354,6 +420,7 @@ def main() -> None:
         options.bulk,
         options.span_days,
         options.check_bulk,
+        options.explain,
     )
 
 
