@@ -13,9 +13,9 @@ from typing import Any
 from uuid import UUID
 
 from execution_ledger.adapters import event_log
-from execution_ledger.adapters.postgres import task_queries
+from execution_ledger.adapters.postgres import audit, task_queries
 from execution_ledger.adapters.postgres.event_store import EventStore, RecordedEvent
-from execution_ledger.adapters.postgres.read_replica import ReadStatus, read_status
+from execution_ledger.adapters.postgres.read_replica import ReadStatus, read_status, whole_log_url
 from execution_ledger.adapters.postgres.task_prefix import task_ids_between
 from execution_ledger.domain.errors import TaskNotFound
 from execution_ledger.domain.task import Task, TaskState
@@ -28,13 +28,18 @@ MAX_PAGE = task_queries.MAX_PAGE
 MAX_ACTIVITY_MINUTES = task_queries.MAX_ACTIVITY_MINUTES
 EventFilter = event_log.EventFilter
 EventPage = event_log.EventPage
+AuditFilter = audit.AuditFilter
+AuditEntry = audit.AuditEntry
 
 __all__ = [
     "MAX_ACTIVITY_MINUTES",
     "MAX_PAGE",
+    "AuditEntry",
+    "AuditFilter",
     "EventFilter",
     "EventPage",
     "LedgerReads",
+    "RecordedEvent",
     "TaskFilter",
     "TaskGraph",
     "TaskPage",
@@ -109,6 +114,10 @@ class LedgerReads:
     def projection_positions(self) -> dict[str, int]:
         return task_queries.projection_positions(self.store)
 
+    def has_replica(self) -> bool:
+        """Whether a read replica is configured (``LEDGER_READ_DATABASE_URL``)."""
+        return self.store.replica is not None
+
     def read_status(self) -> ReadStatus:
         """Where the lag-tolerant reads go now (the replica, or the primary)."""
         return read_status(self.store)
@@ -116,3 +125,12 @@ class LedgerReads:
     def events(self, after: int, limit: int, where: EventFilter) -> EventPage:
         """A page of the global log after a position, filtered."""
         return event_log.read_events(self.store, after, limit, where)
+
+    def audit_events(self, where: AuditFilter, after: int, limit: int) -> audit.AuditPage:
+        """The log with the principal and the actor of each event (the audit trail)."""
+        return audit.audit_events(self.store, where, after, limit)
+
+    def whole_log_url(self) -> tuple[str, str]:
+        """Where a read of the whole log goes ("replica" once it holds it all, else
+        "primary") and its connection string."""
+        return whole_log_url(self.store)

@@ -17,18 +17,10 @@ from execution_ledger.adapters.cli.parsers import (
     add_audit_parser as add_audit_parser,  # re-exported
 )
 from execution_ledger.adapters.ledger import utc_now
-from execution_ledger.adapters.postgres.audit import (
-    AuditEntry,
-    AuditFilter,
-    audit_events,
-    verify_chain,
-)
-from execution_ledger.adapters.postgres.read_replica import whole_log_url
-from execution_ledger.adapters.retention.segments import configured_archive
+from execution_ledger.adapters.ledger_reads import AuditEntry, AuditFilter
 from execution_ledger.adapters.runtime import Runtime
 from execution_ledger.domain.errors import InvalidQuery
 from execution_ledger.domain.moments import parse_moment
-from execution_ledger.projections.audit_chain import AuditChain
 
 
 def cmd_audit(rt: Runtime, options: argparse.Namespace) -> int:
@@ -42,14 +34,13 @@ def _verify(rt: Runtime, options: argparse.Namespace) -> int:
     source: list[str] = []
 
     def read_url() -> str:  # the replica once it holds the whole log, else the primary
-        name, url = whole_log_url(rt.store)
+        name, url = rt.reads.whole_log_url()
         source.append(name)
         return url
 
-    archive = configured_archive(rt.settings.config.retention, rt.settings.schema)
-    report = verify_chain(rt.store, rt.runners[AuditChain.name], read_url, archive)
+    report = rt.verify_audit_chain(read_url)
     # With a replica configured, which database was read.
-    read_from = {"read_from": source[0]} if rt.store.replica is not None and source else {}
+    read_from = {"read_from": source[0]} if rt.reads.has_replica() and source else {}
     if options.json:
         print(render.to_json(dataclasses.asdict(report) | read_from))
     elif report.ok:
@@ -77,7 +68,7 @@ def _log(rt: Runtime, options: argparse.Namespace) -> int:
     )
     if options.limit < 1 or options.after < 0:
         raise InvalidQuery("--limit must be at least 1 and --after not negative")
-    page = audit_events(rt.store, where, after=options.after, limit=options.limit)
+    page = rt.reads.audit_events(where, after=options.after, limit=options.limit)
     if options.json:
         events = [dataclasses.asdict(e) for e in page.entries]
         print(render.to_json({"events": events, "next_after": page.next_after, "head": page.head}))

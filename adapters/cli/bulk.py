@@ -72,7 +72,7 @@ def cmd_bulk(rt: Runtime, options: argparse.Namespace) -> int:
     from execution_ledger.adapters.bulk_actions import plan_bulk
     from execution_ledger.adapters.cli import render
 
-    registry = rt.settings.config.registry
+    registry = rt.registry
     request = plan_bulk(
         registry,
         options.action,

@@ -16,9 +16,9 @@ from execution_ledger.adapters.cli.filter_options import task_filter_of
 from execution_ledger.adapters.cli.task_ids import resolve_task_id
 from execution_ledger.adapters.coalesced_enqueue import coalesced_by
 from execution_ledger.adapters.ledger import utc_now
-from execution_ledger.adapters.postgres.task_queries import get_task_row, list_tasks
 from execution_ledger.adapters.runtime import Runtime
 from execution_ledger.adapters.telemetry.context import EnqueueTrace, cli_enqueue_trace
+from execution_ledger.adapters.views import history_json, task_detail_json, task_page_json
 from execution_ledger.domain.coalescing import debounce_from_text
 from execution_ledger.domain.durations import parse_duration
 from execution_ledger.domain.errors import ConfigError, InvalidQuery, InvalidSubmission
@@ -89,62 +89,44 @@ def _enqueue(rt: Runtime, options: argparse.Namespace, trace: EnqueueTrace) -> N
 
 
 def cmd_tasks(rt: Runtime, options: argparse.Namespace) -> None:
-    where = task_filter_of(rt.settings.config.registry, options)  # refuses what cannot match
+    where = task_filter_of(rt.registry, options)  # refuses what cannot match
     rt.catch_up()
-    page = list_tasks(
-        rt.store,
-        where,
-        limit=options.limit,
-        cursor=options.cursor,
-    )
-    types = rt.settings.config.registry.task_types
+    page = rt.reads.tasks(where, limit=options.limit, cursor=options.cursor)
+    types = rt.registry.task_types
     if options.type_name is not None and options.type_name not in types and not page.rows:
         # An ad-hoc type is not in the registry: refused only when no task has it.
         raise InvalidQuery(
             f"unknown task type {options.type_name!r} (valid: {', '.join(sorted(types))})"
         )
+    shown = task_page_json(page.rows, page.next_cursor)  # as GET /v1/tasks answers
     if options.json:
-        print(render.to_json({"tasks": page.rows, "next_cursor": page.next_cursor}))
+        print(render.to_json(shown))
         return
     if options.wide or not render.console.is_terminal:
-        for line in render.task_lines(page.rows):
+        for line in render.task_lines(shown["tasks"]):
             print(line)
     else:
-        render.console.print(render.task_table(page.rows))
+        render.console.print(render.task_table(shown["tasks"]))
     if page.next_cursor:
         render.console.print(f"more: ledger tasks --cursor {page.next_cursor}")
 
 
 def cmd_show(rt: Runtime, options: argparse.Namespace) -> None:
-    task_id = resolve_task_id(rt.store, options.task_id)
-    rt.ledger.task(task_id)  # refuses an unknown id from the log itself
-    rt.catch_up()
-    row = get_task_row(rt.store, task_id)
+    task, events = rt.reads.task_and_history(resolve_task_id(rt.reads, options.task_id))
+    shown = task_detail_json(task, events, rt.reads.held_by(task))  # as GET /v1/tasks/{id}
     if options.json:
-        print(render.to_json(row))
+        print(render.to_json(shown))
     else:
-        render.console.print(render.task_details(row))
+        render.console.print(render.task_details(shown))
 
 
 def cmd_history(rt: Runtime, options: argparse.Namespace) -> None:
-    events = rt.ledger.history(resolve_task_id(rt.store, options.task_id))
+    task_id = resolve_task_id(rt.reads, options.task_id)
+    shown = history_json(task_id, rt.ledger.history(task_id))  # as GET /v1/tasks/{id}/history
     if options.json:
-        print(
-            render.to_json(
-                [
-                    {
-                        "position": e.position,
-                        "version": e.event.originator_version,
-                        "event": type(e.event).__name__,
-                        "time": e.event.timestamp,
-                        "data": render.event_data(e),
-                    }
-                    for e in events
-                ]
-            )
-        )
+        print(render.to_json(shown))
     else:
-        render.console.print(render.history_table(events))
+        render.console.print(render.history_table(shown["events"]))
 
 
 def cmd_demo(rt: Runtime, options: argparse.Namespace) -> None:
@@ -154,12 +136,12 @@ def cmd_demo(rt: Runtime, options: argparse.Namespace) -> None:
 
 
 def cmd_cancel(rt: Runtime, options: argparse.Namespace) -> None:
-    task = rt.ledger.cancel(resolve_task_id(rt.store, options.task_id), reason=options.reason)
+    task = rt.ledger.cancel(resolve_task_id(rt.reads, options.task_id), reason=options.reason)
     render.console.print(f"{task.id}  {task.state.value}")
 
 
 def cmd_retry(rt: Runtime, options: argparse.Namespace) -> None:
-    task = rt.ledger.retry(resolve_task_id(rt.store, options.task_id))
+    task = rt.ledger.retry(resolve_task_id(rt.reads, options.task_id))
     render.console.print(f"{task.id}  {task.state.value}")
 
 
@@ -168,8 +150,8 @@ def cmd_queues(rt: Runtime, options: argparse.Namespace) -> None:
         rt.ledger.pause_queue(options.name)
     elif options.action == "resume":
         rt.ledger.resume_queue(options.name)
-    for name, queue in sorted(rt.settings.config.registry.queues.items()):
-        paused = rt.store.load_queue(name).paused
+    for name, queue in sorted(rt.registry.queues.items()):
+        paused = rt.reads.queue_paused(name)
         render.console.print(
             f"{name:<20} concurrency {queue.concurrency:>4}  {'paused' if paused else 'running'}"
         )
@@ -182,9 +164,9 @@ def worker_node(rt: Runtime, options: argparse.Namespace) -> WorkerNode:
     if options.concurrency < 1:
         raise InvalidSubmission("--concurrency must be at least 1")
     queues = [q for q in (options.queues or "").split(",") if q] or None
-    unknown = sorted(set(queues or ()) - set(rt.settings.config.registry.queues))
+    unknown = sorted(set(queues or ()) - set(rt.registry.queues))
     if unknown:
-        known = ", ".join(sorted(rt.settings.config.registry.queues))
+        known = ", ".join(sorted(rt.registry.queues))
         raise InvalidSubmission(f"unknown queue {unknown[0]!r} (known: {known})")
     run_projections = not getattr(options, "no_projections", False)
     return WorkerNode(

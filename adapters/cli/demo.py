@@ -21,10 +21,10 @@ from rich.live import Live
 from rich.table import Table
 
 from execution_ledger.adapters.cli import render
-from execution_ledger.adapters.http.app import serve_http
 from execution_ledger.adapters.node import WorkerNode
 from execution_ledger.adapters.off_loop import run_off_loop
 from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.adapters.service import serve_api
 
 DEMO_TIMEOUT_SECONDS = 60
 TERMINAL = {"succeeded", "failed", "cancelled", "skipped"}
@@ -65,7 +65,7 @@ async def _demo(runtime: Runtime) -> None:
     stop = asyncio.Event()
     bound: list[tuple[str, int]] = []
     server = asyncio.create_task(
-        serve_http(runtime, "127.0.0.1", 0, stop, on_listening=bound.extend)
+        serve_api(runtime, "127.0.0.1", 0, stop, bound.extend)
     )
     node = asyncio.create_task(
         WorkerNode(runtime, concurrency=10, projection_process=True).run(stop)

@@ -8,7 +8,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from execution_ledger.adapters.postgres.task_queries import TaskFilter
+    from execution_ledger.adapters.ledger_reads import TaskFilter
     from execution_ledger.domain.registry import Registry
 
 

@@ -13,7 +13,6 @@ from execution_ledger.adapters.cli import render
 from execution_ledger.adapters.cli.parsers import (
     add_learn_parser as add_learn_parser,  # re-exported
 )
-from execution_ledger.adapters.postgres.learn_feed import PostgresDatasetFeed
 from execution_ledger.adapters.runtime import Runtime
 from execution_ledger.domain.errors import InvalidSubmission
 
@@ -23,7 +22,7 @@ def cmd_learn(rt: Runtime, options: argparse.Namespace) -> int:
     if options.action == "status":
         dataset = rt.runners["dataset"].position()
         for task_type in hooks:
-            position = PostgresDatasetFeed(rt.store, task_type).position()
+            position = rt.learn_feed(task_type).position()
             render.console.print(
                 f"{task_type:<20} position {position:>10}  dataset at {dataset:>10}"
             )
@@ -32,7 +31,7 @@ def cmd_learn(rt: Runtime, options: argparse.Namespace) -> int:
         raise InvalidSubmission("the position must be 0 or more")
     chosen = hooks if options.task_type is None else [_hooked(options.task_type, hooks)]
     for task_type in chosen:
-        PostgresDatasetFeed(rt.store, task_type).reset(options.position)
+        rt.learn_feed(task_type).reset(options.position)
     render.console.print(
         f"{', '.join(chosen)}: rows after position {options.position} are delivered again"
     )
@@ -43,7 +42,7 @@ def hooked_types(rt: Runtime) -> list[str]:
     """The task types with a ``learn_hook``, by name; refused when there are none."""
     types = sorted(
         task_type.name
-        for task_type in rt.settings.config.registry.task_types.values()
+        for task_type in rt.registry.task_types.values()
         if task_type.learn_hook is not None
     )
     if not types:

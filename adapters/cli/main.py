@@ -321,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(options: argparse.Namespace) -> int:
-    from execution_ledger.adapters.postgres.projection_runner import ProjectionBusy
+    from execution_ledger.adapters.runtime import ProjectionBusy
     from execution_ledger.domain.errors import LedgerError
 
     if options.url:

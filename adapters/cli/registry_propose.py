@@ -72,7 +72,7 @@ def cmd_propose(rt: Runtime, options: argparse.Namespace) -> int:
     report_text = _read(options.report, "--report")
     config = load_config(options.file)
     evidence = checked_evidence(
-        rt.store, report_text, registry_text, config, baseline=rt.settings.config.registry
+        rt.store, report_text, registry_text, config, baseline=rt.registry
     )
     versions = registry_versions(rt)
     preview = versions.apply(config, by, force=options.force, dry_run=True, evidence=evidence)

@@ -12,18 +12,18 @@ names what it needs instead.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 from uuid import UUID
 
 from execution_ledger.adapters.cli import render
 from execution_ledger.adapters.cli.arguments import parse_args_option, parse_run_at
 from execution_ledger.adapters.cli.signal import signal_data
-from execution_ledger.adapters.client import LedgerClient, TaskView
+from execution_ledger.adapters.client import LedgerClient
 from execution_ledger.domain.errors import InvalidQuery, InvalidSubmission
 
 Command = Callable[[LedgerClient, argparse.Namespace], None]
@@ -57,21 +57,6 @@ def whole_id(ref: str) -> UUID:
         return UUID(ref)
     except ValueError:
         raise InvalidQuery(f"over --url give the whole task id, not a prefix ({ref!r})") from None
-
-
-def row_of(view: TaskView | Mapping[str, Any]) -> dict[str, Any]:
-    """A task of the service's JSON in the shape the CLI's tables read (the task view's)."""
-    data = dict(view.raw if isinstance(view, TaskView) else view)
-    row = {**data, "task_id": data["id"], "type_name": data["type"]}
-    for key in ("run_at", "enqueued_at", "started_at", "finished_at"):
-        if row.get(key):
-            row[key] = datetime.fromisoformat(row[key])
-        else:
-            row[key] = None
-    for key in ("worker", "timeout_kind", "lane", "args", "result", "error", "timeouts"):
-        row.setdefault(key, None)
-    row.setdefault("depends_on", [])
-    return row
 
 
 def cmd_enqueue(client: LedgerClient, options: argparse.Namespace) -> None:
@@ -117,11 +102,9 @@ def cmd_tasks(client: LedgerClient, options: argparse.Namespace) -> None:
         limit=options.limit,
         cursor=options.cursor,
     )
-    rows = [row_of(task) for task in page.tasks]
+    rows = [dict(t.raw) for t in page.tasks]
     if options.json:
-        print(
-            render.to_json({"tasks": [t.raw for t in page.tasks], "next_cursor": page.next_cursor})
-        )
+        print(render.to_json({"tasks": rows, "next_cursor": page.next_cursor}))
     elif options.wide or not render.console.is_terminal:
         for line in render.task_lines(rows):
             print(line)
@@ -134,21 +117,16 @@ def cmd_show(client: LedgerClient, options: argparse.Namespace) -> None:
     if options.json:
         print(render.to_json(task.raw))
     else:
-        render.console.print(render.task_details(row_of(task)))
+        render.console.print(render.task_details(dict(task.raw)))
 
 
 def cmd_history(client: LedgerClient, options: argparse.Namespace) -> None:
-    events = client.history(whole_id(options.task_id))
-    lines = [
-        {"position": e.position, "version": e.version, "event": e.type, "time": e.time,
-         "data": dict(e.data)}
-        for e in events
-    ]  # fmt: skip
+    task_id = whole_id(options.task_id)
+    events = [dataclasses.asdict(e) for e in client.history(task_id)]  # the API's fields
     if options.json:
-        print(render.to_json(lines))
-        return
-    for line in lines:
-        print(f"{line['position']:>8}  v{line['version']:<3} {line['event']:<22} {line['time']}")
+        print(render.to_json({"task_id": task_id, "events": events}))
+    else:
+        render.console.print(render.history_table(events))
 
 
 def cmd_cancel(client: LedgerClient, options: argparse.Namespace) -> None:

@@ -1,17 +1,15 @@
-"""How the CLI shows things: readable tables (rich) and JSON for scripts."""
+"""How the CLI shows things: readable tables (rich) of tasks and events as their JSON
+(``adapters/views.py``, the same shapes the HTTP API answers with) and that JSON for scripts."""
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
-from uuid import UUID
 
 from rich.console import Console
 from rich.table import Table
 
-from execution_ledger.adapters.postgres.event_store import RecordedEvent
-from execution_ledger.domain.task import event_name
+from execution_ledger.adapters.views import compact, pretty
 
 console = Console()
 STATE_STYLE = {
@@ -26,22 +24,9 @@ STATE_STYLE = {
 }
 
 
-def to_json(value: Any) -> str:
-    return json.dumps(value, default=_json_default, indent=2, sort_keys=True)
-
-
-def compact_json(value: Any) -> str:
-    return json.dumps(value, default=_json_default, sort_keys=True)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (UUID,)):
-        return str(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    raise TypeError(f"not JSON: {type(value).__name__}")
+# The one encoder of ``adapters/views.py``: the JSON the HTTP API sends, indented.
+to_json = pretty
+compact_json = compact
 
 
 def styled_state(state: str) -> str:
@@ -49,19 +34,23 @@ def styled_state(state: str) -> str:
     return f"[{style}]{state}[/]" if style else state
 
 
-def _time(value: datetime | None) -> str:
+def _time(value: datetime | str | None) -> str:
+    """A time of a task's JSON (a datetime, or its ISO text from the service) to the second."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else ""
 
 
 def task_table(rows: list[dict[str, Any]]) -> Table:
+    """The task list (tasks as JSON: ``views.task_row_json`` or the service's answer)."""
     table = Table(show_lines=False, header_style="bold")
     for column in TASK_COLUMNS:  # id and state are never cut: the others give way
         whole = {"id": 36, "state": 9}.get(column)
         table.add_column(column, no_wrap=whole is not None, min_width=whole)
     for row in rows:
         table.add_row(
-            str(row["task_id"]),
-            row["type_name"],
+            str(row["id"]),
+            row["type"],
             row["queue"],
             styled_state(row["state"]),
             f"{row['attempts']}/{row['max_attempts']}",
@@ -76,8 +65,8 @@ TASK_COLUMNS = ("id", "type", "queue", "state", "attempts", "lane", "enqueued")
 
 def _task_cells(row: dict[str, Any]) -> list[str]:
     return [
-        str(row["task_id"]),
-        row["type_name"],
+        str(row["id"]),
+        row["type"],
         row["queue"],
         row["state"],
         f"{row['attempts']}/{row['max_attempts']}",
@@ -94,13 +83,14 @@ def task_lines(rows: list[dict[str, Any]]) -> list[str]:
             for line in cells]
 
 
-def task_details(row: dict[str, Any]) -> Table:
+def task_details(task: dict[str, Any]) -> Table:
+    """One task (its JSON, as ``ledger show --json`` prints it), a field a line."""
     table = Table(show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column()
     for key in (
-        "task_id",
-        "type_name",
+        "id",
+        "type",
         "adapter",
         "state",
         "queue",
@@ -118,39 +108,34 @@ def task_details(row: dict[str, Any]) -> Table:
         "started_at",
         "finished_at",
     ):
-        value = row[key]
+        value: Any = task.get(key)
         if key == "state":
             value = styled_state(value)
         elif key == "depends_on":
             value = ", ".join(map(str, value)) or "-"
-        elif isinstance(value, datetime):
+        elif key.endswith("_at"):
             value = _time(value)
         table.add_row(key, "" if value is None else str(value))
     for key in ("args", "result", "error", "timeouts"):
-        if row[key] is not None:
-            table.add_row(key, json.dumps(row[key], sort_keys=True))
-    if row.get("held_by"):
-        table.add_row("held_by", row["held_by"])
+        if task.get(key) is not None:
+            table.add_row(key, compact_json(task[key]))
+    if task.get("held_by"):
+        table.add_row("held_by", task["held_by"])
     return table
 
 
-def event_data(recorded: RecordedEvent) -> dict[str, Any]:
-    skip = {"originator_id", "originator_version", "timestamp", "originator_topic"}
-    return {k: v for k, v in vars(recorded.event).items() if k not in skip}
-
-
-def history_table(events: list[RecordedEvent]) -> Table:
+def history_table(events: list[dict[str, Any]]) -> Table:
+    """A task's events (each as ``views.event_json`` gives it, or the service's answer)."""
     table = Table(header_style="bold")
     for column in ("position", "version", "event", "time", "data"):
         table.add_column(column)
-    for recorded in events:
-        event = recorded.event
-        data = compact_json(event_data(recorded))
+    for event in events:
+        data = compact_json(event["data"])
         table.add_row(
-            str(recorded.position),
-            str(event.originator_version),
-            event_name(type(event)),
-            _time(event.timestamp),
+            str(event["position"]),
+            str(event["version"]),
+            event["type"],
+            _time(event["time"]),
             data if len(data) <= 120 else data[:117] + "...",
         )
     return table

@@ -19,9 +19,7 @@ from execution_ledger.adapters.cli.parsers import (
     add_replay_parser as add_replay_parser,  # re-exported
 )
 from execution_ledger.adapters.dataset.formats import format_for, require_parquet
-from execution_ledger.adapters.dataset.replay import LogBound, Replay, RowFilter, parse_bound
-from execution_ledger.adapters.dataset.workflow_replay import workflow_step_lines
-from execution_ledger.adapters.retention.segments import configured_archive
+from execution_ledger.adapters.dataset.replay import LogBound, RowFilter, parse_bound
 from execution_ledger.adapters.runtime import Runtime
 from execution_ledger.domain.errors import InvalidQuery
 
@@ -41,9 +39,8 @@ def cmd_replay(rt: Runtime, options: argparse.Namespace) -> None:
         write_workflow_steps(rt, options)
         return
     fmt, until, row_filter = replay_options(options)
-    archive = configured_archive(rt.settings.config.retention, rt.settings.schema)
-    replay = Replay(rt.store, until, row_filter, archive=archive)
-    if rt.store.replica is not None:
+    replay = rt.dataset_replay(until, row_filter)
+    if rt.reads.has_replica():
         render.console.print(f"reading the log from the {replay.source}")
     with Progress(
         TextColumn("replaying the log"),
@@ -78,7 +75,7 @@ def write_workflow_steps(rt: Runtime, options: argparse.Namespace) -> None:
         raise InvalidQuery("--until must be a log position for the workflow steps")
     rows = 0
     with options.out.open("wb") as out:
-        for line in workflow_step_lines(rt.store, bound.position if bound else None):
+        for line in rt.workflow_steps(bound.position if bound else None):
             out.write(line)
             rows += 1
     render.console.print(f"{options.out}: {rows} workflow steps (jsonl)")

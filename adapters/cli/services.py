@@ -53,20 +53,14 @@ def _bind_error(host: str, port: int, error: OSError) -> ConfigError:
 
 
 def cmd_serve(rt: Runtime, options: argparse.Namespace) -> None:
-    from execution_ledger.adapters.http.app import check_listen_address, serve_http
+    from execution_ledger.adapters import service
 
-    check_listen_address(rt, options.host)  # refuse before starting anything
+    service.check_listen_address(rt, options.host)  # refuse before starting anything
     check_port_free(options.host, options.port)
     start_telemetry(rt.settings.config)  # traces, when configured: before the node is built
     node = worker_node(rt, options)
-    nats_server = nats = None
-    if options.nats:
-        from execution_ledger.adapters.nats.connection import NatsConnection
-        from execution_ledger.adapters.nats.server import find_or_start_nats
-
-        nats_server = find_or_start_nats(rt.settings.nats_url)
-        nats = rt.settings.nats or NatsConnection.parse(nats_server.url)
-    suffix = f"; NATS {nats.shown}" if nats is not None else ""
+    nats = service.find_or_start_nats(rt) if options.nats else None
+    suffix = f"; NATS {nats.connection.shown}" if nats is not None else ""
 
     def listening(addresses: list[tuple[str, int]]) -> None:
         render.console.print(
@@ -75,23 +69,23 @@ def cmd_serve(rt: Runtime, options: argparse.Namespace) -> None:
         )
 
     async def main(stop: asyncio.Event) -> None:
-        http = serve_http(rt, options.host, options.port, stop, on_listening=listening)
-        jobs = [asyncio.create_task(http), asyncio.create_task(node.run(stop))]
-        if nats is not None:
-            from execution_ledger.adapters.nats.bridge import NatsBridge
-
-            jobs.append(asyncio.create_task(NatsBridge(rt, nats).run(stop)))
-        await asyncio.wait(jobs, return_when=asyncio.FIRST_EXCEPTION)
-        stop.set()
-        await asyncio.gather(*jobs)  # re-raises a failure
+        await service.serve(
+            rt,
+            node,
+            options.host,
+            options.port,
+            stop,
+            nats=nats.connection if nats is not None else None,
+            on_listening=listening,
+        )
 
     try:
         run_until_signalled(main)
     except OSError as error:  # the port was taken between the check and the bind
         raise _bind_error(options.host, options.port, error) from None
     finally:
-        if nats_server is not None:
-            nats_server.stop()  # only a server this process started
+        if nats is not None:
+            nats.stop()
 
 
 def cmd_worker(rt: Runtime, options: argparse.Namespace) -> None:
@@ -140,7 +134,7 @@ def cmd_projections(rt: Runtime, options: argparse.Namespace) -> None:
         run_projections_until_signalled(rt, options.nice, options.parent_pid)
         return
     if options.action == "status":
-        head = rt.store.head_position()
+        head = rt.reads.head_position()
         for name, runner in rt.runners.items():
             render.console.print(f"{name:<12} position {runner.position():>10}  head {head:>10}")
         return
@@ -176,6 +170,6 @@ def _rebuild(rt: Runtime, name: str) -> None:
         console=render.console,
         transient=False,
     ) as bar:
-        job = bar.add_task(name, total=rt.store.head_position() or 1)
+        job = bar.add_task(name, total=rt.reads.head_position() or 1)
         count = rt.runners[name].rebuild(progress=partial(advance, bar, job))
     render.console.print(f"{name}: replayed {count} events")

@@ -38,7 +38,7 @@ def signal_data(text: str | None) -> Any:
 def cmd_signal(rt: Runtime, options: argparse.Namespace) -> None:
     from execution_ledger.adapters.cli import render
 
-    task_id = resolve_task_id(rt.store, options.task_id)
+    task_id = resolve_task_id(rt.reads, options.task_id)
     task = rt.ledger.signal(task_id, options.name, signal_data(options.data))
     waiting = ", ".join(task.awaited_signals)
     render.console.print(

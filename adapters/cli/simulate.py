@@ -72,7 +72,7 @@ def cmd_simulate(rt: Runtime, options: argparse.Namespace) -> None:
         until_position=until_position,
         settings=check_settings(options.workers, options.concurrency, options.seed),
     )
-    report = simulate(rt.store, request, baseline=rt.settings.config.registry)
+    report = simulate(rt.store, request, baseline=rt.registry)
     output = report.as_json() if options.json else report.text()
     if options.out is not None:
         options.out.write_text(output + "\n")

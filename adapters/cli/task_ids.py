@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 if TYPE_CHECKING:  # the parser imports this module: nothing heavy at import time
-    from execution_ledger.adapters.postgres.event_store import EventStore
+    from execution_ledger.adapters.ledger_reads import LedgerReads
 
 MIN_PREFIX = 4
 SHOWN_MATCHES = 5
@@ -27,16 +27,15 @@ def task_ref(text: str) -> str:
     return digits
 
 
-def resolve_task_id(store: EventStore, ref: str) -> UUID:
+def resolve_task_id(reads: LedgerReads, ref: str) -> UUID:
     """The one task whose id starts with ``ref`` (from ``task_ref``); ``TaskNotFound`` when
     none does, ``InvalidQuery`` naming some of them when several do."""
-    from execution_ledger.adapters.postgres.task_prefix import task_ids_between
     from execution_ledger.domain.errors import InvalidQuery, TaskNotFound
 
     if len(ref) == 32:
         return UUID(ref)
     low, high = UUID(ref.ljust(32, "0")), UUID(ref.ljust(32, "f"))
-    matches = task_ids_between(store, low, high, limit=SHOWN_MATCHES + 1)
+    matches = reads.task_ids_between(low, high, limit=SHOWN_MATCHES + 1)
     if not matches:
         raise TaskNotFound(f"no task id starts with {ref!r}")
     if len(matches) > 1:

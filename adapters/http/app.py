@@ -21,12 +21,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from execution_ledger.adapters.dataset import http as routes_dataset
 from execution_ledger.adapters.http import (
     routes_access,
     routes_activity,
     routes_audit,
     routes_bulk,
+    routes_dataset,
     routes_events,
     routes_registry,
     routes_registry_versions,
@@ -129,7 +129,7 @@ def build_app(
             error_middleware(_record_denial),
             deadline_middleware(limits.request_deadline_seconds),
             host_guard(rules),
-            auth_middleware(runtime.settings.config.registry),
+            auth_middleware(runtime.registry),
             origin_guard(rules),
             rate_limit_middleware,
         ],
@@ -153,7 +153,7 @@ def build_app(
         console_routes,
     ):
         app.router.add_routes(module.routes())
-    routes_service.install_openapi(app, runtime.settings.config.registry)
+    routes_service.install_openapi(app, runtime.registry)
     app.cleanup_ctx.append(_background)
     app.on_shutdown.append(_closing)
     return app
@@ -175,7 +175,7 @@ def is_loopback(host: str) -> bool:
 
 
 def check_listen_address(runtime: Runtime, host: str) -> None:
-    if not runtime.settings.config.registry.principals and not is_loopback(host):
+    if not runtime.registry.principals and not is_loopback(host):
         raise ConfigError(
             f"refusing to listen on {host!r}: no principals are configured, so every request "
             "would act as admin; listen on 127.0.0.1 (or ::1), or add [[principals]] with "

@@ -14,8 +14,7 @@ from execution_ledger.adapters.http.auth import requester_of
 from execution_ledger.adapters.http.context import context_of
 from execution_ledger.adapters.http.views import json_response
 from execution_ledger.adapters.ledger import utc_now
-from execution_ledger.adapters.postgres.audit import AuditFilter, audit_events, verify_chain
-from execution_ledger.adapters.retention.segments import configured_archive
+from execution_ledger.adapters.ledger_reads import AuditFilter
 
 # The last verification run by this process, per schema (kept in memory: a restart forgets it).
 _last_verification: dict[str, dict[str, Any]] = {}
@@ -27,10 +26,7 @@ async def verify(request: web.Request) -> web.Response:
     requester = requester_of(request)
     policy.check_queue_control(ctx.registry, requester, what="the audit trail")
     runtime = ctx.runtime
-    archive = configured_archive(runtime.settings.config.retention, runtime.settings.schema)
-    report = await ctx.run(
-        verify_chain, runtime.store, runtime.runners["audit_chain"], None, archive
-    )
+    report = await ctx.run(runtime.verify_audit_chain)
     view = dataclasses.asdict(report)
     _last_verification[runtime.settings.schema] = {
         **view,
@@ -62,7 +58,7 @@ async def audit_log(request: web.Request) -> web.Response:
     )
     after = bodies.query_int(request, "after", 0, 0, MAX_POSITION)
     limit = bodies.query_int(request, "limit", 100, 1, MAX_EVENTS_PAGE)
-    page = await ctx.run(audit_events, ctx.runtime.store, where, after, limit)
+    page = await ctx.run(ctx.reads.audit_events, where, after, limit)
     return json_response(
         {
             "entries": [dataclasses.asdict(entry) for entry in page.entries],

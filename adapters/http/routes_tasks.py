@@ -17,8 +17,7 @@ from execution_ledger.adapters.http import bodies, policy
 from execution_ledger.adapters.http.auth import requester_of
 from execution_ledger.adapters.http.context import ServerContext, context_of
 from execution_ledger.adapters.http.views import json_response
-from execution_ledger.adapters.ledger_reads import MAX_PAGE, TaskFilter
-from execution_ledger.adapters.postgres.event_store import RecordedEvent
+from execution_ledger.adapters.ledger_reads import MAX_PAGE, RecordedEvent, TaskFilter
 from execution_ledger.adapters.task_filters import check_state
 from execution_ledger.adapters.telemetry.context import enqueue_trace
 from execution_ledger.adapters.views import (

@@ -29,6 +29,7 @@ from execution_ledger.adapters.nats.ingress import NatsIngress
 from execution_ledger.adapters.runtime import Runtime
 
 log = logging.getLogger(__name__)
+PERMISSIONS_VIOLATION = "permissions violation"  # how the server words a refused subject
 
 
 class NatsBridge:
@@ -74,6 +75,16 @@ class NatsBridge:
             log.info("NATS connection to %s back", self.url)
 
         async def on_error(error: Exception) -> None:
+            if PERMISSIONS_VIOLATION in str(error).lower():
+                # A subject this user may not use: without this line the ledger would just
+                # wait (a route never delivered, a JetStream call timing out, retried).
+                log.error(
+                    "NATS at %s refused the ledger's user: %s; it needs the subjects listed in "
+                    "docs/deployment.md (A NATS cluster: what the ledger's NATS user needs)",
+                    self.url,
+                    str(error).removeprefix("nats: "),
+                )
+                return
             log.debug("NATS client error: %s", error)
 
         nc = await nats.connect(

@@ -38,8 +38,8 @@ import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import StorageType
 
-from execution_ledger.adapters.postgres.event_store import RecordedEvent
-from execution_ledger.adapters.postgres.log_follower import FOLLOWER_FAILURES, Appends, LogFollower
+from execution_ledger.adapters.ledger_reads import RecordedEvent
+from execution_ledger.adapters.runtime import FOLLOWER_FAILURES, Appends, LogFollower
 from execution_ledger.adapters.views import dumps, event_json
 from execution_ledger.domain.nats_routes import NatsSettings
 

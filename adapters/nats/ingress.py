@@ -41,6 +41,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from execution_ledger.adapters.ledger_reads import RecordedEvent
 from execution_ledger.adapters.nats.connection import stream_replicas as replicas_for
 from execution_ledger.adapters.nats.publish_stream import (
     ACK_WAIT,
@@ -51,7 +52,6 @@ from execution_ledger.adapters.nats.publish_stream import (
 )
 from execution_ledger.adapters.nats.signal_ingress import subscribe_signals
 from execution_ledger.adapters.off_loop import run_off_loop
-from execution_ledger.adapters.postgres.event_store import RecordedEvent
 from execution_ledger.adapters.refusals import DATABASE_ERRORS, BadJson, error_body, parse_body
 from execution_ledger.adapters.runtime import Runtime
 from execution_ledger.adapters.submission_json import submitted_task

@@ -30,14 +30,14 @@ class TestLedgerCommand:
             ["cli"],
         )
         code, out, _ = run(capsys, "history", task_id, "--json")
-        assert [e["event"] for e in json.loads(out)] == ["TaskEnqueued"]
+        assert [e["type"] for e in json.loads(out)["events"]] == ["TaskEnqueued"]
 
     def test_tasks_lists_with_filters(self, capsys: pytest.CaptureFixture[str]) -> None:
         run(capsys, "enqueue", "echo", "--args", '{"x": 1}')
         run(capsys, "enqueue", "hello", "-a", "name=ada")
         code, out, _ = run(capsys, "tasks", "--type", "hello", "--json")
         listed = json.loads(out)["tasks"]
-        assert code == 0 and [t["type_name"] for t in listed] == ["hello"]
+        assert code == 0 and [t["type"] for t in listed] == ["hello"]
         code, out, _ = run(capsys, "tasks")
         assert "echo" in out and "hello" in out
 

@@ -16,7 +16,6 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from execution_ledger.adapters.cli.replay import add_replay_parser, cmd_replay, replay_options
-from execution_ledger.adapters.dataset import http as dataset_http
 from execution_ledger.adapters.dataset.formats import (
     MissingParquetSupport,
     _json_line,
@@ -348,8 +347,6 @@ def test_ledger_replay_writes_the_file_a_replay_writes(runtime: Runtime, tmp_pat
 def http_get(runtime: Runtime, path: str) -> tuple[int, dict[str, str], bytes]:
     async def main() -> tuple[int, dict[str, str], bytes]:
         app = build_app(runtime)
-        if "dataset.export" not in app.router.named_resources():  # until the app wires it
-            app.router.add_routes(dataset_http.routes())
         async with TestClient(TestServer(app)) as client:
             response = await client.get(path)
             return response.status, dict(response.headers), await response.read()

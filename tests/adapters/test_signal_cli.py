@@ -46,8 +46,8 @@ def test_signal_delivers_its_data_and_history_shows_it(
     )
     assert code == 0 and "ready" in out
     code, out, _ = run(capsys, "--config", str(config), "history", task_id, "--json")
-    events = json.loads(out)
-    assert [e["event"] for e in events] == ["TaskEnqueued", "TaskSignalled"]
+    events = json.loads(out)["events"]
+    assert [e["type"] for e in events] == ["TaskEnqueued", "TaskSignalled"]
     assert events[1]["data"]["name"] == "approval"
     assert events[1]["data"]["data"] == {"by": "me"}
 

@@ -81,7 +81,7 @@ def test_bulk_retry_reprioritise_and_move_each_change_their_matches(
     assert code == 0 and "2 changed" in out
     assert {runtime.ledger.task(t).queue for t in waiting} == {"agents"}
     code, out, _ = run(capsys, "tasks", "--queue", "agents", "--json")
-    assert {row["task_id"] for row in json.loads(out)["tasks"]} == {str(t) for t in waiting}
+    assert {row["id"] for row in json.loads(out)["tasks"]} == {str(t) for t in waiting}
 
 
 def test_without_yes_and_without_a_terminal_it_asks_for_yes_and_changes_nothing(

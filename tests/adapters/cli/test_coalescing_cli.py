@@ -21,7 +21,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 def history(capsys: pytest.CaptureFixture[str], task_id: str) -> list[str]:
     code, out, _ = run(capsys, "history", task_id, "--json")
     assert code == 0
-    return [e["event"] for e in json.loads(out)]
+    return [e["type"] for e in json.loads(out)["events"]]
 
 
 @pytest.mark.usefixtures("ledger_env")

@@ -81,7 +81,8 @@ def test_enqueue_show_and_cancel_over_http(service: str) -> None:
     cancelled = ledger(service, "cancel", task_id, "--reason", "not needed")
     assert cancelled.stdout.split() == [task_id, "cancelled"]
     history = ledger(service, "history", task_id, "--json")
-    assert [e["event"] for e in json.loads(history.stdout)] == ["TaskEnqueued", "TaskCancelled"]
+    events = json.loads(history.stdout)["events"]
+    assert [e["type"] for e in events] == ["TaskEnqueued", "TaskCancelled"]
 
 
 def test_the_task_list_over_http(service: str) -> None:

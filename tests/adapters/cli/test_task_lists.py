@@ -84,9 +84,9 @@ def test_show_history_cancel_and_retry_take_a_unique_id_prefix(
     task = runtime.ledger.enqueue(TaskRequest("add", {"a": 1, "b": 2}))
     prefix = str(task.id)[:6]
     code, out, _ = run(capsys, "show", prefix, "--json")
-    assert code == 0 and json.loads(out)["task_id"] == str(task.id)
+    assert code == 0 and json.loads(out)["id"] == str(task.id)
     code, out, _ = run(capsys, "history", str(task.id)[:11], "--json")  # with its dash
-    assert code == 0 and [e["event"] for e in json.loads(out)] == ["TaskEnqueued"]
+    assert code == 0 and [e["type"] for e in json.loads(out)["events"]] == ["TaskEnqueued"]
     code, out, _ = run(capsys, "cancel", prefix.upper())
     assert code == 0 and out.split() == [str(task.id), "cancelled"]
     code, out, _ = run(capsys, "retry", prefix)
@@ -108,7 +108,7 @@ def test_an_ambiguous_prefix_is_refused_naming_the_tasks(
         assert "matches several tasks" in err and str(first.id) in err and str(second.id) in err
     assert runtime.ledger.task(first.id).state.value == "ready"  # nothing was cancelled
     code, out, _ = run(capsys, "show", "abcd0000000040008000000000000002", "--json")
-    assert code == 0 and json.loads(out)["task_id"] == str(second.id)
+    assert code == 0 and json.loads(out)["id"] == str(second.id)
 
 
 @pytest.mark.usefixtures("ledger_env")

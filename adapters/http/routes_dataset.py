@@ -13,17 +13,14 @@ whole log and holds up to three pooled connections while it reads.
 
 from __future__ import annotations
 
-import functools
 import logging
 
 from aiohttp import web
 
 from execution_ledger.adapters.dataset.formats import MEDIA_TYPES, format_for, require_parquet
-from execution_ledger.adapters.dataset.replay import LogBound, Replay, RowFilter, parse_bound
-from execution_ledger.adapters.dataset.workflow_replay import workflow_step_lines
+from execution_ledger.adapters.dataset.replay import LogBound, RowFilter, parse_bound
 from execution_ledger.adapters.http.bodies import query_text
 from execution_ledger.adapters.http.context import context_of
-from execution_ledger.adapters.retention.segments import configured_archive
 from execution_ledger.domain.errors import InvalidQuery
 
 log = logging.getLogger(__name__)
@@ -52,11 +49,7 @@ async def _stream(
     request: web.Request, fmt: str, until: LogBound | None, row_filter: RowFilter
 ) -> web.StreamResponse:
     ctx = context_of(request)
-    settings = ctx.runtime.settings
-    archive = configured_archive(settings.config.retention, settings.schema)
-    replay = await ctx.run(
-        functools.partial(Replay, archive=archive), ctx.runtime.store, until, row_filter
-    )
+    replay = await ctx.run(ctx.runtime.dataset_replay, until, row_filter)
     headers = {
         "Content-Type": MEDIA_TYPES[fmt],
         "Content-Disposition": f'attachment; filename="dataset.{fmt}"',
@@ -94,10 +87,8 @@ async def _stream_steps(request: web.Request) -> web.StreamResponse:
     if until is not None and until.position is None:
         raise InvalidQuery("until must be a log position for the workflow steps")
     with ctx.waiting.hold():
-        end = (
-            until.position if until is not None else await ctx.run(ctx.runtime.store.head_position)
-        )
-        lines = workflow_step_lines(ctx.runtime.store, end)
+        end = until.position if until is not None else await ctx.run(ctx.reads.head_position)
+        lines = ctx.runtime.workflow_steps(end)
         response = web.StreamResponse(
             headers={
                 "Content-Type": MEDIA_TYPES["jsonl"],
