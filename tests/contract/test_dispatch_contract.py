@@ -153,6 +153,22 @@ def test_a_task_taking_inputs_is_given_its_dependency_result(backend: Backend) -
     assert dependent.inputs == {"first": {"result": {"sum": 7}, "task_id": str(first.id)}}
 
 
+def test_children_a_success_spawns_are_claimable_and_their_ends_decide_the_waiting_parent(
+    backend: Backend,
+) -> None:
+    parent = backend.enqueue("job")
+    [claimed] = claim(backend)
+    spawn = {"children": [{"type": "job", "args": {"n": n}} for n in (1, 2)], "wait": True}
+    children = claim(backend, outcomes=[ok(claimed, spawn)]) + claim(backend)
+    assert sorted(c.args["n"] for c in children) == [1, 2]
+    assert {backend.task(c.task_id).parent_id for c in children} == {parent.id}
+    assert backend.task(parent.id).state is TaskState.WAITING
+    backend.dispatch.complete([ok(children[0])])
+    assert backend.task(parent.id).state is TaskState.WAITING
+    backend.dispatch.complete([ok(children[1])])
+    assert backend.task(parent.id).state is TaskState.SUCCEEDED
+
+
 # -- recording outcomes ---------------------------------------------------------------------
 
 
