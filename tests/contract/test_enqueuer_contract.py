@@ -61,3 +61,14 @@ def test_a_request_to_run_later_is_scheduled_and_a_dependent_blocked(backend: Ba
 def test_an_unknown_task_type_is_refused(backend: Backend) -> None:
     with pytest.raises(UnknownTaskType):
         backend.enqueuer.enqueue_once(TaskRequest("no_such_type"))
+
+
+def test_a_key_taken_for_a_period_names_a_new_task_once_the_period_is_over(
+    backend: Backend,
+) -> None:
+    request = TaskRequest("job", idempotency_key="daily", idempotency_period=1.0)
+    first, _ = backend.enqueuer.enqueue_once(request)
+    assert backend.enqueuer.enqueue_once(request)[0].id == first.id
+    backend.pass_time(1.5)
+    again, created = backend.enqueuer.enqueue_once(request)
+    assert created and again.id != first.id
