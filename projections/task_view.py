@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -150,14 +151,47 @@ class TaskView:
         for task_id, columns in merged.items():
             shapes.setdefault(tuple(sorted(columns)), []).append((task_id, columns))
         for shape, rows in shapes.items():
-            arrays = [[task_id for task_id, _ in rows]]
-            arrays += [[columns[c] for _, columns in rows] for c in shape]
-            cursor.execute(self._bulk_update_query(shape), arrays)
+            try:
+                values = [[str(i), *(_json_value(row[c]) for c in shape)] for i, row in rows]
+                text = json.dumps(values, allow_nan=False)
+            except (TypeError, ValueError):  # a value JSON cannot carry (a NaN in a result)
+                arrays = [[task_id for task_id, _ in rows]]
+                arrays += [[columns[c] for _, columns in rows] for c in shape]
+                cursor.execute(self._bulk_update_query(shape), arrays)
+                continue
+            cursor.execute(self._json_update_query(shape), (text,))
         merged.clear()
 
     @functools.cache  # noqa: B019 - a handful of shapes per projection object, kept for its life
+    def _json_update_query(self, columns: tuple[str, ...]) -> str:
+        """``UPDATE ... FROM json_array_elements(rows)`` for one set of columns: each row a
+        JSON array ``[task_id, value, ...]`` of texts cast on the server (``_json_value``),
+        one string psycopg sends as it is, where arrays are dumped value by value in Python."""
+        return (
+            sql.SQL(
+                "UPDATE {} AS t SET {} FROM (SELECT (r ->> 0)::uuid AS task_id, {} "
+                "FROM json_array_elements(%s::json) AS r) AS u WHERE t.task_id = u.task_id"
+            )
+            .format(
+                self.table,
+                sql.SQL(", ").join(
+                    sql.SQL("{} = u.{}").format(sql.Identifier(c), sql.Identifier(c))
+                    for c in columns
+                ),
+                sql.SQL(", ").join(
+                    sql.SQL("(r ->> {})::{} AS {}").format(
+                        sql.Literal(i), sql.SQL(_COLUMN_TYPES[c]), sql.Identifier(c)
+                    )
+                    for i, c in enumerate(columns, start=1)
+                ),
+            )
+            .as_string(None)
+        )
+
+    @functools.cache  # noqa: B019 - a handful of shapes per projection object, kept for its life
     def _bulk_update_query(self, columns: tuple[str, ...]) -> str:
-        """``UPDATE ... FROM unnest(ids, column arrays...)`` for one set of columns."""
+        """``UPDATE ... FROM unnest(ids, column arrays...)`` for one set of columns (for
+        values JSON cannot carry)."""
         return (
             sql.SQL(
                 "UPDATE {} AS t SET {} FROM unnest(%s::uuid[], {}) AS u(task_id, {}) "
@@ -276,6 +310,17 @@ class TaskView:
             .format(self.table, sql.SQL("").join(sql.SQL(", ") + a for a in assignments))
             .as_string(None)
         )
+
+
+def _json_value(value: Any) -> Any:
+    """A column's value in the JSON text of a bulk update, as the text its cast reads:
+    a ``Jsonb`` as its JSON text (so a JSON ``null`` result stays one, where a plain None is
+    SQL NULL), a time in ISO 8601; numbers and strings as they are."""
+    if isinstance(value, Jsonb):
+        return json.dumps(value.obj, allow_nan=False)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
 
 
 def _row_changes(event: Any, position: int, name: str) -> dict[str, Any]:

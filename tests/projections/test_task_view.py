@@ -9,7 +9,7 @@ from psycopg import sql
 from execution_ledger.adapters.postgres.task_queries import TaskFilter, get_task_row, list_tasks
 from execution_ledger.adapters.runtime import Runtime
 from execution_ledger.domain.submission import TaskRequest
-from tests.helpers import fail, succeed
+from tests.helpers import fail, start, succeed
 
 
 def dump(runtime: Runtime, table: str, order: str) -> list[dict[str, object]]:
@@ -131,6 +131,16 @@ def test_a_batch_of_new_rows_in_one_statement_equals_them_one_by_one(
     )
     one = runtime.ledger.enqueue(TaskRequest("fail", {}))
     succeed(runtime.store, one.id)
+    # Updates of every kind of value: a JSON null result (not SQL NULL), a nested one, errors.
+    for result in ({"deep": [1, {"x": "é"}], "f": 0.5}, "text"):
+        succeed(runtime.store, runtime.ledger.enqueue(TaskRequest("echo", {})).id, result)
+    returns_nothing = runtime.ledger.enqueue(TaskRequest("echo", {})).id
+    attempt = start(runtime.store, returns_nothing)
+    task = runtime.store.load(returns_nothing)
+    task.succeed(attempt, None)
+    runtime.store.save(task)
+    fail(runtime.store, runtime.ledger.enqueue(TaskRequest("echo", {})).id)
+    runtime.ledger.cancel(runtime.ledger.enqueue(TaskRequest("echo", {})).id, reason="no")
     events = [(r.event, r.position) for r in runtime.store.read(0, 1000)]
     copies = [f"tv_{uuid4().hex[:8]}", f"tv_{uuid4().hex[:8]}"]
     rows = []
@@ -145,9 +155,10 @@ def test_a_batch_of_new_rows_in_one_statement_equals_them_one_by_one(
                 else:
                     for event, position in events:
                         view.apply(cur, event, position)
-            query = sql.SQL("SELECT * FROM {} ORDER BY task_id").format(
-                sql.Identifier(schema, "task_view")
-            )
+            query = sql.SQL(  # a JSON null result and SQL NULL both load as None: tell them
+                "SELECT *, result IS NULL AS no_result FROM {} ORDER BY task_id"
+            ).format(sql.Identifier(schema, "task_view"))
             rows.append(conn.execute(query).fetchall())
             conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
-    assert len(rows[0]) == 4 and rows[0] == rows[1]
+    assert len(rows[0]) == 9 and rows[0] == rows[1]
+    assert sum(not row[-1] for row in rows[0]) == 4  # three results and a JSON null
