@@ -28,6 +28,7 @@ from eventsourcing.persistence import IntegrityError
 from execution_ledger.adapters.postgres.bulk_matches import BulkMatches
 from execution_ledger.adapters.postgres.concurrent_write import KeptChanging, retry_on_conflict
 from execution_ledger.adapters.postgres.event_store import EventStore
+from execution_ledger.adapters.postgres.recorder import Statement
 from execution_ledger.adapters.postgres.running import RunningTables
 from execution_ledger.adapters.postgres.task_queries import TaskFilter
 from execution_ledger.adapters.task_filters import filter_json, is_empty, parse_time
@@ -42,7 +43,12 @@ from execution_ledger.domain.bulk import (
     plan_change,
 )
 from execution_ledger.domain.children import notify_parents
-from execution_ledger.domain.errors import Forbidden, InvalidQuery, InvalidTransition
+from execution_ledger.domain.errors import (
+    Forbidden,
+    InvalidQuery,
+    InvalidTransition,
+    SingletonKeyTaken,
+)
 from execution_ledger.domain.registry import Registry
 from execution_ledger.domain.submission import Requester
 from execution_ledger.domain.task import Task, TaskState
@@ -52,6 +58,7 @@ SAMPLE_SIZE = 10
 
 # Raises ``Forbidden`` when the requester may not do this action to tasks of this kind.
 Permit = Callable[[BulkChange, MatchedKind], None]
+Retake = Callable[[Task], list[Statement]]
 Progress = Callable[[BulkAction], None]
 
 
@@ -103,12 +110,16 @@ class BulkActions:
         clock: Callable[[], datetime],
         running: RunningTables,
         batch_size: int = BATCH_SIZE,
+        retake: Retake = lambda task: [],
     ) -> None:
         self.store = store
         self.registry = registry
         self.clock = clock
         self.running = running
         self.batch_size = batch_size
+        # A retried task's singleton key taken again (``CoalescedEnqueue.retaken``):
+        # ``SingletonKeyTaken`` while another live task holds it.
+        self.retake = retake
 
     # -- before anything is written -----------------------------------------------------
 
@@ -194,6 +205,7 @@ class BulkActions:
         decide = partial(self._change_one, action, where, permit, now)
         for task_id in ids:
             batch.take(tasks.get(task_id), decide)
+        self._keys_of_retries(action, batch)
         action.progress(tally.changed + len(batch.changed), tally.skipped + batch.skipped)
         try:
             self._save(batch, action)
@@ -219,6 +231,32 @@ class BulkActions:
         except (InvalidTransition, Forbidden):
             return False
 
+    def _keys_of_retries(self, action: BulkAction, batch: _Batch) -> None:
+        if action.change.kind is BulkKind.RETRY:
+            self._retaken_keys(batch)
+
+    def _retaken_keys(self, batch: _Batch) -> None:
+        """A retry makes its task live again: one whose singleton key another live task
+        holds (or an earlier task of this batch takes) is skipped, unsaved; the others take
+        their key again in the batch's transaction."""
+        kept: list[Task] = []
+        taken: set[tuple[str, str]] = set()
+        for task in batch.changed:
+            key = task.singleton_key
+            if key is None:
+                kept.append(task)
+                continue
+            try:
+                if (task.type_name, key) in taken:
+                    raise SingletonKeyTaken(key)
+                batch.keys += self.retake(task)
+            except SingletonKeyTaken:
+                batch.skipped += 1
+                continue
+            taken.add((task.type_name, key))
+            kept.append(task)
+        batch.changed = kept
+
     def _one_by_one(
         self, action: BulkAction, ids: list[UUID], where: TaskFilter, permit: Permit
     ) -> tuple[int, int]:
@@ -242,6 +280,7 @@ class BulkActions:
                 self.store.load_many([task_id]).get(task_id),
                 partial(self._change_one, action, where, permit, self.clock()),
             )
+            self._keys_of_retries(action, batch)
             if not batch.changed:
                 return False
             self._save(batch)
@@ -253,9 +292,10 @@ class BulkActions:
             return False
 
     def _save(self, batch: _Batch, *others: BulkAction) -> None:
-        """The changed tasks (with the parents a cancel decides, and the statements that
-        stop the attempts a cancel ended) and ``others``, in one transaction."""
-        inline = self.running.attempts_stopped(batch.stopped)
+        """The changed tasks (with the parents a cancel decides, the statements that stop
+        the attempts a cancel ended, and the singleton keys retried tasks take again) and
+        ``others``, in one transaction."""
+        inline = [*self.running.attempts_stopped(batch.stopped), *batch.keys]
         parents = notify_parents(batch.changed, self.store.load_many)
         self.store.save(*batch.changed, *parents, *others, inline=inline)
 
@@ -280,6 +320,7 @@ class _Batch:
     changed: list[Task] = field(default_factory=list)
     stopped: list[UUID] = field(default_factory=list)
     skipped: int = 0
+    keys: list[Statement] = field(default_factory=list)  # singleton keys retries take again
 
     def take(self, task: Task | None, change: Callable[[Task], bool]) -> None:
         """Count ``task`` as changed (``change`` said so) or skipped (missing, or not)."""

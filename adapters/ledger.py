@@ -383,7 +383,9 @@ class Ledger:
         return self._bulk_actions().load(bulk_id)
 
     def _bulk_actions(self) -> BulkActions:
-        return BulkActions(self.store, self.registry, self.clock, self.running)
+        return BulkActions(
+            self.store, self.registry, self.clock, self.running, retake=self.coalescing.retaken
+        )
 
     # -- refusals -----------------------------------------------------------------------
 

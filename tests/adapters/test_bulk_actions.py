@@ -249,3 +249,33 @@ def test_a_run_asked_to_stop_ends_between_batches_and_records_why(runtime: Runti
     assert states == [TaskState.CANCELLED] * 2 + [TaskState.READY] * 3
     with pytest.raises(InvalidTransition, match="is stopped already"):
         ledger.bulk_run(bulk.id)
+
+
+def test_a_bulk_retry_takes_singleton_keys_again_and_skips_a_retry_whose_key_is_held(
+    runtime: Runtime,
+) -> None:
+    """As a single retry does: a retried task holds its singleton key again; one whose key a
+    live task holds now, or an earlier retry of the same page takes, is skipped (a second
+    live task of a key would break the singleton)."""
+    from tests.adapters.test_singletons import key_rows
+
+    free = runtime.ledger.enqueue(TaskRequest("echo", {"n": 1}, singleton="free"))
+    held = runtime.ledger.enqueue(TaskRequest("echo", {"n": 2}, singleton="held"))
+    twins = []
+    for n in (3, 4):  # one after the other: a cancel frees the key for the next
+        twins.append(runtime.ledger.enqueue(TaskRequest("echo", {"n": n}, singleton="twin")).id)
+        runtime.ledger.cancel(twins[-1])
+    for task_id in (free.id, held.id):
+        runtime.ledger.cancel(task_id)
+    holder = runtime.ledger.enqueue(TaskRequest("echo", {"n": 5}, singleton="held"))
+    runtime.catch_up()
+    bulk = run(runtime, "retry", state="cancelled")
+    assert (bulk.changed, bulk.skipped) == (2, 2)  # "free" and one twin; "held", a twin
+    assert runtime.ledger.task(held.id).state is TaskState.CANCELLED
+    retried_twins = [t for t in twins if runtime.ledger.task(t).state is not TaskState.CANCELLED]
+    assert len(retried_twins) == 1
+    assert key_rows(runtime) == [
+        ("echo", "free", free.id),
+        ("echo", "held", holder.id),
+        ("echo", "twin", retried_twins[0]),
+    ]
