@@ -140,16 +140,19 @@ class Worker:
         try:
             while not stop.is_set():
                 try:
-                    claimed = await self._claim()
+                    claimed, asked = await self._claim()
                 except Exception:  # the database went away: keep the running work, retry
                     log.exception("claiming failed; trying again after the poll interval")
                     await asyncio.sleep(self.settings.poll_interval)
                     continue
                 has_room = len(self.running) < self.settings.concurrency
-                if claimed and has_room:
-                    # There may be more due work: claim again at once, after letting the
-                    # attempts just started take their first step (one that ends at once
-                    # then has its outcome recorded by that next round).
+                if claimed and claimed >= asked and has_room:
+                    # The claim filled every slot it was asked to and more have come free
+                    # since: there may be more due work, claim again at once, after letting
+                    # the attempts just started take their first step (one that ends at once
+                    # then has its outcome recorded by that next round). A claim that found
+                    # fewer due tasks than slots waits for a wake-up instead (new work
+                    # notifies; an attempt's end wakes the loop).
                     await asyncio.sleep(0)
                     continue
                 await self._sleep(stop, idle=has_room and claimed == 0)
@@ -157,14 +160,15 @@ class Worker:
         finally:
             await self._shutdown(helpers)
 
-    async def _claim(self) -> int:
-        """Record the outcomes waiting and fill the free slots; return how many started."""
+    async def _claim(self) -> tuple[int, int]:
+        """Record the outcomes waiting and fill the free slots; return how many started and
+        how many slots were free."""
         for hook in self.between_rounds:
             hook()
         free = max(0, self.settings.concurrency - len(self.running))
         outcomes = self._take_outcomes()
         if free == 0 and not outcomes:
-            return 0
+            return 0, 0
         began = time.time_ns() if self.tracing is not None else 0
         try:
             claimed = await self.blocking(
@@ -180,7 +184,7 @@ class Worker:
             self.running[attempt.task_id] = asyncio.create_task(
                 self._execute(attempt), name=f"task-{attempt.task_id}"
             )
-        return len(claimed)
+        return len(claimed), free
 
     async def _sleep(self, stop: asyncio.Event, idle: bool) -> None:
         """Wait for a wake-up; when idle, also for the next scheduled task to come due."""
