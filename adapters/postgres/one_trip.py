@@ -17,7 +17,7 @@ way ``ROLLBACK`` ends it before the connection goes back to the pool.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from typing import Any
 
 import psycopg
@@ -36,8 +36,13 @@ def pipelined(conn: psycopg.Connection[Any]) -> Iterator[psycopg.Cursor[DictRow]
             yield cursor
             cursor.execute("COMMIT")
     finally:
-        if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
-            conn.execute("ROLLBACK")
+        if not conn.closed and conn.info.transaction_status in _OPEN:
+            # A connection that broke meanwhile raises here: the pool discards it.
+            with suppress(psycopg.Error):
+                conn.execute("ROLLBACK")
+
+
+_OPEN = (TransactionStatus.INTRANS, TransactionStatus.INERROR)
 
 
 def batched(conn: psycopg.Connection[Any]) -> AbstractContextManager[Any]:
