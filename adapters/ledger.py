@@ -14,7 +14,6 @@ from uuid import UUID, uuid4
 
 import psycopg
 from eventsourcing.persistence import IntegrityError
-from psycopg import sql
 
 from execution_ledger.adapters.bulk_actions import (
     BulkActions,
@@ -30,6 +29,7 @@ from execution_ledger.adapters.postgres.concurrent_write import AGAIN, Again, re
 from execution_ledger.adapters.postgres.event_store import EventStore, RecordedEvent
 from execution_ledger.adapters.postgres.recorder import Statement
 from execution_ledger.adapters.postgres.running import RunningTables
+from execution_ledger.adapters.telemetry.context import ledger_enqueue_trace
 from execution_ledger.domain.access import AccessDenial, DenialBudget
 from execution_ledger.domain.bulk import BulkAction
 from execution_ledger.domain.children import notify_parents
@@ -110,8 +110,10 @@ class Ledger:
                 "enqueue_in needs a connection inside an open transaction "
                 "(autocommit off, after a first statement, or within `with conn.transaction()`)"
             )
-        tasks, inline = self._plan(requests, requester)
-        self.store.append_in(self.store.adopt(connection), tasks, inline)
+        with ledger_enqueue_trace(requests, "enqueue_in") as trace:
+            tasks, inline = self._plan(trace.carry_all(requests), requester)
+            self.store.append_in(self.store.adopt(connection), tasks, inline)
+            trace.enqueued(tasks)
         return tasks
 
     def enqueue_once(
@@ -126,7 +128,14 @@ class Ledger:
     ) -> tuple[Task, bool, list[RecordedEvent]]:
         """As ``enqueue_once``, with the events stored for a new task and their positions
         (none for a key's holder, which is read from the log)."""
+        with ledger_enqueue_trace([request], "enqueue") as trace:
+            task, created, recorded = self._enqueue_recorded(trace.carry(request), requester)
+            trace.enqueued([task], created)
+        return task, created, recorded
 
+    def _enqueue_recorded(
+        self, request: TaskRequest, requester: Requester
+    ) -> tuple[Task, bool, list[RecordedEvent]]:
         def look_and_enqueue() -> tuple[Task, bool, list[RecordedEvent]] | Again:
             holders = self._key_holders([request])
             if holders:
@@ -158,11 +167,16 @@ class Ledger:
         first (no idempotency key, singleton or debounce) is planned on the loop and joins
         the group commit without a thread of its own (``EventStore.save_async``); any other
         runs ``enqueue_recorded`` in a thread of ``executor``, with the caller's context."""
-        if self._reads_before_saving(request):
-            return await run_off_loop(executor, self.enqueue_recorded, request, requester)
-        tasks, inline = self._plan([request], requester, keys_checked=True)
-        recorded = await self.store.save_async(*tasks, inline=inline, executor=executor)
-        return tasks[0], True, recorded
+        with ledger_enqueue_trace([request], "enqueue") as trace:
+            request = trace.carry(request)
+            if self._reads_before_saving(request):
+                done = await run_off_loop(executor, self._enqueue_recorded, request, requester)
+            else:
+                tasks, inline = self._plan([request], requester, keys_checked=True)
+                recorded = await self.store.save_async(*tasks, inline=inline, executor=executor)
+                done = tasks[0], True, recorded
+            trace.enqueued([done[0]], done[1])
+        return done
 
     def _reads_before_saving(self, request: TaskRequest) -> bool:
         """Whether enqueueing ``request`` looks up a key first: an idempotency key, or a
@@ -179,8 +193,10 @@ class Ledger:
         self, requests: Sequence[TaskRequest], requester: Requester = SYSTEM
     ) -> list[Task]:
         """Store all tasks in one transaction, or none: refs name tasks of the same call."""
-        tasks, inline = self._plan(requests, requester)
-        self.store.save(*tasks, inline=inline)
+        with ledger_enqueue_trace(requests, "enqueue_graph") as trace:
+            tasks, inline = self._plan(trace.carry_all(requests), requester)
+            self.store.save(*tasks, inline=inline)
+            trace.enqueued(tasks)
         return tasks
 
     def _plan(
@@ -214,14 +230,9 @@ class Ledger:
         keys = [r.idempotency_key for r in requests if r.idempotency_key is not None]
         if not keys:
             return {}
+        holders = self.running.key_holders(keys)
         with self.store.transaction() as cursor:
-            rows = cursor.execute(
-                sql.SQL(
-                    "SELECT key, task_id FROM {} WHERE key = ANY(%s) "
-                    "AND (expires_at IS NULL OR expires_at > now())"
-                ).format(self.running.keys),
-                (keys,),
-            ).fetchall()
+            rows = cursor.execute(holders.query, holders.params).fetchall()
         return {row["key"]: row["task_id"] for row in rows}
 
     def _keys_taken(

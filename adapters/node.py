@@ -26,7 +26,6 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import psycopg
-from psycopg import sql
 
 from execution_ledger.adapters.config_file import learn_hooks_of
 from execution_ledger.adapters.executors import executors_by_name
@@ -37,7 +36,7 @@ from execution_ledger.adapters.postgres.dispatch import PostgresDispatch
 from execution_ledger.adapters.postgres.learn_feed import PostgresDatasetFeed
 from execution_ledger.adapters.postgres.projection_runner import ProjectionRunner
 from execution_ledger.adapters.postgres.reconnect import ReconnectPause, listen_options
-from execution_ledger.adapters.postgres.running import cancel_channel, ready_channel
+from execution_ledger.adapters.postgres.running import cancel_channel, listen, ready_channel
 from execution_ledger.adapters.postgres.schedule_clock import PostgresScheduleClock
 from execution_ledger.adapters.postgres.schedule_runs import PostgresScheduleRuns
 from execution_ledger.adapters.postgres.schedule_tables import PostgresScheduleBook
@@ -46,7 +45,7 @@ from execution_ledger.adapters.projection_process import ProjectionProcess
 from execution_ledger.adapters.registry_follower import NodeRegistry
 from execution_ledger.adapters.retention.periodic import archive_periodically
 from execution_ledger.adapters.runtime import Runtime
-from execution_ledger.adapters.telemetry.context import attempt_tracing
+from execution_ledger.adapters.telemetry.context import attempt_tracing, tick_trace
 from execution_ledger.processors.cron import CronScheduler
 from execution_ledger.processors.learn_hooks import LearnHooks
 from execution_ledger.processors.worker import Worker, WorkerSettings
@@ -89,6 +88,7 @@ class WorkerNode:
             clock=utc_now,
             book=PostgresScheduleBook(runtime.store, lambda: runtime.ledger.registry.task_types),
             guard=PostgresScheduleRuns(runtime.store, runtime.ledger),
+            trace_tick=tick_trace,
         )
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ledger-db")
         self.worker = Worker(
@@ -167,7 +167,7 @@ class WorkerNode:
                     schema = self.runtime.settings.schema
                     cancels = cancel_channel(schema)
                     for channel in (ready_channel(schema), cancels):
-                        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                        await conn.execute(listen(channel))
                     pause.reset()
                     self.worker.notify_ready()  # work that came while nobody listened
                     async for notice in conn.notifies():
