@@ -11,7 +11,8 @@ the block costs one more round trip there (it must be read to decide), nothing e
 Errors: a statement the server refuses makes it skip the rest up to the sync, ``COMMIT``
 included; psycopg raises the error at the sync (or at the fetch that met it). The session
 is then inside a failed transaction block, and a body that raised left one open: either
-way ``ROLLBACK`` ends it before the connection goes back to the pool.
+way a rollback ends it before the connection goes back to the pool, and psycopg forgets
+the statements it prepared meanwhile (the server skipped those too).
 """
 
 from __future__ import annotations
@@ -37,9 +38,12 @@ def pipelined(conn: psycopg.Connection[Any]) -> Iterator[psycopg.Cursor[DictRow]
             cursor.execute("COMMIT")
     finally:
         if not conn.closed and conn.info.transaction_status in _OPEN:
+            # psycopg's rollback(), not a ROLLBACK statement: it also forgets the statements
+            # it prepared in the aborted pipeline (the server skipped their PREPARE, and a
+            # later use of one would fail: "prepared statement _pg3_2 does not exist").
             # A connection that broke meanwhile raises here: the pool discards it.
             with suppress(psycopg.Error):
-                conn.execute("ROLLBACK")
+                conn.rollback()
 
 
 _OPEN = (TransactionStatus.INTRANS, TransactionStatus.INERROR)

@@ -82,3 +82,22 @@ def test_batched_alone_runs_its_statements_in_a_pipeline_of_its_own(
         conn.execute(insert(schema), (2,))
     assert conn.pgconn.pipeline_status == psycopg.pq.PipelineStatus.OFF
     assert ids(conn, schema) == [1, 2]
+
+
+def test_statements_prepared_in_an_aborted_pipeline_are_forgotten(
+    conn: psycopg.Connection, schema: str
+) -> None:
+    """psycopg prepares a statement it has run five times; a PREPARE that travelled behind
+    a refused statement was skipped by the server, so it must not be used later."""
+    conn.execute(insert(schema), (0,))
+    outcomes = []
+    for n in range(1, 30):
+        try:
+            with pipelined(conn) as cursor:
+                cursor.execute(insert(schema), (0 if n % 3 == 0 else n,))  # every third: taken
+                cursor.execute(sql.SQL("SELECT %s::int + 1"), (n,))
+            outcomes.append("ok")
+        except errors.UniqueViolation:
+            outcomes.append("taken")
+    assert outcomes.count("taken") == 9 and outcomes.count("ok") == 20
+    assert len(ids(conn, schema)) == 21
