@@ -3,14 +3,18 @@
 
 A batch of events is folded by ``AttemptFold`` (``projections/attempt_fold.py``), the same
 fold a replay runs, over what the batch needs of ``attempt_dataset_tasks`` and
-``attempt_dataset_depths``; rows and changed facts are then written with a few statements.
-See docs/dataset.md for every column and rule.
+``attempt_dataset_depths``; rows and changed facts are then written with a few statements,
+each sending its rows as one JSON text that the server unpacks (``_json_rows``), where
+array parameters would be dumped value by value in Python. See docs/dataset.md for every
+column and rule.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 from uuid import UUID
 
@@ -117,11 +121,34 @@ _ROW_TYPES = {
 }
 
 
-def _unnest(types: list[str]) -> sql.Composable:
-    """``unnest(%s::type[], ...)``: one array parameter per column."""
-    return sql.SQL("unnest({})").format(
-        sql.SQL(", ").join(sql.SQL("%s::" + t + "[]") for t in types)
+def _from_json(types: list[str]) -> sql.Composable:
+    """``SELECT (r ->> 0)::type, ... FROM json_array_elements(%s::json) r``: the rows of one
+    JSON text (``_json_rows``), each an array of values in column order, cast on the server."""
+    return sql.SQL("SELECT {} FROM json_array_elements(%s::json) AS r").format(
+        sql.SQL(", ").join(sql.SQL(f"(r ->> {i})::{t}") for i, t in enumerate(types))
     )
+
+
+def _json_rows(rows: Iterable[Sequence[Any]]) -> str:
+    """Rows as one JSON array of arrays: UUIDs and times as the text their casts read,
+    numbers (finite: sizes, counts and seconds between two times) and strings as they are."""
+    return json.dumps(list(rows), default=_json_default, allow_nan=False, separators=(",", ":"))
+
+
+def _json_default(value: Any) -> str:
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"no JSON form for {type(value).__name__} in a dataset row")
+
+
+def _uuid_array(task_ids: Iterable[UUID]) -> str:
+    """``task_ids`` as the text of a ``uuid[]`` (sent as one string, cast on the server)."""
+    return "{" + ",".join(map(str, task_ids)) + "}"
+
+
+_facts_of = attrgetter(*FACT_FIELDS)
 
 
 class TableFoldState:
@@ -131,7 +158,8 @@ class TableFoldState:
     ``load`` reads what a batch of events will need in two queries; reads then hit the
     cache (or, for anything not loaded, the tables). Changes are kept until ``flush``
     writes them in the runner's transaction, with few statements: every changed task's
-    facts in one upsert, the dropped ones in one delete, new depths in one insert.
+    facts in one upsert, the dropped ones in one delete, new depths in one insert (each
+    sending its rows as one JSON text).
     ``forget`` empties the cache (and drops unwritten changes) whenever events may have
     been applied elsewhere or a batch was rolled back.
     """
@@ -151,23 +179,29 @@ class TableFoldState:
             sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(f)) for f in FACT_FIELDS[1:]
         )
         self._sql_select = _compose(
-            sql.SQL("SELECT task_id, {} FROM {} WHERE task_id = ANY(%s)").format(columns, tasks)
+            sql.SQL("SELECT task_id, {} FROM {} WHERE task_id = ANY(%s::uuid[])").format(
+                columns, tasks
+            )
         )
         self._sql_upsert = _compose(
             sql.SQL(
-                "INSERT INTO {} (task_id, {}) SELECT * FROM {} "
-                "ON CONFLICT (task_id) DO UPDATE SET {}"
+                "INSERT INTO {} (task_id, {}) {} ON CONFLICT (task_id) DO UPDATE SET {}"
             ).format(
-                tasks, columns, _unnest(["uuid"] + [_FACT_TYPES[f] for f in FACT_FIELDS]), updates
+                tasks,
+                columns,
+                _from_json(["uuid"] + [_FACT_TYPES[f] for f in FACT_FIELDS]),
+                updates,
             )
         )
-        self._sql_delete = _compose(sql.SQL("DELETE FROM {} WHERE task_id = ANY(%s)").format(tasks))
+        self._sql_delete = _compose(
+            sql.SQL("DELETE FROM {} WHERE task_id = ANY(%s::uuid[])").format(tasks)
+        )
         self._sql_select_depths = _compose(
-            sql.SQL("SELECT task_id, depth FROM {} WHERE task_id = ANY(%s)").format(depths)
+            sql.SQL("SELECT task_id, depth FROM {} WHERE task_id = ANY(%s::uuid[])").format(depths)
         )
         self._sql_insert_depths = _compose(
-            sql.SQL("INSERT INTO {} (task_id, depth) SELECT * FROM {}").format(
-                depths, _unnest(["uuid", "integer"])
+            sql.SQL("INSERT INTO {} (task_id, depth) {}").format(
+                depths, _from_json(["uuid", "integer"])
             )
         )
 
@@ -187,7 +221,7 @@ class TableFoldState:
         missing = [t for t in set(task_ids) if t not in self._facts]
         if missing:
             cursor = self._cur()
-            cursor.execute(self._sql_select, (missing,))
+            cursor.execute(self._sql_select, (_uuid_array(missing),))
             for row in cursor.fetchall():
                 self._facts[row["task_id"]] = TaskFacts(**{f: _in_utc(row[f]) for f in FACT_FIELDS})
             for task_id in missing:
@@ -198,7 +232,7 @@ class TableFoldState:
         missing = [t for t in task_ids if t not in self._depths]
         if missing:
             cursor = self._cur()
-            cursor.execute(self._sql_select_depths, (missing,))
+            cursor.execute(self._sql_select_depths, (_uuid_array(missing),))
             found = {row["task_id"]: row["depth"] for row in cursor.fetchall()}
             for task_id in missing:
                 self._depths[task_id] = found.get(task_id, 0)
@@ -228,18 +262,14 @@ class TableFoldState:
     def flush(self) -> None:
         """Write the changes kept since the last flush; then trim the cache."""
         cursor = self._cur()
-        changed = [(t, f) for t, f in self._changed.items() if f is not None]
+        changed = [(t, *_facts_of(f)) for t, f in self._changed.items() if f is not None]
         if changed:
-            arrays = [[t for t, _ in changed]]
-            arrays += [[getattr(f, name) for _, f in changed] for name in FACT_FIELDS]
-            cursor.execute(self._sql_upsert, arrays)
+            cursor.execute(self._sql_upsert, (_json_rows(changed),))
         dropped = [t for t, f in self._changed.items() if f is None]
         if dropped:
-            cursor.execute(self._sql_delete, (dropped,))
+            cursor.execute(self._sql_delete, (_uuid_array(dropped),))
         if self._new_depths:
-            cursor.execute(
-                self._sql_insert_depths, (list(self._new_depths), list(self._new_depths.values()))
-            )
+            cursor.execute(self._sql_insert_depths, (_json_rows(self._new_depths.items()),))
         self._changed.clear()
         self._new_depths.clear()
         if len(self._facts) > self.CACHE_LIMIT or len(self._depths) > self.CACHE_LIMIT:
@@ -264,10 +294,10 @@ class DatasetProjection:
         self.fold = AttemptFold(self.state)
         self._last_position = 0
         self._sql_insert_rows = _compose(
-            sql.SQL("INSERT INTO {} ({}) SELECT * FROM {}").format(
+            sql.SQL("INSERT INTO {} ({}) {}").format(
                 self.rows,
                 sql.SQL(", ").join(map(sql.Identifier, COLUMNS)),
-                _unnest([_ROW_TYPES.get(c, "text") for c in COLUMNS]),
+                _from_json([_ROW_TYPES.get(c, "text") for c in COLUMNS]),
             )
         )
 
@@ -315,9 +345,7 @@ class DatasetProjection:
                 rows.append(row)
         state.flush()
         if rows:
-            cursor.execute(
-                self._sql_insert_rows, [list(column) for column in zip(*rows, strict=True)]
-            )
+            cursor.execute(self._sql_insert_rows, (_json_rows(rows),))
         return []
 
 
