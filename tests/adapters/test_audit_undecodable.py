@@ -151,6 +151,9 @@ class ChainLosingItsDatabase(AuditChain):
     def apply(self, cursor: Any, event: Any, position: int) -> list[Any]:
         raise psycopg.OperationalError("the connection was lost")
 
+    def apply_batch(self, cursor: Any, events: Any) -> list[Any]:
+        raise psycopg.OperationalError("the connection was lost")
+
 
 def test_a_chain_that_cannot_catch_up_fails_verification(runtime: Runtime) -> None:
     runtime.ledger.enqueue(TaskRequest("echo"))

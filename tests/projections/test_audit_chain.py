@@ -4,6 +4,7 @@ before, identical after a rebuild or a restart."""
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -174,3 +175,110 @@ def test_the_chain_of_fixed_events_matches_hashes_computed_from_the_documented_l
     assert first_link.hex() == (  # the literal bytes above, hashed once by hand
         "7ef5d91c15b1718d9a2e087a8abec6f9d8013ceaeec6623b24a966ae9f413d9f"
     )
+
+
+# -- a batch in one statement: the same rows as the events applied one by one ---------------
+
+
+def truncate_chain(runtime: Runtime) -> None:
+    with runtime.store.transaction() as cursor:
+        cursor.execute(
+            sql.SQL("TRUNCATE {}").format(sql.Identifier(runtime.settings.schema, "audit_chain"))
+        )
+
+
+def apply_one_by_one(runtime: Runtime, projection: AuditChain, until: int | None = None) -> None:
+    with runtime.store.transaction() as cursor:
+        for recorded in runtime.store.read(0, 1000, until):
+            projection.apply(cursor, recorded.event, recorded.position)
+
+
+def apply_as_one_batch(runtime: Runtime, projection: AuditChain) -> None:
+    batch = [(r.event, r.position) for r in runtime.store.read(0, 1000)]
+    with runtime.store.transaction() as cursor:
+        projection.apply_batch(cursor, batch)
+
+
+def some_history(runtime: Runtime) -> None:
+    for n in range(4):
+        task = runtime.ledger.enqueue(TaskRequest("echo", {"n": n}))
+        succeed(runtime.store, task.id, {"n": n})
+    fail(runtime.store, runtime.ledger.enqueue(TaskRequest("fail")).id)
+
+
+def test_a_batch_gives_the_same_hashes_as_its_events_applied_one_by_one(
+    runtime: Runtime, chain: ProjectionRunner
+) -> None:
+    some_history(runtime)
+    projection = chain.projection
+    assert isinstance(projection, AuditChain)
+    apply_one_by_one(runtime, projection)
+    one_by_one = chained(runtime)
+    assert len(one_by_one) >= 13 and one_by_one == expected_chain(runtime)
+
+    truncate_chain(runtime)
+    apply_as_one_batch(runtime, projection)
+    assert chained(runtime) == one_by_one
+
+    apply_as_one_batch(runtime, projection)  # again: nothing changes
+    assert chained(runtime) == one_by_one
+
+
+def test_a_batch_over_events_partly_chained_keeps_their_rows_and_continues_from_them(
+    runtime: Runtime, chain: ProjectionRunner
+) -> None:
+    some_history(runtime)
+    projection = chain.projection
+    assert isinstance(projection, AuditChain)
+    apply_one_by_one(runtime, projection, until=5)
+    assert [position for position, _, _ in chained(runtime)] == [1, 2, 3, 4, 5]
+    apply_as_one_batch(runtime, projection)  # positions 1..5 again, then the rest
+    assert chained(runtime) == expected_chain(runtime)
+
+
+def test_a_batch_follows_the_archive_head_as_one_by_one_does(
+    runtime: Runtime, chain: ProjectionRunner
+) -> None:
+    some_history(runtime)
+    projection = chain.projection
+    assert isinstance(projection, AuditChain)
+    full = expected_chain(runtime)
+    head_position, _, head_hash = full[5]
+    with runtime.store.transaction() as cursor:
+        cursor.execute(
+            sql.SQL(
+                "INSERT INTO {} (position, chain_hash, archived_at) VALUES (%s, %s, now())"
+            ).format(sql.Identifier(runtime.settings.schema, "audit_archive_head")),
+            (head_position, head_hash),
+        )
+    apply_one_by_one(runtime, projection)
+    one_by_one = chained(runtime)
+    assert one_by_one == full[6:]  # nothing at or below the head; the rest chains from it
+
+    truncate_chain(runtime)
+    apply_as_one_batch(runtime, projection)
+    assert chained(runtime) == one_by_one
+
+
+class RecordingCursor:
+    """A real cursor that keeps the text of the statements sent through it."""
+
+    def __init__(self, cursor: Any) -> None:
+        self.cursor = cursor
+        self.statements: list[str] = []
+
+    def execute(self, query: Any, params: Any = None) -> Any:
+        self.statements.append(str(query))
+        return self.cursor.execute(query, params)
+
+
+def test_a_batch_is_chained_with_one_statement(runtime: Runtime, chain: ProjectionRunner) -> None:
+    some_history(runtime)
+    projection = chain.projection
+    assert isinstance(projection, AuditChain)
+    batch = [(r.event, r.position) for r in runtime.store.read(0, 1000)]
+    with runtime.store.transaction() as cursor:
+        recording = RecordingCursor(cursor)
+        assert projection.apply_batch(recording, batch) == []
+    assert len(recording.statements) == 1 and "audit_chain_append" in recording.statements[0]
+    assert chained(runtime) == expected_chain(runtime)
