@@ -39,7 +39,7 @@ from execution_ledger.domain.registry import (
     TaskType,
     matches_any,
 )
-from execution_ledger.domain.retry import MAX_ATTEMPTS
+from execution_ledger.domain.retry import MAX_ATTEMPTS, RetryPolicy
 from execution_ledger.domain.task import Task, TaskState
 from execution_ledger.domain.timeouts import TimeoutOverrides, resolve_timeouts
 from execution_ledger.domain.trace_context import from_fields
@@ -138,10 +138,52 @@ def plan_tasks(
         raise UnknownDependency(f"unknown dependency: no task {sorted(map(str, missing))[0]}")
     _refuse_cycles(requests)
     ids = list(ids_by_ref.values())
+    shared = _Shared(context)
     return [
-        _plan_one(context, requests[i], ids_by_ref, stored_states, graph_id, ids[i])
+        _plan_one(context, requests[i], ids_by_ref, stored_states, graph_id, ids[i], shared)
         for i in _dependencies_first(requests)
     ]
+
+
+class _Shared:
+    """What the tasks of one submission share, worked out once rather than per task: the
+    registered types, and the timeouts and retry policy each type and queue resolve to
+    (every task gets its own copy of the dicts)."""
+
+    def __init__(self, context: SubmissionContext) -> None:
+        self.context = context
+        self._types: dict[str, TaskType] = {}
+        self._timeouts: dict[tuple[Any, ...], dict[str, float | None]] = {}
+        self._retry: dict[RetryPolicy, dict[str, Any]] = {}
+
+    def task_type(self, request: TaskRequest) -> TaskType:
+        if request.adapter is not None:  # ad hoc: its own settings, checked each time
+            return _resolve_type(self.context, request)
+        task_type = self._types.get(request.type_name)
+        if task_type is None:
+            task_type = self._types[request.type_name] = _resolve_type(self.context, request)
+        return task_type
+
+    def timeouts(
+        self, request: TaskRequest, task_type: TaskType, queue: str
+    ) -> dict[str, float | None]:
+        key = (request.timeouts, task_type.timeouts, queue)
+        resolved = self._timeouts.get(key)
+        if resolved is None:
+            registry = self.context.registry
+            resolved = self._timeouts[key] = resolve_timeouts(
+                request.timeouts,
+                task_type.timeouts,
+                registry.queue(queue).timeouts,
+                default=registry.default_timeouts,
+            ).as_dict()
+        return dict(resolved)
+
+    def retry(self, policy: RetryPolicy) -> dict[str, Any]:
+        data = self._retry.get(policy)
+        if data is None:
+            data = self._retry[policy] = policy.as_dict()
+        return {**data, "non_retryable": list(data["non_retryable"])}
 
 
 def _dependencies_first(requests: Sequence[TaskRequest]) -> list[int]:
@@ -216,10 +258,11 @@ def _plan_one(
     stored_states: Mapping[UUID, TaskState],
     graph_id: UUID | None,
     task_id: UUID,
+    shared: _Shared,
 ) -> Task:
     registry = context.registry
     _check_fields(request)
-    task_type = _resolve_type(context, request)
+    task_type = shared.task_type(request)
     args = _checked_args(request, task_type)
     coalescing = coalescing_of(
         request.singleton,
@@ -241,16 +284,11 @@ def _plan_one(
     if queue not in registry.queues:
         known = ", ".join(sorted(registry.queues))
         raise InvalidSubmission(f"{_label(request)}: unknown queue {queue!r} (known: {known})")
-    timeouts = resolve_timeouts(
-        request.timeouts,
-        task_type.timeouts,
-        registry.queue(queue).timeouts,
-        default=registry.default_timeouts,
-    )
+    timeouts = shared.timeouts(request, task_type, queue)
     check_rate_limit_args(registry.rate_limits, task_type.name, queue, args)
     if task_type.signals and state is not TaskState.BLOCKED:
         state = TaskState.WAITING
-    retry = task_type.retry.as_dict()
+    retry = shared.retry(task_type.retry)
     if request.max_attempts is not None:
         if not 1 <= request.max_attempts <= MAX_ATTEMPTS:
             raise InvalidSubmission(f"max_attempts must be from 1 to {MAX_ATTEMPTS}")
@@ -269,7 +307,7 @@ def _plan_one(
         principal=context.requester.principal,
         role=context.requester.role,
         tags=list(request.tags) or list(task_type.tags),
-        timeouts=timeouts.as_dict(),
+        timeouts=timeouts,
         retry=retry,
         initial_state=state.value,
         graph_id=graph_id,

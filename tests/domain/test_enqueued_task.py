@@ -187,3 +187,34 @@ def test_planned_tasks_are_the_ones_the_library_would_make() -> None:
             by_library = Task(id=task.id, **fields)
         assert by_library.pending_events == task.pending_events
         assert vars(by_library) == vars(task)
+
+
+def test_tasks_of_one_submission_share_no_dict_and_match_a_lone_plan() -> None:
+    """The timeouts and retry policy are worked out once per submission; each task still
+    gets dicts of its own (changing one task's changes no other's)."""
+    registry = build_registry(
+        {
+            "task_types": {
+                "echo": {
+                    "adapter": "python",
+                    "retry": {"max_attempts": 4, "non_retryable": ["ValueError"]},
+                    "timeouts": {"heartbeat": "10s"},
+                }
+            }
+        }
+    )
+    context = SubmissionContext(
+        registry=registry, requester=Requester("alice", "admin"), now=NOW, new_id=uuid4
+    )
+    first, second = plan_tasks(
+        context, [TaskRequest("echo", {"n": 1}), TaskRequest("echo", {"n": 2})], {}
+    )
+    [alone] = plan_tasks(context, [TaskRequest("echo", {"n": 3})], {})
+    events = [t.pending_events[0] for t in (first, second, alone)]
+    for name in ("timeouts", "retry"):
+        values = [getattr(e, name) for e in events]
+        assert values[0] == values[1] == values[2]
+        assert values[0] is not values[1]
+    assert first.retry["non_retryable"] == ["ValueError"]
+    assert events[0].retry["non_retryable"] is not events[1].retry["non_retryable"]
+    assert events[0].timeouts["heartbeat"] == 10.0
