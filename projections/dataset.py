@@ -4,14 +4,12 @@
 A batch of events is folded by ``AttemptFold`` (``projections/attempt_fold.py``), the same
 fold a replay runs, over what the batch needs of ``attempt_dataset_tasks`` and
 ``attempt_dataset_depths``; rows and changed facts are then written with a few statements,
-each sending its rows as one JSON text that the server unpacks (``_json_rows``), where
-array parameters would be dumped value by value in Python. See docs/dataset.md for every
-column and rule.
+each sending its rows as one JSON text that the server unpacks (``projections/json_rows.py``).
+See docs/dataset.md for every column and rule.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from operator import attrgetter
@@ -23,6 +21,7 @@ from psycopg import sql
 from execution_ledger.projections.attempt_fold import COLUMNS, FACT_FIELDS, AttemptFold, TaskFacts
 from execution_ledger.projections.base import Cursor, Event
 from execution_ledger.projections.event_facts import event_facts
+from execution_ledger.projections.json_rows import from_json, json_rows, uuid_array
 
 ROWS = "attempt_dataset"
 TASKS = "attempt_dataset_tasks"
@@ -121,33 +120,6 @@ _ROW_TYPES = {
 }
 
 
-def _from_json(types: list[str]) -> sql.Composable:
-    """``SELECT (r ->> 0)::type, ... FROM json_array_elements(%s::json) r``: the rows of one
-    JSON text (``_json_rows``), each an array of values in column order, cast on the server."""
-    return sql.SQL("SELECT {} FROM json_array_elements(%s::json) AS r").format(
-        sql.SQL(", ").join(sql.SQL(f"(r ->> {i})::{t}") for i, t in enumerate(types))
-    )
-
-
-def _json_rows(rows: Iterable[Sequence[Any]]) -> str:
-    """Rows as one JSON array of arrays: UUIDs and times as the text their casts read,
-    numbers (finite: sizes, counts and seconds between two times) and strings as they are."""
-    return json.dumps(list(rows), default=_json_default, allow_nan=False, separators=(",", ":"))
-
-
-def _json_default(value: Any) -> str:
-    if isinstance(value, UUID):
-        return str(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"no JSON form for {type(value).__name__} in a dataset row")
-
-
-def _uuid_array(task_ids: Iterable[UUID]) -> str:
-    """``task_ids`` as the text of a ``uuid[]`` (sent as one string, cast on the server)."""
-    return "{" + ",".join(map(str, task_ids)) + "}"
-
-
 _facts_of = attrgetter(*FACT_FIELDS)
 
 
@@ -189,7 +161,7 @@ class TableFoldState:
             ).format(
                 tasks,
                 columns,
-                _from_json(["uuid"] + [_FACT_TYPES[f] for f in FACT_FIELDS]),
+                from_json(["uuid"] + [_FACT_TYPES[f] for f in FACT_FIELDS]),
                 updates,
             )
         )
@@ -201,7 +173,7 @@ class TableFoldState:
         )
         self._sql_insert_depths = _compose(
             sql.SQL("INSERT INTO {} (task_id, depth) {}").format(
-                depths, _from_json(["uuid", "integer"])
+                depths, from_json(["uuid", "integer"])
             )
         )
 
@@ -221,7 +193,7 @@ class TableFoldState:
         missing = [t for t in set(task_ids) if t not in self._facts]
         if missing:
             cursor = self._cur()
-            cursor.execute(self._sql_select, (_uuid_array(missing),))
+            cursor.execute(self._sql_select, (uuid_array(missing),))
             for row in cursor.fetchall():
                 self._facts[row["task_id"]] = TaskFacts(**{f: _in_utc(row[f]) for f in FACT_FIELDS})
             for task_id in missing:
@@ -232,7 +204,7 @@ class TableFoldState:
         missing = [t for t in task_ids if t not in self._depths]
         if missing:
             cursor = self._cur()
-            cursor.execute(self._sql_select_depths, (_uuid_array(missing),))
+            cursor.execute(self._sql_select_depths, (uuid_array(missing),))
             found = {row["task_id"]: row["depth"] for row in cursor.fetchall()}
             for task_id in missing:
                 self._depths[task_id] = found.get(task_id, 0)
@@ -264,12 +236,12 @@ class TableFoldState:
         cursor = self._cur()
         changed = [(t, *_facts_of(f)) for t, f in self._changed.items() if f is not None]
         if changed:
-            cursor.execute(self._sql_upsert, (_json_rows(changed),))
+            cursor.execute(self._sql_upsert, (json_rows(changed),))
         dropped = [t for t, f in self._changed.items() if f is None]
         if dropped:
-            cursor.execute(self._sql_delete, (_uuid_array(dropped),))
+            cursor.execute(self._sql_delete, (uuid_array(dropped),))
         if self._new_depths:
-            cursor.execute(self._sql_insert_depths, (_json_rows(self._new_depths.items()),))
+            cursor.execute(self._sql_insert_depths, (json_rows(self._new_depths.items()),))
         self._changed.clear()
         self._new_depths.clear()
         if len(self._facts) > self.CACHE_LIMIT or len(self._depths) > self.CACHE_LIMIT:
@@ -297,7 +269,7 @@ class DatasetProjection:
             sql.SQL("INSERT INTO {} ({}) {}").format(
                 self.rows,
                 sql.SQL(", ").join(map(sql.Identifier, COLUMNS)),
-                _from_json([_ROW_TYPES.get(c, "text") for c in COLUMNS]),
+                from_json([_ROW_TYPES.get(c, "text") for c in COLUMNS]),
             )
         )
 
@@ -345,7 +317,7 @@ class DatasetProjection:
                 rows.append(row)
         state.flush()
         if rows:
-            cursor.execute(self._sql_insert_rows, (_json_rows(rows),))
+            cursor.execute(self._sql_insert_rows, (json_rows(rows),))
         return []
 
 

@@ -9,8 +9,10 @@ reactor can tell whether the store has moved on since (as it has during a rebuil
 
 ``apply_batch`` writes the plain transitions of a batch (a start, a heartbeat, the end of a
 task known to have no dependents: only ``state`` and ``version`` change) in one statement,
-the last transition of each task winning; any other event first writes those waiting, so
-every statement still sees the rows as applying the events one by one would leave them.
+the last transition of each task winning, and the nodes of tasks enqueued with no
+dependency (and not blocked) in one insert; any other event first writes those waiting
+(the new nodes first), so every statement still sees the rows as applying the events one by
+one would leave them. Both send their rows as one JSON text (``projections/json_rows.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from uuid import UUID
 from psycopg import sql
 
 from execution_ledger.projections.base import Cursor, Event, is_task_event, kind
+from execution_ledger.projections.json_rows import from_json, json_rows, uuid_array
 
 NODES = "readiness_nodes"
 EDGES = "readiness_edges"
@@ -115,14 +118,18 @@ class ReadinessGraph:
             nodes=self.nodes,
         )
         self._sql_select_dependencies = _compose(
-            "SELECT task_id, state, version, depth FROM {nodes} WHERE task_id = ANY(%s)",
+            "SELECT task_id, state, version, depth FROM {nodes} WHERE task_id = ANY(%s::uuid[])",
             nodes=self.nodes,
         )
         self._sql_insert_node = _compose(
-            "INSERT INTO {nodes} (task_id, queue, priority, lane, state, pending, depth, run_at, "
-            "due_at, schedule_to_start, deadline, graph_id, version, enqueued_position) "
+            f"INSERT INTO {{nodes}} ({_NODE_COLUMNS}) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             nodes=self.nodes,
+        )
+        self._sql_insert_nodes = (
+            sql.SQL(f"INSERT INTO {{}} ({_NODE_COLUMNS}) {{}}")
+            .format(self.nodes, from_json(_NODE_TYPES))
+            .as_string(None)
         )
         self._sql_insert_edges = _compose(
             "INSERT INTO {edges} (parent, child) SELECT unnest(%s::uuid[]), %s", edges=self.edges
@@ -131,12 +138,13 @@ class ReadinessGraph:
             "SELECT child FROM {edges} WHERE parent = %s", edges=self.edges
         )
         self._sql_decrement_pending = _compose(
-            "UPDATE {nodes} SET pending = pending - 1 WHERE task_id = ANY(%s) "
+            "UPDATE {nodes} SET pending = pending - 1 WHERE task_id = ANY(%s::uuid[]) "
             "RETURNING task_id, pending, state, version",
             nodes=self.nodes,
         )
         self._sql_select_blocked = _compose(
-            "SELECT task_id, version FROM {nodes} WHERE task_id = ANY(%s) AND state = 'blocked'",
+            "SELECT task_id, version FROM {nodes} "
+            "WHERE task_id = ANY(%s::uuid[]) AND state = 'blocked'",
             nodes=self.nodes,
         )
         self._sql_place = _compose(
@@ -146,7 +154,8 @@ class ReadinessGraph:
         )
         self._sql_move_states = _compose(
             "UPDATE {nodes} AS n SET state = u.state, version = u.version "
-            "FROM unnest(%s::uuid[], %s::text[], %s::integer[]) AS u(task_id, state, version) "
+            "FROM (SELECT (r ->> 0)::uuid AS task_id, r ->> 1 AS state, "
+            "(r ->> 2)::integer AS version FROM json_array_elements(%s::json) AS r) AS u "
             "WHERE n.task_id = u.task_id",
             nodes=self.nodes,
         )
@@ -200,8 +209,10 @@ class ReadinessGraph:
         return []
 
     def apply_batch(self, cursor: Cursor, events: Iterable[tuple[Event, int]]) -> list[Any]:
-        """Apply ``(event, position)`` pairs in log order; plain transitions in one statement."""
+        """Apply ``(event, position)`` pairs in log order; plain transitions in one statement,
+        the nodes of tasks enqueued with no dependency in another."""
         changes: list[Any] = []
+        nodes: list[tuple[Any, ...]] = []  # new nodes not yet written
         moves: dict[UUID, tuple[str, int]] = {}  # task -> (state, version), not yet written
         for event, position in events:
             name = kind(event) if is_task_event(event) else ""
@@ -210,9 +221,13 @@ class ReadinessGraph:
                 if name == "TaskSucceeded":
                     self._childless.discard(event.originator_id)  # as ``apply`` does
                 continue
-            self._write_moves(cursor, moves)
+            if name == "TaskEnqueued" and _is_root(event):
+                nodes.append(_node_row(event, position, pending=0, depth=0))
+                self._childless.add(event.originator_id)  # as ``_enqueued`` does
+                continue
+            self._write_waiting(cursor, nodes, moves)
             changes.extend(self.apply(cursor, event, position))
-        self._write_moves(cursor, moves)
+        self._write_waiting(cursor, nodes, moves)
         return changes
 
     def _is_plain_transition(self, event: Event, name: str) -> bool:
@@ -221,51 +236,34 @@ class ReadinessGraph:
             return True
         return name in _ENDINGS and event.originator_id in self._childless
 
-    def _write_moves(self, cursor: Cursor, moves: dict[UUID, tuple[str, int]]) -> None:
+    def _write_waiting(
+        self, cursor: Cursor, nodes: list[tuple[Any, ...]], moves: dict[UUID, tuple[str, int]]
+    ) -> None:
+        """The new nodes (a task's enqueue comes before its moves), then the moves."""
+        if nodes:
+            cursor.execute(self._sql_insert_nodes, (json_rows(nodes),))
+            nodes.clear()
         if moves:
-            states = [state for state, _ in moves.values()]
-            versions = [version for _, version in moves.values()]
-            cursor.execute(self._sql_move_states, (list(moves), states, versions))
+            rows = [(task_id, state, version) for task_id, (state, version) in moves.items()]
+            cursor.execute(self._sql_move_states, (json_rows(rows),))
             moves.clear()
 
     def _enqueued(self, cursor: Cursor, event: Any, position: int) -> list[ReadinessChange]:
         deps = list(event.depends_on)
         rows = []
         if deps:
-            cursor.execute(
-                self._sql_select_dependencies,
-                (deps,),
-            )
+            cursor.execute(self._sql_select_dependencies, (uuid_array(deps),))
             rows = cursor.fetchall()
         succeeded = sum(1 for r in rows if r["state"] == "succeeded")
         pending = len(deps) - succeeded
         depth = 1 + max((r["depth"] for r in rows), default=-1)
         cursor.execute(
-            self._sql_insert_node,
-            (
-                event.originator_id,
-                event.queue,
-                event.priority,
-                event.lane,
-                event.initial_state,
-                pending,
-                depth,
-                event.run_at,
-                None if event.initial_state == "blocked" else event.run_at or event.timestamp,
-                event.timeouts.get("schedule_to_start"),
-                _deadline(event),
-                event.graph_id,
-                event.originator_version,
-                position,
-            ),
+            self._sql_insert_node, _node_row(event, position, pending=pending, depth=depth)
         )
         self._childless.difference_update(deps)
         self._childless.add(event.originator_id)
         if deps:
-            cursor.execute(
-                self._sql_insert_edges,
-                (deps, event.originator_id),
-            )
+            cursor.execute(self._sql_insert_edges, (uuid_array(deps), event.originator_id))
         if event.initial_state != "blocked":
             return []
         doomed = [
@@ -304,10 +302,7 @@ class ReadinessGraph:
         children = self._children(cursor, task_id)
         if not children:
             return []
-        cursor.execute(
-            self._sql_decrement_pending,
-            (children,),
-        )
+        cursor.execute(self._sql_decrement_pending, (uuid_array(children),))
         return [
             Unblocked(r["task_id"], r["version"])
             for r in cursor.fetchall()
@@ -318,14 +313,60 @@ class ReadinessGraph:
         children = self._children(cursor, event.originator_id)
         if not children:
             return []
-        cursor.execute(
-            self._sql_select_blocked,
-            (children,),
-        )
+        cursor.execute(self._sql_select_blocked, (uuid_array(children),))
         return [
             Doomed(r["task_id"], r["version"], event.originator_id, event.originator_version, state)
             for r in cursor.fetchall()
         ]
+
+
+# A node's columns in the order of ``_node_row``, and their types.
+_NODE_COLUMNS = (
+    "task_id, queue, priority, lane, state, pending, depth, run_at, due_at, schedule_to_start, "
+    "deadline, graph_id, version, enqueued_position"
+)
+_NODE_TYPES = (
+    "uuid",
+    "text",
+    "integer",
+    "text",
+    "text",
+    "integer",
+    "integer",
+    "timestamptz",
+    "timestamptz",
+    "double precision",
+    "timestamptz",
+    "uuid",
+    "integer",
+    "bigint",
+)
+
+
+def _is_root(event: Any) -> bool:
+    """A task enqueued with no dependency and not blocked: its node needs no look-up and
+    its enqueue no change for a reactor."""
+    return not event.depends_on and event.initial_state != "blocked"
+
+
+def _node_row(event: Any, position: int, pending: int, depth: int) -> tuple[Any, ...]:
+    """The new node of a ``TaskEnqueued`` (``_NODE_COLUMNS``)."""
+    return (
+        event.originator_id,
+        event.queue,
+        event.priority,
+        event.lane,
+        event.initial_state,
+        pending,
+        depth,
+        event.run_at,
+        None if event.initial_state == "blocked" else event.run_at or event.timestamp,
+        event.timeouts.get("schedule_to_start"),
+        _deadline(event),
+        event.graph_id,
+        event.originator_version,
+        position,
+    )
 
 
 def _deadline(event: Any) -> datetime | None:
