@@ -327,7 +327,10 @@ def run(
     plans: bool = False,
 ) -> None:
     def observed(runtime: Runtime) -> dict[str, Any]:
+        load = os.getloadavg()[0]  # the machine is shared: the load beside each phase
         found = {"times": measure(runtime, reps), "rows": table_sizes(runtime)}
+        found["load"] = [round(load, 2), round(os.getloadavg()[0], 2)]
+        found["at"] = time.strftime("%H:%M:%S", time.gmtime())
         if plans:
             found["plans"] = explain(runtime)
         return found
@@ -374,15 +377,18 @@ def report_table(phases: dict[str, dict[str, Any]]) -> None:
     small = phases["small"]["times"]
     names = list(small)
     print("median ms (fastest ms) and the median's ratio to the small log's")
-    print("| log | events live | " + " | ".join(names) + " |")
-    print("|---|---:|" + "---:|" * len(names))
+    print("| log | events live | load | " + " | ".join(names) + " |")
+    print("|---|---:|---:|" + "---:|" * len(names))
     for phase, data in phases.items():
         times = data["times"]
         cells = [
             f"{times[n]['median']:.1f} ({times[n]['min']:.1f}) ×{times[n]['median'] / small[n]['median']:.2f}"
             for n in names
         ]
-        print(f"| {phase} | {data['rows']['ledger_events']:,} | " + " | ".join(cells) + " |")
+        load = "–".join(f"{x:.1f}" for x in data["load"])
+        print(
+            f"| {phase} | {data['rows']['ledger_events']:,} | {load} | " + " | ".join(cells) + " |"
+        )
 
 
 def main() -> None:
