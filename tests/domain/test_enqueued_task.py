@@ -218,3 +218,22 @@ def test_tasks_of_one_submission_share_no_dict_and_match_a_lone_plan() -> None:
     assert first.retry["non_retryable"] == ["ValueError"]
     assert events[0].retry["non_retryable"] is not events[1].retry["non_retryable"]
     assert events[0].timeouts["heartbeat"] == 10.0
+
+
+def test_fields_left_out_take_the_event_defaults_as_the_library_gives_them() -> None:
+    fields = plain_fields()
+    for defaulted in ("trace", "registry_version", "fair_key", "depth"):
+        del fields[defaulted]
+    by_library, direct = both_ways(fields)
+    assert vars(direct) == vars(by_library)
+    mapper = library_mapper()
+    assert mapper.to_stored_event(direct.pending_events[0]) == mapper.to_stored_event(
+        by_library.pending_events[0]
+    )
+
+
+def test_an_id_that_is_not_a_uuid_is_refused_as_the_library_refuses_it() -> None:
+    with pytest.raises(TypeError, match="non-UUID originator_id"):
+        Task(id="not-a-uuid", **plain_fields())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="non-UUID originator_id"):
+        enqueued_task("not-a-uuid", **plain_fields())  # type: ignore[arg-type]
