@@ -24,6 +24,7 @@ task takes its singleton key again (``retaken``), or is refused while another ta
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Hashable, Iterator, Sequence
 from contextlib import contextmanager
@@ -82,6 +83,15 @@ class CoalescedEnqueue:
         self.keys = CoalescingKeys(store.schema)
         self._sql_singleton_holders = self.keys.holders_query(self.keys.singletons)
         self._sql_debounce_holders = self.keys.holders_query(self.keys.debounces)
+        # A graph's singleton keys in one statement (one round trip, not one per task).
+        self._sql_take_singletons = (
+            sql.SQL(
+                "INSERT INTO {} (task_type, key, task_id) "
+                "SELECT r ->> 0, r ->> 1, (r ->> 2)::uuid FROM jsonb_array_elements(%s::jsonb) r"
+            )
+            .format(self.keys.singletons)
+            .as_string(None)
+        )
         self._submitting = KeyLocks()
 
     def try_enqueue(
@@ -171,7 +181,11 @@ class CoalescedEnqueue:
             raise SingletonKeyTaken(
                 f"singleton key {key!r} of {type_name!r} is held by task {holder}"
             )
-        return [self.keys.singleton_taken(t.type_name, t.singleton_key or "", t.id) for t in keyed]
+        if len(keyed) == 1:
+            task = keyed[0]
+            return [self.keys.singleton_taken(task.type_name, task.singleton_key or "", task.id)]
+        rows = [[t.type_name, t.singleton_key or "", str(t.id)] for t in keyed]
+        return [Statement(self._sql_take_singletons, (json.dumps(rows),))]
 
     def retaken(self, task: Task) -> list[Statement]:
         """The statement that takes a manually retried task's singleton key again, with the
