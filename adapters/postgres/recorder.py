@@ -40,7 +40,6 @@ class Statement:
     params: tuple[Any, ...] = ()
 
 
-
 class LedgerRecorder(PostgresApplicationRecorder):
     def _lock_table(self, curs: Cursor[DictRow]) -> None:
         """Not the library's ``LOCK TABLE``: announce this transaction to the log's readers
