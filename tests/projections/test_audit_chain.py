@@ -236,6 +236,21 @@ def test_a_batch_over_events_partly_chained_keeps_their_rows_and_continues_from_
     assert chained(runtime) == expected_chain(runtime)
 
 
+def test_a_batch_chains_from_the_last_row_before_each_event_even_one_outside_the_batch(
+    runtime: Runtime, chain: ProjectionRunner
+) -> None:
+    some_history(runtime)
+    projection = chain.projection
+    assert isinstance(projection, AuditChain)
+    events = [(r.event, r.position) for r in runtime.store.read(0, 1000)]
+    # Positions 2 (chained) and 6.. (new), while 3..5 are chained but not in the batch:
+    # position 6 chains from the row at 5, as one by one.
+    apply_one_by_one(runtime, projection, until=5)
+    with runtime.store.transaction() as cursor:
+        projection.apply_batch(cursor, [events[1], *events[5:]])
+    assert chained(runtime) == expected_chain(runtime)
+
+
 def test_a_batch_follows_the_archive_head_as_one_by_one_does(
     runtime: Runtime, chain: ProjectionRunner
 ) -> None:
