@@ -155,7 +155,7 @@ class ReadinessGraph:
         self._sql_move_states = _compose(
             "UPDATE {nodes} AS n SET state = u.state, version = u.version "
             "FROM (SELECT (r ->> 0)::uuid AS task_id, r ->> 1 AS state, "
-            "(r ->> 2)::integer AS version FROM json_array_elements(%s::json) AS r) AS u "
+            "(r ->> 2)::integer AS version FROM jsonb_array_elements(%s::jsonb) AS r) AS u "
             "WHERE n.task_id = u.task_id",
             nodes=self.nodes,
         )
