@@ -21,6 +21,7 @@ from functools import partial
 from execution_ledger.adapters.cli import render
 from execution_ledger.adapters.cli.commands import worker_node
 from execution_ledger.adapters.runtime import Runtime
+from execution_ledger.adapters.startup_heap import freeze_startup_heap
 from execution_ledger.adapters.telemetry.context import start_telemetry
 from execution_ledger.domain.errors import ConfigError, InvalidSubmission
 
@@ -96,7 +97,9 @@ def cmd_worker(rt: Runtime, options: argparse.Namespace) -> None:
 
 
 def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
-    """Run ``main(stop)`` until SIGINT or SIGTERM sets ``stop``."""
+    """Run ``main(stop)`` until SIGINT or SIGTERM sets ``stop``; the heap built so far is
+    frozen first (``startup_heap.py``)."""
+    freeze_startup_heap()
 
     async def runner() -> None:
         stop = asyncio.Event()
@@ -118,6 +121,7 @@ def run_projections_until_signalled(
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    freeze_startup_heap()
     threads = start_projections(rt, stop)
     if parent_pid is not None:
         threads.append(stop_when_orphaned(stop, parent_pid))

@@ -25,9 +25,11 @@ def run_node(concurrency: int, ready: Any, go: Any, stop: Any) -> None:
     """The child: open the runtime, say ready, wait for go, run the node until stop."""
     from execution_ledger.adapters.node import WorkerNode
     from execution_ledger.adapters.runtime import open_runtime
+    from execution_ledger.adapters.startup_heap import freeze_startup_heap
 
     runtime = open_runtime()
     node = WorkerNode(runtime, concurrency=concurrency, projection_process=True)
+    freeze_startup_heap()  # as ``ledger worker`` does
     ready.set()
     go.wait()
 
