@@ -239,13 +239,13 @@ class Ledger:
         self, tasks: Sequence[Task], requests: Sequence[TaskRequest], now: datetime
     ) -> list[Statement]:
         periods = {r.idempotency_key: r.idempotency_period for r in requests}
-        statements: list[Statement] = []
+        taken = []
         for task in tasks:
             if task.idempotency_key is not None:
                 period = periods.get(task.idempotency_key)
                 expires = None if period is None else now + timedelta(seconds=period)
-                statements.extend(self.running.key_taken(task.idempotency_key, task.id, expires))
-        return statements
+                taken.append((task.idempotency_key, task.id, expires))
+        return self.running.keys_taken(taken)
 
     def _stored_states(self, requests: Sequence[TaskRequest]) -> dict[UUID, TaskState]:
         states = {}

@@ -225,19 +225,33 @@ class RunningTables:
         """The live holders of idempotency ``keys``: rows (``key``, ``task_id``)."""
         return Statement(self._sql_key_holders, (list(keys),))
 
-    def key_taken(self, key: str, task_id: UUID, expires_at: datetime | None) -> list[Statement]:
-        """Claim an idempotency key for a new task: an expired holder gives way; a live one
-        makes the insert fail (unique violation), so the whole save is refused."""
+    def keys_taken(self, taken: Sequence[tuple[str, UUID, datetime | None]]) -> list[Statement]:
+        """Claim idempotency keys for new tasks, ``(key, task_id, expires_at)`` each, in two
+        statements whatever their number: an expired holder gives way; a live one makes the
+        insert fail (unique violation), so the whole save is refused."""
+        if not taken:
+            return []
+        rows = json.dumps(
+            [
+                {"key": key, "task_id": str(task_id), "expires_at": _iso(expires)}
+                for key, task_id, expires in taken
+            ]
+        )
         return [
             Statement(
-                sql.SQL("DELETE FROM {} WHERE key = %s AND expires_at <= now()").format(self.keys),
-                (key,),
+                sql.SQL(
+                    "DELETE FROM {} WHERE key IN (SELECT r.key FROM json_to_recordset(%s::json) "
+                    "AS r(key text)) AND expires_at <= now()"
+                ).format(self.keys),
+                (rows,),
             ),
             Statement(
-                sql.SQL("INSERT INTO {} (key, task_id, expires_at) VALUES (%s, %s, %s)").format(
-                    self.keys
-                ),
-                (key, task_id, expires_at),
+                sql.SQL(
+                    "INSERT INTO {} (key, task_id, expires_at) SELECT key, task_id, expires_at "
+                    "FROM json_to_recordset(%s::json) AS r(key text, task_id uuid, "
+                    "expires_at timestamptz)"
+                ).format(self.keys),
+                (rows,),
             ),
         ]
 
@@ -266,3 +280,8 @@ class RunningTables:
             ).format(self.flags),
             (queue, paused, ready_channel(self.schema)),
         )
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
