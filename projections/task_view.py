@@ -164,13 +164,14 @@ class TaskView:
 
     @functools.cache  # noqa: B019 - a handful of shapes per projection object, kept for its life
     def _json_update_query(self, columns: tuple[str, ...]) -> str:
-        """``UPDATE ... FROM json_array_elements(rows)`` for one set of columns: each row a
+        """``UPDATE ... FROM jsonb_array_elements(rows)`` for one set of columns: each row a
         JSON array ``[task_id, value, ...]`` of texts cast on the server (``_json_value``),
-        one string psycopg sends as it is, where arrays are dumped value by value in Python."""
+        one string psycopg sends as it is, where arrays are dumped value by value in Python
+        (``jsonb``: parsed once, where ``->>`` on a ``json`` element parses it again)."""
         return (
             sql.SQL(
                 "UPDATE {} AS t SET {} FROM (SELECT (r ->> 0)::uuid AS task_id, {} "
-                "FROM json_array_elements(%s::json) AS r) AS u WHERE t.task_id = u.task_id"
+                "FROM jsonb_array_elements(%s::jsonb) AS r) AS u WHERE t.task_id = u.task_id"
             )
             .format(
                 self.table,
