@@ -28,12 +28,14 @@ import json
 import threading
 from collections.abc import Hashable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError
 from psycopg import sql
 
 from execution_ledger.adapters.postgres.coalescing_keys import CoalescingKeys
+from execution_ledger.adapters.postgres.concurrent_write import KeptChanging, retry_on_conflict
 from execution_ledger.adapters.postgres.event_store import EventStore, RecordedEvent
 from execution_ledger.adapters.postgres.recorder import Statement
 from execution_ledger.domain.coalescing import Debounce, debounced_start
@@ -42,7 +44,9 @@ from execution_ledger.domain.submission import Requester, TaskRequest
 from execution_ledger.domain.task import DEBOUNCEABLE_STATES, Task
 
 Enqueued = tuple[Task, bool, list[RecordedEvent]]  # the task, whether new, its events if new
-DEBOUNCE_TRIES = 20  # TaskDebounced saves lost to other nodes' (or a start) before giving up
+# TaskDebounced saves lost to other nodes' (or a start) before giving up: above
+# retry_on_conflict's usual bound, a burst of one key from several nodes is this helper's case.
+DEBOUNCE_TRIES = 20
 
 
 class KeyLocks:
@@ -131,20 +135,34 @@ class CoalescedEnqueue:
         # would otherwise lose its TaskDebounced saves to each other on the task's version.
         # Other nodes still race with it; a lost save looks again.
         with self._submitting.held((task.type_name, key)):
-            for _ in range(DEBOUNCE_TRIES):
-                holder = self._debounce_holder(task.type_name, key)
-                if holder is None or holder.state not in DEBOUNCEABLE_STATES or holder.attempts:
-                    return self._new_debounced(task, key, inline, holder)
-                assert task.run_at is not None  # a debounce always sets it
-                start = debounced_start(debounce, task.run_at, holder.created_on)
-                replace = debounce.mode == "last"
-                holder.debounce(task.args, start, by=requester.principal, replace=replace)
-                try:
-                    self.store.save(holder)
-                except IntegrityError:
-                    continue  # started, or moved by another node, meanwhile: look again
-                return holder, False, []
-            return None
+            try:
+                return retry_on_conflict(
+                    partial(self._debounce_once, task, key, inline, debounce, requester),
+                    what=f"the debounce key {key!r}",
+                    bound=DEBOUNCE_TRIES,
+                )
+            except KeptChanging:
+                return None
+
+    def _debounce_once(
+        self,
+        task: Task,
+        key: str,
+        inline: Sequence[Statement],
+        debounce: Debounce,
+        requester: Requester,
+    ) -> Enqueued | None:
+        """One look at the key's holder: debounce it, or make the key's new task. A holder
+        started, or moved by another node, meanwhile fails its save (``IntegrityError``):
+        ``retry_on_conflict`` looks again."""
+        holder = self._debounce_holder(task.type_name, key)
+        if holder is None or holder.state not in DEBOUNCEABLE_STATES or holder.attempts:
+            return self._new_debounced(task, key, inline, holder)
+        assert task.run_at is not None  # a debounce always sets it
+        start = debounced_start(debounce, task.run_at, holder.created_on)
+        holder.debounce(task.args, start, by=requester.principal, replace=debounce.mode == "last")
+        self.store.save(holder)
+        return holder, False, []
 
     def _new_debounced(
         self, task: Task, key: str, inline: Sequence[Statement], started: Task | None
