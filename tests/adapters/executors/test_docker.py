@@ -39,7 +39,11 @@ class Engine:
 
     def containers_of(self, task_id: UUID) -> list[docker.models.containers.Container]:
         label = f"execution-ledger.task={task_id}"
-        return self.client.containers.list(all=True, filters={"label": label})
+        # ignore_removed: docker-py lists, then inspects each; one removed in between (the
+        # executor cleaning up) would raise NotFound instead of being left out.
+        return self.client.containers.list(
+            all=True, filters={"label": label}, ignore_removed=True
+        )
 
 
 @pytest.fixture(scope="module")
