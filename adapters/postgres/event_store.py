@@ -42,6 +42,7 @@ from execution_ledger.adapters.postgres.log_horizon import (
     horizon_statement,
     noted_horizon_statement,
 )
+from execution_ledger.adapters.postgres.log_window import LogWindow
 from execution_ledger.adapters.postgres.one_trip import batched, pipelined
 from execution_ledger.adapters.postgres.read_replica import ReadReplica
 from execution_ledger.adapters.postgres.recorder import (
@@ -159,6 +160,7 @@ class EventStore:
         )
         self.group = GroupCommit(self._commit_units)
         self._recent: dict[tuple[int, UUID, int], Event] = {}
+        self._window: LogWindow[RecordedEvent] = LogWindow()
         self._recent_lock = threading.Lock()
 
     def close(self) -> None:
@@ -371,8 +373,16 @@ class EventStore:
 
     def read(self, after: int, limit: int, until: int | None = None) -> list[RecordedEvent]:
         """Events with ``after < position <= until``, in log order, at most ``limit``; never
-        past the log's horizon (the horizon is computed first, the rows read in a later
-        statement: two snapshots, in that order, sent together in one round trip)."""
+        past the log's horizon. The readers of this process that follow the head (the
+        projection runners, the egress, event streams) share one read of each stretch
+        (``log_window.py``)."""
+        return self._window.read(after, limit, until, self._read_from_database)
+
+    def _read_from_database(
+        self, after: int, limit: int, until: int | None
+    ) -> list[RecordedEvent]:
+        """``read`` from the table: the horizon is computed first, the rows read in a later
+        statement (two snapshots, in that order, sent together in one round trip)."""
         stop = LAST_POSITION if until is None else until
         with self.recorder.datastore.get_connection() as conn:
             with conn.pipeline():
