@@ -37,7 +37,6 @@ from execution_ledger.domain.errors import (
     IdempotencyKeyTaken,
     InvalidSubmission,
     TaskNotFound,
-    UnknownDependency,
     UnknownQueue,
     UnknownSchedule,
 )
@@ -49,8 +48,8 @@ from execution_ledger.domain.submission import (
     Requester,
     SubmissionContext,
     TaskRequest,
-    external_dependencies,
     plan_tasks,
+    stored_states,
 )
 from execution_ledger.domain.task import Task, TaskState
 
@@ -214,7 +213,7 @@ class Ledger:
             adapter_check=settings_check(self.adapter_defaults),
         )
         graph_id = self.new_id() if len(requests) > 1 else None
-        tasks = plan_tasks(context, requests, self._stored_states(requests), graph_id)
+        tasks = plan_tasks(context, requests, stored_states(requests, self.store.load), graph_id)
         keys = [r.idempotency_key for r in requests if r.idempotency_key is not None]
         if len(set(keys)) != len(keys):
             raise IdempotencyKeyTaken("an idempotency key is named twice in this submission")
@@ -247,14 +246,6 @@ class Ledger:
                 taken.append((task.idempotency_key, task.id, expires))
         return self.running.keys_taken(taken)
 
-    def _stored_states(self, requests: Sequence[TaskRequest]) -> dict[UUID, TaskState]:
-        states = {}
-        for task_id in external_dependencies(requests):
-            try:
-                states[task_id] = self.store.load(task_id).state
-            except TaskNotFound:
-                raise UnknownDependency(f"unknown dependency: no task {task_id}") from None
-        return states
 
     # -- changing a task ----------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from execution_ledger.domain.errors import (
     Forbidden,
     InvalidSubmission,
     SchemaViolation,
+    TaskNotFound,
     UnknownDependency,
     UnknownTaskType,
 )
@@ -105,6 +106,20 @@ def external_dependencies(requests: Sequence[TaskRequest]) -> set[UUID]:
                     "submission nor a task id"
                 ) from None
     return ids
+
+
+def stored_states(
+    requests: Sequence[TaskRequest], load: Callable[[UUID], Task]
+) -> dict[UUID, TaskState]:
+    """The states of the stored tasks the requests depend on, loaded with ``load``;
+    ``UnknownDependency`` for an id with no task (``load`` raises ``TaskNotFound``)."""
+    states = {}
+    for task_id in external_dependencies(requests):
+        try:
+            states[task_id] = load(task_id).state
+        except TaskNotFound:
+            raise UnknownDependency(f"unknown dependency: no task {task_id}") from None
+    return states
 
 
 @dataclass(frozen=True)

@@ -18,16 +18,16 @@ from datetime import datetime, timedelta
 from uuid import UUID, uuid4
 
 from execution_ledger.adapters.memory.task_store import InMemoryTaskStore
-from execution_ledger.domain.errors import IdempotencyKeyTaken, TaskNotFound, UnknownDependency
+from execution_ledger.domain.errors import IdempotencyKeyTaken
 from execution_ledger.domain.registry import Registry
 from execution_ledger.domain.submission import (
     Requester,
     SubmissionContext,
     TaskRequest,
-    external_dependencies,
     plan_tasks,
+    stored_states,
 )
-from execution_ledger.domain.task import Task, TaskState
+from execution_ledger.domain.task import Task
 
 SYSTEM = Requester(principal="system", role="admin")  # as ``adapters/ledger.py``'s
 
@@ -77,7 +77,7 @@ class InMemoryEnqueuer:
         now = self.clock()
         context = SubmissionContext(self.registry, requester, now, self.new_id)
         graph_id = self.new_id() if len(requests) > 1 else None
-        tasks = plan_tasks(context, requests, self._stored_states(requests), graph_id)
+        tasks = plan_tasks(context, requests, stored_states(requests, self.store.load), graph_id)
         keys = [r.idempotency_key for r in requests if r.idempotency_key is not None]
         if len(set(keys)) != len(keys):
             raise IdempotencyKeyTaken("an idempotency key is named twice in this submission")
@@ -98,11 +98,3 @@ class InMemoryEnqueuer:
             return None
         return held[0]
 
-    def _stored_states(self, requests: Sequence[TaskRequest]) -> dict[UUID, TaskState]:
-        states = {}
-        for task_id in external_dependencies(requests):
-            try:
-                states[task_id] = self.store.load(task_id).state
-            except TaskNotFound:
-                raise UnknownDependency(f"unknown dependency: no task {task_id}") from None
-        return states

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from uuid import UUID
 
+import pytest
+
 from execution_ledger.adapters.postgres.task_queries import ready_tasks
 from execution_ledger.adapters.runtime import Runtime
 from execution_ledger.domain.submission import TaskRequest
@@ -102,7 +104,7 @@ def test_depending_on_a_task_that_already_failed_is_skipped(runtime: Runtime) ->
 
 
 def test_a_dependency_finishing_while_its_dependent_is_enqueued_still_releases_it(
-    runtime: Runtime,
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The enqueue saw the dependency running (so: blocked), but the success was projected
     before the dependent's enqueue: the graph releases it when it reads the enqueue."""
@@ -110,7 +112,9 @@ def test_a_dependency_finishing_while_its_dependent_is_enqueued_still_releases_i
     runtime.catch_up()
     later_request = TaskRequest("echo", depends_on=(str(first.id),))
     stale_states = {first.id: TaskState.RUNNING}
-    runtime.ledger._stored_states = lambda requests: stale_states  # type: ignore[method-assign]
+    monkeypatch.setattr(
+        "execution_ledger.adapters.ledger.stored_states", lambda requests, load: stale_states
+    )
     succeed(runtime.store, first.id)
     runtime.catch_up()
     later = runtime.ledger.enqueue(later_request)
