@@ -55,7 +55,7 @@ CONFIG = textwrap.dedent(
     adapter = "shell"
     queue = "work"
     description = "Sleeps the first time (leaving a marker file), ends at once after."
-    settings = { argv = ["/bin/sh", "-c", "if [ -e \\"$1\\" ]; then echo again; else touch \\"$1\\"; sleep 61; fi", "sh", "{args[marker]}"] }
+    settings = { argv = ["/bin/sh", "-c", "if [ -e \\"$1\\" ]; then echo again; else touch \\"$1\\"; sleep 61.13; fi", "sh", "{args[marker]}"] }
     retry = { max_attempts = 2, backoff_initial = "50ms", backoff_max = "50ms" }
 
     [task_types.quick]
@@ -80,7 +80,7 @@ def rt(ledger_env: None, config_path: Path) -> Iterator[Runtime]:
     runtime.close()
     for process in psutil.process_iter(["cmdline"]):
         cmdline = process.info["cmdline"] or []
-        if any("sleep 61" in part for part in cmdline):
+        if any("sleep 61.13" in part for part in cmdline):
             process.kill()
 
 
