@@ -3,9 +3,9 @@
 Each batch of events is applied in one transaction that also moves the projection's
 recorded position (``projection_positions``), after checking under a row lock that the
 position is still the one the batch started from. A reactor (e.g. the dependency cascade)
-may append new events in that same transaction. The library's table lock on every save
-makes log positions commit in order, so reading ``position > last`` never skips an event
-that commits later with a smaller position.
+may append new events in that same transaction. Reads stop at the log's horizon
+(``log_horizon.py``), so reading ``position > last`` never skips an event that commits
+later with a smaller position.
 """
 
 from __future__ import annotations
@@ -170,15 +170,26 @@ class ProjectionRunner:
         """Apply events until the head of the log (or ``until``, or ``stop`` is set between
         two batches); return how many."""
         total = 0
-        head = until if until is not None else self.store.head_position()
+        head = None
+        if progress is not None:
+            head = until if until is not None else self.store.head_position()
         while stop is None or not stop.is_set():
             applied = self.run_batch(until)
             if applied == 0:
                 return total
             total += applied
-            if progress is not None:
+            if progress is not None and head is not None:
                 progress(self.position(), max(head, self.position()))
         return total
+
+    def _catch_up_live(self, stop: threading.Event) -> None:
+        """Apply batches until one comes back short: its read reached the log's horizon,
+        so asking again at once would find nothing that has not also sent a notice (a
+        commit notifies its listeners; a rolled-back writer is left to the poll). This
+        saves the empty read (a round trip, a look at ``pg_locks``) after every batch."""
+        while not stop.is_set():
+            if self.run_batch() < self.batch_size:
+                return
 
     # -- rebuild ------------------------------------------------------------------------
 
@@ -251,12 +262,21 @@ class ProjectionRunner:
         self._last_applied = None  # the rebuild moved the position
         _forget(self.projection)
 
-    def run(self, stop: threading.Event, fallback_poll: float = 0.5, pause: float = 0.0) -> None:
+    def run(
+        self,
+        stop: threading.Event,
+        fallback_poll: float = 0.5,
+        pause: float = 0.0,
+        gather: float = 0.0,
+    ) -> None:
         """Follow the log until ``stop`` is set: woken by NOTIFY, polling as a fallback.
 
         ``pause``: at least this long between two catch-ups, so that a projection nobody
         waits on (audit chain, dataset) takes bigger batches and leaves the interpreter to
-        the ones dispatch waits on (readiness). Only one process runs a projection at a
+        the ones dispatch waits on (readiness). ``gather``: after a notice, wait this long
+        before reading, so the commits of the next moments (a task's start and end follow
+        its enqueue by a few milliseconds) are read in one batch, and the claim that the
+        same commit woke has the processor to itself. Only one process runs a projection at a
         time; the others stand by and take over when the active one's session (and so its
         advisory lock) ends.
         """
@@ -267,7 +287,7 @@ class ProjectionRunner:
                 stop.wait(1.0)
                 continue
             try:
-                asked = self._follow(lock.connection, stop, fallback_poll, pause)
+                asked = self._follow(lock.connection, stop, fallback_poll, pause, gather)
             finally:
                 lock.__exit__()
             if asked:
@@ -279,6 +299,7 @@ class ProjectionRunner:
         stop: threading.Event,
         fallback_poll: float,
         pause: float,
+        gather: float = 0.0,
     ) -> bool:
         """Catch up whenever the log moves, until ``stop`` is set (False) or a rebuild asks
         for the projection (True)."""
@@ -286,10 +307,19 @@ class ProjectionRunner:
         if self._rebuild_asked(connection, listen=True):  # asked before LISTEN could hear it
             return True
         while not stop.is_set():
-            self.catch_up(stop=stop)  # a long catch-up stops between batches
+            self._catch_up_live(stop)  # a long catch-up stops between batches
             if pause and stop.wait(pause):
                 break
+            noticed = False
             for notice in connection.notifies(timeout=fallback_poll, stop_after=1):
+                if notice.payload == rebuild:
+                    return True
+                noticed = True
+            if noticed and gather and stop.wait(gather):
+                break
+            # The notices that came meanwhile (one per commit) wake one catch-up in all:
+            # it reads whatever they announced.
+            for notice in connection.notifies(timeout=0):
                 if notice.payload == rebuild:
                     return True
         return False
