@@ -33,6 +33,7 @@ from execution_ledger.adapters.executors.shell_scratch import sweep_orphans
 from execution_ledger.adapters.ledger import utc_now
 from execution_ledger.adapters.off_loop import run_off_loop
 from execution_ledger.adapters.postgres.dispatch import PostgresDispatch
+from execution_ledger.adapters.postgres.dispatch_queue import queues_named
 from execution_ledger.adapters.postgres.learn_feed import PostgresDatasetFeed
 from execution_ledger.adapters.postgres.projection_runner import ProjectionRunner
 from execution_ledger.adapters.postgres.reconnect import ReconnectPause, listen_options
@@ -181,8 +182,9 @@ class WorkerNode:
 
     def _ready(self, payload: str) -> None:
         """Wake the worker for a ready notice naming a queue it serves and has not seen
-        paused (no names: wake it whatever; a resume sends none)."""
-        named = payload.split(",") if payload else None
+        paused (no names: wake it whatever; a resume sends none), leaving out the slots its
+        own round freed (``dispatch_queue.ready_payload``)."""
+        named = queues_named(payload, self.worker_id)
         if named is None or any(
             queue in self.queues and queue not in self.dispatch.paused for queue in named
         ):

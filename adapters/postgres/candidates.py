@@ -14,7 +14,7 @@ backlog does not starve another key's few tasks (``fair_candidates.py``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 from uuid import UUID
@@ -26,6 +26,7 @@ from execution_ledger.adapters.postgres.event_store import EventStore
 from execution_ledger.adapters.postgres.fair_candidates import KEYLESS_WINDOW, fair_candidates_query
 from execution_ledger.adapters.postgres.one_trip import batched
 from execution_ledger.adapters.postgres.rate_limits import RoundRates
+from execution_ledger.adapters.postgres.recorder import Statement, run_inline
 from execution_ledger.adapters.postgres.running import RunningTables
 from execution_ledger.domain.registry import Registry
 
@@ -95,8 +96,10 @@ class CandidateReader:
         queues: list[str],
         limit: int,
         passed_over: Mapping[str, list[str]] | None = None,
+        first: Sequence[Statement] = (),
     ) -> QueueReading:
-        """Lock the queues, then read their budgets and candidates, in one round trip.
+        """Lock the queues, run ``first`` (a round's ended attempts leave
+        ``running_attempts``), then read their budgets and candidates, in one round trip.
 
         Returns the budgets, up to ``limit`` candidates of the open queues (priority, then
         enqueue order; a lane offers only its oldest due task), each candidate's stored
@@ -112,6 +115,7 @@ class CandidateReader:
         with batched(conn):
             for queue in queues:  # in sorted order: no deadlock between nodes
                 cur.execute(self._sql_lock_queue, (f"{self.store.schema}:claim:{queue}",))
+            run_inline(cur, first)
             # Each statement below starts after the locks are held (a new snapshot in READ
             # COMMITTED), so it counts the running attempts of every earlier claim.
             budget_cur = conn.cursor().execute(self._sql_budgets, (queues,))

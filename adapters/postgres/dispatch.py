@@ -160,7 +160,10 @@ class PostgresDispatch:
         rate_rounds: list[tuple[RoundRates, list[UUID]]],
     ) -> list[ClaimedAttempt]:
         ended = self._record_outcomes(outcomes, self._take_started(outcomes)) if outcomes else []
-        inline = [self.tables.attempts_ended([task.id for task in ended])] if ended else []
+        # The ended attempts' rows go before the claim counts its budgets: the slots they
+        # free are taken by this round, and its ready notice need not wake this worker.
+        freed = [self.tables.attempts_ended([task.id for task in ended])] if ended else []
+        inline: list[Statement] = [] if limit > 0 else freed
         started: list[Start] = []
         succeeded = [task.id for task in ended if task.state is TaskState.SUCCEEDED]
         with self.store.pipelined_transaction() as cur:
@@ -168,7 +171,9 @@ class PostgresDispatch:
             dependents = self.unblock.look_up(cur.connection, succeeded)
             reading = None
             if limit > 0:
-                started, reading = self._start_due(cur, queues, limit, worker, rate_rounds)
+                started, reading = self._start_due(
+                    cur, queues, limit, worker, rate_rounds, first=freed
+                )
             unblocked = self.unblock.unblocked_by(cur, dependents, succeeded, self.clock())
             if reading is not None and unblocked:
                 started += self._start_unblocked(unblocked, reading, started, limit, worker)
@@ -182,7 +187,7 @@ class PostgresDispatch:
                 *unblocked,
                 *(start.task for start in started if start.task.id not in also_unblocked),
             ]
-            self.store.append_in(cur, tasks, inline, positions=False)
+            self.store.append_in(cur, tasks, inline, positions=False, sender=worker)
             if reads_again(unblocked, len(started), limit):
                 # The queue locks are held since the first read. The events table stays
                 # locked meanwhile, only in rounds that unblock something.
@@ -195,6 +200,7 @@ class PostgresDispatch:
                         [start.task for start in more],
                         [self._running_rows(more, worker)],
                         positions=False,
+                        sender=worker,
                     )
                     started += more
         with self._started_lock:
@@ -221,11 +227,15 @@ class PostgresDispatch:
         limit: int,
         worker: str,
         rate_rounds: list[tuple[RoundRates, list[UUID]]],
+        first: Sequence[Statement] = (),
     ) -> tuple[list[Start], QueueReading]:
         """Up to ``limit`` due tasks within their queue, lane and rate limits, each started
-        (its ``TaskStarted`` pending, not yet saved); and what was read of the queues."""
+        (its ``TaskStarted`` pending, not yet saved); and what was read of the queues
+        (``first``: statements run once the queues are locked, before the read)."""
         passed_over = self.rate_limits.full_fair_keys(queues, self.clock())
-        reading = self.candidates.read(cur, queues, limit + SPARE_CANDIDATES, passed_over)
+        reading = self.candidates.read(
+            cur, queues, limit + SPARE_CANDIDATES, passed_over, first
+        )
         self.paused = (self.paused - set(queues)) | reading.paused
         now = self.clock()
         rates, loaded = self._round_rates(cur, queues, reading, now)

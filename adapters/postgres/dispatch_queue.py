@@ -8,8 +8,10 @@ inserts the rows of the tasks it enqueues (in enqueue order), and one that upser
 of every other task still alive after its new events (state, run_at) and deletes the row of
 every task that ended; a save that leaves a task ready or scheduled, or ends one (freeing a
 queue or lane slot), also notifies ``ledger_ready`` naming those queues, so idle workers of
-those queues wake up on every node. Updated rows go in task id order, so two transactions
-writing the same rows take their locks in the same order (no deadlock).
+those queues wake up on every node (``ready_payload``: a worker's own round names itself as
+the sender of the slots it freed, which its own node need not wake for). Updated rows go in
+task id order, so two transactions writing the same rows take their locks in the same order
+(no deadlock).
 
 ``seq`` is the order tasks entered the queue (enqueue order): the order within a priority
 and within a lane. A row keeps its ``seq`` while the task lives (blocked, started, retried),
@@ -122,12 +124,17 @@ class DispatchQueue:
             table=self.table, nodes=readiness_nodes, edges=readiness_edges
         )
 
-    def statements_for(self, aggregates: Iterable[Any]) -> list[Statement]:
+    def statements_for(
+        self, aggregates: Iterable[Any], sender: str | None = None
+    ) -> list[Statement]:
         """What keeps the queue in step with the pending events of ``aggregates`` (tasks
-        with no new events and other aggregates change nothing)."""
-        return self.statements([change_of(aggregates)])
+        with no new events and other aggregates change nothing). ``sender``: the worker
+        whose round this save is (``ready_payload``)."""
+        return self.statements([change_of(aggregates)], sender)
 
-    def statements(self, changes: Iterable[DispatchChange]) -> list[Statement]:
+    def statements(
+        self, changes: Iterable[DispatchChange], sender: str | None = None
+    ) -> list[Statement]:
         """The statements for the changes of several saves (a group commit): one insert of
         the new rows, one upsert and delete of the others, and one ready notice naming every
         queue they woke."""
@@ -135,12 +142,14 @@ class DispatchQueue:
         updated: list[dict[str, Any]] = []
         ended: list[str] = []
         woken: set[str] = set()
+        slots: set[str] = set()
         freed: list[str] = []
         for change in changes:
             new.extend(change.new)
             updated.extend(change.updated)
             ended.extend(change.ended)
             woken.update(change.woken)
+            slots.update(change.slots)
             freed.extend(change.freed)
         statements = []
         # New tasks first, in save order (their ``seq`` is the enqueue order: FIFO within a
@@ -153,8 +162,9 @@ class DispatchQueue:
             statements.append(Statement(self._sync, (",".join(ended), json.dumps(updated))))
         if not statements:
             return []
-        if woken:
-            statements.append(ready_notice(woken, self.ready_channel))
+        if woken or slots:
+            payload = ready_payload(woken, slots, sender)
+            statements.append(Statement("SELECT pg_notify(%s, %s)", (self.ready_channel, payload)))
         if freed:  # ended tasks that held a singleton or debounce key
             statements.append(self._keys.released(sorted(freed)))
         return statements
@@ -168,8 +178,9 @@ class DispatchChange:
     new: tuple[dict[str, Any], ...] = ()  # rows of the tasks the save enqueues
     updated: tuple[dict[str, Any], ...] = ()  # rows of tasks already in the queue
     ended: tuple[str, ...] = ()
-    woken: frozenset[str] = frozenset()
+    woken: frozenset[str] = frozenset()  # queues with work the save made claimable
     freed: tuple[str, ...] = ()  # ended tasks whose coalescing keys go with them
+    slots: frozenset[str] = frozenset()  # queues of the ended tasks (a slot came free)
 
 
 def change_of(aggregates: Iterable[Any]) -> DispatchChange:
@@ -182,8 +193,7 @@ def change_of(aggregates: Iterable[Any]) -> DispatchChange:
             (ended if task.state.is_terminal else live).append(task)
     if not live and not ended:
         return DispatchChange()
-    woken = {task.queue for task in ended}
-    woken.update(task.queue for task in live if task.state in _CLAIMABLE)
+    woken = {task.queue for task in live if task.state in _CLAIMABLE}
     freed = tuple(str(t.id) for t in ended if t.singleton_key or t.debounce_key) if ended else ()
     new = [task for task in live if task.version == len(task.pending_events)]
     return DispatchChange(
@@ -192,6 +202,7 @@ def change_of(aggregates: Iterable[Any]) -> DispatchChange:
         tuple(str(task.id) for task in ended),
         frozenset(woken),
         freed,
+        frozenset(task.queue for task in ended),
     )
 
 
@@ -215,8 +226,30 @@ def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
 
 
-def ready_notice(queues: Iterable[str], channel: str) -> Statement:
-    """``NOTIFY ledger_ready`` naming the queues with work that became claimable or a slot
-    that was freed (comma-separated; workers of other queues, or of queues they know are
-    paused, stay asleep). An empty payload wakes every worker."""
-    return Statement("SELECT pg_notify(%s, %s)", (channel, ",".join(sorted(queues))))
+def ready_payload(woken: Iterable[str], slots: Iterable[str], sender: str | None) -> str:
+    """The ``ledger_ready`` notice's text: the queues with work that became claimable or a
+    slot that came free, comma-separated (workers of other queues, or of queues they know
+    are paused, stay asleep; an empty text wakes every worker).
+
+    A worker's round (``sender``: its worker id) writes ``woken|sender|slots``: the queues
+    whose slots only came free go after its id. The sender's own node does not wake for
+    those: the round freed them before it read its candidates, so it already took what
+    they let it take (``dispatch.py``); every other node wakes for both lists."""
+    slots_only = set(slots) - set(woken)
+    named = ",".join(sorted(woken))
+    if sender is None or not slots_only:
+        return ",".join(sorted({*woken, *slots_only}))
+    return f"{named}|{sender}|{','.join(sorted(slots_only))}"
+
+
+def queues_named(payload: str, worker_id: str) -> list[str] | None:
+    """The queues a ready notice wakes the worker ``worker_id`` for (None: every queue),
+    read from ``ready_payload``'s text."""
+    woken, _, rest = payload.partition("|")
+    if not rest:
+        return woken.split(",") if woken else None
+    sender, _, slots = rest.partition("|")
+    named = woken.split(",") if woken else []
+    if sender != worker_id:
+        named += slots.split(",")
+    return named

@@ -262,16 +262,18 @@ class EventStore:
         inline: Sequence[Statement] = (),
         *,
         positions: bool = True,
+        sender: str | None = None,
     ) -> list[RecordedEvent]:
         """Append the tasks' pending events inside the caller's transaction; return them
-        with their log positions. The dispatch queue moves with the events.
+        with their log positions. The dispatch queue moves with the events (``sender``: the
+        worker whose round this is, named in its ready notice).
 
         ``positions=False`` returns nothing and, in a caller's pipeline, waits for nothing:
         the statements travel with the caller's next sync (its ``COMMIT``), and an error
         such as a version conflict is raised there.
         """
         tasks = list(tasks)
-        inline = [*inline, *self.dispatch_queue.statements_for(tasks)]
+        inline = [*inline, *self.dispatch_queue.statements_for(tasks, sender)]
         events = [event for task in tasks for event in task.collect_events()]
         stored = [self.app.mapper.to_stored_event(event) for event in events]
         # Inside the caller's pipeline nothing is waited for here, but the positions when

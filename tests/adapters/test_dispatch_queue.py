@@ -261,3 +261,51 @@ def test_tasks_of_one_bulk_enqueue_are_claimed_in_the_order_submitted(runtime: R
     dispatch = dispatch_of(runtime)  # the default queue runs 10 at once: three rounds of 3
     claimed = [c.task_id for _ in range(3) for c in dispatch.claim(["default"], 3, "w1")]
     assert claimed == [task.id for task in tasks]
+
+
+def test_the_round_that_records_an_attempts_end_takes_the_lane_slot_it_frees(
+    runtime: Runtime,
+) -> None:
+    first = runtime.ledger.enqueue(TaskRequest("echo", lane="agent-1"))
+    second = runtime.ledger.enqueue(TaskRequest("echo", lane="agent-1"))
+    dispatch = dispatch_of(runtime)
+    assert [t.task_id for t in dispatch.claim(["default"], 10, "w1")] == [first.id]
+    assert dispatch.claim(["default"], 10, "w1") == []  # the lane runs one at a time
+    done = [AttemptOutcome(first.id, 1, Success({}))]
+    # Not a round later: the same round that ends the first starts the second.
+    assert [t.task_id for t in dispatch.claim(["default"], 10, "w1", outcomes=done)] == [
+        second.id
+    ]
+    assert runtime.store.load(first.id).state.value == "succeeded"
+
+
+def test_a_round_names_its_worker_as_the_sender_of_the_slots_it_freed(
+    runtime: Runtime, database_url: str
+) -> None:
+    task = runtime.ledger.enqueue(TaskRequest("echo"))
+    dispatch = dispatch_of(runtime)
+    dispatch.claim(["default"], 10, "w1")
+    channel = ready_channel(runtime.settings.schema)
+    with psycopg.connect(database_url, autocommit=True) as listener:
+        listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        done = [AttemptOutcome(task.id, 1, Success({}))]
+        dispatch.claim(["default"], 10, "w1", outcomes=done)
+        notices = list(listener.notifies(timeout=2.0, stop_after=1))
+    assert [n.payload for n in notices] == ["|w1|default"]
+
+
+def test_a_worker_wakes_for_slots_freed_by_other_workers_but_not_by_its_own_rounds(
+    runtime: Runtime,
+) -> None:
+    node = WorkerNode(runtime, queues=["default"], projections=False)
+    woken = []
+    for payload in (
+        f"|{node.worker_id}|default",  # its own round freed the slot, and took it
+        "|another-worker|default",
+        f"default|{node.worker_id}|agents",  # new work in default, from its own round
+        f"agents|{node.worker_id}|default",
+    ):
+        node.worker.wake.clear()
+        node._ready(payload)
+        woken.append(node.worker.wake.is_set())
+    assert woken == [False, True, True, False]
