@@ -23,6 +23,7 @@ from execution_ledger.adapters.bulk_actions import (
     allow_all,
 )
 from execution_ledger.adapters.coalesced_enqueue import CoalescedEnqueue
+from execution_ledger.adapters.collector_pause import collector_paused
 from execution_ledger.adapters.config_file import settings_check
 from execution_ledger.adapters.off_loop import run_off_loop
 from execution_ledger.adapters.postgres.concurrent_write import AGAIN, Again, retry_on_conflict
@@ -109,7 +110,10 @@ class Ledger:
                 "enqueue_in needs a connection inside an open transaction "
                 "(autocommit off, after a first statement, or within `with conn.transaction()`)"
             )
-        with ledger_enqueue_trace(requests, "enqueue_in") as trace:
+        with (
+            collector_paused(len(requests)),
+            ledger_enqueue_trace(requests, "enqueue_in") as trace,
+        ):
             tasks, inline = self._plan(trace.carry_all(requests), requester)
             self.store.append_in(self.store.adopt(connection), tasks, inline)
             trace.enqueued(tasks)
@@ -192,7 +196,10 @@ class Ledger:
         self, requests: Sequence[TaskRequest], requester: Requester = SYSTEM
     ) -> list[Task]:
         """Store all tasks in one transaction, or none: refs name tasks of the same call."""
-        with ledger_enqueue_trace(requests, "enqueue_graph") as trace:
+        with (
+            collector_paused(len(requests)),
+            ledger_enqueue_trace(requests, "enqueue_graph") as trace,
+        ):
             tasks, inline = self._plan(trace.carry_all(requests), requester)
             self.store.save(*tasks, inline=inline)
             trace.enqueued(tasks)
