@@ -56,7 +56,7 @@ settings = { callable = "tests.bench.chain_tasks:hop" }
 """
 PART_NAMES = ("drain", "nodes", "latency", "chain")
 WAIT_TIMEOUT = 900.0
-WARM_UP_TASKS = 10  # run one by one before the latency is measured
+WARM_UP_TASKS = 10  # run one by one before the latency or a chain is measured
 
 
 @dataclass(frozen=True)
@@ -143,14 +143,21 @@ def run_one(runtime: Runtime, request: TaskRequest, nodes: NodeProcesses) -> UUI
     return task_id
 
 
+def warm_up(runtime: Runtime, processes: NodeProcesses, type_name: str) -> None:
+    """Run ``WARM_UP_TASKS`` tasks one by one: psycopg prepares a statement at its fifth
+    run, and a new node's first rounds (unprepared, caches cold) are not the steady state
+    the latency and the hops measure."""
+    for i in range(WARM_UP_TASKS):
+        # A hop's warm-up enqueues one more hop from inside itself, as the chain's do.
+        args = {"n": 0, "last": 1} if type_name == "hop" else {"i": -1 - i}
+        run_one(runtime, TaskRequest(type_name, args), processes)
+
+
 def latency(rate: float, tasks: int) -> tuple[list[float], list[float]]:
     """Enqueue -> start, ms, from the caller's clock and from the stored timestamps."""
     with fresh_runtime(CONFIG) as runtime, NodeProcesses(1, 10) as processes:
         processes.go()
-        # A few tasks first: psycopg prepares a statement at its fifth run, and the first
-        # rounds of a new node (unprepared, caches cold) are not the steady state measured.
-        for warm_up in range(WARM_UP_TASKS):
-            run_one(runtime, TaskRequest("stamp", {"i": -1 - warm_up}), processes)
+        warm_up(runtime, processes, "stamp")
         calls: dict[UUID, float] = {}
         first = time.perf_counter()
         for i in range(tasks):
@@ -168,9 +175,7 @@ def self_chain(hops: int) -> float:
     the last task's start minus the first's, over the hops between them."""
     with fresh_runtime(CONFIG) as runtime, NodeProcesses(1, 10) as processes:
         processes.go()
-        run_one(
-            runtime, TaskRequest("hop", {"n": 0, "last": 0}), processes
-        )  # opens the task's runtime
+        warm_up(runtime, processes, "hop")  # also opens the task's runtime
         task_id: UUID | None = runtime.ledger.enqueue(
             TaskRequest("hop", {"n": 0, "last": hops - 1})
         ).id
@@ -191,9 +196,10 @@ def dag_chain(length: int) -> float:
         requests = [TaskRequest("noop", ref="t0")] + [
             TaskRequest("noop", ref=f"t{i}", depends_on=(f"t{i - 1}",)) for i in range(1, length)
         ]
-        tasks = runtime.ledger.enqueue_graph(requests)
         with NodeProcesses(1, 10) as processes:
             processes.go()
+            warm_up(runtime, processes, "noop")
+            tasks = runtime.ledger.enqueue_graph(requests)
             wait_until(lambda: not unfinished(runtime), processes)
         first = runtime.store.history(tasks[0].id)
         last = runtime.store.history(tasks[-1].id)
