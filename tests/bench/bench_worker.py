@@ -17,6 +17,9 @@ watches the database.
 - chain: a task that enqueues the next from inside itself (Python API), per hop; and a
   200-task dependency chain enqueued at once (a DAG), per hop from stored timestamps.
 
+The latency and the chains are measured on a warm node: ``WARM_UP_TASKS`` tasks run one by
+one first (a new node's first rounds run unprepared statements with cold caches).
+
 The ceiling for rates is single-row INSERT + COMMIT from one client; for times, one such
 commit (so "x" of a time reads: as long as that many commits).
 
