@@ -236,10 +236,9 @@ def ready_payload(woken: Iterable[str], slots: Iterable[str], sender: str | None
     those: the round freed them before it read its candidates, so it already took what
     they let it take (``dispatch.py``); every other node wakes for both lists."""
     slots_only = set(slots) - set(woken)
-    named = ",".join(sorted(woken))
     if sender is None or not slots_only:
         return ",".join(sorted({*woken, *slots_only}))
-    return f"{named}|{sender}|{','.join(sorted(slots_only))}"
+    return f"{','.join(sorted(woken))}|{sender}|{','.join(sorted(slots_only))}"
 
 
 def queues_named(payload: str, worker_id: str) -> list[str] | None:

@@ -170,7 +170,7 @@ class ProjectionRunner:
         """Apply events until the head of the log (or ``until``, or ``stop`` is set between
         two batches); return how many."""
         total = 0
-        head = None
+        head = 0  # only a progress report needs the head (a look at the log's horizon)
         if progress is not None:
             head = until if until is not None else self.store.head_position()
         while stop is None or not stop.is_set():
@@ -178,7 +178,7 @@ class ProjectionRunner:
             if applied == 0:
                 return total
             total += applied
-            if progress is not None and head is not None:
+            if progress is not None:
                 progress(self.position(), max(head, self.position()))
         return total
 
@@ -310,19 +310,29 @@ class ProjectionRunner:
             self._catch_up_live(stop)  # a long catch-up stops between batches
             if pause and stop.wait(pause):
                 break
-            noticed = False
-            for notice in connection.notifies(timeout=fallback_poll, stop_after=1):
-                if notice.payload == rebuild:
-                    return True
-                noticed = True
-            if noticed and gather and stop.wait(gather):
+            heard = _notices_heard(connection, rebuild, fallback_poll, stop_after=1)
+            if heard is None:
+                return True
+            if heard and gather and stop.wait(gather):
                 break
             # The notices that came meanwhile (one per commit) wake one catch-up in all:
             # it reads whatever they announced.
-            for notice in connection.notifies(timeout=0):
-                if notice.payload == rebuild:
-                    return True
+            if _notices_heard(connection, rebuild, 0) is None:
+                return True
         return False
+
+
+def _notices_heard(
+    connection: psycopg.Connection[Any], rebuild: str, timeout: float, stop_after: int | None = None
+) -> int | None:
+    """How many notices came within ``timeout`` (up to ``stop_after``); None if one of them
+    asks for a rebuild."""
+    heard = 0
+    for notice in connection.notifies(timeout=timeout, stop_after=stop_after):
+        if notice.payload == rebuild:
+            return None
+        heard += 1
+    return heard
 
 
 def _compose(template: str, table: sql.Identifier) -> str:
