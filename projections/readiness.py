@@ -152,11 +152,13 @@ class ReadinessGraph:
             "queue = coalesce(%s, queue) WHERE task_id = %s",
             nodes=self.nodes,
         )
+        # ``= ANY`` of the ids: the rows found by the key, not by a hash join over a full
+        # scan (the planner guesses 100 rows for the JSON function; see task_view.py).
         self._sql_move_states = _compose(
             "UPDATE {nodes} AS n SET state = u.state, version = u.version "
             "FROM (SELECT (r ->> 0)::uuid AS task_id, r ->> 1 AS state, "
             "(r ->> 2)::integer AS version FROM jsonb_array_elements(%s::jsonb) AS r) AS u "
-            "WHERE n.task_id = u.task_id",
+            "WHERE n.task_id = u.task_id AND n.task_id = ANY(%s::uuid[])",
             nodes=self.nodes,
         )
         # Tasks this instance saw enqueued and has seen no dependent of since: their end
@@ -245,7 +247,7 @@ class ReadinessGraph:
             nodes.clear()
         if moves:
             rows = [(task_id, state, version) for task_id, (state, version) in moves.items()]
-            cursor.execute(self._sql_move_states, (json_rows(rows),))
+            cursor.execute(self._sql_move_states, (json_rows(rows), uuid_array(moves)))
             moves.clear()
 
     def _enqueued(self, cursor: Cursor, event: Any, position: int) -> list[ReadinessChange]:

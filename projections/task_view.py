@@ -21,6 +21,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from execution_ledger.projections.base import Cursor, Event, is_task_event, kind
+from execution_ledger.projections.json_rows import uuid_array
 
 TABLE = "task_view"
 
@@ -159,7 +160,8 @@ class TaskView:
                 arrays += [[columns[c] for _, columns in rows] for c in shape]
                 cursor.execute(self._bulk_update_query(shape), arrays)
                 continue
-            cursor.execute(self._json_update_query(shape), (text,))
+            ids = uuid_array(task_id for task_id, _ in rows)
+            cursor.execute(self._json_update_query(shape), (text, ids))
         merged.clear()
 
     @functools.cache  # noqa: B019 - a handful of shapes per projection object, kept for its life
@@ -167,11 +169,15 @@ class TaskView:
         """``UPDATE ... FROM jsonb_array_elements(rows)`` for one set of columns: each row a
         JSON array ``[task_id, value, ...]`` of texts cast on the server (``_json_value``),
         one string psycopg sends as it is, where arrays are dumped value by value in Python
-        (``jsonb``: parsed once, where ``->>`` on a ``json`` element parses it again)."""
+        (``jsonb``: parsed once, where ``->>`` on a ``json`` element parses it again).
+        The ids again as a ``uuid[]`` (``= ANY``) let the planner find the rows by the key:
+        it guesses 100 rows for the JSON function and, in a table of some thousands of
+        rows, hash-joined a full scan instead (50 rows of 10,000: 1.75 ms, now 0.71)."""
         return (
             sql.SQL(
                 "UPDATE {} AS t SET {} FROM (SELECT (r ->> 0)::uuid AS task_id, {} "
-                "FROM jsonb_array_elements(%s::jsonb) AS r) AS u WHERE t.task_id = u.task_id"
+                "FROM jsonb_array_elements(%s::jsonb) AS r) AS u "
+                "WHERE t.task_id = u.task_id AND t.task_id = ANY(%s::uuid[])"
             )
             .format(
                 self.table,
