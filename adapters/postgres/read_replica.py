@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 from psycopg.rows import DictRow, dict_row
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from execution_ledger.adapters.postgres.event_store import EventStore
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 STATUS_TTL = 1.0  # seconds a lag measurement is reused
 DOWN_TTL = 5.0  # seconds before an unreachable replica is tried again (a try may take 2 s)
@@ -187,17 +188,43 @@ def read_status(store: EventStore) -> ReadStatus:
     return PRIMARY_ONLY if replica is None else replica.status()
 
 
-@contextmanager
-def lag_tolerant_reads(store: EventStore) -> Iterator[psycopg.Cursor[DictRow]]:
-    """A read-only transaction on the replica while its lag is within bounds, else a
-    transaction on the primary (``store``'s pool)."""
+def lag_tolerant_read(store: EventStore, read: Callable[[psycopg.Cursor[DictRow]], T]) -> T:
+    """``read`` in a read-only transaction on the replica while its lag is within bounds,
+    else in a transaction on the primary (``store``'s pool). A replica that fails the read
+    because it lacks what it names (a table, column or function of a schema it has not
+    replayed yet: SQLSTATE class 42, or 3F000), that cancels it for a conflict with its
+    replay, or that is lost during it, leaves that read to the primary: the answer is
+    current, never a server error. A read cancelled by the request's deadline is not
+    tried again."""
     with ExitStack() as stack:
         conn = _replica_connection(store, stack)
-        if conn is None:
-            yield stack.enter_context(store.transaction())
-        else:
-            stack.enter_context(conn.transaction())
-            yield conn.cursor()
+        if conn is not None:
+            try:
+                with conn.transaction():
+                    return read(conn.cursor())
+            except psycopg.Error as error:
+                if not _left_to_the_primary(error):
+                    raise
+                log.warning(
+                    "a read went to the primary, the replica failed it: %s",
+                    redact(str(error).strip()),
+                )
+    with store.transaction() as cur:
+        return read(cur)
+
+
+def _left_to_the_primary(error: psycopg.Error) -> bool:
+    """Whether a read the replica failed is tried on the primary: a name it lacks (class
+    42: a table, column or function not replayed yet; 3F000: the schema), a conflict with
+    its replay (40001), a lost connection; not the request's deadline (57014)."""
+    if isinstance(error, psycopg.errors.QueryCanceled):
+        return False
+    state = error.sqlstate or ""
+    return (
+        state.startswith("42")
+        or state in ("3F000", "40001")
+        or isinstance(error, psycopg.OperationalError)
+    )
 
 
 def _replica_connection(store: EventStore, stack: ExitStack) -> psycopg.Connection[DictRow] | None:

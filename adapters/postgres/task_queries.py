@@ -2,7 +2,7 @@
 tables), shared by the CLI and the HTTP API.
 
 The lists and counts may lag: they read from the replica when one is configured and close
-enough (``read_replica.lag_tolerant_reads``). One task's row, its graph and the projection
+enough (``read_replica.lag_tolerant_read``). One task's row, its graph and the projection
 positions are read from the primary."""
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from psycopg import sql
+from psycopg import Cursor, sql
+from psycopg.rows import DictRow
 
 from execution_ledger.adapters.postgres import rate_limits
 from execution_ledger.adapters.postgres.event_store import EventStore
-from execution_ledger.adapters.postgres.read_replica import lag_tolerant_reads
+from execution_ledger.adapters.postgres.read_replica import lag_tolerant_read
 from execution_ledger.domain.errors import InvalidQuery, TaskNotFound
 from execution_ledger.domain.learning import suggest_start_to_close
 
@@ -59,9 +60,13 @@ def list_tasks(
         sql.Identifier(store.schema, "task_view"),
         sql.SQL("WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL(""),
     )
-    with lag_tolerant_reads(store) as cur:
+
+    def read(cur: Cursor[DictRow]) -> list[dict[str, Any]]:
         rows = cur.execute(query, (*params, limit + 1)).fetchall()
         rate_limits.with_holds(cur, store.schema, rows[:limit])
+        return rows
+
+    rows = lag_tolerant_read(store, read)
     next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
     return Page(rows=rows[:limit], next_cursor=next_cursor)
 
@@ -129,8 +134,7 @@ def ready_tasks(store: EventStore, queue: str, limit: int = 100) -> list[dict[st
         "WHERE queue = %s AND (state = 'ready' OR (state = 'scheduled' AND run_at <= now())) "
         "ORDER BY priority DESC, enqueued_position LIMIT %s"
     ).format(sql.Identifier(store.schema, "readiness_nodes"))
-    with lag_tolerant_reads(store) as cur:
-        return cur.execute(query, (queue, limit)).fetchall()
+    return lag_tolerant_read(store, lambda cur: cur.execute(query, (queue, limit)).fetchall())
 
 
 def _encode_cursor(row: dict[str, Any]) -> str:
@@ -198,12 +202,15 @@ def queue_counts(store: EventStore) -> dict[str, dict[str, Any]]:
     """Per queue: tasks ready to start now, tasks scheduled for later, attempts running,
     and the paused flag (queues with no task and no flag are left out)."""
     schema = store.schema
-    counts: dict[str, dict[str, Any]] = {}
 
-    def entry(queue: str) -> dict[str, Any]:
-        return counts.setdefault(queue, {"ready": 0, "scheduled": 0, "running": 0, "paused": False})
+    def read(cur: Cursor[DictRow]) -> dict[str, dict[str, Any]]:
+        counts: dict[str, dict[str, Any]] = {}
 
-    with lag_tolerant_reads(store) as cur:
+        def entry(queue: str) -> dict[str, Any]:
+            return counts.setdefault(
+                queue, {"ready": 0, "scheduled": 0, "running": 0, "paused": False}
+            )
+
         for row in cur.execute(
             sql.SQL(
                 "SELECT queue, "
@@ -223,12 +230,15 @@ def queue_counts(store: EventStore) -> dict[str, dict[str, Any]]:
             sql.SQL("SELECT queue, paused FROM {}").format(sql.Identifier(schema, "queue_flags"))
         ):
             entry(row["queue"])["paused"] = row["paused"]
-    return counts
+        return counts
+
+    return lag_tolerant_read(store, read)
 
 
 def worker_nodes(store: EventStore, limit: int = MAX_PAGE) -> list[dict[str, Any]]:
     """Worker nodes, most recently seen first, each with its running attempts."""
-    with lag_tolerant_reads(store) as cur:
+
+    def read(cur: Cursor[DictRow]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         workers = cur.execute(
             sql.SQL(
                 "SELECT worker, host, pid, queues, concurrency, started_at, last_seen, "
@@ -245,6 +255,9 @@ def worker_nodes(store: EventStore, limit: int = MAX_PAGE) -> list[dict[str, Any
             ).format(sql.Identifier(store.schema, "running_attempts")),
             ([w["worker"] for w in workers],),
         ).fetchall()
+        return workers, running
+
+    workers, running = lag_tolerant_read(store, read)
     by_worker: dict[str, list[dict[str, Any]]] = {w["worker"]: [] for w in workers}
     for attempt in running:
         by_worker[attempt.pop("worker")].append(attempt)
@@ -255,7 +268,8 @@ def task_type_statistics(store: EventStore, type_name: str) -> dict[str, Any]:
     """What history says of one type: its tasks per state (task view), and from the learning
     dataset its attempts per outcome, success and timeout rates, run-time percentiles of
     successful attempts and a suggested start_to_close."""
-    with lag_tolerant_reads(store) as cur:
+
+    def read(cur: Cursor[DictRow]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Any]:
         states = cur.execute(
             sql.SQL(
                 "SELECT state, count(*) AS n FROM {} WHERE type_name = %s GROUP BY state"
@@ -278,6 +292,9 @@ def task_type_statistics(store: EventStore, type_name: str) -> dict[str, Any]:
             ).format(sql.Identifier(store.schema, "attempt_dataset")),
             (type_name,),
         ).fetchone()
+        return states, outcomes, runs
+
+    states, outcomes, runs = lag_tolerant_read(store, read)
     assert runs is not None
     by_state = {row["state"]: row["n"] for row in states}
     by_outcome = {row["outcome"]: row["n"] for row in outcomes}
@@ -297,13 +314,11 @@ def task_type_statistics(store: EventStore, type_name: str) -> dict[str, Any]:
 
 def task_counts(store: EventStore) -> list[dict[str, Any]]:
     """Tasks per queue, type and state (a scan of the task view)."""
-    with lag_tolerant_reads(store) as cur:
-        return cur.execute(
-            sql.SQL(
-                "SELECT queue, type_name, state, count(*) AS n FROM {} "
-                "GROUP BY queue, type_name, state ORDER BY queue, type_name, state"
-            ).format(sql.Identifier(store.schema, "task_view"))
-        ).fetchall()
+    query = sql.SQL(
+        "SELECT queue, type_name, state, count(*) AS n FROM {} "
+        "GROUP BY queue, type_name, state ORDER BY queue, type_name, state"
+    ).format(sql.Identifier(store.schema, "task_view"))
+    return lag_tolerant_read(store, lambda cur: cur.execute(query).fetchall())
 
 
 TASK_DURATIONS = {
@@ -338,8 +353,7 @@ def task_duration_buckets(store: EventStore, buckets: list[float]) -> list[dict[
         )
         params.extend([measure, *buckets])
     query = sql.SQL(" UNION ALL ").join(selects)
-    with lag_tolerant_reads(store) as cur:
-        return cur.execute(query, params).fetchall()
+    return lag_tolerant_read(store, lambda cur: cur.execute(query, params).fetchall())
 
 
 def projection_positions(store: EventStore) -> dict[str, int]:
@@ -374,5 +388,4 @@ def finished_per_minute(store: EventStore, minutes: int) -> list[dict[str, Any]]
         "count(e.state) FILTER (WHERE e.state NOT IN ('succeeded', 'failed')) AS other "
         "FROM minutes m LEFT JOIN ended e USING (minute) GROUP BY m.minute ORDER BY m.minute"
     ).format(sql.Identifier(store.schema, "task_view"))
-    with lag_tolerant_reads(store) as cur:
-        return cur.execute(query, (minutes,)).fetchall()
+    return lag_tolerant_read(store, lambda cur: cur.execute(query, (minutes,)).fetchall())

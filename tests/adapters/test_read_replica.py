@@ -16,6 +16,7 @@ from uuid import uuid4
 
 import httpx
 import pytest
+from psycopg import conninfo
 
 from execution_ledger.adapters.cli.main import main
 from execution_ledger.adapters.config_file import DEFAULT_REGISTRY
@@ -376,3 +377,32 @@ def test_an_unreachable_replica_sends_reads_to_the_primary_and_its_password_is_n
         runtime.close()
     assert "replica unreachable" in caplog.text
     assert secret not in caplog.text
+
+
+def test_a_replica_without_the_ledgers_schema_leaves_each_read_to_the_primary(
+    ledger_env: None,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A replica within its lag that has not replayed the schema yet (here another database
+    of the same server, where the schema does not exist): every lag-tolerant read it fails
+    is answered by the primary, never with a 500."""
+    behind = conninfo.make_conninfo(database_url, dbname="template1")
+    monkeypatch.setenv("LEDGER_READ_DATABASE_URL", behind)
+    runtime = open_runtime(pool_size=2)
+    try:
+        with LiveServer(runtime) as server, server.client() as client:
+            task = enqueue(client, 1)
+            runtime.catch_up()
+            assert reads(client)["target"] == "replica"  # within its lag: it is chosen
+            assert task in listed(client)
+            for path in ("/v1/queues", "/v1/workers", "/v1/task-types/echo", "/v1/activity"):
+                answer = client.get(path)
+                assert answer.status_code == 200, (path, answer.text)
+            queues = {q["name"]: q for q in client.get("/v1/queues").json()["queues"]}
+            assert queues["default"]["ready"] == 1
+            assert client.get("/v1/task-types/echo").json()["statistics"]["tasks"] == 1
+    finally:
+        runtime.close()
+    assert "a read went to the primary, the replica failed it" in caplog.text
