@@ -90,10 +90,14 @@ def running_attempt(rt: Runtime, task_id: UUID, attempt: int) -> Callable[[], bo
 def test_a_killed_workers_attempt_is_timed_out_and_retried_by_another(
     rt: Runtime, config_path: Path, tmp_path: Path
 ) -> None:
-    task = rt.ledger.enqueue(TaskRequest("slow_once", {"marker": str(tmp_path / "marker")}))
+    marker = tmp_path / "marker"
+    task = rt.ledger.enqueue(TaskRequest("slow_once", {"marker": str(marker)}))
     process = start_worker_process(config_path)
+    attempt_1 = running_attempt(rt, task.id, 1)
     try:
-        wait_for(running_attempt(rt, task.id, 1), "attempt 1 running in the worker process")
+        # Killed mid-task: once its command runs (the marker is there), not between the
+        # TaskStarted commit and the spawn, which would leave attempt 2 the 60 s sleep.
+        wait_for(lambda: attempt_1() and marker.exists(), "attempt 1's command running")
         process.send_signal(signal.SIGKILL)
         process.wait()
         run_nodes_until(rt, lambda: rt.store.load(task.id).state.is_terminal, timeout=60)
