@@ -2,10 +2,28 @@
 lane and rate limits.
 
 ``read`` locks the claimed queues (a transaction-level advisory lock per queue, in sorted
-order, so queue and lane limits hold across nodes) and reads, in the same round trip, each
-queue's budget (its concurrency minus its running attempts; 0 while paused) and its
-candidates with their stored events; ``within_limits`` takes them in order while budgets,
-lane limits and rate limits (``rate_limits.py``, when given the round's ``RoundRates``) last.
+order) and reads, in the same round trip, each queue's budget (its concurrency minus its
+running attempts; 0 while paused) and its candidates with their stored events;
+``within_limits`` takes them in order while budgets, lane limits and rate limits
+(``rate_limits.py``, when given the round's ``RoundRates``) last.
+
+The queue lock is exclusive only where a queue's limit could be reached. A queue's *reach*
+is the concurrency of every worker node seen in the last ``COUNTED_WHILE`` (``worker_nodes``,
+whose ``last_seen`` each node renews every second; a node's running and claimed attempts
+never exceed its concurrency, as its rounds run one at a time) plus the attempts running
+there for any other worker. While the reach is within the queue's concurrency and the
+claiming worker itself was seen in the last ``SHARED_WHILE``, no set of concurrent claims
+can pass the limit, so claims take the lock shared and run side by side (two nodes on one
+queue no longer take turns). A node not seen for ``SHARED_WHILE`` claims under the
+exclusive lock, so the rows of nodes long gone stop counting without a node's shared claim
+ever going uncounted (unless it stalls for the nine minutes between the two inside one
+claim). Otherwise, and for queues a rate limit may cover, the lock is exclusive:
+it waits for the shared holders, and its budget counts what they started. Each round reads
+the reach under its lock and chooses the mode of the next; a round that took the shared lock
+and finds the reach past the limit (a node just registered) starts nothing from that queue
+(``QueueReading.missed``) and the claim reads it again under the exclusive lock. Lane limits
+need no exclusive lock: a lane offers only its oldest due task and the candidates are row
+locked (``SKIP LOCKED``), so concurrent claims never start two tasks of one lane.
 
 A queue with a ``fair_key`` offers its candidates in turns across its keys: within a
 priority, each key's oldest task first, then each key's second, and so on, so one key's
@@ -14,7 +32,7 @@ backlog does not starve another key's few tasks (``fair_candidates.py``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 from uuid import UUID
@@ -31,6 +49,8 @@ from execution_ledger.adapters.postgres.running import RunningTables
 from execution_ledger.domain.registry import Registry
 
 SPARE_CANDIDATES = 10  # read beyond the free slots, for lane limits
+SHARED_WHILE = "1 minute"  # a worker seen this recently may lock a queue shared
+COUNTED_WHILE = "10 minutes"  # a worker seen this recently counts in a queue's reach
 
 
 @dataclass(frozen=True)
@@ -47,6 +67,7 @@ class QueueReading(NamedTuple):
     events: dict[UUID, list[dict[str, Any]]]  # each candidate's stored events, in order
     exhausted: frozenset[str]  # queues whose due tasks were all read
     paused: frozenset[str] = frozenset()  # queues paused when they were read
+    missed: frozenset[str] = frozenset()  # read under a shared lock that did not suffice
 
 
 class CandidateReader:
@@ -58,10 +79,23 @@ class CandidateReader:
             sql.SQL(
                 "SELECT q AS queue, "
                 "coalesce((SELECT f.paused FROM {flags} AS f WHERE f.queue = q), false) AS paused, "
-                "(SELECT count(*) FROM {running} AS r WHERE r.queue = q) AS running "
+                "(SELECT count(*) FROM {running} AS r WHERE r.queue = q) AS running, "
+                "(SELECT coalesce(sum(w.concurrency), 0) FROM {workers} AS w "
+                " WHERE w.last_seen > now() - {counted}::interval) "
+                "+ (SELECT count(*) FROM {running} AS r WHERE r.queue = q AND NOT EXISTS "
+                "   (SELECT 1 FROM {workers} AS w WHERE w.worker = r.worker "
+                "    AND w.last_seen > now() - {counted}::interval)) AS reach, "
+                "EXISTS (SELECT 1 FROM {workers} AS w WHERE w.worker = %s "
+                "        AND w.last_seen > now() - {shared}::interval) AS registered "
                 "FROM unnest(%s::text[]) AS q"
             )
-            .format(flags=self.tables.flags, running=self.tables.running)
+            .format(
+                flags=self.tables.flags,
+                running=self.tables.running,
+                workers=self.tables.workers,
+                counted=sql.Literal(COUNTED_WHILE),
+                shared=sql.Literal(SHARED_WHILE),
+            )
             .as_string(None)
         )
         # The candidates of one queue, each with its stored events (so the tasks need no
@@ -89,14 +123,19 @@ class CandidateReader:
         )
         self._sql_fair_candidates = fair_candidates_query(store.dispatch_queue.table, store.table)
         self._sql_lock_queue = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
+        self._sql_share_queue = "SELECT pg_advisory_xact_lock_shared(hashtextextended(%s, 0))"
+        # Queues whose last reading found their limit out of reach: locked shared next time.
+        self._shared: set[str] = set()
 
     def read(
         self,
         cur: psycopg.Cursor[Any],
         queues: list[str],
         limit: int,
+        worker: str,
         passed_over: Mapping[str, list[str]] | None = None,
         first: Sequence[Statement] = (),
+        exclusive: Container[str] = (),
     ) -> QueueReading:
         """Lock the queues, run ``first`` (a round's ended attempts leave
         ``running_attempts``), then read their budgets and candidates, in one round trip.
@@ -108,17 +147,20 @@ class CandidateReader:
         order and the LIMIT stops the scan (with ``= ANY`` Postgres sorted every ready
         task). Queues are read before their budgets are known (to save the round
         trip); the candidates of a full or paused queue are dropped here. A fair queue's
-        keys in ``passed_over`` (full rate-limit buckets) offer no candidates.
+        keys in ``passed_over`` (full rate-limit buckets) offer no candidates. Queues in
+        ``exclusive`` (a rate limit may cover them) always take the exclusive lock.
         """
         passed_over = passed_over or {}
         conn = cur.connection
+        shared = {q for q in queues if q in self._shared and q not in exclusive}
         with batched(conn):
             for queue in queues:  # in sorted order: no deadlock between nodes
-                cur.execute(self._sql_lock_queue, (f"{self.store.schema}:claim:{queue}",))
+                lock = self._sql_share_queue if queue in shared else self._sql_lock_queue
+                cur.execute(lock, (f"{self.store.schema}:claim:{queue}",))
             run_inline(cur, first)
             # Each statement below starts after the locks are held (a new snapshot in READ
             # COMMITTED), so it counts the running attempts of every earlier claim.
-            budget_cur = conn.cursor().execute(self._sql_budgets, (queues,))
+            budget_cur = conn.cursor().execute(self._sql_budgets, (worker, queues))
             queue_curs = [
                 conn.cursor().execute(
                     *self._candidates_query(queue, limit, passed_over.get(queue, []))
@@ -127,9 +169,10 @@ class CandidateReader:
             ]
         flags = budget_cur.fetchall()
         paused = frozenset(r["queue"] for r in flags if r["paused"])
+        missed = self._choose_locks(flags, shared, exclusive)
         budgets = {
             r["queue"]: 0
-            if r["paused"]
+            if r["paused"] or r["queue"] in missed
             else self.registry.queue(r["queue"]).concurrency - r["running"]
             for r in flags
         }
@@ -150,7 +193,29 @@ class CandidateReader:
             events[r["task_id"]].append(r)
         ranked.sort(key=lambda entry: entry[:3])
         chosen = [candidate for *_, candidate in ranked[:limit]]
-        return QueueReading(budgets, chosen, events, exhausted, paused)
+        return QueueReading(budgets, chosen, events, exhausted - missed, paused, missed)
+
+    def _choose_locks(
+        self, flags: list[dict[str, Any]], shared: set[str], exclusive: Container[str]
+    ) -> frozenset[str]:
+        """Remember, per queue, whether its next lock may be shared (its reach within its
+        concurrency, this worker registered, no rate limit); return the queues locked
+        shared this time that should not have been."""
+        missed = set()
+        for row in flags:
+            queue = row["queue"]
+            out_of_reach = (
+                row["registered"]
+                and queue not in exclusive
+                and row["reach"] <= self.registry.queue(queue).concurrency
+            )
+            if out_of_reach:
+                self._shared.add(queue)
+                continue
+            self._shared.discard(queue)
+            if queue in shared:
+                missed.add(queue)
+        return frozenset(missed)
 
     def _candidates_query(
         self, queue: str, limit: int, passed_over: list[str]

@@ -119,20 +119,41 @@ class PostgresDispatch:
         made again without them; a claim that keeps meeting one claims nothing this round.
         """
         queue_list = sorted(set(queues))
+        missed: set[str] = set()
         if outcomes:
             try:
-                return self._claim_once(queue_list, limit, worker, outcomes)
+                claimed = self._claim_once(queue_list, limit, worker, missed, outcomes)
             except IntegrityError:
                 # Not retried as it was: each outcome is recorded apart (reloaded, retried
                 # on its own), so one that lost a race does not hold back the others.
                 log.debug("claim with outcomes met a concurrent write; recording them apart")
                 self._complete_one_by_one(outcomes)
+            else:
+                return claimed + self._claim_missed(missed, limit - len(claimed), worker)
         try:
-            return retry_on_conflict(
-                partial(self._claim_once, queue_list, limit, worker),
-                what="the claim",
-                on_conflict=_claim_conflicted,
-            )
+            claimed = self._claim_apart(queue_list, limit, worker, missed)
+        except KeptChanging:
+            return []
+        return claimed + self._claim_missed(missed, limit - len(claimed), worker)
+
+    def _claim_apart(
+        self, queues: list[str], limit: int, worker: str, missed: set[str]
+    ) -> list[ClaimedAttempt]:
+        """A claim with no outcomes, made again while it meets a concurrent write."""
+        return retry_on_conflict(
+            partial(self._claim_once, queues, limit, worker, missed),
+            what="the claim",
+            on_conflict=_claim_conflicted,
+        )
+
+    def _claim_missed(self, missed: set[str], limit: int, worker: str) -> list[ClaimedAttempt]:
+        """The queues a round read under a shared lock that no longer sufficed
+        (``candidates.py``), claimed again: their next lock is exclusive."""
+        if not missed or limit <= 0:
+            return []
+        log.debug("queues %s are within reach of their limit: claiming them again", missed)
+        try:
+            return self._claim_apart(sorted(missed), limit, worker, set())
         except KeptChanging:
             return []
 
@@ -141,12 +162,14 @@ class PostgresDispatch:
         queues: list[str],
         limit: int,
         worker: str,
+        missed: set[str],
         outcomes: Sequence[AttemptOutcome] = (),
     ) -> list[ClaimedAttempt]:
         """One round's transaction; then, once it committed, what its rate-limit checks
-        learned (buckets left full, holds written) is remembered."""
+        learned (buckets left full, holds written) is remembered. ``missed`` gathers the
+        queues it read under a shared lock that did not suffice."""
         rate_rounds: list[tuple[RoundRates, list[UUID]]] = []
-        attempts = self._claim_round(queues, limit, worker, outcomes, rate_rounds)
+        attempts = self._claim_round(queues, limit, worker, outcomes, rate_rounds, missed)
         for rates, started_ids in rate_rounds:
             self.rate_limits.committed(rates, started_ids)
         return attempts
@@ -158,6 +181,7 @@ class PostgresDispatch:
         worker: str,
         outcomes: Sequence[AttemptOutcome],
         rate_rounds: list[tuple[RoundRates, list[UUID]]],
+        missed: set[str],
     ) -> list[ClaimedAttempt]:
         ended = self._record_outcomes(outcomes, self._take_started(outcomes)) if outcomes else []
         # The ended attempts' rows go before the claim counts its budgets: the slots they
@@ -174,6 +198,7 @@ class PostgresDispatch:
                 started, reading = self._start_due(
                     cur, queues, limit, worker, rate_rounds, first=freed
                 )
+                missed.update(reading.missed)
             unblocked = self.unblock.unblocked_by(cur, dependents, succeeded, self.clock())
             if reading is not None and unblocked:
                 started += self._start_unblocked(unblocked, reading, started, limit, worker)
@@ -191,9 +216,15 @@ class PostgresDispatch:
             if reads_again(unblocked, len(started), limit):
                 # The queue locks are held since the first read. The events table stays
                 # locked meanwhile, only in rounds that unblock something.
-                more, _ = self._start_due(
-                    cur, queues, limit - len(started), worker, rate_rounds
+                # (Not the queues just missed: their lock is not taken again, exclusive.)
+                more, again = self._start_due(
+                    cur,
+                    [queue for queue in queues if queue not in missed],
+                    limit - len(started),
+                    worker,
+                    rate_rounds,
                 )
+                missed.update(again.missed)
                 if more:
                     self.store.append_in(
                         cur,
@@ -233,8 +264,9 @@ class PostgresDispatch:
         (its ``TaskStarted`` pending, not yet saved); and what was read of the queues
         (``first``: statements run once the queues are locked, before the read)."""
         passed_over = self.rate_limits.full_fair_keys(queues, self.clock())
+        rate_limited = [queue for queue in queues if self._rate_limited(queue)]
         reading = self.candidates.read(
-            cur, queues, limit + SPARE_CANDIDATES, passed_over, first
+            cur, queues, limit + SPARE_CANDIDATES, worker, passed_over, first, rate_limited
         )
         self.paused = (self.paused - set(queues)) | reading.paused
         now = self.clock()
