@@ -79,9 +79,16 @@ def count(runtime: Runtime, query: str) -> int:
         return int(cur.execute(composed).fetchone()["n"])  # type: ignore[index]
 
 
-def unfinished(runtime: Runtime) -> int:
-    """Tasks not yet ended (the dispatch queue holds every task until its end event)."""
-    return count(runtime, "SELECT count(*) AS n FROM {schema}.dispatch_queue")
+def unfinished(runtime: Runtime) -> bool:
+    """Whether a task has not yet ended (the dispatch queue holds every task until its end
+    event). One row looked at, not a count: polled every 20 ms during a drain, a count of
+    the queue's 10,000 rows took 3 % of the server's time from the work measured."""
+    return bool(
+        count(
+            runtime,
+            "SELECT count(*) AS n FROM (SELECT FROM {schema}.dispatch_queue LIMIT 1) AS one",
+        )
+    )
 
 
 def projected_successes(runtime: Runtime) -> int:
