@@ -112,11 +112,13 @@ class PostgresDispatch:
         outcomes: Sequence[AttemptOutcome] = (),
     ) -> list[ClaimedAttempt]:
         """Record ``outcomes`` and start up to ``limit`` due tasks of ``queues`` for
-        ``worker``, in one transaction (one lock of the events table, one commit).
+        ``worker``, in one transaction (one commit).
 
         If that transaction meets a concurrent write (a task cancelled or timed out
         meanwhile), the outcomes are recorded on their own (``complete``) and the claim is
         made again without them; a claim that keeps meeting one claims nothing this round.
+        A queue read under a shared lock that no longer sufficed (``candidates.py``) is
+        claimed again after the commit, under the exclusive lock.
         """
         queue_list = sorted(set(queues))
         missed: set[str] = set()
@@ -214,9 +216,9 @@ class PostgresDispatch:
             ]
             self.store.append_in(cur, tasks, inline, positions=False, sender=worker)
             if reads_again(unblocked, len(started), limit):
-                # The queue locks are held since the first read. The events table stays
-                # locked meanwhile, only in rounds that unblock something.
-                # (Not the queues just missed: their lock is not taken again, exclusive.)
+                # The queue locks are held since the first read (only in rounds that
+                # unblock something). Not the queues just missed: their lock is not taken
+                # again, exclusive, while this transaction holds it shared.
                 more, again = self._start_due(
                     cur,
                     [queue for queue in queues if queue not in missed],
