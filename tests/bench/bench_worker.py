@@ -8,7 +8,10 @@ watches the database.
   each measured twice: with the projections caught up before the node starts, and with
   the projections starting with the worker (the log's 20,000 enqueues still to fold, as
   after a bulk enqueue). Tasks/s from the node's start to the last task's end (the dispatch
-  queue empty), ratio to the raw ceiling; also to the task view showing them all;
+  queue empty), ratio to the raw ceiling; also to the task view showing them all; and,
+  in a table of its own, the CPU per task over the same stretch of the node, its
+  projection child and every PostgreSQL process (``cpu_use.py``): steadier than a rate on
+  a shared machine;
 - two nodes: the same drain (concurrency 50, projections starting with the workers) by two
   node processes, against the one-node figure;
 - latency: enqueue -> start at 50 tasks/s to an idle node, from the caller's clock (the
@@ -39,6 +42,7 @@ from psycopg import sql
 from execution_ledger.adapters.runtime import Runtime
 from execution_ledger.domain.submission import TaskRequest
 from tests.bench.common import fresh_runtime, percentile, raw_insert_rate
+from tests.bench.cpu_use import CpuMeter, CpuUse
 from tests.bench.node_process import NodeProcesses
 
 CONFIG = """
@@ -111,23 +115,32 @@ def enqueue_noops(runtime: Runtime, tasks: int) -> None:
         runtime.ledger.enqueue_graph(batch)
 
 
-def drain(tasks: int, concurrency: int, caught_up: bool, nodes: int = 1) -> tuple[float, float]:
-    """Tasks/s from the nodes' start to the last task's end; and to the task view showing
-    them all. ``caught_up``: the projections fold the enqueues before the clock starts;
-    otherwise they start with the worker."""
+@dataclass(frozen=True)
+class Drained:
+    rate: float  # tasks/s from the nodes' start to the last task's end
+    projected: float  # tasks/s to the task view showing them all
+    cpu: CpuUse  # per task, over the same stretch as ``rate``
+
+
+def drain(tasks: int, concurrency: int, caught_up: bool, nodes: int = 1) -> Drained:
+    """``tasks`` no-op tasks drained by ``nodes`` worker nodes. ``caught_up``: the
+    projections fold the enqueues before the clock starts; otherwise they start with the
+    worker."""
     with fresh_runtime(CONFIG) as runtime:
         enqueue_noops(runtime, tasks)
         if caught_up:
             runtime.catch_up()
         with NodeProcesses(nodes, concurrency) as processes:
+            meter = CpuMeter(process.pid for process in processes.processes)
             processes.go()
             started = time.perf_counter()
             wait_until(lambda: not unfinished(runtime), processes)
             ran = time.perf_counter() - started
+            cpu = meter.stop()
             wait_until(lambda: projected_successes(runtime) >= tasks, processes, 0.1)
             projected = time.perf_counter() - started
         assert projected_successes(runtime) == tasks, "every task must have succeeded"
-        return tasks / ran, tasks / projected
+        return Drained(tasks / ran, tasks / projected, cpu.per(tasks))
 
 
 def started_at(runtime: Runtime, task_ids: list[UUID]) -> dict[UUID, float]:
@@ -217,27 +230,29 @@ def dag_chain(length: int) -> float:
         return (last[-1].event.timestamp - start).total_seconds() * 1000 / (length - 1)
 
 
-def drain_rows(tasks: int, raw: float) -> tuple[list[Row], float]:
-    """Both ways of starting the projections at concurrency 10 and 50; also the figure of
-    one node at 50 with projections starting with it (the two-node comparison's base)."""
-    rows, base = [], 0.0
+def drain_rows(tasks: int, raw: float) -> tuple[list[Row], float, list[tuple[str, CpuUse]]]:
+    """Both ways of starting the projections at concurrency 10 and 50, and each drain's CPU
+    per task; also the figure of one node at 50 with projections starting with it (the
+    two-node comparison's base)."""
+    rows, base, cpu = [], 0.0, []
     targets = {(10, False): ">= 0.8x", (50, False): ">= 2.0x"}
     for concurrency in (10, 50):
         for caught_up in (True, False):
-            rate, projected = drain(tasks, concurrency, caught_up)
+            drained = drain(tasks, concurrency, caught_up)
             how = "caught up before" if caught_up else "starting with the worker"
             label = f"drain {tasks:,}, concurrency {concurrency}, projections {how}"
             target = targets.get((concurrency, caught_up), "")
-            rows.append(Row(label, rate, raw, "tasks/s", target))
-            rows.append(Row("  ... until all in the task view", projected, raw, "tasks/s"))
-            base = rate if (concurrency, caught_up) == (50, False) else base
-    return rows, base
+            rows.append(Row(label, drained.rate, raw, "tasks/s", target))
+            rows.append(Row("  ... until all in the task view", drained.projected, raw, "tasks/s"))
+            cpu.append((label, drained.cpu))
+            base = drained.rate if (concurrency, caught_up) == (50, False) else base
+    return rows, base, cpu
 
 
 def nodes_rows(tasks: int, raw: float, one_node: float) -> list[Row]:
     if not one_node:
-        one_node, _ = drain(tasks, 50, caught_up=False)
-    two_nodes, _ = drain(tasks, 50, caught_up=False, nodes=2)
+        one_node = drain(tasks, 50, caught_up=False).rate
+    two_nodes = drain(tasks, 50, caught_up=False, nodes=2).rate
     label = f"drain {tasks:,}, concurrency 50 per node, projections starting with the workers"
     return [
         Row(f"{label}: one node", one_node, raw, "tasks/s"),
@@ -263,6 +278,17 @@ def chain_rows(hops: int, commit_ms: float) -> list[Row]:
         Row(f"dependency chain (DAG) of {hops}, per hop", dag_chain(hops), commit_ms, "ms",
             "<= 3 ms"),
     ]  # fmt: skip
+
+
+def print_cpu(drains: list[tuple[str, CpuUse]]) -> None:
+    """CPU per task of each drain: the node, its projection child, PostgreSQL."""
+    lines = [("CPU per task while draining", "node", "projections", "PostgreSQL", "all")]
+    for label, cpu in drains:
+        parts = (cpu.nodes, cpu.children, cpu.postgres)
+        lines.append((label, *(f"{1e6 * p:,.0f} us" for p in (*parts, sum(parts)))))
+    widths = [max(len(cell) for cell in column) for column in zip(*lines, strict=True)]
+    for cells in lines:
+        print("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
 
 
 def print_table(rows: list[Row]) -> None:
@@ -307,8 +333,9 @@ def main() -> None:
     print(f"raw ceiling: {raw:,.0f} single-row INSERT+COMMIT/s ({commit_ms:.2f} ms each)")
     rows: list[Row] = []
     one_node = 0.0
+    cpu: list[tuple[str, CpuUse]] = []
     if "drain" in parts:
-        drained, one_node = drain_rows(options.tasks, raw)
+        drained, one_node, cpu = drain_rows(options.tasks, raw)
         rows += drained
     if "nodes" in parts:
         rows += nodes_rows(options.tasks, raw, one_node)
@@ -317,6 +344,9 @@ def main() -> None:
     if "chain" in parts:
         rows += chain_rows(options.hops, commit_ms)
     print_table(rows)
+    if cpu:
+        print()
+        print_cpu(cpu)
 
 
 if __name__ == "__main__":
