@@ -1,7 +1,10 @@
-"""Small helpers shared by tests: play a worker's part on a task without running a worker."""
+"""Small helpers shared by tests: play a worker's part on a task without running a worker;
+wait for something that must happen (``eventually``)."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -34,3 +37,15 @@ def fail(store: EventStore, task_id: UUID, retry: bool = False) -> None:
     if retry:
         task.schedule_retry(now() + timedelta(seconds=60))
     store.save(task)
+
+
+def eventually(check: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
+    """``check()``'s first truthy value, polled every 50 ms (fails after ``timeout``)."""
+    give_up = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > give_up:
+            raise AssertionError(f"never happened: {what}")
+        time.sleep(0.05)

@@ -122,6 +122,7 @@ class PostgresDispatch:
         """
         queue_list = sorted(set(queues))
         missed: set[str] = set()
+        claimed: list[ClaimedAttempt] | None = None
         if outcomes:
             try:
                 claimed = self._claim_once(queue_list, limit, worker, missed, outcomes)
@@ -130,12 +131,11 @@ class PostgresDispatch:
                 # on its own), so one that lost a race does not hold back the others.
                 log.debug("claim with outcomes met a concurrent write; recording them apart")
                 self._complete_one_by_one(outcomes)
-            else:
-                return claimed + self._claim_missed(missed, limit - len(claimed), worker)
-        try:
-            claimed = self._claim_apart(queue_list, limit, worker, missed)
-        except KeptChanging:
-            return []
+        if claimed is None:
+            try:
+                claimed = self._claim_apart(queue_list, limit, worker, missed)
+            except KeptChanging:
+                return []
         return claimed + self._claim_missed(missed, limit - len(claimed), worker)
 
     def _claim_apart(

@@ -17,12 +17,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool
 
@@ -211,6 +212,13 @@ def lag_tolerant_read(store: EventStore, read: Callable[[psycopg.Cursor[DictRow]
                 )
     with store.transaction() as cur:
         return read(cur)
+
+
+def lag_tolerant_rows(
+    store: EventStore, query: sql.Composed | str, params: Sequence[Any] = ()
+) -> list[DictRow]:
+    """The rows of one query, read as ``lag_tolerant_read`` reads."""
+    return lag_tolerant_read(store, lambda cur: cur.execute(query, params).fetchall())
 
 
 def _left_to_the_primary(error: psycopg.Error) -> bool:

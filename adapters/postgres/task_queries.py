@@ -19,7 +19,7 @@ from psycopg.rows import DictRow
 
 from execution_ledger.adapters.postgres import rate_limits
 from execution_ledger.adapters.postgres.event_store import EventStore
-from execution_ledger.adapters.postgres.read_replica import lag_tolerant_read
+from execution_ledger.adapters.postgres.read_replica import lag_tolerant_read, lag_tolerant_rows
 from execution_ledger.domain.errors import InvalidQuery, TaskNotFound
 from execution_ledger.domain.learning import suggest_start_to_close
 
@@ -134,7 +134,7 @@ def ready_tasks(store: EventStore, queue: str, limit: int = 100) -> list[dict[st
         "WHERE queue = %s AND (state = 'ready' OR (state = 'scheduled' AND run_at <= now())) "
         "ORDER BY priority DESC, enqueued_position LIMIT %s"
     ).format(sql.Identifier(store.schema, "readiness_nodes"))
-    return lag_tolerant_read(store, lambda cur: cur.execute(query, (queue, limit)).fetchall())
+    return lag_tolerant_rows(store, query, (queue, limit))
 
 
 def _encode_cursor(row: dict[str, Any]) -> str:
@@ -318,7 +318,7 @@ def task_counts(store: EventStore) -> list[dict[str, Any]]:
         "SELECT queue, type_name, state, count(*) AS n FROM {} "
         "GROUP BY queue, type_name, state ORDER BY queue, type_name, state"
     ).format(sql.Identifier(store.schema, "task_view"))
-    return lag_tolerant_read(store, lambda cur: cur.execute(query).fetchall())
+    return lag_tolerant_rows(store, query)
 
 
 TASK_DURATIONS = {
@@ -353,7 +353,7 @@ def task_duration_buckets(store: EventStore, buckets: list[float]) -> list[dict[
         )
         params.extend([measure, *buckets])
     query = sql.SQL(" UNION ALL ").join(selects)
-    return lag_tolerant_read(store, lambda cur: cur.execute(query, params).fetchall())
+    return lag_tolerant_rows(store, query, params)
 
 
 def projection_positions(store: EventStore) -> dict[str, int]:
@@ -388,4 +388,4 @@ def finished_per_minute(store: EventStore, minutes: int) -> list[dict[str, Any]]
         "count(e.state) FILTER (WHERE e.state NOT IN ('succeeded', 'failed')) AS other "
         "FROM minutes m LEFT JOIN ended e USING (minute) GROUP BY m.minute ORDER BY m.minute"
     ).format(sql.Identifier(store.schema, "task_view"))
-    return lag_tolerant_read(store, lambda cur: cur.execute(query, (minutes,)).fetchall())
+    return lag_tolerant_rows(store, query, (minutes,))

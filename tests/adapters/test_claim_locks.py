@@ -21,6 +21,7 @@ from execution_ledger.adapters.postgres.dispatch import PostgresDispatch
 from execution_ledger.adapters.runtime import Runtime
 from execution_ledger.domain.execution import ClaimedAttempt
 from execution_ledger.domain.submission import TaskRequest
+from tests.helpers import eventually
 from tests.processors.worker_harness import runtime_with_config
 
 WAIT = 30.0  # seconds before a wait for something that must happen fails
@@ -107,15 +108,6 @@ def waiting_for_a_lock(database_url: str, holder: int) -> bool:
             (holder,),
         ).fetchone()
     return bool(row[0])
-
-
-def eventually(check: Callable[[], bool], what: str) -> None:
-    done = threading.Event()
-    for _ in range(int(WAIT / 0.05)):
-        if check():
-            return
-        done.wait(0.05)
-    raise AssertionError(f"never happened: {what}")
 
 
 def running(rt: Runtime, queue: str) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -22,21 +22,8 @@ from execution_ledger.adapters.cli.main import main
 from execution_ledger.adapters.config_file import DEFAULT_REGISTRY
 from execution_ledger.adapters.runtime import Runtime, open_runtime
 from tests.adapters.http.live_server import LiveServer
+from tests.helpers import eventually
 from tests.private_postgres import PrivatePostgres, free_port
-
-WAIT = 60.0  # seconds a test waits for a positive signal before it fails
-
-
-def eventually(check: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
-    """``check()``'s first truthy value, polled every 50 ms (fails after ``timeout``)."""
-    give_up = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > give_up:
-            raise AssertionError(f"never happened: {what}")
-        time.sleep(0.05)
 
 
 def start_pair(synchronous: bool = False) -> tuple[PrivatePostgres, PrivatePostgres]:

@@ -41,7 +41,7 @@ from psycopg import sql
 
 from execution_ledger.adapters.runtime import Runtime
 from execution_ledger.domain.submission import TaskRequest
-from tests.bench.common import fresh_runtime, percentile, raw_insert_rate
+from tests.bench.common import fresh_runtime, percentile, print_columns, raw_insert_rate
 from tests.bench.cpu_use import CpuMeter, CpuUse
 from tests.bench.node_process import NodeProcesses
 
@@ -286,9 +286,7 @@ def print_cpu(drains: list[tuple[str, CpuUse]]) -> None:
     for label, cpu in drains:
         parts = (cpu.nodes, cpu.children, cpu.postgres)
         lines.append((label, *(f"{1e6 * p:,.0f} us" for p in (*parts, sum(parts)))))
-    widths = [max(len(cell) for cell in column) for column in zip(*lines, strict=True)]
-    for cells in lines:
-        print("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
+    print_columns(lines)
 
 
 def print_table(rows: list[Row]) -> None:
@@ -304,9 +302,7 @@ def print_table(rows: list[Row]) -> None:
                 row.target,
             )
         )
-    widths = [max(len(cell) for cell in column) for column in zip(*lines, strict=True)]
-    for cells in lines:
-        print("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
+    print_columns(lines)
 
 
 def parse_options() -> argparse.Namespace:

@@ -33,7 +33,7 @@ from execution_ledger.adapters.ledger import SYSTEM
 from execution_ledger.adapters.runtime import Runtime, open_runtime
 from execution_ledger.domain.access import AccessDenial
 from execution_ledger.domain.submission import TaskRequest
-from tests.bench.common import free_port, fresh_runtime, raw_insert_rate
+from tests.bench.common import free_port, fresh_runtime, print_columns, raw_insert_rate
 from tests.bench.http_load import LoadResult, run_load
 from tests.bench.http_servers import ceiling_table_statement, running
 
@@ -218,9 +218,7 @@ def parallel_appends(
 
 def print_table(rows: list[Row]) -> None:
     lines = [("measure", "ledger", "ceiling", "ratio", "target"), *map(_cells, rows)]
-    widths = [max(len(cell) for cell in column) for column in zip(*lines, strict=True)]
-    for cells in lines:
-        print("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
+    print_columns(lines)
 
 
 def _cells(row: Row) -> tuple[str, ...]:

@@ -10,7 +10,7 @@ import socket
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from uuid import uuid4
@@ -76,6 +76,13 @@ def percentile(values: list[float], p: float) -> float:
     """The ``p``-th percentile (nearest rank) of ``values``."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def print_columns(lines: Sequence[Sequence[str]]) -> None:
+    """Rows of cells (a heading first) printed as left-aligned columns."""
+    widths = [max(len(cell) for cell in column) for column in zip(*lines, strict=True)]
+    for cells in lines:
+        print("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
 
 
 def free_port() -> int:
