@@ -127,6 +127,12 @@ class CandidateReader:
         # Queues whose last reading found their limit out of reach: locked shared next time.
         self._shared: set[str] = set()
 
+    @property
+    def unbound(self) -> frozenset[str]:
+        """The queues whose limit the last reading found out of reach of every registered
+        node (their next lock is shared)."""
+        return frozenset(self._shared)
+
     def read(
         self,
         cur: psycopg.Cursor[Any],

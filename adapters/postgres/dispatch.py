@@ -214,7 +214,14 @@ class PostgresDispatch:
                 *unblocked,
                 *(start.task for start in started if start.task.id not in also_unblocked),
             ]
-            self.store.append_in(cur, tasks, inline, positions=False, sender=worker)
+            self.store.append_in(
+                cur,
+                tasks,
+                inline,
+                positions=False,
+                sender=worker,
+                unbound=self.candidates.unbound,
+            )
             if reads_again(unblocked, len(started), limit):
                 # The queue locks are held since the first read (only in rounds that
                 # unblock something). Not the queues just missed: their lock is not taken

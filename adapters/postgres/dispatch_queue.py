@@ -25,8 +25,8 @@ existed gets it filled once from the readiness graph (``fill_from_readiness``).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Container, Iterable
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -125,12 +125,22 @@ class DispatchQueue:
         )
 
     def statements_for(
-        self, aggregates: Iterable[Any], sender: str | None = None
+        self,
+        aggregates: Iterable[Any],
+        sender: str | None = None,
+        unbound: Container[str] = (),
     ) -> list[Statement]:
         """What keeps the queue in step with the pending events of ``aggregates`` (tasks
         with no new events and other aggregates change nothing). ``sender``: the worker
-        whose round this save is (``ready_payload``)."""
-        return self.statements([change_of(aggregates)], sender)
+        whose round this save is (``ready_payload``). ``unbound``: queues whose limit no
+        set of claims can reach now (``candidates.py``); a slot that comes free there lets
+        no other node start anything it could not start already, so it wakes nobody (a
+        lane's slot still does: the lane's next task becomes claimable)."""
+        change = change_of(aggregates)
+        if unbound and change.slots:
+            slots = {q for q in change.slots if q not in unbound or q in change.lane_slots}
+            change = replace(change, slots=frozenset(slots))
+        return self.statements([change], sender)
 
     def statements(
         self, changes: Iterable[DispatchChange], sender: str | None = None
@@ -181,6 +191,7 @@ class DispatchChange:
     woken: frozenset[str] = frozenset()  # queues with work the save made claimable
     freed: tuple[str, ...] = ()  # ended tasks whose coalescing keys go with them
     slots: frozenset[str] = frozenset()  # queues of the ended tasks (a slot came free)
+    lane_slots: frozenset[str] = frozenset()  # those of them where a lane's slot came free
 
 
 def change_of(aggregates: Iterable[Any]) -> DispatchChange:
@@ -203,6 +214,7 @@ def change_of(aggregates: Iterable[Any]) -> DispatchChange:
         frozenset(woken),
         freed,
         frozenset(task.queue for task in ended),
+        frozenset(task.queue for task in ended if task.lane is not None),
     )
 
 

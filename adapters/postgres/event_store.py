@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Container, Iterable, Iterator, Sequence
 from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -263,17 +263,19 @@ class EventStore:
         *,
         positions: bool = True,
         sender: str | None = None,
+        unbound: Container[str] = (),
     ) -> list[RecordedEvent]:
         """Append the tasks' pending events inside the caller's transaction; return them
         with their log positions. The dispatch queue moves with the events (``sender``: the
-        worker whose round this is, named in its ready notice).
+        worker whose round this is, named in its ready notice; ``unbound``: queues whose
+        freed slots wake no other node, ``DispatchQueue.statements_for``).
 
         ``positions=False`` returns nothing and, in a caller's pipeline, waits for nothing:
         the statements travel with the caller's next sync (its ``COMMIT``), and an error
         such as a version conflict is raised there.
         """
         tasks = list(tasks)
-        inline = [*inline, *self.dispatch_queue.statements_for(tasks, sender)]
+        inline = [*inline, *self.dispatch_queue.statements_for(tasks, sender, unbound)]
         events = [event for task in tasks for event in task.collect_events()]
         stored = [self.app.mapper.to_stored_event(event) for event in events]
         # Inside the caller's pipeline nothing is waited for here, but the positions when

@@ -309,3 +309,63 @@ def test_a_worker_wakes_for_slots_freed_by_other_workers_but_not_by_its_own_roun
         node._ready(payload)
         woken.append(node.worker.wake.is_set())
     assert woken == [False, True, True, False]
+
+
+def _notices_of_round(
+    runtime: Runtime, database_url: str, dispatch: PostgresDispatch, done: list[AttemptOutcome]
+) -> list[str]:
+    """The ready notices sent while ``dispatch`` records ``done`` in a round of "w1"."""
+    channel = ready_channel(runtime.settings.schema)
+    with psycopg.connect(database_url, autocommit=True) as listener:
+        listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        dispatch.claim(["default"], 10, "w1", outcomes=done)
+        return [n.payload for n in listener.notifies(timeout=0.5, stop_after=1)]
+
+
+def test_a_slot_freed_where_no_claims_can_reach_the_queues_limit_wakes_no_other_node(
+    runtime: Runtime, database_url: str
+) -> None:
+    """"default" allows 10 at once and the only node seen has 4 slots: another node could
+    start nothing more for the slot this round frees, so it is not woken for it."""
+    task = runtime.ledger.enqueue(TaskRequest("echo"))
+    dispatch = dispatch_of(runtime)
+    dispatch.register_worker("w1", "host", 1, ["default"], 4)
+    assert [a.task_id for a in dispatch.claim(["default"], 4, "w1")] == [task.id]
+    done = [AttemptOutcome(task.id, 1, Success({}))]
+    assert _notices_of_round(runtime, database_url, dispatch, done) == []
+    assert runtime.store.load(task.id).state.value == "succeeded"
+
+
+def test_a_slot_freed_where_the_nodes_can_reach_the_limit_wakes_the_others(
+    runtime: Runtime, database_url: str
+) -> None:
+    """Nodes of 8 slots and 6 slots can start more than "default"'s 10 at once: a slot
+    freed by one may be the one another is waiting for."""
+    task = runtime.ledger.enqueue(TaskRequest("echo"))
+    dispatch = dispatch_of(runtime)
+    dispatch.register_worker("w1", "host", 1, ["default"], 8)
+    dispatch.register_worker("w2", "host", 2, ["default"], 6)
+    assert [a.task_id for a in dispatch.claim(["default"], 8, "w1")] == [task.id]
+    done = [AttemptOutcome(task.id, 1, Success({}))]
+    assert _notices_of_round(runtime, database_url, dispatch, done) == ["|w1|default"]
+
+
+def test_a_lanes_slot_freed_wakes_the_others_even_where_the_queue_is_out_of_reach(
+    runtime: Runtime, database_url: str
+) -> None:
+    """The lane's next task becomes claimable when its running one ends, whatever the
+    queue's limit: another node must hear of it."""
+    first = runtime.ledger.enqueue(TaskRequest("echo", lane="agent-1"))
+    runtime.ledger.enqueue(TaskRequest("echo", lane="agent-1"))
+    dispatch = dispatch_of(runtime)
+    dispatch.register_worker("w1", "host", 1, ["default"], 4)
+    assert [a.task_id for a in dispatch.claim(["default"], 4, "w1")] == [first.id]
+    done = [AttemptOutcome(first.id, 1, Success({}))]
+    # limit 0: the round records the end and starts nothing, so the lane's next task
+    # waits for whichever node hears first.
+    channel = ready_channel(runtime.settings.schema)
+    with psycopg.connect(database_url, autocommit=True) as listener:
+        listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        dispatch.claim(["default"], 0, "w1", outcomes=done)
+        notices = [n.payload for n in listener.notifies(timeout=2.0, stop_after=1)]
+    assert notices == ["|w1|default"]
