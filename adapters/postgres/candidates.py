@@ -75,19 +75,22 @@ class CandidateReader:
         self.store = store
         self.registry = registry
         self.tables = tables
+        # Each queue's running attempts are read once, for its budget and for the part of
+        # its reach that no node seen lately counts (a table whose rows churn with every
+        # attempt: its dead index entries cost each read until a vacuum).
         self._sql_budgets = (
             sql.SQL(
                 "SELECT q AS queue, "
                 "coalesce((SELECT f.paused FROM {flags} AS f WHERE f.queue = q), false) AS paused, "
-                "(SELECT count(*) FROM {running} AS r WHERE r.queue = q) AS running, "
+                "r.running, "
                 "(SELECT coalesce(sum(w.concurrency), 0) FROM {workers} AS w "
-                " WHERE w.last_seen > now() - {counted}::interval) "
-                "+ (SELECT count(*) FROM {running} AS r WHERE r.queue = q AND NOT EXISTS "
-                "   (SELECT 1 FROM {workers} AS w WHERE w.worker = r.worker "
-                "    AND w.last_seen > now() - {counted}::interval)) AS reach, "
+                " WHERE w.last_seen > now() - {counted}::interval) + r.uncounted AS reach, "
                 "EXISTS (SELECT 1 FROM {workers} AS w WHERE w.worker = %s "
                 "        AND w.last_seen > now() - {shared}::interval) AS registered "
-                "FROM unnest(%s::text[]) AS q"
+                "FROM unnest(%s::text[]) AS q, LATERAL ("
+                " SELECT count(*) AS running, count(*) FILTER (WHERE w.worker IS NULL) AS uncounted"
+                " FROM {running} AS r LEFT JOIN {workers} AS w ON w.worker = r.worker"
+                " AND w.last_seen > now() - {counted}::interval WHERE r.queue = q) AS r"
             )
             .format(
                 flags=self.tables.flags,
