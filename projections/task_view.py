@@ -65,11 +65,13 @@ ALTER TABLE {table} ADD COLUMN IF NOT EXISTS signal_wait_since timestamptz;
 CREATE INDEX IF NOT EXISTS task_view_parent_idx ON {table} (parent_id) WHERE parent_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS task_view_state_idx ON {table} (state, queue);
 CREATE INDEX IF NOT EXISTS task_view_type_idx ON {table} (type_name, position);
-CREATE INDEX IF NOT EXISTS task_view_position_idx ON {table} (position);
 CREATE INDEX IF NOT EXISTS task_view_lane_idx ON {table} (lane) WHERE lane IS NOT NULL;
 CREATE INDEX IF NOT EXISTS task_view_enqueued_idx ON {table} (enqueued_at DESC, task_id DESC);
 CREATE INDEX IF NOT EXISTS task_view_finished_idx ON {table} (finished_at);
+DROP INDEX IF EXISTS {position_index};
 """
+# ``task_view_position_idx`` served no query, and every insert and update of the view (a
+# task's position moves with each of its events) paid for it: dropped where it exists.
 
 # Per event kind: the columns it sets besides state/version/position/updated_at.
 _TERMINAL = {"TaskSucceeded", "TaskFailed", "TaskTimedOut", "TaskCancelled", "TaskSkipped"}
@@ -103,9 +105,12 @@ class TaskView:
 
     def __init__(self, schema: str) -> None:
         self.table = sql.Identifier(schema, TABLE)
+        self._position_index = sql.Identifier(schema, "task_view_position_idx")
 
     def create(self, cursor: Cursor) -> None:
-        cursor.execute(sql.SQL(_CREATE).format(table=self.table))
+        cursor.execute(
+            sql.SQL(_CREATE).format(table=self.table, position_index=self._position_index)
+        )
 
     def apply(self, cursor: Cursor, event: Event, position: int) -> list[Any]:
         if not is_task_event(event):

@@ -72,6 +72,13 @@ class LedgerRecorder(PostgresApplicationRecorder):
         states = b"".join(e.state for e in stored_events)
         curs.execute(self._append, (states, json.dumps(rows)))
 
+    def _fetch_ids_after_insert_events(
+        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        """The positions ``ledger_log_append`` returned (the library's own check expects
+        the status of an ``INSERT``; the call's is a ``SELECT``)."""
+        return [row["notification_id"] for row in curs.fetchall()]
+
     @functools.cached_property
     def _append(self) -> str:
         return append_statement(self.datastore.schema)

@@ -74,3 +74,31 @@ def test_a_schema_of_an_older_release_is_brought_up_to_date_once(
             (schema,),
         ).fetchone()
     assert row is not None and row["n"] == 1
+
+
+def test_an_upgrade_drops_the_task_views_position_index_that_served_no_query(
+    runtime: Runtime, database_url: str
+) -> None:
+    schema = runtime.settings.schema
+    with runtime.store.transaction() as cursor:  # as an older release left it
+        cursor.execute(
+            sql.SQL("UPDATE {} SET fingerprint = 'older'").format(
+                sql.Identifier(schema, REVISION_TABLE)
+            )
+        )
+        cursor.execute(
+            sql.SQL("CREATE INDEX task_view_position_idx ON {} (position)").format(
+                sql.Identifier(schema, "task_view")
+            )
+        )
+    starting = create_in_thread(database_url, schema)
+    starting.join(HANG)
+    assert not starting.is_alive()
+    with runtime.store.transaction() as cursor:
+        indexes = cursor.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = %s AND tablename = 'task_view'",
+            (schema,),
+        ).fetchall()
+    names = {row["indexname"] for row in indexes}
+    assert "task_view_position_idx" not in names
+    assert "task_view_type_idx" in names  # the others stay
