@@ -35,6 +35,24 @@ def create_in_thread(database_url: str, schema: str) -> threading.Thread:
     return thread
 
 
+def start_after_older_release(
+    runtime: Runtime, database_url: str, change: sql.SQL, table: str
+) -> None:
+    """Leave the schema as an older release did (its fingerprint, and ``change`` made to
+    ``table``), then start a process on it and wait for its schema step."""
+    schema = runtime.settings.schema
+    with runtime.store.transaction() as cursor:
+        cursor.execute(
+            sql.SQL("UPDATE {} SET fingerprint = 'older'").format(
+                sql.Identifier(schema, REVISION_TABLE)
+            )
+        )
+        cursor.execute(change.format(sql.Identifier(schema, table)))
+    starting = create_in_thread(database_url, schema)
+    starting.join(HANG)
+    assert not starting.is_alive()
+
+
 def test_an_up_to_date_schema_takes_no_table_lock_at_start(
     runtime: Runtime, database_url: str
 ) -> None:
@@ -55,17 +73,9 @@ def test_a_schema_of_an_older_release_is_brought_up_to_date_once(
     runtime: Runtime, database_url: str
 ) -> None:
     schema = runtime.settings.schema
-    table = sql.Identifier(schema, REVISION_TABLE)
-    with runtime.store.transaction() as cursor:  # as an older release left it
-        cursor.execute(sql.SQL("UPDATE {} SET fingerprint = 'older'").format(table))
-        cursor.execute(
-            sql.SQL("ALTER TABLE {} DROP COLUMN fair_key").format(
-                sql.Identifier(schema, "dispatch_queue")
-            )
-        )
-    starting = create_in_thread(database_url, schema)
-    starting.join(HANG)
-    assert not starting.is_alive()
+    start_after_older_release(
+        runtime, database_url, sql.SQL("ALTER TABLE {} DROP COLUMN fair_key"), "dispatch_queue"
+    )
     assert stored(runtime) == schema_fingerprint(schema, all_projections(schema))
     with runtime.store.transaction() as cursor:
         row = cursor.execute(
@@ -80,20 +90,12 @@ def test_an_upgrade_drops_the_task_views_position_index_that_served_no_query(
     runtime: Runtime, database_url: str
 ) -> None:
     schema = runtime.settings.schema
-    with runtime.store.transaction() as cursor:  # as an older release left it
-        cursor.execute(
-            sql.SQL("UPDATE {} SET fingerprint = 'older'").format(
-                sql.Identifier(schema, REVISION_TABLE)
-            )
-        )
-        cursor.execute(
-            sql.SQL("CREATE INDEX task_view_position_idx ON {} (position)").format(
-                sql.Identifier(schema, "task_view")
-            )
-        )
-    starting = create_in_thread(database_url, schema)
-    starting.join(HANG)
-    assert not starting.is_alive()
+    start_after_older_release(
+        runtime,
+        database_url,
+        sql.SQL("CREATE INDEX task_view_position_idx ON {} (position)"),
+        "task_view",
+    )
     with runtime.store.transaction() as cursor:
         indexes = cursor.execute(
             "SELECT indexname FROM pg_indexes WHERE schemaname = %s AND tablename = 'task_view'",
