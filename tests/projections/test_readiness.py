@@ -120,3 +120,34 @@ def test_root_enqueues_and_plain_transitions_are_written_in_two_statements(
     assert counting.statements == 2  # the 20 new nodes, then the 20 transitions
     states = {row["task_id"]: row["state"] for row in dump(runtime, NODES, "task_id")}
     assert states == {t.id: "succeeded" if t in tasks[:10] else "ready" for t in tasks}
+
+
+def test_ends_of_tasks_enqueued_before_a_restart_are_looked_up_in_one_statement(
+    runtime: Runtime,
+) -> None:
+    """A new instance (a restarted projection process, a take-over) has not seen the tasks
+    enqueued: it looks up which of the batch's ending tasks have dependents in one
+    statement, not one per end, and still unblocks the dependent of the one that has."""
+    tasks = [runtime.ledger.enqueue(TaskRequest("echo", {"n": n})) for n in range(10)]
+    pair = runtime.ledger.enqueue_graph(
+        [TaskRequest("echo", ref="top"), TaskRequest("echo", ref="below", depends_on=("top",))]
+    )
+    enqueued = [(r.event, r.position) for r in runtime.store.read(0, 10_000)]
+    for task in [*tasks, pair[0]]:
+        succeed(runtime.store, task.id)
+    ends = [(r.event, r.position) for r in runtime.store.read(enqueued[-1][1], 10_000)]
+    assert len(ends) == 22  # started and succeeded, eleven times
+
+    schema = runtime.settings.schema
+    empty_tables(runtime)
+    with runtime.store.transaction() as cursor:
+        ReadinessGraph(schema).apply_batch(cursor, enqueued)
+    with runtime.store.transaction() as cursor:
+        counting = CountingCursor(cursor)
+        changes = ReadinessGraph(schema).apply_batch(counting, ends)
+    assert [(type(c).__name__, c.task_id) for c in changes] == [("Unblocked", pair[1].id)]
+    # The look-up, the moves before the top's end, then its update, its dependents and
+    # their pending count.
+    assert counting.statements == 5
+    states = {row["task_id"]: row["state"] for row in dump(runtime, NODES, "task_id")}
+    assert states == {**{t.id: "succeeded" for t in [*tasks, pair[0]]}, pair[1].id: "blocked"}
