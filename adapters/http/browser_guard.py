@@ -22,6 +22,7 @@ Bodies must also be labelled ``application/json`` (415, ``bodies.read_json``).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -53,6 +54,7 @@ CORS_EXPOSE_HEADERS = "Location, Retry-After, WWW-Authenticate"
 CORS_MAX_AGE = "600"
 
 
+@functools.lru_cache(maxsize=256)  # every request's Host header: a handful of values
 def split_host(text: str) -> tuple[str, int | None]:
     """``("example.com", 8080)`` from ``"example.com:8080"`` (IPv6 in brackets); the name
     lower-cased without a final dot. ``ValueError`` when it is not a host[:port]."""
@@ -150,16 +152,17 @@ class BrowserRules:
         return own_name == name and (own_port or default) == (port or default)
 
 
-def _address_names(address: str) -> set[str]:
+@functools.lru_cache(maxsize=64)  # the server's own addresses: parsed once, not per request
+def _address_names(address: str) -> frozenset[str]:
     """The names a client may use for the local address it connected to."""
     names = {address.lower().split("%", 1)[0]}
     try:
         ip = ipaddress.ip_address(next(iter(names)))
     except ValueError:
-        return names
+        return frozenset(names)
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         names.add(str(ip.ipv4_mapped))
-    return names
+    return frozenset(names)
 
 
 def misdirected(host: str | None) -> HttpError:
