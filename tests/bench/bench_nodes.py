@@ -12,7 +12,9 @@ the N projection processes stand by for each other), then 20 clients post ``echo
 for the given seconds (after a 1 s warm-up). Measured: tasks accepted per second (2xx
 answers), tasks ended per second (from the load's start until the dispatch queue is
 empty, every accepted task ended), the log's append rate (events appended over that time,
-from positions) and how far the task view trailed (its last task shown as ended). The raw
+from positions), how far the task view trailed (its last task shown as ended), and the
+worker rounds that started tasks, per second and tasks a round (read from the log: a round's
+starts are one transaction, so the distinct ``xmin`` of its ``TaskStarted`` rows). The raw
 ceiling of the same run (single-row INSERT + COMMIT from one client) is printed beside them.
 """
 
@@ -23,6 +25,9 @@ import asyncio
 import time
 from dataclasses import dataclass
 
+from psycopg import sql
+
+from execution_ledger.adapters.runtime import Runtime
 from tests.bench.bench_worker import count, unfinished, wait_until
 from tests.bench.common import free_port, fresh_runtime, raw_insert_rate
 from tests.bench.http_load import run_load
@@ -48,6 +53,25 @@ class NodesResult:
     appended: float  # events/s appended to the log over the same time
     p50_ms: float
     view_lag: float  # seconds after the last end until the task view showed it
+    elapsed: float  # seconds from the load's start to the last task's end
+    rounds: int  # claim rounds that started a task (their transactions, from the log)
+    started: int  # attempts started
+
+
+def starting_rounds(runtime: Runtime) -> tuple[int, int]:
+    """How many transactions stored a ``TaskStarted`` (a worker round that started
+    something: all its starts commit together), and how many ``TaskStarted`` there are. Read
+    from the log's rows' ``xmin`` after the run: no counter in the nodes, the same for any
+    design of the round."""
+    with runtime.store.transaction() as cur:
+        row = cur.execute(
+            sql.SQL(
+                "SELECT count(DISTINCT xmin::text) AS rounds, count(*) AS started FROM {} "
+                "WHERE topic = 'domain.task:Task.TaskStarted'"
+            ).format(runtime.store.table)
+        ).fetchone()
+    assert row is not None
+    return int(row["rounds"]), int(row["started"])
 
 
 def run(workers: int, clients: int, seconds: float) -> NodesResult:
@@ -77,6 +101,7 @@ def run(workers: int, clients: int, seconds: float) -> NodesResult:
                 0.05,
             )
             view_lag = time.perf_counter() - ended_at
+        rounds, started_count = starting_rounds(runtime)
     elapsed = ended_at - started
     return NodesResult(
         workers=workers,
@@ -85,6 +110,9 @@ def run(workers: int, clients: int, seconds: float) -> NodesResult:
         appended=appended / elapsed,
         p50_ms=load.ms(50),
         view_lag=view_lag,
+        elapsed=elapsed,
+        rounds=rounds,
+        started=started_count,
     )
 
 
@@ -93,7 +121,7 @@ def print_table(results: list[NodesResult], raw: float) -> None:
     print(f"raw ceiling, single-row INSERT+COMMIT from 1 client: {raw:,.0f}/s")
     header = (
         "worker nodes | accepted/s | p50 ms | ended/s | events/s | x first row (ended) "
-        "| x raw (ended) | task view lag s"
+        "| x raw (ended) | task view lag s | starting rounds/s | tasks a round"
     )
     print(header)
     print("|".join("---" for _ in header.split("|")))
@@ -101,7 +129,7 @@ def print_table(results: list[NodesResult], raw: float) -> None:
         print(
             f"{r.workers} | {r.accepted:,.0f} | {r.p50_ms:.1f} | {r.ended:,.0f} | "
             f"{r.appended:,.0f} | {r.ended / base.ended:.2f}x | {r.ended / raw:.2f}x | "
-            f"{r.view_lag:.2f}"
+            f"{r.view_lag:.2f} | {r.rounds / r.elapsed:,.0f} | {r.started / max(r.rounds, 1):.1f}"
         )
 
 
