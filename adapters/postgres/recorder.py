@@ -45,7 +45,9 @@ class Statement:
 class LedgerRecorder(PostgresApplicationRecorder):
     def _lock_table(self, curs: Cursor[DictRow]) -> None:
         """Not the library's ``LOCK TABLE``: announce this transaction to the log's readers
-        (a shared advisory lock keyed by the lowest position it can be given)."""
+        (a shared advisory lock keyed by the lowest position it can be given). The ledger's
+        own appends announce inside ``ledger_log_append`` and never call this; it stays so
+        that no path of the library's can take the table lock."""
         curs.execute(self._enter_log)
 
     @functools.cached_property
