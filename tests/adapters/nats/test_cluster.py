@@ -28,7 +28,7 @@ from tests.adapters.nats.test_egress import (
     stream_reaches,
 )
 from tests.adapters.nats.test_ingress_outage import publish_until_acked, tasks_reach
-from tests.nats_cluster import NatsCluster, stream_leader, stream_settled
+from tests.nats_cluster import START_TIMEOUT, NatsCluster, stream_leader, stream_settled
 from tests.processors.worker_harness import runtime_with_config
 
 pytestmark = pytest.mark.asyncio
@@ -59,7 +59,9 @@ async def test_the_egress_publishes_every_event_once_while_the_stream_leader_is_
     running = asyncio.create_task(bridge.run(stop))
     try:
         async with connected(nats_cluster.urls, **RECONNECTING) as nc:
-            js = nc.jetstream()
+            # The test's own calls (stream info) wait as long as the cluster may take to
+            # answer under load; the egress under test keeps its own timeouts.
+            js = nc.jetstream(timeout=START_TIMEOUT)
             await asyncio.to_thread(enqueue, nats_runtime, EVENTS_BEFORE)
             await stream_reaches(js, nats_runtime, settings.stream, timeout=DEADLINE)
             leader = await stream_leader(js, settings.stream, replicas=3)
@@ -139,7 +141,9 @@ async def test_an_existing_stream_of_one_copy_is_raised_to_three_on_a_cluster(
     settings = nats_runtime.settings.config.registry.nats
     await asyncio.to_thread(enqueue, nats_runtime, 3)
     async with connected(nats_cluster.urls, **RECONNECTING) as nc:
-        js = nc.jetstream()
+        # Creating a replicated stream waits for the cluster's meta group: under the full
+        # suite's load that took longer than the client's default 5 s.
+        js = nc.jetstream(timeout=START_TIMEOUT)
         await js.add_stream(
             name=settings.stream, subjects=[f"{settings.event_subject_prefix}.>"], num_replicas=1
         )
