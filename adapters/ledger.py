@@ -167,8 +167,8 @@ class Ledger:
         executor: Executor | None = None,
     ) -> tuple[Task, bool, list[RecordedEvent]]:
         """``enqueue_recorded`` for a caller on an event loop. A task that needs no read
-        first (no idempotency key, singleton or debounce) is planned on the loop and joins
-        the group commit without a thread of its own (``EventStore.save_async``); any other
+        first (no idempotency key, singleton or debounce) is planned on the loop and commits
+        there, with the loop's other saves (``EventStore.save_async``); any other
         runs ``enqueue_recorded`` in a thread of ``executor``, with the caller's context."""
         with ledger_enqueue_trace([request], "enqueue") as trace:
             request = trace.carry(request)
@@ -176,7 +176,7 @@ class Ledger:
                 done = await run_off_loop(executor, self._enqueue_recorded, request, requester)
             else:
                 tasks, inline = self._plan([request], requester, keys_checked=True)
-                recorded = await self.store.save_async(*tasks, inline=inline, executor=executor)
+                recorded = await self.store.save_async(*tasks, inline=inline)
                 done = tasks[0], True, recorded
             trace.enqueued([done[0]], done[1])
         return done

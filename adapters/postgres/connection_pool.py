@@ -125,7 +125,7 @@ def _check_on_checkout(holder: list[weakref.ref[LedgerPool]]) -> Callable[[Any],
     pool (``holder``: the pool, weakly, once built)."""
 
     def check(conn: psycopg.Connection[Any]) -> None:
-        if conn.closed or _has_input(conn):
+        if conn.closed or has_input(conn):
             try:
                 ConnectionPool.check_connection(conn)
             except Exception:
@@ -137,7 +137,7 @@ def _check_on_checkout(holder: list[weakref.ref[LedgerPool]]) -> Callable[[Any],
     return check
 
 
-def _has_input(conn: psycopg.Connection[Any]) -> bool:
+def has_input(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
     """Whether an idle connection has bytes to read (EOF or a message from the server)."""
     try:
         readable, _, _ = select.select([conn.fileno()], [], [], 0)
@@ -145,3 +145,19 @@ def _has_input(conn: psycopg.Connection[Any]) -> bool:
         return True
     return bool(readable)
 
+
+async def connect_on_loop(datastore: PostgresDatastore) -> psycopg.AsyncConnection[Any]:
+    """An async connection made as ``datastore``'s pool makes its own (the whole connection
+    string, ``CONNECTION_OPTIONS``, the library's session setting), in autocommit mode;
+    refused, as the pool refuses, once the pool is closed."""
+    pool = datastore.pool
+    if pool.closed:
+        raise PoolClosed(f"the pool {pool.name!r} is closed")
+    made = pool.kwargs() if callable(pool.kwargs) else pool.kwargs or {}
+    kwargs = {key: value for key, value in made.items() if key != "row_factory"}
+    if pool.get_password_func is not None:
+        kwargs["password"] = pool.get_password_func()
+    connection = await psycopg.AsyncConnection.connect(autocommit=True, **kwargs)
+    idle_ms = int(datastore.idle_in_transaction_session_timeout * 1000)
+    await connection.execute(f"SET idle_in_transaction_session_timeout = '{idle_ms}ms'")
+    return connection

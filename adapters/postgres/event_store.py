@@ -1,7 +1,8 @@
 """The event store: the eventsourcing library's Postgres persistence, opened for the ledger.
 
 Aggregates are mapped to stored events by the ``eventsourcing`` application and saved by
-group commit (``group_commit.py``): concurrent saves of one process share one transaction,
+group commit (``group_commit.py`` for threads, ``loop_commit.py`` on an event loop):
+concurrent saves share one transaction,
 and no save takes a table lock — readers stop at the log's horizon (``log_horizon.py``), so
 none passes a position that a slower transaction fills later. For processes that must
 write read models and new events atomically (the dependency cascade, a worker round),
@@ -19,7 +20,6 @@ import asyncio
 import itertools
 import threading
 from collections.abc import Container, Iterable, Iterator, Sequence
-from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
@@ -32,8 +32,7 @@ from psycopg import sql
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.composite import register_composite
 
-from execution_ledger.adapters.off_loop import start_off_loop
-from execution_ledger.adapters.postgres.connection_pool import CONNINFO_KEY
+from execution_ledger.adapters.postgres.connection_pool import CONNINFO_KEY, connect_on_loop
 from execution_ledger.adapters.postgres.dispatch_queue import DispatchQueue, change_of
 from execution_ledger.adapters.postgres.group_commit import GroupCommit, SaveUnit
 from execution_ledger.adapters.postgres.log_horizon import (
@@ -43,6 +42,11 @@ from execution_ledger.adapters.postgres.log_horizon import (
     noted_horizon_statement,
 )
 from execution_ledger.adapters.postgres.log_window import LogWindow
+from execution_ledger.adapters.postgres.loop_commit import (
+    LoopCommit,
+    pipelined_on_loop,
+    transaction_on_loop,
+)
 from execution_ledger.adapters.postgres.one_trip import batched, pipelined
 from execution_ledger.adapters.postgres.read_replica import ReadReplica
 from execution_ledger.adapters.postgres.recorder import (
@@ -50,6 +54,7 @@ from execution_ledger.adapters.postgres.recorder import (
     Statement,
     id_list,
     run_inline,
+    run_inline_on_loop,
 )
 from execution_ledger.domain.access import AccessDenial
 from execution_ledger.domain.bulk import BulkAction
@@ -159,11 +164,17 @@ class EventStore:
             .as_string(None)
         )
         self.group = GroupCommit(self._commit_units)
+        self._loop_commits: dict[asyncio.AbstractEventLoop, LoopCommit] = {}
+        self._loop_commits_lock = threading.Lock()
         self._recent: dict[tuple[int, UUID, int], Event] = {}
         self._window: LogWindow[RecordedEvent] = LogWindow()
         self._recent_lock = threading.Lock()
 
     def close(self) -> None:
+        with self._loop_commits_lock:
+            for loop_commit in self._loop_commits.values():
+                loop_commit.discard()
+            self._loop_commits.clear()
         self.app.close()
 
     # -- writing ------------------------------------------------------------------------
@@ -182,26 +193,29 @@ class EventStore:
         return [RecordedEvent(p, e) for p, e in zip(unit.positions, events, strict=True)]
 
     async def save_async(
-        self,
-        *aggregates: LedgerAggregate,
-        inline: Sequence[Statement] = (),
-        executor: Executor | None = None,
+        self, *aggregates: LedgerAggregate, inline: Sequence[Statement] = ()
     ) -> list[RecordedEvent]:
-        """``save`` for a caller on an event loop, without a thread per save: the events are
-        mapped here, the unit joins the group commit and the caller awaits its outcome; a
-        thread of ``executor`` is taken only when no commit is in flight (it leads, with the
-        caller's context, so its deadline bounds the wait for a connection)."""
+        """``save`` for a caller on an event loop, with no thread at all: the events are
+        mapped here and the unit joins the loop's own group commit (``loop_commit.py``),
+        which commits on the loop; a conflict or refusal of this save raises here and fails
+        no other save."""
         unit, events = self._unit(aggregates, inline)
-        loop = asyncio.get_running_loop()
-        done = loop.create_future()
-        unit.notify = lambda: _set_done_soon(loop, done)
-        if self.group.submit_nowait(unit):
-            leading = start_off_loop(executor, self.group.lead)
-            leading.add_done_callback(_retrieve)
-        await done
-        if unit.error is not None:
-            raise unit.error
+        await self.loop_commit().submit(unit)
         return [RecordedEvent(p, e) for p, e in zip(unit.positions, events, strict=True)]
+
+    def loop_commit(self) -> LoopCommit:
+        """The running event loop's group commit (made on first use; those of loops that
+        have ended are closed then)."""
+        loop = asyncio.get_running_loop()
+        with self._loop_commits_lock:
+            found = self._loop_commits.get(loop)
+            if found is None:
+                for ended in [each for each in self._loop_commits if each.is_closed()]:
+                    self._loop_commits.pop(ended).discard()
+                found = self._loop_commits[loop] = LoopCommit(
+                    lambda: connect_on_loop(self.recorder.datastore), self._commit_units_on_loop
+                )
+            return found
 
     def _unit(
         self, aggregates: Sequence[LedgerAggregate], inline: Sequence[Statement]
@@ -228,10 +242,24 @@ class EventStore:
                 if stored:
                     self.recorder._insert_stored_events(inserting, stored)
             found = [row["notification_id"] for row in inserting.fetchall()] if stored else []
-        offset = 0
-        for unit in units:
-            unit.positions = found[offset : offset + len(unit.stored)]
-            offset += len(unit.stored)
+        _hand_out(units, found)
+
+    async def _commit_units_on_loop(
+        self, conn: psycopg.AsyncConnection[Any], units: Sequence[SaveUnit]
+    ) -> None:
+        """``_commit_units`` on an event loop's async connection."""
+        stored = [event for unit in units for event in unit.stored]
+        one_trip = len(stored) <= PIPELINED_SAVE_LIMIT
+        async with pipelined_on_loop(conn) if one_trip else transaction_on_loop(conn) as cursor:
+            for unit in units:
+                await run_inline_on_loop(cursor, unit.inline)
+            dispatch = self.dispatch_queue.statements(u.dispatch for u in units)
+            await run_inline_on_loop(cursor, dispatch)
+            inserting = conn.cursor(row_factory=dict_row)
+            if stored:
+                await inserting.execute(*self.recorder.append_call(stored))
+        found = [row["notification_id"] for row in await inserting.fetchall()] if stored else []
+        _hand_out(units, found)
 
     def adopt(self, connection: psycopg.Connection[Any]) -> psycopg.Cursor[DictRow]:
         """A cursor on the caller's own connection that ``append_in`` can write with: the
@@ -382,9 +410,7 @@ class EventStore:
         (``log_window.py``)."""
         return self._window.read(after, limit, until, self._read_from_database)
 
-    def _read_from_database(
-        self, after: int, limit: int, until: int | None
-    ) -> list[RecordedEvent]:
+    def _read_from_database(self, after: int, limit: int, until: int | None) -> list[RecordedEvent]:
         """``read`` from the table: the horizon is computed first, the rows read in a later
         statement (two snapshots, in that order, sent together in one round trip)."""
         stop = LAST_POSITION if until is None else until
@@ -455,16 +481,9 @@ def _in_transaction(conn: psycopg.Connection[Any]) -> Iterator[psycopg.Cursor[Di
         yield conn.cursor(row_factory=dict_row)
 
 
-def _set_done_soon(loop: asyncio.AbstractEventLoop, done: asyncio.Future[None]) -> None:
-    loop.call_soon_threadsafe(_set_done, done)
-
-
-def _set_done(done: asyncio.Future[None]) -> None:
-    if not done.done():
-        done.set_result(None)
-
-
-def _retrieve(leading: asyncio.Future[None]) -> None:
-    """A leader's own failure already reached each of its units; read it off its future."""
-    if not leading.cancelled():
-        leading.exception()
+def _hand_out(units: Sequence[SaveUnit], positions: Sequence[int]) -> None:
+    """Give each unit its events' positions (``positions`` in the units' order)."""
+    offset = 0
+    for unit in units:
+        unit.positions = list(positions[offset : offset + len(unit.stored)])
+        offset += len(unit.stored)

@@ -1,7 +1,9 @@
 """Group commit: concurrent saves of one process share one transaction.
 
-Every way in (HTTP handlers, NATS ingress, cron, the Python API used from threads) saves
-through ``EventStore.save``. A save becomes a ``SaveUnit`` handed to ``GroupCommit.submit``,
+Every way in that runs in threads (NATS ingress, cron, the Python API, the HTTP API's calls
+that read before they save) saves through ``EventStore.save``; the saves awaited on an event
+loop (the HTTP API's enqueue) have a group commit of their own on the loop
+(``loop_commit.py``). A save becomes a ``SaveUnit`` handed to ``GroupCommit.submit``,
 which blocks its caller until the unit is committed or has failed. The first caller that
 finds no commit in flight leads: it takes every unit queued so far (its own among them) and
 commits them in one transaction; callers arriving meanwhile queue up, and when the commit
@@ -44,17 +46,11 @@ class SaveUnit:
     error: BaseException | None = None
     leads: bool = False  # handed the lead by the previous leader
     wake: threading.Event = field(default_factory=threading.Event, repr=False)
-    # For a unit no thread waits on (an event loop's): called from the committing thread
-    # once the unit is done, instead of waking a waiter.
-    notify: Callable[[], None] | None = field(default=None, repr=False)
 
     def finish(self, error: BaseException | None = None) -> None:
         self.error = error
         self.done = True
-        if self.notify is not None:
-            self.notify()
-        else:
-            self.wake.set()
+        self.wake.set()
 
     def lead(self) -> None:
         self.leads = True
@@ -72,12 +68,7 @@ class GroupCommit:
 
     Each waiting caller sleeps on its own unit's event and is woken once: when its unit is
     done, or when the leader hands it the lead (the first unit still queued after a commit).
-    No caller is woken to find that nothing concerns it.
-
-    An event loop's caller does not block a thread per save: ``submit_nowait`` queues a
-    unit that says when it is done through its ``notify``; when no commit is in flight it
-    returns True and the caller runs ``lead`` in a thread of its own. A leader keeps leading
-    while the next queued unit is such a unit (no thread waits on it to take over)."""
+    No caller is woken to find that nothing concerns it."""
 
     def __init__(self, commit: CommitBatch, max_batch_events: int = MAX_BATCH_EVENTS) -> None:
         self._commit = commit
@@ -101,55 +92,25 @@ class GroupCommit:
         if unit.error is not None:
             raise unit.error
 
-    def submit_nowait(self, unit: SaveUnit) -> bool:
-        """Queue ``unit`` (which has a ``notify``); True if the caller must now run ``lead``
-        (in a thread: it commits), False if a commit in flight will take it."""
-        with self._lock:
-            self._queue.append(unit)
-            if self._leading:
-                return False
-            self._leading = True
-            return True
-
-    def lead(self) -> None:
-        """Commit what is queued, as the leader (after ``submit_nowait`` returned True)."""
-        self._lead()
-
     def _lead(self) -> None:
-        """Commit the queued units, a batch at a time: the first batch holds the leader's
-        own unit; after each commit the lead passes to the first unit still queued, or stays
-        here when no thread waits on that unit."""
-        while True:
-            batch = self._take()
-            try:
-                self._commit_with_fallback(batch)
-            finally:
-                with self._lock:
-                    following = self._queue[0] if self._queue else None
-                    self._leading = following is not None
-            if following is None:
-                return
-            if following.notify is None:
-                following.lead()
-                return
-
-    def _take(self) -> list[SaveUnit]:
+        """Commit the queued units, a batch: the leader's own unit among them; then the lead
+        passes to the first unit still queued."""
         with self._lock:
-            batch: list[SaveUnit] = []
-            events = 0
-            while self._queue:
-                size = len(self._queue[0].stored)
-                if batch and events + size > self._max_batch_events:
-                    break
-                batch.append(self._queue.popleft())
-                events += size
-            return batch
+            batch = take_batch(self._queue, self._max_batch_events)
+        try:
+            self._commit_with_fallback(batch)
+        finally:
+            with self._lock:
+                following = self._queue[0] if self._queue else None
+                self._leading = following is not None
+        if following is not None:
+            following.lead()
 
     def _commit_with_fallback(self, batch: list[SaveUnit]) -> None:
         try:
             self._commit(batch)
         except BaseException as error:
-            if len(batch) == 1 or not _unit_may_be_at_fault(error):
+            if len(batch) == 1 or not unit_may_be_at_fault(error):
                 for unit in batch:
                     unit.finish(error)
                 return
@@ -170,7 +131,21 @@ class GroupCommit:
             unit.finish()
 
 
-def _unit_may_be_at_fault(error: BaseException) -> bool:
+def take_batch(queue: deque[SaveUnit], max_events: int) -> list[SaveUnit]:
+    """Take the next batch off ``queue``: units in order while their events fit in
+    ``max_events`` (the first one always, however large)."""
+    batch: list[SaveUnit] = []
+    events = 0
+    while queue:
+        size = len(queue[0].stored)
+        if batch and events + size > max_events:
+            break
+        batch.append(queue.popleft())
+        events += size
+    return batch
+
+
+def unit_may_be_at_fault(error: BaseException) -> bool:
     """A refusal of one unit's rows (conflict, bad value) rather than a lost server."""
     from eventsourcing.persistence import (
         DataError,

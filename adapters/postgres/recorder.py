@@ -30,7 +30,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
-from psycopg import Cursor, sql
+from psycopg import AsyncCursor, Cursor, sql
 from psycopg.rows import DictRow
 
 from execution_ledger.adapters.postgres.log_horizon import append_statement, enter_statement
@@ -66,13 +66,17 @@ class LedgerRecorder(PostgresApplicationRecorder):
         """The library's three statements (table lock, NOTIFY, insert) as one call of
         ``ledger_log_append`` (``log_horizon.py``), which announces the writer to the
         readers, notifies and inserts."""
+        curs.execute(*self.append_call(stored_events))
+
+    def append_call(self, stored_events: Sequence[StoredEvent]) -> tuple[str, tuple[bytes, str]]:
+        """The ``ledger_log_append`` statement of ``stored_events`` and its parameters."""
         rows = []
         start = 1  # substring() counts from 1
         for e in stored_events:
             rows.append([str(e.originator_id), e.originator_version, e.topic, start, len(e.state)])
             start += len(e.state)
         states = b"".join(e.state for e in stored_events)
-        curs.execute(self._append, (states, json.dumps(rows)))
+        return self._append, (states, json.dumps(rows))
 
     def _fetch_ids_after_insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -95,3 +99,8 @@ def id_list(ids: Iterable[UUID]) -> str:
 def run_inline(cursor: Cursor[Any], statements: Sequence[Statement]) -> None:
     for statement in statements:
         cursor.execute(statement.query, statement.params)
+
+
+async def run_inline_on_loop(cursor: AsyncCursor[Any], statements: Sequence[Statement]) -> None:
+    for statement in statements:
+        await cursor.execute(statement.query, statement.params)

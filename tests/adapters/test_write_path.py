@@ -4,7 +4,6 @@ its own outcome."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +18,6 @@ from eventsourcing.persistence import IntegrityError
 from execution_ledger.adapters.ledger import SYSTEM
 from execution_ledger.adapters.postgres.recorder import Statement
 from execution_ledger.adapters.runtime import Runtime
-from execution_ledger.domain.errors import LedgerError
 from execution_ledger.domain.submission import TaskRequest
 from execution_ledger.domain.task import Task
 
@@ -213,94 +211,6 @@ def test_an_idempotency_key_taken_inside_a_batch_answers_with_its_holder(
     assert len(created) == 1
     assert {task.id for task, _ in outcomes} == {created[0].id}
     assert isinstance(results[3], Task)
-
-
-def test_saves_from_an_event_loop_join_the_batch_of_a_threads_save(
-    runtime: Runtime, database_url: str
-) -> None:
-    """The HTTP API's way: saves awaited on an event loop (no thread each) queue behind the
-    commit in flight beside a thread's save and share the next transaction with it."""
-
-    async def on_the_loop() -> list[Any]:
-        return list(
-            await asyncio.gather(
-                *(
-                    runtime.ledger.enqueue_recorded_async(TaskRequest("echo", {"n": n}))
-                    for n in range(3)
-                )
-            )
-        )
-
-    with held_first_commit(runtime, database_url) as queued:
-        results, threads = run_all(
-            [
-                lambda: asyncio.run(on_the_loop()),
-                lambda: runtime.ledger.enqueue(TaskRequest("echo", {"n": 4})),
-            ]
-        )
-        queued(4)
-    for thread in threads:
-        thread.join(timeout=30)
-    looped, threaded = results
-    assert all(created for _, created, _ in looped)
-    positions = positions_of(runtime, [task.id for task, _, _ in looped])
-    for task, _, recorded in looped:  # each caller got its own event's position
-        assert [event.position for event in recorded] == [positions[task.id]]
-    with runtime.store.transaction() as cursor:
-        rows = cursor.execute(
-            f'SELECT DISTINCT xmin::text AS tx FROM "{runtime.store.schema}".ledger_events '
-            "WHERE originator_id = ANY(%s)",
-            ([task.id for task, _, _ in looped] + [threaded.id],),
-        ).fetchall()
-    assert len(rows) == 1  # the loop's three saves and the thread's: one transaction
-
-
-def test_a_conflict_among_an_event_loops_saves_fails_only_its_own_caller(
-    runtime: Runtime, database_url: str
-) -> None:
-    stored = runtime.ledger.enqueue(TaskRequest("echo", {"n": 1}))
-    stale_a, stale_b = runtime.store.load(stored.id), runtime.store.load(stored.id)
-    stale_a.cancel(by="a", reason="first")
-    stale_b.cancel(by="b", reason="second")  # same version: only one may be stored
-
-    async def on_the_loop() -> list[Any]:
-        return list(
-            await asyncio.gather(
-                runtime.ledger.enqueue_recorded_async(TaskRequest("echo", {"n": 2})),
-                runtime.store.save_async(stale_a),
-                runtime.store.save_async(stale_b),
-                runtime.ledger.enqueue_recorded_async(TaskRequest("echo", {"n": 3})),
-                return_exceptions=True,
-            )
-        )
-
-    with held_first_commit(runtime, database_url) as queued:
-        results, threads = run_all([lambda: asyncio.run(on_the_loop())])
-        queued(4)
-    for thread in threads:
-        thread.join(timeout=30)
-    first, saved_a, saved_b, last = results[0]
-    errors = [r for r in (saved_a, saved_b) if isinstance(r, BaseException)]
-    assert len(errors) == 1 and isinstance(errors[0], IntegrityError)
-    assert runtime.store.load(stored.id).state.value == "cancelled"
-    for task, created, _ in (first, last):
-        assert created and runtime.store.load(task.id).version == task.version
-
-
-def test_a_lone_save_from_an_event_loop_commits_at_once(runtime: Runtime) -> None:
-    before = runtime.store.group.batches
-    task, created, recorded = asyncio.run(
-        runtime.ledger.enqueue_recorded_async(TaskRequest("echo", {"n": 1}))
-    )
-    assert created and runtime.store.group.batches == before + 1
-    assert runtime.store.load(task.id).version == task.version == len(recorded)
-
-
-def test_a_refused_submission_from_an_event_loop_stores_nothing(runtime: Runtime) -> None:
-    before = runtime.store.head_position()
-    with pytest.raises(LedgerError):
-        asyncio.run(runtime.ledger.enqueue_recorded_async(TaskRequest("no-such-type")))
-    assert runtime.store.head_position() == before
 
 
 def test_a_lone_save_commits_without_waiting_for_company(runtime: Runtime) -> None:
