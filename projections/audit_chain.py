@@ -113,11 +113,20 @@ ON CONFLICT (position) DO NOTHING
 # row this call chained (``chained_at``), else the archive head's hash when the head is below
 # the event, else GENESIS; an event at or below the head is not chained, nor one already in
 # the chain (whose hash the next event then chains from). The new rows go in one insert.
+# Where the chain holds no row between the batch's first and last positions (the usual
+# case: a batch's rows commit with the projection's position), the last row at or below
+# each event is the one row below the first: it is read once, not looked up per event
+# (a fifth to a third of the call's time at 500 events).
 _CREATE_APPEND_FUNCTION = """
 CREATE OR REPLACE FUNCTION {function}(positions bigint[]) RETURNS void
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
+    events refcursor;
     ev record;
+    first_position bigint;
+    last_position bigint;
+    lowest_below bigint;
+    lowest_below_hash bytea;
     head_position bigint;
     head_hash bytea;
     chained_at bigint;
@@ -131,17 +140,33 @@ DECLARE
     chain_hashes bytea[] := '{{}}';
 BEGIN
     SELECT h.position, h.chain_hash INTO head_position, head_hash FROM {head} h;
-    FOR ev IN
-        SELECT e.notification_id, e.originator_id, e.originator_version, e.topic,
-               {canonical} AS canonical, below.position AS below_position,
-               below.chain_hash AS below_hash
-        FROM {events} e
-        LEFT JOIN LATERAL (SELECT p.position, p.chain_hash FROM {chain} p
-                           WHERE p.position <= e.notification_id
-                           ORDER BY p.position DESC LIMIT 1) below ON true
-        WHERE e.notification_id = ANY(positions)
-        ORDER BY e.notification_id
+    SELECT min(p), max(p) INTO first_position, last_position FROM unnest(positions) p;
+    IF EXISTS (SELECT 1 FROM {chain} c
+               WHERE c.position BETWEEN first_position AND last_position) THEN
+        OPEN events FOR
+            SELECT e.notification_id, e.originator_id, e.originator_version, e.topic,
+                   {canonical} AS canonical, below.position AS below_position,
+                   below.chain_hash AS below_hash
+            FROM {events} e
+            LEFT JOIN LATERAL (SELECT p.position, p.chain_hash FROM {chain} p
+                               WHERE p.position <= e.notification_id
+                               ORDER BY p.position DESC LIMIT 1) below ON true
+            WHERE e.notification_id = ANY(positions)
+            ORDER BY e.notification_id;
+    ELSE
+        SELECT p.position, p.chain_hash INTO lowest_below, lowest_below_hash FROM {chain} p
+            WHERE p.position < first_position ORDER BY p.position DESC LIMIT 1;
+        OPEN events FOR
+            SELECT e.notification_id, e.originator_id, e.originator_version, e.topic,
+                   {canonical} AS canonical, lowest_below AS below_position,
+                   lowest_below_hash AS below_hash
+            FROM {events} e
+            WHERE e.notification_id = ANY(positions)
+            ORDER BY e.notification_id;
+    END IF;
     LOOP
+        FETCH events INTO ev;
+        EXIT WHEN NOT FOUND;
         CONTINUE WHEN ev.notification_id <= head_position;
         IF ev.below_position = ev.notification_id THEN  -- chained already
             CONTINUE;
@@ -157,13 +182,14 @@ BEGIN
         END IF;
         chained_at := ev.notification_id;
         chained_hash := sha256(previous || ev.canonical);
-        new_positions := new_positions || ev.notification_id;
-        new_ids := new_ids || ev.originator_id;
-        new_versions := new_versions || ev.originator_version;
-        new_topics := new_topics || ev.topic;
-        event_hashes := event_hashes || sha256(ev.canonical);
-        chain_hashes := chain_hashes || chained_hash;
+        new_positions := array_append(new_positions, ev.notification_id);
+        new_ids := array_append(new_ids, ev.originator_id);
+        new_versions := array_append(new_versions, ev.originator_version);
+        new_topics := array_append(new_topics, ev.topic);
+        event_hashes := array_append(event_hashes, sha256(ev.canonical));
+        chain_hashes := array_append(chain_hashes, chained_hash);
     END LOOP;
+    CLOSE events;
     INSERT INTO {chain} (position, originator_id, originator_version, topic, event_hash,
                          chain_hash)
     SELECT * FROM unnest(new_positions, new_ids, new_versions, new_topics, event_hashes,

@@ -236,6 +236,22 @@ def test_a_batch_over_events_partly_chained_keeps_their_rows_and_continues_from_
     assert chained(runtime) == expected_chain(runtime)
 
 
+def test_a_batch_after_the_chained_rows_continues_from_the_last_of_them(
+    runtime: Runtime, chain: ProjectionRunner
+) -> None:
+    # The live case: nothing chained inside the batch's range, the chain's last row below it.
+    some_history(runtime)
+    projection = chain.projection
+    assert isinstance(projection, AuditChain)
+    events = [(r.event, r.position) for r in runtime.store.read(0, 1000)]
+    apply_one_by_one(runtime, projection, until=5)
+    with runtime.store.transaction() as cursor:
+        projection.apply_batch(cursor, events[5:9])
+    with runtime.store.transaction() as cursor:
+        projection.apply_batch(cursor, events[9:])
+    assert chained(runtime) == expected_chain(runtime)
+
+
 def test_a_batch_chains_from_the_last_row_before_each_event_even_one_outside_the_batch(
     runtime: Runtime, chain: ProjectionRunner
 ) -> None:
