@@ -62,7 +62,7 @@ from execution_ledger.domain.errors import TaskNotFound
 from execution_ledger.domain.queue import Queue, queue_id
 from execution_ledger.domain.registry_history import RegistryHistory
 from execution_ledger.domain.schedule_control import ScheduleControl, schedule_control_id
-from execution_ledger.domain.task import Task
+from execution_ledger.domain.task import Task, task_of_enqueued
 from execution_ledger.projections.audit_chain import UndecodableEvent
 from execution_ledger.projections.base import Event
 
@@ -351,7 +351,11 @@ class EventStore:
         tasks: dict[UUID, Any] = {}
         for row in rows:
             event = self._decode(row)
-            tasks[row["originator_id"]] = event.mutate(tasks.get(row["originator_id"]))
+            task = tasks.get(row["originator_id"])
+            if task is None and type(event) is Task.TaskEnqueued:
+                tasks[row["originator_id"]] = task_of_enqueued(event)
+            else:
+                tasks[row["originator_id"]] = event.mutate(task)
         return tasks
 
     def load_queue(self, name: str) -> Queue:

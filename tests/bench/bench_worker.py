@@ -12,6 +12,9 @@ watches the database.
   in a table of its own, the CPU per task over the same stretch of the node, its
   projection child and every PostgreSQL process (``cpu_use.py``): steadier than a rate on
   a shared machine;
+- bare: the same drains with no projections running (nodes as ``ledger worker
+  --no-projections`` runs them, as when the projections run on another machine): what the
+  dispatch path reaches when it does not share the two cores with the projections;
 - two nodes: the same drain (concurrency 50, projections starting with the workers) by two
   node processes, against the one-node figure;
 - latency: enqueue -> start at 50 tasks/s to an idle node, from the caller's clock (the
@@ -26,7 +29,7 @@ one first (a new node's first rounds run unprepared statements with cold caches)
 The ceiling for rates is single-row INSERT + COMMIT from one client; for times, one such
 commit (so "x" of a time reads: as long as that many commits).
 
-    python -m tests.bench.bench_worker [--tasks 20000] [--only drain,nodes,latency,chain]
+    python -m tests.bench.bench_worker [--tasks 20000] [--only drain,bare,nodes,latency,chain]
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ settings = { callable = "tests.bench.chain_tasks:stamp" }
 adapter = "python"
 settings = { callable = "tests.bench.chain_tasks:hop" }
 """
-PART_NAMES = ("drain", "nodes", "latency", "chain")
+PART_NAMES = ("drain", "bare", "nodes", "latency", "chain")
 WAIT_TIMEOUT = 900.0
 WARM_UP_TASKS = 10  # run one by one before the latency or a chain is measured
 
@@ -95,6 +98,13 @@ def unfinished(runtime: Runtime) -> bool:
     )
 
 
+def logged_successes(runtime: Runtime) -> int:
+    return count(
+        runtime,
+        "SELECT count(*) AS n FROM {schema}.ledger_events WHERE topic LIKE '%:Task.TaskSucceeded'",
+    )
+
+
 def projected_successes(runtime: Runtime) -> int:
     return count(runtime, "SELECT count(*) AS n FROM {schema}.task_view WHERE state = 'succeeded'")
 
@@ -122,25 +132,30 @@ class Drained:
     cpu: CpuUse  # per task, over the same stretch as ``rate``
 
 
-def drain(tasks: int, concurrency: int, caught_up: bool, nodes: int = 1) -> Drained:
+def drain(
+    tasks: int, concurrency: int, caught_up: bool, nodes: int = 1, projections: bool = True
+) -> Drained:
     """``tasks`` no-op tasks drained by ``nodes`` worker nodes. ``caught_up``: the
     projections fold the enqueues before the clock starts; otherwise they start with the
-    worker."""
+    worker. ``projections=False``: none run (``projected`` is then 0)."""
     with fresh_runtime(CONFIG) as runtime:
         enqueue_noops(runtime, tasks)
         if caught_up:
             runtime.catch_up()
-        with NodeProcesses(nodes, concurrency) as processes:
+        with NodeProcesses(nodes, concurrency, projections) as processes:
             meter = CpuMeter(process.pid for process in processes.processes)
             processes.go()
             started = time.perf_counter()
             wait_until(lambda: not unfinished(runtime), processes)
             ran = time.perf_counter() - started
             cpu = meter.stop()
-            wait_until(lambda: projected_successes(runtime) >= tasks, processes, 0.1)
-            projected = time.perf_counter() - started
-        assert projected_successes(runtime) == tasks, "every task must have succeeded"
-        return Drained(tasks / ran, tasks / projected, cpu.per(tasks))
+            projected = 0.0
+            if projections:
+                wait_until(lambda: projected_successes(runtime) >= tasks, processes, 0.1)
+                projected = tasks / (time.perf_counter() - started)
+        ended = projected_successes(runtime) if projections else logged_successes(runtime)
+        assert ended == tasks, "every task must have succeeded"
+        return Drained(tasks / ran, projected, cpu.per(tasks))
 
 
 def started_at(runtime: Runtime, task_ids: list[UUID]) -> dict[UUID, float]:
@@ -249,6 +264,17 @@ def drain_rows(tasks: int, raw: float) -> tuple[list[Row], float, list[tuple[str
     return rows, base, cpu
 
 
+def bare_rows(tasks: int, raw: float) -> tuple[list[Row], list[tuple[str, CpuUse]]]:
+    """The drains at concurrency 10 and 50 with no projections running."""
+    rows, cpu = [], []
+    for concurrency in (10, 50):
+        drained = drain(tasks, concurrency, caught_up=False, projections=False)
+        label = f"drain {tasks:,}, concurrency {concurrency}, no projections running"
+        rows.append(Row(label, drained.rate, raw, "tasks/s"))
+        cpu.append((label, drained.cpu))
+    return rows, cpu
+
+
 def nodes_rows(tasks: int, raw: float, one_node: float) -> list[Row]:
     if not one_node:
         one_node = drain(tasks, 50, caught_up=False).rate
@@ -333,6 +359,10 @@ def main() -> None:
     if "drain" in parts:
         drained, one_node, cpu = drain_rows(options.tasks, raw)
         rows += drained
+    if "bare" in parts:
+        bare, bare_cpu = bare_rows(options.tasks, raw)
+        rows += bare
+        cpu += bare_cpu
     if "nodes" in parts:
         rows += nodes_rows(options.tasks, raw, one_node)
     if "latency" in parts:

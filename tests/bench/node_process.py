@@ -3,7 +3,8 @@ builds one (``WorkerNode`` with its projections in their child process) on the l
 ``LEDGER_*`` variables name.
 
 ``NodeProcesses(n, concurrency)`` spawns ``n`` of them and waits until each has opened its
-runtime (``ready``); ``go()`` lets them all start their node at once (the node starts its
+runtime (``ready``) (``projections=False``: nodes as ``ledger worker --no-projections``
+runs them, with no projection process); ``go()`` lets them all start their node at once (the node starts its
 projection process then, so projections start with the worker); ``check()`` raises if one
 has exited; ``stop()`` sets each
 node's stop event, as SIGTERM does for ``ledger worker``, and waits for the processes.
@@ -21,14 +22,19 @@ START_TIMEOUT = 120.0
 STOP_TIMEOUT = 60.0
 
 
-def run_node(concurrency: int, ready: Any, go: Any, stop: Any) -> None:
+def run_node(concurrency: int, projections: bool, ready: Any, go: Any, stop: Any) -> None:
     """The child: open the runtime, say ready, wait for go, run the node until stop."""
     from execution_ledger.adapters.node import WorkerNode
     from execution_ledger.adapters.runtime import open_runtime
     from execution_ledger.adapters.startup_heap import freeze_startup_heap
 
     runtime = open_runtime()
-    node = WorkerNode(runtime, concurrency=concurrency, projection_process=True)
+    node = WorkerNode(
+        runtime,
+        concurrency=concurrency,
+        projections=projections,
+        projection_process=projections,
+    )
     freeze_startup_heap()  # as ``ledger worker`` does
     ready.set()
     go.wait()
@@ -59,13 +65,16 @@ def _wait_ready(ready: Any, process: Any) -> None:
 class NodeProcesses:
     """``count`` worker node processes of ``concurrency`` slots each."""
 
-    def __init__(self, count: int, concurrency: int) -> None:
+    def __init__(self, count: int, concurrency: int, projections: bool = True) -> None:
         context = multiprocessing.get_context("spawn")
         self.go_event = context.Event()
         self.stop_event = context.Event()
         self.readies = [context.Event() for _ in range(count)]
         self.processes = [
-            context.Process(target=run_node, args=(concurrency, r, self.go_event, self.stop_event))
+            context.Process(
+                target=run_node,
+                args=(concurrency, projections, r, self.go_event, self.stop_event),
+            )
             for r in self.readies
         ]
 

@@ -1,6 +1,8 @@
 """``enqueued_task`` builds a new task without the library's per-call machinery: the task,
 its pending ``TaskEnqueued`` and the event's stored form must be exactly what
-``Task(id=..., **fields)`` makes, field by field, for every kind of planned task."""
+``Task(id=..., **fields)`` makes, field by field, for every kind of planned task. And
+``task_of_enqueued``, which folds a loaded ``TaskEnqueued`` into its task (a worker's claim),
+must give what the library's ``mutate(None)`` gives, for stored events old and new."""
 
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from execution_ledger.domain.submission import (
     enqueued_task,
     plan_tasks,
 )
-from execution_ledger.domain.task import Task, TaskState
+from execution_ledger.domain.task import Task, TaskState, task_of_enqueued
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 STAMP = datetime(2026, 12, 3, 12, 0, 0, 123456, tzinfo=UTC)
@@ -153,6 +155,34 @@ def test_the_stored_event_loads_back_into_the_same_task() -> None:
     assert {k: v for k, v in vars(loaded).items() if k not in skip} == {
         k: v for k, v in vars(direct).items() if k not in skip
     }
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_a_loaded_enqueue_folds_into_the_task_the_library_folds(kind: str) -> None:
+    _, direct = both_ways(KINDS[kind])
+    mapper = library_mapper()
+    loaded = mapper.to_domain_event(mapper.to_stored_event(direct.pending_events[0]))
+    by_library, folded = loaded.mutate(None), task_of_enqueued(loaded)
+    assert type(folded) is Task
+    assert list(vars(folded)) == list(vars(by_library))
+    for name, value in vars(by_library).items():
+        assert vars(folded)[name] == value, name
+        assert type(vars(folded)[name]) is type(value), name
+
+
+def test_an_enqueue_stored_before_the_later_fields_folds_with_their_defaults() -> None:
+    _, direct = both_ways(KINDS["plain"])
+    mapper = library_mapper()
+    stored = mapper.to_stored_event(direct.pending_events[0])
+    state = mapper.transcoder.decode(stored.state)
+    for later in ("inputs", "parent_id", "depth", "signals", "trace", "registry_version"):
+        del state[later]  # as events stored before these fields existed
+    old = dataclasses.replace(stored, state=mapper.transcoder.encode(state))
+    loaded = mapper.to_domain_event(old)
+    assert "depth" not in vars(loaded)
+    by_library, folded = loaded.mutate(None), task_of_enqueued(loaded)
+    assert vars(folded) == vars(by_library)
+    assert folded.depth == 0 and folded.parent_id is None
 
 
 def test_planned_tasks_are_the_ones_the_library_would_make() -> None:
