@@ -72,7 +72,6 @@ PIPELINED_SAVE_LIMIT = 500
 RECENT_EVENTS = 20_000  # decoded events kept for the other readers; the oldest quarter goes
 
 
-LAST_POSITION = 2**62  # above any position the log will give (the horizon bounds reads)
 
 
 class LedgerApplication(Application):
@@ -153,6 +152,22 @@ class EventStore:
             sql.SQL(
                 "SELECT notification_id, originator_id, originator_version, topic, state "
                 "FROM {} WHERE notification_id > %s AND notification_id <= least(%s, {}) "
+                "ORDER BY notification_id LIMIT %s"
+            )
+            .format(self.table, below_noted_horizon())
+            .as_string(None)
+        )
+        # Following the head, the horizon bounds the read as a filter (``+ 0``), not as
+        # the index's upper bound: with two bounds the planner of a table without
+        # statistics yet (filled by a burst since the last ANALYZE) guesses a narrow
+        # range, reads all of it through a bitmap and sorts it for the first ``limit``
+        # rows: each batch of a catch-up read the whole backlog (20,000 rows for 500:
+        # 10-17 ms against 0.35). With the lower bound alone it walks the index in order
+        # and stops at ``limit``; past the horizon lie only rows still being written.
+        self._sql_read_head = (
+            sql.SQL(
+                "SELECT notification_id, originator_id, originator_version, topic, state "
+                "FROM {} WHERE notification_id > %s AND notification_id + 0 <= {} "
                 "ORDER BY notification_id LIMIT %s"
             )
             .format(self.table, below_noted_horizon())
@@ -417,11 +432,13 @@ class EventStore:
     def _read_from_database(self, after: int, limit: int, until: int | None) -> list[RecordedEvent]:
         """``read`` from the table: the horizon is computed first, the rows read in a later
         statement (two snapshots, in that order, sent together in one round trip)."""
-        stop = LAST_POSITION if until is None else until
         with self.recorder.datastore.get_connection() as conn:
             with conn.pipeline():
                 conn.execute(self._sql_note_horizon)
-                reading = conn.execute(self._sql_read, (after, stop, limit))
+                if until is None:
+                    reading = conn.execute(self._sql_read_head, (after, limit))
+                else:
+                    reading = conn.execute(self._sql_read, (after, until, limit))
             rows = reading.fetchall()
         return [RecordedEvent(row["notification_id"], self._decode_or_mark(row)) for row in rows]
 

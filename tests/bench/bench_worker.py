@@ -11,7 +11,8 @@ watches the database.
   queue empty), ratio to the raw ceiling; also to the task view showing them all; and,
   in a table of its own, the CPU per task over the same stretch of the node, its
   projection child and every PostgreSQL process (``cpu_use.py``): steadier than a rate on
-  a shared machine;
+  a shared machine; with ``--statements``, where ``pg_stat_statements`` is loaded, also
+  PostgreSQL's time over that stretch by statement (``statement_stats.py``);
 - bare: the same drains with no projections running (nodes as ``ledger worker
   --no-projections`` runs them, as when the projections run on another machine): what the
   dispatch path reaches when it does not share the two cores with the projections;
@@ -47,6 +48,7 @@ from execution_ledger.domain.submission import TaskRequest
 from tests.bench.common import fresh_runtime, percentile, print_columns, raw_insert_rate
 from tests.bench.cpu_use import CpuMeter, CpuUse
 from tests.bench.node_process import NodeProcesses
+from tests.bench.statement_stats import Statement, StatementStats, print_statements
 
 CONFIG = """
 [queues.default]
@@ -130,32 +132,43 @@ class Drained:
     rate: float  # tasks/s from the nodes' start to the last task's end
     projected: float  # tasks/s to the task view showing them all
     cpu: CpuUse  # per task, over the same stretch as ``rate``
+    statements: list[Statement]  # PostgreSQL's time by statement, the same stretch
 
 
 def drain(
-    tasks: int, concurrency: int, caught_up: bool, nodes: int = 1, projections: bool = True
+    tasks: int,
+    concurrency: int,
+    caught_up: bool,
+    nodes: int = 1,
+    projections: bool = True,
+    statements: bool = False,
 ) -> Drained:
     """``tasks`` no-op tasks drained by ``nodes`` worker nodes. ``caught_up``: the
     projections fold the enqueues before the clock starts; otherwise they start with the
-    worker. ``projections=False``: none run (``projected`` is then 0)."""
+    worker. ``projections=False``: none run (``projected`` is then 0). ``statements``:
+    PostgreSQL's time by statement too, where ``pg_stat_statements`` is loaded."""
     with fresh_runtime(CONFIG) as runtime:
         enqueue_noops(runtime, tasks)
         if caught_up:
             runtime.catch_up()
+        stats = StatementStats(runtime.database_url)
         with NodeProcesses(nodes, concurrency, projections) as processes:
             meter = CpuMeter(process.pid for process in processes.processes)
+            if statements:
+                stats.start()
             processes.go()
             started = time.perf_counter()
             wait_until(lambda: not unfinished(runtime), processes)
             ran = time.perf_counter() - started
             cpu = meter.stop()
+            counted = stats.stop()
             projected = 0.0
             if projections:
                 wait_until(lambda: projected_successes(runtime) >= tasks, processes, 0.1)
                 projected = tasks / (time.perf_counter() - started)
         ended = projected_successes(runtime) if projections else logged_successes(runtime)
         assert ended == tasks, "every task must have succeeded"
-        return Drained(tasks / ran, projected, cpu.per(tasks))
+        return Drained(tasks / ran, projected, cpu.per(tasks), counted)
 
 
 def started_at(runtime: Runtime, task_ids: list[UUID]) -> dict[UUID, float]:
@@ -245,34 +258,40 @@ def dag_chain(length: int) -> float:
         return (last[-1].event.timestamp - start).total_seconds() * 1000 / (length - 1)
 
 
-def drain_rows(tasks: int, raw: float) -> tuple[list[Row], float, list[tuple[str, CpuUse]]]:
+def drain_rows(
+    tasks: int, raw: float, statements: bool
+) -> tuple[list[Row], float, list[tuple[str, Drained]]]:
     """Both ways of starting the projections at concurrency 10 and 50, and each drain's CPU
     per task; also the figure of one node at 50 with projections starting with it (the
     two-node comparison's base)."""
-    rows, base, cpu = [], 0.0, []
+    rows, base, drains = [], 0.0, []
     targets = {(10, False): ">= 0.8x", (50, False): ">= 2.0x"}
     for concurrency in (10, 50):
         for caught_up in (True, False):
-            drained = drain(tasks, concurrency, caught_up)
+            drained = drain(tasks, concurrency, caught_up, statements=statements)
             how = "caught up before" if caught_up else "starting with the worker"
             label = f"drain {tasks:,}, concurrency {concurrency}, projections {how}"
             target = targets.get((concurrency, caught_up), "")
             rows.append(Row(label, drained.rate, raw, "tasks/s", target))
             rows.append(Row("  ... until all in the task view", drained.projected, raw, "tasks/s"))
-            cpu.append((label, drained.cpu))
+            drains.append((label, drained))
             base = drained.rate if (concurrency, caught_up) == (50, False) else base
-    return rows, base, cpu
+    return rows, base, drains
 
 
-def bare_rows(tasks: int, raw: float) -> tuple[list[Row], list[tuple[str, CpuUse]]]:
+def bare_rows(
+    tasks: int, raw: float, statements: bool
+) -> tuple[list[Row], list[tuple[str, Drained]]]:
     """The drains at concurrency 10 and 50 with no projections running."""
-    rows, cpu = [], []
+    rows, drains = [], []
     for concurrency in (10, 50):
-        drained = drain(tasks, concurrency, caught_up=False, projections=False)
+        drained = drain(
+            tasks, concurrency, caught_up=False, projections=False, statements=statements
+        )
         label = f"drain {tasks:,}, concurrency {concurrency}, no projections running"
         rows.append(Row(label, drained.rate, raw, "tasks/s"))
-        cpu.append((label, drained.cpu))
-    return rows, cpu
+        drains.append((label, drained))
+    return rows, drains
 
 
 def nodes_rows(tasks: int, raw: float, one_node: float) -> list[Row]:
@@ -306,10 +325,11 @@ def chain_rows(hops: int, commit_ms: float) -> list[Row]:
     ]  # fmt: skip
 
 
-def print_cpu(drains: list[tuple[str, CpuUse]]) -> None:
+def print_cpu(drains: list[tuple[str, Drained]]) -> None:
     """CPU per task of each drain: the node, its projection child, PostgreSQL."""
     lines = [("CPU per task while draining", "node", "projections", "PostgreSQL", "all")]
-    for label, cpu in drains:
+    for label, drained in drains:
+        cpu = drained.cpu
         parts = (cpu.nodes, cpu.children, cpu.postgres)
         lines.append((label, *(f"{1e6 * p:,.0f} us" for p in (*parts, sum(parts)))))
     print_columns(lines)
@@ -338,6 +358,11 @@ def parse_options() -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=50.0, help="enqueues/s for latency")
     parser.add_argument("--hops", type=int, default=200, help="length of each chain")
     parser.add_argument("--only", default=",".join(PART_NAMES), help="comma-separated parts")
+    parser.add_argument(
+        "--statements",
+        action="store_true",
+        help="also PostgreSQL's time by statement in each drain (needs pg_stat_statements)",
+    )
     options = parser.parse_args()
     unknown = set(options.only.split(",")) - set(PART_NAMES)
     if unknown:
@@ -355,14 +380,14 @@ def main() -> None:
     print(f"raw ceiling: {raw:,.0f} single-row INSERT+COMMIT/s ({commit_ms:.2f} ms each)")
     rows: list[Row] = []
     one_node = 0.0
-    cpu: list[tuple[str, CpuUse]] = []
+    drains: list[tuple[str, Drained]] = []
     if "drain" in parts:
-        drained, one_node, cpu = drain_rows(options.tasks, raw)
-        rows += drained
+        drain_lines, one_node, drains = drain_rows(options.tasks, raw, options.statements)
+        rows += drain_lines
     if "bare" in parts:
-        bare, bare_cpu = bare_rows(options.tasks, raw)
+        bare, bare_drains = bare_rows(options.tasks, raw, options.statements)
         rows += bare
-        cpu += bare_cpu
+        drains += bare_drains
     if "nodes" in parts:
         rows += nodes_rows(options.tasks, raw, one_node)
     if "latency" in parts:
@@ -370,9 +395,12 @@ def main() -> None:
     if "chain" in parts:
         rows += chain_rows(options.hops, commit_ms)
     print_table(rows)
-    if cpu:
+    if drains:
         print()
-        print_cpu(cpu)
+        print_cpu(drains)
+    for label, measured in drains:
+        print()
+        print_statements(label, measured.statements, options.tasks)
 
 
 if __name__ == "__main__":
