@@ -236,32 +236,36 @@ def test_a_batch_over_events_partly_chained_keeps_their_rows_and_continues_from_
     assert chained(runtime) == expected_chain(runtime)
 
 
-def test_a_batch_after_the_chained_rows_continues_from_the_last_of_them(
+def first_five_chained(
     runtime: Runtime, chain: ProjectionRunner
-) -> None:
-    # The live case: nothing chained inside the batch's range, the chain's last row below it.
+) -> tuple[AuditChain, list[tuple[Any, int]]]:
+    """``some_history`` with its first five events chained one by one; the projection and
+    every ``(event, position)`` of the log."""
     some_history(runtime)
     projection = chain.projection
     assert isinstance(projection, AuditChain)
     events = [(r.event, r.position) for r in runtime.store.read(0, 1000)]
     apply_one_by_one(runtime, projection, until=5)
-    with runtime.store.transaction() as cursor:
-        projection.apply_batch(cursor, events[5:9])
-    with runtime.store.transaction() as cursor:
-        projection.apply_batch(cursor, events[9:])
+    return projection, events
+
+
+def test_a_batch_after_the_chained_rows_continues_from_the_last_of_them(
+    runtime: Runtime, chain: ProjectionRunner
+) -> None:
+    # The live case: nothing chained inside the batch's range, the chain's last row below it.
+    projection, events = first_five_chained(runtime, chain)
+    for batch in (events[5:9], events[9:]):
+        with runtime.store.transaction() as cursor:
+            projection.apply_batch(cursor, batch)
     assert chained(runtime) == expected_chain(runtime)
 
 
 def test_a_batch_chains_from_the_last_row_before_each_event_even_one_outside_the_batch(
     runtime: Runtime, chain: ProjectionRunner
 ) -> None:
-    some_history(runtime)
-    projection = chain.projection
-    assert isinstance(projection, AuditChain)
-    events = [(r.event, r.position) for r in runtime.store.read(0, 1000)]
     # Positions 2 (chained) and 6.. (new), while 3..5 are chained but not in the batch:
     # position 6 chains from the row at 5, as one by one.
-    apply_one_by_one(runtime, projection, until=5)
+    projection, events = first_five_chained(runtime, chain)
     with runtime.store.transaction() as cursor:
         projection.apply_batch(cursor, [events[1], *events[5:]])
     assert chained(runtime) == expected_chain(runtime)
