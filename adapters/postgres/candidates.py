@@ -76,8 +76,8 @@ class CandidateReader:
         self.registry = registry
         self.tables = tables
         # Each queue's running attempts are read once, for its budget and for the part of
-        # its reach that no node seen lately counts (a table whose rows churn with every
-        # attempt: its dead index entries cost each read until a vacuum).
+        # its reach that no node seen lately counts, by ``ledger_queue_running``
+        # (``running.py``: it keeps an index scan over rows that churn with every attempt).
         self._sql_budgets = (
             sql.SQL(
                 "SELECT q AS queue, "
@@ -87,14 +87,11 @@ class CandidateReader:
                 " WHERE w.last_seen > now() - {counted}::interval) + r.uncounted AS reach, "
                 "EXISTS (SELECT 1 FROM {workers} AS w WHERE w.worker = %s "
                 "        AND w.last_seen > now() - {shared}::interval) AS registered "
-                "FROM unnest(%s::text[]) AS q, LATERAL ("
-                " SELECT count(*) AS running, count(*) FILTER (WHERE w.worker IS NULL) AS uncounted"
-                " FROM {running} AS r LEFT JOIN {workers} AS w ON w.worker = r.worker"
-                " AND w.last_seen > now() - {counted}::interval WHERE r.queue = q) AS r"
+                "FROM unnest(%s::text[]) AS q, {queue_running}(q, {counted}::interval) AS r"
             )
             .format(
                 flags=self.tables.flags,
-                running=self.tables.running,
+                queue_running=self.tables.queue_running,
                 workers=self.tables.workers,
                 counted=sql.Literal(COUNTED_WHILE),
                 shared=sql.Literal(SHARED_WHILE),

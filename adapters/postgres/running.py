@@ -28,6 +28,7 @@ WORKERS = "worker_nodes"
 QUEUE_FLAGS = "queue_flags"
 IDEMPOTENCY_KEYS = "idempotency_keys"
 SCHEDULE_CLOCK = "schedule_clock"
+QUEUE_RUNNING = "ledger_queue_running"  # the function that counts a queue's running attempts
 CANCEL_CHANNEL = "ledger_cancel"  # the channels' prefixes: each schema has its own
 READY_CHANNEL = "ledger_ready"
 
@@ -92,7 +93,28 @@ CREATE TABLE IF NOT EXISTS {flags} (
     queue text PRIMARY KEY,
     paused boolean NOT NULL
 );
+CREATE OR REPLACE FUNCTION {queue_running}(q text, counted interval)
+RETURNS TABLE (running bigint, uncounted bigint)
+LANGUAGE plpgsql STABLE
+SET enable_bitmapscan = off
+AS $$
+BEGIN
+    RETURN QUERY
+    SELECT count(*), count(*) FILTER (WHERE w.worker IS NULL)
+    FROM {running} AS r LEFT JOIN {workers} AS w
+      ON w.worker = r.worker AND w.last_seen > now() - counted
+    WHERE r.queue = q;
+END $$;
 """
+# ``{queue_running}``: a queue's running attempts, and how many of them belong to no
+# worker seen within ``counted``. Its rows churn (one in and one out per attempt), and
+# until a vacuum their dead index entries stay behind: a bitmap scan, which the planner
+# takes for a small table's count, visits them all on every claim (0.3-1.1 ms a call
+# after a drain of 10,000 tasks), where an index scan marks them dead on its first visit
+# and skips them after (~0.1 ms). The function keeps the index scan: the setting holds
+# for its one statement, not for the claim's transaction (the dispatch queue's GIN
+# look-ups are bitmap scans). PL/pgSQL, as it keeps the statement's plan between calls: a
+# SQL function's statement is planned at each call (0.17 ms a call here).
 
 
 @dataclass(frozen=True)
@@ -113,6 +135,7 @@ class RunningTables:
         self.running = sql.Identifier(schema, RUNNING)
         self.workers = sql.Identifier(schema, WORKERS)
         self.flags = sql.Identifier(schema, QUEUE_FLAGS)
+        self.queue_running = sql.Identifier(schema, QUEUE_RUNNING)
         self.keys = sql.Identifier(schema, IDEMPOTENCY_KEYS)
         self.schedule_clock = sql.Identifier(schema, SCHEDULE_CLOCK)
         # Rows travel as one JSON text and ids as one comma-separated text: psycopg dumps
@@ -172,6 +195,7 @@ class RunningTables:
             flags=self.flags,
             keys=self.keys,
             schedule_clock=self.schedule_clock,
+            queue_running=self.queue_running,
         )
 
     def attempts_started(
