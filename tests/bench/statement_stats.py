@@ -1,9 +1,9 @@
 """Where PostgreSQL's time goes during a benchmark's measured stretch, by statement, from
 ``pg_stat_statements`` (``bench_worker --statements``).
 
-The extension needs ``shared_preload_libraries = 'pg_stat_statements'`` and a restart, so
-it is never set up by a benchmark: where it is not loaded, ``StatementStats.start()`` says
-so and the report is left out. It counts every database of the server: run nothing else
+The extension needs ``shared_preload_libraries = 'pg_stat_statements'``, a restart and
+``CREATE EXTENSION pg_stat_statements`` in the database, so a benchmark never sets it up:
+where it is missing, ``StatementStats.start()`` says so and the report is left out. It counts every database of the server: run nothing else
 meanwhile. Execution time only (not parsing, planning or the commit's WAL flush).
 
 Each statement is put with the side that sends it: the projections (their tables, their
@@ -50,11 +50,11 @@ class StatementStats:
         """Forget what was counted so far (if the extension is loaded here)."""
         try:
             with psycopg.connect(self.database_url, autocommit=True) as conn:
-                conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
                 conn.execute("SELECT pg_stat_statements_reset()")
             self.available = True
         except psycopg.Error as error:
-            print(f"(no statement report: pg_stat_statements is not loaded here: {error})")
+            message = str(error).splitlines()[0]
+            print(f"(no statement report: pg_stat_statements is not set up here: {message})")
             self.available = False
 
     def stop(self) -> list[Statement]:
