@@ -9,6 +9,7 @@ from uuid import UUID, uuid4
 import pytest
 from eventsourcing.persistence import IntegrityError
 
+from execution_ledger.adapters.postgres.log_horizon import HORIZON_SETTING
 from execution_ledger.adapters.runtime import Runtime
 from execution_ledger.domain.errors import TaskNotFound, UnknownTaskType
 from execution_ledger.domain.submission import TaskRequest
@@ -141,24 +142,35 @@ def test_append_in_returns_each_events_position_in_the_order_saved(
     assert all(runtime.store.load(t.id).state.value == "cancelled" for t in saved[:5])
 
 
-def _plan_nodes(plan: dict[str, Any]) -> list[str]:
-    return [plan["Node Type"], *(n for p in plan.get("Plans", []) for n in _plan_nodes(p))]
+def _plan_nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    return [plan, *(n for p in plan.get("Plans", []) for n in _plan_nodes(p))]
 
 
-def test_reading_at_the_head_walks_the_index_in_order_on_a_table_without_statistics(
+def test_reading_the_log_walks_the_index_in_order_and_stops_at_the_horizon(
     runtime: Runtime,
 ) -> None:
-    # A burst fills the log before ANALYZE has seen it (a new schema here): the read that
-    # follows the head must still take the first rows in index order, not gather the whole
-    # backlog through a bitmap and sort it for each batch of a catch-up.
+    # A burst fills the log before ANALYZE has seen it (a new schema here): the read must
+    # still take the first rows in index order, not gather the whole backlog through a
+    # bitmap and sort it for each batch of a catch-up; and where a slow writer holds the
+    # horizon back, it must stop there, not walk the rows committed beyond it.
     runtime.ledger.enqueue_graph([TaskRequest("echo", {"n": i}) for i in range(3000)])
     store = runtime.store
     with store.recorder.datastore.get_connection() as conn:
         conn.execute(store._sql_note_horizon)
         explained = conn.execute(
-            "EXPLAIN (FORMAT JSON) " + store._sql_read_head, (100, 500)
+            "EXPLAIN (FORMAT JSON) " + store._sql_read, (100, 2**62, 500)
         ).fetchone()
-    nodes = _plan_nodes(explained["QUERY PLAN"][0]["Plan"])  # type: ignore[index]
-    assert "Index Scan" in nodes and "Sort" not in nodes, nodes
-    events = store.read(100, 500)
-    assert [e.position for e in events] == list(range(101, 601))
+        nodes = [n["Node Type"] for n in _plan_nodes(explained["QUERY PLAN"][0]["Plan"])]  # type: ignore[index]
+        assert "Index Scan" in nodes and "Sort" not in nodes, nodes
+        conn.execute(  # as if a writer still held position 301
+            "SELECT set_config(%s, '300', false)", (HORIZON_SETTING,)
+        )
+        explained = conn.execute(
+            "EXPLAIN (ANALYZE, FORMAT JSON) " + store._sql_read, (100, 2**62, 500)
+        ).fetchone()
+    scan = next(
+        n for n in _plan_nodes(explained["QUERY PLAN"][0]["Plan"])  # type: ignore[index]
+        if n["Node Type"] == "Index Scan"
+    )
+    assert scan["Actual Rows"] == 200 and scan.get("Rows Removed by Filter", 0) == 0, scan
+    assert [e.position for e in store.read(100, 500)] == list(range(101, 601))
