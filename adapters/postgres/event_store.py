@@ -69,10 +69,10 @@ from execution_ledger.projections.base import Event
 LedgerAggregate = Task | Queue | ScheduleControl | AccessDenial | BulkAction | RegistryHistory
 APPLICATION_NAME = "Ledger"
 PIPELINED_SAVE_LIMIT = 500
-LAST_POSITION = 2**62  # above any position the log will give (the horizon bounds reads)
 RECENT_EVENTS = 20_000  # decoded events kept for the other readers; the oldest quarter goes
 
 
+LAST_POSITION = 2**62  # above any position the log will give (the horizon bounds reads)
 
 
 class LedgerApplication(Application):
