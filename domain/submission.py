@@ -42,7 +42,7 @@ from execution_ledger.domain.registry import (
     matches_any,
 )
 from execution_ledger.domain.retry import MAX_ATTEMPTS, RetryPolicy
-from execution_ledger.domain.task import Task, TaskState, task_of_enqueued
+from execution_ledger.domain.task import Task, TaskState
 from execution_ledger.domain.timeouts import TimeoutOverrides, resolve_timeouts
 from execution_ledger.domain.trace_context import from_fields
 
@@ -356,8 +356,11 @@ def enqueued_task(task_id: UUID, **fields: Any) -> Task:
     ``TaskEnqueued``, built directly: the library's way binds the arguments to the signature
     and filters them again for ``__init__`` (about half the cost of planning a task).
     ``fields`` are ``Task.__init__``'s keyword arguments."""
-    event = _enqueued_event(task_id, Task.TaskEnqueued.create_timestamp(), fields)
-    task = task_of_enqueued(event)
+    timestamp = Task.TaskEnqueued.create_timestamp()
+    event = _enqueued_event(task_id, timestamp, fields)
+    task = Task.__new__(Task)
+    task.__base_init__(task_id, Task.INITIAL_VERSION, timestamp)
+    task.__init__(id=task_id, **fields)  # type: ignore[misc]
     task.pending_events.append(event)
     return task
 
