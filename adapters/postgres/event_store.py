@@ -70,8 +70,6 @@ LedgerAggregate = Task | Queue | ScheduleControl | AccessDenial | BulkAction | R
 APPLICATION_NAME = "Ledger"
 PIPELINED_SAVE_LIMIT = 500
 RECENT_EVENTS = 20_000  # decoded events kept for the other readers; the oldest quarter goes
-
-
 LAST_POSITION = 2**62  # above any position the log will give (the horizon bounds reads)
 
 

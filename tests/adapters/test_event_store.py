@@ -9,6 +9,7 @@ from uuid import UUID, uuid4
 import pytest
 from eventsourcing.persistence import IntegrityError
 
+from execution_ledger.adapters.postgres.event_store import LAST_POSITION
 from execution_ledger.adapters.postgres.log_horizon import HORIZON_SETTING
 from execution_ledger.adapters.runtime import Runtime
 from execution_ledger.domain.errors import TaskNotFound, UnknownTaskType
@@ -158,7 +159,7 @@ def test_reading_the_log_walks_the_index_in_order_and_stops_at_the_horizon(
     with store.recorder.datastore.get_connection() as conn:
         conn.execute(store._sql_note_horizon)
         explained = conn.execute(
-            "EXPLAIN (FORMAT JSON) " + store._sql_read, (100, 2**62, 500)
+            "EXPLAIN (FORMAT JSON) " + store._sql_read, (100, LAST_POSITION, 500)
         ).fetchone()
         nodes = [n["Node Type"] for n in _plan_nodes(explained["QUERY PLAN"][0]["Plan"])]  # type: ignore[index]
         assert "Index Scan" in nodes and "Sort" not in nodes, nodes
@@ -166,10 +167,11 @@ def test_reading_the_log_walks_the_index_in_order_and_stops_at_the_horizon(
             "SELECT set_config(%s, '300', false)", (HORIZON_SETTING,)
         )
         explained = conn.execute(
-            "EXPLAIN (ANALYZE, FORMAT JSON) " + store._sql_read, (100, 2**62, 500)
+            "EXPLAIN (ANALYZE, FORMAT JSON) " + store._sql_read, (100, LAST_POSITION, 500)
         ).fetchone()
     scan = next(
-        n for n in _plan_nodes(explained["QUERY PLAN"][0]["Plan"])  # type: ignore[index]
+        n
+        for n in _plan_nodes(explained["QUERY PLAN"][0]["Plan"])  # type: ignore[index]
         if n["Node Type"] == "Index Scan"
     )
     assert scan["Actual Rows"] == 200 and scan.get("Rows Removed by Filter", 0) == 0, scan

@@ -3,8 +3,9 @@
 
 The extension needs ``shared_preload_libraries = 'pg_stat_statements'``, a restart and
 ``CREATE EXTENSION pg_stat_statements`` in the database, so a benchmark never sets it up:
-where it is missing, ``StatementStats.start()`` says so and the report is left out. It counts every database of the server: run nothing else
-meanwhile. Execution time only (not parsing, planning or the commit's WAL flush).
+where it is missing, ``StatementStats.start()`` says so and the report is left out. It
+counts every database of the server: run nothing else meanwhile. Execution time only (not
+parsing, planning or the commit's WAL flush).
 
 Each statement is put with the side that sends it: the projections (their tables, their
 reads of the log, their positions and the horizon their reads take) or the worker and
