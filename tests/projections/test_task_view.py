@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from psycopg import sql
 
@@ -162,3 +163,95 @@ def test_a_batch_of_new_rows_in_one_statement_equals_them_one_by_one(
             conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
     assert len(rows[0]) == 9 and rows[0] == rows[1]
     assert sum(not row[-1] for row in rows[0]) == 4  # three results and a JSON null
+
+
+def test_a_batch_of_every_kind_of_event_equals_them_one_by_one(
+    runtime: Runtime, database_url: str
+) -> None:
+    """Every kind of event the task view folds, made through the domain's own methods and
+    stored, folded as one batch (merged per task, one statement per set of columns; a manual
+    retry flushes what is gathered) and one by one: the same rows."""
+    from datetime import timedelta
+    from uuid import uuid4
+
+    import psycopg
+
+    from execution_ledger.domain.task import Task, TaskState, TimeoutKind
+    from execution_ledger.projections.task_view import TaskView
+    from tests.helpers import now
+
+    store = runtime.store
+
+    def change(task_id: object, act: Callable[[Task], object]) -> None:
+        task = store.load(task_id)
+        act(task)
+        store.save(task)
+
+    later = now() + timedelta(hours=1)
+    a, b, c, d = runtime.ledger.enqueue_graph(
+        [
+            TaskRequest("echo", {"x": [1, 2.5, None]}, ref="a", tags=("t",)),
+            TaskRequest("echo", ref="b", depends_on=("a",), lane="agent:7"),
+            TaskRequest("echo", ref="c", depends_on=("a",)),
+            TaskRequest("echo", ref="d", run_at=later),
+        ]
+    )
+    attempt = start(store, a.id)
+    change(a.id, lambda t: t.heartbeat(attempt, now() + timedelta(seconds=60)))
+    change(a.id, lambda t: t.heartbeat(attempt, now() + timedelta(seconds=90), 0.5, "half"))
+    change(a.id, lambda t: t.heartbeat(attempt, now() + timedelta(seconds=95), None, ""))
+    change(a.id, lambda t: t.succeed(attempt, None))  # a JSON null result
+    change(b.id, lambda t: t.unblock(now()))
+    change(c.id, lambda t: t.skip("a dependency failed", a.id))
+    change(b.id, lambda t: t.reprioritise(5, "ops"))
+    change(b.id, lambda t: t.move("agents", "ops"))
+    change(d.id, lambda t: t.debounce({"x": 2}, later + timedelta(minutes=1), "api", True))
+    change(d.id, lambda t: t.debounce({"x": 3}, later + timedelta(minutes=2), "api", False))
+    change(d.id, lambda t: t.cancel("ops"))  # no reason: "cancelled"
+    e = runtime.ledger.enqueue(TaskRequest("echo", {}))
+    attempt = start(store, e.id)
+    change(e.id, lambda t: t.time_out(TimeoutKind.START_TO_CLOSE))
+    change(e.id, lambda t: t.schedule_retry(now()))
+    for retryable in (True, False):  # the third attempt spends the budget of three
+        attempt = start(store, e.id)
+        change(e.id, lambda t: t.fail(attempt, "ValueError", "bad \u2603", retryable=retryable))
+        if retryable:
+            change(e.id, lambda t: t.schedule_retry(now()))
+    parent = runtime.ledger.enqueue(TaskRequest("echo", {}))
+    attempt = start(store, parent.id)
+    child = runtime.ledger.enqueue(TaskRequest("echo", {}))
+    change(parent.id, lambda t: t.spawn_children(attempt, [child.id], True, "fail", {"r": 1}, {}))
+    succeed(store, child.id, {"child": True})
+    change(parent.id, lambda t: t.child_ended(child.id, TaskState.SUCCEEDED, {"child": True}))
+    waiting = runtime.ledger.enqueue(TaskRequest("echo", {}))
+    attempt = start(store, waiting.id)
+    change(waiting.id, lambda t: t.await_signals(attempt, ["go", "now"], {"held": 1}, {}))
+    change(waiting.id, lambda t: t.signal("go", {"data": 1}, "api", now()))
+    change(waiting.id, lambda t: t.signal("now", None, "api", now()))
+    change(e.id, lambda t: t.retry_manually(now(), "ops"))  # depends on the row as it is
+    attempt = start(store, e.id)
+    change(e.id, lambda t: t.succeed(attempt, {"at last": True}))
+    events = [(r.event, r.position) for r in store.read(0, 10_000)]
+    kinds = {type(event).__name__ for event, _ in events}
+    every_kind = {n for n, c in vars(Task).items() if isinstance(c, type) and n.startswith("Task")}
+    assert kinds == every_kind, every_kind - kinds
+    rows = []
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for batched in (True, False):
+            schema = f"tv_{uuid4().hex[:8]}"
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+            view = TaskView(schema)
+            with conn.transaction(), conn.cursor() as cur:
+                view.create(cur)
+                if batched:
+                    view.apply_batch(cur, events)
+                else:
+                    for event, position in events:
+                        view.apply(cur, event, position)
+            query = sql.SQL(
+                "SELECT *, result IS NULL AS no_result, error IS NULL AS no_error FROM {} "
+                "ORDER BY task_id"
+            ).format(sql.Identifier(schema, "task_view"))
+            rows.append(conn.execute(query).fetchall())
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+    assert len(rows[0]) == 8 and rows[0] == rows[1]
