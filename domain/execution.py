@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
+from execution_ledger.domain.storable import storable, storable_text
 from execution_ledger.domain.timeouts import Timeouts
 
 
@@ -53,6 +54,11 @@ class Success:
     details: dict[str, Any] = field(default_factory=dict)
     spawn: Spawn | None = None  # children a python callable enqueued through its context
 
+    def __post_init__(self) -> None:
+        """Text the log cannot store (a NUL, a lone surrogate) becomes U+FFFD (``storable``)."""
+        object.__setattr__(self, "result", storable(self.result))
+        object.__setattr__(self, "details", storable(self.details))
+
 
 @dataclass(frozen=True)
 class Failure:
@@ -63,6 +69,12 @@ class Failure:
     message: str
     retryable: bool = True
     details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Text the log cannot store (a NUL, a lone surrogate) becomes U+FFFD (``storable``)."""
+        object.__setattr__(self, "error_class", storable_text(self.error_class))
+        object.__setattr__(self, "message", storable_text(self.message))
+        object.__setattr__(self, "details", storable(self.details))
 
 
 ExecutionResult = Success | Failure

@@ -42,6 +42,7 @@ from execution_ledger.domain.registry import (
     matches_any,
 )
 from execution_ledger.domain.retry import MAX_ATTEMPTS, RetryPolicy
+from execution_ledger.domain.storable import is_storable
 from execution_ledger.domain.task import Task, TaskState
 from execution_ledger.domain.timeouts import TimeoutOverrides, resolve_timeouts
 from execution_ledger.domain.trace_context import from_fields
@@ -414,22 +415,11 @@ def _inputs(
 _INPUT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,99}")
 
 
-def _storable(text: str) -> bool:
-    """PostgreSQL text and jsonb refuse NUL, and UTF-8 cannot hold a lone surrogate."""
-    if "\x00" in text or "\\u0000" in text:
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _check_fields(request: TaskRequest) -> None:
     """Refuse values of the wrong type before they reach the log (and the read models)."""
     label = _label(request)
     texts = [request.lane, request.idempotency_key, request.ref, *request.tags, *request.depends_on]
-    if not all(_storable(t) for t in texts if isinstance(t, str)):
+    if not all(is_storable(t) for t in texts if isinstance(t, str)):
         raise InvalidSubmission(f"{label}: a text field holds a NUL character or a lone surrogate")
     if not isinstance(request.type_name, str) or not NAME_PATTERN.fullmatch(request.type_name):
         raise InvalidSubmission(f"{label}: type must be a task type name")
@@ -530,7 +520,7 @@ def _checked_args(request: TaskRequest, task_type: TaskType) -> dict[str, Any]:
         text = json.dumps(args, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError) as error:
         raise SchemaViolation(f"{_label(request)}: args are not JSON: {error}") from None
-    if not _storable(text):
+    if not is_storable(text):
         raise SchemaViolation(f"{_label(request)}: args hold a NUL character or a lone surrogate")
     size = len(text)
     if size > MAX_ARGS_BYTES:

@@ -38,8 +38,10 @@ from execution_ledger.domain.execution import (
     Failure,
 )
 from execution_ledger.domain.registry import Registry
+from execution_ledger.domain.storable import storable_text
 from execution_ledger.domain.trace_context import attempt_fields
 from execution_ledger.processors.attempt_tracing import AttemptTracing, RunSpan
+from execution_ledger.processors.unstorable import database_away, unstorable_outcome
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +296,8 @@ class Worker:
 
     def _reporter(self, attempt: ClaimedAttempt) -> Callable[[float | None, str | None], None]:
         """Where the attempt's code reports progress: the latest report replaces the one
-        before (coalesced); bad values are dropped, never raised into the task's code."""
+        before (coalesced); bad values are dropped, never raised into the task's code, and
+        a message's unstorable characters become U+FFFD (``domain/storable.py``)."""
 
         def report(progress: float | None, message: str | None = None) -> None:
             if attempt.task_id not in self.running:
@@ -303,7 +306,7 @@ class Worker:
                 if not isinstance(progress, (int, float)) or not math.isfinite(progress):
                     return
                 progress = min(1.0, max(0.0, float(progress)))
-            text = None if message is None else str(message)[:500]
+            text = None if message is None else storable_text(str(message)[:500])
             self.reported[attempt.task_id] = ProgressNote(
                 attempt.task_id, attempt.attempt, progress, text
             )
@@ -331,17 +334,43 @@ class Worker:
             taken.append(self.outcomes.get_nowait())
         return taken
 
-    async def _complete_apart(self, outcomes: list[AttemptOutcome]) -> None:
-        """Record outcomes on their own (the claim they went with failed); if that fails too
-        (the database away, a failover), they wait for the next round rather than for the
-        watchdog, which would run the work again. Recording one twice is harmless: the
+    async def _complete_apart(self, outcomes: list[AttemptOutcome]) -> bool:
+        """Record outcomes on their own (the claim they went with failed); True when they
+        are recorded. If the database is away (a failover), they wait for the next round
+        rather than for the watchdog, which would run the work again: False. If it is here
+        and refused them, one of them cannot be stored: each is recorded alone, so it never
+        holds back the others (``_complete_each``). Recording one twice is harmless: the
         outcome of an attempt that already ended is dropped."""
         try:
             await self.blocking(self.dispatch.complete, outcomes)
-        except Exception:
+            return True
+        except Exception as error:
+            if not database_away(error):
+                await self._complete_each(outcomes)
+                return True
             log.exception("recording %d outcomes failed; the next round tries again", len(outcomes))
             for outcome in outcomes:
                 self.outcomes.put_nowait(outcome)
+            return False
+
+    async def _complete_each(self, outcomes: list[AttemptOutcome]) -> None:
+        """Record each outcome alone; one the store still refuses is recorded as the
+        failure ``UnstorableOutcome`` instead (not retried: the code would give the same),
+        and if even that is refused, left to the watchdog (its lease runs out)."""
+        for outcome in outcomes:
+            for attempt in (outcome, unstorable_outcome(outcome)):
+                try:
+                    await self.blocking(self.dispatch.complete, [attempt])
+                    break
+                except Exception as error:
+                    if database_away(error):
+                        self.outcomes.put_nowait(outcome)
+                        break
+                    log.exception(
+                        "the outcome of attempt %d of task %s could not be stored",
+                        outcome.attempt,
+                        outcome.task_id,
+                    )
 
     async def _renew_loop(self) -> None:
         """Renew the leases of the running attempts every interval, until cancelled.
@@ -375,7 +404,7 @@ class Worker:
             for execution in list(self.running.values()):
                 execution.cancel()
             await self._finish_running(self.settings.shutdown_grace)
-            await self._record_outstanding()
+            await self._record_outstanding(self.settings.shutdown_grace)
         finally:
             for helper in helpers:
                 helper.cancel()
@@ -395,6 +424,26 @@ class Worker:
             )
             await self._record_outstanding()
 
-    async def _record_outstanding(self) -> None:
+    async def _record_outstanding(self, grace: float | None = None) -> None:
+        """Record the outcomes waiting. While the database is away they stay waiting, or,
+        given ``grace``, are tried again after a pause (doubling up to a second) for up to
+        ``grace`` seconds; those still not recorded then are left to the watchdog (their
+        leases run out; the attempts are timed out and retried by their policy)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (grace or 0.0)
+        pause = 0.05
         while not self.outcomes.empty():
-            await self._complete_apart(self._take_outcomes())
+            if await self._complete_apart(self._take_outcomes()):
+                continue
+            if grace is None:
+                return
+            if loop.time() + pause > deadline:
+                left = self._take_outcomes(limit=self.outcomes.qsize())
+                log.warning(
+                    "%d outcomes not recorded (the database is away); the watchdog will "
+                    "time those attempts out",
+                    len(left),
+                )
+                return
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)

@@ -20,8 +20,9 @@ from uuid import UUID
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from execution_ledger.domain.storable import storable
 from execution_ledger.projections.base import Cursor, Event, is_task_event, kind
-from execution_ledger.projections.json_rows import uuid_array
+from execution_ledger.projections.json_rows import NUL_ESCAPE, uuid_array
 
 TABLE = "task_view"
 
@@ -160,6 +161,12 @@ class TaskView:
             try:
                 values = [[str(i), *(_json_value(row[c]) for c in shape)] for i, row in rows]
                 text = json.dumps(values, allow_nan=False)
+                if NUL_ESCAPE in text:  # stored before outcomes were made storable
+                    values = [
+                        [str(i), *(_json_value(_storable_column(row[c])) for c in shape)]
+                        for i, row in rows
+                    ]
+                    text = json.dumps(values, allow_nan=False)
             except (TypeError, ValueError):  # a value JSON cannot carry (a NaN in a result)
                 arrays = [[task_id for task_id, _ in rows]]
                 arrays += [[columns[c] for _, columns in rows] for c in shape]
@@ -339,6 +346,13 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     return value
+
+
+def _storable_column(value: Any) -> Any:
+    """A column's value without NUL, which ``jsonb`` and ``text`` refuse (``storable``)."""
+    if isinstance(value, Jsonb):
+        return Jsonb(storable(value.obj))
+    return storable(value)
 
 
 def _row_changes(event: Any, position: int, name: str) -> dict[str, Any]:
