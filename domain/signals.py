@@ -14,6 +14,7 @@ from typing import Any
 
 from execution_ledger.domain.errors import Forbidden, InvalidSubmission
 from execution_ledger.domain.registry import NAME_PATTERN, Registry
+from execution_ledger.domain.storable import is_storable
 from execution_ledger.domain.submission import Requester
 from execution_ledger.domain.task import Task
 
@@ -25,9 +26,12 @@ def check_signal(registry: Registry, requester: Requester, name: Any, data: Any)
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise InvalidSubmission(f"{name!r} is not a valid signal name")
     try:
-        size = len(json.dumps(data, allow_nan=False, ensure_ascii=False))
+        text = json.dumps(data, allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError) as error:
         raise InvalidSubmission(f"the signal's data is not JSON: {error}") from None
+    if not is_storable(text):
+        raise InvalidSubmission("the signal's data holds a NUL character or a lone surrogate")
+    size = len(text)
     if size > MAX_SIGNAL_BYTES:
         raise InvalidSubmission(
             f"the signal's data is {size} bytes, more than the {MAX_SIGNAL_BYTES} allowed"

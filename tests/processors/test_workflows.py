@@ -350,7 +350,9 @@ def test_a_signal_waits_behind_its_dependencies_and_a_bad_signal_records_nothing
         ]
     )
     assert gate.state is TaskState.BLOCKED
-    for name, data in ((123, None), ("approval", float("nan")), ("bad name!", None)):
+    bad = [(123, None), ("approval", float("nan")), ("bad name!", None)]
+    bad += [("approval", {"note": "a\x00"}), ("approval", "\ud800")]  # unstorable text
+    for name, data in bad:
         with pytest.raises(Exception, match="signal"):
             rt.ledger.signal(gate.id, name, data)  # type: ignore[arg-type]
     assert events_of(rt, gate.id) == ["TaskEnqueued"]
