@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import threading
 import time
 from typing import Any
@@ -24,7 +25,7 @@ STOP_TIMEOUT = 60.0
 
 def run_node(concurrency: int, projections: bool, ready: Any, go: Any, stop: Any) -> None:
     """The child: open the runtime, say ready, wait for go, run the node until stop."""
-    from execution_ledger.adapters.node import WorkerNode
+    from execution_ledger.adapters.node import WorkerNode, stop_when_orphaned
     from execution_ledger.adapters.runtime import open_runtime
     from execution_ledger.adapters.startup_heap import freeze_startup_heap
 
@@ -39,12 +40,21 @@ def run_node(concurrency: int, projections: bool, ready: Any, go: Any, stop: Any
     ready.set()
     go.wait()
 
+    parent = os.getppid()
+
     async def main() -> None:
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
-        threading.Thread(
-            target=lambda: (stop.wait(), loop.call_soon_threadsafe(stopping.set)), daemon=True
-        ).start()
+        # A benchmark killed without stopping its nodes leaves none running behind it.
+        orphaned = threading.Event()
+        stop_when_orphaned(orphaned, parent)
+
+        def wait_for_stop() -> None:
+            while not stop.wait(0.5) and not orphaned.is_set():
+                pass
+            loop.call_soon_threadsafe(stopping.set)
+
+        threading.Thread(target=wait_for_stop, daemon=True).start()
         await node.run(stopping)
 
     try:
