@@ -3,9 +3,11 @@
 ``apply_batch`` folds a runner's batch into few statements: the updates of one task are
 merged in log order (each sets columns to constants, so the last value of a column wins, as
 if applied one by one) and tasks that end with the same set of columns are updated by one
-``UPDATE ... FROM unnest(...)``; the batch's new rows go first, in one ``INSERT ... FROM
-json_to_recordset``. Budget-raising retries, whose effect depends on the row as it is,
-flush what is gathered and run on their own.
+``UPDATE ... FROM jsonb_array_elements(...)``; the batch's new rows go first, in one
+``INSERT ... FROM json_to_recordset``. Budget-raising retries, whose effect depends on the
+row as it is, flush what is gathered and run on their own. A NUL or a NaN in a stored
+result or message (which ``jsonb`` refuses; an earlier release stored them) is shown as
+``domain/storable.py`` makes it now: U+FFFD, ``"NaN"``.
 """
 
 from __future__ import annotations
@@ -160,18 +162,17 @@ class TaskView:
         for shape, rows in shapes.items():
             try:
                 values = [[str(i), *(_json_value(row[c]) for c in shape)] for i, row in rows]
+                text: str | None = json.dumps(values, allow_nan=False)
+            except ValueError:
+                text = None
+            if text is None or NUL_ESCAPE in text:
+                # A NUL or a NaN, which jsonb refuses, stored before outcomes were made
+                # storable (``domain/storable.py``): shown as that makes them.
+                values = [
+                    [str(i), *(_json_value(_storable_column(row[c])) for c in shape)]
+                    for i, row in rows
+                ]
                 text = json.dumps(values, allow_nan=False)
-                if NUL_ESCAPE in text:  # stored before outcomes were made storable
-                    values = [
-                        [str(i), *(_json_value(_storable_column(row[c])) for c in shape)]
-                        for i, row in rows
-                    ]
-                    text = json.dumps(values, allow_nan=False)
-            except (TypeError, ValueError):  # a value JSON cannot carry (a NaN in a result)
-                arrays = [[task_id for task_id, _ in rows]]
-                arrays += [[columns[c] for _, columns in rows] for c in shape]
-                cursor.execute(self._bulk_update_query(shape), arrays)
-                continue
             ids = uuid_array(task_id for task_id, _ in rows)
             cursor.execute(self._json_update_query(shape), (text, ids))
         merged.clear()
@@ -203,27 +204,6 @@ class TaskView:
                     )
                     for i, c in enumerate(columns, start=1)
                 ),
-            )
-            .as_string(None)
-        )
-
-    @functools.cache  # noqa: B019 - a handful of shapes per projection object, kept for its life
-    def _bulk_update_query(self, columns: tuple[str, ...]) -> str:
-        """``UPDATE ... FROM unnest(ids, column arrays...)`` for one set of columns (for
-        values JSON cannot carry)."""
-        return (
-            sql.SQL(
-                "UPDATE {} AS t SET {} FROM unnest(%s::uuid[], {}) AS u(task_id, {}) "
-                "WHERE t.task_id = u.task_id"
-            )
-            .format(
-                self.table,
-                sql.SQL(", ").join(
-                    sql.SQL("{} = u.{}").format(sql.Identifier(c), sql.Identifier(c))
-                    for c in columns
-                ),
-                sql.SQL(", ").join(sql.SQL("%s::" + _COLUMN_TYPES[c] + "[]") for c in columns),
-                sql.SQL(", ").join(sql.Identifier(c) for c in columns),
             )
             .as_string(None)
         )

@@ -51,3 +51,9 @@ def test_a_named_tuple_keeps_its_type() -> None:
 
     assert storable([Row("a\x00", 1)]) == [Row(f"a{R}", 1)]
     assert type(storable(Row("\x00", 2))) is Row
+
+
+def test_a_number_jsonb_cannot_hold_becomes_its_name_as_text() -> None:
+    value = {"nan": float("nan"), "up": float("inf"), "down": [float("-inf")], "ok": 2.5}
+    assert storable(value) == {"nan": "NaN", "up": "Infinity", "down": ["-Infinity"], "ok": 2.5}
+    assert Success({"body": {"v": float("nan")}}).result == {"body": {"v": "NaN"}}

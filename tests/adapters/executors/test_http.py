@@ -56,6 +56,10 @@ async def _echo(request: web.Request) -> web.Response:
     )
 
 
+async def _not_quite_json(request: web.Request) -> web.Response:
+    return web.Response(text='{"v": NaN, "w": [-Infinity], "s": "a\\u0000b"}', content_type="application/json")
+
+
 async def _status(request: web.Request) -> web.Response:
     return web.Response(status=int(request.match_info["code"]), text="status body")
 
@@ -93,6 +97,7 @@ async def server() -> AsyncIterator[Server]:
     app.add_routes(
         [
             web.get("/json", _json),
+            web.get("/not-quite-json", _not_quite_json),
             web.get("/raw/{tail:.*}", _raw),
             web.post("/echo", _echo),
             web.get("/status/{code}", _status),
@@ -121,6 +126,17 @@ async def test_a_json_response_is_returned_parsed_with_its_status(execution, ser
         },
         details={"http_status": 200},
     )
+
+
+@pytest.mark.asyncio
+async def test_a_json_body_with_values_postgres_cannot_store_is_returned_storable(
+    execution, server
+) -> None:
+    """A NaN, an infinity (which Python's reader takes) and a NUL: the result holds them as
+    text the log and the task view can store (``domain/storable.py``)."""
+    result = await local_http.run(execution(server.settings("/not-quite-json")))
+    assert isinstance(result, Success)
+    assert result.result["body"] == {"v": "NaN", "w": ["-Infinity"], "s": "a\ufffdb"}
 
 
 @pytest.mark.asyncio
