@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
+from uuid import UUID, uuid4
 
 from psycopg import sql
 
@@ -19,6 +21,38 @@ def dump(runtime: Runtime, table: str, order: str) -> list[dict[str, object]]:
             sql.Identifier(runtime.settings.schema, table), sql.SQL(order)
         )
         return cur.execute(query).fetchall()
+
+
+def folded_batched_and_one_by_one(
+    database_url: str, events: list[tuple[Any, int]]
+) -> tuple[list[Any], list[Any]]:
+    """The task view's rows after folding ``events`` in a new schema, as one batch and one
+    by one; each row ends with whether its result and its error are SQL NULL (a JSON null
+    loads as None too)."""
+    import psycopg
+
+    from execution_ledger.projections.task_view import TaskView
+
+    rows = []
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for batched in (True, False):
+            schema = f"tv_{uuid4().hex[:8]}"
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+            view = TaskView(schema)
+            with conn.transaction(), conn.cursor() as cur:
+                view.create(cur)
+                if batched:
+                    view.apply_batch(cur, events)
+                else:
+                    for event, position in events:
+                        view.apply(cur, event, position)
+            query = sql.SQL(
+                "SELECT *, result IS NULL AS no_result, error IS NULL AS no_error FROM {} "
+                "ORDER BY task_id"
+            ).format(sql.Identifier(schema, "task_view"))
+            rows.append(conn.execute(query).fetchall())
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+    return rows[0], rows[1]
 
 
 def test_the_task_view_shows_state_attempts_result_and_error(runtime: Runtime) -> None:
@@ -114,11 +148,7 @@ def test_a_batch_of_new_rows_in_one_statement_equals_them_one_by_one(
     """The batch path (new rows as one JSON text) against the per-event path, on the same
     events: tags, args, dependencies, a scheduled and a waiting task, then their updates."""
     from datetime import UTC, datetime, timedelta
-    from uuid import uuid4
 
-    import psycopg
-
-    from execution_ledger.projections.task_view import TaskView
 
     later = datetime.now(UTC) + timedelta(hours=1)
     runtime.ledger.enqueue_graph(
@@ -143,26 +173,9 @@ def test_a_batch_of_new_rows_in_one_statement_equals_them_one_by_one(
     fail(runtime.store, runtime.ledger.enqueue(TaskRequest("echo", {})).id)
     runtime.ledger.cancel(runtime.ledger.enqueue(TaskRequest("echo", {})).id, reason="no")
     events = [(r.event, r.position) for r in runtime.store.read(0, 1000)]
-    copies = [f"tv_{uuid4().hex[:8]}", f"tv_{uuid4().hex[:8]}"]
-    rows = []
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        for schema, batched in zip(copies, (True, False), strict=True):
-            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-            view = TaskView(schema)
-            with conn.transaction(), conn.cursor() as cur:
-                view.create(cur)
-                if batched:
-                    view.apply_batch(cur, events)
-                else:
-                    for event, position in events:
-                        view.apply(cur, event, position)
-            query = sql.SQL(  # a JSON null result and SQL NULL both load as None: tell them
-                "SELECT *, result IS NULL AS no_result FROM {} ORDER BY task_id"
-            ).format(sql.Identifier(schema, "task_view"))
-            rows.append(conn.execute(query).fetchall())
-            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
-    assert len(rows[0]) == 9 and rows[0] == rows[1]
-    assert sum(not row[-1] for row in rows[0]) == 4  # three results and a JSON null
+    batched, one_by_one = folded_batched_and_one_by_one(database_url, events)
+    assert len(batched) == 9 and batched == one_by_one
+    assert sum(not row[-2] for row in batched) == 4  # three results and a JSON null
 
 
 def test_a_batch_of_every_kind_of_event_equals_them_one_by_one(
@@ -172,17 +185,14 @@ def test_a_batch_of_every_kind_of_event_equals_them_one_by_one(
     stored, folded as one batch (merged per task, one statement per set of columns; a manual
     retry flushes what is gathered) and one by one: the same rows."""
     from datetime import timedelta
-    from uuid import uuid4
 
-    import psycopg
-
-    from execution_ledger.domain.task import Task, TaskState, TimeoutKind
-    from execution_ledger.projections.task_view import TaskView
+    from execution_ledger.domain.task import Task, TaskState
+    from execution_ledger.domain.timeouts import TimeoutKind
     from tests.helpers import now
 
     store = runtime.store
 
-    def change(task_id: object, act: Callable[[Task], object]) -> None:
+    def change(task_id: UUID, act: Callable[[Task], object]) -> None:
         task = store.load(task_id)
         act(task)
         store.save(task)
@@ -237,23 +247,5 @@ def test_a_batch_of_every_kind_of_event_equals_them_one_by_one(
     kinds = {type(event).__name__ for event, _ in events}
     every_kind = {n for n, c in vars(Task).items() if isinstance(c, type) and n.startswith("Task")}
     assert kinds == every_kind, every_kind - kinds
-    rows = []
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        for batched in (True, False):
-            schema = f"tv_{uuid4().hex[:8]}"
-            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-            view = TaskView(schema)
-            with conn.transaction(), conn.cursor() as cur:
-                view.create(cur)
-                if batched:
-                    view.apply_batch(cur, events)
-                else:
-                    for event, position in events:
-                        view.apply(cur, event, position)
-            query = sql.SQL(
-                "SELECT *, result IS NULL AS no_result, error IS NULL AS no_error FROM {} "
-                "ORDER BY task_id"
-            ).format(sql.Identifier(schema, "task_view"))
-            rows.append(conn.execute(query).fetchall())
-            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
-    assert len(rows[0]) == 8 and rows[0] == rows[1]
+    batched, one_by_one = folded_batched_and_one_by_one(database_url, events)
+    assert len(batched) == 8 and batched == one_by_one
