@@ -10,12 +10,25 @@ that does not foresee.
 
 from __future__ import annotations
 
-from eventsourcing.persistence import InterfaceError, OperationalError
+from eventsourcing.persistence import (
+    ConnectionPoolClosedError,
+    InterfaceError,
+    OperationalError,
+    WaitInterruptedError,
+)
 
 from execution_ledger.domain.execution import AttemptOutcome, Failure
 
-# The store could not be reached or lost its connection: nothing was refused.
-_AWAY = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
+# The store could not be reached, lost its connection (a deadlock or a timeout is an
+# ``OperationalError`` too), or this process is closing its pool: nothing was refused.
+_AWAY = (
+    OperationalError,
+    InterfaceError,
+    ConnectionPoolClosedError,
+    WaitInterruptedError,
+    ConnectionError,
+    TimeoutError,
+)
 
 
 def database_away(error: BaseException) -> bool:
