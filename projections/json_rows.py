@@ -43,10 +43,12 @@ def json_rows(rows: Iterable[Sequence[Any]]) -> str:
     refuses, becomes U+FFFD (``storable``): an event stored before outcomes were made
     storable may hold one, and must not stop the projection."""
     rows = list(rows)
-    text = json.dumps(rows, default=_as_text, allow_nan=False, separators=(",", ":"))
-    if NUL_ESCAPE in text:
-        text = json.dumps(storable(rows), default=_as_text, allow_nan=False, separators=(",", ":"))
-    return text
+    text = _dumps(rows)
+    return _dumps(storable(rows)) if NUL_ESCAPE in text else text
+
+
+def _dumps(rows: list[Any]) -> str:
+    return json.dumps(rows, default=_as_text, allow_nan=False, separators=(",", ":"))
 
 
 def _as_text(value: Any) -> str:
