@@ -69,6 +69,10 @@ from execution_ledger.projections.base import Event
 LedgerAggregate = Task | Queue | ScheduleControl | AccessDenial | BulkAction | RegistryHistory
 APPLICATION_NAME = "Ledger"
 PIPELINED_SAVE_LIMIT = 500
+# A save of more events than one pipeline carries whole is streamed (``_save_streamed``),
+# this many aggregates a chunk: the server inserts each chunk while the next is mapped.
+STREAMED_SAVE_EVENTS = PIPELINED_SAVE_LIMIT + 1
+STREAM_CHUNK = 200
 RECENT_EVENTS = 20_000  # decoded events kept for the other readers; the oldest quarter goes
 LAST_POSITION = 2**62  # above any position the log will give (the horizon bounds reads)
 
@@ -194,9 +198,36 @@ class EventStore:
         shared with the saves of other threads of this process that arrive meanwhile (group
         commit); a conflict or refusal of this save raises here and fails no other save.
         The dispatch queue moves with the events. Returns the events with their positions."""
+        if sum(len(aggregate.pending_events) for aggregate in aggregates) >= STREAMED_SAVE_EVENTS:
+            return self._save_streamed(aggregates, inline)
         unit, events = self._unit(aggregates, inline)
         self.group.submit(unit)
         return [RecordedEvent(p, e) for p, e in zip(unit.positions, events, strict=True)]
+
+    def _save_streamed(
+        self, aggregates: Sequence[LedgerAggregate], inline: Sequence[Statement]
+    ) -> list[RecordedEvent]:
+        """``save`` of many events (a bulk ``enqueue_graph``), streamed: one transaction
+        whose chunks go to the server as soon as they are mapped, so the server inserts
+        one chunk while this thread maps the next (mapped first and sent after, the two
+        took turns: the insert was a fifth of a bulk enqueue's time). In pipeline mode:
+        nothing is waited for until the commit, one round trip in all. Still all or
+        nothing, the ``inline`` statements first, positions in event order. Not through
+        the group commit: it would hold up the small saves of other threads."""
+        events: list[Any] = []
+        appends: list[psycopg.Cursor[DictRow]] = []
+        with self.recorder.datastore.get_connection() as conn, pipelined(conn) as cursor:
+            run_inline(cursor, inline)
+            for part in chunks_of(aggregates, STREAM_CHUNK):
+                unit, mapped = self._unit(part, ())
+                run_inline(cursor, self.dispatch_queue.statements([unit.dispatch]))
+                if unit.stored:
+                    appending = conn.cursor(row_factory=dict_row)
+                    appending.execute(*self.recorder.append_call(unit.stored))
+                    appends.append(appending)
+                    events += mapped
+        positions = [row["notification_id"] for each in appends for row in each.fetchall()]
+        return [RecordedEvent(p, e) for p, e in zip(positions, events, strict=True)]
 
     async def save_async(
         self, *aggregates: LedgerAggregate, inline: Sequence[Statement] = ()
@@ -497,3 +528,7 @@ def _hand_out(units: Sequence[SaveUnit], positions: Sequence[int]) -> None:
     for unit in units:
         unit.positions = list(positions[offset : offset + len(unit.stored)])
         offset += len(unit.stored)
+
+
+def chunks_of(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [items[start : start + size] for start in range(0, len(items), size)]

@@ -4,6 +4,7 @@ its own outcome."""
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ import pytest
 from eventsourcing.persistence import IntegrityError
 
 from execution_ledger.adapters.ledger import SYSTEM
+from execution_ledger.adapters.postgres import event_store
 from execution_ledger.adapters.postgres.recorder import Statement
 from execution_ledger.adapters.runtime import Runtime
 from execution_ledger.domain.submission import TaskRequest
@@ -245,3 +247,87 @@ def test_a_save_too_large_to_pipeline_still_commits_whole(runtime: Runtime, coun
     )
     assert len(runtime.store.read(0, count + 10)) == count
     assert runtime.store.load(tasks[-1].id).version == tasks[-1].version
+
+
+@pytest.fixture
+def small_streams(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Saves of more than 20 events stream, 7 tasks a chunk (the last one short)."""
+    monkeypatch.setattr(event_store, "STREAMED_SAVE_EVENTS", 21)
+    monkeypatch.setattr(event_store, "STREAM_CHUNK", 7)
+    return 7
+
+
+def test_a_streamed_save_commits_every_chunk_with_positions_in_event_order(
+    runtime: Runtime, small_streams: int
+) -> None:
+    start = runtime.store.head_position()
+    tasks = [plan(runtime, n) for n in range(45)]  # seven chunks, the last of three
+    saved = runtime.store.save(*tasks)
+    assert [r.event.originator_id for r in saved] == [task.id for task in tasks]
+    log = runtime.store.read(start, 100)
+    assert [(r.position, r.event.originator_id) for r in log] == [
+        (r.position, r.event.originator_id) for r in saved
+    ]
+    assert dispatch_rows(runtime, [task.id for task in tasks]) == len(tasks)
+    runtime.catch_up()
+    assert {task.id for task in tasks} <= task_view_ids(runtime)
+
+
+def test_a_streamed_save_refused_in_a_later_chunk_stores_nothing(
+    runtime: Runtime, small_streams: int
+) -> None:
+    start = runtime.store.head_position()
+    stored = plan(runtime, 0)
+    again = copy.deepcopy(stored)  # the same new task: its id is in the log once saved
+    runtime.store.save(stored)
+    tasks = [plan(runtime, n) for n in range(1, 30)]
+    tasks.insert(25, again)  # in the fourth chunk
+    with pytest.raises(IntegrityError):
+        runtime.store.save(*tasks)
+    assert [r.event.originator_id for r in runtime.store.read(start, 100)] == [stored.id]
+    assert dispatch_rows(runtime, [task.id for task in tasks]) == 1  # ``stored``'s own
+    runtime.ledger.enqueue(TaskRequest("echo", {"n": "after"}))  # the pool still serves
+
+
+def test_a_failure_while_mapping_a_later_chunk_rolls_back_the_chunks_sent(
+    runtime: Runtime, small_streams: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    start = runtime.store.head_position()
+    mapped = runtime.store._unit
+    calls = []
+
+    def fail_third(*args: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 3:
+            raise ValueError("an event that cannot be mapped")
+        return mapped(*args)
+
+    monkeypatch.setattr(runtime.store, "_unit", fail_third)
+    tasks = [plan(runtime, n) for n in range(30)]
+    with pytest.raises(ValueError, match="cannot be mapped"):
+        runtime.store.save(*tasks)
+    assert runtime.store.read(start, 100) == []
+    assert dispatch_rows(runtime, [task.id for task in tasks]) == 0
+    monkeypatch.undo()
+    runtime.ledger.enqueue(TaskRequest("echo", {"n": "after"}))  # the pool still serves
+    assert len(runtime.store.read(start, 100)) == 1
+
+
+def test_a_large_graph_with_idempotency_keys_streams_and_keeps_its_keys(
+    runtime: Runtime, small_streams: int
+) -> None:
+    requests = [TaskRequest("echo", {"n": n}, idempotency_key=f"k{n}") for n in range(30)]
+    tasks = runtime.ledger.enqueue_graph(requests)
+    clash = TaskRequest("echo", {"n": "clash"}, idempotency_key="k17")
+    assert runtime.ledger.enqueue(clash).id == tasks[17].id  # the holder answers
+
+
+def dispatch_rows(runtime: Runtime, task_ids: list[UUID]) -> int:
+    with runtime.store.transaction() as cursor:
+        row = cursor.execute(
+            f'SELECT count(*) AS n FROM "{runtime.store.schema}".dispatch_queue '
+            "WHERE task_id = ANY(%s)",
+            (task_ids,),
+        ).fetchone()
+    assert row is not None
+    return int(row["n"])
