@@ -197,7 +197,9 @@ class EventStore:
         """Append the pending events of ``aggregates`` in one transaction (all or nothing),
         shared with the saves of other threads of this process that arrive meanwhile (group
         commit); a conflict or refusal of this save raises here and fails no other save.
-        The dispatch queue moves with the events. Returns the events with their positions."""
+        The dispatch queue moves with the events. Returns the events with their positions.
+        A save of more than ``PIPELINED_SAVE_LIMIT`` events has a transaction of its own,
+        streamed to the server in chunks (``_save_streamed``)."""
         if sum(len(aggregate.pending_events) for aggregate in aggregates) >= STREAMED_SAVE_EVENTS:
             return self._save_streamed(aggregates, inline)
         unit, events = self._unit(aggregates, inline)

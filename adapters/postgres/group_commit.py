@@ -1,14 +1,16 @@
 """Group commit: concurrent saves of one process share one transaction.
 
 Every way in that runs in threads (NATS ingress, cron, the Python API, the HTTP API's calls
-that read before they save) saves through ``EventStore.save``; the saves awaited on an event
-loop (the HTTP API's enqueue) have a group commit of their own on the loop
-(``loop_commit.py``). A save becomes a ``SaveUnit`` handed to ``GroupCommit.submit``,
-which blocks its caller until the unit is committed or has failed. The first caller that
-finds no commit in flight leads: it takes every unit queued so far (its own among them) and
-commits them in one transaction; callers arriving meanwhile queue up, and when the commit
-ends one of them leads the next batch. A lone save commits at once (no timer, no wait for
-company); under load each commit carries everything that gathered while the previous one ran.
+that read before they save) saves through ``EventStore.save`` (a save of more than 500
+events excepted: it streams in a transaction of its own, ``EventStore._save_streamed``);
+the saves awaited on an event loop (the HTTP API's enqueue) have a group commit of their
+own on the loop (``loop_commit.py``). A save becomes a ``SaveUnit`` handed to
+``GroupCommit.submit``, which blocks its caller until the unit is committed or has failed.
+The first caller that finds no commit in flight leads: it takes every unit queued so far
+(its own among them) and commits them in one transaction; callers arriving meanwhile queue
+up, and when the commit ends one of them leads the next batch. A lone save commits at once
+(no timer, no wait for company); under load each commit carries everything that gathered
+while the previous one ran.
 
 Each caller gets its own outcome. When a batch's transaction fails (a version conflict, an
 idempotency key already taken, any refused statement), the batch is committed again unit by
