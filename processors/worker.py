@@ -21,6 +21,7 @@ the rest are cancelled (``WorkerShutdown``), and leases are renewed until all ar
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -94,6 +95,8 @@ class WorkerSettings:
     renew_interval: float = 1.0
     shutdown_grace: float = 5.0
     claim_gather: float = 0.002  # seconds to let freed slots gather before a claim
+    # After a ready notice, at most this long for an attempt ending meanwhile (``run``).
+    notice_gather: float = 0.001
     progress_interval: float = 2.0  # at most one TaskHeartbeat per attempt this often
 
 
@@ -118,6 +121,8 @@ class Worker:
         self.running: dict[UUID, asyncio.Task[None]] = {}
         self.outcomes: asyncio.Queue[AttemptOutcome] = asyncio.Queue()
         self.wake = asyncio.Event()
+        self.noticed = False  # a ready notice came since the last round
+        self.ended = asyncio.Event()  # an attempt's outcome was queued
         self.stopped: set[UUID] = set()  # attempts stopped because their task moved on
         self.reported: dict[UUID, ProgressNote] = {}  # latest progress, not yet recorded
         self.noted_at: dict[UUID, float] = {}  # when each attempt's last heartbeat went
@@ -127,6 +132,7 @@ class Worker:
     # -- called from outside (notifications) --------------------------------------------
 
     def notify_ready(self) -> None:
+        self.noticed = True
         self.wake.set()
 
     def notify_cancelled(self, task_id: UUID) -> None:
@@ -158,6 +164,7 @@ class Worker:
                     await asyncio.sleep(0)
                     continue
                 await self._sleep(stop, idle=has_room and claimed == 0)
+                await self._let_endings_join()
                 await self._let_slots_gather()
         finally:
             await self._shutdown(helpers)
@@ -167,6 +174,9 @@ class Worker:
         how many slots were free."""
         for hook in self.between_rounds:
             hook()
+        # What woke the loop until now (a notice of committed work, an attempt's end) is
+        # seen by this round: only what comes after it calls for another.
+        self.wake.clear()
         free = max(0, self.settings.concurrency - len(self.running))
         outcomes = self._take_outcomes()
         if free == 0 and not outcomes:
@@ -213,6 +223,18 @@ class Worker:
             waiter.cancel()
         self.wake.clear()
 
+    async def _let_endings_join(self) -> None:
+        """Woken by a ready notice while attempts run and none has ended: wait a moment
+        (``notice_gather``) for one ending meanwhile, so the claim records its outcome too.
+        A task that enqueues work and then returns sends the notice just before its end;
+        without the wait, one round claims the new task and a second records the end."""
+        noticed, self.noticed = self.noticed, False
+        if not noticed or not self.running or not self.outcomes.empty():
+            return
+        self.ended.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.ended.wait(), self.settings.notice_gather)
+
     async def _let_slots_gather(self) -> None:
         """With only a slot or two free, wait a moment so one claim fills several."""
         free = self.settings.concurrency - len(self.running)
@@ -251,6 +273,7 @@ class Worker:
             span.end(outcome)
         if outcome is not None:
             self.outcomes.put_nowait(outcome)
+            self.ended.set()
 
     async def _run_adapter(
         self, attempt: ClaimedAttempt, trace: Mapping[str, str] | None = None

@@ -8,10 +8,18 @@ from __future__ import annotations
 import asyncio
 import textwrap
 from collections import Counter
+from collections.abc import Sequence
 from datetime import timedelta
 from itertools import pairwise
 
-from execution_ledger.domain.execution import Execution, ExecutionResult, Failure, Success
+from execution_ledger.domain.execution import (
+    AttemptOutcome,
+    ClaimedAttempt,
+    Execution,
+    ExecutionResult,
+    Failure,
+    Success,
+)
 from execution_ledger.domain.submission import TaskRequest
 from execution_ledger.domain.task import TaskState
 from tests.processors.memory_world import MemoryWorld
@@ -53,6 +61,9 @@ CONFIG = textwrap.dedent(
     lane = "agent:{agent_id}"
 
     [task_types.produce]
+    adapter = "test"
+
+    [task_types.hop]
     adapter = "test"
 
     [task_types.consume]
@@ -219,3 +230,42 @@ def test_a_dependent_runs_after_its_dependency_and_is_given_its_result() -> None
         "produce": {"result": {"attempt": 1}, "task_id": str(produce.id)}
     }
     assert world.task(consume.id).state is TaskState.SUCCEEDED
+
+
+def test_a_task_that_enqueues_the_next_and_ends_has_its_end_recorded_by_the_next_claim() -> None:
+    """The ready notice of work a task enqueues comes just before the task's end: the
+    claim it wakes waits that moment, so one round records the end and starts the next
+    (not one round for each)."""
+    world = MemoryWorld(CONFIG)
+    hops = 5
+    rounds: list[tuple[int, int]] = []  # (started, outcomes recorded) of each round
+    claim = world.dispatch.claim
+
+    def counted_claim(
+        queues: Sequence[str], limit: int, worker: str, outcomes: Sequence[AttemptOutcome] = ()
+    ) -> list[ClaimedAttempt]:
+        claimed = claim(queues, limit, worker, outcomes)
+        rounds.append((len(claimed), len(outcomes)))
+        return claimed
+
+    world.dispatch.claim = counted_claim  # type: ignore[method-assign]
+    worker, executor = world.worker({}, notice_gather=0.5)
+
+    async def hop(execution: Execution) -> ExecutionResult:
+        n = int(execution.args["n"])
+        if n < hops:
+            world.enqueue("hop", n=n + 1)
+            worker.notify_ready()  # as the enqueue's commit notifies
+            await asyncio.sleep(0.001)  # the task's own end comes a moment later
+        return Success(n)
+
+    executor.scripts = {"hop": hop}
+    first = world.enqueue("hop", n=1)
+    world.run_until(
+        worker,
+        lambda: len(executor.runs) == hops
+        and all(world.task(run.task_id).state is TaskState.SUCCEEDED for run in executor.runs),
+    )
+    assert world.task(first).state is TaskState.SUCCEEDED
+    starting = [recorded for started, recorded in rounds if started]
+    assert starting == [0] + [1] * (hops - 1)  # each start after the first records an end
