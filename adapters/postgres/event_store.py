@@ -68,11 +68,8 @@ from execution_ledger.projections.base import Event
 
 LedgerAggregate = Task | Queue | ScheduleControl | AccessDenial | BulkAction | RegistryHistory
 APPLICATION_NAME = "Ledger"
-PIPELINED_SAVE_LIMIT = 500
-# A save of more events than one pipeline carries whole is streamed (``_save_streamed``),
-# this many aggregates a chunk: the server inserts each chunk while the next is mapped.
-STREAMED_SAVE_EVENTS = PIPELINED_SAVE_LIMIT + 1
-STREAM_CHUNK = 200
+PIPELINED_SAVE_LIMIT = 500  # events; a larger save is streamed (``_save_streamed``)
+STREAM_CHUNK = 200  # aggregates a streamed save maps and sends at a time
 RECENT_EVENTS = 20_000  # decoded events kept for the other readers; the oldest quarter goes
 LAST_POSITION = 2**62  # above any position the log will give (the horizon bounds reads)
 
@@ -200,7 +197,7 @@ class EventStore:
         The dispatch queue moves with the events. Returns the events with their positions.
         A save of more than ``PIPELINED_SAVE_LIMIT`` events has a transaction of its own,
         streamed to the server in chunks (``_save_streamed``)."""
-        if sum(len(aggregate.pending_events) for aggregate in aggregates) >= STREAMED_SAVE_EVENTS:
+        if sum(len(aggregate.pending_events) for aggregate in aggregates) > PIPELINED_SAVE_LIMIT:
             return self._save_streamed(aggregates, inline)
         unit, events = self._unit(aggregates, inline)
         self.group.submit(unit)
@@ -220,8 +217,8 @@ class EventStore:
         appends: list[psycopg.Cursor[DictRow]] = []
         with self.recorder.datastore.get_connection() as conn, pipelined(conn) as cursor:
             run_inline(cursor, inline)
-            for part in chunks_of(aggregates, STREAM_CHUNK):
-                unit, mapped = self._unit(part, ())
+            for start in range(0, len(aggregates), STREAM_CHUNK):
+                unit, mapped = self._unit(aggregates[start : start + STREAM_CHUNK], ())
                 run_inline(cursor, self.dispatch_queue.statements([unit.dispatch]))
                 if unit.stored:
                     appending = conn.cursor(row_factory=dict_row)
@@ -530,7 +527,3 @@ def _hand_out(units: Sequence[SaveUnit], positions: Sequence[int]) -> None:
     for unit in units:
         unit.positions = list(positions[offset : offset + len(unit.stored)])
         offset += len(unit.stored)
-
-
-def chunks_of(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
-    return [items[start : start + size] for start in range(0, len(items), size)]

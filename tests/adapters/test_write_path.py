@@ -252,7 +252,7 @@ def test_a_save_too_large_to_pipeline_still_commits_whole(runtime: Runtime, coun
 @pytest.fixture
 def small_streams(monkeypatch: pytest.MonkeyPatch) -> int:
     """Saves of more than 20 events stream, 7 tasks a chunk (the last one short)."""
-    monkeypatch.setattr(event_store, "STREAMED_SAVE_EVENTS", 21)
+    monkeypatch.setattr(event_store, "PIPELINED_SAVE_LIMIT", 20)
     monkeypatch.setattr(event_store, "STREAM_CHUNK", 7)
     return 7
 
